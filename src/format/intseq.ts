@@ -1,0 +1,287 @@
+/**
+ * Integer-sequence coder shared by the timestamp and value codecs (spec: docs/format/chunk.md,
+ * "Integer sequences"). Input: n safe integers with |x| < 2^51. The encoder measures the exact
+ * bit cost of each layout and writes the cheapest:
+ *
+ * - CONST  (0): every element equals `base`.
+ * - SPARSE (1): most elements equal `base`; the others are listed as (gap, value) pairs.
+ * - DENSE  (2): partitions of {@link PARTITION} elements, each with its own base and Rice
+ *   parameter, stored either offset from the partition minimum (FOR) or zigzagged around the
+ *   partition median (robust to outliers such as counter resets).
+ */
+import { BitReader, BitWriter, RICE_ESCAPE } from './bits.js';
+import { bitLength, unzigzag, zigzag } from './bytes.js';
+
+export const SEQ_CONST = 0;
+export const SEQ_SPARSE = 1;
+export const SEQ_DENSE = 2;
+/** Elements per partition of a DENSE sequence. */
+export const PARTITION = 128;
+/** Bound on |x| accepted by the coder. */
+export const INTSEQ_LIMIT = 2 ** 51;
+
+const VARBITS_COST = (z: number) => 6 + bitLength(z);
+const LN2 = Math.LN2;
+
+/** Rice parameter estimate for non-negative values with the given mean. */
+function kFromMean(mean: number): number {
+  if (!(mean >= 1)) return 0;
+  const k = Math.floor(Math.log2(mean * LN2));
+  return k < 0 ? 0 : k > 52 ? 52 : k;
+}
+
+/** Scratch buffers reused across calls (single-threaded). */
+let scratch = new Float64Array(PARTITION);
+let sel = new Float64Array(PARTITION);
+let excIdx = new Float64Array(64);
+let excVal = new Float64Array(64);
+
+/**
+ * Best Rice cost of the non-negative `u[0..n)` over k in {k0-1, k0, k0+1} (k0 estimated from
+ * the mean), computed in one pass; returns [bits, k].
+ */
+function bestRice(u: Float64Array, n: number, sum: number): [number, number] {
+  const k0 = kFromMean(sum / n);
+  const kLo = k0 > 0 ? k0 - 1 : 0;
+  const div = 2 ** kLo;
+  let c0 = 0, c1 = 0, c2 = 0;
+  for (let i = 0; i < n; i++) {
+    const v = u[i]!;
+    const q0 = Math.floor(v / div);
+    const q1 = Math.floor(q0 / 2);
+    const q2 = Math.floor(q1 / 2);
+    c0 += q0 < RICE_ESCAPE ? q0 + 1 : RICE_ESCAPE + 6 + bitLength(v) - kLo;
+    c1 += q1 < RICE_ESCAPE ? q1 + 1 : RICE_ESCAPE + 6 + bitLength(v) - kLo - 1;
+    c2 += q2 < RICE_ESCAPE ? q2 + 1 : RICE_ESCAPE + 6 + bitLength(v) - kLo - 2;
+  }
+  c0 += n * kLo;
+  c1 += n * (kLo + 1);
+  c2 += n * (kLo + 2);
+  if (kLo + 2 > 52) c2 = Infinity;
+  if (kLo + 1 > 52) c1 = Infinity;
+  if (c0 <= c1 && c0 <= c2) return [c0, kLo];
+  return c1 <= c2 ? [c1, kLo + 1] : [c2, kLo + 2];
+}
+
+/** The element of rank `k` of `a[0..n)` (reorders `a`). */
+function quickselect(a: Float64Array, n: number, k: number): number {
+  let lo = 0;
+  let hi = n - 1;
+  while (hi > lo) {
+    const pivot = a[(lo + hi) >> 1]!;
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (a[i]! < pivot) i++;
+      while (a[j]! > pivot) j--;
+      if (i <= j) {
+        const t = a[i]!;
+        a[i] = a[j]!;
+        a[j] = t;
+        i++;
+        j--;
+      }
+    }
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else return a[k]!;
+  }
+  return a[k]!;
+}
+
+interface PartitionPlan {
+  median: boolean;
+  base: number;
+  k: number;
+  bits: number;
+}
+
+function planPartition(x: ArrayLike<number>, start: number, n: number): PartitionPlan {
+  if (scratch.length < n) {
+    scratch = new Float64Array(n);
+    sel = new Float64Array(n);
+  }
+  let min = Infinity;
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const v = x[start + i]!;
+    sel[i] = v;
+    if (v < min) min = v;
+    if (v > max) max = v;
+  }
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    const u = x[start + i]! - min;
+    scratch[i] = u;
+    sum += u;
+  }
+  const [forBits, forK] = bestRice(scratch, n, sum);
+  let plan: PartitionPlan = { median: false, base: min, k: forK, bits: forBits };
+  if (max - min > 0) {
+    // zigzag around the median: about a bit cheaper for symmetric noise, and robust to a few
+    // outliers (counter resets) that stretch the range
+    const median = quickselect(sel, n, n >> 1);
+    sum = 0;
+    for (let i = 0; i < n; i++) {
+      const d = x[start + i]! - median;
+      const z = d >= 0 ? d * 2 : -d * 2 - 1;
+      scratch[i] = z;
+      sum += z;
+    }
+    const [medBits, medK] = bestRice(scratch, n, sum);
+    if (medBits < forBits) plan = { median: true, base: median, k: medK, bits: medBits };
+  }
+  return plan;
+}
+
+interface SparsePlan {
+  base: number;
+  count: number;
+  kGap: number;
+  kVal: number;
+  bits: number;
+}
+
+function planSparse(x: ArrayLike<number>, start: number, n: number): SparsePlan | null {
+  // sparse pays only when one value fills most of the sequence; try a few candidates, giving up
+  // on a candidate as soon as it cannot cover half the elements
+  const candidates = [x[start]!, x[start + (n >> 1)]!, x[start + n - 1]!];
+  let base = 0;
+  let count = (n >> 1) + 1;
+  for (const c of candidates) {
+    let cnt = 0;
+    for (let i = 0; i < n && cnt < count; i++) if (x[start + i] !== c) cnt++;
+    if (cnt < count) {
+      count = cnt;
+      base = c;
+    }
+  }
+  if (count * 2 > n) return null;
+  if (excIdx.length < count) {
+    excIdx = new Float64Array(count * 2);
+    excVal = new Float64Array(count * 2);
+  }
+  let gapSum = 0;
+  let valSum = 0;
+  let prev = -1;
+  for (let i = 0, e = 0; i < n; i++) {
+    const v = x[start + i]!;
+    if (v !== base) {
+      const gap = i - prev - 1;
+      const z = zigzag(v - base) - 1;
+      excIdx[e] = gap;
+      excVal[e++] = z;
+      gapSum += gap;
+      valSum += z;
+      prev = i;
+    }
+  }
+  const header = 2 + VARBITS_COST(zigzag(base)) + VARBITS_COST(count) + 5 + 6;
+  if (count === 0) return { base, count, kGap: 0, kVal: 0, bits: header };
+  const [gapBits, kGap] = bestRice(excIdx, count, gapSum);
+  const [valBits, kVal] = bestRice(excVal, count, valSum);
+  if (kGap > 31) return null;
+  return { base, count, kGap, kVal, bits: header + gapBits + valBits };
+}
+
+/**
+ * Writes `x[start, start+n)` to `w` in the cheapest layout. Every element must be a safe integer
+ * with |x| < {@link INTSEQ_LIMIT} (callers guarantee it). n may be 0 (nothing is written).
+ */
+export function encodeIntSeq(w: BitWriter, x: ArrayLike<number>, start: number, n: number): void {
+  if (n === 0) return;
+  const first = x[start]!;
+  let allEqual = true;
+  for (let i = 1; i < n; i++) {
+    if (x[start + i] !== first) {
+      allEqual = false;
+      break;
+    }
+  }
+  if (allEqual) {
+    w.write(SEQ_CONST, 2);
+    w.varBits(zigzag(first));
+    return;
+  }
+  const sparse = planSparse(x, start, n);
+  const plans: PartitionPlan[] = [];
+  let denseBits = 2;
+  let prevBase = 0;
+  for (let p = 0; p < n; p += PARTITION) {
+    const len = Math.min(PARTITION, n - p);
+    const plan = planPartition(x, start + p, len);
+    denseBits += 1 + VARBITS_COST(zigzag(plan.base - prevBase)) + 6 + plan.bits;
+    prevBase = plan.base;
+    plans.push(plan);
+    if (sparse && denseBits >= sparse.bits) break;
+  }
+  if (sparse && sparse.bits <= denseBits) {
+    w.write(SEQ_SPARSE, 2);
+    w.varBits(zigzag(sparse.base));
+    w.varBits(sparse.count);
+    w.write(sparse.kGap, 5);
+    w.write(sparse.kVal, 6);
+    let prev = -1;
+    for (let i = 0; i < n; i++) {
+      const v = x[start + i]!;
+      if (v !== sparse.base) {
+        w.rice(i - prev - 1, sparse.kGap);
+        w.rice(zigzag(v - sparse.base) - 1, sparse.kVal);
+        prev = i;
+      }
+    }
+    return;
+  }
+  w.write(SEQ_DENSE, 2);
+  prevBase = 0;
+  for (let pi = 0, p = 0; p < n; pi++, p += PARTITION) {
+    const len = Math.min(PARTITION, n - p);
+    const plan = plans[pi]!;
+    w.write(plan.median ? 1 : 0, 1);
+    w.varBits(zigzag(plan.base - prevBase));
+    w.write(plan.k, 6);
+    prevBase = plan.base;
+    const k = plan.k;
+    const base = plan.base;
+    const off = start + p;
+    if (plan.median) for (let i = 0; i < len; i++) w.rice(zigzag(x[off + i]! - base), k);
+    else for (let i = 0; i < len; i++) w.rice(x[off + i]! - base, k);
+  }
+}
+
+/** Reads n elements written by {@link encodeIntSeq} into `out[start, start+n)`. */
+export function decodeIntSeq(r: BitReader, out: Float64Array, start: number, n: number): void {
+  if (n === 0) return;
+  const mode = r.read(2);
+  if (mode === SEQ_CONST) {
+    const base = unzigzag(r.varBits());
+    out.fill(base, start, start + n);
+    return;
+  }
+  if (mode === SEQ_SPARSE) {
+    const base = unzigzag(r.varBits());
+    const count = r.varBits();
+    if (count > n) throw r.corrupt(`sparse sequence lists ${count} exceptions for ${n} elements`);
+    const kGap = r.read(5);
+    const kVal = r.read(6);
+    if (kVal > 52) throw r.corrupt(`rice parameter ${kVal} exceeds 52`);
+    out.fill(base, start, start + n);
+    let i = -1;
+    for (let e = 0; e < count; e++) {
+      i += r.rice(kGap) + 1;
+      if (i >= n) throw r.corrupt(`sparse exception index ${i} beyond ${n} elements`);
+      out[start + i] = base + unzigzag(r.rice(kVal) + 1);
+    }
+    return;
+  }
+  if (mode !== SEQ_DENSE) throw r.corrupt(`unknown integer sequence layout ${mode}`);
+  let base = 0;
+  for (let p = 0; p < n; p += PARTITION) {
+    const len = Math.min(PARTITION, n - p);
+    const median = r.read(1);
+    base += unzigzag(r.varBits());
+    const k = r.read(6);
+    if (k > 52) throw r.corrupt(`rice parameter ${k} exceeds 52`);
+    r.riceBlock(out, start + p, len, k, base, median === 1);
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * A run: all samples of one series in one block, encoded as one self-describing byte string
+ * (spec: docs/format/chunk.md).
+ *
+ * ```
+ * run   := u8 encoding, uvarint count, body
+ * body  := uvarint tsLen, timestamps[tsLen], values[...]      (encoding bit 7 clear)
+ *        | u32 rawLen, lz4 block of the plain body            (encoding bit 7 set)
+ * encoding = tsLayout | valueLayout << 3 | lz4 << 7
+ * ```
+ */
+import { compressSync, uncompressSync } from 'lz4-napi';
+import { InvalidArgumentError } from '../errors.js';
+import { ByteReader, ByteWriter, MEMORY, type Origin } from './bytes.js';
+import { decodeTimestamps, encodeTimestamps } from './timestamps.js';
+import { decodeValues, encodeValues } from './values.js';
+
+/** Bit of the encoding byte that marks an lz4-compressed body. */
+export const RUN_LZ4 = 0x80;
+/** Runs shorter than this are never tried with lz4. */
+const LZ4_MIN_BYTES = 128;
+/** lz4 is kept only when it saves at least this share of the body. */
+const LZ4_MIN_SAVING = 1 / 16;
+/** Upper bound on encoded bytes per sample, used to sanity-check lz4 size prefixes. */
+const MAX_BYTES_PER_SAMPLE = 17;
+
+/** Samples of one series: strictly increasing int64 ms timestamps and float64 values. */
+export interface Samples {
+  readonly timestamps: BigInt64Array;
+  readonly values: Float64Array;
+}
+
+/** Options of {@link encodeRun}. */
+export interface EncodeOptions {
+  /** Try lz4 on the body and keep it when it pays (default true). */
+  readonly lz4?: boolean;
+}
+
+const body = new ByteWriter(4096);
+const section = new ByteWriter(4096);
+
+/**
+ * Encodes samples into a run. Throws InvalidArgumentError on empty input, length mismatch or
+ * timestamps that do not strictly increase. The returned bytes are a fresh copy.
+ */
+export function encodeRun(samples: Samples, opts: EncodeOptions = {}): Uint8Array {
+  const { timestamps, values } = samples;
+  const n = timestamps.length;
+  if (n === 0) throw new InvalidArgumentError('samples', 'a run needs at least one sample');
+  if (values.length !== n) throw new InvalidArgumentError('values', `${values.length} values for ${n} timestamps`);
+  section.reset();
+  const tsMode = encodeTimestamps(section, timestamps, n);
+  const tsLen = section.length;
+  const valMode = encodeValues(section, values, n);
+  body.reset();
+  body.uvarint(tsLen);
+  body.bytes(section.finish());
+  const plain = body.finish();
+  const out = new ByteWriter(plain.length + 16);
+  let enc = tsMode | (valMode << 3);
+  if (opts.lz4 !== false && plain.length >= LZ4_MIN_BYTES) {
+    const packed = compressSync(Buffer.from(plain.buffer, plain.byteOffset, plain.length));
+    if (packed.length <= plain.length * (1 - LZ4_MIN_SAVING)) {
+      enc |= RUN_LZ4;
+      out.u8(enc);
+      out.uvarint(n);
+      out.bytes(packed);
+      return out.finish();
+    }
+  }
+  out.u8(enc);
+  out.uvarint(n);
+  out.bytes(plain);
+  return out.finish();
+}
+
+/** Header of a run: its encoding byte and sample count. */
+export interface RunHeader {
+  readonly encoding: number;
+  readonly count: number;
+}
+
+/** Reads the header of the run in `buf` without decoding it. */
+export function readRunHeader(buf: Uint8Array, origin: Origin = MEMORY): RunHeader {
+  const r = new ByteReader(buf, origin);
+  const encoding = r.u8('run encoding');
+  const count = r.uvarint('run sample count');
+  return { encoding, count };
+}
+
+/**
+ * Decodes a whole run. Consumes `buf` exactly; any structural problem throws a CorruptionError
+ * that names `origin` and the absolute offset.
+ */
+export function decodeRun(buf: Uint8Array, origin: Origin = MEMORY): Samples {
+  const r = new ByteReader(buf, origin);
+  const enc = r.u8('run encoding');
+  const n = r.uvarint('run sample count');
+  if (n === 0) throw r.corrupt('run has no samples');
+  if (n > buf.length * 64 + 64) throw r.corrupt(`run claims ${n} samples in ${buf.length} bytes`);
+  let br: ByteReader;
+  if (enc & RUN_LZ4) {
+    r.need(4, 'lz4 size');
+    const rawLen = new DataView(buf.buffer, buf.byteOffset + r.pos, 4).getUint32(0, true);
+    if (rawLen > n * MAX_BYTES_PER_SAMPLE + 64) throw r.corrupt(`lz4 body claims ${rawLen} bytes for ${n} samples`);
+    let plain: Uint8Array;
+    try {
+      plain = uncompressSync(buf.subarray(r.pos));
+    } catch (err) {
+      throw r.corrupt(`lz4 body does not decompress: ${(err as Error).message}`);
+    }
+    if (plain.length !== rawLen) throw r.corrupt(`lz4 body is ${plain.length} bytes, header says ${rawLen}`);
+    // offsets inside a decompressed body are reported at the run's start
+    br = new ByteReader(plain, { object: origin.object, offset: origin.offset });
+  } else {
+    br = new ByteReader(buf, origin, r.pos);
+  }
+  const tsLen = br.uvarint('timestamp section length');
+  br.need(tsLen, 'timestamp section');
+  const timestamps = new BigInt64Array(n);
+  const values = new Float64Array(n);
+  const tsEnd = br.pos + tsLen;
+  decodeTimestamps(new ByteReader(br.buf, br.origin, br.pos, tsEnd), enc & 7, n, timestamps);
+  decodeValues(new ByteReader(br.buf, br.origin, tsEnd, br.end), (enc >> 3) & 15, n, values);
+  return { timestamps, values };
+}

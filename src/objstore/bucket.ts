@@ -1,0 +1,85 @@
+/**
+ * The bucket layer: the one small interface every object store implements. Two providers:
+ * `fs` (the embedded default, a directory on local disk) and `s3` (any S3-compatible server).
+ * Both pass the same acceptance suite (`test/objstore/acceptance.ts`).
+ *
+ * Keys are `/`-separated relative paths: no leading `/`, no empty, `.` or `..` segments, no
+ * backslash or NUL. Implementations reject other keys with an InvalidArgumentError.
+ *
+ * Errors are ObjectStoreError with codes NOT_FOUND, ACCESS_DENIED, NO_SUCH_BUCKET, INVALID_RANGE,
+ * ALREADY_EXISTS, UNAVAILABLE (after retries were exhausted) or STORAGE.
+ */
+import type { Readable } from 'node:stream';
+
+/** A byte range of an object: `[offset, offset + length)`, or the last `suffix` bytes. */
+export type ByteRange = { readonly offset: number; readonly length: number } | { readonly suffix: number };
+
+/** What `head` and `list` report about an object. */
+export interface ObjectInfo {
+  readonly key: string;
+  readonly size: number;
+  /** Last modification time, ms since the epoch. */
+  readonly lastModifiedMs: number;
+  /** Opaque version tag (S3 ETag, or size+mtime for the filesystem); changes when the object does. */
+  readonly etag: string;
+}
+
+/** Result of a range read: the bytes, plus the object's total size when the store reports it. */
+export interface RangeResult {
+  readonly data: Buffer;
+  /** Absolute offset of `data[0]` in the object (differs from the request for suffix reads). */
+  readonly offset: number;
+  /** Total object size. */
+  readonly size: number;
+}
+
+/** Options of a write. */
+export interface PutOptions {
+  /** Fail with ALREADY_EXISTS instead of replacing an existing object. */
+  readonly ifNoneMatch?: boolean;
+  /** Abort the write. */
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * An object being written piece by piece (a multipart upload on S3, a temp file on disk). Nothing
+ * is visible under the key until `complete()` resolves; `abort()` discards everything.
+ * `write` calls must not overlap (await each one).
+ */
+export interface ObjectUpload {
+  write(chunk: Uint8Array): Promise<void>;
+  /** Publishes the object atomically and returns what was stored. */
+  complete(): Promise<ObjectInfo>;
+  /** Discards the upload; safe to call after a failure and more than once. */
+  abort(): Promise<void>;
+}
+
+/** The read half of a bucket. */
+export interface BucketReader {
+  /** Human-readable name for messages and metrics (`s3://bucket/prefix` or `file:///dir`). */
+  readonly name: string;
+  /** Whole object. NOT_FOUND if missing. */
+  get(key: string, opts?: { signal?: AbortSignal }): Promise<Buffer>;
+  /**
+   * A byte range. A range that starts inside the object and runs past its end is cut at the end;
+   * one that starts at or beyond the end is INVALID_RANGE; a suffix longer than the object returns
+   * the whole object.
+   */
+  getRange(key: string, range: ByteRange, opts?: { signal?: AbortSignal }): Promise<RangeResult>;
+  /** Size and version of an object. NOT_FOUND if missing. */
+  head(key: string): Promise<ObjectInfo>;
+  /** Objects whose key starts with `prefix`, in lexicographic key order. */
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+}
+
+/** A bucket: reads plus writes. */
+export interface Bucket extends BucketReader {
+  /** Stores a whole object from memory, a stream or a local file (`{ file }`), atomically. */
+  put(key: string, body: Uint8Array | Readable | { readonly file: string }, opts?: PutOptions): Promise<ObjectInfo>;
+  /** Starts a piecewise write (see ObjectUpload). */
+  upload(key: string, opts?: PutOptions): ObjectUpload;
+  /** Deletes an object; deleting a missing object is not an error. */
+  delete(key: string): Promise<void>;
+  /** Releases sockets and handles. */
+  close(): Promise<void>;
+}
