@@ -262,7 +262,29 @@ export class BitReader {
         v = this.rice(k);
         pos = this.pos;
       }
-      out[off + i] = zig ? base + (v % 2 === 0 ? v / 2 : -(v + 1) / 2) : base + v;
+      if (!zig) out[off + i] = base + v;
+      else if (v < 0x80000000) out[off + i] = base + ((v >>> 1) ^ -(v & 1));
+      else out[off + i] = base + (v % 2 === 0 ? v / 2 : -(v + 1) / 2);
+    }
+    this.pos = pos;
+    if (pos > this.total) throw this.corrupt('bit stream truncated');
+  }
+
+  /** Reads `len` values of `k` bits each (0..32) into `out[off..off+len)`. */
+  readBlock(out: Float64Array, off: number, len: number, k: number): void {
+    if (k === 0) {
+      out.fill(0, off, off + len);
+      return;
+    }
+    const w = this.w;
+    const sh = 32 - k;
+    let pos = this.pos;
+    for (let i = 0; i < len; i++) {
+      const j = pos >>> 5;
+      const r = pos & 31;
+      const win = r === 0 ? w[j]! : ((w[j]! << r) | (w[j + 1]! >>> (32 - r))) >>> 0;
+      out[off + i] = win >>> sh;
+      pos += k;
     }
     this.pos = pos;
     if (pos > this.total) throw this.corrupt('bit stream truncated');

@@ -113,17 +113,21 @@ export class ByteWriter {
 /** Bounds-checked little-endian reader over `buf[start, end)`. */
 export class ByteReader {
   readonly buf: Uint8Array;
-  private readonly view: DataView;
+  private dv: DataView | undefined;
   pos: number;
   readonly end: number;
   readonly origin: Origin;
 
   constructor(buf: Uint8Array, origin: Origin = MEMORY, start = 0, end = buf.length) {
     this.buf = buf;
-    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     this.pos = start;
     this.end = end;
     this.origin = origin;
+  }
+
+  /** DataView over `buf`, made on first use (most readers only need bytes and varints). */
+  private get view(): DataView {
+    return (this.dv ??= new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength));
   }
 
   /** A corruption error at the current position (or `at`). */
@@ -149,9 +153,10 @@ export class ByteReader {
 
   u32(what = 'u32'): number {
     this.need(4, what);
-    const v = this.view.getUint32(this.pos, true);
-    this.pos += 4;
-    return v;
+    const b = this.buf;
+    const p = this.pos;
+    this.pos = p + 4;
+    return (b[p]! | (b[p + 1]! << 8) | (b[p + 2]! << 16) | (b[p + 3]! << 24)) >>> 0;
   }
 
   u64(what = 'u64'): bigint {

@@ -148,44 +148,37 @@ export function decodeTimestamps(r: ByteReader, mode: number, n: number, out: Bi
   if (mode !== TS_GRID && mode !== TS_DOD) throw r.corrupt(`unknown timestamp layout ${mode}`);
   const t0 = r.i64('first timestamp');
   grow(n);
-  if (mode === TS_GRID) {
-    const base = r.varint('grid base');
-    const step = r.uvarint('grid step');
-    const bits = new BitReader(r.buf, r.pos, r.end, r.origin);
-    decodeIntSeq(bits, resid, 0, n);
-    bits.expectEnd('timestamp residuals');
-    let g = base;
-    for (let i = 0; i < n; i++) {
-      if (i > 0) g += step;
-      const d = resid[i]!;
-      const o = g + d;
-      offs[i] = o;
-      if (d !== 0 && 2 * Math.abs(d) >= step) g = o;
-    }
-  } else {
-    const bits = new BitReader(r.buf, r.pos, r.end, r.origin);
-    offs[0] = 0;
-    if (n > 1) {
-      decodeIntSeq(bits, resid, 0, n - 1);
-      let d = 0;
-      for (let i = 1; i < n; i++) {
-        d += resid[i - 1]!;
-        offs[i] = offs[i - 1]! + d;
-      }
-    }
-    bits.expectEnd('timestamp deltas');
-  }
-  r.pos = r.end;
-  if (offs[0] !== 0) throw r.corrupt('first timestamp offset is not zero');
-  // offsets must increase and stay within the range the encoder allows; add them to t0 on
-  // 32-bit halves so the full int64 range is exact
   const h = halves(out);
   const lo0 = Number(BigInt.asUintN(32, t0));
   const hi0 = Number(t0 >> 32n);
+  let base = 0;
+  let step = 0;
+  if (mode === TS_GRID) {
+    base = r.varint('grid base');
+    step = r.uvarint('grid step');
+  }
+  const bits = new BitReader(r.buf, r.pos, r.end, r.origin);
+  if (mode === TS_GRID) decodeIntSeq(bits, resid, 0, n);
+  else if (n > 1) decodeIntSeq(bits, resid, 1, n - 1);
+  bits.expectEnd(mode === TS_GRID ? 'timestamp residuals' : 'timestamp deltas');
+  r.pos = r.end;
+  // offsets from t0 (GRID: grid plus residual, moving the grid on a large residual; DOD: running
+  // sums), added to t0 on 32-bit halves so the whole int64 range is exact
   let prev = -1;
+  let g = base;
+  let d = 0;
+  let o = 0;
   for (let i = 0; i < n; i++) {
-    const o = offs[i]!;
-    if (!(o > prev)) throw r.corrupt(`timestamp offset ${o} at index ${i} is out of order`);
+    if (mode === TS_GRID) {
+      if (i > 0) g += step;
+      const res = resid[i]!;
+      o = g + res;
+      if (res !== 0 && 2 * Math.abs(res) >= step) g = o;
+    } else if (i > 0) {
+      d += resid[i]!;
+      o += d;
+    }
+    if (i === 0 ? o !== 0 : !(o > prev)) throw r.corrupt(i === 0 ? 'first timestamp offset is not zero' : `timestamp offset ${o} at index ${i} is out of order`);
     prev = o;
     const lo = lo0 + o;
     if (lo < TWO32) {

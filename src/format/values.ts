@@ -202,10 +202,12 @@ function decodeFloat(r: ByteReader, n: number, out: Float64Array): void {
   }
   const hiMul = 2 ** (32 - s);
   const sMul = 2 ** s;
+  const highLimit = 2 ** (64 - s);
+  br.readBlock(ints2, 0, m, s);
   for (let i = 1; i < n; i++) {
     const high = ints[i - 1]!;
-    if (high < 0 || high >= 2 ** (64 - s)) throw br.corrupt(`float delta out of range at index ${i}`);
-    const low = br.read(s);
+    if (high < 0 || high >= highLimit) throw br.corrupt(`float delta out of range at index ${i}`);
+    const low = ints2[i - 1]!;
     const zh = Math.floor(high / hiMul);
     const zl = (high - zh * hiMul) * sMul + low;
     // unzigzag

@@ -1,0 +1,121 @@
+/**
+ * `npm run bench -- format [--data=DIR] [--reps=N]`: block format figures on the generator's full
+ * dataset (10,000 series x 4 h x 15 s, seed 42): bytes per sample (whole block and per series
+ * type), single-core encode and decode rates, range reads for one series cold and warm, and an
+ * exact round trip through a block file.
+ */
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BlockReader } from '../src/block/reader.js';
+import { fileSink, fileSource } from '../src/block/source.js';
+import { BlockWriter } from '../src/block/writer.js';
+import { decodeRun, encodeRun } from '../src/format/run.js';
+import { loadDataset, median, type Series } from './dataset.js';
+
+const WINDOW_MS = 4 * 3600 * 1000;
+
+function flag(argv: string[], name: string, def: string): string {
+  const f = argv.find((a) => a.startsWith(`--${name}=`));
+  return f ? f.slice(name.length + 3) : def;
+}
+
+function sameSamples(a: { timestamps: BigInt64Array; values: Float64Array }, b: Series): boolean {
+  if (a.timestamps.length !== b.timestamps.length) return false;
+  for (let i = 0; i < a.timestamps.length; i++) if (a.timestamps[i] !== b.timestamps[i]) return false;
+  const x = new Uint8Array(a.values.buffer, a.values.byteOffset, a.values.byteLength);
+  const y = new Uint8Array(b.values.buffer, b.values.byteOffset, b.values.byteLength);
+  return Buffer.compare(x, y) === 0;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const dir = flag(argv, 'data', join('data', 'bench', 'full'));
+  const reps = Number(flag(argv, 'reps', '5'));
+  const ds = loadDataset(dir, ['--size=full', '--seed=42', '--start=2026-11-01T00:00:00Z']);
+  const total = ds.sampleCount;
+  console.log(`dataset ${dir}: ${ds.series.length} series, ${total} samples`);
+
+  // encode / decode throughput on one core (this thread), median of reps
+  let runs: Uint8Array[] = [];
+  const encTimes: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    const t0 = process.hrtime.bigint();
+    runs = ds.series.map((s) => encodeRun(s));
+    encTimes.push(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  const decTimes: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    const t0 = process.hrtime.bigint();
+    for (const run of runs) decodeRun(run);
+    decTimes.push(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  const encodeRate = total / median(encTimes);
+  const decodeRate = total / median(decTimes);
+
+  // one block for the whole dataset, written to a file
+  const tmp = mkdtempSync(join(tmpdir(), 'strata-bench-'));
+  const path = join(tmp, 'full.block');
+  const windowStart = BigInt(Math.floor(ds.startMs / WINDOW_MS) * WINDOW_MS);
+  const writer = new BlockWriter(await fileSink(path), {
+    tenant: 'bench', shard: 0, numShards: 1, windowStart, windowEnd: windowStart + BigInt(WINDOW_MS),
+  }, { expectedSeries: ds.series.length });
+  const tw = process.hrtime.bigint();
+  for (const s of ds.series) await writer.add(s.id, s);
+  const written = await writer.finish();
+  const writeSeconds = Number(process.hrtime.bigint() - tw) / 1e9;
+  const size = statSync(path).size;
+  if (size !== written.size) throw new Error(`block is ${size} bytes, writer reported ${written.size}`);
+
+  // per type: run bytes plus the type's share (by series) of index, index of index and footer
+  const reader = await BlockReader.open(fileSource(path));
+  const overhead = size - written.footer.samples.length;
+  const byType = new Map<string, { bytes: number; samples: number; series: number }>();
+  const typeOf = new Map(ds.series.map((s) => [s.id, s]));
+  let exact = true;
+  for await (const loc of reader.series()) {
+    const s = typeOf.get(loc.id)!;
+    const t = byType.get(s.type) ?? { bytes: 0, samples: 0, series: 0 };
+    t.bytes += loc.length;
+    t.samples += loc.sampleCount;
+    t.series++;
+    byType.set(s.type, t);
+    if (!sameSamples(await reader.readRun(loc), s)) exact = false;
+  }
+  let seen = 0;
+  for (const t of byType.values()) seen += t.series;
+  exact &&= seen === ds.series.length;
+
+  // range reads for one series: cold (fresh reader) then warm (same page known)
+  const probe = ds.series[Math.floor(ds.series.length / 2)]!;
+  const neighbour = ds.series[Math.floor(ds.series.length / 2) + 1]!;
+  const cold = await BlockReader.open(fileSource(path));
+  const got = await cold.readSeries(probe.id);
+  const coldReads = cold.reads;
+  const before = cold.reads;
+  const got2 = await cold.readSeries(neighbour.id);
+  const warmReads = cold.reads - before;
+  exact &&= !!got && sameSamples(got, probe) && !!got2 && sameSamples(got2, neighbour);
+  rmSync(tmp, { recursive: true, force: true });
+
+  const result: Record<string, number | boolean> = {
+    bytes_per_sample: size / total,
+  };
+  console.log(`block: ${size} bytes (${written.footer.samples.length} samples section, ${overhead} index+ioi+footer, ${written.footer.pageCount} pages), written in ${writeSeconds.toFixed(2)} s`);
+  for (const [type, t] of [...byType.entries()].sort()) {
+    const share = (overhead * t.series) / ds.series.length;
+    const bps = (t.bytes + share) / t.samples;
+    result[`bytes_per_sample_${type}`] = bps;
+    console.log(`  ${type.padEnd(8)} ${bps.toFixed(3)} bytes/sample (${t.series} series)`);
+  }
+  Object.assign(result, {
+    encode_samples_per_s: Math.round(encodeRate),
+    decode_samples_per_s: Math.round(decodeRate),
+    range_reads_cold: coldReads,
+    range_reads_warm: warmReads,
+    roundtrip_exact: exact,
+  });
+  console.log(`encode ${(encodeRate / 1e6).toFixed(2)} M samples/s, decode ${(decodeRate / 1e6).toFixed(2)} M samples/s (one core, median of ${reps})`);
+  console.log(`one-series read: ${coldReads} range reads cold, ${warmReads} warm; round trip exact: ${exact}`);
+  for (const k of Object.keys(result)) if (typeof result[k] === 'number' && !Number.isInteger(result[k])) result[k] = Number((result[k] as number).toFixed(4));
+  console.log(JSON.stringify(result));
+}

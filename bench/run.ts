@@ -1,0 +1,15 @@
+/**
+ * Benchmark entry point: `npm run bench -- <name> [flags]`. Each benchmark prints a readable
+ * report and, as its last line, one JSON object with its figures.
+ */
+const benches: Record<string, () => Promise<{ main(argv: string[]): Promise<void> }>> = {
+  format: () => import('./format.js'),
+};
+
+const [name, ...rest] = process.argv.slice(2);
+const load = name ? benches[name] : undefined;
+if (!load) {
+  console.error(`usage: npm run bench -- <${Object.keys(benches).join('|')}> [flags]`);
+  process.exit(2);
+}
+await (await load()).main(rest);

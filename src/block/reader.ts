@@ -1,0 +1,249 @@
+/**
+ * Block reader: finds and decodes one series with at most three exact range reads (footer and
+ * index of index in one suffix read, one index page, one run), and one once the page is known.
+ * Every byte it uses is checked against its CRC32C before it is decoded; damage surfaces as a
+ * CorruptionError naming the object and the offset, never as wrong samples.
+ */
+import { crc32c } from '@node-rs/crc32';
+import { CorruptionError } from '../errors.js';
+import { decodeFooter, FOOTER_LEN, type Footer } from '../format/footer.js';
+import { decodeRun, type Samples } from '../format/run.js';
+import { decodeIoi, findPage, type IndexOfIndex } from '../index/ioi.js';
+import { decodePage, findInPage, type IndexPage } from '../index/page.js';
+import type { RangeSource } from './source.js';
+
+/** Bytes of the first (suffix) read: the footer plus room for the index of index. */
+export const DEFAULT_SUFFIX_BYTES = 64 * 1024;
+
+export interface BlockReaderOptions {
+  /** Size of the opening suffix read (default 64 KiB). */
+  readonly suffixBytes?: number;
+  /** Decoded index pages kept by this reader (default 64). */
+  readonly pageCacheSize?: number;
+}
+
+/** Where a series' run lives, from its index entry. */
+export interface RunLocation {
+  readonly id: bigint;
+  readonly page: number;
+  readonly entry: number;
+  readonly offset: number;
+  readonly length: number;
+  readonly sampleCount: number;
+  readonly minTime: bigint;
+  readonly maxTime: bigint;
+  readonly crc: number;
+}
+
+/** Half-open time range `[start, end)` in ms. */
+export interface TimeRange {
+  readonly start: bigint;
+  readonly end: bigint;
+}
+
+/** Reads one block through a {@link RangeSource}. */
+export class BlockReader {
+  readonly source: RangeSource;
+  readonly footer: Footer;
+  readonly ioi: IndexOfIndex;
+  /** Object size in bytes. */
+  readonly size: number;
+  /** Range reads issued so far (including the opening one). */
+  reads: number;
+  private readonly pages = new Map<number, IndexPage>();
+  private readonly pageCacheSize: number;
+
+  private constructor(source: RangeSource, footer: Footer, ioi: IndexOfIndex, size: number, reads: number, pageCacheSize: number) {
+    this.source = source;
+    this.footer = footer;
+    this.ioi = ioi;
+    this.size = size;
+    this.reads = reads;
+    this.pageCacheSize = pageCacheSize;
+  }
+
+  /** Opens a block: one suffix read, plus one more only if the index of index did not fit in it. */
+  static async open(source: RangeSource, opts: BlockReaderOptions = {}): Promise<BlockReader> {
+    const suffix = Math.max(opts.suffixBytes ?? DEFAULT_SUFFIX_BYTES, FOOTER_LEN);
+    const tail = await source.read({ suffix });
+    let reads = 1;
+    const size = tail.size;
+    if (size < FOOTER_LEN || tail.data.length < FOOTER_LEN) {
+      throw new CorruptionError(source.name, 0, `object of ${size} bytes is too small to be a block`);
+    }
+    const footer = decodeFooter(tail.data, tail.data.length - FOOTER_LEN, size, { object: source.name, offset: tail.offset });
+    let ioiBytes: Uint8Array;
+    if (footer.ioi.offset >= tail.offset) {
+      const at = footer.ioi.offset - tail.offset;
+      ioiBytes = tail.data.subarray(at, at + footer.ioi.length);
+    } else {
+      const r = await source.read({ offset: footer.ioi.offset, length: footer.ioi.length });
+      reads++;
+      ioiBytes = r.data;
+    }
+    if (ioiBytes.length !== footer.ioi.length) {
+      throw new CorruptionError(source.name, footer.ioi.offset, `index of index read returned ${ioiBytes.length} of ${footer.ioi.length} bytes`);
+    }
+    if (crc32c(ioiBytes) !== footer.ioi.crc) throw new CorruptionError(source.name, footer.ioi.offset, 'index of index checksum mismatch');
+    const ioi = decodeIoi(
+      ioiBytes,
+      footer.pageCount,
+      { object: source.name, offset: footer.ioi.offset },
+      footer.index.offset,
+      footer.index.offset + footer.index.length,
+    );
+    return new BlockReader(source, footer, ioi, size, reads, opts.pageCacheSize ?? 64);
+  }
+
+  /** Checks and decodes index page `i` (exact range read, then CRC). */
+  static decodePageBytes(name: string, ioi: IndexOfIndex, i: number, bytes: Uint8Array, samplesEnd: number): IndexPage {
+    const offset = ioi.offsets[i]!;
+    if (bytes.length !== ioi.lengths[i]) throw new CorruptionError(name, offset, `index page ${i} read returned ${bytes.length} of ${ioi.lengths[i]} bytes`);
+    if (crc32c(bytes) !== ioi.crcs[i]) throw new CorruptionError(name, offset, `index page ${i} checksum mismatch`);
+    const page = decodePage(bytes, { object: name, offset }, samplesEnd);
+    if (page.count !== ioi.seriesCounts[i] || page.ids[0] !== ioi.firstIds[i] || page.ids[page.count - 1] !== ioi.lastIds[i]) {
+      throw new CorruptionError(name, offset, `index page ${i} disagrees with the index of index`);
+    }
+    return page;
+  }
+
+  /** Index page `i`, from this reader's small cache or one range read. */
+  async page(i: number): Promise<IndexPage> {
+    const cached = this.pages.get(i);
+    if (cached) {
+      this.pages.delete(i);
+      this.pages.set(i, cached);
+      return cached;
+    }
+    const r = await this.source.read({ offset: this.ioi.offsets[i]!, length: this.ioi.lengths[i]! });
+    this.reads++;
+    const page = BlockReader.decodePageBytes(this.source.name, this.ioi, i, r.data, this.footer.samples.length);
+    this.pages.set(i, page);
+    if (this.pages.size > this.pageCacheSize) this.pages.delete(this.pages.keys().next().value!);
+    return page;
+  }
+
+  /** Where the run of series `id` is, or null if the block has no such series. */
+  async locate(id: bigint): Promise<RunLocation | null> {
+    const p = findPage(this.ioi, id);
+    if (p < 0) return null;
+    const page = await this.page(p);
+    const e = findInPage(page, id);
+    if (e < 0) return null;
+    return locationOf(page, p, e);
+  }
+
+  /** Reads, checks and decodes the run at `loc`. */
+  async readRun(loc: RunLocation): Promise<Samples> {
+    const r = await this.source.read({ offset: loc.offset, length: loc.length });
+    this.reads++;
+    return decodeCheckedRun(this.source.name, loc, r.data);
+  }
+
+  /**
+   * Samples of series `id`, limited to `range` when given; null when the block does not hold the
+   * series (an empty result when it holds it but not in the range).
+   */
+  async readSeries(id: bigint, range?: TimeRange): Promise<Samples | null> {
+    const loc = await this.locate(id);
+    if (!loc) return null;
+    if (range && (loc.maxTime < range.start || loc.minTime >= range.end)) {
+      return { timestamps: new BigInt64Array(0), values: new Float64Array(0) };
+    }
+    const samples = await this.readRun(loc);
+    return range ? sliceSamples(samples, range) : samples;
+  }
+
+  /** Every series of the block in ID order, with its location. Reads each page once. */
+  async *series(): AsyncGenerator<RunLocation> {
+    for (let p = 0; p < this.ioi.pageCount; p++) {
+      const page = await this.page(p);
+      for (let e = 0; e < page.count; e++) yield locationOf(page, p, e);
+    }
+  }
+
+  /**
+   * Checks the whole block: section checksums, every page and every run (decoded). Throws the
+   * first CorruptionError found.
+   */
+  async verify(): Promise<{ series: number; samples: number }> {
+    const { samples, index } = this.footer;
+    const all = await this.source.read({ offset: 0, length: this.size });
+    this.reads++;
+    const data = all.data;
+    if (crc32c(data.subarray(samples.offset, samples.offset + samples.length)) !== samples.crc) {
+      // locate the damage: run by run
+      await this.verifyRuns(data);
+      throw new CorruptionError(this.source.name, samples.offset, 'sample section checksum mismatch');
+    }
+    if (crc32c(data.subarray(index.offset, index.offset + index.length)) !== index.crc) {
+      throw new CorruptionError(this.source.name, index.offset, 'index section checksum mismatch');
+    }
+    return this.verifyRuns(data);
+  }
+
+  private async verifyRuns(data: Uint8Array): Promise<{ series: number; samples: number }> {
+    let series = 0;
+    let count = 0;
+    for (let p = 0; p < this.ioi.pageCount; p++) {
+      const off = this.ioi.offsets[p]!;
+      const page = BlockReader.decodePageBytes(this.source.name, this.ioi, p, data.subarray(off, off + this.ioi.lengths[p]!), this.footer.samples.length);
+      for (let e = 0; e < page.count; e++) {
+        const loc = locationOf(page, p, e);
+        decodeCheckedRun(this.source.name, loc, data.subarray(loc.offset, loc.offset + loc.length));
+        series++;
+        count += loc.sampleCount;
+      }
+    }
+    if (series !== this.footer.seriesCount || count !== this.footer.sampleCount) {
+      throw new CorruptionError(this.source.name, this.size - FOOTER_LEN, `footer counts ${this.footer.seriesCount} series / ${this.footer.sampleCount} samples, index holds ${series} / ${count}`);
+    }
+    return { series, samples: count };
+  }
+}
+
+/** The location of entry `e` of `page` (page number `p`). */
+export function locationOf(page: IndexPage, p: number, e: number): RunLocation {
+  return {
+    id: page.ids[e]!,
+    page: p,
+    entry: e,
+    offset: page.offsets[e]!,
+    length: page.lengths[e]!,
+    sampleCount: page.sampleCounts[e]!,
+    minTime: page.minTimes[e]!,
+    maxTime: page.maxTimes[e]!,
+    crc: page.crcs[e]!,
+  };
+}
+
+/** Checks a run's bytes against its index entry and decodes it. */
+export function decodeCheckedRun(name: string, loc: RunLocation, bytes: Uint8Array): Samples {
+  if (bytes.length !== loc.length) throw new CorruptionError(name, loc.offset, `run of series ${loc.id}: read ${bytes.length} of ${loc.length} bytes`);
+  if (crc32c(bytes) !== loc.crc) throw new CorruptionError(name, loc.offset, `run of series ${loc.id}: checksum mismatch`);
+  const s = decodeRun(bytes, { object: name, offset: loc.offset });
+  const n = s.timestamps.length;
+  if (n !== loc.sampleCount || s.timestamps[0] !== loc.minTime || s.timestamps[n - 1] !== loc.maxTime) {
+    throw new CorruptionError(name, loc.offset, `run of series ${loc.id} disagrees with its index entry`);
+  }
+  return s;
+}
+
+/** The samples of `s` inside `[range.start, range.end)` (views, no copy). */
+export function sliceSamples(s: Samples, range: TimeRange): Samples {
+  const ts = s.timestamps;
+  const lower = (t: bigint) => {
+    let lo = 0;
+    let hi = ts.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (ts[mid]! < t) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  };
+  const a = lower(range.start);
+  const b = Math.max(a, lower(range.end));
+  if (a === 0 && b === ts.length) return s;
+  return { timestamps: ts.subarray(a, b), values: s.values.subarray(a, b) };
+}

@@ -1,0 +1,102 @@
+/**
+ * Where a block reader gets its bytes: exact range reads of one object, from a bucket or a local
+ * file. The gateway wraps these with its caches.
+ */
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname, basename, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { ErrorCode, ObjectStoreError } from '../errors.js';
+import type { BucketReader, ByteRange, RangeResult } from '../objstore/bucket.js';
+import type { ByteSink } from './writer.js';
+
+/** Range reads of one object. */
+export interface RangeSource {
+  /** Name used in error messages (the bucket key or file path). */
+  readonly name: string;
+  read(range: ByteRange): Promise<RangeResult>;
+}
+
+/** A block stored under `key` in a bucket. */
+export function bucketSource(bucket: BucketReader, key: string): RangeSource {
+  return { name: key, read: (range) => bucket.getRange(key, range) };
+}
+
+/** A block in a local file. */
+export function fileSource(path: string): RangeSource {
+  return {
+    name: path,
+    async read(range: ByteRange): Promise<RangeResult> {
+      let fh: FileHandle;
+      try {
+        fh = await open(path, 'r');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+          throw new ObjectStoreError(ErrorCode.NOT_FOUND, 'file', path, `cannot read "${path}": no such file`, { cause: err });
+        }
+        throw err;
+      }
+      try {
+        const size = (await fh.stat()).size;
+        let offset: number;
+        let length: number;
+        if ('suffix' in range) {
+          length = Math.min(range.suffix, size);
+          offset = size - length;
+        } else {
+          offset = range.offset;
+          if (offset >= size && !(offset === 0 && size === 0)) {
+            throw new ObjectStoreError(ErrorCode.INVALID_RANGE, 'file', path, `cannot read "${path}" at ${offset}: file is ${size} bytes`);
+          }
+          length = Math.min(range.length, size - offset);
+        }
+        const data = Buffer.allocUnsafe(length);
+        let done = 0;
+        while (done < length) {
+          const { bytesRead } = await fh.read(data, done, length - done, offset + done);
+          if (bytesRead === 0) break;
+          done += bytesRead;
+        }
+        return { data: data.subarray(0, done), offset, size };
+      } finally {
+        await fh.close();
+      }
+    },
+  };
+}
+
+/** Writes a block to a local file atomically: a temp file in the same directory, fsync, rename. */
+export async function fileSink(path: string): Promise<ByteSink> {
+  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  const fh = await open(tmp, 'wx');
+  let closed = false;
+  return {
+    async write(chunk) {
+      let done = 0;
+      while (done < chunk.length) {
+        const { bytesWritten } = await fh.write(chunk, done, chunk.length - done);
+        done += bytesWritten;
+      }
+    },
+    async complete() {
+      await fh.sync();
+      await fh.close();
+      closed = true;
+      await rename(tmp, path);
+      const dir = await open(dirname(path), 'r');
+      try {
+        await dir.sync();
+      } finally {
+        await dir.close();
+      }
+    },
+    async abort() {
+      if (!closed) {
+        closed = true;
+        await fh.close();
+      }
+      await unlink(tmp).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+      });
+    },
+  };
+}

@@ -1,0 +1,224 @@
+/**
+ * Streaming block writer. Series arrive in increasing ID order; each one's samples are encoded
+ * into a run and written out through a {@link ByteSink} (a multipart upload, a temp file) in
+ * buffered chunks. Only the index (a few bytes per series) stays in memory until the end, when
+ * the index pages, the index of index and the footer are appended.
+ */
+import { randomBytes } from 'node:crypto';
+import { crc32c } from '@node-rs/crc32';
+import { InvalidArgumentError } from '../errors.js';
+import { ByteWriter } from '../format/bytes.js';
+import { encodeFooter, FOOTER_LEN, FORMAT_VERSION, IOI_ENTRY_BYTES, MAX_TENANT_BYTES, type Footer } from '../format/footer.js';
+import { validateTenant } from '../format/key.js';
+import { encodeRun, type Samples } from '../format/run.js';
+import { encodeIoi, type PageRef } from '../index/ioi.js';
+import { PageBuilder } from '../index/page.js';
+
+/** Where block bytes go. `ObjectUpload` of the bucket layer satisfies it. */
+export interface ByteSink {
+  write(chunk: Uint8Array): Promise<void>;
+  complete(): Promise<unknown>;
+  abort(): Promise<void>;
+}
+
+/** The identity of a block: whose data, which shard, which window. */
+export interface BlockMeta {
+  readonly tenant: string;
+  readonly shard: number;
+  readonly numShards: number;
+  /** The window `[windowStart, windowEnd)` in ms. */
+  readonly windowStart: bigint;
+  readonly windowEnd: bigint;
+}
+
+export interface BlockWriterOptions {
+  /** Expected number of series; sizes index pages so the index of index stays small. */
+  readonly expectedSeries?: number;
+  /** Series per index page (overrides the size derived from expectedSeries). */
+  readonly seriesPerPage?: number;
+  /** Try lz4 on runs (default true). */
+  readonly lz4?: boolean;
+  /** Bytes buffered before a write to the sink (default 1 MiB). */
+  readonly bufferBytes?: number;
+  /** Clock for the creation time (default Date.now). */
+  readonly now?: () => number;
+  /** Block id (32 hex digits); random by default. */
+  readonly blockId?: string;
+}
+
+/** Default number of series per index page. */
+export const DEFAULT_SERIES_PER_PAGE = 1024;
+/** The writer keeps the index of index under this size so one suffix read fetches it. */
+export const IOI_TARGET_BYTES = 64 * 1024 - FOOTER_LEN;
+const U64_MAX = (1n << 64n) - 1n;
+
+/** Result of a finished block. */
+export interface WrittenBlock {
+  readonly footer: Footer;
+  /** Total object size in bytes. */
+  readonly size: number;
+}
+
+/** Builds one block; see the module comment. Not reusable after finish() or abort(). */
+export class BlockWriter {
+  private readonly sink: ByteSink;
+  private readonly meta: BlockMeta;
+  private readonly lz4: boolean;
+  private readonly seriesPerPage: number;
+  private readonly bufferBytes: number;
+  private readonly now: () => number;
+  private readonly blockId: string;
+  private readonly buf: ByteWriter;
+  private readonly pages: Uint8Array[] = [];
+  private readonly refs: PageRef[] = [];
+  private page = new PageBuilder();
+  private offset = 0;
+  private samplesCrc = 0;
+  private lastId = -1n;
+  private seriesCount = 0;
+  private sampleCount = 0;
+  private minTime = 0n;
+  private maxTime = 0n;
+  private state: 'open' | 'done' | 'failed' = 'open';
+
+  constructor(sink: ByteSink, meta: BlockMeta, opts: BlockWriterOptions = {}) {
+    validateTenant(meta.tenant);
+    if (Buffer.byteLength(meta.tenant) > MAX_TENANT_BYTES) throw new InvalidArgumentError('tenant', 'too long');
+    if (!Number.isInteger(meta.numShards) || meta.numShards < 1) throw new InvalidArgumentError('numShards', `${meta.numShards} is not a positive integer`);
+    if (!Number.isInteger(meta.shard) || meta.shard < 0 || meta.shard >= meta.numShards) {
+      throw new InvalidArgumentError('shard', `${meta.shard} is outside 0..${meta.numShards - 1}`);
+    }
+    if (meta.windowEnd <= meta.windowStart) throw new InvalidArgumentError('window', 'end must be after start');
+    this.sink = sink;
+    this.meta = meta;
+    this.lz4 = opts.lz4 ?? true;
+    const fromExpected = opts.expectedSeries ? Math.ceil(opts.expectedSeries / Math.floor(IOI_TARGET_BYTES / IOI_ENTRY_BYTES)) : 0;
+    this.seriesPerPage = opts.seriesPerPage ?? Math.max(DEFAULT_SERIES_PER_PAGE, fromExpected);
+    if (!(this.seriesPerPage >= 1)) throw new InvalidArgumentError('seriesPerPage', 'must be at least 1');
+    this.bufferBytes = opts.bufferBytes ?? 1 << 20;
+    this.now = opts.now ?? Date.now;
+    this.blockId = opts.blockId ?? randomBytes(16).toString('hex');
+    this.buf = new ByteWriter(this.bufferBytes + 65536);
+  }
+
+  /**
+   * Adds the samples of series `id`, which must be greater than every id added before and belong
+   * to this block's shard; timestamps must strictly increase and lie in the block's window.
+   * Nothing is added if it throws.
+   */
+  async add(id: bigint, samples: Samples): Promise<void> {
+    this.checkOpen();
+    if (id < 0n || id > U64_MAX) throw new InvalidArgumentError('seriesId', `${id} is not a uint64`);
+    if (id <= this.lastId) throw new InvalidArgumentError('seriesId', `series ${id} does not follow ${this.lastId}`);
+    if (id % BigInt(this.meta.numShards) !== BigInt(this.meta.shard)) {
+      throw new InvalidArgumentError('seriesId', `series ${id} belongs to shard ${id % BigInt(this.meta.numShards)}, not ${this.meta.shard}`);
+    }
+    const n = samples.timestamps.length;
+    if (n === 0) throw new InvalidArgumentError('samples', `series ${id} has no samples`);
+    const first = samples.timestamps[0]!;
+    const last = samples.timestamps[n - 1]!;
+    if (first < this.meta.windowStart || last >= this.meta.windowEnd) {
+      throw new InvalidArgumentError('timestamps', `series ${id} has samples outside the window [${this.meta.windowStart}, ${this.meta.windowEnd})`);
+    }
+    const run = encodeRun(samples, { lz4: this.lz4 });
+    await this.addRun(id, run, n, first, last);
+  }
+
+  private async addRun(id: bigint, run: Uint8Array, count: number, minTime: bigint, maxTime: bigint): Promise<void> {
+    const entry = { id, runOffset: this.offset, runLength: run.length, sampleCount: count, minTime, maxTime, crc: crc32c(run) };
+    if (this.page.count >= this.seriesPerPage || !this.page.accepts(entry)) this.closePage();
+    this.page.add(entry);
+    this.buf.bytes(run);
+    this.samplesCrc = crc32c(run, this.samplesCrc);
+    this.offset += run.length;
+    this.lastId = id;
+    if (this.seriesCount === 0 || minTime < this.minTime) this.minTime = minTime;
+    if (this.seriesCount === 0 || maxTime > this.maxTime) this.maxTime = maxTime;
+    this.seriesCount++;
+    this.sampleCount += count;
+    if (this.buf.length >= this.bufferBytes) await this.flush();
+  }
+
+  private closePage(): void {
+    if (this.page.count === 0) return;
+    const firstId = this.page.firstId;
+    const lastId = this.page.lastId;
+    const seriesCount = this.page.count;
+    const bytes = this.page.finish();
+    this.pages.push(bytes);
+    this.refs.push({ firstId, lastId, seriesCount, offset: 0, length: bytes.length, crc: crc32c(bytes) });
+  }
+
+  private async flush(): Promise<void> {
+    if (this.buf.length === 0) return;
+    const chunk = this.buf.finish().slice();
+    this.buf.reset();
+    try {
+      await this.sink.write(chunk);
+    } catch (err) {
+      this.state = 'failed';
+      throw err;
+    }
+  }
+
+  private checkOpen(): void {
+    if (this.state !== 'open') throw new RangeError(`block writer is ${this.state}`);
+  }
+
+  /** Number of series added so far. */
+  get series(): number {
+    return this.seriesCount;
+  }
+
+  /** Appends index, index of index and footer, and completes the sink. */
+  async finish(): Promise<WrittenBlock> {
+    this.checkOpen();
+    this.closePage();
+    await this.flush();
+    const samplesLength = this.offset;
+    let indexCrc = 0;
+    let pos = samplesLength;
+    const refs = this.refs.map((r, i) => {
+      const ref = { ...r, offset: pos };
+      pos += r.length;
+      indexCrc = crc32c(this.pages[i]!, indexCrc);
+      return ref;
+    });
+    for (const p of this.pages) {
+      this.buf.bytes(p);
+      if (this.buf.length >= this.bufferBytes) await this.flush();
+    }
+    const indexLength = pos - samplesLength;
+    const ioi = encodeIoi(refs);
+    this.buf.bytes(ioi);
+    const footer: Footer = {
+      version: FORMAT_VERSION,
+      pageCount: refs.length,
+      samples: { offset: 0, length: samplesLength, crc: this.samplesCrc },
+      index: { offset: samplesLength, length: indexLength, crc: indexCrc },
+      ioi: { offset: pos, length: ioi.length, crc: crc32c(ioi) },
+      tenant: this.meta.tenant,
+      shard: this.meta.shard,
+      numShards: this.meta.numShards,
+      seriesCount: this.seriesCount,
+      sampleCount: this.sampleCount,
+      minTime: this.minTime,
+      maxTime: this.maxTime,
+      windowStart: this.meta.windowStart,
+      windowEnd: this.meta.windowEnd,
+      createdAtMs: this.now(),
+      blockId: this.blockId,
+    };
+    this.buf.bytes(encodeFooter(footer));
+    await this.flush();
+    this.state = 'done';
+    await this.sink.complete();
+    return { footer, size: pos + ioi.length + FOOTER_LEN };
+  }
+
+  /** Discards the block. */
+  async abort(): Promise<void> {
+    this.state = 'failed';
+    await this.sink.abort();
+  }
+}

@@ -1,0 +1,198 @@
+/**
+ * Index pages: the first level of the two-level series index (spec: docs/format/index.md). A page
+ * lists consecutive series of a block in ID order with the exact byte range of each series' run,
+ * its sample count, min/max time and the run's CRC32C. Pages are self-contained: they carry the
+ * full first series ID, the absolute offset of their first run and a base time.
+ *
+ * ```
+ * page   := u8 flags, uvarint count, u64 firstId, uvarint firstRunOffset, i64 baseTime, entry*count
+ * entry  := uvarint idDelta, uvarint runLength, uvarint sampleCount, times, u32 runCrc
+ * times  := uvarint (minTime - baseTime), uvarint (maxTime - minTime)   (flags bit 0 clear)
+ *         | i64 minTime, i64 maxTime                                    (flags bit 0 set: WIDE)
+ * ```
+ * idDelta is 0 for the first entry and > 0 after it. Run offsets are firstRunOffset plus the
+ * lengths of the runs before.
+ */
+import { ByteReader, ByteWriter, type Origin } from '../format/bytes.js';
+import { InvalidArgumentError } from '../errors.js';
+
+/** Page flag: times are stored as raw int64 (spans of 2^53 ms or more). */
+export const PAGE_WIDE_TIMES = 1;
+const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+const TWO32 = 4294967296;
+
+/** One series' entry while building a page. */
+export interface IndexEntry {
+  readonly id: bigint;
+  readonly runOffset: number;
+  readonly runLength: number;
+  readonly sampleCount: number;
+  readonly minTime: bigint;
+  readonly maxTime: bigint;
+  readonly crc: number;
+}
+
+/** Accumulates entries for one page. */
+export class PageBuilder {
+  private entries: IndexEntry[] = [];
+
+  get count(): number {
+    return this.entries.length;
+  }
+
+  get firstId(): bigint {
+    return this.entries[0]!.id;
+  }
+
+  get lastId(): bigint {
+    return this.entries[this.entries.length - 1]!.id;
+  }
+
+  /**
+   * True if `e` can join the page: ids increase, runs are contiguous and the id delta fits.
+   * The writer starts a new page when this is false.
+   */
+  accepts(e: IndexEntry): boolean {
+    const last = this.entries[this.entries.length - 1];
+    if (!last) return true;
+    return e.id - last.id <= SAFE;
+  }
+
+  add(e: IndexEntry): void {
+    const last = this.entries[this.entries.length - 1];
+    if (last) {
+      if (e.id <= last.id) throw new InvalidArgumentError('seriesId', `series ${e.id} does not follow ${last.id}`);
+      if (e.runOffset !== last.runOffset + last.runLength) throw new RangeError('runs of a page must be contiguous');
+    }
+    this.entries.push(e);
+  }
+
+  /** Encodes the page and resets the builder. */
+  finish(): Uint8Array {
+    const es = this.entries;
+    if (es.length === 0) throw new RangeError('empty index page');
+    let base = es[0]!.minTime;
+    let wide = false;
+    for (const e of es) if (e.minTime < base) base = e.minTime;
+    for (const e of es) if (e.minTime - base > SAFE || e.maxTime - e.minTime > SAFE) wide = true;
+    const w = new ByteWriter(16 + es.length * 16);
+    w.u8(wide ? PAGE_WIDE_TIMES : 0);
+    w.uvarint(es.length);
+    w.u64(es[0]!.id);
+    w.uvarint(es[0]!.runOffset);
+    w.i64(base);
+    let prev = es[0]!.id;
+    for (const e of es) {
+      w.uvarint(Number(e.id - prev));
+      prev = e.id;
+      w.uvarint(e.runLength);
+      w.uvarint(e.sampleCount);
+      if (wide) {
+        w.i64(e.minTime);
+        w.i64(e.maxTime);
+      } else {
+        w.uvarint(Number(e.minTime - base));
+        w.uvarint(Number(e.maxTime - e.minTime));
+      }
+      w.u32(e.crc);
+    }
+    this.entries = [];
+    return w.finish().slice();
+  }
+}
+
+/** A decoded index page: parallel typed arrays, one element per series. */
+export interface IndexPage {
+  readonly count: number;
+  readonly ids: BigUint64Array;
+  /** Absolute byte offset of each run in the block. */
+  readonly offsets: Float64Array;
+  readonly lengths: Float64Array;
+  readonly sampleCounts: Float64Array;
+  readonly minTimes: BigInt64Array;
+  readonly maxTimes: BigInt64Array;
+  readonly crcs: Uint32Array;
+}
+
+/** Adds a safe non-negative `delta` to the 64-bit value in halves h[2i], h[2i+1] from (lo, hi). */
+function setSum(h: Uint32Array, i: number, lo: number, hi: number, delta: number): void {
+  const l = lo + (delta % TWO32);
+  const carry = l >= TWO32 ? 1 : 0;
+  h[2 * i] = l - carry * TWO32;
+  h[2 * i + 1] = (hi + Math.floor(delta / TWO32) + carry) >>> 0;
+}
+
+/**
+ * Decodes a page (whose checksum the caller has verified). `origin` locates `buf[0]`. Consumes
+ * the page exactly and checks ids increase and runs stay inside `samplesEnd`.
+ */
+export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number): IndexPage {
+  const r = new ByteReader(buf, origin);
+  const flags = r.u8('page flags');
+  if (flags & ~PAGE_WIDE_TIMES) throw r.corrupt(`unknown page flags ${flags}`, 0);
+  const count = r.uvarint('page entry count');
+  if (count === 0 || count > buf.length) throw r.corrupt(`page claims ${count} entries in ${buf.length} bytes`, 0);
+  const firstId = r.u64('first series id');
+  let offset = r.uvarint('first run offset');
+  const base = r.i64('page base time');
+  const ids = new BigUint64Array(count);
+  const idh = new Uint32Array(ids.buffer);
+  const minTimes = new BigInt64Array(count);
+  const maxTimes = new BigInt64Array(count);
+  const minh = new Uint32Array(minTimes.buffer);
+  const maxh = new Uint32Array(maxTimes.buffer);
+  const offsets = new Float64Array(count);
+  const lengths = new Float64Array(count);
+  const sampleCounts = new Float64Array(count);
+  const crcs = new Uint32Array(count);
+  const wide = (flags & PAGE_WIDE_TIMES) !== 0;
+  const baseLo = Number(BigInt.asUintN(32, base));
+  const baseHi = Number(BigInt.asUintN(32, base >> 32n));
+  let idLo = Number(BigInt.asUintN(32, firstId));
+  let idHi = Number(firstId >> 32n);
+  for (let i = 0; i < count; i++) {
+    const at = r.pos;
+    const delta = r.uvarint('series id delta');
+    if ((i === 0) !== (delta === 0)) throw r.corrupt(`series id delta ${delta} at entry ${i}`, at);
+    setSum(idh, i, idLo, idHi, delta);
+    if (idh[2 * i + 1]! < idHi) throw r.corrupt(`series id overflows at entry ${i}`, at);
+    idLo = idh[2 * i]!;
+    idHi = idh[2 * i + 1]!;
+    const len = r.uvarint('run length');
+    const n = r.uvarint('sample count');
+    if (len === 0 || n === 0) throw r.corrupt(`empty run at entry ${i}`, at);
+    if (offset + len > samplesEnd) throw r.corrupt(`run ${offset}+${len} of entry ${i} runs past the sample section`, at);
+    offsets[i] = offset;
+    lengths[i] = len;
+    sampleCounts[i] = n;
+    offset += len;
+    if (wide) {
+      minTimes[i] = r.i64('min time');
+      maxTimes[i] = r.i64('max time');
+    } else {
+      const dMin = r.uvarint('min time');
+      const span = r.uvarint('time span');
+      setSum(minh, i, baseLo, baseHi, dMin);
+      setSum(maxh, i, minh[2 * i]!, minh[2 * i + 1]!, span);
+    }
+    if (maxTimes[i]! < minTimes[i]!) throw r.corrupt(`entry ${i} has max time before min time`, at);
+    crcs[i] = r.u32('run checksum');
+  }
+  r.expectEnd('index page');
+  return { count, ids, offsets, lengths, sampleCounts, minTimes, maxTimes, crcs };
+}
+
+/** Index of `id` in the page, or -1. */
+export function findInPage(page: IndexPage, id: bigint): number {
+  const ids = page.ids;
+  let lo = 0;
+  let hi = page.count - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const v = ids[mid]!;
+    if (v === id) return mid;
+    if (v < id) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return -1;
+}
