@@ -185,6 +185,7 @@ export class BitReader {
     if (k === 0) return 0;
     const v = this.peek() >>> (32 - k);
     this.pos += k;
+    if (this.pos > this.total) throw this.corrupt('bit stream truncated');
     return v;
   }
 

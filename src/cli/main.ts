@@ -1,0 +1,15 @@
+/**
+ * The `strata` command line. Each group of commands lives in its own module and registers itself
+ * on the program here.
+ */
+import { Command } from 'commander';
+import { registerBlockCommands } from './block.js';
+// command modules: one import and one register call each, in this order
+// (block) (aggregator, push) (gateway, query) (serve, demo)
+
+const program = new Command('strata')
+  .description('Strata: a lossless time-series sample store on S3-compatible object storage')
+  .showHelpAfterError();
+registerBlockCommands(program);
+
+await program.parseAsync(process.argv);
