@@ -4,6 +4,7 @@
  */
 import { Command } from 'commander';
 import { registerBlockCommands } from './block.js';
+import { registerDemoCommands } from './demo.js';
 // command modules: one import and one register call each, in this order
 // (block) (aggregator, push) (gateway, query) (serve, demo)
 
@@ -11,5 +12,6 @@ const program = new Command('strata')
   .description('Strata: a lossless time-series sample store on S3-compatible object storage')
   .showHelpAfterError();
 registerBlockCommands(program);
+registerDemoCommands(program);
 
 await program.parseAsync(process.argv);

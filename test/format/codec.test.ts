@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import fc from 'fast-check';
 import { BitReader, BitWriter } from '../../src/format/bits.js';
 import { decodeIntSeq, encodeIntSeq } from '../../src/format/intseq.js';
@@ -20,13 +20,12 @@ function layout(run: Uint8Array): { ts: number; val: number; lz4: boolean } {
   return { ts: run[0]! & 7, val: (run[0]! >> 3) & 15, lz4: (run[0]! & RUN_LZ4) !== 0 };
 }
 
-function roundTrip(t: Tap, s: Samples, msg: string): Uint8Array {
+function roundTrip(t: Test, s: Samples, msg: string): Uint8Array {
   const run = encodeRun(s);
   const back = decodeRun(run);
   t.ok(sameSamples(back, s), msg);
   return run;
 }
-type Tap = typeof t;
 
 t.test('BitWriter.rice() and BitReader.rice()/riceBlock() round-trip any value and parameter', (t) => {
   fc.assert(
