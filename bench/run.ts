@@ -4,6 +4,7 @@
  */
 const benches: Record<string, () => Promise<{ main(argv: string[]): Promise<void> }>> = {
   format: () => import('./format.js'),
+  writer: () => import('./writer.js'),
   // one line per benchmark module
 };
 

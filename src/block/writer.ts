@@ -12,7 +12,7 @@ import { encodeFooter, FOOTER_LEN, FORMAT_VERSION, IOI_ENTRY_BYTES, MAX_TENANT_B
 import { validateTenant } from '../format/key.js';
 import { encodeRun, type Samples } from '../format/run.js';
 import { encodeIoi, type PageRef } from '../index/ioi.js';
-import { PageBuilder } from '../index/page.js';
+import { decodePage, PageBuilder } from '../index/page.js';
 
 /** Where block bytes go. `ObjectUpload` of the bucket layer satisfies it. */
 export interface ByteSink {
@@ -140,13 +140,45 @@ export class BlockWriter {
   }
 
   private closePage(): void {
-    if (this.page.count === 0) return;
-    const firstId = this.page.firstId;
-    const lastId = this.page.lastId;
-    const seriesCount = this.page.count;
-    const bytes = this.page.finish();
-    this.pages.push(bytes);
-    this.refs.push({ firstId, lastId, seriesCount, offset: 0, length: bytes.length, crc: crc32c(bytes) });
+    if (this.page.count > 0) sealPage(this.page, this.pages, this.refs);
+  }
+
+  /**
+   * Without a good `expectedSeries` hint a big block can end up with more pages than the index of
+   * index budget allows; merge neighbouring pages (pairwise, repeatedly) until it fits, so one
+   * suffix read still covers the index of index.
+   */
+  private mergePages(): void {
+    while (this.refs.length * IOI_ENTRY_BYTES > IOI_TARGET_BYTES) {
+      const pages: Uint8Array[] = [];
+      const refs: PageRef[] = [];
+      for (let i = 0; i < this.pages.length; i += 2) {
+        const builder = new PageBuilder();
+        for (const j of [i, i + 1]) {
+          const bytes = this.pages[j];
+          if (!bytes) continue;
+          const p = decodePage(bytes, { object: '<index page being merged>', offset: 0 }, this.offset);
+          for (let e = 0; e < p.count; e++) {
+            const entry = {
+              id: p.ids[e]!,
+              runOffset: p.offsets[e]!,
+              runLength: p.lengths[e]!,
+              sampleCount: p.sampleCounts[e]!,
+              minTime: p.minTimes[e]!,
+              maxTime: p.maxTimes[e]!,
+              crc: p.crcs[e]!,
+            };
+            // an id gap beyond 2^53 keeps its own page boundary
+            if (!builder.accepts(entry)) sealPage(builder, pages, refs);
+            builder.add(entry);
+          }
+        }
+        sealPage(builder, pages, refs);
+      }
+      if (refs.length >= this.refs.length) return; // cannot shrink further (id gaps)
+      this.pages.splice(0, this.pages.length, ...pages);
+      this.refs.splice(0, this.refs.length, ...refs);
+    }
   }
 
   private async flush(): Promise<void> {
@@ -174,6 +206,7 @@ export class BlockWriter {
   async finish(): Promise<WrittenBlock> {
     this.checkOpen();
     this.closePage();
+    this.mergePages();
     await this.flush();
     const samplesLength = this.offset;
     let indexCrc = 0;
@@ -221,4 +254,14 @@ export class BlockWriter {
     this.state = 'failed';
     await this.sink.abort();
   }
+}
+
+/** Encodes the builder's page and appends it and its index-of-index record (offset set later). */
+function sealPage(builder: PageBuilder, pages: Uint8Array[], refs: PageRef[]): void {
+  const firstId = builder.firstId;
+  const lastId = builder.lastId;
+  const seriesCount = builder.count;
+  const bytes = builder.finish();
+  pages.push(bytes);
+  refs.push({ firstId, lastId, seriesCount, offset: 0, length: bytes.length, crc: crc32c(bytes) });
 }

@@ -179,3 +179,21 @@ t.test('the writer streams: the sink receives the samples before finish()', asyn
   t.ok(before > size / 2, `${before} of ${size} bytes left before finish()`);
   t.ok(Math.max(...chunks) < 64 * 1024 + 16 * 1024, 'chunks stay near the buffer size');
 });
+
+t.test('without a size hint, pages are merged so one suffix read covers the index of index', async (t) => {
+  const path = join(dir, 'merge.block');
+  const series = Array.from({ length: 4000 }, (_, i) => ({
+    id: 2n + 4n * BigInt(i),
+    samples: { timestamps: BigInt64Array.from([W0 + BigInt(i)]), values: Float64Array.from([i / 3]) },
+  }));
+  await writeBlock(path, series, 1);
+  const src = memorySource(path, readFileSync(path));
+  const r = await BlockReader.open(src);
+  t.ok(r.footer.pageCount * 36 <= 64 * 1024 - FOOTER_LEN, `${r.footer.pageCount} pages after merging`);
+  t.ok(r.footer.pageCount < 4000);
+  t.equal(src.reads, 1, 'one suffix read opens it');
+  let ok = 0;
+  for (const s of series) if (sameSamples((await r.readSeries(s.id))!, s.samples)) ok++;
+  t.equal(ok, 4000);
+  t.same(await r.verify(), { series: 4000, samples: 4000 });
+});
