@@ -7,7 +7,11 @@
  * backslash or NUL. Implementations reject other keys with an InvalidArgumentError.
  *
  * Errors are ObjectStoreError with codes NOT_FOUND, ACCESS_DENIED, NO_SUCH_BUCKET, INVALID_RANGE,
- * ALREADY_EXISTS, UNAVAILABLE (after retries were exhausted) or STORAGE.
+ * ALREADY_EXISTS, UNAVAILABLE (after retries were exhausted) or STORAGE. Malformed keys, list
+ * prefixes and ranges are InvalidArgumentError (INVALID_ARGUMENT). A call whose `signal` is
+ * aborted rejects with the signal's reason (an AbortError), not an ObjectStoreError. Methods that
+ * return a promise report every failure through it (they never throw synchronously); `upload()`
+ * throws InvalidArgumentError synchronously for a bad key.
  */
 import type { Readable } from 'node:stream';
 
@@ -63,12 +67,17 @@ export interface BucketReader {
   /**
    * A byte range. A range that starts inside the object and runs past its end is cut at the end;
    * one that starts at or beyond the end is INVALID_RANGE; a suffix longer than the object returns
-   * the whole object.
+   * the whole object (so any suffix of an empty object is empty). `offset` must be a non-negative
+   * integer, `length` and `suffix` positive integers (INVALID_ARGUMENT otherwise).
    */
   getRange(key: string, range: ByteRange, opts?: { signal?: AbortSignal }): Promise<RangeResult>;
   /** Size and version of an object. NOT_FOUND if missing. */
   head(key: string): Promise<ObjectInfo>;
-  /** Objects whose key starts with `prefix`, in lexicographic key order. */
+  /**
+   * Objects whose key starts with `prefix` (a string prefix, not a directory: `a/b` also matches
+   * `a/bc`), in lexicographic order of the keys' UTF-8 bytes. Pages are fetched as iteration
+   * proceeds.
+   */
   list(prefix: string): AsyncIterable<ObjectInfo>;
 }
 

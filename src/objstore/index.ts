@@ -1,0 +1,144 @@
+/**
+ * The object-store layer's entry point: `openBucket(config)` builds a Bucket from typed config
+ * (`{ type: 'filesystem', ... } | { type: 's3', ... }`), validated once with unknown keys rejected.
+ */
+import { mkdir } from 'node:fs/promises';
+import { z } from 'zod';
+import { ErrorCode, StrataError } from '../errors.js';
+import type { Bucket } from './bucket.js';
+import { errorMessage } from './body.js';
+import { FilesystemBucket } from './fs.js';
+import { S3Bucket, type S3Credentials, type S3Hooks } from './s3.js';
+
+export type { Bucket, BucketReader, ByteRange, ObjectInfo, ObjectUpload, PutOptions, RangeResult } from './bucket.js';
+export { FilesystemBucket, FS_TEMP_PREFIX, type FilesystemBucketConfig } from './fs.js';
+export { PrefixedBucket } from './prefixed.js';
+export {
+  S3Bucket,
+  S3_MAX_PARTS,
+  S3_MAX_PUT_BYTES,
+  S3_MIN_PART_BYTES,
+  type S3BucketConfig,
+  type S3Credentials,
+  type S3Hooks,
+  type S3Operation,
+  type S3RequestEvent,
+  type S3RetryEvent,
+  type S3Stats,
+} from './s3.js';
+export { DEFAULT_RETRY_POLICY, type RetryPolicy } from './retry.js';
+export { validateKey, validateListPrefix, MAX_KEY_BYTES } from './keys.js';
+
+/** Config of the embedded filesystem bucket. */
+export interface FilesystemBucketOptions {
+  readonly type: 'filesystem';
+  /** Root directory; created if missing. */
+  readonly path: string;
+  readonly prefix?: string;
+}
+
+/** Config of an S3-compatible bucket (see S3BucketConfig for the tuning options' defaults). */
+export interface S3BucketOptions {
+  readonly type: 's3';
+  readonly endpoint?: string;
+  readonly region: string;
+  readonly bucket: string;
+  readonly prefix?: string;
+  readonly forcePathStyle?: boolean;
+  readonly credentials?: S3Credentials;
+  readonly partSizeBytes?: number;
+  readonly multipartThresholdBytes?: number;
+  readonly partConcurrency?: number;
+  readonly listPageSize?: number;
+  readonly conditionalMultipart?: boolean;
+  readonly retry?: { readonly maxAttempts?: number; readonly baseDelayMs?: number; readonly maxDelayMs?: number };
+  readonly connectTimeoutMs?: number;
+  readonly socketTimeoutMs?: number;
+  readonly maxSockets?: number;
+}
+
+/** Where a bucket lives. */
+export type BucketConfig = FilesystemBucketOptions | S3BucketOptions;
+
+const posInt = z.number().int().positive();
+
+const bucketConfigSchema = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('filesystem'),
+    path: z.string().min(1),
+    prefix: z.string().optional(),
+  }),
+  z.strictObject({
+    type: z.literal('s3'),
+    endpoint: z.string().url().optional(),
+    region: z.string().min(1),
+    bucket: z.string().min(3),
+    prefix: z.string().optional(),
+    forcePathStyle: z.boolean().optional(),
+    credentials: z
+      .strictObject({
+        accessKeyId: z.string().min(1),
+        secretAccessKey: z.string().min(1),
+        sessionToken: z.string().min(1).optional(),
+      })
+      .optional(),
+    partSizeBytes: posInt.optional(),
+    multipartThresholdBytes: z.number().int().nonnegative().optional(),
+    partConcurrency: posInt.optional(),
+    listPageSize: posInt.optional(),
+    conditionalMultipart: z.boolean().optional(),
+    retry: z
+      .strictObject({
+        maxAttempts: posInt.optional(),
+        baseDelayMs: z.number().int().nonnegative().optional(),
+        maxDelayMs: z.number().int().nonnegative().optional(),
+      })
+      .optional(),
+    connectTimeoutMs: posInt.optional(),
+    socketTimeoutMs: posInt.optional(),
+    maxSockets: posInt.optional(),
+  }),
+]);
+
+/**
+ * Validates untyped bucket config (e.g. parsed from a file or the environment).
+ * @throws StrataError CONFIG naming the offending option (secrets are never echoed).
+ */
+export function parseBucketConfig(input: unknown): BucketConfig {
+  const res = bucketConfigSchema.safeParse(input);
+  if (!res.success) {
+    const problems = res.error.issues.map((i) => `${i.path.length > 0 ? i.path.join('.') : '(root)'}: ${i.message}`);
+    throw new StrataError(ErrorCode.CONFIG, `invalid bucket config: ${problems.join('; ')}`);
+  }
+  return stripUndefined(res.data) as BucketConfig;
+}
+
+/**
+ * Opens a bucket. A filesystem bucket's root directory is created if missing; an S3 bucket makes
+ * no request until used. `opts.s3Hooks` receives per-request and retry events of an S3 bucket.
+ * @throws StrataError CONFIG for invalid config; InvalidArgumentError from the provider for
+ *   values out of range.
+ */
+export async function openBucket(config: BucketConfig, opts?: { readonly s3Hooks?: S3Hooks }): Promise<Bucket> {
+  const cfg = parseBucketConfig(config);
+  if (cfg.type === 'filesystem') {
+    try {
+      await mkdir(cfg.path, { recursive: true });
+    } catch (err) {
+      throw new StrataError(ErrorCode.STORAGE, `creating filesystem bucket directory ${cfg.path}: ${errorMessage(err)}`, {
+        cause: err,
+      });
+    }
+    return new FilesystemBucket(cfg);
+  }
+  const { type: _type, ...s3 } = cfg;
+  return new S3Bucket({ ...s3, ...(opts?.s3Hooks !== undefined ? { hooks: opts.s3Hooks } : {}) });
+}
+
+/** Drops `undefined` members (recursively) so results fit `exactOptionalPropertyTypes` types. */
+function stripUndefined(v: unknown): unknown {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return v;
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) if (x !== undefined) out[k] = stripUndefined(x);
+  return out;
+}

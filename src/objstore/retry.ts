@@ -1,0 +1,27 @@
+/**
+ * Retry policy of the S3 bucket: exponential backoff with full jitter
+ * (delay = random(0, min(maxDelayMs, baseDelayMs * 2^(attempt-1)))), bounded attempts.
+ * Pure apart from the injected random source.
+ */
+
+/** How often and how patiently to retry a request that failed in a retryable way. */
+export interface RetryPolicy {
+  /** Total attempts including the first; 1 disables retries. */
+  readonly maxAttempts: number;
+  /** Backoff ceiling of the first retry. */
+  readonly baseDelayMs: number;
+  /** Backoff ceiling never exceeds this. */
+  readonly maxDelayMs: number;
+}
+
+/** Defaults: 6 attempts, first backoff up to 100 ms, then doubling up to 5 s (about 8 s worst case in all). */
+export const DEFAULT_RETRY_POLICY: RetryPolicy = { maxAttempts: 6, baseDelayMs: 100, maxDelayMs: 5_000 };
+
+/**
+ * The delay before retry number `retry` (1 for the first retry): full jitter over the exponential
+ * ceiling. `random` returns a number in [0, 1).
+ */
+export function backoffDelayMs(policy: RetryPolicy, retry: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** Math.max(0, retry - 1));
+  return Math.floor(random() * ceiling);
+}
