@@ -1,0 +1,33 @@
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const golden = join(root, 'test', 'fixtures', 'golden-v1.block');
+const run = (...args: string[]) => promisify(execFile)(process.execPath, ['--import', 'tsx', join(root, 'src', 'cli', 'main.ts'), ...args], { cwd: root });
+
+t.test('strata block inspect prints metadata, index statistics and bytes per sample', async (t) => {
+  const { stdout } = await run('block', 'inspect', golden, '--runs', '--json');
+  const r = JSON.parse(stdout) as Record<string, any>;
+  t.equal(r['blockId'], '0123456789abcdef0123456789abcdef');
+  t.equal(r['tenant'], 'golden');
+  t.equal(r['series'], 40);
+  t.equal(r['index'].pages, 7);
+  t.equal(r['sections'].total.bytes, r['sizeBytes']);
+  t.equal(r['sections'].total.bytesPerSample, r['sizeBytes'] / r['samples']);
+  t.same(r['runs'].verified, { series: 40, samples: r['samples'] });
+  const text = await run('block', 'inspect', golden);
+  t.match(text.stdout, /tenant\s+golden, shard 3 of 8/);
+});
+
+t.test('strata block dump prints exact values, NaN payloads included', async (t) => {
+  const { stdout } = await run('block', 'dump', golden, '--series', '18446744073709551611');
+  t.equal(stdout, '1795219200000\tNaN(0x7ff0000000000002)\n1795219200001\t-0\n1795233599999\tInfinity\n');
+  const json = await run('block', 'dump', golden, '--series', '18446744073709551611', '--json', '--start', '1795219200001');
+  t.same(json.stdout.trim().split('\n').map((l) => JSON.parse(l).bits), ['8000000000000000', '7ff0000000000000']);
+  const missing = await run('block', 'dump', golden, '--series', '4').then(() => null, (e: { code: number; stderr: string }) => e);
+  t.equal(missing?.code, 1);
+  t.match(missing?.stderr, /series 4 is not in/);
+});
