@@ -1,0 +1,206 @@
+/**
+ * The tenants file (YAML or JSON; documented in docs/config.md): the default bucket, and per
+ * tenant an optional own bucket with credentials given by reference (environment variable names or
+ * file paths, e.g. a mounted Kubernetes Secret), auth token hashes and limits. Validated once per
+ * load with the offending path named in the error; secret values are never part of an error.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { ErrorCode, StrataError } from '../errors.js';
+import { TENANT_PATTERN } from '../format/key.js';
+import { parseBucketConfig, type BucketConfig } from '../objstore/index.js';
+
+/** A reference to a secret: an environment variable or a file (trailing newline trimmed). */
+const secretRef = z.union([z.strictObject({ env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name') }), z.strictObject({ file: z.string().min(1) })]);
+
+const credentialsRef = z.strictObject({
+  accessKeyId: secretRef,
+  secretAccessKey: secretRef,
+  sessionToken: secretRef.optional(),
+});
+
+const tuning = {
+  partSizeBytes: z.number().int().positive().optional(),
+  multipartThresholdBytes: z.number().int().nonnegative().optional(),
+  partConcurrency: z.number().int().positive().optional(),
+  listPageSize: z.number().int().positive().optional(),
+  conditionalMultipart: z.boolean().optional(),
+  retry: z
+    .strictObject({
+      maxAttempts: z.number().int().positive().optional(),
+      baseDelayMs: z.number().int().nonnegative().optional(),
+      maxDelayMs: z.number().int().nonnegative().optional(),
+    })
+    .optional(),
+  connectTimeoutMs: z.number().int().positive().optional(),
+  socketTimeoutMs: z.number().int().positive().optional(),
+  maxSockets: z.number().int().positive().optional(),
+};
+
+const bucketRef = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('filesystem'), path: z.string().min(1), prefix: z.string().optional() }),
+  z.strictObject({
+    type: z.literal('s3'),
+    endpoint: z.string().url().optional(),
+    region: z.string().min(1),
+    bucket: z.string().min(3),
+    prefix: z.string().optional(),
+    forcePathStyle: z.boolean().optional(),
+    credentials: credentialsRef.optional(),
+    ...tuning,
+  }),
+]);
+
+/** `sha256:` followed by 64 lowercase hex digits: the SHA-256 of a token. */
+export const TOKEN_HASH_PATTERN = /^sha256:[0-9a-f]{64}$/;
+
+const limits = z.strictObject({
+  maxSamplesPerWrite: z.number().int().positive().optional(),
+  maxSeriesPerRead: z.number().int().positive().optional(),
+});
+
+const tenant = z.strictObject({
+  tokens: z.array(z.string().regex(TOKEN_HASH_PATTERN, 'must be "sha256:<64 hex digits>" (see `strata tenant token`)')).default([]),
+  bucket: bucketRef.optional(),
+  limits: limits.default({}),
+});
+
+export const tenantsFileSchema = z.strictObject({
+  /** When false, calls need no token (local development only). */
+  authRequired: z.boolean().default(true),
+  defaultBucket: bucketRef,
+  tenants: z
+    .record(z.string(), tenant)
+    .default({})
+    .superRefine((rec, ctx) => {
+      for (const id of Object.keys(rec)) {
+        if (!TENANT_PATTERN.test(id)) ctx.addIssue({ code: 'custom', path: [id], message: 'tenant id must be 1-64 characters of a-z, 0-9, "_" and "-", starting with a letter or digit' });
+      }
+    }),
+});
+
+type BucketRef = z.output<typeof bucketRef>;
+
+/** A tenant after loading: resolved bucket config (secrets in memory only), token hashes, limits. */
+export interface TenantEntry {
+  readonly id: string;
+  /** SHA-256 digests of the tenant's tokens. */
+  readonly tokenDigests: readonly Buffer[];
+  /** The tenant's own bucket, or null for the default bucket. */
+  readonly bucket: BucketConfig | null;
+  readonly limits: { readonly maxSamplesPerWrite?: number; readonly maxSeriesPerRead?: number };
+}
+
+/** A loaded, validated tenants file. */
+export interface TenantsConfig {
+  readonly authRequired: boolean;
+  readonly defaultBucket: BucketConfig;
+  readonly tenants: ReadonlyMap<string, TenantEntry>;
+}
+
+function configError(source: string, message: string, cause?: unknown): StrataError {
+  return new StrataError(ErrorCode.CONFIG, `invalid tenants config ${source}: ${message}`, cause === undefined ? undefined : { cause });
+}
+
+async function resolveSecret(ref: z.output<typeof secretRef>, path: string, source: string, env: NodeJS.ProcessEnv): Promise<string> {
+  if ('env' in ref) {
+    const v = env[ref.env];
+    if (!v) throw configError(source, `${path}: environment variable ${ref.env} is not set`);
+    return v;
+  }
+  try {
+    const v = (await readFile(ref.file, 'utf8')).replace(/\r?\n$/, '');
+    if (!v) throw configError(source, `${path}: file ${ref.file} is empty`);
+    return v;
+  } catch (err) {
+    if (err instanceof StrataError) throw err;
+    throw configError(source, `${path}: cannot read file ${ref.file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
+async function resolveBucket(ref: BucketRef, path: string, source: string, env: NodeJS.ProcessEnv): Promise<BucketConfig> {
+  let resolved: unknown = ref;
+  if (ref.type === 's3' && ref.credentials) {
+    const c = ref.credentials;
+    resolved = {
+      ...ref,
+      credentials: {
+        accessKeyId: await resolveSecret(c.accessKeyId, `${path}.credentials.accessKeyId`, source, env),
+        secretAccessKey: await resolveSecret(c.secretAccessKey, `${path}.credentials.secretAccessKey`, source, env),
+        ...(c.sessionToken ? { sessionToken: await resolveSecret(c.sessionToken, `${path}.credentials.sessionToken`, source, env) } : {}),
+      },
+    };
+  }
+  try {
+    return parseBucketConfig(resolved);
+  } catch (err) {
+    throw configError(source, `${path}: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Validates `raw` (the parsed file) and resolves secret references. `source` names the file in
+ * errors. Throws StrataError CONFIG naming the offending path.
+ */
+export async function parseTenantsConfig(raw: unknown, source: string, env: NodeJS.ProcessEnv = process.env): Promise<TenantsConfig> {
+  const res = tenantsFileSchema.safeParse(raw);
+  if (!res.success) {
+    const problems = res.error.issues.map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`);
+    throw configError(source, problems.join('; '));
+  }
+  const f = res.data;
+  const tenants = new Map<string, TenantEntry>();
+  const seen = new Map<string, string>();
+  for (const [id, t] of Object.entries(f.tenants)) {
+    const tokenDigests = t.tokens.map((h) => Buffer.from(h.slice('sha256:'.length), 'hex'));
+    for (const h of t.tokens) {
+      const other = seen.get(h);
+      if (other) throw configError(source, `tenants.${id}.tokens: a token hash is also listed for tenant ${other}`);
+      seen.set(h, id);
+    }
+    tenants.set(id, {
+      id,
+      tokenDigests,
+      bucket: t.bucket ? await resolveBucket(t.bucket, `tenants.${id}.bucket`, source, env) : null,
+      limits: {
+        ...(t.limits.maxSamplesPerWrite !== undefined ? { maxSamplesPerWrite: t.limits.maxSamplesPerWrite } : {}),
+        ...(t.limits.maxSeriesPerRead !== undefined ? { maxSeriesPerRead: t.limits.maxSeriesPerRead } : {}),
+      },
+    });
+  }
+  return { authRequired: f.authRequired, defaultBucket: await resolveBucket(f.defaultBucket, 'defaultBucket', source, env), tenants };
+}
+
+/** Reads and validates a tenants file (`.json`, else YAML). */
+export async function loadTenantsFile(path: string, env: NodeJS.ProcessEnv = process.env): Promise<TenantsConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw configError(path, `cannot read the file (${(err as NodeJS.ErrnoException).code ?? 'error'})`, err);
+  }
+  let raw: unknown;
+  try {
+    raw = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+  } catch (err) {
+    throw configError(path, `not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${(err as Error).message.split('\n')[0]}`);
+  }
+  return parseTenantsConfig(raw, path, env);
+}
+
+/** The config used when no tenants file is given: any valid tenant id, no tokens, one bucket. */
+export function openTenantsConfig(defaultBucket: BucketConfig): TenantsConfig {
+  return { authRequired: false, defaultBucket, tenants: new Map() };
+}
+
+/** SHA-256 of a token, in the form the tenants file stores. */
+export function hashToken(token: string): string {
+  return `sha256:${createHash('sha256').update(token, 'utf8').digest('hex')}`;
+}
+
+/** A new random token (256 bits, URL-safe). */
+export function newToken(): string {
+  return `strata_${randomBytes(32).toString('base64url')}`;
+}

@@ -1,0 +1,161 @@
+import t from 'tap';
+import { mkdtempSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { status } from '@grpc/grpc-js';
+import { GrpcError } from '../../src/common/status.js';
+import { ErrorCode, InvalidArgumentError, StrataError } from '../../src/errors.js';
+import type { Bucket, BucketConfig } from '../../src/objstore/index.js';
+import { hashToken, loadTenantsFile, newToken, parseTenantsConfig } from '../../src/tenancy/config.js';
+import { OTHER_TENANT_LABEL, TenantRegistry } from '../../src/tenancy/tenants.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'strata-tenancy-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+const TOKEN_A = newToken();
+const TOKEN_A2 = newToken();
+const TOKEN_B = newToken();
+const SECRET = 'S3CR3T-value-that-must-not-leak';
+const ENV = { ACME_KEY_ID: 'AKIDACME', ACME_SECRET: SECRET };
+
+function fileConfig(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    defaultBucket: { type: 'filesystem', path: join(dir, 'default') },
+    tenants: {
+      acme: {
+        tokens: [hashToken(TOKEN_A), hashToken(TOKEN_A2)],
+        bucket: { type: 's3', endpoint: 'http://127.0.0.1:1', region: 'us-east-1', bucket: 'acme-metrics', forcePathStyle: true, credentials: { accessKeyId: { env: 'ACME_KEY_ID' }, secretAccessKey: { env: 'ACME_SECRET' } } },
+        limits: { maxSamplesPerWrite: 1000 },
+      },
+      beta: { tokens: [hashToken(TOKEN_B)], limits: { maxSeriesPerRead: 10 } },
+    },
+    ...extra,
+  };
+}
+
+function grpcCode(fn: () => unknown): string {
+  try {
+    fn();
+    return 'OK';
+  } catch (err) {
+    if (err instanceof GrpcError) return status[err.grpcCode];
+    if (err instanceof InvalidArgumentError) return `INVALID_ARGUMENT(${err.field})`;
+    throw err;
+  }
+}
+
+t.test('authenticate() answers every case without revealing whether a tenant exists', async (t) => {
+  const reg = new TenantRegistry(await parseTenantsConfig(fileConfig(), 'test', ENV));
+  const cases: [string, string | null, string | null, string][] = [
+    ['own token', 'acme', TOKEN_A, 'OK'],
+    ['second own token', 'acme', TOKEN_A2, 'OK'],
+    ['no token', 'acme', null, 'UNAUTHENTICATED'],
+    ['empty token', 'acme', '', 'UNAUTHENTICATED'],
+    ['wrong token', 'acme', 'strata_nope', 'UNAUTHENTICATED'],
+    ['token hash used as token', 'acme', hashToken(TOKEN_A), 'UNAUTHENTICATED'],
+    ["acme's token for beta", 'beta', TOKEN_A, 'PERMISSION_DENIED'],
+    ["beta's token for acme", 'acme', TOKEN_B, 'PERMISSION_DENIED'],
+    ['valid token, unknown tenant', 'ghost', TOKEN_B, 'PERMISSION_DENIED'],
+    ['wrong token, unknown tenant', 'ghost', 'strata_nope', 'UNAUTHENTICATED'],
+    ['path escape', '../a', TOKEN_A, 'INVALID_ARGUMENT(x-strata-tenant)'],
+    ['slash', 'a/b', TOKEN_A, 'INVALID_ARGUMENT(x-strata-tenant)'],
+    ['empty tenant', '', TOKEN_A, 'INVALID_ARGUMENT(x-strata-tenant)'],
+    ['missing tenant', null, TOKEN_A, 'INVALID_ARGUMENT(x-strata-tenant)'],
+    ['300 characters', 'a'.repeat(300), TOKEN_A, 'INVALID_ARGUMENT(x-strata-tenant)'],
+    ['non-ASCII', 'acmé', TOKEN_A, 'INVALID_ARGUMENT(x-strata-tenant)'],
+  ];
+  for (const [name, tenant, token, want] of cases) t.equal(grpcCode(() => reg.authenticate(tenant, token)), want, name);
+  t.same(reg.authenticate('acme', TOKEN_A).limits, { maxSamplesPerWrite: 1000 });
+  t.same(reg.authenticate('beta', TOKEN_B).limits, { maxSeriesPerRead: 10 });
+  t.equal(reg.label('acme'), 'acme');
+  t.equal(reg.label('ghost'), OTHER_TENANT_LABEL);
+  const open = new TenantRegistry(await parseTenantsConfig({ ...fileConfig(), authRequired: false }, 'test', ENV));
+  t.equal(grpcCode(() => open.authenticate('anyone', null)), 'OK', 'authRequired: false needs no token');
+  t.equal(grpcCode(() => open.authenticate('../x', null)), 'INVALID_ARGUMENT(x-strata-tenant)');
+});
+
+t.test('the tenants file is validated with the offending path named and no secret echoed', async (t) => {
+  const bad: [string, Record<string, unknown>, RegExp][] = [
+    ['unknown top-level key', fileConfig({ extra: 1 }), /\(root\)|extra/],
+    ['unknown tenant key', { ...fileConfig(), tenants: { acme: { tokens: [], colour: 'red' } } }, /tenants\.acme/],
+    ['tenant id escaping its prefix', { ...fileConfig(), tenants: { '../a': {} } }, /tenants\.\.\.\/a/],
+    ['upper-case tenant id', { ...fileConfig(), tenants: { Acme: {} } }, /tenants\.Acme/],
+    ['300-character tenant id', { ...fileConfig(), tenants: { ['a'.repeat(300)]: {} } }, /tenants\.a{300}/],
+    ['raw token instead of hash', { ...fileConfig(), tenants: { acme: { tokens: [TOKEN_A] } } }, /tenants\.acme\.tokens\.0/],
+    ['inline secret', { ...fileConfig(), tenants: { acme: { bucket: { type: 's3', region: 'r', bucket: 'bkt', credentials: { accessKeyId: 'AKID', secretAccessKey: SECRET } } } } }, /tenants\.acme\.bucket\.credentials\.accessKeyId/],
+    ['missing env var', { ...fileConfig(), tenants: { acme: { bucket: { type: 's3', region: 'r', bucket: 'bkt', credentials: { accessKeyId: { env: 'NOPE_ID' }, secretAccessKey: { env: 'ACME_SECRET' } } } } } }, /tenants\.acme\.bucket\.credentials\.accessKeyId: environment variable NOPE_ID is not set/],
+    ['missing secret file', { ...fileConfig(), tenants: { acme: { bucket: { type: 's3', region: 'r', bucket: 'bkt', credentials: { accessKeyId: { file: '/nonexistent/id' }, secretAccessKey: { env: 'ACME_SECRET' } } } } } }, /accessKeyId: cannot read file \/nonexistent\/id/],
+    ['duplicate token', { ...fileConfig(), tenants: { a: { tokens: [hashToken(TOKEN_A)] }, b: { tokens: [hashToken(TOKEN_A)] } } }, /tenants\.b\.tokens: a token hash is also listed for tenant a/],
+    ['bad bucket type', { ...fileConfig(), defaultBucket: { type: 'ftp' } }, /defaultBucket/],
+  ];
+  for (const [name, raw, re] of bad) {
+    const err = await parseTenantsConfig(raw, 'tenants.yaml', ENV).then(() => null, (e: unknown) => e);
+    t.ok(err instanceof StrataError && err.code === ErrorCode.CONFIG, `${name}: CONFIG error`);
+    t.match((err as Error).message, re, name);
+    t.notMatch((err as Error).message, SECRET, `${name}: no secret in the message`);
+    t.notMatch((err as Error).message, TOKEN_A, `${name}: no token in the message`);
+  }
+  // secrets by file (a mounted Kubernetes Secret)
+  writeFileSync(join(dir, 'key-id'), 'AKIDFILE\n');
+  writeFileSync(join(dir, 'secret'), `${SECRET}\n`);
+  const cfg = await parseTenantsConfig(
+    { ...fileConfig(), tenants: { acme: { bucket: { type: 's3', region: 'r', bucket: 'bkt', credentials: { accessKeyId: { file: join(dir, 'key-id') }, secretAccessKey: { file: join(dir, 'secret') } } } } } },
+    'test',
+    {},
+  );
+  const b = cfg.tenants.get('acme')!.bucket;
+  t.ok(b?.type === 's3' && b.credentials?.accessKeyId === 'AKIDFILE' && b.credentials.secretAccessKey === SECRET, 'file references resolved, newline trimmed');
+});
+
+t.test('bucket clients are created once per distinct configuration and retired after a swap', async (t) => {
+  const opened: BucketConfig[] = [];
+  const closed: string[] = [];
+  const fake = (cfg: BucketConfig): Promise<Bucket> => {
+    opened.push(cfg);
+    const name = cfg.type === 's3' ? `s3:${cfg.bucket}:${cfg.credentials?.accessKeyId}` : `fs:${cfg.path}`;
+    return Promise.resolve({ name, close: async () => void closed.push(name) } as unknown as Bucket);
+  };
+  const cfg = await parseTenantsConfig({ ...fileConfig(), tenants: { ...(fileConfig()['tenants'] as object), gamma: {} } }, 'test', ENV);
+  const reg = new TenantRegistry(cfg, { openBucket: fake, retireAfterMs: 1 });
+  const acme = await reg.bucketFor('acme');
+  t.equal(await reg.bucketFor('acme'), acme, 'reused');
+  t.equal(await reg.bucketFor('beta'), await reg.bucketFor('gamma'), 'tenants on the default bucket share one client');
+  t.not(await reg.bucketFor('beta'), acme, "acme's own bucket is separate");
+  t.equal(opened.length, 2);
+  // rotate acme's credentials
+  const rotated = await parseTenantsConfig(fileConfig(), 'test', { ...ENV, ACME_KEY_ID: 'AKIDNEW' });
+  reg.swap(rotated);
+  const acme2 = await reg.bucketFor('acme');
+  t.not(acme2, acme, 'new client after credential rotation');
+  t.equal((acme2 as unknown as { name: string }).name, 's3:acme-metrics:AKIDNEW');
+  await new Promise((r) => setTimeout(r, 20));
+  t.same(closed, ['s3:acme-metrics:AKIDACME'], 'the old client is closed after the retire delay');
+  await reg.close();
+  t.equal(closed.length, 3);
+});
+
+t.test('reload keeps the old config when the new file is invalid, and follows file changes', async (t) => {
+  const path = join(dir, 'tenants.yaml');
+  const yaml = (tenants: string) => `defaultBucket:\n  type: filesystem\n  path: ${join(dir, 'default')}\ntenants:\n${tenants}`;
+  writeFileSync(path, yaml(`  acme:\n    tokens: ["${hashToken(TOKEN_A)}"]\n`));
+  const reg = new TenantRegistry(await loadTenantsFile(path));
+  t.equal(grpcCode(() => reg.authenticate('acme', TOKEN_A)), 'OK');
+  writeFileSync(path, 'tenants: [this is: not valid');
+  await reg.reload(path);
+  t.equal(reg.reloads.failed, 1);
+  t.equal(grpcCode(() => reg.authenticate('acme', TOKEN_A)), 'OK', 'old config still in force');
+  writeFileSync(path, yaml(`  acme:\n    tokens: ["${hashToken(TOKEN_A)}"]\n  beta:\n    tokens: ["${hashToken(TOKEN_B)}"]\n`));
+  await reg.reload(path);
+  t.equal(grpcCode(() => reg.authenticate('beta', TOKEN_B)), 'OK', 'a tenant added by reload can authenticate');
+  // the watcher picks up an atomic replace (as editors and ConfigMaps do)
+  reg.watch(path, 10);
+  const tmp = join(dir, 'tenants.yaml.tmp');
+  writeFileSync(tmp, yaml(`  beta:\n    tokens: ["${hashToken(TOKEN_A2)}"]\n`));
+  renameSync(tmp, path);
+  const deadline = Date.now() + 5000;
+  while (reg.reloads.ok < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  t.equal(reg.reloads.ok, 2, 'reloaded on change');
+  t.equal(grpcCode(() => reg.authenticate('beta', TOKEN_A2)), 'OK', 'rotated token works');
+  t.equal(grpcCode(() => reg.authenticate('beta', TOKEN_B)), 'UNAUTHENTICATED', 'the old token no longer does');
+  await reg.close();
+});
