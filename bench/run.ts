@@ -5,6 +5,7 @@
 const benches: Record<string, () => Promise<{ main(argv: string[]): Promise<void> }>> = {
   format: () => import('./format.js'),
   writer: () => import('./writer.js'),
+  write: () => import('./write.js'),
   // one line per benchmark module
 };
 

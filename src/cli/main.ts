@@ -4,6 +4,8 @@
  */
 import { Command } from 'commander';
 import { registerBlockCommands } from './block.js';
+import { registerAggregatorCommands } from './aggregator.js';
+import { registerPushCommands } from './push.js';
 import { registerDemoCommands } from './demo.js';
 // command modules: one import and one register call each, in this order
 // (block) (aggregator, push) (gateway, query) (serve, demo)
@@ -12,6 +14,8 @@ const program = new Command('strata')
   .description('Strata: a lossless time-series sample store on S3-compatible object storage')
   .showHelpAfterError();
 registerBlockCommands(program);
+registerAggregatorCommands(program);
+registerPushCommands(program);
 registerDemoCommands(program);
 
 await program.parseAsync(process.argv);

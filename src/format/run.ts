@@ -23,6 +23,11 @@ const LZ4_MIN_BYTES = 128;
 const LZ4_MIN_SAVING = 1 / 16;
 /** Upper bound on encoded bytes per sample, used to sanity-check lz4 size prefixes. */
 const MAX_BYTES_PER_SAMPLE = 17;
+/**
+ * Most samples one run may hold (2^24, a sample every 0.86 ms over 4 hours). A regular, constant
+ * run costs a few bytes whatever its length, so the count cannot be bounded by the run's size.
+ */
+export const MAX_RUN_SAMPLES = 1 << 24;
 
 /** Samples of one series: strictly increasing int64 ms timestamps and float64 values. */
 export interface Samples {
@@ -47,6 +52,7 @@ export function encodeRun(samples: Samples, opts: EncodeOptions = {}): Uint8Arra
   const { timestamps, values } = samples;
   const n = timestamps.length;
   if (n === 0) throw new InvalidArgumentError('samples', 'a run needs at least one sample');
+  if (n > MAX_RUN_SAMPLES) throw new InvalidArgumentError('samples', `${n} samples exceed the ${MAX_RUN_SAMPLES} a run may hold`);
   if (values.length !== n) throw new InvalidArgumentError('values', `${values.length} values for ${n} timestamps`);
   section.reset();
   const tsMode = encodeTimestamps(section, timestamps, n);
@@ -97,7 +103,7 @@ export function decodeRun(buf: Uint8Array, origin: Origin = MEMORY): Samples {
   const enc = r.u8('run encoding');
   const n = r.uvarint('run sample count');
   if (n === 0) throw r.corrupt('run has no samples');
-  if (n > buf.length * 64 + 64) throw r.corrupt(`run claims ${n} samples in ${buf.length} bytes`);
+  if (n > MAX_RUN_SAMPLES) throw r.corrupt(`run claims ${n} samples, more than ${MAX_RUN_SAMPLES}`);
   let br: ByteReader;
   if (enc & RUN_LZ4) {
     r.need(4, 'lz4 size');

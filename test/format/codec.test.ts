@@ -178,6 +178,15 @@ t.test('encodeRun() picks the layout by what the data is', (t) => {
   t.end();
 });
 
+t.test('long regular constant runs round-trip although they take a few bytes', (t) => {
+  for (const n of [1600, 2880, 100_000]) {
+    const timestamps = BigInt64Array.from({ length: n }, (_, i) => 1_700_000_000_000n + BigInt(i * 5000));
+    const run = roundTrip(t, { timestamps, values: new Float64Array(n).fill(1) }, `${n} samples`);
+    t.ok(run.length < 40, `${n} samples in ${run.length} bytes`);
+  }
+  t.end();
+});
+
 t.test('every generated series type round-trips', (t) => {
   for (const kind of KINDS) {
     for (const n of [1, 2, 3, 130, 1000]) roundTrip(t, makeSeries(kind, n, 1_700_000_000_000n, n), `${kind} x ${n}`);

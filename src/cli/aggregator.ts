@@ -1,0 +1,135 @@
+/**
+ * `strata aggregator`: runs a shard aggregator until SIGTERM/SIGINT (graceful drain).
+ * Config: defaults < JSON file (--config or STRATA_AGGREGATOR_CONFIG) < STRATA_AGGREGATOR_* < flags.
+ */
+import { hostname } from 'node:os';
+import type { Command } from 'commander';
+import { createLogger } from '../common/logger.js';
+import { ErrorCode, StrataError } from '../errors.js';
+import {
+  configFromEnv,
+  configFromFile,
+  ENV_CONFIG_FILE,
+  ordinalFromHostname,
+  parseAggregatorConfig,
+  parseConfigValue,
+  type AggregatorConfig,
+} from '../shard-aggregator/config.js';
+import { startAggregatorServer } from '../shard-aggregator/server.js';
+
+interface AggregatorFlags {
+  config?: string;
+  listen?: string;
+  metricsListen?: string;
+  walDir?: string;
+  numShards?: string;
+  shards?: string;
+  ordinal?: string;
+  replicas?: string;
+  ordinalFromHostname?: boolean;
+  bucketDir?: string;
+  logLevel?: string;
+  set: string[];
+  printConfig?: boolean;
+}
+
+/** Builds the validated config from the file, the environment and the flags. */
+export async function aggregatorConfigFrom(flags: AggregatorFlags, env: NodeJS.ProcessEnv, host = hostname()): Promise<AggregatorConfig> {
+  const file = flags.config ?? env[ENV_CONFIG_FILE];
+  const fromFile = file ? await configFromFile(file) : {};
+  const fromEnv = configFromEnv(env);
+  const fromFlags: Record<string, unknown> = {};
+  const named: [keyof AggregatorFlags, string][] = [
+    ['listen', 'grpcListen'],
+    ['metricsListen', 'metricsListen'],
+    ['walDir', 'walDir'],
+    ['numShards', 'numShards'],
+    ['shards', 'shards'],
+    ['ordinal', 'ordinal'],
+    ['replicas', 'replicas'],
+    ['logLevel', 'logLevel'],
+  ];
+  for (const [flag, key] of named) {
+    const v = flags[flag];
+    if (typeof v === 'string') fromFlags[key] = parseConfigValue(key, v, `--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
+  }
+  if (flags.bucketDir !== undefined) fromFlags.bucket = { type: 'filesystem', path: flags.bucketDir };
+  for (const kv of flags.set) {
+    const i = kv.indexOf('=');
+    if (i <= 0) throw new StrataError(ErrorCode.CONFIG, `invalid aggregator config: --set ${kv}: expected key=value`);
+    const key = kv.slice(0, i);
+    fromFlags[key] = parseConfigValue(key, kv.slice(i + 1), `--set ${key}`);
+  }
+  if (flags.ordinalFromHostname) {
+    const ordinal = ordinalFromHostname(host);
+    if (ordinal === null) throw new StrataError(ErrorCode.CONFIG, `invalid aggregator config: --ordinal-from-hostname: host name "${host}" does not end in -<number>`);
+    fromFlags.ordinal = ordinal;
+  }
+  return parseAggregatorConfig(fromFile, fromEnv, fromFlags);
+}
+
+/** The config with secrets replaced, for printing. */
+function redacted(cfg: AggregatorConfig): unknown {
+  return JSON.parse(
+    JSON.stringify(cfg, (k, v: unknown) => (k === 'secretAccessKey' || k === 'sessionToken' ? '[redacted]' : v)),
+  ) as unknown;
+}
+
+/** Registers `strata aggregator`. */
+export function registerAggregatorCommands(program: Command): void {
+  program
+    .command('aggregator')
+    .description('run a shard aggregator: gRPC write API, LevelDB write-ahead log, flush of blocks to the bucket')
+    .option('-c, --config <file>', `JSON config file (or ${ENV_CONFIG_FILE})`)
+    .option('--listen <host:port>', 'gRPC listen address (grpcListen)')
+    .option('--metrics-listen <host:port>', 'Prometheus /metrics listen address (metricsListen)')
+    .option('--wal-dir <dir>', 'write-ahead log directory (walDir)')
+    .option('--num-shards <n>', 'total number of shards (numShards)')
+    .option('--shards <list>', 'owned shards, e.g. 0-3,7 (shards)')
+    .option('--ordinal <n>', 'StatefulSet ordinal: owns shards s with s % replicas == ordinal')
+    .option('--replicas <n>', 'StatefulSet replica count')
+    .option('--ordinal-from-hostname', 'take the ordinal from the host name suffix (pod-name-<n>)')
+    .option('--bucket-dir <dir>', 'use a filesystem bucket in <dir>')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
+    .option('--set <key=value>', 'set any config option (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--print-config', 'print the validated config (secrets hidden) and exit')
+    .action(async (flags: AggregatorFlags) => {
+      let config: AggregatorConfig;
+      try {
+        config = await aggregatorConfigFrom(flags, process.env);
+      } catch (err) {
+        if (!(err instanceof StrataError)) throw err;
+        process.stderr.write(`strata aggregator: ${err.message}\n`);
+        process.exitCode = 2;
+        return;
+      }
+      if (flags.printConfig) {
+        process.stdout.write(`${JSON.stringify(redacted(config), null, 2)}\n`);
+        return;
+      }
+      const logger = createLogger({ level: config.logLevel, name: 'aggregator' });
+      const running = await startAggregatorServer({ config, logger });
+      let exiting = false;
+      const stop = (signal: string): void => {
+        if (exiting) return;
+        exiting = true;
+        logger.info({ signal }, 'shutdown requested');
+        running.shutdown().then(
+          () => process.exit(0),
+          (err: unknown) => {
+            logger.error({ err }, 'shutdown failed');
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+      try {
+        await running.ready;
+      } catch (err) {
+        logger.fatal({ err }, 'aggregator cannot start');
+        await running.shutdown().catch(() => undefined);
+        process.exit(1);
+      }
+    });
+}

@@ -1,0 +1,357 @@
+/**
+ * Writer client for batch nodes: sends samples to the shard aggregators (proto/write.proto).
+ *
+ * - groups series by shard (`id % numShards`) and cuts each shard's series into requests of at
+ *   most `maxBatchSamples` samples (a series longer than that is split across requests);
+ * - sets `x-strata-tenant`, `x-strata-shard` and, when given, `authorization: Bearer <token>`;
+ * - sends to one endpoint (a proxy routing on x-strata-shard) or to a static shard → address map;
+ * - keeps at most `concurrency` requests in flight;
+ * - retries UNAVAILABLE and RESOURCE_EXHAUSTED with exponential backoff and full jitter (writes
+ *   are idempotent: the aggregator keeps the last value of a repeated (series, timestamp));
+ * - seals a window on every shard once all batch nodes are done with it.
+ */
+import { endianness } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Client, credentials, Metadata, status, type MethodDefinition, type ServiceError } from '@grpc/grpc-js';
+import { loadProto } from '../common/proto.js';
+import { InvalidArgumentError } from '../errors.js';
+import { validateTenant } from '../format/key.js';
+
+/** Samples of one series: int64 ms timestamps and float64 values of equal length. */
+export interface SeriesData {
+  readonly id: bigint;
+  readonly timestamps: BigInt64Array;
+  readonly values: Float64Array;
+}
+
+/** Retry policy of the client. */
+export interface WriterRetryPolicy {
+  /** Attempts per request, the first included (default 8). */
+  readonly maxAttempts?: number;
+  readonly baseDelayMs?: number;
+  readonly maxDelayMs?: number;
+}
+
+/** What one request cost, for callers' statistics. */
+export interface RequestEvent {
+  readonly method: 'Write' | 'Seal';
+  readonly shard: number;
+  readonly samples: number;
+  readonly attempts: number;
+  /** From the first attempt to the final answer. */
+  readonly durationMs: number;
+  readonly ok: boolean;
+}
+
+/** Options of a {@link WriterClient}. */
+export interface WriterClientOptions {
+  readonly tenant: string;
+  readonly numShards: number;
+  /** One endpoint for every shard (`host:port`, e.g. the routing proxy). */
+  readonly target?: string;
+  /** Or the address of each shard's aggregator. */
+  readonly shardTargets?: ReadonlyMap<number, string>;
+  readonly authToken?: string;
+  /** Requests in flight at once (default 8). */
+  readonly concurrency?: number;
+  /** Samples per write request (default 500,000 = 8 MB of payload). */
+  readonly maxBatchSamples?: number;
+  readonly retry?: WriterRetryPolicy;
+  /** Deadline of one write attempt (default 60 s) and of one seal attempt (default 10 min). */
+  readonly writeDeadlineMs?: number;
+  readonly sealDeadlineMs?: number;
+  /** Called after every request (success or final failure). */
+  readonly onRequest?: (e: RequestEvent) => void;
+}
+
+/** A block reported by a seal. */
+export interface SealedBlock {
+  readonly tenant: string;
+  readonly shard: number;
+  readonly windowStartMs: bigint;
+  readonly key: string;
+  readonly blockId: string;
+  readonly series: number;
+  readonly samples: number;
+  readonly bytes: number;
+  readonly replaced: boolean;
+}
+
+/** Totals of a {@link WriterClient.write} call. */
+export interface WriteSummary {
+  readonly requests: number;
+  readonly samples: number;
+  readonly series: number;
+  /** Attempts beyond the first, over all requests. */
+  readonly retries: number;
+}
+
+interface WireSeries {
+  id: string;
+  timestamps: Buffer;
+  values: Buffer;
+}
+
+interface WireBlock {
+  tenant: string;
+  shard: number;
+  window_start_ms: string;
+  key: string;
+  block_id: string;
+  series: string;
+  samples: string;
+  bytes: string;
+  replaced: boolean;
+}
+
+type Methods = Record<'Write' | 'Seal' | 'Status', MethodDefinition<unknown, unknown>>;
+
+let methodsCache: Methods | null = null;
+function methods(): Methods {
+  if (!methodsCache) {
+    const pkg = loadProto('write.proto') as unknown as { strata: { write: { v1: { Writer: { service: Methods } } } } };
+    methodsCache = pkg.strata.write.v1.Writer.service;
+  }
+  return methodsCache;
+}
+
+const LITTLE_ENDIAN = endianness() === 'LE';
+const RETRYABLE = new Set<number>([status.UNAVAILABLE, status.RESOURCE_EXHAUSTED]);
+
+/** Little-endian bytes of a typed array (a view on little-endian hosts). */
+function leBytes(a: BigInt64Array | Float64Array): Buffer {
+  if (LITTLE_ENDIAN) return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+  const out = Buffer.allocUnsafe(a.byteLength);
+  const src = new DataView(a.buffer, a.byteOffset, a.byteLength);
+  for (let i = 0; i < a.byteLength; i += 8) out.writeBigUInt64LE(src.getBigUint64(i, false), i);
+  return out;
+}
+
+/** True for errors worth retrying. */
+export function isRetryable(err: unknown): boolean {
+  const code = (err as Partial<ServiceError>).code;
+  return typeof code === 'number' && RETRYABLE.has(code);
+}
+
+/** Calls `fn` with at most `width` running at once; rejects with the first failure. */
+async function pool<T>(items: readonly T[], width: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed = false;
+  const worker = async (): Promise<void> => {
+    while (!failed && next < items.length) {
+      const item = items[next++]!;
+      try {
+        await fn(item);
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
+}
+
+/** See the module comment. */
+export class WriterClient {
+  readonly tenant: string;
+  readonly numShards: number;
+  private readonly opts: WriterClientOptions;
+  private readonly clients = new Map<string, Client>();
+  private readonly maxBatchSamples: number;
+  private readonly concurrency: number;
+
+  constructor(opts: WriterClientOptions) {
+    validateTenant(opts.tenant);
+    if (!Number.isInteger(opts.numShards) || opts.numShards < 1) throw new InvalidArgumentError('numShards', `${opts.numShards} is not a positive integer`);
+    if ((opts.target === undefined) === (opts.shardTargets === undefined)) throw new InvalidArgumentError('target', 'give exactly one of target and shardTargets');
+    this.tenant = opts.tenant;
+    this.numShards = opts.numShards;
+    this.opts = opts;
+    this.maxBatchSamples = opts.maxBatchSamples ?? 500_000;
+    this.concurrency = opts.concurrency ?? 8;
+    if (!(this.maxBatchSamples >= 1)) throw new InvalidArgumentError('maxBatchSamples', 'must be at least 1');
+    if (!(this.concurrency >= 1)) throw new InvalidArgumentError('concurrency', 'must be at least 1');
+  }
+
+  private clientFor(shard: number): Client {
+    const address = this.opts.target ?? this.opts.shardTargets!.get(shard);
+    if (address === undefined) throw new InvalidArgumentError('shardTargets', `no address for shard ${shard}`);
+    let c = this.clients.get(address);
+    if (!c) {
+      c = new Client(address, credentials.createInsecure(), {
+        'grpc.max_send_message_length': -1,
+        'grpc.max_receive_message_length': 16 * 1024 * 1024,
+      });
+      this.clients.set(address, c);
+    }
+    return c;
+  }
+
+  private metadata(shard: number | null): Metadata {
+    const md = new Metadata();
+    md.set('x-strata-tenant', this.tenant);
+    if (shard !== null) md.set('x-strata-shard', String(shard));
+    if (this.opts.authToken !== undefined) md.set('authorization', `Bearer ${this.opts.authToken}`);
+    return md;
+  }
+
+  private unary<Res>(client: Client, method: keyof Methods, req: unknown, md: Metadata, deadlineMs: number): Promise<Res> {
+    const def = methods()[method];
+    return new Promise<Res>((resolve, reject) => {
+      client.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, req, md, { deadline: Date.now() + deadlineMs }, (err, res) =>
+        err ? reject(err) : resolve(res as Res),
+      );
+    });
+  }
+
+  /** Runs one call with the retry policy; returns the result and the attempts used. */
+  private async withRetries<T>(fn: () => Promise<T>): Promise<{ value: T; attempts: number }> {
+    const r = this.opts.retry ?? {};
+    const maxAttempts = r.maxAttempts ?? 8;
+    const base = r.baseDelayMs ?? 100;
+    const max = r.maxDelayMs ?? 5000;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return { value: await fn(), attempts: attempt };
+      } catch (err) {
+        if (attempt >= maxAttempts || !isRetryable(err)) {
+          (err as { attempts?: number }).attempts = attempt;
+          throw err;
+        }
+        await sleep(Math.random() * Math.min(max, base * 2 ** (attempt - 1)));
+      }
+    }
+  }
+
+  /** Sends one write request for `shard` (all series must belong to it), with retries. */
+  async writeBatch(shard: number, series: readonly SeriesData[]): Promise<{ samples: number; attempts: number }> {
+    let samples = 0;
+    const wire: WireSeries[] = series.map((s) => {
+      if (s.timestamps.length !== s.values.length) throw new InvalidArgumentError('values', `series ${s.id}: ${s.values.length} values for ${s.timestamps.length} timestamps`);
+      samples += s.timestamps.length;
+      return { id: s.id.toString(), timestamps: leBytes(s.timestamps), values: leBytes(s.values) };
+    });
+    const client = this.clientFor(shard);
+    const t0 = performance.now();
+    try {
+      const { attempts } = await this.withRetries(() => this.unary(client, 'Write', { series: wire }, this.metadata(shard), this.opts.writeDeadlineMs ?? 60_000));
+      this.opts.onRequest?.({ method: 'Write', shard, samples, attempts, durationMs: performance.now() - t0, ok: true });
+      return { samples, attempts };
+    } catch (err) {
+      const attempts = (err as { attempts?: number }).attempts ?? 1;
+      this.opts.onRequest?.({ method: 'Write', shard, samples, attempts, durationMs: performance.now() - t0, ok: false });
+      throw err;
+    }
+  }
+
+  /** Cuts series into per-shard requests of at most maxBatchSamples samples. */
+  batches(series: Iterable<SeriesData>): { shard: number; series: SeriesData[]; samples: number }[] {
+    const byShard = new Map<number, SeriesData[]>();
+    const n = BigInt(this.numShards);
+    for (const s of series) {
+      if (s.timestamps.length === 0) continue;
+      const shard = Number(s.id % n);
+      let list = byShard.get(shard);
+      if (!list) byShard.set(shard, (list = []));
+      list.push(s);
+    }
+    const out: { shard: number; series: SeriesData[]; samples: number }[] = [];
+    for (const [shard, list] of [...byShard].sort((a, b) => a[0] - b[0])) {
+      list.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      let cur: SeriesData[] = [];
+      let curSamples = 0;
+      for (const s of list) {
+        for (let off = 0; off < s.timestamps.length; ) {
+          const room = this.maxBatchSamples - curSamples;
+          const take = Math.min(room, s.timestamps.length - off);
+          const part =
+            off === 0 && take === s.timestamps.length
+              ? s
+              : { id: s.id, timestamps: s.timestamps.subarray(off, off + take), values: s.values.subarray(off, off + take) };
+          cur.push(part);
+          curSamples += take;
+          off += take;
+          if (curSamples >= this.maxBatchSamples) {
+            out.push({ shard, series: cur, samples: curSamples });
+            cur = [];
+            curSamples = 0;
+          }
+        }
+      }
+      if (cur.length > 0) out.push({ shard, series: cur, samples: curSamples });
+    }
+    return out;
+  }
+
+  /**
+   * Writes every sample: groups by shard, cuts into requests, sends them with bounded concurrency
+   * and retries. Rejects with the first request that failed for good (others may have succeeded;
+   * writing the same samples again is harmless).
+   */
+  async write(series: Iterable<SeriesData>): Promise<WriteSummary> {
+    const batches = this.batches(series);
+    let samples = 0;
+    let retries = 0;
+    let count = 0;
+    const ids = new Set<bigint>();
+    await pool(batches, this.concurrency, async (b) => {
+      const r = await this.writeBatch(b.shard, b.series);
+      samples += r.samples;
+      retries += r.attempts - 1;
+      count++;
+      for (const s of b.series) ids.add(s.id);
+    });
+    return { requests: count, samples, series: ids.size, retries };
+  }
+
+  /**
+   * Seals the window starting at `windowStartMs` on each of `shards` (default: all) and waits for
+   * the flushes; returns the blocks written. Flush failures come back as UNAVAILABLE and are
+   * retried like writes.
+   */
+  async seal(windowStartMs: bigint, shards?: readonly number[]): Promise<SealedBlock[]> {
+    const list = shards ?? (this.opts.shardTargets ? [...this.opts.shardTargets.keys()] : Array.from({ length: this.numShards }, (_, s) => s));
+    const blocks: SealedBlock[] = [];
+    await pool(list, this.concurrency, async (shard) => {
+      const client = this.clientFor(shard);
+      const t0 = performance.now();
+      let attempts = 1;
+      try {
+        const r = await this.withRetries(() =>
+          this.unary<{ blocks: WireBlock[] }>(client, 'Seal', { window_start_ms: windowStartMs.toString(), no_wait: false }, this.metadata(shard), this.opts.sealDeadlineMs ?? 600_000),
+        );
+        attempts = r.attempts;
+        for (const b of r.value.blocks) {
+          blocks.push({
+            tenant: b.tenant,
+            shard: b.shard,
+            windowStartMs: BigInt(b.window_start_ms),
+            key: b.key,
+            blockId: b.block_id,
+            series: Number(b.series),
+            samples: Number(b.samples),
+            bytes: Number(b.bytes),
+            replaced: b.replaced,
+          });
+        }
+      } catch (err) {
+        attempts = (err as { attempts?: number }).attempts ?? 1;
+        this.opts.onRequest?.({ method: 'Seal', shard, samples: 0, attempts, durationMs: performance.now() - t0, ok: false });
+        throw err;
+      }
+      this.opts.onRequest?.({ method: 'Seal', shard, samples: 0, attempts, durationMs: performance.now() - t0, ok: true });
+    });
+    return blocks.sort((a, b) => a.shard - b.shard);
+  }
+
+  /** The status of the aggregator serving `shard` (raw response of the Status RPC). */
+  async status(shard = 0): Promise<Record<string, unknown>> {
+    return this.unary(this.clientFor(shard), 'Status', {}, this.metadata(shard), 10_000);
+  }
+
+  /** Closes the channels. */
+  close(): void {
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
+  }
+}

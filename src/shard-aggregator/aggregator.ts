@@ -1,0 +1,267 @@
+/**
+ * The aggregator engine, independent of the gRPC transport: accepts validated writes into the
+ * WALs, seals windows, decides when windows are flushed, and reports its state. The gRPC
+ * handlers (service.ts) are a thin layer over it.
+ */
+import { status } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { GrpcError } from '../common/status.js';
+import { InvalidArgumentError } from '../errors.js';
+import type { Bucket } from '../objstore/bucket.js';
+import type { AggregatorConfig } from './config.js';
+import { ownedShards } from './config.js';
+import { Flusher, type FlushedBlock, type FlushRecord } from './flush.js';
+import { prepareWrite, type IngestContext, type WireSeries } from './ingest.js';
+import type { AggregatorMetrics } from './metrics.js';
+import type { WalDb, WalEntry } from './wal-db.js';
+import { WalStore, windowId, type WindowKey } from './wal-store.js';
+
+/** Dependencies of an {@link Aggregator}. */
+export interface AggregatorOptions {
+  readonly config: AggregatorConfig;
+  readonly bucket: Bucket;
+  readonly logger: Logger;
+  readonly metrics: AggregatorMetrics;
+  /** Clock (ms since the epoch); default Date.now. */
+  readonly now?: () => number;
+  /** Run the automatic flush check every `flushCheckIntervalMs` (default true; tests call tick()). */
+  readonly autoFlush?: boolean;
+}
+
+/** One WAL generation, for the status RPC. */
+export interface WindowStatus {
+  readonly tenant: string;
+  readonly shard: number;
+  readonly windowStart: bigint;
+  readonly generation: number;
+  readonly state: 'open' | 'sealed' | 'flushing';
+  readonly walBytes: number;
+  readonly samples: number;
+  readonly lastWriteMs: number;
+}
+
+/** What the status RPC reports. */
+export interface AggregatorStatus {
+  readonly numShards: number;
+  readonly ownedShards: number[];
+  readonly windows: WindowStatus[];
+  readonly walBytes: number;
+  readonly lastFlushes: FlushRecord[];
+  readonly walSyncs: number;
+  readonly walRequests: number;
+}
+
+/** See the module comment. */
+export class Aggregator {
+  readonly config: AggregatorConfig;
+  readonly owned: ReadonlySet<number>;
+  readonly store: WalStore;
+  readonly flusher: Flusher;
+  private readonly logger: Logger;
+  private readonly metrics: AggregatorMetrics;
+  private readonly now: () => number;
+  private timer: NodeJS.Timeout | null = null;
+  private closed = false;
+
+  private constructor(opts: AggregatorOptions, store: WalStore) {
+    this.config = opts.config;
+    this.owned = new Set(ownedShards(opts.config));
+    this.store = store;
+    this.logger = opts.logger;
+    this.metrics = opts.metrics;
+    this.now = opts.now ?? Date.now;
+    this.flusher = new Flusher({
+      bucket: opts.bucket,
+      store,
+      numShards: opts.config.numShards,
+      blockDurationMs: opts.config.blockDurationMs,
+      concurrency: opts.config.flushConcurrency,
+      verify: opts.config.verifyUpload,
+      retryBaseMs: opts.config.flushRetryBaseMs,
+      retryMaxMs: opts.config.flushRetryMaxMs,
+      now: this.now,
+      logger: opts.logger,
+      metrics: opts.metrics,
+    });
+  }
+
+  /** Recovers the WALs, resumes interrupted flushes and starts the flush timer. */
+  static async open(opts: AggregatorOptions): Promise<Aggregator> {
+    const { config, metrics } = opts;
+    const now = opts.now ?? Date.now;
+    const store = await WalStore.open({
+      dir: config.walDir,
+      numShards: config.numShards,
+      blockDurationMs: config.blockDurationMs,
+      maxOpen: config.maxOpenWals,
+      now,
+      logger: opts.logger,
+      db: {
+        writeBufferBytes: config.walWriteBufferBytes,
+        sync: config.walSync,
+        onCommit: (requests, _entries, ms) => {
+          metrics.walSyncs.inc();
+          metrics.walGroupRequests.observe(requests);
+          metrics.walSyncDuration.observe(ms / 1000);
+        },
+      },
+    });
+    const self = new Aggregator(opts, store);
+    metrics.walBytes.set(store.totalBytes());
+    for (const ww of store.all()) {
+      if (!self.owned.has(ww.key.shard)) {
+        opts.logger.warn({ window: ww.id }, 'wal of a shard this aggregator does not own; flushing it anyway');
+      }
+      if (ww.gens.some((g) => g.sealed)) self.flusher.request(ww.key).catch(() => undefined); // resume
+    }
+    if (opts.autoFlush !== false) {
+      self.timer = setInterval(() => void self.tick(), config.flushCheckIntervalMs);
+      self.timer.unref();
+      void self.tick();
+    }
+    return self;
+  }
+
+  /** What requests for `shard` are checked against, as of now. */
+  ingestContext(shard: number): IngestContext {
+    const now = this.now();
+    return {
+      shard,
+      numShards: this.config.numShards,
+      blockDurationMs: this.config.blockDurationMs,
+      minTimestampMs: now - this.config.maxSampleAgeMs,
+      maxTimestampMs: now + this.config.maxSampleFutureMs,
+    };
+  }
+
+  /**
+   * Validates, encodes and durably stores one request for (tenant, shard); resolves once every
+   * sample is in a synced WAL group. The caller checked the headers, ownership and limits.
+   * @throws InvalidArgumentError for a malformed request (nothing stored).
+   */
+  async write(tenant: string, shard: number, series: readonly WireSeries[]): Promise<{ samples: number; series: number }> {
+    if (this.closed) throw new RangeError('the aggregator is closed');
+    const prepared = await prepareWrite(series, this.ingestContext(shard));
+    const byWindow = new Map<bigint, WalEntry[]>();
+    for (const r of prepared.runs) {
+      let list = byWindow.get(r.windowStart);
+      if (!list) byWindow.set(r.windowStart, (list = []));
+      list.push(r);
+    }
+    for (;;) {
+      const held: WalDb[] = [];
+      try {
+        for (const windowStart of byWindow.keys()) held.push(await this.store.acquireWritable({ tenant, shard, windowStart }));
+        if (held.some((w) => w.sealed)) continue; // sealed while another one was being opened: retry
+        const now = this.now();
+        const done = [...byWindow.values()].map((entries, i) => held[i]!.append(entries, now));
+        await Promise.all(done);
+        break;
+      } catch (err) {
+        this.logger.error({ tenant, shard, err }, 'cannot write the wal');
+        throw new GrpcError(status.UNAVAILABLE, `cannot write the WAL of ${tenant}/shard ${shard}: ${(err as Error).message}; nothing of this request is acknowledged, retry it`);
+      } finally {
+        for (const w of held) this.store.releaseWritable(w);
+      }
+    }
+    this.metrics.walBytes.set(this.store.totalBytes());
+    return { samples: prepared.samples, series: prepared.series };
+  }
+
+  /**
+   * Seals (tenant, shard, window) and flushes it. With `wait`, resolves with the block written
+   * (none if there was nothing to flush) or rejects with the flush's error (it is then retried in
+   * the background); without, returns once the flush is scheduled.
+   */
+  async seal(tenant: string, shard: number, windowStart: bigint, wait: boolean): Promise<FlushedBlock[]> {
+    const dur = BigInt(this.config.blockDurationMs);
+    if (windowStart % dur !== 0n) {
+      throw new InvalidArgumentError('window_start_ms', `${windowStart} is not aligned to the block duration of ${this.config.blockDurationMs} ms`);
+    }
+    const key: WindowKey = { tenant, shard, windowStart };
+    await this.store.sealOpen(key);
+    this.logger.info({ window: windowId(key) }, 'window sealed');
+    const flushed = this.flusher.request(key);
+    if (!wait) {
+      flushed.catch(() => undefined);
+      return [];
+    }
+    const block = await flushed;
+    this.metrics.walBytes.set(this.store.totalBytes());
+    return block ? [block] : [];
+  }
+
+  /**
+   * Automatic flush: seals and flushes every open log whose window ended more than flushDelayMs
+   * ago and that received no write for flushIdleMs. Resolves when the flushes it started are done
+   * (the timer does not wait; tests with an injected clock do).
+   */
+  tick(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    const now = this.now();
+    const { flushDelayMs, flushIdleMs, blockDurationMs } = this.config;
+    const started: Promise<unknown>[] = [];
+    for (const ww of this.store.all()) {
+      if (ww.gens.some((g) => g.sealed) && !this.flusher.busy(ww.key)) {
+        // sealed but not being flushed nor waiting for a retry (e.g. its seal marker failed)
+        started.push(this.flusher.request(ww.key).catch(() => undefined));
+      }
+      const open = this.store.openGen(ww.key);
+      if (!open) continue;
+      const windowEnd = Number(ww.key.windowStart) + blockDurationMs;
+      const lastWrite = Math.max(open.counters.lastWriteMs, open.identity.createdAtMs);
+      if (now >= windowEnd + flushDelayMs && now - lastWrite >= flushIdleMs && open.users === 0) {
+        this.logger.info({ window: ww.id, generation: open.identity.generation }, 'window idle after its end; flushing');
+        started.push(
+          this.store
+            .sealOpen(ww.key)
+            .then(
+              () => this.flusher.request(ww.key).catch(() => undefined), // logged and retried by the flusher
+              (err: unknown) => this.logger.error({ window: ww.id, err }, 'cannot seal an idle window; trying again at the next check'),
+            )
+            .finally(() => this.metrics.walBytes.set(this.store.totalBytes())),
+        );
+      }
+    }
+    this.metrics.openWindows.set(this.store.all().reduce((n, ww) => n + ww.gens.length, 0));
+    this.metrics.walBytes.set(this.store.totalBytes());
+    return Promise.all(started).then(() => undefined);
+  }
+
+  /** Open windows, WAL bytes, recent flushes. */
+  status(): AggregatorStatus {
+    const windows: WindowStatus[] = [];
+    for (const ww of this.store.all()) {
+      for (const g of ww.gens) {
+        windows.push({
+          tenant: ww.key.tenant,
+          shard: ww.key.shard,
+          windowStart: ww.key.windowStart,
+          generation: g.identity.generation,
+          state: this.flusher.isFlushing(g) ? 'flushing' : g.sealed ? 'sealed' : 'open',
+          walBytes: g.counters.bytes,
+          samples: g.counters.samples,
+          lastWriteMs: g.counters.lastWriteMs,
+        });
+      }
+    }
+    return {
+      numShards: this.config.numShards,
+      ownedShards: [...this.owned].sort((a, b) => a - b),
+      windows,
+      walBytes: this.store.totalBytes(),
+      lastFlushes: [...this.flusher.recent],
+      walSyncs: this.store.syncTotals().syncs,
+      walRequests: this.store.syncTotals().requests,
+    };
+  }
+
+  /** Stops the timer and running flushes (their WALs are kept) and closes the WALs. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.flusher.close();
+    await this.store.close();
+  }
+}

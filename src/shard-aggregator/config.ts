@@ -1,0 +1,234 @@
+/**
+ * The aggregator's configuration: typed, validated once at start-up (zod, unknown keys rejected),
+ * assembled from defaults < a JSON file < environment variables < command-line values.
+ *
+ * Environment variables are `STRATA_AGGREGATOR_<KEY>` with the key in CONSTANT_CASE
+ * (`walDir` → `STRATA_AGGREGATOR_WAL_DIR`); lists are comma-separated, `bucket` is JSON.
+ * An unknown `STRATA_AGGREGATOR_*` variable is an error, like an unknown key in the file.
+ */
+import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
+import { ErrorCode, StrataError } from '../errors.js';
+import { DEFAULT_BLOCK_DURATION_MS, MAX_SHARDS } from '../format/key.js';
+import { parseBucketConfig, type BucketConfig } from '../objstore/index.js';
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+const DAY_MS = 24 * 3600 * 1000;
+
+const posInt = z.number().int().positive();
+const nonNegInt = z.number().int().nonnegative();
+const listen = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port');
+
+const bucketSchema = z.unknown().transform((v, ctx): BucketConfig => {
+  try {
+    return parseBucketConfig(v);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: err instanceof Error ? err.message : String(err) });
+    return z.NEVER;
+  }
+});
+
+/** The schema; see docs in the aggregator README for every option. */
+export const aggregatorConfigSchema = z.strictObject({
+  /** gRPC listen address. */
+  grpcListen: listen.default('0.0.0.0:7401'),
+  /** Prometheus /metrics listen address. */
+  metricsListen: listen.default('0.0.0.0:9401'),
+  /** Directory of the write-ahead logs. */
+  walDir: z.string().min(1),
+  /** Where blocks go. */
+  bucket: bucketSchema,
+  /** Total number of shards (series id % numShards). */
+  numShards: z.number().int().min(1).max(MAX_SHARDS),
+  /** Shards this aggregator owns (explicit list); exclusive with ordinal/replicas. */
+  shards: z.array(nonNegInt).min(1).optional(),
+  /** StatefulSet ordinal and replica count: owns the shards s with s % replicas === ordinal. */
+  ordinal: nonNegInt.optional(),
+  replicas: posInt.optional(),
+  blockDurationMs: posInt.default(DEFAULT_BLOCK_DURATION_MS),
+  /** A window is flushed automatically once windowEnd + flushDelayMs has passed... */
+  flushDelayMs: nonNegInt.default(10 * 60 * 1000),
+  /** ...and it received no write for flushIdleMs. */
+  flushIdleMs: nonNegInt.default(2 * 60 * 1000),
+  flushCheckIntervalMs: posInt.default(5000),
+  /** Flushes running at once. */
+  flushConcurrency: posInt.default(2),
+  /** Backoff of failed flushes: base, doubled per failure up to the max. */
+  flushRetryBaseMs: posInt.default(1000),
+  flushRetryMaxMs: posInt.default(60 * 1000),
+  /** After upload: `full` reads the block back and checks every checksum; `footer` checks its footer. */
+  verifyUpload: z.enum(['full', 'footer']).default('full'),
+  /** Largest request accepted (gRPC receive limit). */
+  maxRequestBytes: posInt.max(2 * GiB - 1).default(64 * MiB),
+  maxSamplesPerRequest: posInt.default(4_000_000),
+  /** Writes are refused while the WALs hold this many bytes. */
+  walQuotaBytes: posInt.default(64 * GiB),
+  /** Request payload bytes being processed at once; more is refused. */
+  inflightBytes: posInt.default(128 * MiB),
+  /** Accepted timestamps: not older than now - maxSampleAgeMs, not newer than now + maxSampleFutureMs. */
+  maxSampleAgeMs: posInt.default(31 * DAY_MS),
+  maxSampleFutureMs: nonNegInt.default(3600 * 1000),
+  /** fsync every WAL group (acknowledged writes survive power loss). */
+  walSync: z.boolean().default(true),
+  /** LevelDB write buffer of each WAL. */
+  walWriteBufferBytes: posInt.min(1 * MiB).default(16 * MiB),
+  /** WAL databases kept open at once (idle ones are closed beyond that). */
+  maxOpenWals: posInt.default(8),
+  /** Time allowed for in-flight requests at shutdown. */
+  shutdownGraceMs: posInt.default(30 * 1000),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+/** Validated configuration. */
+export type AggregatorConfig = z.output<typeof aggregatorConfigSchema>;
+/** Keys of the configuration. */
+export type AggregatorConfigKey = keyof z.input<typeof aggregatorConfigSchema>;
+
+type Kind = 'string' | 'int' | 'bool' | 'intList' | 'json';
+const KINDS: Record<AggregatorConfigKey, Kind> = {
+  grpcListen: 'string',
+  metricsListen: 'string',
+  walDir: 'string',
+  bucket: 'json',
+  numShards: 'int',
+  shards: 'intList',
+  ordinal: 'int',
+  replicas: 'int',
+  blockDurationMs: 'int',
+  flushDelayMs: 'int',
+  flushIdleMs: 'int',
+  flushCheckIntervalMs: 'int',
+  flushConcurrency: 'int',
+  flushRetryBaseMs: 'int',
+  flushRetryMaxMs: 'int',
+  verifyUpload: 'string',
+  maxRequestBytes: 'int',
+  maxSamplesPerRequest: 'int',
+  walQuotaBytes: 'int',
+  inflightBytes: 'int',
+  maxSampleAgeMs: 'int',
+  maxSampleFutureMs: 'int',
+  walSync: 'bool',
+  walWriteBufferBytes: 'int',
+  maxOpenWals: 'int',
+  shutdownGraceMs: 'int',
+  logLevel: 'string',
+};
+
+/** The environment variable prefix. */
+export const ENV_PREFIX = 'STRATA_AGGREGATOR_';
+/** Variable naming the config file (not a config key). */
+export const ENV_CONFIG_FILE = 'STRATA_AGGREGATOR_CONFIG';
+
+function configError(message: string): StrataError {
+  return new StrataError(ErrorCode.CONFIG, `invalid aggregator config: ${message}`);
+}
+
+/** `walDir` → `WAL_DIR`. */
+export function constantCase(key: string): string {
+  return key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
+}
+
+/** Parses a string value given on the command line or in the environment for `key`. */
+export function parseConfigValue(key: string, raw: string, source: string): unknown {
+  const kind = (KINDS as Record<string, Kind | undefined>)[key];
+  if (kind === undefined) throw configError(`${source}: unknown option "${key}"`);
+  const int = (s: string): number => {
+    if (!/^-?\d+$/.test(s.trim())) throw configError(`${source}: ${key}: "${s}" is not an integer`);
+    return Number(s.trim());
+  };
+  switch (kind) {
+    case 'string':
+      return raw;
+    case 'int':
+      return int(raw);
+    case 'bool':
+      if (raw === 'true' || raw === '1') return true;
+      if (raw === 'false' || raw === '0') return false;
+      throw configError(`${source}: ${key}: "${raw}" is not true/false`);
+    case 'intList':
+      return raw.split(',').filter((s) => s.trim() !== '').flatMap((part) => {
+        const m = /^\s*(\d+)\s*-\s*(\d+)\s*$/.exec(part);
+        if (!m) return [int(part)];
+        const out: number[] = [];
+        for (let i = Number(m[1]); i <= Number(m[2]); i++) out.push(i);
+        return out;
+      });
+    case 'json':
+      try {
+        return JSON.parse(raw) as unknown;
+      } catch {
+        throw configError(`${source}: ${key}: not valid JSON`);
+      }
+  }
+}
+
+/** Config values from `STRATA_AGGREGATOR_*` variables; unknown ones are an error. */
+export function configFromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const byVar = new Map(Object.keys(KINDS).map((k) => [ENV_PREFIX + constantCase(k), k]));
+  const out: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith(ENV_PREFIX) || name === ENV_CONFIG_FILE || value === undefined) continue;
+    const key = byVar.get(name);
+    if (key === undefined) throw configError(`unknown environment variable ${name}`);
+    out[key] = parseConfigValue(key, value, `environment variable ${name}`);
+  }
+  return out;
+}
+
+/** Reads a JSON config file (an object). */
+export async function configFromFile(path: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw configError(`cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (err) {
+    throw configError(`config file ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw configError(`config file ${path} must hold a JSON object`);
+  return v as Record<string, unknown>;
+}
+
+/**
+ * Validates merged config input (layers applied left to right, later wins per top-level key).
+ * @throws StrataError CONFIG naming every offending option.
+ */
+export function parseAggregatorConfig(...layers: Record<string, unknown>[]): AggregatorConfig {
+  const merged: Record<string, unknown> = Object.assign({}, ...layers);
+  const res = aggregatorConfigSchema.safeParse(merged);
+  if (!res.success) {
+    const problems = res.error.issues.map((i) => `${i.path.length > 0 ? i.path.join('.') : '(root)'}: ${i.message}`);
+    throw configError(problems.join('; '));
+  }
+  const cfg = res.data;
+  if (cfg.shards !== undefined && (cfg.ordinal !== undefined || cfg.replicas !== undefined)) {
+    throw configError('shards: give either an explicit shard list or ordinal + replicas, not both');
+  }
+  if ((cfg.ordinal === undefined) !== (cfg.replicas === undefined)) throw configError('ordinal and replicas go together');
+  if (cfg.ordinal !== undefined && cfg.replicas !== undefined && cfg.ordinal >= cfg.replicas) {
+    throw configError(`ordinal: ${cfg.ordinal} is not below replicas (${cfg.replicas})`);
+  }
+  for (const s of cfg.shards ?? []) if (s >= cfg.numShards) throw configError(`shards: shard ${s} is not below numShards (${cfg.numShards})`);
+  if (cfg.flushRetryMaxMs < cfg.flushRetryBaseMs) throw configError('flushRetryMaxMs: must not be below flushRetryBaseMs');
+  return cfg;
+}
+
+/** The shards an aggregator with this config owns, ascending. */
+export function ownedShards(cfg: Pick<AggregatorConfig, 'numShards' | 'shards' | 'ordinal' | 'replicas'>): number[] {
+  if (cfg.shards) return [...new Set(cfg.shards)].sort((a, b) => a - b);
+  const all = Array.from({ length: cfg.numShards }, (_, s) => s);
+  if (cfg.ordinal === undefined || cfg.replicas === undefined) return all;
+  return all.filter((s) => s % cfg.replicas! === cfg.ordinal);
+}
+
+/** The StatefulSet ordinal at the end of a pod host name (`strata-aggregator-3` → 3), or null. */
+export function ordinalFromHostname(hostname: string): number | null {
+  const m = /-(\d+)$/.exec(hostname.split('.')[0] ?? '');
+  return m ? Number(m[1]) : null;
+}

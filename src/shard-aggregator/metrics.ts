@@ -1,0 +1,71 @@
+/**
+ * Prometheus metrics of the shard aggregator (prom-client), all prefixed `strata_aggregator_`.
+ * One registry per aggregator, so tests can run several in one process.
+ */
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/** The aggregator's metrics. */
+export class AggregatorMetrics {
+  readonly registry = new Registry();
+  readonly samplesIngested: Counter;
+  readonly bytesIngested: Counter;
+  readonly requests: Counter<'method' | 'code'>;
+  readonly requestDuration: Histogram<'method'>;
+  readonly walBytes: Gauge;
+  readonly openWindows: Gauge;
+  readonly walSyncs: Counter;
+  readonly walGroupRequests: Histogram;
+  readonly walSyncDuration: Histogram;
+  readonly flushes: Counter<'result'>;
+  readonly flushDuration: Histogram;
+  readonly flushBytes: Counter;
+  readonly flushSamples: Counter;
+  readonly flushSeries: Counter;
+  readonly uploadRetries: Counter<'operation'>;
+  readonly uploadErrors: Counter<'operation'>;
+  readonly inflightBytes: Gauge;
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    const registers = [this.registry];
+    const p = 'strata_aggregator_';
+    this.samplesIngested = new Counter({ name: `${p}samples_ingested_total`, help: 'Samples acknowledged (durable in a WAL).', registers });
+    this.bytesIngested = new Counter({ name: `${p}bytes_ingested_total`, help: 'Payload bytes (timestamps + values) of acknowledged requests.', registers });
+    this.requests = new Counter({ name: `${p}requests_total`, help: 'gRPC requests by method and status code.', labelNames: ['method', 'code'], registers });
+    this.requestDuration = new Histogram({
+      name: `${p}request_duration_seconds`,
+      help: 'gRPC request latency by method.',
+      labelNames: ['method'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers,
+    });
+    this.walBytes = new Gauge({ name: `${p}wal_bytes`, help: 'Bytes of run keys and values held by the WALs.', registers });
+    this.openWindows = new Gauge({ name: `${p}open_windows`, help: 'WAL generations not yet flushed.', registers });
+    this.walSyncs = new Counter({ name: `${p}wal_syncs_total`, help: 'Synced WAL group writes (fsyncs).', registers });
+    this.walGroupRequests = new Histogram({
+      name: `${p}wal_group_requests`,
+      help: 'Requests carried by one synced WAL write (group commit).',
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128],
+      registers,
+    });
+    this.walSyncDuration = new Histogram({
+      name: `${p}wal_sync_duration_seconds`,
+      help: 'Time of one synced WAL group write.',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    });
+    this.flushes = new Counter({ name: `${p}flushes_total`, help: 'Flush attempts by result (ok, error).', labelNames: ['result'], registers });
+    this.flushDuration = new Histogram({
+      name: `${p}flush_duration_seconds`,
+      help: 'Time from flush start to a verified block.',
+      buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
+      registers,
+    });
+    this.flushBytes = new Counter({ name: `${p}flush_bytes_total`, help: 'Bytes of uploaded blocks.', registers });
+    this.flushSamples = new Counter({ name: `${p}flush_samples_total`, help: 'Samples in uploaded blocks.', registers });
+    this.flushSeries = new Counter({ name: `${p}flush_series_total`, help: 'Series in uploaded blocks.', registers });
+    this.uploadRetries = new Counter({ name: `${p}upload_retries_total`, help: 'Object store requests retried.', labelNames: ['operation'], registers });
+    this.uploadErrors = new Counter({ name: `${p}upload_errors_total`, help: 'Object store operations that failed for good.', labelNames: ['operation'], registers });
+    this.inflightBytes = new Gauge({ name: `${p}inflight_bytes`, help: 'Payload bytes of requests being processed.', registers });
+    if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: p });
+  }
+}

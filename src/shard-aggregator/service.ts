@@ -1,0 +1,250 @@
+/**
+ * gRPC handlers of `strata.write.v1.Writer` (proto/write.proto): headers, auth hook, ownership,
+ * limits, then the engine (aggregator.ts). Errors become statuses in src/common/status.ts.
+ *
+ * Order of checks for Write: state (UNAVAILABLE while starting or draining) → x-strata-tenant →
+ * auth hook → x-strata-shard (INVALID_ARGUMENT if malformed, FAILED_PRECONDITION if not owned) →
+ * array shapes (INVALID_ARGUMENT) → samples per request, WAL quota, in-flight budget
+ * (RESOURCE_EXHAUSTED) → per-sample validation (INVALID_ARGUMENT) → WAL (group commit) → OK.
+ */
+import { Metadata, status, type sendUnaryData, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { GrpcError, grpcStatusOf, toServiceError } from '../common/status.js';
+import { InvalidArgumentError } from '../errors.js';
+import { validateTenant } from '../format/key.js';
+import type { Aggregator } from './aggregator.js';
+import type { AggregatorConfig } from './config.js';
+import type { FlushedBlock } from './flush.js';
+import { countSamples, type WireSeries } from './ingest.js';
+import type { AggregatorMetrics } from './metrics.js';
+
+/** Header naming the tenant. */
+export const TENANT_HEADER = 'x-strata-tenant';
+/** Header naming the shard (the proxy routes on it). */
+export const SHARD_HEADER = 'x-strata-shard';
+/** Header carrying the auth token (`Bearer <token>`). */
+export const AUTH_HEADER = 'authorization';
+
+/** What the auth hook is told about a call. */
+export interface AuthContext {
+  readonly method: 'Write' | 'Seal' | 'Status';
+  /** Null for Status, which is not tenant-scoped. */
+  readonly tenant: string | null;
+  /** The bearer token, or null when none was sent. */
+  readonly token: string | null;
+  readonly peer: string;
+}
+
+/**
+ * Decides whether a call may proceed; throws a GrpcError (UNAUTHENTICATED, PERMISSION_DENIED) to
+ * refuse it. The tenancy issue provides the real one; the default allows everything.
+ */
+export type AuthHook = (ctx: AuthContext) => void | Promise<void>;
+
+/** The default auth hook: allows every call. */
+export const allowAll: AuthHook = () => undefined;
+
+/** Lifecycle of the server, as the handlers see it. */
+export type ServerState = 'starting' | 'serving' | 'draining';
+
+/** Dependencies of the handlers. */
+export interface WriterServiceOptions {
+  readonly config: AggregatorConfig;
+  readonly metrics: AggregatorMetrics;
+  readonly logger: Logger;
+  readonly authorize: AuthHook;
+  /** The engine once it is ready, and the server state. */
+  readonly aggregator: () => Aggregator | null;
+  readonly state: () => ServerState;
+}
+
+interface WireWriteRequest {
+  series: WireSeries[];
+}
+interface WireSealRequest {
+  window_start_ms: string;
+  no_wait: boolean;
+}
+
+function header(md: Metadata, name: string): string | null {
+  const v = md.get(name);
+  if (v.length === 0) return null;
+  if (v.length > 1) throw new InvalidArgumentError(name, 'header given more than once');
+  return typeof v[0] === 'string' ? v[0] : v[0]!.toString('utf8');
+}
+
+function tenantOf(md: Metadata): string {
+  const t = header(md, TENANT_HEADER);
+  if (t === null || t === '') throw new InvalidArgumentError(TENANT_HEADER, 'missing header');
+  try {
+    validateTenant(t);
+  } catch (err) {
+    if (err instanceof InvalidArgumentError) throw new InvalidArgumentError(TENANT_HEADER, `"${t.slice(0, 80)}": ${err.message.replace(/^invalid tenant: /, '')}`);
+    throw err;
+  }
+  return t;
+}
+
+function tokenOf(md: Metadata): string | null {
+  const a = header(md, AUTH_HEADER);
+  if (a === null) return null;
+  const m = /^Bearer\s+(.+)$/i.exec(a);
+  if (!m) throw new GrpcError(status.UNAUTHENTICATED, `${AUTH_HEADER} header must be "Bearer <token>"`);
+  return m[1]!;
+}
+
+function shardOf(md: Metadata, cfg: AggregatorConfig, owned: ReadonlySet<number>): number {
+  const s = header(md, SHARD_HEADER);
+  if (s === null || s === '') throw new InvalidArgumentError(SHARD_HEADER, 'missing header');
+  if (!/^\d{1,6}$/.test(s) || Number(s) >= cfg.numShards) {
+    throw new InvalidArgumentError(SHARD_HEADER, `"${s.slice(0, 32)}" is not a shard number in 0..${cfg.numShards - 1}`);
+  }
+  const shard = Number(s);
+  if (!owned.has(shard)) {
+    throw new GrpcError(status.FAILED_PRECONDITION, `shard ${shard} is not owned by this aggregator (it owns ${describeShards([...owned])} of ${cfg.numShards})`);
+  }
+  return shard;
+}
+
+/** `0-3,7` style summary of a shard list. */
+export function describeShards(shards: number[]): string {
+  const s = [...shards].sort((a, b) => a - b);
+  const parts: string[] = [];
+  for (let i = 0; i < s.length; ) {
+    let j = i;
+    while (j + 1 < s.length && s[j + 1] === s[j]! + 1) j++;
+    parts.push(i === j ? `${s[i]}` : `${s[i]}-${s[j]}`);
+    i = j + 1;
+  }
+  return parts.join(',') || 'none';
+}
+
+function wireBlock(b: FlushedBlock): Record<string, unknown> {
+  return {
+    tenant: b.tenant,
+    shard: b.shard,
+    window_start_ms: b.windowStart.toString(),
+    key: b.key,
+    block_id: b.blockId,
+    series: String(b.series),
+    samples: String(b.samples),
+    bytes: String(b.bytes),
+    replaced: b.replaced,
+  };
+}
+
+/** Builds the handlers of the Writer service. */
+export function writerService(o: WriterServiceOptions): UntypedServiceImplementation {
+  let inflight = 0;
+
+  const ready = (): Aggregator => {
+    const st = o.state();
+    const agg = o.aggregator();
+    if (st === 'draining') throw new GrpcError(status.UNAVAILABLE, 'the aggregator is shutting down; retry on another attempt');
+    if (st === 'starting' || !agg) throw new GrpcError(status.UNAVAILABLE, 'the aggregator is starting (recovering its WAL); retry shortly');
+    return agg;
+  };
+
+  /** Runs a handler with metrics, error mapping and logging. */
+  const unary = <Req, Res>(method: 'Write' | 'Seal' | 'Status', fn: (call: ServerUnaryCall<Req, Res>) => Promise<Res>) => {
+    return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>): void => {
+      const end = o.metrics.requestDuration.startTimer({ method });
+      fn(call).then(
+        (res) => {
+          o.metrics.requests.inc({ method, code: 'OK' });
+          end();
+          cb(null, res);
+        },
+        (err: unknown) => {
+          const code = grpcStatusOf(err);
+          o.metrics.requests.inc({ method, code: status[code] });
+          end();
+          const level = code === status.INTERNAL || code === status.DATA_LOSS ? 'error' : 'debug';
+          o.logger[level]({ method, code: status[code], err, peer: call.getPeer() }, 'request failed');
+          cb(toServiceError(err));
+        },
+      );
+    };
+  };
+
+  return {
+    Write: unary<WireWriteRequest, Record<string, unknown>>('Write', async (call) => {
+      const agg = ready();
+      const md = call.metadata;
+      const tenant = tenantOf(md);
+      await o.authorize({ method: 'Write', tenant, token: tokenOf(md), peer: call.getPeer() });
+      const shard = shardOf(md, o.config, agg.owned);
+      const series = call.request.series ?? [];
+      const samples = countSamples(series);
+      if (samples > o.config.maxSamplesPerRequest) {
+        throw new GrpcError(status.RESOURCE_EXHAUSTED, `request holds ${samples} samples, more than maxSamplesPerRequest (${o.config.maxSamplesPerRequest}); split it`);
+      }
+      const walBytes = agg.store.totalBytes();
+      if (walBytes >= o.config.walQuotaBytes) {
+        throw new GrpcError(status.RESOURCE_EXHAUSTED, `WAL quota of ${o.config.walQuotaBytes} bytes is used up (${walBytes} bytes wait to be flushed); retry later`);
+      }
+      const payload = samples * 16;
+      if (inflight > 0 && inflight + payload > o.config.inflightBytes) {
+        throw new GrpcError(status.RESOURCE_EXHAUSTED, `in-flight budget of ${o.config.inflightBytes} bytes is used up (${inflight} bytes being processed); retry later`);
+      }
+      inflight += payload;
+      o.metrics.inflightBytes.set(inflight);
+      try {
+        const r = await agg.write(tenant, shard, series);
+        o.metrics.samplesIngested.inc(r.samples);
+        o.metrics.bytesIngested.inc(payload);
+        return { samples: String(r.samples), series: r.series };
+      } finally {
+        inflight -= payload;
+        o.metrics.inflightBytes.set(inflight);
+      }
+    }),
+
+    Seal: unary<WireSealRequest, Record<string, unknown>>('Seal', async (call) => {
+      const agg = ready();
+      const md = call.metadata;
+      const tenant = tenantOf(md);
+      await o.authorize({ method: 'Seal', tenant, token: tokenOf(md), peer: call.getPeer() });
+      const shard = shardOf(md, o.config, agg.owned);
+      const raw = call.request.window_start_ms ?? '0';
+      const windowStart = BigInt(raw);
+      if (windowStart < 0n) throw new InvalidArgumentError('window_start_ms', `${raw} is negative`);
+      const blocks = await agg.seal(tenant, shard, windowStart, !call.request.no_wait);
+      return { blocks: blocks.map(wireBlock) };
+    }),
+
+    Status: unary<Record<string, never>, Record<string, unknown>>('Status', async (call) => {
+      await o.authorize({ method: 'Status', tenant: null, token: tokenOf(call.metadata), peer: call.getPeer() });
+      const agg = o.aggregator();
+      const st = o.state();
+      if (!agg) return { num_shards: o.config.numShards, owned_shards: [], windows: [], last_flushes: [], state: st };
+      const s = agg.status();
+      return {
+        num_shards: s.numShards,
+        owned_shards: s.ownedShards,
+        windows: s.windows.map((w) => ({
+          tenant: w.tenant,
+          shard: w.shard,
+          window_start_ms: w.windowStart.toString(),
+          generation: w.generation,
+          state: w.state,
+          wal_bytes: String(w.walBytes),
+          samples: String(w.samples),
+          last_write_ms: String(w.lastWriteMs),
+        })),
+        wal_bytes: String(s.walBytes),
+        last_flushes: s.lastFlushes.map((f) => ({
+          block: f.block
+            ? wireBlock(f.block)
+            : { tenant: f.window.tenant, shard: f.window.shard, window_start_ms: f.window.windowStart.toString() },
+          finished_at_ms: String(f.finishedAtMs),
+          duration_s: f.durationS,
+          error: f.error ?? '',
+        })),
+        wal_syncs: String(s.walSyncs),
+        wal_requests: String(s.walRequests),
+        state: st,
+      };
+    }),
+  };
+}
