@@ -28,6 +28,10 @@ interface AggregatorFlags {
   replicas?: string;
   ordinalFromHostname?: boolean;
   bucketDir?: string;
+  tenantsFile?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientCa?: string;
   logLevel?: string;
   set: string[];
   printConfig?: boolean;
@@ -47,6 +51,7 @@ export async function aggregatorConfigFrom(flags: AggregatorFlags, env: NodeJS.P
     ['shards', 'shards'],
     ['ordinal', 'ordinal'],
     ['replicas', 'replicas'],
+    ['tenantsFile', 'tenantsFile'],
     ['logLevel', 'logLevel'],
   ];
   for (const [flag, key] of named) {
@@ -54,6 +59,13 @@ export async function aggregatorConfigFrom(flags: AggregatorFlags, env: NodeJS.P
     if (typeof v === 'string') fromFlags[key] = parseConfigValue(key, v, `--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
   }
   if (flags.bucketDir !== undefined) fromFlags.bucket = { type: 'filesystem', path: flags.bucketDir };
+  if (flags.tlsCert !== undefined || flags.tlsKey !== undefined || flags.tlsClientCa !== undefined) {
+    fromFlags.tls = {
+      ...(flags.tlsCert !== undefined ? { certFile: flags.tlsCert } : {}),
+      ...(flags.tlsKey !== undefined ? { keyFile: flags.tlsKey } : {}),
+      ...(flags.tlsClientCa !== undefined ? { clientCaFile: flags.tlsClientCa } : {}),
+    };
+  }
   for (const kv of flags.set) {
     const i = kv.indexOf('=');
     if (i <= 0) throw new StrataError(ErrorCode.CONFIG, `invalid aggregator config: --set ${kv}: expected key=value`);
@@ -68,10 +80,10 @@ export async function aggregatorConfigFrom(flags: AggregatorFlags, env: NodeJS.P
   return parseAggregatorConfig(fromFile, fromEnv, fromFlags);
 }
 
-/** The config with secrets replaced, for printing. */
+/** The config with credentials replaced, for printing. */
 function redacted(cfg: AggregatorConfig): unknown {
   return JSON.parse(
-    JSON.stringify(cfg, (k, v: unknown) => (k === 'secretAccessKey' || k === 'sessionToken' ? '[redacted]' : v)),
+    JSON.stringify(cfg, (k, v: unknown) => (k === 'accessKeyId' || k === 'secretAccessKey' || k === 'sessionToken' ? '[redacted]' : v)),
   ) as unknown;
 }
 
@@ -90,6 +102,10 @@ export function registerAggregatorCommands(program: Command): void {
     .option('--replicas <n>', 'StatefulSet replica count')
     .option('--ordinal-from-hostname', 'take the ordinal from the host name suffix (pod-name-<n>)')
     .option('--bucket-dir <dir>', 'use a filesystem bucket in <dir>')
+    .option('--tenants-file <file>', 'tenants file: default bucket, per-tenant buckets, tokens, limits (tenantsFile)')
+    .option('--tls-cert <file>', 'serve gRPC over TLS with this PEM certificate chain (tls.certFile)')
+    .option('--tls-key <file>', 'PEM private key of --tls-cert (tls.keyFile)')
+    .option('--tls-client-ca <file>', 'require client certificates signed by this PEM CA: mTLS (tls.clientCaFile)')
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
     .option('--set <key=value>', 'set any config option (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--print-config', 'print the validated config (secrets hidden) and exit')
@@ -108,7 +124,16 @@ export function registerAggregatorCommands(program: Command): void {
         return;
       }
       const logger = createLogger({ level: config.logLevel, name: 'aggregator' });
-      const running = await startAggregatorServer({ config, logger });
+      let running;
+      try {
+        running = await startAggregatorServer({ config, logger });
+      } catch (err) {
+        if (!(err instanceof StrataError && err.code === ErrorCode.CONFIG)) throw err;
+        logger.fatal({ err: err.message }, 'aggregator cannot start');
+        process.stderr.write(`strata aggregator: ${err.message}\n`);
+        process.exitCode = 2;
+        return;
+      }
       let exiting = false;
       const stop = (signal: string): void => {
         if (exiting) return;

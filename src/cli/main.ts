@@ -6,6 +6,7 @@ import { Command } from 'commander';
 import { registerBlockCommands } from './block.js';
 import { registerAggregatorCommands } from './aggregator.js';
 import { registerPushCommands } from './push.js';
+import { registerTenantCommands } from './tenant.js';
 import { registerDemoCommands } from './demo.js';
 // command modules: one import and one register call each, in this order
 // (block) (aggregator, push) (gateway, query) (serve, demo)
@@ -16,6 +17,7 @@ const program = new Command('strata')
 registerBlockCommands(program);
 registerAggregatorCommands(program);
 registerPushCommands(program);
+registerTenantCommands(program);
 registerDemoCommands(program);
 
 await program.parseAsync(process.argv);

@@ -1,13 +1,17 @@
 /**
  * `strata push <samples.bin>`: sends a generator binary file (24-byte records
  * `u64 id | i64 ts | f64 value`, little-endian) to the shard aggregators, then optionally seals
- * every window it touched.
+ * every window it touched. The tenant's token comes from `--token-file`, `--token` or
+ * `STRATA_TOKEN` (a flag beats the variable; prefer the file or the variable: command lines are
+ * visible to other users); `--tls*` flags connect over TLS / mTLS.
  */
+import { readFileSync } from 'node:fs';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import type { Command } from 'commander';
 import { WriterClient } from '../client/writer.js';
 import { readSampleFile } from '../client/writer-samples.js';
-import { InvalidArgumentError } from '../errors.js';
+import type { ClientTlsConfig } from '../common/tls.js';
+import { ErrorCode, InvalidArgumentError, StrataError } from '../errors.js';
 import { DEFAULT_BLOCK_DURATION_MS, windowStartOf } from '../format/key.js';
 
 interface PushFlags {
@@ -19,7 +23,13 @@ interface PushFlags {
   batchSamples: string;
   chunkSamples: string;
   retries: string;
-  authToken?: string;
+  token?: string;
+  tokenFile?: string;
+  tls?: boolean;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsServerName?: string;
   seal?: boolean;
   blockDurationMs: string;
 }
@@ -43,6 +53,40 @@ export function parseShardMap(spec: string): Map<number, string> {
   return out;
 }
 
+/** Environment variable holding the bearer token. */
+export const TOKEN_ENV = 'STRATA_TOKEN';
+
+/** The bearer token from `--token-file`, `--token` or STRATA_TOKEN (in that order), if any. */
+export function tokenFrom(flags: { token?: string; tokenFile?: string }, env: NodeJS.ProcessEnv): string | undefined {
+  if (flags.tokenFile !== undefined && flags.token !== undefined) throw new InvalidArgumentError('--token', 'give --token or --token-file, not both');
+  if (flags.tokenFile !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(flags.tokenFile, 'utf8');
+    } catch (err) {
+      throw new InvalidArgumentError('--token-file', `cannot read ${flags.tokenFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+    const token = text.trim();
+    if (!token) throw new InvalidArgumentError('--token-file', `${flags.tokenFile} is empty`);
+    return token;
+  }
+  if (flags.token !== undefined) return flags.token;
+  const v = env[TOKEN_ENV];
+  return v ? v : undefined;
+}
+
+/** Client TLS options from the `--tls*` flags (undefined: plaintext). */
+export function tlsFrom(flags: { tls?: boolean; tlsCa?: string; tlsCert?: string; tlsKey?: string; tlsServerName?: string }): ClientTlsConfig | undefined {
+  const any = flags.tls === true || flags.tlsCa !== undefined || flags.tlsCert !== undefined || flags.tlsKey !== undefined || flags.tlsServerName !== undefined;
+  if (!any) return undefined;
+  return {
+    ...(flags.tlsCa !== undefined ? { caFile: flags.tlsCa } : {}),
+    ...(flags.tlsCert !== undefined ? { certFile: flags.tlsCert } : {}),
+    ...(flags.tlsKey !== undefined ? { keyFile: flags.tlsKey } : {}),
+    ...(flags.tlsServerName !== undefined ? { serverName: flags.tlsServerName } : {}),
+  };
+}
+
 /** Registers `strata push`. */
 export function registerPushCommands(program: Command): void {
   program
@@ -57,7 +101,13 @@ export function registerPushCommands(program: Command): void {
     .option('--batch-samples <n>', 'samples per request', '500000')
     .option('--chunk-samples <n>', 'records read from the file at a time', '2000000')
     .option('--retries <n>', 'attempts per request (UNAVAILABLE, RESOURCE_EXHAUSTED are retried)', '8')
-    .option('--auth-token <token>', 'bearer token')
+    .option('--token <token>', `the tenant's bearer token (or ${TOKEN_ENV}; visible in the process list: prefer --token-file or the variable)`)
+    .option('--token-file <file>', "read the tenant's bearer token from a file")
+    .option('--tls', "connect over TLS, verifying the server against the system's roots")
+    .option('--tls-ca <file>', 'connect over TLS, verifying the server against this PEM CA bundle')
+    .option('--tls-cert <file>', 'client certificate (PEM) for mTLS; needs --tls-key')
+    .option('--tls-key <file>', 'client private key (PEM) for mTLS')
+    .option('--tls-server-name <name>', 'name to check the server certificate against (default: the target host)')
     .option('--seal', 'seal every window the file touched once everything is sent')
     .option('--block-duration-ms <ms>', 'window length, to know which windows to seal', String(DEFAULT_BLOCK_DURATION_MS))
     .action(async (file: string, flags: PushFlags) => {
@@ -65,7 +115,7 @@ export function registerPushCommands(program: Command): void {
         await push(file, flags);
       } catch (err) {
         const grpc = err as Partial<ServiceError>;
-        if (err instanceof InvalidArgumentError) {
+        if (err instanceof InvalidArgumentError || (err instanceof StrataError && err.code === ErrorCode.CONFIG)) {
           process.stderr.write(`strata push: ${err.message}\n`);
           process.exitCode = 2;
         } else if (typeof grpc.code === 'number' && typeof grpc.details === 'string') {
@@ -80,11 +130,14 @@ export function registerPushCommands(program: Command): void {
 async function push(file: string, flags: PushFlags): Promise<void> {
   if ((flags.target === undefined) === (flags.shardMap === undefined)) throw new InvalidArgumentError('--target', 'give exactly one of --target and --shard-map');
   const blockDurationMs = positive('--block-duration-ms', flags.blockDurationMs);
+  const token = tokenFrom(flags, process.env);
+  const tls = tlsFrom(flags);
   const client = new WriterClient({
     tenant: flags.tenant,
     numShards: positive('--num-shards', flags.numShards),
     ...(flags.target !== undefined ? { target: flags.target } : { shardTargets: parseShardMap(flags.shardMap!) }),
-    ...(flags.authToken !== undefined ? { authToken: flags.authToken } : {}),
+    ...(token !== undefined ? { authToken: token } : {}),
+    ...(tls !== undefined ? { tls } : {}),
     concurrency: positive('--concurrency', flags.concurrency),
     maxBatchSamples: positive('--batch-samples', flags.batchSamples),
     retry: { maxAttempts: positive('--retries', flags.retries) },

@@ -4,6 +4,7 @@
  * - groups series by shard (`id % numShards`) and cuts each shard's series into requests of at
  *   most `maxBatchSamples` samples (a series longer than that is split across requests);
  * - sets `x-strata-tenant`, `x-strata-shard` and, when given, `authorization: Bearer <token>`;
+ * - connects in plaintext, or over TLS / mTLS with `tls` (src/common/tls.ts);
  * - sends to one endpoint (a proxy routing on x-strata-shard) or to a static shard → address map;
  * - keeps at most `concurrency` requests in flight;
  * - retries UNAVAILABLE and RESOURCE_EXHAUSTED with exponential backoff and full jitter (writes
@@ -12,8 +13,9 @@
  */
 import { endianness } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Client, credentials, Metadata, status, type MethodDefinition, type ServiceError } from '@grpc/grpc-js';
+import { Client, Metadata, status, type MethodDefinition, type ServiceError } from '@grpc/grpc-js';
 import { loadProto } from '../common/proto.js';
+import { clientChannelSecurity, type ClientChannelSecurity, type ClientTlsConfig } from '../common/tls.js';
 import { InvalidArgumentError } from '../errors.js';
 import { validateTenant } from '../format/key.js';
 
@@ -51,7 +53,10 @@ export interface WriterClientOptions {
   readonly target?: string;
   /** Or the address of each shard's aggregator. */
   readonly shardTargets?: ReadonlyMap<number, string>;
+  /** Bearer token of the tenant (sent as `authorization: Bearer <token>`). */
   readonly authToken?: string;
+  /** Connect over TLS (`{}`: verify the server against the system's roots); plaintext without. */
+  readonly tls?: ClientTlsConfig;
   /** Requests in flight at once (default 8). */
   readonly concurrency?: number;
   /** Samples per write request (default 500,000 = 8 MB of payload). */
@@ -159,7 +164,9 @@ export class WriterClient {
   private readonly clients = new Map<string, Client>();
   private readonly maxBatchSamples: number;
   private readonly concurrency: number;
+  private readonly security: ClientChannelSecurity;
 
+  /** @throws InvalidArgumentError for bad options; StrataError CONFIG for unusable TLS files. */
   constructor(opts: WriterClientOptions) {
     validateTenant(opts.tenant);
     if (!Number.isInteger(opts.numShards) || opts.numShards < 1) throw new InvalidArgumentError('numShards', `${opts.numShards} is not a positive integer`);
@@ -171,6 +178,7 @@ export class WriterClient {
     this.concurrency = opts.concurrency ?? 8;
     if (!(this.maxBatchSamples >= 1)) throw new InvalidArgumentError('maxBatchSamples', 'must be at least 1');
     if (!(this.concurrency >= 1)) throw new InvalidArgumentError('concurrency', 'must be at least 1');
+    this.security = clientChannelSecurity(opts.tls);
   }
 
   private clientFor(shard: number): Client {
@@ -178,7 +186,8 @@ export class WriterClient {
     if (address === undefined) throw new InvalidArgumentError('shardTargets', `no address for shard ${shard}`);
     let c = this.clients.get(address);
     if (!c) {
-      c = new Client(address, credentials.createInsecure(), {
+      c = new Client(address, this.security.credentials, {
+        ...this.security.channelOptions,
         'grpc.max_send_message_length': -1,
         'grpc.max_receive_message_length': 16 * 1024 * 1024,
       });

@@ -8,9 +8,10 @@ import type { Logger } from 'pino';
 import { GrpcError } from '../common/status.js';
 import { InvalidArgumentError } from '../errors.js';
 import type { Bucket } from '../objstore/bucket.js';
+import { OTHER_TENANT_LABEL } from '../tenancy/tenants.js';
 import type { AggregatorConfig } from './config.js';
 import { ownedShards } from './config.js';
-import { Flusher, type FlushedBlock, type FlushRecord } from './flush.js';
+import { Flusher, singleBucket, type FlushedBlock, type FlushRecord, type TenantBuckets } from './flush.js';
 import { prepareWrite, type IngestContext, type WireSeries } from './ingest.js';
 import type { AggregatorMetrics } from './metrics.js';
 import type { WalDb, WalEntry } from './wal-db.js';
@@ -19,7 +20,12 @@ import { WalStore, windowId, type WindowKey } from './wal-store.js';
 /** Dependencies of an {@link Aggregator}. */
 export interface AggregatorOptions {
   readonly config: AggregatorConfig;
-  readonly bucket: Bucket;
+  /** Where each tenant's blocks go, resolved at every flush attempt (e.g. the tenant registry)... */
+  readonly buckets?: TenantBuckets;
+  /** ...or one bucket for every tenant. */
+  readonly bucket?: Bucket;
+  /** Bounded metric label of a tenant (default: `_other` for all). */
+  readonly tenantLabel?: (tenant: string) => string;
   readonly logger: Logger;
   readonly metrics: AggregatorMetrics;
   /** Clock (ms since the epoch); default Date.now. */
@@ -70,8 +76,11 @@ export class Aggregator {
     this.logger = opts.logger;
     this.metrics = opts.metrics;
     this.now = opts.now ?? Date.now;
+    const buckets = opts.buckets ?? (opts.bucket ? singleBucket(opts.bucket) : null);
+    if (!buckets) throw new TypeError('Aggregator needs `buckets` or `bucket`');
     this.flusher = new Flusher({
-      bucket: opts.bucket,
+      buckets,
+      tenantLabel: opts.tenantLabel ?? (() => OTHER_TENANT_LABEL),
       store,
       numShards: opts.config.numShards,
       blockDurationMs: opts.config.blockDurationMs,

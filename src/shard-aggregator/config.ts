@@ -3,12 +3,14 @@
  * assembled from defaults < a JSON file < environment variables < command-line values.
  *
  * Environment variables are `STRATA_AGGREGATOR_<KEY>` with the key in CONSTANT_CASE
- * (`walDir` → `STRATA_AGGREGATOR_WAL_DIR`); lists are comma-separated, `bucket` is JSON.
+ * (`walDir` → `STRATA_AGGREGATOR_WAL_DIR`); lists are comma-separated, `bucket` and `tls` are JSON.
  * An unknown `STRATA_AGGREGATOR_*` variable is an error, like an unknown key in the file.
+ * Every option is documented in docs/config.md (a test keeps the two in sync).
  */
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { ErrorCode, StrataError } from '../errors.js';
+import { serverTlsSchema } from '../common/tls.js';
 import { DEFAULT_BLOCK_DURATION_MS, MAX_SHARDS } from '../format/key.js';
 import { parseBucketConfig, type BucketConfig } from '../objstore/index.js';
 
@@ -29,16 +31,23 @@ const bucketSchema = z.unknown().transform((v, ctx): BucketConfig => {
   }
 });
 
-/** The schema; see docs in the aggregator README for every option. */
+/** The schema; docs/config.md describes every option. */
 export const aggregatorConfigSchema = z.strictObject({
   /** gRPC listen address. */
   grpcListen: listen.default('0.0.0.0:7401'),
   /** Prometheus /metrics listen address. */
   metricsListen: listen.default('0.0.0.0:9401'),
+  /** TLS (and client-certificate mTLS) of the gRPC server; plaintext without it. */
+  tls: serverTlsSchema.optional(),
   /** Directory of the write-ahead logs. */
   walDir: z.string().min(1),
-  /** Where blocks go. */
-  bucket: bucketSchema,
+  /** Where blocks go when there is no tenants file (exclusive with tenantsFile). */
+  bucket: bucketSchema.optional(),
+  /**
+   * The tenants file (YAML or JSON): default bucket, per-tenant buckets, tokens, limits. Watched
+   * and reloaded on change and on SIGHUP. Exclusive with bucket.
+   */
+  tenantsFile: z.string().min(1).optional(),
   /** Total number of shards (series id % numShards). */
   numShards: z.number().int().min(1).max(MAX_SHARDS),
   /** Shards this aggregator owns (explicit list); exclusive with ordinal/replicas. */
@@ -89,8 +98,10 @@ type Kind = 'string' | 'int' | 'bool' | 'intList' | 'json';
 const KINDS: Record<AggregatorConfigKey, Kind> = {
   grpcListen: 'string',
   metricsListen: 'string',
+  tls: 'json',
   walDir: 'string',
   bucket: 'json',
+  tenantsFile: 'string',
   numShards: 'int',
   shards: 'intList',
   ordinal: 'int',
@@ -189,7 +200,8 @@ export async function configFromFile(path: string): Promise<Record<string, unkno
   try {
     v = JSON.parse(text);
   } catch (err) {
-    throw configError(`config file ${path} is not valid JSON: ${(err as Error).message}`);
+    // without the snippet of the file V8 quotes in the message (it could hold a credential)
+    throw configError(`config file ${path} is not valid JSON: ${(err as Error).message.replace(/, ".*$/s, '')}`);
   }
   if (v === null || typeof v !== 'object' || Array.isArray(v)) throw configError(`config file ${path} must hold a JSON object`);
   return v as Record<string, unknown>;
@@ -207,6 +219,10 @@ export function parseAggregatorConfig(...layers: Record<string, unknown>[]): Agg
     throw configError(problems.join('; '));
   }
   const cfg = res.data;
+  if (cfg.bucket === undefined && cfg.tenantsFile === undefined) throw configError('bucket: give a bucket, or a tenantsFile (whose defaultBucket is used)');
+  if (cfg.bucket !== undefined && cfg.tenantsFile !== undefined) {
+    throw configError("bucket: give either a bucket or a tenantsFile, not both (the tenants file's defaultBucket is the bucket)");
+  }
   if (cfg.shards !== undefined && (cfg.ordinal !== undefined || cfg.replicas !== undefined)) {
     throw configError('shards: give either an explicit shard list or ordinal + replicas, not both');
   }

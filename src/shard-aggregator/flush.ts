@@ -16,12 +16,16 @@
  *
  * One flush per window at a time, at most `concurrency` flushes at once. A failed flush keeps
  * the WALs and is retried with exponential backoff.
+ *
+ * The bucket is resolved per tenant at the start of every attempt (`buckets.acquire`) and held
+ * until the attempt ends, so a reloaded tenants config (e.g. fixed credentials) takes effect on
+ * the next retry and never in the middle of an upload.
  */
 import type { Logger } from 'pino';
 import { BlockReader } from '../block/reader.js';
 import { bucketSource } from '../block/source.js';
 import { BlockWriter } from '../block/writer.js';
-import { CorruptionError, ErrorCode, hasCode } from '../errors.js';
+import { CorruptionError, ErrorCode, hasCode, StrataError } from '../errors.js';
 import { blockKey } from '../format/key.js';
 import { decodeRun, type Samples } from '../format/run.js';
 import type { Bucket } from '../objstore/bucket.js';
@@ -54,9 +58,48 @@ export interface FlushRecord {
   readonly error: string | null;
 }
 
+/** A bucket lent for one flush attempt. */
+export interface BucketLease {
+  readonly bucket: Bucket;
+  /** Called exactly once when the attempt ends. */
+  release(): void;
+}
+
+/** Where each tenant's blocks go (the tenant registry, or one bucket for all). */
+export interface TenantBuckets {
+  /** The bucket of `tenant` as of now; rejects if it cannot be resolved (the flush is retried). */
+  acquire(tenant: string): Promise<BucketLease>;
+}
+
+/** One bucket for every tenant. */
+export function singleBucket(bucket: Bucket): TenantBuckets {
+  return { acquire: () => Promise.resolve({ bucket, release: () => undefined }) };
+}
+
+/** Why a flush failed, as a bounded metric label: the error code, or `other`. */
+export function flushErrorReason(err: unknown): string {
+  return err instanceof StrataError ? err.code.replace(/^ERR_STRATA_/, '').toLowerCase() : 'other';
+}
+
+/** What an operator should do about a flush error of this reason (empty if nothing specific). */
+function flushErrorHint(reason: string): string {
+  switch (reason) {
+    case 'access_denied':
+      return "the bucket refused the tenant's credentials: fix the credentials (or the bucket policy) in the tenants file or the secret it references, then reload (SIGHUP or a file change); the WAL is kept and the flush retried";
+    case 'no_such_bucket':
+      return "the tenant's bucket does not exist: create it or fix the bucket name in the tenants file, then reload; the WAL is kept and the flush retried";
+    case 'config':
+      return 'the tenant has no usable bucket in the config in force; fix the tenants file and reload; the WAL is kept and the flush retried';
+    default:
+      return '';
+  }
+}
+
 /** Options of a {@link Flusher}. */
 export interface FlusherOptions {
-  readonly bucket: Bucket;
+  readonly buckets: TenantBuckets;
+  /** Bounded metric label of a tenant. */
+  readonly tenantLabel: (tenant: string) => string;
   readonly store: WalStore;
   readonly numShards: number;
   readonly blockDurationMs: number;
@@ -198,6 +241,23 @@ export class Flusher {
     void run.finally(() => this.active.delete(run));
   }
 
+  /**
+   * Starts every flush that waits for its retry now instead of at the end of its backoff (after a
+   * tenants config reload: fixed credentials should not wait up to retryMaxMs).
+   */
+  retryWaiting(): number {
+    if (this.stopping) return 0;
+    let n = 0;
+    for (const job of this.jobs.values()) {
+      if (!job.retry) continue;
+      clearTimeout(job.retry);
+      job.retry = null;
+      n++;
+      this.request(job.key).catch(() => undefined); // logged by flushOnce
+    }
+    return n;
+  }
+
   private scheduleRetry(job: Job): void {
     if (this.stopping || job.retry) return;
     const delay = Math.min(this.o.retryMaxMs, this.o.retryBaseMs * 2 ** Math.min(job.failures - 1, 30));
@@ -225,19 +285,23 @@ export class Flusher {
 
   /** Flushes `gens` (sealed, oldest first) of `key` into its block; see the module comment. */
   private async flushOnce(key: WindowKey, gens: WalDb[]): Promise<FlushedBlock | null> {
-    const { bucket, logger, metrics } = this.o;
+    const { logger, metrics } = this.o;
     const id = windowId(key);
     const t0 = performance.now();
     const objectKey = blockKey(key.tenant, key.shard, key.windowStart);
     const windowEnd = key.windowStart + BigInt(this.o.blockDurationMs);
+    const tenantLabel = this.o.tenantLabel(key.tenant);
     for (const g of gens) g.users++;
     let writer: BlockWriter | null = null;
+    let lease: BucketLease | null = null;
     try {
       for (const g of gens) await g.seal(this.o.now()); // completes a seal a failure interrupted
       if (gens.every((g) => g.counters.entries === 0)) {
         for (const g of gens) await this.o.store.remove(g);
         return null;
       }
+      lease = await this.o.buckets.acquire(key.tenant);
+      const bucket = lease.bucket;
       let old: BlockReader | null = null;
       try {
         old = await BlockReader.open(bucketSource(bucket, objectKey));
@@ -250,7 +314,7 @@ export class Flusher {
           throw new CorruptionError(objectKey, old.size, `existing block is for ${f.tenant}/${f.windowStart}-${f.windowEnd}/shard ${f.shard} of ${f.numShards}`);
         }
       }
-      logger.info({ window: id, key: objectKey, generations: gens.map((g) => g.identity.generation), replacing: old !== null }, 'flush started');
+      logger.info({ window: id, tenant: key.tenant, bucket: bucket.name, key: objectKey, generations: gens.map((g) => g.identity.generation), replacing: old !== null }, 'flush started');
       const upload = bucket.upload(objectKey);
       writer = new BlockWriter(
         upload,
@@ -260,7 +324,7 @@ export class Flusher {
       await this.merge(writer, old, gens);
       const { footer, size } = await writer.finish();
       writer = null;
-      await this.verify(objectKey, footer.blockId, footer.seriesCount, footer.sampleCount, size);
+      await this.verify(bucket, objectKey, footer.blockId, footer.seriesCount, footer.sampleCount, size);
       for (const g of gens) await this.o.store.remove(g);
       const block: FlushedBlock = {
         tenant: key.tenant,
@@ -276,11 +340,11 @@ export class Flusher {
       const seconds = (performance.now() - t0) / 1000;
       metrics.flushes.inc({ result: 'ok' });
       metrics.flushDuration.observe(seconds);
-      metrics.flushBytes.inc(size);
-      metrics.flushSamples.inc(footer.sampleCount);
+      metrics.flushBytes.inc({ tenant: tenantLabel }, size);
+      metrics.flushSamples.inc({ tenant: tenantLabel }, footer.sampleCount);
       metrics.flushSeries.inc(footer.seriesCount);
       this.record({ window: key, block, finishedAtMs: this.o.now(), durationS: seconds, error: null });
-      logger.info({ window: id, key: objectKey, blockId: footer.blockId, series: footer.seriesCount, samples: footer.sampleCount, bytes: size, seconds, replaced: old !== null }, 'flush done');
+      logger.info({ window: id, tenant: key.tenant, bucket: bucket.name, key: objectKey, blockId: footer.blockId, series: footer.seriesCount, samples: footer.sampleCount, bytes: size, seconds, replaced: old !== null }, 'flush done');
       return block;
     } catch (err) {
       if (writer) {
@@ -288,12 +352,19 @@ export class Flusher {
       }
       const seconds = (performance.now() - t0) / 1000;
       if (!(err instanceof FlushStopped)) {
+        const reason = flushErrorReason(err);
+        const hint = flushErrorHint(reason);
         metrics.flushes.inc({ result: 'error' });
+        metrics.flushErrors.inc({ tenant: tenantLabel, reason });
         this.record({ window: key, block: null, finishedAtMs: this.o.now(), durationS: seconds, error: (err as Error).message });
-        logger.error({ window: id, key: objectKey, err }, 'flush failed; the wal is kept');
+        logger.error(
+          { window: id, tenant: key.tenant, bucket: lease?.bucket.name ?? null, key: objectKey, reason, err, ...(hint ? { hint } : {}) },
+          'flush failed; the wal is kept',
+        );
       }
       throw err;
     } finally {
+      lease?.release();
       for (const g of gens) if (g.users > 0) this.o.store.release(g);
     }
   }
@@ -346,8 +417,8 @@ export class Flusher {
   }
 
   /** Reads the published block back and checks it is the one just written. */
-  private async verify(objectKey: string, blockId: string, series: number, samples: number, size: number): Promise<void> {
-    const r = await BlockReader.open(bucketSource(this.o.bucket, objectKey));
+  private async verify(bucket: Bucket, objectKey: string, blockId: string, series: number, samples: number, size: number): Promise<void> {
+    const r = await BlockReader.open(bucketSource(bucket, objectKey));
     const f = r.footer;
     if (f.blockId !== blockId || f.seriesCount !== series || f.sampleCount !== samples || r.size !== size) {
       throw new CorruptionError(

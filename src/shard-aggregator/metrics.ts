@@ -1,14 +1,17 @@
 /**
  * Prometheus metrics of the shard aggregator (prom-client), all prefixed `strata_aggregator_`.
  * One registry per aggregator, so tests can run several in one process.
+ *
+ * Per-tenant metrics carry a `tenant` label from TenantRegistry.label(): the tenants of the tenants
+ * file by id, every other tenant pooled as `_other`, so the label set stays bounded.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 /** The aggregator's metrics. */
 export class AggregatorMetrics {
   readonly registry = new Registry();
-  readonly samplesIngested: Counter;
-  readonly bytesIngested: Counter;
+  readonly samplesIngested: Counter<'tenant'>;
+  readonly bytesIngested: Counter<'tenant'>;
   readonly requests: Counter<'method' | 'code'>;
   readonly requestDuration: Histogram<'method'>;
   readonly walBytes: Gauge;
@@ -18,8 +21,10 @@ export class AggregatorMetrics {
   readonly walSyncDuration: Histogram;
   readonly flushes: Counter<'result'>;
   readonly flushDuration: Histogram;
-  readonly flushBytes: Counter;
-  readonly flushSamples: Counter;
+  readonly flushBytes: Counter<'tenant'>;
+  readonly flushSamples: Counter<'tenant'>;
+  readonly flushErrors: Counter<'tenant' | 'reason'>;
+  readonly tenantReloads: Counter<'result'>;
   readonly flushSeries: Counter;
   readonly uploadRetries: Counter<'operation'>;
   readonly uploadErrors: Counter<'operation'>;
@@ -28,8 +33,8 @@ export class AggregatorMetrics {
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
     const p = 'strata_aggregator_';
-    this.samplesIngested = new Counter({ name: `${p}samples_ingested_total`, help: 'Samples acknowledged (durable in a WAL).', registers });
-    this.bytesIngested = new Counter({ name: `${p}bytes_ingested_total`, help: 'Payload bytes (timestamps + values) of acknowledged requests.', registers });
+    this.samplesIngested = new Counter({ name: `${p}samples_ingested_total`, help: 'Samples acknowledged (durable in a WAL), by tenant.', labelNames: ['tenant'], registers });
+    this.bytesIngested = new Counter({ name: `${p}bytes_ingested_total`, help: 'Payload bytes (timestamps + values) of acknowledged requests, by tenant.', labelNames: ['tenant'], registers });
     this.requests = new Counter({ name: `${p}requests_total`, help: 'gRPC requests by method and status code.', labelNames: ['method', 'code'], registers });
     this.requestDuration = new Histogram({
       name: `${p}request_duration_seconds`,
@@ -60,8 +65,15 @@ export class AggregatorMetrics {
       buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
       registers,
     });
-    this.flushBytes = new Counter({ name: `${p}flush_bytes_total`, help: 'Bytes of uploaded blocks.', registers });
-    this.flushSamples = new Counter({ name: `${p}flush_samples_total`, help: 'Samples in uploaded blocks.', registers });
+    this.flushBytes = new Counter({ name: `${p}flush_bytes_total`, help: 'Bytes of uploaded blocks, by tenant.', labelNames: ['tenant'], registers });
+    this.flushSamples = new Counter({ name: `${p}flush_samples_total`, help: 'Samples in uploaded blocks, by tenant.', labelNames: ['tenant'], registers });
+    this.flushErrors = new Counter({
+      name: `${p}flush_errors_total`,
+      help: 'Failed flush attempts by tenant and reason (the error code: access_denied, no_such_bucket, unavailable, storage, corrupt, config, ... or other).',
+      labelNames: ['tenant', 'reason'],
+      registers,
+    });
+    this.tenantReloads = new Counter({ name: `${p}tenants_reloads_total`, help: 'Reloads of the tenants file by result (ok, refused).', labelNames: ['result'], registers });
     this.flushSeries = new Counter({ name: `${p}flush_series_total`, help: 'Series in uploaded blocks.', registers });
     this.uploadRetries = new Counter({ name: `${p}upload_retries_total`, help: 'Object store requests retried.', labelNames: ['operation'], registers });
     this.uploadErrors = new Counter({ name: `${p}upload_errors_total`, help: 'Object store operations that failed for good.', labelNames: ['operation'], registers });

@@ -1,23 +1,33 @@
 /**
- * Runs an aggregator: gRPC server (Writer + grpc.health.v1), Prometheus /metrics, WAL recovery,
- * and graceful shutdown. Health is NOT_SERVING while starting (WAL recovery) and draining.
+ * Runs an aggregator: gRPC server (Writer + grpc.health.v1, optionally over TLS/mTLS), Prometheus
+ * /metrics, the tenant registry, WAL recovery, and graceful shutdown. Health is NOT_SERVING while
+ * starting (WAL recovery) and draining.
+ *
+ * Tenancy: with `tenantsFile`, the registry is built from that file (its `defaultBucket` is the
+ * bucket), authenticates Write/Seal/Status, resolves each tenant's bucket at every flush attempt,
+ * and is reloaded when the file (or a secret file it references) changes and on SIGHUP; after a
+ * successful reload, flushes waiting for a retry start at once. Without it, every tenant id is
+ * accepted without a token and everything goes to `bucket`.
  *
  * Shutdown: NOT_SERVING → stop accepting calls and let in-flight ones finish (up to
  * shutdownGraceMs, then cancel them) → stop flushes (their WALs stay) → close the WALs (pending
- * groups are written first) → close the bucket and the metrics server.
+ * groups are written first) → close the bucket clients and the metrics server.
  */
-import { Server, ServerCredentials, type ServiceDefinition } from '@grpc/grpc-js';
+import { Server, type ServiceDefinition } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { addHealthService, HealthState } from '../common/health.js';
 import { createLogger } from '../common/logger.js';
 import { startMetricsServer, type MetricsServer } from '../common/metrics-server.js';
 import { loadProto } from '../common/proto.js';
-import type { Bucket } from '../objstore/bucket.js';
-import { openBucket } from '../objstore/index.js';
+import { serverCredentials } from '../common/tls.js';
+import { openBucket, type Bucket, type BucketConfig, type S3Hooks } from '../objstore/index.js';
+import { loadTenantsFile, openTenantsConfig } from '../tenancy/config.js';
+import { TenantRegistry } from '../tenancy/tenants.js';
 import { Aggregator } from './aggregator.js';
 import type { AggregatorConfig } from './config.js';
+import type { TenantBuckets } from './flush.js';
 import { AggregatorMetrics } from './metrics.js';
-import { allowAll, writerService, type AuthHook, type ServerState } from './service.js';
+import { registryAuth, writerService, type AuthHook, type ServerState } from './service.js';
 
 /** Full name of the write service (also its health service name). */
 export const WRITER_SERVICE = 'strata.write.v1.Writer';
@@ -32,9 +42,18 @@ export function writerServiceDefinition(): ServiceDefinition {
 export interface AggregatorServerOptions {
   readonly config: AggregatorConfig;
   readonly logger?: Logger;
+  /** Replaces the tenant registry's authentication (tests). */
   readonly authorize?: AuthHook;
   readonly now?: () => number;
-  /** Use this bucket instead of opening `config.bucket` (it is not closed at shutdown). */
+  /**
+   * Use this registry instead of building one from `config.tenantsFile` / `config.bucket` (it is
+   * neither watched nor closed by the server).
+   */
+  readonly tenants?: TenantRegistry;
+  /**
+   * Without a tenants file: use this bucket (for every tenant) instead of opening `config.bucket`;
+   * it is not closed at shutdown.
+   */
   readonly bucket?: Bucket;
 }
 
@@ -44,6 +63,8 @@ export interface RunningAggregator {
   readonly metricsPort: number;
   readonly metrics: AggregatorMetrics;
   readonly health: HealthState;
+  /** The tenant registry in force (authentication, buckets, reloads). */
+  readonly tenants: TenantRegistry;
   /** The engine (null until WAL recovery finished). */
   aggregator(): Aggregator | null;
   /** Resolves once the WAL is recovered and the server is SERVING. */
@@ -55,6 +76,11 @@ export interface RunningAggregator {
 function splitHostPort(listen: string): { host: string; port: number } {
   const i = listen.lastIndexOf(':');
   return { host: listen.slice(0, i).replace(/^\[(.*)\]$/, '$1'), port: Number(listen.slice(i + 1)) };
+}
+
+/** A bucket as a log field: where it is, never its credentials. */
+function describeBucket(cfg: BucketConfig): string {
+  return cfg.type === 'filesystem' ? `file://${cfg.path}${cfg.prefix ? `#${cfg.prefix}` : ''}` : `s3://${cfg.bucket}/${cfg.prefix ?? ''}`;
 }
 
 /**
@@ -69,16 +95,47 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
   let state: ServerState = 'starting';
   let agg: Aggregator | null = null;
 
-  const bucket =
-    opts.bucket ??
-    (await openBucket(config.bucket, {
-      s3Hooks: {
-        onRetry: (e) => metrics.uploadRetries.inc({ operation: e.operation }),
-        onRequest: (e) => {
-          if (e.outcome === 'error' && e.httpStatus !== 404) metrics.uploadErrors.inc({ operation: e.operation });
-        },
-      },
-    }));
+  const s3Hooks: S3Hooks = {
+    onRetry: (e) => metrics.uploadRetries.inc({ operation: e.operation }),
+    onRequest: (e) => {
+      if (e.outcome === 'error' && e.httpStatus !== 404) metrics.uploadErrors.inc({ operation: e.operation });
+    },
+  };
+  let registry: TenantRegistry;
+  if (opts.tenants) registry = opts.tenants;
+  else {
+    let tenantsConfig;
+    if (config.tenantsFile !== undefined) tenantsConfig = await loadTenantsFile(config.tenantsFile);
+    else if (config.bucket !== undefined) tenantsConfig = openTenantsConfig(config.bucket);
+    else throw new TypeError('the aggregator config has neither bucket nor tenantsFile');
+    const given = opts.bucket;
+    if (given && config.tenantsFile !== undefined) throw new TypeError('the `bucket` option is for runs without a tenants file');
+    // a given bucket is shared with its owner: the registry must not close it
+    const shared: Bucket | null = given
+      ? new Proxy(given, {
+          get(target, prop) {
+            if (prop === 'close') return () => Promise.resolve();
+            const v: unknown = Reflect.get(target, prop, target);
+            return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+          },
+        })
+      : null;
+    registry = new TenantRegistry(tenantsConfig, {
+      logger,
+      openBucket: (cfg) => (shared ? Promise.resolve(shared) : openBucket(cfg, { s3Hooks })),
+      onReload: (ok) => metrics.tenantReloads.inc({ result: ok ? 'ok' : 'refused' }),
+    });
+  }
+  const ownRegistry = opts.tenants === undefined;
+  const buckets: TenantBuckets = { acquire: (tenant) => registry.acquireBucket(tenant) };
+  const tenantLabel = (tenant: string): string => registry.label(tenant);
+  let creds;
+  try {
+    creds = serverCredentials(config.tls);
+  } catch (err) {
+    if (ownRegistry) await registry.close();
+    throw err;
+  }
 
   const server = new Server({
     'grpc.max_receive_message_length': config.maxRequestBytes,
@@ -86,27 +143,52 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
   });
   server.addService(
     writerServiceDefinition(),
-    writerService({ config, metrics, logger, authorize: opts.authorize ?? allowAll, aggregator: () => agg, state: () => state }),
+    writerService({ config, metrics, logger, authorize: opts.authorize ?? registryAuth(registry), tenantLabel, aggregator: () => agg, state: () => state }),
   );
   addHealthService(server, health);
   const { host, port } = splitHostPort(config.grpcListen);
-  const grpcPort = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-  );
+  let grpcPort: number;
   let metricsServer: MetricsServer;
   try {
-    const m = splitHostPort(config.metricsListen);
-    metricsServer = await startMetricsServer(metrics.registry, m.host, m.port);
+    grpcPort = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, creds, (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    try {
+      const m = splitHostPort(config.metricsListen);
+      metricsServer = await startMetricsServer(metrics.registry, m.host, m.port);
+    } catch (err) {
+      server.forceShutdown();
+      throw err;
+    }
   } catch (err) {
-    server.forceShutdown();
+    if (ownRegistry) await registry.close();
     throw err;
   }
-  logger.info({ grpcPort, metricsPort: metricsServer.port, walDir: config.walDir, bucket: bucket.name, numShards: config.numShards }, 'aggregator listening; recovering wal');
+  const tc = registry.config;
+  logger.info(
+    {
+      grpcPort,
+      metricsPort: metricsServer.port,
+      tls: config.tls ? (config.tls.clientCaFile !== undefined ? 'mtls' : 'tls') : 'off',
+      walDir: config.walDir,
+      bucket: describeBucket(tc.defaultBucket),
+      tenantsFile: config.tenantsFile ?? null,
+      tenants: tc.tenants.size,
+      authRequired: tc.authRequired,
+      numShards: config.numShards,
+    },
+    'aggregator listening; recovering wal',
+  );
+  if (ownRegistry && config.tenantsFile !== undefined) registry.watch(config.tenantsFile);
+  const stopRetryOnSwap = registry.onSwap(() => {
+    const n = agg?.flusher.retryWaiting() ?? 0;
+    if (n > 0) logger.info({ flushes: n }, 'tenants config changed; retrying failed flushes now');
+  });
 
   let shuttingDown: Promise<void> | null = null;
   const ready = (async () => {
     const t0 = performance.now();
-    const a = await Aggregator.open({ config, bucket, logger, metrics, ...(opts.now ? { now: opts.now } : {}) });
+    const a = await Aggregator.open({ config, buckets, tenantLabel, logger, metrics, ...(opts.now ? { now: opts.now } : {}) });
     if (state !== 'starting') {
       await a.close();
       return;
@@ -135,12 +217,13 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
         });
       });
       await ready.catch(() => undefined);
+      stopRetryOnSwap();
       if (agg) await agg.close();
       health.close();
       await metricsServer.close();
-      if (!opts.bucket) await bucket.close();
+      if (ownRegistry) await registry.close();
       logger.info('aggregator stopped');
     })());
 
-  return { grpcPort, metricsPort: metricsServer.port, metrics, health, aggregator: () => agg, ready, shutdown };
+  return { grpcPort, metricsPort: metricsServer.port, metrics, health, tenants: registry, aggregator: () => agg, ready, shutdown };
 }

@@ -4,8 +4,13 @@
  *
  * Order of checks for Write: state (UNAVAILABLE while starting or draining) → x-strata-tenant →
  * auth hook → x-strata-shard (INVALID_ARGUMENT if malformed, FAILED_PRECONDITION if not owned) →
- * array shapes (INVALID_ARGUMENT) → samples per request, WAL quota, in-flight budget
- * (RESOURCE_EXHAUSTED) → per-sample validation (INVALID_ARGUMENT) → WAL (group commit) → OK.
+ * array shapes (INVALID_ARGUMENT) → samples per request, the tenant's maxSamplesPerWrite, WAL
+ * quota, in-flight budget (RESOURCE_EXHAUSTED) → per-sample validation (INVALID_ARGUMENT) → WAL
+ * (group commit) → OK.
+ *
+ * Status is scoped by the auth hook: a grant naming a tenant sees only that tenant's windows,
+ * flushes and WAL bytes (no cross-tenant information); a grant without a tenant (no tenants file,
+ * or `authRequired: false`) sees everything.
  */
 import { Metadata, status, type sendUnaryData, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
@@ -35,14 +40,43 @@ export interface AuthContext {
   readonly peer: string;
 }
 
-/**
- * Decides whether a call may proceed; throws a GrpcError (UNAUTHENTICATED, PERMISSION_DENIED) to
- * refuse it. The tenancy issue provides the real one; the default allows everything.
- */
-export type AuthHook = (ctx: AuthContext) => void | Promise<void>;
+/** What an auth hook grants a call it lets through. */
+export interface AuthGrant {
+  /**
+   * For Write and Seal, the tenant of the call. For Status, the only tenant the caller may see,
+   * or null for every tenant.
+   */
+  readonly tenant: string | null;
+  /** Per-tenant limits (absent: only the aggregator's own limits apply). */
+  readonly limits?: { readonly maxSamplesPerWrite?: number };
+}
 
-/** The default auth hook: allows every call. */
+/**
+ * Decides whether a call may proceed; throws a GrpcError (UNAUTHENTICATED, PERMISSION_DENIED) or
+ * an InvalidArgumentError to refuse it, or returns what it grants (`void` grants the tenant of the
+ * call with no limits, and every tenant for Status). See {@link registryAuth} for the real one.
+ */
+export type AuthHook = (ctx: AuthContext) => AuthGrant | void | Promise<AuthGrant | void>;
+
+/** An auth hook that allows every call (tests). */
 export const allowAll: AuthHook = () => undefined;
+
+/** What {@link registryAuth} needs of the tenant registry (src/tenancy/tenants.ts). */
+export interface TenantAuthenticator {
+  authenticate(tenant: string | null, token: string | null): AuthGrant;
+  authenticateToken(token: string | null): AuthGrant | null;
+}
+
+/**
+ * The auth hook of the tenant registry: Write and Seal need a token of the named tenant; Status
+ * needs a token of any tenant and sees only that tenant (when the tenants file requires auth).
+ */
+export function registryAuth(registry: TenantAuthenticator): AuthHook {
+  return (ctx) => {
+    if (ctx.method === 'Status') return registry.authenticateToken(ctx.token) ?? undefined;
+    return registry.authenticate(ctx.tenant, ctx.token);
+  };
+}
 
 /** Lifecycle of the server, as the handlers see it. */
 export type ServerState = 'starting' | 'serving' | 'draining';
@@ -53,6 +87,8 @@ export interface WriterServiceOptions {
   readonly metrics: AggregatorMetrics;
   readonly logger: Logger;
   readonly authorize: AuthHook;
+  /** Bounded metric label of a tenant. */
+  readonly tenantLabel: (tenant: string) => string;
   /** The engine once it is ready, and the server state. */
   readonly aggregator: () => Aggregator | null;
   readonly state: () => ServerState;
@@ -172,12 +208,16 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
       const agg = ready();
       const md = call.metadata;
       const tenant = tenantOf(md);
-      await o.authorize({ method: 'Write', tenant, token: tokenOf(md), peer: call.getPeer() });
+      const grant = await o.authorize({ method: 'Write', tenant, token: tokenOf(md), peer: call.getPeer() });
       const shard = shardOf(md, o.config, agg.owned);
       const series = call.request.series ?? [];
       const samples = countSamples(series);
       if (samples > o.config.maxSamplesPerRequest) {
         throw new GrpcError(status.RESOURCE_EXHAUSTED, `request holds ${samples} samples, more than maxSamplesPerRequest (${o.config.maxSamplesPerRequest}); split it`);
+      }
+      const tenantMax = grant?.limits?.maxSamplesPerWrite;
+      if (tenantMax !== undefined && samples > tenantMax) {
+        throw new GrpcError(status.RESOURCE_EXHAUSTED, `request holds ${samples} samples, more than the limit maxSamplesPerWrite (${tenantMax}) of tenant "${tenant}"; split it`);
       }
       const walBytes = agg.store.totalBytes();
       if (walBytes >= o.config.walQuotaBytes) {
@@ -191,8 +231,9 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
       o.metrics.inflightBytes.set(inflight);
       try {
         const r = await agg.write(tenant, shard, series);
-        o.metrics.samplesIngested.inc(r.samples);
-        o.metrics.bytesIngested.inc(payload);
+        const label = o.tenantLabel(tenant);
+        o.metrics.samplesIngested.inc({ tenant: label }, r.samples);
+        o.metrics.bytesIngested.inc({ tenant: label }, payload);
         return { samples: String(r.samples), series: r.series };
       } finally {
         inflight -= payload;
@@ -214,15 +255,18 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
     }),
 
     Status: unary<Record<string, never>, Record<string, unknown>>('Status', async (call) => {
-      await o.authorize({ method: 'Status', tenant: null, token: tokenOf(call.metadata), peer: call.getPeer() });
+      const grant = await o.authorize({ method: 'Status', tenant: null, token: tokenOf(call.metadata), peer: call.getPeer() });
+      const scope = grant?.tenant ?? null;
       const agg = o.aggregator();
       const st = o.state();
       if (!agg) return { num_shards: o.config.numShards, owned_shards: [], windows: [], last_flushes: [], state: st };
       const s = agg.status();
+      const windows = scope === null ? s.windows : s.windows.filter((w) => w.tenant === scope);
+      const lastFlushes = scope === null ? s.lastFlushes : s.lastFlushes.filter((f) => f.window.tenant === scope);
       return {
         num_shards: s.numShards,
         owned_shards: s.ownedShards,
-        windows: s.windows.map((w) => ({
+        windows: windows.map((w) => ({
           tenant: w.tenant,
           shard: w.shard,
           window_start_ms: w.windowStart.toString(),
@@ -232,8 +276,9 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
           samples: String(w.samples),
           last_write_ms: String(w.lastWriteMs),
         })),
-        wal_bytes: String(s.walBytes),
-        last_flushes: s.lastFlushes.map((f) => ({
+        // scoped to a tenant: its own WAL bytes only, and no aggregator-wide counters
+        wal_bytes: String(scope === null ? s.walBytes : windows.reduce((n, w) => n + w.walBytes, 0)),
+        last_flushes: lastFlushes.map((f) => ({
           block: f.block
             ? wireBlock(f.block)
             : { tenant: f.window.tenant, shard: f.window.shard, window_start_ms: f.window.windowStart.toString() },
@@ -241,8 +286,8 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
           duration_s: f.durationS,
           error: f.error ?? '',
         })),
-        wal_syncs: String(s.walSyncs),
-        wal_requests: String(s.walRequests),
+        wal_syncs: scope === null ? String(s.walSyncs) : '0',
+        wal_requests: scope === null ? String(s.walRequests) : '0',
         state: st,
       };
     }),

@@ -98,18 +98,21 @@ export interface TenantsConfig {
   readonly authRequired: boolean;
   readonly defaultBucket: BucketConfig;
   readonly tenants: ReadonlyMap<string, TenantEntry>;
+  /** Files the secrets were read from (watched for changes by TenantRegistry.watch). */
+  readonly secretFiles: readonly string[];
 }
 
 function configError(source: string, message: string, cause?: unknown): StrataError {
   return new StrataError(ErrorCode.CONFIG, `invalid tenants config ${source}: ${message}`, cause === undefined ? undefined : { cause });
 }
 
-async function resolveSecret(ref: z.output<typeof secretRef>, path: string, source: string, env: NodeJS.ProcessEnv): Promise<string> {
+async function resolveSecret(ref: z.output<typeof secretRef>, path: string, source: string, env: NodeJS.ProcessEnv, files: string[]): Promise<string> {
   if ('env' in ref) {
     const v = env[ref.env];
     if (!v) throw configError(source, `${path}: environment variable ${ref.env} is not set`);
     return v;
   }
+  files.push(ref.file);
   try {
     const v = (await readFile(ref.file, 'utf8')).replace(/\r?\n$/, '');
     if (!v) throw configError(source, `${path}: file ${ref.file} is empty`);
@@ -120,16 +123,16 @@ async function resolveSecret(ref: z.output<typeof secretRef>, path: string, sour
   }
 }
 
-async function resolveBucket(ref: BucketRef, path: string, source: string, env: NodeJS.ProcessEnv): Promise<BucketConfig> {
+async function resolveBucket(ref: BucketRef, path: string, source: string, env: NodeJS.ProcessEnv, files: string[]): Promise<BucketConfig> {
   let resolved: unknown = ref;
   if (ref.type === 's3' && ref.credentials) {
     const c = ref.credentials;
     resolved = {
       ...ref,
       credentials: {
-        accessKeyId: await resolveSecret(c.accessKeyId, `${path}.credentials.accessKeyId`, source, env),
-        secretAccessKey: await resolveSecret(c.secretAccessKey, `${path}.credentials.secretAccessKey`, source, env),
-        ...(c.sessionToken ? { sessionToken: await resolveSecret(c.sessionToken, `${path}.credentials.sessionToken`, source, env) } : {}),
+        accessKeyId: await resolveSecret(c.accessKeyId, `${path}.credentials.accessKeyId`, source, env, files),
+        secretAccessKey: await resolveSecret(c.secretAccessKey, `${path}.credentials.secretAccessKey`, source, env, files),
+        ...(c.sessionToken ? { sessionToken: await resolveSecret(c.sessionToken, `${path}.credentials.sessionToken`, source, env, files) } : {}),
       },
     };
   }
@@ -153,6 +156,7 @@ export async function parseTenantsConfig(raw: unknown, source: string, env: Node
   const f = res.data;
   const tenants = new Map<string, TenantEntry>();
   const seen = new Map<string, string>();
+  const files: string[] = [];
   for (const [id, t] of Object.entries(f.tenants)) {
     const tokenDigests = t.tokens.map((h) => Buffer.from(h.slice('sha256:'.length), 'hex'));
     for (const h of t.tokens) {
@@ -163,14 +167,15 @@ export async function parseTenantsConfig(raw: unknown, source: string, env: Node
     tenants.set(id, {
       id,
       tokenDigests,
-      bucket: t.bucket ? await resolveBucket(t.bucket, `tenants.${id}.bucket`, source, env) : null,
+      bucket: t.bucket ? await resolveBucket(t.bucket, `tenants.${id}.bucket`, source, env, files) : null,
       limits: {
         ...(t.limits.maxSamplesPerWrite !== undefined ? { maxSamplesPerWrite: t.limits.maxSamplesPerWrite } : {}),
         ...(t.limits.maxSeriesPerRead !== undefined ? { maxSeriesPerRead: t.limits.maxSeriesPerRead } : {}),
       },
     });
   }
-  return { authRequired: f.authRequired, defaultBucket: await resolveBucket(f.defaultBucket, 'defaultBucket', source, env), tenants };
+  const defaultBucket = await resolveBucket(f.defaultBucket, 'defaultBucket', source, env, files);
+  return { authRequired: f.authRequired, defaultBucket, tenants, secretFiles: [...new Set(files)] };
 }
 
 /** Reads and validates a tenants file (`.json`, else YAML). */
@@ -185,14 +190,16 @@ export async function loadTenantsFile(path: string, env: NodeJS.ProcessEnv = pro
   try {
     raw = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
   } catch (err) {
-    throw configError(path, `not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${(err as Error).message.split('\n')[0]}`);
+    // first line only, and without the snippet of the file V8 quotes in JSON errors (it could hold a secret)
+    const reason = ((err as Error).message.split('\n')[0] ?? '').replace(/, ".*$/, '');
+    throw configError(path, `not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${reason}`);
   }
   return parseTenantsConfig(raw, path, env);
 }
 
 /** The config used when no tenants file is given: any valid tenant id, no tokens, one bucket. */
 export function openTenantsConfig(defaultBucket: BucketConfig): TenantsConfig {
-  return { authRequired: false, defaultBucket, tenants: new Map() };
+  return { authRequired: false, defaultBucket, tenants: new Map(), secretFiles: [] };
 }
 
 /** SHA-256 of a token, in the form the tenants file stores. */

@@ -5,10 +5,11 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { GrpcError } from '../common/status.js';
 import type { Logger } from '../common/logger.js';
-import { InvalidArgumentError } from '../errors.js';
+import { ErrorCode, InvalidArgumentError, StrataError } from '../errors.js';
 import { TENANT_PATTERN } from '../format/key.js';
 import { openBucket, type Bucket, type BucketConfig } from '../objstore/index.js';
 import { loadTenantsFile, type TenantEntry, type TenantsConfig } from './config.js';
@@ -24,6 +25,16 @@ export const OTHER_TENANT_LABEL = '_other';
 
 interface BucketSlot {
   readonly bucket: Promise<Bucket>;
+  /** Leases not yet released (see {@link TenantRegistry.acquireBucket}). */
+  leases: number;
+  /** Set once the slot left the config and its retire delay passed: close when leases reach 0. */
+  closeDue: boolean;
+}
+
+/** A bucket lent for one long operation (a flush); call `release()` exactly once when done. */
+export interface BucketLease {
+  readonly bucket: Bucket;
+  release(): void;
 }
 
 /** Key of a bucket configuration; includes a digest of the credentials so rotation opens a new client. */
@@ -34,22 +45,42 @@ function bucketKey(cfg: BucketConfig): string {
   return JSON.stringify(['s3', rest, secret]);
 }
 
+/**
+ * The tenant owning `token`: its SHA-256 is compared with timingSafeEqual against every configured
+ * digest (no early exit). No token, or one no tenant owns → UNAUTHENTICATED.
+ */
+function ownerOf(cfg: TenantsConfig, token: string | null): TenantEntry {
+  if (!token) throw new GrpcError(status.UNAUTHENTICATED, 'missing bearer token');
+  const digest = createHash('sha256').update(token, 'utf8').digest();
+  let owner: TenantEntry | null = null;
+  for (const t of cfg.tenants.values()) {
+    for (const d of t.tokenDigests) if (timingSafeEqual(d, digest)) owner = t;
+  }
+  if (!owner) throw new GrpcError(status.UNAUTHENTICATED, 'invalid bearer token');
+  return owner;
+}
+
 export interface TenantRegistryOptions {
   readonly logger?: Logger;
   /** Opens a bucket (default openBucket); injectable to add S3 hooks. */
   readonly openBucket?: (cfg: BucketConfig) => Promise<Bucket>;
   /** How long a bucket client no longer in the config stays open for in-flight requests (ms). */
   readonly retireAfterMs?: number;
+  /** Called after every reload attempt (for metrics). */
+  readonly onReload?: (ok: boolean) => void;
 }
 
 /** See the module comment. */
 export class TenantRegistry {
   private cfg: TenantsConfig;
   private readonly buckets = new Map<string, BucketSlot>();
+  /** Slots no longer in the config that are not closed yet. */
+  private readonly retired = new Set<BucketSlot>();
+  private readonly swapListeners = new Set<(cfg: TenantsConfig) => void>();
   private readonly open: (cfg: BucketConfig) => Promise<Bucket>;
   private readonly logger: Logger | undefined;
   private readonly retireAfterMs: number;
-  private watcher: FSWatcher | null = null;
+  private readonly onReload: ((ok: boolean) => void) | undefined;
   private readonly timers = new Set<NodeJS.Timeout>();
   private reloading: Promise<void> = Promise.resolve();
   /** Successful and refused reloads (for metrics and tests). */
@@ -60,6 +91,7 @@ export class TenantRegistry {
     this.open = opts.openBucket ?? ((c) => openBucket(c));
     this.logger = opts.logger;
     this.retireAfterMs = opts.retireAfterMs ?? 60_000;
+    this.onReload = opts.onReload;
   }
 
   /** The config in force. */
@@ -80,29 +112,105 @@ export class TenantRegistry {
     const cfg = this.cfg;
     const entry = cfg.tenants.get(tenant);
     if (!cfg.authRequired) return { tenant, limits: entry?.limits ?? {} };
-    if (!token) throw new GrpcError(status.UNAUTHENTICATED, 'missing bearer token');
-    const digest = createHash('sha256').update(token, 'utf8').digest();
-    let owner: TenantEntry | null = null;
-    for (const t of cfg.tenants.values()) {
-      for (const d of t.tokenDigests) if (timingSafeEqual(d, digest)) owner = t;
-    }
-    if (!owner) throw new GrpcError(status.UNAUTHENTICATED, 'invalid bearer token');
+    const owner = ownerOf(cfg, token);
     if (owner.id !== tenant) throw new GrpcError(status.PERMISSION_DENIED, `the token does not grant access to tenant "${tenant}"`);
     return { tenant, limits: owner.limits };
   }
 
-  /** The bucket of `tenant` (its own, or the default one); clients are shared and reused. */
-  bucketFor(tenant: string): Promise<Bucket> {
-    const cfg = this.cfg.tenants.get(tenant)?.bucket ?? this.cfg.defaultBucket;
+  /**
+   * For calls that name no tenant (the aggregator's Status): the tenant owning `token`, or null
+   * when auth is not required (the caller may see every tenant). No token, or a token no tenant
+   * owns → UNAUTHENTICATED. Same constant-time comparison as {@link authenticate}.
+   */
+  authenticateToken(token: string | null): TenantContext | null {
+    const cfg = this.cfg;
+    if (!cfg.authRequired) return null;
+    const owner = ownerOf(cfg, token);
+    return { tenant: owner.id, limits: owner.limits };
+  }
+
+  /**
+   * The bucket configuration of `tenant`: its own, or the default one. When auth is required, a
+   * tenant that is not in the config has no bucket (StrataError CONFIG): data of a tenant removed
+   * from the file, e.g. one with its own bucket, must not silently go to the default bucket.
+   */
+  private bucketConfigOf(tenant: string): BucketConfig {
+    const entry = this.cfg.tenants.get(tenant);
+    if (!entry && this.cfg.authRequired) {
+      throw new StrataError(ErrorCode.CONFIG, `tenant "${tenant}" is not in the tenants config, so it has no bucket; add it back (its own bucket if it had one) and reload`);
+    }
+    return entry?.bucket ?? this.cfg.defaultBucket;
+  }
+
+  private slotFor(tenant: string): BucketSlot {
+    const cfg = this.bucketConfigOf(tenant);
     const key = bucketKey(cfg);
     let slot = this.buckets.get(key);
     if (!slot) {
       const bucket = this.open(cfg);
-      bucket.catch(() => this.buckets.delete(key)); // a failed open is retried next time
-      slot = { bucket };
+      const created: BucketSlot = { bucket, leases: 0, closeDue: false };
+      bucket.catch(() => {
+        if (this.buckets.get(key) === created) this.buckets.delete(key); // a failed open is retried next time
+      });
+      slot = created;
       this.buckets.set(key, slot);
     }
-    return slot.bucket;
+    return slot;
+  }
+
+  /**
+   * The bucket of `tenant` (its own, or the default one); clients are shared and reused. For short
+   * calls: a client that leaves the config is closed `retireAfterMs` later. Long operations use
+   * {@link acquireBucket}. Rejects with StrataError CONFIG for a tenant not in the config while
+   * auth is required.
+   */
+  bucketFor(tenant: string): Promise<Bucket> {
+    try {
+      return this.slotFor(tenant).bucket;
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * Like {@link bucketFor}, but the client stays open until the lease is released, even if the
+   * config changes meanwhile (a flush may take longer than `retireAfterMs`). Resolved at call
+   * time: a reload affects the next acquisition, never one in progress.
+   */
+  async acquireBucket(tenant: string): Promise<BucketLease> {
+    const slot = this.slotFor(tenant);
+    slot.leases++;
+    let bucket: Bucket;
+    try {
+      bucket = await slot.bucket;
+    } catch (err) {
+      this.releaseSlot(slot);
+      throw err;
+    }
+    let released = false;
+    return {
+      bucket,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.releaseSlot(slot);
+      },
+    };
+  }
+
+  private releaseSlot(slot: BucketSlot): void {
+    slot.leases--;
+    if (slot.leases === 0 && slot.closeDue) this.closeSlot(slot);
+  }
+
+  private closeSlot(slot: BucketSlot): void {
+    this.retired.delete(slot);
+    slot.bucket
+      .then(
+        (b) => b.close(),
+        () => undefined, // never opened
+      )
+      .catch((err: unknown) => this.logger?.warn({ err: (err as Error).message }, 'closing a retired bucket client failed'));
   }
 
   /** Metric label for `tenant` (bounded: configured tenants, else {@link OTHER_TENANT_LABEL}). */
@@ -117,7 +225,8 @@ export class TenantRegistry {
 
   /**
    * Replaces the config. Bucket clients whose configuration is gone are closed after
-   * `retireAfterMs`, so requests holding them finish first.
+   * `retireAfterMs` and once their last lease is released, so requests holding them finish first.
+   * Then the {@link onSwap} listeners run.
    */
   swap(next: TenantsConfig): void {
     this.cfg = next;
@@ -126,13 +235,29 @@ export class TenantRegistry {
     for (const [key, slot] of this.buckets) {
       if (live.has(key)) continue;
       this.buckets.delete(key);
+      this.retired.add(slot);
       const timer = setTimeout(() => {
         this.timers.delete(timer);
-        slot.bucket.then((b) => b.close()).catch((err: unknown) => this.logger?.warn({ err: (err as Error).message }, 'closing a retired bucket client failed'));
+        slot.closeDue = true;
+        if (slot.leases === 0) this.closeSlot(slot);
       }, this.retireAfterMs);
       timer.unref();
       this.timers.add(timer);
     }
+    this.syncWatchers();
+    for (const l of this.swapListeners) {
+      try {
+        l(next);
+      } catch (err) {
+        this.logger?.error({ err: (err as Error).message }, 'a tenants config listener failed');
+      }
+    }
+  }
+
+  /** Calls `listener` after every swap (e.g. to retry flushes at once after fixed credentials). */
+  onSwap(listener: (cfg: TenantsConfig) => void): () => void {
+    this.swapListeners.add(listener);
+    return () => this.swapListeners.delete(listener);
   }
 
   /** Re-reads `path`; an invalid file is refused, logged, and the old config stays in force. */
@@ -143,16 +268,23 @@ export class TenantRegistry {
         this.swap(next);
         this.reloads.ok++;
         this.logger?.info({ file: path, tenants: next.tenants.size }, 'tenants config reloaded');
+        this.onReload?.(true);
       } catch (err) {
         this.reloads.failed++;
         this.logger?.error({ file: path, err: (err as Error).message }, 'tenants config refused; keeping the previous one');
+        this.onReload?.(false);
       }
     });
     return this.reloading;
   }
 
-  /** Reloads `path` when it changes (debounced) and on SIGHUP. */
+  /**
+   * Reloads `path` when it changes (debounced), when a secret file it references changes (their
+   * directories are watched too: a mounted Kubernetes Secret is updated by swapping a `..data`
+   * link), and on SIGHUP.
+   */
   watch(path: string, debounceMs = 200): void {
+    if (this.watching) throw new RangeError('the registry already watches a tenants file');
     let timer: NodeJS.Timeout | null = null;
     const schedule = () => {
       if (timer) clearTimeout(timer);
@@ -162,21 +294,61 @@ export class TenantRegistry {
       }, debounceMs);
       timer.unref();
     };
-    // watch the directory: editors and Kubernetes ConfigMaps replace the file rather than write it
-    const dir = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) || '/' : '.';
-    const base = path.slice(path.lastIndexOf('/') + 1);
-    this.watcher = watch(dir, (_event, name) => {
-      if (name === null || name === base || String(name).startsWith('..')) schedule();
-    });
-    this.watcher.unref();
+    const base = basename(path);
+    this.watching = { path: resolve(path), base, schedule };
     process.on('SIGHUP', schedule);
+    this.syncWatchers();
     this.stopWatching = () => {
       process.off('SIGHUP', schedule);
       if (timer) clearTimeout(timer);
-      this.watcher?.close();
-      this.watcher = null;
+      for (const w of this.watchers.values()) w.close();
+      this.watchers.clear();
+      this.watching = null;
     };
   }
+
+  private watching: { path: string; base: string; schedule: () => void } | null = null;
+  private readonly watchers = new Map<string, FSWatcher>();
+
+  /** Watches the tenants file's directory and those of the secret files of the config in force. */
+  private syncWatchers(): void {
+    const w = this.watching;
+    if (!w) return;
+    // per directory, the names whose change matters (`..`-prefixed names always do: Kubernetes
+    // swaps a `..data` link to update a mounted ConfigMap or Secret)
+    const names = new Map<string, Set<string>>([[dirname(w.path), new Set([w.base])]]);
+    for (const f of this.cfg.secretFiles) {
+      const abs = resolve(f);
+      let set = names.get(dirname(abs));
+      if (!set) names.set(dirname(abs), (set = new Set()));
+      set.add(basename(abs));
+    }
+    this.watchNames = names;
+    for (const [dir, watcher] of this.watchers) {
+      if (names.has(dir)) continue;
+      watcher.close();
+      this.watchers.delete(dir);
+    }
+    for (const dir of names.keys()) {
+      if (this.watchers.has(dir)) continue;
+      let watcher: FSWatcher;
+      try {
+        // watch directories, not files: editors and Kubernetes replace files rather than write them
+        watcher = watch(dir, (_event, name) => {
+          const wanted = this.watchNames.get(dir);
+          if (name === null || String(name).startsWith('..') || wanted?.has(String(name))) w.schedule();
+        });
+      } catch (err) {
+        this.logger?.warn({ dir, err: (err as Error).message }, 'cannot watch a directory of the tenants config; reload with SIGHUP');
+        continue;
+      }
+      watcher.on('error', (err) => this.logger?.warn({ dir, err: err.message }, 'watching a directory of the tenants config failed; reload with SIGHUP'));
+      watcher.unref();
+      this.watchers.set(dir, watcher);
+    }
+  }
+
+  private watchNames = new Map<string, Set<string>>();
 
   private stopWatching: () => void = () => undefined;
 
@@ -186,8 +358,9 @@ export class TenantRegistry {
     await this.reloading;
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
-    const slots = [...this.buckets.values()];
+    const slots = [...this.buckets.values(), ...this.retired];
     this.buckets.clear();
+    this.retired.clear();
     for (const s of slots) {
       const b = await s.bucket.catch(() => null);
       await b?.close();

@@ -85,3 +85,20 @@ t.test('aggregatorConfigFrom(): file < environment < flags', async (t) => {
   await t.rejects(aggregatorConfigFrom({ config: file, set: [] }, {}), { ...configError, message: /JSON object/ });
   await t.rejects(aggregatorConfigFrom({ config: join(dir, 'missing.json'), set: [] }, {}), { ...configError, message: /cannot read config file/ });
 });
+
+t.test('bucket or tenantsFile, not both; tls needs certFile and keyFile; the CLI maps the tenancy and TLS flags', async (t) => {
+  const { bucket: _bucket, ...noBucket } = base;
+  t.throws(() => parseAggregatorConfig(noBucket), { ...configError, message: /bucket: give a bucket, or a tenantsFile/ });
+  t.throws(() => parseAggregatorConfig({ ...base, tenantsFile: '/etc/t.yaml' }), { ...configError, message: /either a bucket or a tenantsFile, not both/ });
+  t.equal(parseAggregatorConfig({ ...noBucket, tenantsFile: '/etc/t.yaml' }).tenantsFile, '/etc/t.yaml');
+  t.throws(() => parseAggregatorConfig({ ...base, tls: { certFile: '/c' } }), { ...configError, message: /tls\.keyFile/ });
+  t.throws(() => parseAggregatorConfig({ ...base, tls: { certFile: '/c', keyFile: '/k', caFile: '/x' } }), { ...configError, message: /tls.*caFile/ });
+  t.same(configFromEnv({ STRATA_AGGREGATOR_TENANTS_FILE: '/t.yaml', STRATA_AGGREGATOR_TLS: '{"certFile":"/c","keyFile":"/k"}' }), { tenantsFile: '/t.yaml', tls: { certFile: '/c', keyFile: '/k' } });
+  const c = await aggregatorConfigFrom(
+    { walDir: '/w', numShards: '2', tenantsFile: '/etc/strata/tenants.yaml', tlsCert: '/tls/crt', tlsKey: '/tls/key', tlsClientCa: '/tls/ca', set: [] },
+    {},
+  );
+  t.equal(c.tenantsFile, '/etc/strata/tenants.yaml');
+  t.same(c.tls, { certFile: '/tls/crt', keyFile: '/tls/key', clientCaFile: '/tls/ca' });
+  t.equal(c.bucket, undefined);
+});

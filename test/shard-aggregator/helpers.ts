@@ -30,6 +30,8 @@ export interface AggProcess {
   readonly address: string;
   /** Every JSON log line so far. */
   readonly logs: Record<string, unknown>[];
+  /** Everything the process wrote so far, unparsed (for greps over all output). */
+  readonly output: { stdout: string; stderr: string };
   /** Resolves with the exit code / signal. */
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
@@ -55,16 +57,21 @@ export function openTestBucket(t: Test, bucket: string): Bucket {
  * Starts `strata aggregator` with `config` (written to a file) and waits until it serves.
  * The process is SIGKILLed at `t`'s teardown if still running.
  */
-export async function startAggregator(t: Test, config: Record<string, unknown>, opts: { waitServing?: boolean } = {}): Promise<AggProcess> {
+export async function startAggregator(
+  t: Test,
+  config: Record<string, unknown>,
+  opts: { waitServing?: boolean; env?: Record<string, string>; args?: string[] } = {},
+): Promise<AggProcess> {
   const dir = tempDir('aggcfg');
   const file = join(dir, 'config.json');
   writeFileSync(file, JSON.stringify({ grpcListen: '127.0.0.1:0', metricsListen: '127.0.0.1:0', logLevel: 'info', ...config }));
-  const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts'), 'aggregator', '--config', file], {
+  const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts'), 'aggregator', '--config', file, ...(opts.args ?? [])], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
+    env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', ...opts.env },
   });
   const logs: Record<string, unknown>[] = [];
+  const output = { stdout: '', stderr: '' };
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
   t.teardown(async () => {
     if (proc.exitCode === null && proc.signalCode === null) {
@@ -75,6 +82,7 @@ export async function startAggregator(t: Test, config: Record<string, unknown>, 
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => {
     stderr += d.toString();
+    output.stderr += d.toString();
   });
   const listening = new Promise<{ port: number; metricsPort: number }>((resolve, reject) => {
     let buf = '';
@@ -82,6 +90,7 @@ export async function startAggregator(t: Test, config: Record<string, unknown>, 
     let ports: { port: number; metricsPort: number } | null = null;
     proc.stdout!.on('data', (d: Buffer) => {
       buf += d.toString();
+      output.stdout += d.toString();
       let nl: number;
       while ((nl = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, nl);
@@ -101,7 +110,7 @@ export async function startAggregator(t: Test, config: Record<string, unknown>, 
     void exited.then(({ code, signal }) => reject(new Error(`aggregator exited (${code ?? signal}) before serving: ${stderr}\n${logs.map((l) => JSON.stringify(l)).join('\n')}`)));
   });
   const { port, metricsPort } = await listening;
-  return { proc, port, metricsPort, address: `127.0.0.1:${port}`, logs, exited };
+  return { proc, port, metricsPort, address: `127.0.0.1:${port}`, logs, output, exited };
 }
 
 /** SIGKILLs the process and waits for it to be gone. */

@@ -188,7 +188,7 @@ t.test('group commit: concurrent writes share synced WAL writes', async (t) => {
   const metrics = await (await fetch(`http://127.0.0.1:${agg.metricsPort}/metrics`)).text();
   t.match(metrics, /strata_aggregator_wal_syncs_total \d+/);
   t.match(metrics, /strata_aggregator_wal_group_requests_bucket\{le="64"\} \d+/);
-  t.match(metrics, /strata_aggregator_samples_ingested_total \d+/);
+  t.match(metrics, /strata_aggregator_samples_ingested_total\{tenant="_other"\} \d+/, "per-tenant label; tenants outside a tenants file are pooled");
 });
 
 t.test('late samples after a flush are merged into a replacement block', async (t) => {

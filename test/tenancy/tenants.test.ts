@@ -159,3 +159,80 @@ t.test('reload keeps the old config when the new file is invalid, and follows fi
   t.equal(grpcCode(() => reg.authenticate('beta', TOKEN_B)), 'UNAUTHENTICATED', 'the old token no longer does');
   await reg.close();
 });
+
+t.test('authenticateToken() names the owner of a token (Status), or null when auth is off', async (t) => {
+  const reg = new TenantRegistry(await parseTenantsConfig(fileConfig(), 'test', ENV));
+  t.same(reg.authenticateToken(TOKEN_A2), { tenant: 'acme', limits: { maxSamplesPerWrite: 1000 } });
+  t.equal(reg.authenticateToken(TOKEN_B)?.tenant, 'beta');
+  t.equal(grpcCode(() => reg.authenticateToken(null)), 'UNAUTHENTICATED', 'no token');
+  t.equal(grpcCode(() => reg.authenticateToken('')), 'UNAUTHENTICATED', 'empty token');
+  t.equal(grpcCode(() => reg.authenticateToken('strata_nope')), 'UNAUTHENTICATED', 'unknown token');
+  t.equal(grpcCode(() => reg.authenticateToken(hashToken(TOKEN_A))), 'UNAUTHENTICATED', 'the hash is not a token');
+  const open = new TenantRegistry(await parseTenantsConfig({ ...fileConfig(), authRequired: false }, 'test', ENV));
+  t.equal(open.authenticateToken(null), null, 'authRequired: false: every tenant');
+});
+
+t.test('acquireBucket() keeps a retired client open until its lease ends; a tenant missing from the file has no bucket', async (t) => {
+  const closed: string[] = [];
+  const fake = (cfg: BucketConfig): Promise<Bucket> => {
+    const name = cfg.type === 's3' ? `s3:${cfg.bucket}:${cfg.credentials?.accessKeyId}` : `fs:${cfg.path}`;
+    return Promise.resolve({ name, close: async () => void closed.push(name) } as unknown as Bucket);
+  };
+  const reg = new TenantRegistry(await parseTenantsConfig(fileConfig(), 'test', ENV), { openBucket: fake, retireAfterMs: 1 });
+  const lease = await reg.acquireBucket('acme');
+  t.equal(lease.bucket.name, 's3:acme-metrics:AKIDACME');
+  reg.swap(await parseTenantsConfig(fileConfig(), 'test', { ...ENV, ACME_KEY_ID: 'AKIDNEW' }));
+  await new Promise((r) => setTimeout(r, 20));
+  t.same(closed, [], 'the retire delay passed, but the lease holds the old client open');
+  const lease2 = await reg.acquireBucket('acme');
+  t.equal(lease2.bucket.name, 's3:acme-metrics:AKIDNEW', 'a new lease gets the new client');
+  lease.release();
+  lease.release(); // idempotent
+  await new Promise((r) => setImmediate(r));
+  t.same(closed, ['s3:acme-metrics:AKIDACME'], 'closed when the last lease ends');
+  lease2.release();
+  // unknown tenants: no bucket while auth is required (their data must not land in the default bucket)
+  await t.rejects(reg.acquireBucket('ghost'), { code: ErrorCode.CONFIG, message: /tenant "ghost" is not in the tenants config/ });
+  await t.rejects(reg.bucketFor('ghost'), { code: ErrorCode.CONFIG });
+  const open = new TenantRegistry(await parseTenantsConfig({ ...fileConfig(), authRequired: false }, 'test', ENV), { openBucket: fake });
+  t.equal((await open.bucketFor('ghost')).name, `fs:${join(dir, 'default')}`, 'without auth, any tenant uses the default bucket');
+  await open.close();
+  await reg.close();
+});
+
+t.test('watch() also reloads when a referenced secret file changes; onSwap listeners run after each swap', async (t) => {
+  const sdir = mkdtempSync(join(tmpdir(), 'strata-tenancy-secrets-'));
+  t.teardown(() => rmSync(sdir, { recursive: true, force: true }));
+  const idFile = join(sdir, 'key-id');
+  const secretFile = join(sdir, 'secret');
+  writeFileSync(idFile, 'AKIDONE\n');
+  writeFileSync(secretFile, `${SECRET}\n`);
+  const path = join(dir, 'tenants-secrets.json');
+  writeFileSync(
+    path,
+    JSON.stringify({
+      defaultBucket: { type: 'filesystem', path: join(dir, 'default') },
+      tenants: { acme: { tokens: [hashToken(TOKEN_A)], bucket: { type: 's3', region: 'r', bucket: 'bkt', credentials: { accessKeyId: { file: idFile }, secretAccessKey: { file: secretFile } } } } },
+    }),
+  );
+  const cfg = await loadTenantsFile(path);
+  t.same(cfg.secretFiles, [idFile, secretFile], 'the secret files are known');
+  const reg = new TenantRegistry(cfg);
+  const swaps: number[] = [];
+  const off = reg.onSwap((c) => swaps.push(c.tenants.size));
+  reg.watch(path, 10);
+  t.throws(() => reg.watch(path), RangeError, 'one watch per registry');
+  // a Kubernetes Secret update: new content under a temp name, then renamed over the file
+  writeFileSync(join(sdir, '..tmp'), 'AKIDTWO\n');
+  renameSync(join(sdir, '..tmp'), idFile);
+  const deadline = Date.now() + 5000;
+  while (reg.reloads.ok < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  t.equal(reg.reloads.ok, 1, 'reloaded after the secret file changed');
+  const b = reg.config.tenants.get('acme')?.bucket;
+  t.ok(b?.type === 's3' && b.credentials?.accessKeyId === 'AKIDTWO', 'new credentials in force');
+  t.same(swaps, [1], 'the listener saw the swap');
+  off();
+  reg.swap(reg.config);
+  t.same(swaps, [1], 'removed listeners are not called');
+  await reg.close();
+});
