@@ -4,8 +4,12 @@
  */
 const benches: Record<string, () => Promise<{ main(argv: string[]): Promise<void> }>> = {
   format: () => import('./format.js'),
+  read: () => import('./read.js'),
   writer: () => import('./writer.js'),
   write: () => import('./write.js'),
+  // the names for the write benchmark: one run prints ingest and flush figures
+  ingest: () => import('./write.js'),
+  flush: () => import('./write.js'),
   // one line per benchmark module
 };
 

@@ -1,49 +1,64 @@
 /**
- * `strata demo`: writes one block of synthetic monitoring data (counters, 2-decimal gauges,
- * constants and full-entropy floats on a jittered 15 s grid) into the embedded filesystem bucket,
- * reads it back through the two-level index and checks every sample bit for bit.
+ * `strata demo`: the quickstart against a running `strata serve` (or any aggregator + gateway):
+ * pushes a small synthetic dataset (counters, 2-decimal gauges, constants, full-entropy floats
+ * on a jittered 15 s grid) for the last complete 4-hour window, seals the window, queries every
+ * series back through the gateway and checks each sample bit for bit, printing what happened.
  */
 import type { Command } from 'commander';
-import { BlockReader } from '../block/reader.js';
-import { bucketSource } from '../block/source.js';
-import { BlockWriter } from '../block/writer.js';
-import { blockKey, DEFAULT_BLOCK_DURATION_MS, windowStartOf } from '../format/key.js';
-import { openBucket } from '../objstore/index.js';
+import { QueryClient } from '../client/query.js';
+import { WriterClient } from '../client/writer.js';
+import { DEFAULT_BLOCK_DURATION_MS, windowStartOf } from '../format/key.js';
 import { synth } from './synth.js';
 
-async function demo(opts: { bucketPath: string; series: string }): Promise<void> {
-  const count = Number(opts.series);
-  if (!Number.isInteger(count) || count < 1) throw new Error(`--series must be a positive integer, got ${opts.series}`);
-  const bucket = await openBucket({ type: 'filesystem', path: opts.bucketPath });
+export interface DemoFlags {
+  write: string;
+  read: string;
+  tenant: string;
+  series: string;
+  numShards: string;
+  token?: string;
+}
+
+function sameBits(a: Float64Array, b: Float64Array): boolean {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+}
+
+async function demo(flags: DemoFlags): Promise<void> {
+  const count = Number(flags.series);
+  const numShards = Number(flags.numShards);
+  if (!Number.isInteger(count) || count < 1) throw new Error(`--series must be a positive integer, got ${flags.series}`);
+  const token = flags.token ?? process.env['STRATA_TOKEN'];
+  const window = windowStartOf(BigInt(Date.now()) - BigInt(DEFAULT_BLOCK_DURATION_MS), DEFAULT_BLOCK_DURATION_MS);
+  const perSeries = DEFAULT_BLOCK_DURATION_MS / 15000;
+  const series = Array.from({ length: count }, (_, i) => ({ id: BigInt(i + 1), ...synth(i, perSeries, window) }));
+  const writer = new WriterClient({ tenant: flags.tenant, numShards, target: flags.write, ...(token ? { authToken: token } : {}) });
+  const reader = new QueryClient({ endpoints: [flags.read], numShards, ...(token ? { token } : {}) });
   try {
-    const window = windowStartOf(BigInt(Date.now()) - BigInt(DEFAULT_BLOCK_DURATION_MS) * 2n, DEFAULT_BLOCK_DURATION_MS);
-    const key = blockKey('demo', 0, window);
-    const n = DEFAULT_BLOCK_DURATION_MS / 15000;
-    const series = Array.from({ length: count }, (_, i) => ({ id: BigInt(i + 1), samples: synth(i, n, window) }));
     const t0 = performance.now();
-    const w = new BlockWriter(bucket.upload(key), { tenant: 'demo', shard: 0, numShards: 1, windowStart: window, windowEnd: window + BigInt(DEFAULT_BLOCK_DURATION_MS) }, { expectedSeries: count });
-    for (const s of series) await w.add(s.id, s.samples);
-    const { size, footer } = await w.finish();
-    const ms = performance.now() - t0;
-    console.log(`wrote ${bucket.name}/${key}`);
-    console.log(`  ${footer.seriesCount} series, ${footer.sampleCount} samples, ${size} bytes = ${(size / footer.sampleCount).toFixed(3)} bytes/sample, in ${ms.toFixed(0)} ms`);
-    const reader = await BlockReader.open(bucketSource(bucket, key));
-    const probe = series[Math.floor(count / 2)]!;
-    const got = (await reader.readSeries(probe.id))!;
-    console.log(`  read series ${probe.id} back with ${reader.reads} range reads: ${got.timestamps.length} samples`);
+    const summary = await writer.write(series);
+    const t1 = performance.now();
+    console.log(`pushed ${count} series, ${count * perSeries} samples of tenant "${flags.tenant}" for window ${new Date(Number(window)).toISOString()} to ${flags.write} in ${(t1 - t0).toFixed(0)} ms (${JSON.stringify(summary)})`);
+    const sealed = await writer.seal(window);
+    const t2 = performance.now();
+    const blocks = sealed.filter((b) => b.samples > 0);
+    const bytes = blocks.reduce((a, b) => a + b.bytes, 0);
+    const samples = blocks.reduce((a, b) => a + b.samples, 0);
+    console.log(`sealed: ${blocks.length} blocks, ${samples} samples, ${bytes} bytes (${(bytes / Math.max(samples, 1)).toFixed(3)} bytes/sample) in ${(t2 - t1).toFixed(0)} ms`);
+    const res = await reader.query(flags.tenant, series.map((s) => s.id), { start: window, end: window + BigInt(DEFAULT_BLOCK_DURATION_MS) });
+    const t3 = performance.now();
+    const byId = new Map(res.series.map((s) => [s.id, s]));
     let exact = 0;
     for (const s of series) {
-      const r = (await reader.readSeries(s.id))!;
-      const a = Buffer.from(r.values.buffer, r.values.byteOffset, r.values.byteLength);
-      const b = Buffer.from(s.samples.values.buffer, s.samples.values.byteOffset, s.samples.values.byteLength);
-      if (a.equals(b) && r.timestamps.every((t, k) => t === s.samples.timestamps[k])) exact++;
+      const got = byId.get(s.id);
+      if (got && got.timestamps.length === s.timestamps.length && got.timestamps.every((t, k) => t === s.timestamps[k]) && sameBits(got.values, s.values)) exact++;
     }
-    console.log(`  ${exact} of ${count} series read back bit for bit`);
-    console.log(`inspect it:  node bin/strata.js block inspect ${key} --bucket-path ${opts.bucketPath}`);
-    console.log(`dump one:    node bin/strata.js block dump ${key} --bucket-path ${opts.bucketPath} --series ${probe.id} | head`);
+    console.log(`queried ${count} series back from ${flags.read} in ${(t3 - t2).toFixed(0)} ms with ${res.requests} block requests: ${exact} of ${count} identical bit for bit`);
+    const probe = series[0]!;
+    console.log(`series ${probe.id}: first samples ${[0, 1, 2].map((k) => `${probe.timestamps[k]}=${probe.values[k]}`).join(', ')}`);
     if (exact !== count) process.exitCode = 1;
   } finally {
-    await bucket.close();
+    writer.close();
+    reader.close();
   }
 }
 
@@ -51,8 +66,12 @@ async function demo(opts: { bucketPath: string; series: string }): Promise<void>
 export function registerDemoCommands(program: Command): void {
   program
     .command('demo')
-    .description('write a block of synthetic data to the embedded filesystem bucket and read it back')
-    .option('--bucket-path <dir>', 'filesystem bucket directory', './data/bucket')
+    .description('push a small generated dataset to a running strata, seal it and query it back')
+    .option('--write <host:port>', 'write endpoint (aggregator or its proxy)', '127.0.0.1:7401')
+    .option('--read <host:port>', 'read endpoint (gateway or Envoy)', '127.0.0.1:7402')
+    .option('--tenant <id>', 'tenant id', 'demo')
+    .option('--token <token>', 'bearer token of the tenant (or STRATA_TOKEN)')
     .option('--series <n>', 'number of series', '1000')
+    .option('--num-shards <n>', 'number of shards of the server', '16')
     .action(demo);
 }

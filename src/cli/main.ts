@@ -7,6 +7,9 @@ import { registerBlockCommands } from './block.js';
 import { registerAggregatorCommands } from './aggregator.js';
 import { registerPushCommands } from './push.js';
 import { registerTenantCommands } from './tenant.js';
+import { registerGatewayCommands } from './gateway.js';
+import { registerQueryCommands } from './query.js';
+import { registerServeCommands } from './serve.js';
 import { registerDemoCommands } from './demo.js';
 // command modules: one import and one register call each, in this order
 // (block) (aggregator, push) (gateway, query) (serve, demo)
@@ -18,6 +21,9 @@ registerBlockCommands(program);
 registerAggregatorCommands(program);
 registerPushCommands(program);
 registerTenantCommands(program);
+registerGatewayCommands(program);
+registerQueryCommands(program);
+registerServeCommands(program);
 registerDemoCommands(program);
 
 await program.parseAsync(process.argv);

@@ -1,0 +1,113 @@
+/**
+ * `strata gateway`: runs a storage gateway until SIGTERM/SIGINT (graceful drain).
+ * Config: defaults < JSON file (--config or STRATA_GATEWAY_CONFIG) < STRATA_GATEWAY_* < flags.
+ */
+import type { Command } from 'commander';
+import { createLogger } from '../common/logger.js';
+import { ErrorCode, StrataError } from '../errors.js';
+import { configFromEnv, configFromFile, ENV_CONFIG_FILE, parseConfigValue, parseGatewayConfig, type GatewayConfig } from '../storage-gateway/config.js';
+import { startGateway } from '../storage-gateway/gateway.js';
+
+interface GatewayFlags {
+  config?: string;
+  listen?: string;
+  metricsListen?: string;
+  cacheDir?: string;
+  cacheMaxBytes?: string;
+  cacheType?: string;
+  stalenessMs?: string;
+  bucketDir?: string;
+  logLevel?: string;
+  set: string[];
+  printConfig?: boolean;
+}
+
+/** Builds the validated config from the file, the environment and the flags. */
+export async function gatewayConfigFrom(flags: GatewayFlags, env: NodeJS.ProcessEnv): Promise<GatewayConfig> {
+  const file = flags.config ?? env[ENV_CONFIG_FILE];
+  const fromFile = file ? await configFromFile(file) : {};
+  const fromEnv = configFromEnv(env);
+  const fromFlags: Record<string, unknown> = {};
+  const named: [keyof GatewayFlags, string][] = [
+    ['listen', 'grpcListen'],
+    ['metricsListen', 'metricsListen'],
+    ['cacheDir', 'cacheDir'],
+    ['cacheMaxBytes', 'cacheMaxBytes'],
+    ['cacheType', 'cacheType'],
+    ['stalenessMs', 'stalenessMs'],
+    ['logLevel', 'logLevel'],
+  ];
+  for (const [flag, key] of named) {
+    const v = flags[flag];
+    if (typeof v === 'string') fromFlags[key] = parseConfigValue(key, v, `--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
+  }
+  if (flags.bucketDir !== undefined) fromFlags.bucket = { type: 'filesystem', path: flags.bucketDir };
+  for (const kv of flags.set) {
+    const i = kv.indexOf('=');
+    if (i <= 0) throw new StrataError(ErrorCode.CONFIG, `invalid gateway config: --set ${kv}: expected key=value`);
+    const key = kv.slice(0, i);
+    fromFlags[key] = parseConfigValue(key, kv.slice(i + 1), `--set ${key}`);
+  }
+  return parseGatewayConfig(fromFile, fromEnv, fromFlags);
+}
+
+/** The config with secrets replaced, for printing. */
+function redacted(cfg: GatewayConfig): unknown {
+  return JSON.parse(JSON.stringify(cfg, (k, v: unknown) => (k === 'secretAccessKey' || k === 'sessionToken' ? '[redacted]' : v))) as unknown;
+}
+
+/** Registers `strata gateway`. */
+export function registerGatewayCommands(program: Command): void {
+  program
+    .command('gateway')
+    .description('run a storage gateway: gRPC read API over blocks in the bucket, LMDB cache, /metrics')
+    .option('-c, --config <file>', `JSON config file (or ${ENV_CONFIG_FILE})`)
+    .option('--listen <host:port>', 'gRPC listen address (grpcListen)')
+    .option('--metrics-listen <host:port>', 'Prometheus /metrics listen address (metricsListen)')
+    .option('--cache-dir <dir>', 'LMDB cache directory (cacheDir)')
+    .option('--cache-max-bytes <n>', 'byte budget of the cache (cacheMaxBytes)')
+    .option('--cache-type <type>', 'lmdb or memory (cacheType)')
+    .option('--staleness-ms <ms>', 'serve a replaced block within this (stalenessMs)')
+    .option('--bucket-dir <dir>', 'read blocks from a filesystem bucket in <dir>')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
+    .option('--set <key=value>', 'set any config option (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--print-config', 'print the validated config (secrets hidden) and exit')
+    .action(async (flags: GatewayFlags) => {
+      let config: GatewayConfig;
+      try {
+        config = await gatewayConfigFrom(flags, process.env);
+      } catch (err) {
+        if (!(err instanceof StrataError)) throw err;
+        process.stderr.write(`strata gateway: ${err.message}\n`);
+        process.exitCode = 2;
+        return;
+      }
+      if (flags.printConfig) {
+        process.stdout.write(`${JSON.stringify(redacted(config), null, 2)}\n`);
+        return;
+      }
+      const logger = createLogger({ level: config.logLevel, name: 'gateway' });
+      let running: Awaited<ReturnType<typeof startGateway>>;
+      try {
+        running = await startGateway({ config, logger });
+      } catch (err) {
+        logger.fatal({ err }, 'gateway cannot start');
+        process.exit(1);
+      }
+      let exiting = false;
+      const stop = (signal: string): void => {
+        if (exiting) return;
+        exiting = true;
+        logger.info({ signal }, 'shutdown requested');
+        running.shutdown().then(
+          () => process.exit(0),
+          (err: unknown) => {
+            logger.error({ err }, 'shutdown failed');
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+    });
+}

@@ -1,0 +1,132 @@
+/**
+ * `strata serve`: the all-in-one process on the embedded default. One shard aggregator owning
+ * every shard and one storage gateway share a filesystem bucket under `<data-dir>/bucket`; the WAL
+ * lives in `<data-dir>/wal` and the gateway's LMDB cache in `<data-dir>/cache`. No other server is
+ * needed. The same typed configs as `strata aggregator` / `strata gateway` are built underneath,
+ * so every option of theirs can be set with `--aggregator-set` / `--gateway-set key=value`.
+ */
+import { join, resolve } from 'node:path';
+import type { Command } from 'commander';
+import { createLogger } from '../common/logger.js';
+import { StrataError } from '../errors.js';
+import { openBucket } from '../objstore/index.js';
+import { parseAggregatorConfig, parseConfigValue as parseAggregatorValue, type AggregatorConfig } from '../shard-aggregator/config.js';
+import { startAggregatorServer } from '../shard-aggregator/server.js';
+import { parseGatewayConfig, parseConfigValue as parseGatewayValue, type GatewayConfig } from '../storage-gateway/config.js';
+import { startGateway } from '../storage-gateway/gateway.js';
+
+export interface ServeFlags {
+  dataDir: string;
+  numShards: string;
+  writeListen: string;
+  readListen: string;
+  writeMetricsListen: string;
+  readMetricsListen: string;
+  logLevel: string;
+  aggregatorSet: string[];
+  gatewaySet: string[];
+}
+
+function setLayer(pairs: readonly string[], parse: (key: string, raw: string, source: string) => unknown, what: string): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const p of pairs) {
+    const eq = p.indexOf('=');
+    if (eq <= 0) throw new StrataError('ERR_STRATA_CONFIG', `--${what}-set ${p}: expected key=value`);
+    const key = p.slice(0, eq);
+    out[key] = parse(key, p.slice(eq + 1), `--${what}-set`);
+  }
+  return out;
+}
+
+/** The two services' configs for an all-in-one process (exported for tests). */
+export function serveConfigs(flags: ServeFlags): { aggregator: AggregatorConfig; gateway: GatewayConfig } {
+  const dir = resolve(flags.dataDir);
+  const numShards = Number(flags.numShards);
+  const bucket = { type: 'filesystem', path: join(dir, 'bucket') };
+  const aggregator = parseAggregatorConfig(
+    {
+      grpcListen: flags.writeListen,
+      metricsListen: flags.writeMetricsListen,
+      walDir: join(dir, 'wal'),
+      bucket,
+      numShards,
+      shards: Array.from({ length: Number.isInteger(numShards) && numShards > 0 ? numShards : 0 }, (_, i) => i),
+      logLevel: flags.logLevel,
+    },
+    setLayer(flags.aggregatorSet, parseAggregatorValue, 'aggregator'),
+  );
+  const gateway = parseGatewayConfig(
+    {
+      grpcListen: flags.readListen,
+      metricsListen: flags.readMetricsListen,
+      bucket,
+      cacheDir: join(dir, 'cache'),
+      logLevel: flags.logLevel,
+    },
+    setLayer(flags.gatewaySet, parseGatewayValue, 'gateway'),
+  );
+  return { aggregator, gateway };
+}
+
+async function serve(flags: ServeFlags): Promise<void> {
+  let cfg: ReturnType<typeof serveConfigs>;
+  try {
+    cfg = serveConfigs(flags);
+  } catch (err) {
+    if (!(err instanceof StrataError)) throw err;
+    process.stderr.write(`strata serve: ${err.message}\n`);
+    process.exitCode = 2;
+    return;
+  }
+  const logger = createLogger({ level: cfg.aggregator.logLevel, name: 'serve' });
+  const bucket = await openBucket(cfg.aggregator.bucket ?? cfg.gateway.bucket); // the same bucket (serve takes no tenants file)
+  const aggregator = await startAggregatorServer({ config: cfg.aggregator, logger: logger.child({ role: 'aggregator' }), bucket });
+  const gateway = await startGateway({ config: cfg.gateway, logger: logger.child({ role: 'gateway' }), bucket });
+  await aggregator.ready;
+  logger.info(
+    {
+      write: `${cfg.aggregator.grpcListen.replace(/:\d+$/, '')}:${aggregator.grpcPort}`,
+      read: `${cfg.gateway.grpcListen.replace(/:\d+$/, '')}:${gateway.grpcPort}`,
+      metrics: [aggregator.metricsPort, gateway.metricsPort],
+      bucket: bucket.name,
+      numShards: cfg.aggregator.numShards,
+    },
+    'strata is serving',
+  );
+  let exiting = false;
+  const stop = (signal: string): void => {
+    if (exiting) return;
+    exiting = true;
+    logger.info({ signal }, 'shutdown requested');
+    Promise.all([aggregator.shutdown(), gateway.shutdown()])
+      .then(() => bucket.close())
+      .then(
+        () => process.exit(0),
+        (err: unknown) => {
+          logger.error({ err }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+const collect = (v: string, acc: string[]) => [...acc, v];
+
+/** Registers `strata serve`. */
+export function registerServeCommands(program: Command): void {
+  program
+    .command('serve')
+    .description('run an aggregator (all shards) and a gateway in one process on a local filesystem bucket')
+    .option('--data-dir <dir>', 'bucket, WAL and cache go under this directory', './data')
+    .option('--num-shards <n>', 'number of shards', '16')
+    .option('--write-listen <host:port>', 'gRPC write API', '127.0.0.1:7401')
+    .option('--read-listen <host:port>', 'gRPC read API', '127.0.0.1:7402')
+    .option('--write-metrics-listen <host:port>', "aggregator's /metrics", '127.0.0.1:9401')
+    .option('--read-metrics-listen <host:port>', "gateway's /metrics", '127.0.0.1:9402')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
+    .option('--aggregator-set <key=value>', 'any aggregator option (repeatable)', collect, [] as string[])
+    .option('--gateway-set <key=value>', 'any gateway option (repeatable)', collect, [] as string[])
+    .action(serve);
+}

@@ -1,0 +1,104 @@
+/**
+ * Planning of a query: (tenant, series ids, `[start, end)`) → one request per (window, shard)
+ * block that can hold samples, and the routing of each request to a gateway. Pure.
+ */
+import { InvalidArgumentError } from '../errors.js';
+import { validateTenant, windowStartOf } from '../format/key.js';
+
+const U64_MAX = (1n << 64n) - 1n;
+
+/** The block layout the data was written with. */
+export interface BlockLayout {
+  readonly numShards: number;
+  readonly blockDurationMs: number;
+}
+
+/** One request of a plan: some series of one block, over the part of the range in its window. */
+export interface BlockRequest {
+  readonly tenant: string;
+  readonly shard: number;
+  readonly windowStart: bigint;
+  /** Ascending, no duplicates; all in `shard`. */
+  readonly ids: readonly bigint[];
+  /** `[start, end)` clipped to the window. */
+  readonly start: bigint;
+  readonly end: bigint;
+  /** Value of the `x-strata-block` routing header: `<tenant>/<shard>/<windowStart>`. */
+  readonly routingKey: string;
+}
+
+/**
+ * Splits a query into block requests, window by window (ascending), shard by shard within a
+ * window. An empty range (end <= start) or an empty id list gives no request. Windows before the
+ * epoch hold no blocks and are skipped.
+ * @throws InvalidArgumentError for a bad tenant, an id outside uint64, or more than `maxBlocks`
+ *   requests.
+ */
+export function planQuery(
+  tenant: string,
+  ids: readonly bigint[],
+  start: bigint,
+  end: bigint,
+  layout: BlockLayout,
+  maxBlocks = 1_000_000,
+): BlockRequest[] {
+  validateTenant(tenant);
+  if (!Number.isInteger(layout.numShards) || layout.numShards < 1) throw new InvalidArgumentError('numShards', `${layout.numShards} is not a positive integer`);
+  if (!Number.isInteger(layout.blockDurationMs) || layout.blockDurationMs < 1) {
+    throw new InvalidArgumentError('blockDurationMs', `${layout.blockDurationMs} is not a positive integer`);
+  }
+  for (const id of ids) if (id < 0n || id > U64_MAX) throw new InvalidArgumentError('ids', `${id} is not a uint64`);
+  const from = start < 0n ? 0n : start;
+  if (end <= from || ids.length === 0) return [];
+  const d = BigInt(layout.blockDurationMs);
+  const shards = BigInt(layout.numShards);
+  const byShard = new Map<number, bigint[]>();
+  for (const id of [...new Set(ids)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))) {
+    const s = Number(id % shards);
+    let list = byShard.get(s);
+    if (!list) byShard.set(s, (list = []));
+    list.push(id);
+  }
+  const first = windowStartOf(from, layout.blockDurationMs);
+  const windows = (end - 1n - first) / d + 1n;
+  if (windows * BigInt(byShard.size) > BigInt(maxBlocks)) {
+    throw new InvalidArgumentError('range', `[${start}, ${end}) over ${byShard.size} shards is ${windows * BigInt(byShard.size)} block requests, more than ${maxBlocks}`);
+  }
+  const shardOrder = [...byShard.keys()].sort((a, b) => a - b);
+  const out: BlockRequest[] = [];
+  for (let ws = first; ws < end; ws += d) {
+    const s0 = from > ws ? from : ws;
+    const e0 = end < ws + d ? end : ws + d;
+    for (const shard of shardOrder) {
+      out.push({ tenant, shard, windowStart: ws, ids: byShard.get(shard)!, start: s0, end: e0, routingKey: `${tenant}/${shard}/${ws}` });
+    }
+  }
+  return out;
+}
+
+/** 32-bit FNV-1a of a string with a murmur3 finalizer. */
+function hash32(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/**
+ * Endpoints in rendezvous-hashing order for `routingKey` (highest score first): a block always
+ * goes to the same gateway of a static list, and to the next one when that one is unavailable,
+ * like Envoy's Maglev does for the production path. Order of `endpoints` does not matter.
+ */
+export function rankEndpoints(routingKey: string, endpoints: readonly string[]): string[] {
+  return endpoints
+    .map((e) => ({ e, score: hash32(`${e}\u0000${routingKey}`) }))
+    .sort((a, b) => b.score - a.score || (a.e < b.e ? -1 : a.e > b.e ? 1 : 0))
+    .map((x) => x.e);
+}

@@ -1,0 +1,180 @@
+/**
+ * Decoding of Read responses (proto/read.proto) on the client: the fragments of one block's
+ * stream become per-series pieces of little-endian columns, and the pieces of all blocks are
+ * merged per series in time order. RUNS responses are checked against their CRC32C and decoded
+ * here (src/format/run.ts), then cut to the request's range.
+ */
+import { crc32c } from '@node-rs/crc32';
+import { sliceSamples } from '../block/reader.js';
+import { decodeRun } from '../format/run.js';
+import type { ReadResponseView } from './query-codec.js';
+
+/** A response that breaks the protocol (a gateway bug or a damaged stream). */
+export class ResponseFormatError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ResponseFormatError';
+  }
+}
+
+/**
+ * Samples of one series from one block: decoded columns (RUNS), or little-endian byte columns
+ * of the received message, 8 bytes per sample (RAW).
+ */
+export type Piece =
+  | { readonly n: number; readonly timestamps: BigInt64Array; readonly values: Float64Array }
+  | { readonly n: number; readonly timestamps: Uint8Array; readonly values: Uint8Array };
+
+/** The samples of one series. */
+export interface SeriesSamples {
+  readonly id: bigint;
+  readonly timestamps: BigInt64Array;
+  readonly values: Float64Array;
+}
+
+function bytesOf(a: BigInt64Array | Float64Array): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+/** Collects the messages of one block's response stream; see the module comment. */
+export class BlockAssembler {
+  /** Series in stream order with their pieces. */
+  readonly series = new Map<bigint, Piece[]>();
+  blockId = '';
+  messages = 0;
+  bytes = 0;
+  private last: bigint | null = null;
+  private runId: bigint | null = null;
+  private runCrc = 0;
+  private runParts: Buffer[] = [];
+
+  constructor(
+    private readonly wanted: ReadonlySet<bigint>,
+    private readonly encoding: 'raw' | 'runs',
+    private readonly range: { readonly start: bigint; readonly end: bigint },
+    private readonly blockName: string,
+  ) {}
+
+  add(msg: ReadResponseView): void {
+    if (this.messages === 0) this.blockId = msg.blockId;
+    this.messages++;
+    const ids = msg.seriesIds;
+    if (ids.length % 8 !== 0) throw this.bad(`series_ids of ${ids.length} bytes`);
+    const n = ids.length / 8;
+    if (this.encoding === 'raw') this.addRaw(msg, n);
+    else this.addRuns(msg, n);
+  }
+
+  /** Ends the stream (decodes a pending run). */
+  finish(): void {
+    if (this.encoding === 'runs') this.flushRun();
+  }
+
+  private seriesId(ids: Buffer, i: number): bigint {
+    const id = ids.readBigUInt64LE(i * 8);
+    if (!this.wanted.has(id)) throw this.bad(`series ${id} was not asked for`);
+    if (this.last !== null && id < this.last) throw this.bad(`series ${id} after ${this.last}`);
+    return id;
+  }
+
+  private pieces(id: bigint): Piece[] {
+    let list = this.series.get(id);
+    if (!list) {
+      if (this.last === id) throw this.bad(`series ${id} is not contiguous`);
+      this.series.set(id, (list = []));
+    } else if (this.last !== id) {
+      throw this.bad(`series ${id} is not contiguous`);
+    }
+    this.last = id;
+    return list;
+  }
+
+  private addRaw(msg: ReadResponseView, n: number): void {
+    if (msg.sampleCounts.length !== n * 4) throw this.bad(`${n} series with ${msg.sampleCounts.length} bytes of counts`);
+    let total = 0;
+    for (let i = 0; i < n; i++) total += msg.sampleCounts.readUInt32LE(i * 4);
+    if (msg.timestamps.length !== total * 8 || msg.values.length !== total * 8) {
+      throw this.bad(`${total} samples with ${msg.timestamps.length} bytes of timestamps and ${msg.values.length} of values`);
+    }
+    this.bytes += total * 16;
+    let at = 0;
+    for (let i = 0; i < n; i++) {
+      const id = this.seriesId(msg.seriesIds, i);
+      const k = msg.sampleCounts.readUInt32LE(i * 4);
+      this.pieces(id).push({ n: k, timestamps: msg.timestamps.subarray(at, at + k * 8), values: msg.values.subarray(at, at + k * 8) });
+      at += k * 8;
+    }
+  }
+
+  private addRuns(msg: ReadResponseView, n: number): void {
+    if (msg.runLengths.length !== n * 4 || msg.runCrcs.length !== n * 4) throw this.bad(`${n} series with ${msg.runLengths.length} bytes of run lengths`);
+    let total = 0;
+    for (let i = 0; i < n; i++) total += msg.runLengths.readUInt32LE(i * 4);
+    if (msg.runs.length !== total) throw this.bad(`runs of ${msg.runs.length} bytes, lengths say ${total}`);
+    this.bytes += total;
+    let at = 0;
+    for (let i = 0; i < n; i++) {
+      const id = msg.seriesIds.readBigUInt64LE(i * 8);
+      const len = msg.runLengths.readUInt32LE(i * 4);
+      if (id !== this.runId) {
+        this.flushRun();
+        this.seriesId(msg.seriesIds, i);
+        this.runId = id;
+        this.runCrc = msg.runCrcs.readUInt32LE(i * 4);
+      }
+      this.runParts.push(msg.runs.subarray(at, at + len));
+      at += len;
+    }
+  }
+
+  private flushRun(): void {
+    const id = this.runId;
+    if (id === null) return;
+    const run = this.runParts.length === 1 ? this.runParts[0]! : Buffer.concat(this.runParts);
+    this.runParts = [];
+    this.runId = null;
+    if (crc32c(run) !== this.runCrc) throw this.bad(`run of series ${id}: checksum mismatch`);
+    const s = sliceSamples(decodeRun(run, { object: this.blockName, offset: 0 }), this.range);
+    const list = this.pieces(id);
+    if (s.timestamps.length > 0) list.push({ n: s.timestamps.length, timestamps: s.timestamps, values: s.values });
+  }
+
+  private bad(what: string): ResponseFormatError {
+    return new ResponseFormatError(`malformed response for block ${this.blockName}: ${what}`);
+  }
+}
+
+/**
+ * Joins the pieces of each series of `ids` (ascending) from `blocks` (in time order), one result
+ * per id, empty when no block had samples of it.
+ */
+export function mergeSeries(ids: readonly bigint[], blocks: readonly BlockAssembler[]): SeriesSamples[] {
+  const all = new Map<bigint, Piece[]>();
+  for (const b of blocks) {
+    for (const [id, pieces] of b.series) {
+      let list = all.get(id);
+      if (!list) all.set(id, (list = []));
+      for (const p of pieces) list.push(p);
+    }
+  }
+  return ids.map((id) => {
+    const pieces = all.get(id) ?? [];
+    const only = pieces.length === 1 ? pieces[0]! : null;
+    if (only && only.timestamps instanceof BigInt64Array && only.values instanceof Float64Array) {
+      return { id, timestamps: only.timestamps, values: only.values }; // decoded: no copy
+    }
+    let n = 0;
+    for (const p of pieces) n += p.n;
+    const timestamps = new BigInt64Array(n);
+    const values = new Float64Array(n);
+    const tb = bytesOf(timestamps);
+    const vb = bytesOf(values);
+    let at = 0;
+    for (const p of pieces) {
+      tb.set(p.timestamps instanceof BigInt64Array ? bytesOf(p.timestamps) : p.timestamps, at);
+      vb.set(p.values instanceof Float64Array ? bytesOf(p.values) : p.values, at);
+      at += p.n * 8;
+    }
+    return { id, timestamps, values };
+  });
+}

@@ -1,0 +1,250 @@
+/**
+ * Query client for the query service: reads the samples of series ids over `[start, end)` from
+ * the storage gateways (proto/read.proto).
+ *
+ * - splits the query into one request per (window, shard) block (query-plan.ts);
+ * - sets `x-strata-block` (Envoy's Maglev hash key), `x-strata-tenant` and, when given,
+ *   `authorization: Bearer <token>`;
+ * - sends to one endpoint (Envoy) or to a static list of gateways, where each block goes to the
+ *   same gateway by rendezvous hashing (so its cache stays warm) and a retry to the next one;
+ * - keeps at most `concurrency` requests in flight; the whole query shares one deadline;
+ * - retries a request once on UNAVAILABLE (its partial response is dropped);
+ * - merges each series' samples in time order (query-wire.ts).
+ */
+import { setMaxListeners } from 'node:events';
+import { Client, credentials, Metadata, status, type ChannelCredentials, type ServiceError } from '@grpc/grpc-js';
+import { InvalidArgumentError } from '../errors.js';
+import { DEFAULT_BLOCK_DURATION_MS } from '../format/key.js';
+import { planQuery, rankEndpoints, type BlockRequest } from './query-plan.js';
+import { decodeReadResponse, encodeReadRequest, ENCODING_RAW, ENCODING_RUNS, ProtoDecodeError, READ_METHOD_PATH, type ReadRequestFields, type ReadResponseView } from './query-codec.js';
+import { BlockAssembler, mergeSeries, ResponseFormatError, type SeriesSamples } from './query-wire.js';
+
+export type { SeriesSamples } from './query-wire.js';
+
+/** How samples travel from the gateway (see the gateway README for the measurements). */
+export type ReadEncoding = 'raw' | 'runs';
+
+/** The encoding the client asks for unless told otherwise (measured: see the gateway README). */
+export const DEFAULT_ENCODING: ReadEncoding = 'runs';
+
+/** Options of a {@link QueryClient}. */
+export interface QueryClientOptions {
+  /** `host:port` of Envoy, or of each gateway of a static list. */
+  readonly endpoints: readonly string[];
+  /** Layout the blocks were written with. */
+  readonly numShards: number;
+  readonly blockDurationMs?: number;
+  /** Requests in flight per query (default 32). */
+  readonly concurrency?: number;
+  /** Deadline of a whole query (default 30 s). */
+  readonly deadlineMs?: number;
+  readonly encoding?: ReadEncoding;
+  /** Bearer token sent as `authorization`. */
+  readonly token?: string;
+  /** Default insecure (plaintext, as inside a cluster). */
+  readonly credentials?: ChannelCredentials;
+  /** Largest response message accepted (default 64 MiB; the gateway's maxMessageBytes must fit). */
+  readonly maxReceiveMessageBytes?: number;
+  /** Largest number of block requests one query may need (default 1,000,000). */
+  readonly maxBlocksPerQuery?: number;
+}
+
+/** Per-call options. */
+export interface QueryOptions {
+  readonly signal?: AbortSignal;
+  /** Overrides the client's deadlineMs for this query. */
+  readonly deadlineMs?: number;
+}
+
+/** A query's samples and what it took. */
+export interface QueryResult {
+  /** One entry per distinct requested id, ascending, with its samples in time order. */
+  readonly series: SeriesSamples[];
+  /** Block requests sent (retries not counted), and retries. */
+  readonly requests: number;
+  readonly retries: number;
+  /** Response messages and payload bytes received. */
+  readonly messages: number;
+  readonly bytes: number;
+  /** Requests whose window had a block. */
+  readonly blocksFound: number;
+}
+
+/** A block request that failed; `code` is the gRPC status. */
+export class QueryError extends Error {
+  constructor(
+    readonly code: status,
+    readonly block: string,
+    readonly endpoint: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'QueryError';
+  }
+}
+
+/** See the module comment. One client per process is enough; close() it at the end. */
+export class QueryClient {
+  private readonly clients = new Map<string, Client>();
+  private readonly endpoints: readonly string[];
+  private readonly blockDurationMs: number;
+  private readonly concurrency: number;
+  private readonly deadlineMs: number;
+  private readonly encoding: ReadEncoding;
+
+  constructor(private readonly opts: QueryClientOptions) {
+    if (opts.endpoints.length === 0) throw new InvalidArgumentError('endpoints', 'at least one endpoint is needed');
+    this.endpoints = [...new Set(opts.endpoints)];
+    this.blockDurationMs = opts.blockDurationMs ?? DEFAULT_BLOCK_DURATION_MS;
+    this.concurrency = opts.concurrency ?? 32;
+    this.deadlineMs = opts.deadlineMs ?? 30_000;
+    this.encoding = opts.encoding ?? DEFAULT_ENCODING;
+    if (!(this.concurrency >= 1)) throw new InvalidArgumentError('concurrency', 'must be at least 1');
+  }
+
+  /**
+   * Samples of `ids` with timestamps in `[start, end)`.
+   * @throws InvalidArgumentError for a bad query; QueryError for a failed block request (the
+   *   first failure cancels the rest); an AbortError-like reason when `signal` aborts.
+   */
+  async query(tenant: string, ids: readonly bigint[], range: { readonly start: bigint; readonly end: bigint }, opts: QueryOptions = {}): Promise<QueryResult> {
+    if (opts.signal?.aborted) throw opts.signal.reason;
+    const plan = planQuery(tenant, ids, range.start, range.end, { numShards: this.opts.numShards, blockDurationMs: this.blockDurationMs }, this.opts.maxBlocksPerQuery);
+    const wanted = [...new Set(ids)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    const deadline = Date.now() + (opts.deadlineMs ?? this.deadlineMs);
+    const ac = new AbortController();
+    setMaxListeners(this.concurrency + 8, ac.signal); // one listener per request in flight
+    const onAbort = (): void => ac.abort(opts.signal!.reason);
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    const results = new Array<BlockAssembler>(plan.length);
+    let retries = 0;
+    let next = 0;
+    let failure: unknown = null;
+    const worker = async (): Promise<void> => {
+      while (next < plan.length && failure === null) {
+        const i = next++;
+        try {
+          const r = await this.readBlock(plan[i]!, deadline, ac.signal);
+          retries += r.retries;
+          results[i] = r.assembler;
+        } catch (err) {
+          failure ??= err;
+          ac.abort(err);
+        }
+      }
+    };
+    try {
+      await Promise.all(Array.from({ length: Math.min(this.concurrency, plan.length) }, worker));
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+    }
+    if (failure !== null) throw failure;
+    let messages = 0;
+    let bytes = 0;
+    let blocksFound = 0;
+    for (const r of results) {
+      messages += r.messages;
+      bytes += r.bytes;
+      if (r.blockId !== '') blocksFound++;
+    }
+    return { series: mergeSeries(wanted, results), requests: plan.length, retries, messages, bytes, blocksFound };
+  }
+
+  /** Closes the channels. */
+  close(): void {
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
+  }
+
+  private client(endpoint: string): Client {
+    let c = this.clients.get(endpoint);
+    if (!c) {
+      const max = this.opts.maxReceiveMessageBytes ?? 64 * 1024 * 1024;
+      c = new Client(endpoint, this.opts.credentials ?? credentials.createInsecure(), {
+        'grpc.max_receive_message_length': max,
+        // a large HTTP/2 window: a block's answer streams without waiting for window updates
+        'grpc-node.flow_control_window': 16 * 1024 * 1024,
+      });
+      this.clients.set(endpoint, c);
+    }
+    return c;
+  }
+
+  private async readBlock(req: BlockRequest, deadline: number, signal: AbortSignal): Promise<{ assembler: BlockAssembler; retries: number }> {
+    const order = this.endpoints.length === 1 ? this.endpoints : rankEndpoints(req.routingKey, this.endpoints);
+    for (let attempt = 0; ; attempt++) {
+      const endpoint = order[attempt % order.length]!;
+      try {
+        return { assembler: await this.call(endpoint, req, deadline, signal), retries: attempt };
+      } catch (err) {
+        if (signal.aborted) throw signal.reason;
+        const code = (err as Partial<ServiceError>).code;
+        if (attempt === 0 && code === status.UNAVAILABLE && Date.now() < deadline) continue;
+        if (err instanceof ResponseFormatError) throw new QueryError(status.INTERNAL, req.routingKey, endpoint, err.message, { cause: err });
+        if (typeof code === 'number') {
+          const details = (err as ServiceError).details || (err as Error).message;
+          throw new QueryError(code, req.routingKey, endpoint, `reading block ${req.routingKey} from ${endpoint}: ${status[code] ?? code}: ${details}`, { cause: err });
+        }
+        throw err;
+      }
+    }
+  }
+
+  private call(endpoint: string, req: BlockRequest, deadline: number, signal: AbortSignal): Promise<BlockAssembler> {
+    if (signal.aborted) return Promise.reject(signal.reason as Error);
+    const md = new Metadata();
+    md.set('x-strata-block', req.routingKey);
+    md.set('x-strata-tenant', req.tenant);
+    if (this.opts.token !== undefined) md.set('authorization', `Bearer ${this.opts.token}`);
+    const ids = Buffer.allocUnsafe(req.ids.length * 8);
+    req.ids.forEach((id, i) => ids.writeBigUInt64LE(id, i * 8));
+    const wire: ReadRequestFields = {
+      tenant: req.tenant,
+      shard: req.shard,
+      numShards: this.opts.numShards,
+      windowStartMs: req.windowStart,
+      seriesIds: ids,
+      startMs: req.start,
+      endMs: req.end,
+      encoding: this.encoding === 'runs' ? ENCODING_RUNS : ENCODING_RAW,
+    };
+    const asm = new BlockAssembler(new Set(req.ids), this.encoding, { start: req.start, end: req.end }, req.routingKey);
+    return new Promise<BlockAssembler>((resolve, reject) => {
+      let settled = false;
+      const call = this.client(endpoint).makeServerStreamRequest<ReadRequestFields, ReadResponseView>(READ_METHOD_PATH, encodeReadRequest, decodeReadResponse, wire, md, {
+        deadline: new Date(deadline),
+      });
+      const finish = (err: unknown): void => {
+        if (settled) return;
+        settled = true;
+        signal.removeEventListener('abort', onAbort);
+        if (err === null) resolve(asm);
+        else reject(err as Error);
+      };
+      const onAbort = (): void => {
+        call.cancel();
+        finish(signal.reason);
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      call.on('data', (msg: ReadResponseView) => {
+        if (settled) return;
+        try {
+          asm.add(msg);
+        } catch (err) {
+          call.cancel();
+          finish(err);
+        }
+      });
+      call.on('error', (err: unknown) => finish(err instanceof ProtoDecodeError ? new ResponseFormatError(err.message) : err));
+      call.on('end', () => {
+        try {
+          asm.finish();
+          finish(null);
+        } catch (err) {
+          finish(err);
+        }
+      });
+    });
+  }
+}

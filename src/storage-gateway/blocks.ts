@@ -1,0 +1,310 @@
+/**
+ * Block directory: turns (tenant, shard, window) into the block currently stored there, opened:
+ * footer and index of index decoded (typed arrays) and kept in a byte-bounded in-memory LRU, plus
+ * the decoded index pages the reads needed (a second LRU).
+ *
+ * Freshness. An opened block remembers when its object was last read from the bucket. Younger
+ * than `stalenessMs`, it is used as is (from memory, or after a restart from the byte cache's
+ * pointer and tail); past half of that, a read also starts a background re-check; past it, the
+ * read waits for a fresh suffix read. A fresh read that finds another block id drops the old
+ * block from the caches: a gateway serves a replaced block within `stalenessMs`, and since every
+ * cached range is keyed by block id, it never mixes two versions.
+ *
+ * A missing object is "no block" and is remembered (negative cache) for `negativeTtlMs` while
+ * its window may still be uploading (it ended less than `uploadGraceMs` ago), else for
+ * `stalenessMs`.
+ */
+import { crc32c } from '@node-rs/crc32';
+import type { Logger } from 'pino';
+import { BlockReader } from '../block/reader.js';
+import { CorruptionError, ErrorCode, StrataError, hasCode } from '../errors.js';
+import { decodeFooter, FOOTER_LEN, type Footer } from '../format/footer.js';
+import { decodeIoi, type IndexOfIndex } from '../index/ioi.js';
+import type { IndexPage } from '../index/page.js';
+import type { BucketReader, RangeResult } from '../objstore/bucket.js';
+import type { CacheStore } from './cache/store.js';
+import type { RangeFetcher } from './fetcher.js';
+import { ByteLru } from './lru.js';
+import type { GatewayMetrics } from './metrics.js';
+import { raceSignal, SingleFlight } from './single-flight.js';
+
+/** Which block to read: its identity and object key. */
+export interface BlockAddress {
+  readonly tenant: string;
+  readonly shard: number;
+  readonly windowStart: bigint;
+  readonly windowEnd: bigint;
+  /** blockKey(tenant, shard, windowStart). */
+  readonly key: string;
+}
+
+/** A block whose footer and index of index are decoded. */
+export interface OpenBlock {
+  readonly key: string;
+  readonly blockId: string;
+  readonly footer: Footer;
+  readonly ioi: IndexOfIndex;
+  readonly size: number;
+  /** Offset of the tail: index of index, then footer. */
+  readonly tailOffset: number;
+  /** When the object was last read from the bucket and held this block. */
+  readonly checkedAtMs: number;
+}
+
+/** Settings of a {@link BlockDirectory}. */
+export interface BlockDirectoryOptions {
+  readonly suffixBytes: number;
+  readonly stalenessMs: number;
+  readonly negativeTtlMs: number;
+  readonly uploadGraceMs: number;
+  readonly openBlocksMaxBytes: number;
+  readonly pagesMaxBytes: number;
+}
+
+/** Dependencies of a {@link BlockDirectory}. */
+export interface BlockDirectoryDeps {
+  readonly bucket: BucketReader;
+  readonly store: CacheStore;
+  readonly fetcher: RangeFetcher;
+  readonly metrics: GatewayMetrics;
+  readonly now: () => number;
+  readonly logger: Logger;
+}
+
+const OPEN_BLOCK_OVERHEAD = 1024;
+const PAGE_OVERHEAD = 256;
+/** Bytes of one decoded page entry: id, offset, length, count, min/max time (8 each), crc (4). */
+const PAGE_ENTRY_BYTES = 52;
+/** Reads of the tail tried before giving up on an object that keeps changing under us. */
+const TAIL_ATTEMPTS = 3;
+
+/** See the module comment. */
+export class BlockDirectory {
+  private readonly open_: ByteLru<string, OpenBlock>;
+  private readonly pages_: ByteLru<string, IndexPage>;
+  private readonly negative = new Map<string, number>();
+  private readonly tails = new SingleFlight<string, OpenBlock | null>();
+
+  constructor(
+    private readonly deps: BlockDirectoryDeps,
+    private readonly opts: BlockDirectoryOptions,
+  ) {
+    this.open_ = new ByteLru(opts.openBlocksMaxBytes);
+    this.pages_ = new ByteLru(opts.pagesMaxBytes);
+  }
+
+  /** Opened blocks held in memory (for tests). */
+  get openCount(): number {
+    return this.open_.size;
+  }
+
+  /** The block at `addr`, or null when the window has no block. */
+  async open(addr: BlockAddress, signal?: AbortSignal): Promise<OpenBlock | null> {
+    const { metrics } = this.deps;
+    const now = this.deps.now();
+    const mem = this.open_.get(addr.key);
+    if (mem) {
+      const age = now - mem.checkedAtMs;
+      if (age < this.opts.stalenessMs) {
+        metrics.cacheHits.inc({ layer: 'open_block' });
+        if (age >= this.opts.stalenessMs / 2 && !this.tails.get(addr.key)) {
+          this.refresh(addr).catch((err: unknown) => this.deps.logger.warn({ err, key: addr.key }, 'background block re-check failed'));
+        }
+        return mem;
+      }
+    }
+    metrics.cacheMisses.inc({ layer: 'open_block' });
+    const until = this.negative.get(addr.key);
+    if (until !== undefined) {
+      if (until > now) {
+        metrics.negativeHits.inc();
+        return null;
+      }
+      this.negative.delete(addr.key);
+    }
+    if (!mem) {
+      const stored = this.openFromStore(addr, now);
+      if (stored) return stored;
+    }
+    return this.refresh(addr, signal);
+  }
+
+  /** Re-reads the block's tail from the bucket (shared by concurrent callers). */
+  refresh(addr: BlockAddress, signal?: AbortSignal): Promise<OpenBlock | null> {
+    return raceSignal(this.tails.do(addr.key, () => this.readTail(addr)).promise, signal);
+  }
+
+  /** Decoded index pages `nos` of `block`, in input order. */
+  async pages(block: OpenBlock, nos: readonly number[], signal?: AbortSignal): Promise<IndexPage[]> {
+    const out = new Array<IndexPage>(nos.length);
+    const need: number[] = [];
+    for (let i = 0; i < nos.length; i++) {
+      const p = this.pages_.get(`${block.blockId}/${nos[i]}`);
+      if (p) out[i] = p;
+      else need.push(i);
+    }
+    const { metrics } = this.deps;
+    if (nos.length > need.length) metrics.cacheHits.inc({ layer: 'page' }, nos.length - need.length);
+    if (need.length === 0) return out;
+    metrics.cacheMisses.inc({ layer: 'page' }, need.length);
+    const { ioi } = block;
+    const bytes = await this.deps.fetcher.fetch(
+      block.key,
+      block.blockId,
+      need.map((i) => {
+        const p = nos[i]!;
+        return { offset: ioi.offsets[p]!, length: ioi.lengths[p]!, crc: ioi.crcs[p]!, what: `index page ${p}` };
+      }),
+      signal,
+    );
+    for (let j = 0; j < need.length; j++) {
+      const i = need[j]!;
+      const p = nos[i]!;
+      const page = BlockReader.decodePageBytes(block.key, ioi, p, bytes[j]!, block.footer.samples.length);
+      this.pages_.set(`${block.blockId}/${p}`, page, PAGE_OVERHEAD + page.count * PAGE_ENTRY_BYTES);
+      out[i] = page;
+    }
+    return out;
+  }
+
+  /** Opens the block from the byte cache when its pointer is fresh enough; null otherwise. */
+  private openFromStore(addr: BlockAddress, now: number): OpenBlock | null {
+    const { store, metrics, logger } = this.deps;
+    const ptr = store.getPointer(addr.key);
+    if (!ptr || now - ptr.checkedAtMs >= this.opts.stalenessMs) return null;
+    const tail = store.getRange(ptr.blockId, ptr.tailOffset, ptr.size - ptr.tailOffset);
+    if (!tail) {
+      metrics.cacheMisses.inc({ layer: 'tail' });
+      return null;
+    }
+    try {
+      const block = decodeTail(addr, tail, ptr.tailOffset, ptr.size, ptr.checkedAtMs);
+      if (block.blockId !== ptr.blockId) throw new CorruptionError(addr.key, ptr.tailOffset, `cached tail holds block ${block.blockId}, pointer says ${ptr.blockId}`);
+      metrics.cacheHits.inc({ layer: 'tail' });
+      this.remember(block);
+      return block;
+    } catch (err) {
+      if (!(err instanceof StrataError)) throw err;
+      metrics.cacheCorrupt.inc();
+      logger.warn({ err, key: addr.key }, 'dropping damaged cached block tail');
+      store.dropBlock(ptr.blockId);
+      return null;
+    }
+  }
+
+  private async readTail(addr: BlockAddress): Promise<OpenBlock | null> {
+    for (let attempt = 1; ; attempt++) {
+      const now = this.deps.now();
+      const first = await this.get(addr.key, this.opts.suffixBytes, 'suffix');
+      if (!first) return this.missing(addr, now);
+      const size = first.size;
+      if (size < FOOTER_LEN || first.data.length < FOOTER_LEN) {
+        throw new CorruptionError(addr.key, 0, `object of ${size} bytes is too small to be a block`);
+      }
+      const footer = decodeFooter(first.data, first.data.length - FOOTER_LEN, size, { object: addr.key, offset: first.offset });
+      let r = first;
+      if (footer.ioi.offset < first.offset) {
+        // the index of index did not fit in the first read: read exactly the tail
+        const second = await this.get(addr.key, size - footer.ioi.offset, 'suffix');
+        if (!second) return this.missing(addr, now);
+        if (second.size !== size) {
+          if (attempt < TAIL_ATTEMPTS) continue; // replaced between the two reads
+          throw new StrataError(ErrorCode.UNAVAILABLE, `block "${addr.key}" keeps changing while it is read`);
+        }
+        r = second;
+      }
+      const tailOffset = footer.ioi.offset;
+      const tail = r.data.subarray(tailOffset - r.offset);
+      const block = decodeTail(addr, tail, tailOffset, size, now);
+      this.install(addr, block, tail);
+      this.cachePagesIn(block, r);
+      return block;
+    }
+  }
+
+  /** One suffix GET, counted; null when the object does not exist. */
+  private async get(key: string, suffix: number, kind: string): Promise<RangeResult | null> {
+    const { bucket, metrics } = this.deps;
+    metrics.s3Gets.inc({ kind });
+    try {
+      const r = await bucket.getRange(key, { suffix });
+      metrics.s3GetBytes.inc({ kind }, r.data.length);
+      return r;
+    } catch (err) {
+      metrics.s3GetErrors.inc({ code: err instanceof StrataError ? err.code : 'other' });
+      if (hasCode(err, ErrorCode.NOT_FOUND)) return null;
+      throw err;
+    }
+  }
+
+  private missing(addr: BlockAddress, now: number): null {
+    const { store } = this.deps;
+    const old = this.open_.peek(addr.key)?.blockId ?? store.getPointer(addr.key)?.blockId;
+    if (old !== undefined) store.dropBlock(old);
+    this.open_.delete(addr.key);
+    store.deletePointer(addr.key);
+    const recent = addr.windowEnd + BigInt(this.opts.uploadGraceMs) > BigInt(now);
+    this.negative.set(addr.key, now + (recent ? this.opts.negativeTtlMs : this.opts.stalenessMs));
+    if (this.negative.size > 100_000) this.pruneNegative(now);
+    return null;
+  }
+
+  private pruneNegative(now: number): void {
+    for (const [k, until] of this.negative) if (until <= now) this.negative.delete(k);
+  }
+
+  /** Makes `block` the current one at its key, dropping a replaced one. */
+  private install(addr: BlockAddress, block: OpenBlock, tail: Buffer): void {
+    const { store, metrics, logger } = this.deps;
+    const old = this.open_.peek(addr.key)?.blockId ?? store.getPointer(addr.key)?.blockId;
+    if (old !== undefined && old !== block.blockId) {
+      metrics.blockReplacements.inc();
+      logger.info({ key: addr.key, blockId: block.blockId, oldBlockId: old }, 'block replaced');
+      store.dropBlock(old);
+    }
+    this.negative.delete(addr.key);
+    store.putRange(block.blockId, block.tailOffset, tail);
+    store.setPointer(addr.key, { blockId: block.blockId, checkedAtMs: block.checkedAtMs, tailOffset: block.tailOffset, size: block.size });
+    this.remember(block);
+  }
+
+  private remember(block: OpenBlock): void {
+    this.open_.set(block.key, block, OPEN_BLOCK_OVERHEAD + block.ioi.byteSize);
+  }
+
+  /** Index pages that came along in the suffix read go to the byte cache (checked first). */
+  private cachePagesIn(block: OpenBlock, r: RangeResult): void {
+    const { ioi } = block;
+    const { store } = this.deps;
+    for (let p = 0; p < ioi.pageCount; p++) {
+      const off = ioi.offsets[p]!;
+      const len = ioi.lengths[p]!;
+      if (off < r.offset || store.hasRange(block.blockId, off, len)) continue;
+      const bytes = r.data.subarray(off - r.offset, off - r.offset + len);
+      if (bytes.length === len && crc32c(bytes) === ioi.crcs[p]) store.putRange(block.blockId, off, bytes);
+    }
+  }
+}
+
+/**
+ * Decodes a block's tail (index of index + footer, `tail[0]` at `tailOffset` of an object of
+ * `size` bytes) and checks that the footer names the block `addr` asks for.
+ */
+export function decodeTail(addr: BlockAddress, tail: Uint8Array, tailOffset: number, size: number, checkedAtMs: number): OpenBlock {
+  if (tail.length !== size - tailOffset || tail.length < FOOTER_LEN) {
+    throw new CorruptionError(addr.key, tailOffset, `tail of ${tail.length} bytes for an object of ${size} bytes`);
+  }
+  const footer = decodeFooter(tail, tail.length - FOOTER_LEN, size, { object: addr.key, offset: tailOffset });
+  if (footer.ioi.offset !== tailOffset) throw new CorruptionError(addr.key, size - FOOTER_LEN, `index of index at ${footer.ioi.offset}, expected ${tailOffset}`);
+  if (footer.tenant !== addr.tenant || footer.shard !== addr.shard || footer.windowStart !== addr.windowStart) {
+    throw new CorruptionError(
+      addr.key,
+      size - FOOTER_LEN,
+      `footer names tenant ${footer.tenant}, shard ${footer.shard}, window ${footer.windowStart}; the key names tenant ${addr.tenant}, shard ${addr.shard}, window ${addr.windowStart}`,
+    );
+  }
+  const ioiBytes = tail.subarray(0, footer.ioi.length);
+  if (crc32c(ioiBytes) !== footer.ioi.crc) throw new CorruptionError(addr.key, tailOffset, 'index of index checksum mismatch');
+  const ioi = decodeIoi(ioiBytes, footer.pageCount, { object: addr.key, offset: tailOffset }, footer.index.offset, footer.index.offset + footer.index.length);
+  return { key: addr.key, blockId: footer.blockId, footer, ioi, size, tailOffset, checkedAtMs };
+}

@@ -1,0 +1,359 @@
+/**
+ * The LMDB {@link CacheStore} (package `lmdb`): a B+tree on local disk, read through the OS page
+ * cache with synchronous zero-copy gets (`getBinaryFast`), written with lmdb's batched
+ * asynchronous commits. It survives restarts: the recency list and byte accounting are rebuilt
+ * from the `blocks` table at open. Layout and key schema: docs/format/cache.md.
+ *
+ * LMDB's map only grows, so the budget is ours: every entry is charged the pages it occupies
+ * ({@link lmdbEntryCharge}) and whole blocks are evicted, least recently used first, when a put
+ * goes over `maxBytes`. Freed pages are reused by LMDB for later writes.
+ *
+ * Writes are asynchronous; until one commits, an in-memory overlay answers for its key, so a
+ * range is readable right after `putRange` and an evicted block's pending writes are removed too.
+ * Single operations are applied in call order, which keeps the overlay and the tables in step.
+ */
+import { mkdir } from 'node:fs/promises';
+import { open, type Database, type RootDatabase } from 'lmdb';
+import { ErrorCode, StrataError } from '../../errors.js';
+import { BLOCK_ROW_CHARGE, BlockLedger, type BlockPointer, type CacheStore, type CacheStoreOptions, type LedgerUnit } from './store.js';
+
+/** Schema tag stored under `meta/schema`; a different value makes the store start empty. */
+export const CACHE_SCHEMA = 'strata-gateway-cache/1';
+/** Layout version byte at the start of pointer and block rows. */
+export const ROW_VERSION = 1;
+/** Pointer row: version u8 | blockId 16 bytes | checkedAtMs f64 | tailOffset f64 | size f64. */
+export const POINTER_ROW_BYTES = 41;
+/** Block row: version u8 | charge f64 | atimeMs f64 | objectKey (UTF-8, rest of the row). */
+export const BLOCK_ROW_HEADER_BYTES = 17;
+/** A block's last use is written to its row at most this often (the in-memory order is exact). */
+export const ATIME_PERSIST_MS = 60_000;
+/** LMDB page header; an overflow value occupies ceil((len + header) / pageSize) pages. */
+const PAGE_HEADER = 16;
+/** LMDB leaf node header. */
+const NODE_HEADER = 8;
+
+/**
+ * Bytes charged for one entry: a value small enough to sit in a leaf page is charged twice its
+ * node size (leaf pages are at least half full); a larger value lives in its own overflow pages
+ * (whole pages: a value of pageSize - 16 bytes takes one page, one byte more takes two), plus its
+ * leaf node.
+ */
+export function lmdbEntryCharge(keyBytes: number, valueBytes: number, pageSize: number): number {
+  const node = NODE_HEADER + keyBytes + 2;
+  if (node + valueBytes <= pageSize / 2 - PAGE_HEADER) return 2 * (node + valueBytes);
+  return 2 * (node + 8) + Math.ceil((valueBytes + PAGE_HEADER) / pageSize) * pageSize;
+}
+
+/** Options of {@link LmdbCacheStore.open}. */
+export interface LmdbCacheStoreOptions extends CacheStoreOptions {
+  /** Directory of the LMDB environment (created if missing). */
+  readonly dir: string;
+  /** Called when the store found an incompatible or unreadable schema and started empty. */
+  readonly onReset?: (reason: string) => void;
+}
+
+function rangeKey(blockId: string, offset: number, length: number): string {
+  return `${blockId}/${offset}/${length}`;
+}
+
+function encodePointer(p: BlockPointer): Buffer {
+  const b = Buffer.alloc(POINTER_ROW_BYTES);
+  b.writeUInt8(ROW_VERSION, 0);
+  b.write(p.blockId, 1, 16, 'hex');
+  b.writeDoubleLE(p.checkedAtMs, 17);
+  b.writeDoubleLE(p.tailOffset, 25);
+  b.writeDoubleLE(p.size, 33);
+  return b;
+}
+
+function decodePointer(b: Buffer): BlockPointer | null {
+  if (b.length !== POINTER_ROW_BYTES || b.readUInt8(0) !== ROW_VERSION) return null;
+  return { blockId: b.toString('hex', 1, 17), checkedAtMs: b.readDoubleLE(17), tailOffset: b.readDoubleLE(25), size: b.readDoubleLE(33) };
+}
+
+function encodeBlockRow(u: LedgerUnit): Buffer {
+  const key = Buffer.from(u.objectKey, 'utf8');
+  const b = Buffer.alloc(BLOCK_ROW_HEADER_BYTES + key.length);
+  b.writeUInt8(ROW_VERSION, 0);
+  b.writeDoubleLE(u.charge, 1);
+  b.writeDoubleLE(u.atimeMs, 9);
+  key.copy(b, BLOCK_ROW_HEADER_BYTES);
+  return b;
+}
+
+function decodeBlockRow(b: Buffer): LedgerUnit | null {
+  if (b.length < BLOCK_ROW_HEADER_BYTES || b.readUInt8(0) !== ROW_VERSION) return null;
+  const atimeMs = b.readDoubleLE(9);
+  return { charge: b.readDoubleLE(1), atimeMs, persistedAtimeMs: atimeMs, objectKey: b.toString('utf8', BLOCK_ROW_HEADER_BYTES) };
+}
+
+/** A CacheStore in an LMDB environment; see the module comment. */
+export class LmdbCacheStore implements CacheStore {
+  private readonly ledger: BlockLedger;
+  private readonly pointers = new Map<string, BlockPointer>();
+  /** Writes not yet committed: a Buffer for a put, null for a remove. */
+  private readonly overlay = new Map<string, Buffer | null>();
+  /** Keys of uncommitted puts, per block (so eviction removes them too). */
+  private readonly pendingByBlock = new Map<string, Set<string>>();
+  private readonly now: () => number;
+  private readonly onEvict: CacheStoreOptions['onEvict'];
+  private readonly pageSize: number;
+  private closed = false;
+  /** First failed write (reported by flush and close). */
+  private writeError: unknown = null;
+
+  private constructor(
+    private readonly env: RootDatabase,
+    private readonly ranges: Database<Buffer, string>,
+    private readonly pointerRows: Database<Buffer, string>,
+    private readonly blockRows: Database<Buffer, string>,
+    opts: LmdbCacheStoreOptions,
+  ) {
+    this.ledger = new BlockLedger(opts.maxBytes);
+    this.now = opts.now ?? Date.now;
+    this.onEvict = opts.onEvict;
+    this.pageSize = (env.getStats() as { pageSize: number }).pageSize;
+  }
+
+  /** Opens (or creates) the store in `opts.dir` and restores its bookkeeping. */
+  static async open(opts: LmdbCacheStoreOptions): Promise<LmdbCacheStore> {
+    try {
+      await mkdir(opts.dir, { recursive: true });
+    } catch (err) {
+      throw new StrataError(ErrorCode.STORAGE, `creating cache directory ${opts.dir}: ${(err as Error).message}`, { cause: err });
+    }
+    let env: RootDatabase;
+    try {
+      env = open({ path: opts.dir, maxDbs: 8, pageSize: 4096 });
+    } catch (err) {
+      throw new StrataError(ErrorCode.STORAGE, `opening LMDB cache in ${opts.dir}: ${(err as Error).message}`, { cause: err });
+    }
+    const meta = env.openDB<string, string>('meta', { encoding: 'string' });
+    const ranges = env.openDB<Buffer, string>('ranges', { encoding: 'binary' });
+    const pointerRows = env.openDB<Buffer, string>('pointers', { encoding: 'binary' });
+    const blockRows = env.openDB<Buffer, string>('blocks', { encoding: 'binary' });
+    const store = new LmdbCacheStore(env, ranges, pointerRows, blockRows, opts);
+    const schema = meta.get('schema');
+    if (schema !== CACHE_SCHEMA) {
+      if (schema !== undefined || ranges.getKeysCount({ limit: 1 }) > 0) opts.onReset?.(`cache schema is ${JSON.stringify(schema ?? null)}, expected ${CACHE_SCHEMA}`);
+      env.transactionSync(() => {
+        ranges.clearSync();
+        pointerRows.clearSync();
+        blockRows.clearSync();
+        meta.putSync('schema', CACHE_SCHEMA);
+      });
+    }
+    store.restore();
+    return store;
+  }
+
+  private restore(): void {
+    const units: [string, LedgerUnit][] = [];
+    const bad: string[] = [];
+    for (const { key, value } of this.blockRows.getRange({})) {
+      const u = decodeBlockRow(value);
+      if (u) units.push([key, u]);
+      else bad.push(key);
+    }
+    units.sort((a, b) => a[1].atimeMs - b[1].atimeMs);
+    for (const [id, u] of units) this.ledger.restore(id, u);
+    for (const id of bad) this.dropRanges(id, '');
+    for (const { key, value } of this.pointerRows.getRange({})) {
+      const p = decodePointer(value);
+      if (p && this.ledger.get(p.blockId)?.objectKey === key) this.pointers.set(key, p);
+      else this.write(this.pointerRows.remove(key));
+    }
+    this.evict();
+  }
+
+  get maxBytes(): number {
+    return this.ledger.maxBytes;
+  }
+
+  get usedBytes(): number {
+    return this.ledger.usedBytes;
+  }
+
+  get blockCount(): number {
+    return this.ledger.size;
+  }
+
+  getPointer(objectKey: string): BlockPointer | undefined {
+    return this.pointers.get(objectKey);
+  }
+
+  setPointer(objectKey: string, pointer: BlockPointer): void {
+    this.check();
+    this.pointers.set(objectKey, pointer);
+    this.write(this.pointerRows.put(objectKey, encodePointer(pointer)));
+    const existing = this.ledger.get(pointer.blockId);
+    const u = existing ?? this.ledger.charge(pointer.blockId, BLOCK_ROW_CHARGE, this.now());
+    if (u.objectKey !== objectKey || !existing) {
+      u.objectKey = objectKey;
+      this.persistRow(pointer.blockId, u);
+    }
+    this.evict();
+  }
+
+  deletePointer(objectKey: string): void {
+    this.check();
+    if (!this.pointers.delete(objectKey)) return;
+    this.write(this.pointerRows.remove(objectKey));
+  }
+
+  getRange(blockId: string, offset: number, length: number): Buffer | undefined {
+    const u = this.ledger.get(blockId);
+    if (!u) return undefined;
+    const key = rangeKey(blockId, offset, length);
+    let out: Buffer | undefined;
+    const pending = this.overlay.get(key);
+    if (pending !== undefined) {
+      if (pending === null) return undefined;
+      out = Buffer.from(pending);
+    } else {
+      const fast = this.ranges.getBinaryFast(key);
+      if (fast === undefined) return undefined;
+      // a reused buffer whose `length` is the value's: copy exactly that many bytes out of it
+      out = Buffer.allocUnsafe(fast.length);
+      out.set(new Uint8Array(fast.buffer, fast.byteOffset, fast.length));
+    }
+    const now = this.now();
+    this.ledger.touch(blockId, now);
+    if (now - u.persistedAtimeMs >= ATIME_PERSIST_MS) this.persistRow(blockId, u);
+    return out;
+  }
+
+  hasRange(blockId: string, offset: number, length: number): boolean {
+    if (!this.ledger.get(blockId)) return false;
+    return this.exists(rangeKey(blockId, offset, length));
+  }
+
+  putRange(blockId: string, offset: number, bytes: Uint8Array): void {
+    this.check();
+    const key = rangeKey(blockId, offset, bytes.length);
+    // a range of a block id never changes, so an entry that is there stays
+    if (this.ledger.get(blockId) && this.exists(key)) {
+      this.ledger.touch(blockId, this.now());
+      return;
+    }
+    const copy = Buffer.from(bytes);
+    this.overlay.set(key, copy);
+    let keys = this.pendingByBlock.get(blockId);
+    if (!keys) {
+      keys = new Set();
+      this.pendingByBlock.set(blockId, keys);
+    }
+    keys.add(key);
+    this.write(this.ranges.put(key, copy), () => {
+      if (this.overlay.get(key) === copy) this.overlay.delete(key);
+      const ks = this.pendingByBlock.get(blockId);
+      if (ks) {
+        ks.delete(key);
+        if (ks.size === 0) this.pendingByBlock.delete(blockId);
+      }
+    });
+    const fresh = !this.ledger.get(blockId);
+    const u = this.ledger.charge(blockId, lmdbEntryCharge(Buffer.byteLength(key), copy.length, this.pageSize) + (fresh ? BLOCK_ROW_CHARGE : 0), this.now());
+    this.persistRow(blockId, u);
+    this.evict();
+  }
+
+  deleteRange(blockId: string, offset: number, length: number): void {
+    this.check();
+    const key = rangeKey(blockId, offset, length);
+    if (!this.ledger.get(blockId) || !this.exists(key)) return;
+    this.remove(key);
+    this.pendingByBlock.get(blockId)?.delete(key);
+    const u = this.ledger.charge(blockId, -lmdbEntryCharge(Buffer.byteLength(key), length, this.pageSize), this.now());
+    this.persistRow(blockId, u);
+  }
+
+  dropBlock(blockId: string): void {
+    this.check();
+    const u = this.ledger.remove(blockId);
+    this.dropRanges(blockId, u?.objectKey ?? '');
+  }
+
+  async flush(): Promise<void> {
+    await this.env.committed;
+    await this.env.flushed;
+    if (this.writeError !== null) {
+      const err = this.writeError;
+      this.writeError = null;
+      throw new StrataError(ErrorCode.STORAGE, `writing the LMDB cache: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      await this.flush();
+    } finally {
+      this.closed = true;
+      await this.env.close();
+    }
+  }
+
+  /** Pages LMDB uses for the cache tables (for checks against the budget). */
+  lmdbBytes(): number {
+    let pages = 0;
+    for (const db of [this.ranges, this.pointerRows, this.blockRows]) {
+      const s = db.getStats() as { treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number };
+      pages += s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
+    }
+    return pages * this.pageSize;
+  }
+
+  private exists(key: string): boolean {
+    const pending = this.overlay.get(key);
+    if (pending !== undefined) return pending !== null;
+    return this.ranges.doesExist(key);
+  }
+
+  private remove(key: string): void {
+    this.overlay.set(key, null);
+    this.write(this.ranges.remove(key), () => {
+      if (this.overlay.get(key) === null) this.overlay.delete(key);
+    });
+  }
+
+  /** Removes a block's ranges (committed and pending), its row, and the pointer to it. */
+  private dropRanges(blockId: string, objectKey: string): void {
+    const keys = new Set<string>(this.pendingByBlock.get(blockId) ?? []);
+    this.pendingByBlock.delete(blockId);
+    for (const k of this.ranges.getKeys({ start: `${blockId}/`, end: `${blockId}0` })) keys.add(k);
+    for (const k of keys) this.remove(k);
+    this.write(this.blockRows.remove(blockId));
+    if (objectKey !== '' && this.pointers.get(objectKey)?.blockId === blockId) {
+      this.pointers.delete(objectKey);
+      this.write(this.pointerRows.remove(objectKey));
+    }
+  }
+
+  private persistRow(blockId: string, u: LedgerUnit): void {
+    u.persistedAtimeMs = u.atimeMs;
+    this.write(this.blockRows.put(blockId, encodeBlockRow(u)));
+  }
+
+  private evict(): void {
+    for (const [id, u] of this.ledger.takeVictims()) {
+      this.dropRanges(id, u.objectKey);
+      this.onEvict?.(id, u.charge);
+    }
+  }
+
+  /** Tracks an asynchronous write: its failure is kept for flush(); `done` runs either way. */
+  private write(p: Promise<unknown>, done?: () => void): void {
+    p.then(
+      () => done?.(),
+      (err: unknown) => {
+        this.writeError ??= err;
+        done?.();
+      },
+    );
+  }
+
+  private check(): void {
+    if (this.closed) throw new RangeError('cache store is closed');
+  }
+}

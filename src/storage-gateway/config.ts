@@ -1,0 +1,188 @@
+/**
+ * The gateway's configuration: typed, validated once at start-up (zod, unknown keys rejected),
+ * assembled from defaults < a JSON file < environment variables < command-line values.
+ *
+ * Environment variables are `STRATA_GATEWAY_<KEY>` with the key in CONSTANT_CASE
+ * (`cacheMaxBytes` → `STRATA_GATEWAY_CACHE_MAX_BYTES`); `bucket` is JSON. An unknown
+ * `STRATA_GATEWAY_*` variable is an error, like an unknown key in the file.
+ */
+import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
+import { ErrorCode, StrataError } from '../errors.js';
+import { DEFAULT_BLOCK_DURATION_MS } from '../format/key.js';
+import { parseBucketConfig, type BucketConfig } from '../objstore/index.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const GiB = 1024 * MiB;
+
+const posInt = z.number().int().positive();
+const nonNegInt = z.number().int().nonnegative();
+const listen = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port');
+
+const bucketSchema = z.unknown().transform((v, ctx): BucketConfig => {
+  try {
+    return parseBucketConfig(v);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: err instanceof Error ? err.message : String(err) });
+    return z.NEVER;
+  }
+});
+
+/** The schema; every option is described in src/storage-gateway/README.md ("Configuration"). */
+export const gatewayConfigSchema = z.strictObject({
+  /** gRPC listen address. */
+  grpcListen: listen.default('0.0.0.0:7402'),
+  /** Prometheus /metrics listen address. */
+  metricsListen: listen.default('0.0.0.0:9402'),
+  /** Where blocks are read from. */
+  bucket: bucketSchema,
+  /** Window length of the blocks (window starts must be multiples of it). */
+  blockDurationMs: posInt.default(DEFAULT_BLOCK_DURATION_MS),
+  /** `lmdb` (on disk, survives restarts) or `memory`. */
+  cacheType: z.enum(['lmdb', 'memory']).default('lmdb'),
+  /** Directory of the LMDB cache (required for cacheType lmdb). */
+  cacheDir: z.string().min(1).optional(),
+  /** Byte budget of the byte cache (LRU by block beyond it). */
+  cacheMaxBytes: posInt.default(10 * GiB),
+  /** Memory for opened blocks (footer + index of index) and for decoded index pages. */
+  openBlocksMaxBytes: posInt.default(64 * MiB),
+  pagesMaxBytes: posInt.default(256 * MiB),
+  /** Size of the first read of a block (footer + index of index, often index pages too). */
+  suffixBytes: posInt.min(4 * KiB).default(64 * KiB),
+  /** Ranges closer than this share one GET... */
+  coalesceGapBytes: nonNegInt.default(512 * KiB),
+  /** ...as long as the GET stays under this. */
+  maxGetBytes: posInt.default(16 * MiB),
+  /** A block is re-checked in the bucket (a suffix read) when its last check is older than this. */
+  stalenessMs: posInt.default(60_000),
+  /** How long "no block" is remembered for a window that may still be uploading... */
+  negativeTtlMs: nonNegInt.default(5_000),
+  /** ...which is one that ended less than this ago (older windows use stalenessMs). */
+  uploadGraceMs: nonNegInt.default(6 * 3600 * 1000),
+  /** Series ids in one request. */
+  maxSeriesPerRequest: posInt.default(10_000),
+  /** Samples (of the runs touched) in one response; a response is built in memory before it is sent. */
+  maxSamplesPerResponse: posInt.default(20_000_000),
+  /** Payload bytes (columns or runs) of one response. */
+  maxBytesPerResponse: posInt.default(256 * MiB),
+  /** Largest response message (clients accept 4 MiB by default). */
+  maxMessageBytes: posInt.min(4 * KiB).max(64 * MiB).default(1 * MiB),
+  /** Server-side time limit of a call (the client's deadline applies when shorter). */
+  requestTimeoutMs: posInt.default(30_000),
+  /** Time allowed for in-flight calls at shutdown. */
+  shutdownGraceMs: posInt.default(10_000),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+/** Validated configuration. */
+export type GatewayConfig = z.output<typeof gatewayConfigSchema>;
+/** Keys of the configuration. */
+export type GatewayConfigKey = keyof z.input<typeof gatewayConfigSchema>;
+
+type Kind = 'string' | 'int' | 'json';
+const KINDS: Record<GatewayConfigKey, Kind> = {
+  grpcListen: 'string',
+  metricsListen: 'string',
+  bucket: 'json',
+  blockDurationMs: 'int',
+  cacheType: 'string',
+  cacheDir: 'string',
+  cacheMaxBytes: 'int',
+  openBlocksMaxBytes: 'int',
+  pagesMaxBytes: 'int',
+  suffixBytes: 'int',
+  coalesceGapBytes: 'int',
+  maxGetBytes: 'int',
+  stalenessMs: 'int',
+  negativeTtlMs: 'int',
+  uploadGraceMs: 'int',
+  maxSeriesPerRequest: 'int',
+  maxSamplesPerResponse: 'int',
+  maxBytesPerResponse: 'int',
+  maxMessageBytes: 'int',
+  requestTimeoutMs: 'int',
+  shutdownGraceMs: 'int',
+  logLevel: 'string',
+};
+
+/** The environment variable prefix. */
+export const ENV_PREFIX = 'STRATA_GATEWAY_';
+/** Variable naming the config file (not a config key). */
+export const ENV_CONFIG_FILE = 'STRATA_GATEWAY_CONFIG';
+
+function configError(message: string): StrataError {
+  return new StrataError(ErrorCode.CONFIG, `invalid gateway config: ${message}`);
+}
+
+/** `cacheMaxBytes` → `CACHE_MAX_BYTES`. */
+export function constantCase(key: string): string {
+  return key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
+}
+
+/** Parses a string given on the command line or in the environment for `key`. */
+export function parseConfigValue(key: string, raw: string, source: string): unknown {
+  const kind = (KINDS as Record<string, Kind | undefined>)[key];
+  if (kind === undefined) throw configError(`${source}: unknown option "${key}"`);
+  switch (kind) {
+    case 'string':
+      return raw;
+    case 'int':
+      if (!/^-?\d+$/.test(raw.trim())) throw configError(`${source}: ${key}: "${raw}" is not an integer`);
+      return Number(raw.trim());
+    case 'json':
+      try {
+        return JSON.parse(raw) as unknown;
+      } catch {
+        throw configError(`${source}: ${key}: not valid JSON`);
+      }
+  }
+}
+
+/** Config values from `STRATA_GATEWAY_*` variables; unknown ones are an error. */
+export function configFromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const byVar = new Map(Object.keys(KINDS).map((k) => [ENV_PREFIX + constantCase(k), k]));
+  const out: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith(ENV_PREFIX) || name === ENV_CONFIG_FILE || value === undefined) continue;
+    const key = byVar.get(name);
+    if (key === undefined) throw configError(`unknown environment variable ${name}`);
+    out[key] = parseConfigValue(key, value, `environment variable ${name}`);
+  }
+  return out;
+}
+
+/** Reads a JSON config file (an object). */
+export async function configFromFile(path: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw configError(`cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (err) {
+    throw configError(`config file ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw configError(`config file ${path} must hold a JSON object`);
+  return v as Record<string, unknown>;
+}
+
+/**
+ * Validates merged config input (layers applied left to right, later wins per top-level key).
+ * @throws StrataError CONFIG naming every offending option.
+ */
+export function parseGatewayConfig(...layers: Record<string, unknown>[]): GatewayConfig {
+  const merged: Record<string, unknown> = Object.assign({}, ...layers);
+  const res = gatewayConfigSchema.safeParse(merged);
+  if (!res.success) {
+    const problems = res.error.issues.map((i) => `${i.path.length > 0 ? i.path.join('.') : '(root)'}: ${i.message}`);
+    throw configError(problems.join('; '));
+  }
+  const cfg = res.data;
+  if (cfg.cacheType === 'lmdb' && cfg.cacheDir === undefined) throw configError('cacheDir: required when cacheType is lmdb');
+  if (cfg.maxGetBytes < cfg.coalesceGapBytes) throw configError('maxGetBytes: must not be below coalesceGapBytes');
+  return cfg;
+}

@@ -1,0 +1,102 @@
+/**
+ * Prometheus metrics of the storage gateway (prom-client), all prefixed `strata_gateway_`.
+ * One registry per gateway, so tests can run several in one process. The tests and the benchmark
+ * read the S3 and cache counters from here: they are the gateway's own account of its work.
+ */
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/** The gateway's metrics. */
+export class GatewayMetrics {
+  readonly registry = new Registry();
+  readonly requests: Counter<'code'>;
+  readonly requestDuration: Histogram<'code'>;
+  readonly samplesServed: Counter;
+  readonly seriesServed: Counter;
+  readonly bytesServed: Counter<'encoding'>;
+  readonly blocksMissing: Counter;
+  /** Hits and misses per layer: `open_block` and `page` (memory), `range` and `tail` (byte cache). */
+  readonly cacheHits: Counter<'layer'>;
+  readonly cacheMisses: Counter<'layer'>;
+  readonly cacheCorrupt: Counter;
+  readonly cacheBytes: Gauge;
+  readonly cacheBlocks: Gauge;
+  readonly cacheEvictions: Counter;
+  readonly cacheEvictedBytes: Counter;
+  readonly negativeHits: Counter;
+  readonly blockReplacements: Counter;
+  /** GETs the gateway issued (`suffix`: footer + index of index; `range`: pages and runs). */
+  readonly s3Gets: Counter<'kind'>;
+  readonly s3GetBytes: Counter<'kind'>;
+  readonly s3GetErrors: Counter<'code'>;
+  /** HTTP attempts and retries underneath (S3 buckets only). */
+  readonly s3Requests: Counter<'operation' | 'outcome'>;
+  readonly coalescedRanges: Counter;
+  readonly singleFlightJoins: Counter;
+  /** Where the cache gauges read their values at scrape time (set once the store exists). */
+  cacheSource: { readonly usedBytes: number; readonly blockCount: number } | null = null;
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    const registers = [this.registry];
+    const p = 'strata_gateway_';
+    this.requests = new Counter({ name: `${p}requests_total`, help: 'Read calls by gRPC status code.', labelNames: ['code'], registers });
+    this.requestDuration = new Histogram({
+      name: `${p}request_duration_seconds`,
+      help: 'Read call latency, from arrival to the last message, by gRPC status code.',
+      labelNames: ['code'],
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.samplesServed = new Counter({ name: `${p}samples_served_total`, help: 'Samples sent (RAW) or in runs sent (RUNS).', registers });
+    this.seriesServed = new Counter({ name: `${p}series_served_total`, help: 'Series with samples sent.', registers });
+    this.bytesServed = new Counter({ name: `${p}bytes_served_total`, help: 'Payload bytes of responses by encoding.', labelNames: ['encoding'], registers });
+    this.blocksMissing = new Counter({ name: `${p}blocks_missing_total`, help: 'Reads of a window that has no block.', registers });
+    this.cacheHits = new Counter({ name: `${p}cache_hits_total`, help: 'Cache hits by layer (open_block, page: memory; tail, range: LMDB).', labelNames: ['layer'], registers });
+    this.cacheMisses = new Counter({ name: `${p}cache_misses_total`, help: 'Cache misses by layer.', labelNames: ['layer'], registers });
+    this.cacheCorrupt = new Counter({ name: `${p}cache_corrupt_total`, help: 'Cached ranges that failed their checksum (deleted and refetched).', registers });
+    const source = (): GatewayMetrics['cacheSource'] => this.cacheSource;
+    this.cacheBytes = new Gauge({
+      name: `${p}cache_bytes`,
+      help: 'Bytes charged in the byte cache.',
+      registers,
+      collect() {
+        this.set(source()?.usedBytes ?? 0);
+      },
+    });
+    this.cacheBlocks = new Gauge({
+      name: `${p}cache_blocks`,
+      help: 'Blocks with ranges in the byte cache.',
+      registers,
+      collect() {
+        this.set(source()?.blockCount ?? 0);
+      },
+    });
+    this.cacheEvictions = new Counter({ name: `${p}cache_evictions_total`, help: 'Blocks evicted from the byte cache to fit its budget.', registers });
+    this.cacheEvictedBytes = new Counter({ name: `${p}cache_evicted_bytes_total`, help: 'Bytes evicted from the byte cache.', registers });
+    this.negativeHits = new Counter({ name: `${p}negative_cache_hits_total`, help: 'Reads answered "no block" from the negative cache.', registers });
+    this.blockReplacements = new Counter({ name: `${p}block_replacements_total`, help: 'Objects found holding a new block id (late data).', registers });
+    this.s3Gets = new Counter({ name: `${p}s3_gets_total`, help: 'GETs issued to the bucket by kind (suffix, range).', labelNames: ['kind'], registers });
+    this.s3GetBytes = new Counter({ name: `${p}s3_get_bytes_total`, help: 'Bytes received from the bucket by kind.', labelNames: ['kind'], registers });
+    this.s3GetErrors = new Counter({ name: `${p}s3_get_errors_total`, help: 'Failed GETs by error code (not found included).', labelNames: ['code'], registers });
+    this.s3Requests = new Counter({
+      name: `${p}s3_requests_total`,
+      help: 'HTTP attempts to S3 by operation and outcome (ok, retry, error).',
+      labelNames: ['operation', 'outcome'],
+      registers,
+    });
+    this.coalescedRanges = new Counter({ name: `${p}coalesced_ranges_total`, help: 'Ranges fetched by a GET shared with another range.', registers });
+    this.singleFlightJoins = new Counter({ name: `${p}single_flight_joins_total`, help: 'Misses that joined a fetch already in flight.', registers });
+    if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Current total of a metric over all its label sets (for tests and the benchmark). */
+  async total(name: string, labels: Record<string, string> = {}): Promise<number> {
+    const m = this.registry.getSingleMetric(name);
+    if (!m) throw new RangeError(`no metric ${name}`);
+    const v = await m.get();
+    let sum = 0;
+    for (const x of v.values) {
+      if (Object.entries(labels).every(([k, want]) => String((x.labels as Record<string, unknown>)[k]) === want)) sum += x.value;
+    }
+    return sum;
+  }
+}

@@ -1,0 +1,148 @@
+/**
+ * The query client against real gateways on loopback (blocks in Ceph RGW): a static list of two
+ * gateways (each block always served by the same one), one retry on UNAVAILABLE (to the next
+ * gateway), cancellation, and `strata query` output with exact values.
+ *
+ * Run alone: node scripts/with-rgw.mjs -- tap test/client/query.test.ts
+ */
+import t, { type Test } from 'tap';
+import { execFile } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { Server, ServerCredentials, status, type ServerWritableStream } from '@grpc/grpc-js';
+import { QueryClient, QueryError } from '../../src/client/query.js';
+import { encodeReadResponse } from '../../src/client/query-codec.js';
+import { openBucket } from '../../src/objstore/index.js';
+import { readServiceDefinition } from '../../src/storage-gateway/gateway.js';
+import { D, expected, makeDataSet, mismatches, rgwBucket, startTestGateway, STALE_NAN_BITS, tempDir, testConfig, W0, writeBlock, writeDataSet } from '../storage-gateway/helpers.js';
+import { makeSeries } from '../support/series.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** A Read server that fails the first `failures` calls with UNAVAILABLE, then answers one sample of series 1. */
+async function flakyServer(t: Test, failures: number): Promise<{ port: number; calls: () => number }> {
+  let calls = 0;
+  const server = new Server();
+  server.addService(readServiceDefinition(), {
+    Read(call: ServerWritableStream<unknown, unknown>) {
+      calls++;
+      if (calls <= failures) {
+        call.emit('error', { code: status.UNAVAILABLE, details: 'draining' });
+        return;
+      }
+      const ts = Buffer.alloc(8);
+      ts.writeBigInt64LE(W0 + 5n);
+      const vs = Buffer.alloc(8);
+      vs.writeDoubleLE(1.5);
+      const ids = Buffer.alloc(8);
+      ids.writeBigUInt64LE(1n);
+      const counts = Buffer.alloc(4);
+      counts.writeUInt32LE(1);
+      call.write(encodeReadResponse({ blockId: 'f'.repeat(32), seriesIds: [ids], sampleCounts: [counts], timestamps: [ts], values: [vs] }));
+      call.end();
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+  t.teardown(() => new Promise<void>((r) => server.tryShutdown(() => r())));
+  return { port, calls: () => calls };
+}
+
+t.test('a static list of gateways: each block always goes to the same gateway', async (t) => {
+  const bucketConfig = await rgwBucket(t);
+  const bucket = await openBucket(bucketConfig);
+  t.teardown(() => bucket.close());
+  const ds = makeDataSet({ seed: 11, n: 40, numShards: 8, windows: 2 });
+  await writeDataSet(bucket, ds);
+  const a = await startTestGateway(t, testConfig(bucketConfig, tempDir(t)));
+  const b = await startTestGateway(t, testConfig(bucketConfig, tempDir(t)));
+  const client = new QueryClient({ endpoints: [`127.0.0.1:${a.grpcPort}`, `127.0.0.1:${b.grpcPort}`], numShards: 8, encoding: 'raw' });
+  t.teardown(() => client.close());
+  const ids = ds.series.map((s) => s.id);
+  const r1 = await client.query(ds.tenant, ids, { start: W0, end: W0 + 2n * D });
+  t.same(mismatches(r1.series, expected(ds, ids, W0, W0 + 2n * D)), [], 'exact');
+  const reqA = await a.metrics.total('strata_gateway_requests_total');
+  const reqB = await b.metrics.total('strata_gateway_requests_total');
+  t.equal(reqA + reqB, 16);
+  t.ok(reqA > 0 && reqB > 0, `split ${reqA}/${reqB}`);
+  const getsBefore = (await a.metrics.total('strata_gateway_s3_gets_total')) + (await b.metrics.total('strata_gateway_s3_gets_total'));
+  const r2 = await client.query(ds.tenant, ids, { start: W0, end: W0 + 2n * D });
+  t.same(mismatches(r2.series, expected(ds, ids, W0, W0 + 2n * D)), []);
+  t.equal(await a.metrics.total('strata_gateway_requests_total'), 2 * reqA, 'the same blocks went to gateway A again');
+  const getsAfter = (await a.metrics.total('strata_gateway_s3_gets_total')) + (await b.metrics.total('strata_gateway_s3_gets_total'));
+  t.equal(getsAfter - getsBefore, 0, 'so every cache was warm: no GET');
+});
+
+t.test('one retry on UNAVAILABLE, to the next gateway of the list', async (t) => {
+  const once = await flakyServer(t, 1);
+  const c1 = new QueryClient({ endpoints: [`127.0.0.1:${once.port}`], numShards: 1, encoding: 'raw' });
+  t.teardown(() => c1.close());
+  const r = await c1.query('acme', [1n], { start: W0, end: W0 + D });
+  t.equal(r.retries, 1);
+  t.equal(once.calls(), 2);
+  t.same([...r.series[0]!.timestamps], [W0 + 5n]);
+  t.same([...r.series[0]!.values], [1.5]);
+
+  const always = await flakyServer(t, 1000);
+  const c2 = new QueryClient({ endpoints: [`127.0.0.1:${always.port}`], numShards: 1, encoding: 'raw' });
+  t.teardown(() => c2.close());
+  const err = await c2.query('acme', [1n], { start: W0, end: W0 + D }).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  t.ok(err instanceof QueryError && err.code === status.UNAVAILABLE && /acme\/0\//.test(err.message), 'UNAVAILABLE after one retry, naming the block');
+  t.equal(always.calls(), 2, 'exactly one retry');
+
+  const good = await flakyServer(t, 0);
+  const c3 = new QueryClient({ endpoints: [`127.0.0.1:${always.port}`, `127.0.0.1:${good.port}`], numShards: 1, encoding: 'raw' });
+  t.teardown(() => c3.close());
+  // find a window whose first choice is the failing server
+  let found = false;
+  for (let w = 0n; w < 50n && !found; w++) {
+    const before = always.calls();
+    const res = await c3.query('acme', [1n], { start: W0 + w * D, end: W0 + w * D + 1n });
+    if (always.calls() > before) {
+      found = true;
+      t.equal(res.retries, 1, 'retried on the other gateway');
+      t.equal(good.calls() > 0, true);
+    }
+  }
+  t.ok(found);
+
+  const ac = new AbortController();
+  ac.abort(new Error('caller gave up'));
+  await t.rejects(c3.query('acme', [1n], { start: W0, end: W0 + D }, { signal: ac.signal }), /caller gave up/);
+});
+
+t.test('strata query prints exact samples as text and JSON lines', async (t) => {
+  const bucketConfig = await rgwBucket(t);
+  const bucket = await openBucket(bucketConfig);
+  t.teardown(() => bucket.close());
+  const s = makeSeries('gauge', 4, W0, 1);
+  new BigUint64Array(s.values.buffer)[1] = STALE_NAN_BITS;
+  s.values[2] = -0;
+  s.values[3] = Infinity;
+  await writeBlock(bucket, 'acme', 1, 2, W0, [{ id: 7n, samples: s }]);
+  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t)));
+  const run = (...args: string[]) =>
+    promisify(execFile)(process.execPath, ['--import', 'tsx', join(root, 'src', 'cli', 'main.ts'), 'query', '--endpoint', `127.0.0.1:${gw.grpcPort}`, '--tenant', 'acme', '--num-shards', '2', ...args], { cwd: root });
+  const text = await run('--series', '7,9', '--start', new Date(Number(W0)).toISOString(), '--end', String(W0 + D));
+  t.equal(
+    text.stdout,
+    [`7\t${s.timestamps[0]}\t${s.values[0]}`, `7\t${s.timestamps[1]}\tNaN(0x7ff0000000000002)`, `7\t${s.timestamps[2]}\t-0`, `7\t${s.timestamps[3]}\tInfinity`, ''].join('\n'),
+  );
+  const json = await run('--series', '7', '--start', String(W0), '--end', String(W0 + D), '--json', '--encoding', 'raw');
+  const lines = json.stdout.trim().split('\n').map((l) => JSON.parse(l) as { series: string; t: string; v: unknown; bits: string });
+  const bits = [...new BigUint64Array(s.values.buffer, s.values.byteOffset, s.values.length)].map((b) => b.toString(16).padStart(16, '0'));
+  t.same(lines.map((l) => l.bits), bits, 'exact value bits');
+  t.same(bits.slice(1), ['7ff0000000000002', '8000000000000000', '7ff0000000000000']);
+  t.same(lines.map((l) => l.v).slice(1), ['NaN(0x7ff0000000000002)', '-0', 'Infinity']);
+  t.equal(lines[0]!.series, '7');
+  t.equal(lines[0]!.v, s.values[0]);
+  const bad = await run('--series', 'x', '--start', '0', '--end', '1').then(
+    () => null,
+    (e: { code: number; stderr: string }) => e,
+  );
+  t.not(bad?.code, 0);
+  t.match(bad?.stderr, /series/);
+});

@@ -1,0 +1,306 @@
+/**
+ * Gateway behaviour against Ceph RGW, from its own counters: GETs per block cold and warm, single
+ * flight, coalescing, negative caching, limits and request validation, corrupted objects
+ * (DATA_LOSS naming the block), damaged cache entries, replaced blocks (injected clock), and the
+ * cache's byte bound under load.
+ *
+ * Run alone: node scripts/with-rgw.mjs -- tap test/storage-gateway/gateway.test.ts
+ */
+import t, { type Test } from 'tap';
+import { status } from '@grpc/grpc-js';
+import { QueryClient, QueryError } from '../../src/client/query.js';
+import { GrpcError } from '../../src/common/status.js';
+import { FOOTER_LEN } from '../../src/format/footer.js';
+import { blockKey } from '../../src/format/key.js';
+import { openBucket, type Bucket, type BucketConfig } from '../../src/objstore/index.js';
+import { KINDS, makeSeries } from '../support/series.js';
+import {
+  D,
+  expected,
+  gets,
+  idBytes,
+  makeDataSet,
+  manualClock,
+  mismatches,
+  rawRead,
+  rgwBucket,
+  startTestGateway,
+  tempDir,
+  testConfig,
+  W0,
+  writeBlock,
+  writeDataSet,
+  type SeriesData,
+} from './helpers.js';
+
+/** 400 series of one block (shard 0 of 1), 16 per index page: 25 pages. */
+const BIG: SeriesData[] = Array.from({ length: 400 }, (_, i) => ({ id: BigInt(1000 + i), samples: makeSeries(KINDS[i % KINDS.length]!, 960, W0, i) }));
+
+async function setup(t: Test): Promise<{ bucketConfig: BucketConfig; bucket: Bucket }> {
+  const bucketConfig = await rgwBucket(t);
+  const bucket = await openBucket(bucketConfig);
+  t.teardown(() => bucket.close());
+  return { bucketConfig, bucket };
+}
+
+function clientFor(t: Test, port: number, numShards: number, extra: Partial<ConstructorParameters<typeof QueryClient>[0]> = {}): QueryClient {
+  const c = new QueryClient({ endpoints: [`127.0.0.1:${port}`], numShards, ...extra });
+  t.teardown(() => c.close());
+  return c;
+}
+
+const ONE_WINDOW = { start: W0, end: W0 + D };
+
+t.test('GETs per block: at most 3 cold, 1 when the index is cached, 0 warm', async (t) => {
+  const { bucketConfig, bucket } = await setup(t);
+  await writeBlock(bucket, 'big', 0, 1, W0, BIG, { seriesPerPage: 16 });
+  // a 4 KiB first read holds the footer, the index of index and the last pages, not page 0
+  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { suffixBytes: 4096 }));
+  const q = clientFor(t, gw.grpcPort, 1);
+  const read = async (id: bigint): Promise<number> => {
+    const before = await gets(gw);
+    const r = await q.query('big', [id], ONE_WINDOW);
+    t.same(mismatches(r.series, expected({ tenant: 'big', numShards: 1, windows: 1, series: BIG }, [id], W0, W0 + D)), [], `series ${id} exact`);
+    return (await gets(gw)) - before;
+  };
+  t.equal(await read(1000n), 3, 'cold, page 0: suffix + index page + run');
+  t.equal(await read(1000n), 0, 'warm: no GET');
+  t.equal(await read(1001n), 1, 'same page, other series: the run only');
+  t.equal(await read(1100n), 2, 'other page: page + run');
+  t.equal(await read(1399n), 1, 'last page came with the suffix read: the run only');
+  t.equal(await gets(gw, 'suffix'), 1, 'one suffix read for the block');
+  t.ok((await gw.metrics.total('strata_gateway_cache_hits_total', { layer: 'open_block' })) >= 4, 'open block served from memory');
+});
+
+t.test('concurrent misses share one fetch; nearby ranges share one GET', async (t) => {
+  const { bucketConfig, bucket } = await setup(t);
+  await writeBlock(bucket, 'big', 0, 1, W0, BIG, { seriesPerPage: 16 });
+  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { suffixBytes: 4096 }));
+  const q = clientFor(t, gw.grpcPort, 1);
+  const results = await Promise.all(Array.from({ length: 10 }, () => q.query('big', [1000n], ONE_WINDOW)));
+  for (const r of results) t.equal(r.series[0]!.timestamps.length, 960);
+  t.equal(await gets(gw), 3, '10 concurrent cold reads: the GETs of one');
+  t.ok((await gw.metrics.total('strata_gateway_single_flight_joins_total')) >= 9, 'the others joined');
+
+  const ids = BIG.slice(20, 70).map((s) => s.id); // 50 adjacent series over 4 pages
+  const before = await gets(gw, 'range');
+  const r = await q.query('big', ids, ONE_WINDOW);
+  t.same(mismatches(r.series, expected({ tenant: 'big', numShards: 1, windows: 1, series: BIG }, ids, W0, W0 + D)), []);
+  t.equal((await gets(gw, 'range')) - before, 2, 'one GET for the pages, one for the 50 runs');
+  t.ok((await gw.metrics.total('strata_gateway_coalesced_ranges_total')) >= 50);
+});
+
+t.test('a window without a block is empty and negative-cached', async (t) => {
+  const { bucketConfig, bucket } = await setup(t);
+  await writeBlock(bucket, 'acme', 0, 2, W0, [{ id: 2n, samples: makeSeries('gauge', 10, W0, 1) }]);
+  const clock = manualClock(Number(W0 + 10n * D)); // long after the windows ended
+  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { stalenessMs: 60_000, negativeTtlMs: 1000, uploadGraceMs: Number(2n * D) }), { now: clock.now });
+  const q = clientFor(t, gw.grpcPort, 2);
+  const r = await q.query('acme', [1n, 2n], { start: W0, end: W0 + 2n * D });
+  t.equal(r.requests, 4);
+  t.equal(r.blocksFound, 1, 'three of four (window, shard) pairs have no block');
+  t.equal(r.series[0]!.timestamps.length, 0);
+  t.equal(r.series[1]!.timestamps.length, 10);
+  const before = await gets(gw);
+  await q.query('acme', [1n], { start: W0, end: W0 + 2n * D });
+  t.equal((await gets(gw)) - before, 0, 'missing blocks answered from the negative cache');
+  clock.advance(1000);
+  await q.query('acme', [1n], { start: W0, end: W0 + 2n * D });
+  t.equal((await gets(gw)) - before, 0, 'a settled window keeps its entry for stalenessMs');
+  clock.advance(59_000);
+  await q.query('acme', [1n], { start: W0, end: W0 + 2n * D });
+  t.equal((await gets(gw)) - before, 2, 'after stalenessMs the two missing blocks are looked up again');
+
+  // a window that may still be uploading is re-checked after negativeTtlMs
+  const recent = manualClock(Number(W0 + D + 60_000n));
+  const gw2 = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { stalenessMs: 60_000, negativeTtlMs: 1000, uploadGraceMs: Number(2n * D) }), { now: recent.now });
+  const q2 = clientFor(t, gw2.grpcPort, 2);
+  await q2.query('acme', [1n], ONE_WINDOW);
+  t.equal(await gets(gw2), 1);
+  recent.advance(999);
+  await q2.query('acme', [1n], ONE_WINDOW);
+  t.equal(await gets(gw2), 1, 'within negativeTtlMs');
+  recent.advance(1);
+  await writeBlock(bucket, 'acme', 1, 2, W0, [{ id: 1n, samples: makeSeries('counter', 7, W0, 2) }]);
+  const late = await q2.query('acme', [1n], ONE_WINDOW);
+  t.equal(late.series[0]!.timestamps.length, 7, 'the block uploaded meanwhile is found after negativeTtlMs');
+});
+
+t.test('limits and malformed requests get INVALID_ARGUMENT / RESOURCE_EXHAUSTED / FAILED_PRECONDITION naming the field', async (t) => {
+  const { bucketConfig, bucket } = await setup(t);
+  await writeBlock(bucket, 'big', 0, 1, W0, BIG, { seriesPerPage: 16 });
+  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { maxSeriesPerRequest: 50, maxSamplesPerResponse: 20 * 960 }));
+  const base = {
+    tenant: 'big',
+    shard: 0,
+    num_shards: 1,
+    window_start_ms: W0.toString(),
+    series_ids: idBytes([1000n]),
+    start_ms: W0.toString(),
+    end_ms: (W0 + D).toString(),
+    encoding: 'RAW' as const,
+  };
+  const refused = async (req: Partial<typeof base>, headers: Record<string, string>, code: status, re: RegExp, name: string): Promise<void> => {
+    const err = await rawRead(gw.grpcPort, { ...base, ...req }, headers).then(
+      () => null,
+      (e: { code: number; details: string }) => e,
+    );
+    t.equal(err?.code, code, `${name}: ${status[code]}`);
+    t.match(err?.details ?? '', re, `${name}: message`);
+  };
+  const ok = await rawRead(gw.grpcPort, base, { 'x-strata-block': `big/0/${W0}`, 'x-strata-tenant': 'big' });
+  t.equal(ok.length, 1);
+  t.equal(ok[0]!['block_id'], (await gw.directory.open({ tenant: 'big', shard: 0, windowStart: W0, windowEnd: W0 + D, key: blockKey('big', 0, W0) }))!.blockId);
+  await refused({ series_ids: idBytes(BIG.slice(0, 51).map((s) => s.id)) }, {}, status.INVALID_ARGUMENT, /series_ids.*51 series.*maxSeriesPerRequest \(50\)/, 'too many series');
+  await refused({ series_ids: idBytes(BIG.slice(0, 21).map((s) => s.id)) }, {}, status.RESOURCE_EXHAUSTED, /maxSamplesPerResponse \(19200\)/, 'too many samples');
+  await refused({ series_ids: Buffer.alloc(7) }, {}, status.INVALID_ARGUMENT, /series_ids/, 'ragged ids');
+  await refused({ window_start_ms: (W0 + 1n).toString() }, {}, status.INVALID_ARGUMENT, /window_start_ms/, 'unaligned window');
+  await refused({ end_ms: (W0 - 1n).toString() }, {}, status.INVALID_ARGUMENT, /end_ms/, 'end before start');
+  await refused({ tenant: 'Bad/Tenant' }, {}, status.INVALID_ARGUMENT, /tenant/, 'bad tenant');
+  await refused({ shard: 3 }, {}, status.INVALID_ARGUMENT, /shard/, 'shard out of range');
+  await refused({ num_shards: 2, series_ids: idBytes([1001n]) }, {}, status.INVALID_ARGUMENT, /series 1001 belongs to shard 1/, 'id of another shard');
+  await refused({ num_shards: 2, series_ids: idBytes([1000n]) }, {}, status.FAILED_PRECONDITION, /written with 1 shards/, 'shard count differs from the block');
+  await refused({}, { 'x-strata-block': `big/0/${W0 + D}` }, status.INVALID_ARGUMENT, /x-strata-block/, 'routing header disagrees');
+  await refused({}, { 'x-strata-tenant': 'other' }, status.INVALID_ARGUMENT, /x-strata-tenant/, 'tenant header disagrees');
+  t.ok((await gw.metrics.total('strata_gateway_requests_total', { code: 'INVALID_ARGUMENT' })) >= 8);
+
+  // the auth hook sees tenant and token and refuses with its own status
+  const seen: string[] = [];
+  const guarded = await startTestGateway(t, testConfig(bucketConfig, tempDir(t)), {
+    authorize: (ctx) => {
+      seen.push(`${ctx.method} ${ctx.tenant} ${ctx.token}`);
+      if (ctx.token !== 'secret') throw new GrpcError(status.PERMISSION_DENIED, `tenant ${ctx.tenant} is not yours`);
+    },
+  });
+  const denied = await rawRead(guarded.grpcPort, base).then(
+    () => null,
+    (e: { code: number; details: string }) => e,
+  );
+  t.equal(denied?.code, status.PERMISSION_DENIED, 'the hook refuses: PERMISSION_DENIED');
+  t.equal((await rawRead(guarded.grpcPort, base, { authorization: 'Bearer secret' })).length, 1, 'the hook allows');
+  t.same(seen, ['Read big null', 'Read big secret']);
+
+  // the gateway's own time limit
+  const hurried = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { requestTimeoutMs: 1 }));
+  const timedOut = await rawRead(hurried.grpcPort, base).then(
+    () => null,
+    (e: { code: number; details: string }) => e,
+  );
+  t.equal(timedOut?.code, status.DEADLINE_EXCEEDED, 'a cold read over requestTimeoutMs: DEADLINE_EXCEEDED');
+  t.match(timedOut?.details ?? '', /requestTimeoutMs/);
+
+  // the client honours its deadline
+  const slow = clientFor(t, gw.grpcPort, 1, { deadlineMs: 1 });
+  const late = await slow.query('big', [1000n], ONE_WINDOW).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  t.ok(late instanceof QueryError && late.code === status.DEADLINE_EXCEEDED, 'DEADLINE_EXCEEDED');
+});
+
+t.test('a corrupted object gives DATA_LOSS naming the block, never wrong samples', async (t) => {
+  const { bucketConfig, bucket } = await setup(t);
+  const [key, block] = await writeBlock(bucket, 'big', 0, 1, W0, BIG, { seriesPerPage: 16 });
+  const good = await bucket.get(key);
+  const victim = BIG[123]!;
+  // locate the victim's run through a clean gateway, then damage that run, a page, the footer
+  const gw0 = await startTestGateway(t, testConfig(bucketConfig, tempDir(t)));
+  const open = (await gw0.directory.open({ tenant: 'big', shard: 0, windowStart: W0, windowEnd: W0 + D, key }))!;
+  const [page] = await gw0.directory.pages(open, [Math.floor(123 / 16)]);
+  const e = page!.ids.indexOf(victim.id);
+  const runOffset = page!.offsets[e]!;
+  const cases: [string, number, RegExp][] = [
+    ['run', runOffset + 3, new RegExp(`"${key}".*run of series ${victim.id}: checksum mismatch`)],
+    ['index page', open.ioi.offsets[7]! + 2, new RegExp(`"${key}".*index page 7`)],
+    ['footer', block.size - FOOTER_LEN + 20, new RegExp(`"${key}".*footer checksum mismatch`)],
+  ];
+  for (const [what, at, re] of cases) {
+    const bad = Buffer.from(good);
+    bad[at]! ^= 0x10;
+    await bucket.put(key, bad);
+    const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t)));
+    const q = clientFor(t, gw.grpcPort, 1);
+    const err = await q.query('big', [victim.id], ONE_WINDOW).then(
+      () => null,
+      (x: unknown) => x,
+    );
+    t.ok(err instanceof QueryError, `${what}: the query fails`);
+    t.equal((err as QueryError).code, status.DATA_LOSS, `${what}: DATA_LOSS`);
+    t.match((err as QueryError).message, re, `${what}: names the block and what is damaged`);
+    if (what === 'run') {
+      const other = await q.query('big', [BIG[300]!.id], ONE_WINDOW);
+      t.same(mismatches(other.series, expected({ tenant: 'big', numShards: 1, windows: 1, series: BIG }, [BIG[300]!.id], W0, W0 + D)), [], 'undamaged series still read exactly');
+    }
+  }
+  await bucket.put(key, good);
+
+  // a damaged cache entry is detected, dropped and fetched again
+  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t)));
+  const q = clientFor(t, gw.grpcPort, 1);
+  await q.query('big', [victim.id], ONE_WINDOW);
+  const blockId = block.footer.blockId;
+  const len = page!.lengths[e]!;
+  gw.store.deleteRange(blockId, runOffset, len);
+  gw.store.putRange(blockId, runOffset, Buffer.alloc(len, 0xee));
+  const again = await q.query('big', [victim.id], ONE_WINDOW);
+  t.same(mismatches(again.series, expected({ tenant: 'big', numShards: 1, windows: 1, series: BIG }, [victim.id], W0, W0 + D)), [], 'exact after a damaged cache entry');
+  t.equal(await gw.metrics.total('strata_gateway_cache_corrupt_total'), 1);
+});
+
+t.test('a replaced block is served within the staleness bound, never mixed with the old one', async (t) => {
+  const { bucketConfig, bucket } = await setup(t);
+  const v1 = BIG.slice(0, 100);
+  const v2 = BIG.slice(0, 100).map((s, i) => ({ id: s.id, samples: makeSeries('float', 800 + i, W0, 5000 + i) }));
+  const [, b1] = await writeBlock(bucket, 'big', 0, 1, W0, v1, { seriesPerPage: 16 });
+  const clock = manualClock();
+  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { stalenessMs: 60_000, suffixBytes: 4096 }), { now: clock.now });
+  const q = clientFor(t, gw.grpcPort, 1);
+  const ds1 = { tenant: 'big', numShards: 1, windows: 1, series: v1 };
+  const ds2 = { tenant: 'big', numShards: 1, windows: 1, series: v2 };
+  const ids = [v1[0]!.id, v1[1]!.id];
+  t.same(mismatches((await q.query('big', ids, ONE_WINDOW)).series, expected(ds1, ids, W0, W0 + D)), [], 'v1 served');
+  const [, b2] = await writeBlock(bucket, 'big', 0, 1, W0, v2, { seriesPerPage: 16 });
+  t.not(b2.footer.blockId, b1.footer.blockId);
+  clock.advance(10_000);
+  const before = await gets(gw);
+  t.same(mismatches((await q.query('big', ids, ONE_WINDOW)).series, expected(ds1, ids, W0, W0 + D)), [], 'within the bound, cached v1 is still served');
+  t.equal((await gets(gw)) - before, 0, 'without touching S3');
+  // a series whose run is not cached: its range GET hits v2's bytes, fails the check, and the
+  // read restarts on v2 (never a v1 index with v2 bytes)
+  const fresh = [v1[50]!.id];
+  t.same(mismatches((await q.query('big', fresh, ONE_WINDOW)).series, expected(ds2, fresh, W0, W0 + D)), [], 'a read that ran into v2 restarts on v2');
+  t.equal(await gw.metrics.total('strata_gateway_block_replacements_total'), 1);
+  clock.advance(60_000);
+  t.same(mismatches((await q.query('big', ids, ONE_WINDOW)).series, expected(ds2, ids, W0, W0 + D)), [], 'after the bound, v2');
+  t.notOk(gw.store.hasRange(b1.footer.blockId, b1.footer.ioi.offset, b1.size - b1.footer.ioi.offset), 'v1 dropped from the cache');
+
+  // staleness alone (no read running into the new bytes) also switches
+  const [, b3] = await writeBlock(bucket, 'big', 0, 1, W0, v1, { seriesPerPage: 16 });
+  clock.advance(59_999);
+  const stillV2 = await q.query('big', ids, ONE_WINDOW);
+  t.same(mismatches(stillV2.series, expected(ds2, ids, W0, W0 + D)), [], 'v2 just before the bound');
+  clock.advance(1);
+  const v3 = await q.query('big', ids, ONE_WINDOW);
+  t.same(mismatches(v3.series, expected(ds1, ids, W0, W0 + D)), [], `block ${b3.footer.blockId} at the bound`);
+});
+
+t.test('the byte cache stays within its budget while every query stays exact', async (t) => {
+  const { bucketConfig, bucket } = await setup(t);
+  const ds = makeDataSet({ seed: 3, n: 120, numShards: 4, windows: 4 });
+  await writeDataSet(bucket, ds);
+  const budget = 96 * 1024;
+  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { cacheMaxBytes: budget }));
+  const q = clientFor(t, gw.grpcPort, ds.numShards);
+  const ids = ds.series.map((s) => s.id);
+  let maxUsed = 0;
+  for (let i = 0; i < ids.length; i += 10) {
+    const some = ids.slice(i, i + 10);
+    const r = await q.query(ds.tenant, some, { start: W0, end: W0 + 4n * D });
+    const bad = mismatches(r.series, expected(ds, some, W0, W0 + 4n * D));
+    if (bad.length > 0) t.fail(bad.join('; '));
+    maxUsed = Math.max(maxUsed, gw.store.usedBytes);
+  }
+  t.ok(maxUsed <= budget, `cache peaked at ${maxUsed} of ${budget} bytes`);
+  t.ok((await gw.metrics.total('strata_gateway_cache_evictions_total')) > 0, 'blocks were evicted');
+  t.ok((await gw.metrics.total('strata_gateway_cache_evicted_bytes_total')) > 0);
+});
