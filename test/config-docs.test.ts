@@ -1,8 +1,8 @@
 /**
- * docs/config.md documents every option: each key of the aggregator config schema and of the
- * tenants-file schema (bucket options and secret references included) has a row in the right
- * table, each aggregator row names its environment variable, and no row names a key that does not
- * exist. The keys are taken from the zod schemas themselves, so a new option fails this test until
+ * docs/config.md documents every option: each key of the aggregator and gateway config schemas
+ * and of the tenants-file schema (bucket options and secret references included) has a row in the
+ * right table, each top-level service option names its environment variable, and no row names a
+ * key that does not exist. The keys are taken from the zod schemas themselves, so a new option fails this test until
  * it is documented.
  */
 import { readFileSync } from 'node:fs';
@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { aggregatorConfigSchema, constantCase, ENV_PREFIX } from '../src/shard-aggregator/config.js';
+import { gatewayConfigSchema, ENV_PREFIX as GATEWAY_ENV_PREFIX } from '../src/storage-gateway/config.js';
 import { tenantsFileSchema } from '../src/tenancy/config.js';
 
 const doc = readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', 'docs', 'config.md'), 'utf8');
@@ -113,7 +114,15 @@ t.test('every tenants-file key has a row (tenant keys, bucket options, secret re
   t.end();
 });
 
-t.test('the storage gateway has its heading', (t) => {
-  t.ok(section('Storage gateway'));
+t.test('every gateway option has a row with its environment variable, and nothing else does', (t) => {
+  const gateway = section('Storage gateway');
+  const documented = rows(gateway.split(/^### /m).find((p) => p.startsWith('Options')) ?? '');
+  const keys = keyPaths(gatewayConfigSchema);
+  t.ok(keys.length > 25, `${keys.length} keys found in the schema`);
+  for (const k of keys) {
+    t.ok(documented.has(k), `${k} is documented`);
+    if (!k.includes('.')) t.match(documented.get(k) ?? '', `\`${GATEWAY_ENV_PREFIX}${constantCase(k)}\``, `${k}: environment variable named`);
+  }
+  t.same([...documented.keys()].filter((k) => !keys.includes(k)), [], 'no documented key outside the schema');
   t.end();
 });

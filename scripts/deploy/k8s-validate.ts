@@ -15,7 +15,9 @@
  *   mounted config file by the real config parser; the gRPC readiness probe uses the config's
  *   gRPC port and the service's health name; the WAL and the cache sit on claim templates with
  *   room for walQuotaBytes / cacheMaxBytes; the StatefulSet's replicas are the aggregators'
- *   `replicas`; termination grace covers shutdownGraceMs; both services use the same bucket;
+ *   `replicas`; termination grace covers shutdownGraceMs; both services use the same bucket or
+ *   tenants file; a tenants file is a file of a mounted ConfigMap, is validated by the real
+ *   tenants parser, and its `{ env: ... }` secret references name variables the pod sets;
  * - Envoy: the bootstrap in its ConfigMap passes envoy-validate.ts against the topology these
  *   manifests describe (names, namespace, replicas, ports, numShards).
  */
@@ -24,11 +26,12 @@ import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import { basename, join, posix, relative } from 'node:path';
 import { Command } from 'commander';
-import { parseAllDocuments } from 'yaml';
+import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { aggregatorConfigFrom, registerAggregatorCommands } from '../../src/cli/aggregator.js';
 import { gatewayConfigFrom, registerGatewayCommands } from '../../src/cli/gateway.js';
 import type { AggregatorConfig } from '../../src/shard-aggregator/config.js';
 import type { GatewayConfig } from '../../src/storage-gateway/config.js';
+import { parseTenantsConfig } from '../../src/tenancy/config.js';
 import { validateEnvoyYaml } from './envoy-validate.js';
 import type { Problem } from './proto-check.js';
 import { READ_SERVICE_NAME, WRITE_SERVICE_NAME, type Topology } from './topology.js';
@@ -597,6 +600,27 @@ export async function validateK8sDir(dir: string, opts: K8sValidateOptions = {})
           report(at, `strata ${role} rejects its config: ${(err as Error).message}`);
           continue;
         }
+        if (config.tenantsFile !== undefined) {
+          const text = mountedFileText(config.tenantsFile, c, w, configMapKeys, configMaps);
+          if (text === null) report(at, `tenantsFile ${config.tenantsFile} is not a file of a mounted ConfigMap`);
+          else {
+            // secret references: env ones must be set in the pod (placeholders stand in for the
+            // values); file ones are not read here
+            const fileRefs = (v: unknown): unknown =>
+              Array.isArray(v)
+                ? v.map(fileRefs)
+                : v !== null && typeof v === 'object'
+                  ? 'file' in v && Object.keys(v).length === 1
+                    ? { env: 'STRATA_K8S_VALIDATE_FILE_REF' }
+                    : Object.fromEntries(Object.entries(v).map(([k, x]) => [k, fileRefs(x)]))
+                  : v;
+            try {
+              await parseTenantsConfig(fileRefs(parseYaml(text) as unknown), config.tenantsFile, { ...env, STRATA_K8S_VALIDATE_FILE_REF: 'placeholder-from-file' });
+            } catch (err) {
+              report(at, `strata ${role} rejects its tenants file: ${(err as Error).message}`);
+            }
+          }
+        }
         strataPods.push({ w, c, role, config });
         checkStrataPod(w, c, role, config, at, report, opts);
         // every pod's config must be valid (each takes its own ordinal from its name)
@@ -619,8 +643,8 @@ export async function validateK8sDir(dir: string, opts: K8sValidateOptions = {})
   if (gws.length !== 1) report('(strata containers)', `expected one gateway StatefulSet, found ${gws.length}`);
   const agg = aggs[0];
   const gw = gws[0];
-  if (agg && gw && JSON.stringify(agg.config.bucket) !== JSON.stringify(gw.config.bucket)) {
-    report('(strata containers)', 'the aggregators and the gateways must use the same bucket');
+  if (agg && gw && (JSON.stringify(agg.config.bucket) !== JSON.stringify(gw.config.bucket) || agg.config.tenantsFile !== gw.config.tenantsFile)) {
+    report('(strata containers)', 'the aggregators and the gateways must use the same bucket or tenants file');
   }
 
   // ---- Envoy ----

@@ -17,6 +17,10 @@ interface GatewayFlags {
   cacheType?: string;
   stalenessMs?: string;
   bucketDir?: string;
+  tenantsFile?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientCa?: string;
   logLevel?: string;
   set: string[];
   printConfig?: boolean;
@@ -35,6 +39,7 @@ export async function gatewayConfigFrom(flags: GatewayFlags, env: NodeJS.Process
     ['cacheMaxBytes', 'cacheMaxBytes'],
     ['cacheType', 'cacheType'],
     ['stalenessMs', 'stalenessMs'],
+    ['tenantsFile', 'tenantsFile'],
     ['logLevel', 'logLevel'],
   ];
   for (const [flag, key] of named) {
@@ -42,6 +47,13 @@ export async function gatewayConfigFrom(flags: GatewayFlags, env: NodeJS.Process
     if (typeof v === 'string') fromFlags[key] = parseConfigValue(key, v, `--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
   }
   if (flags.bucketDir !== undefined) fromFlags.bucket = { type: 'filesystem', path: flags.bucketDir };
+  if (flags.tlsCert !== undefined || flags.tlsKey !== undefined || flags.tlsClientCa !== undefined) {
+    fromFlags.tls = {
+      ...(flags.tlsCert !== undefined ? { certFile: flags.tlsCert } : {}),
+      ...(flags.tlsKey !== undefined ? { keyFile: flags.tlsKey } : {}),
+      ...(flags.tlsClientCa !== undefined ? { clientCaFile: flags.tlsClientCa } : {}),
+    };
+  }
   for (const kv of flags.set) {
     const i = kv.indexOf('=');
     if (i <= 0) throw new StrataError(ErrorCode.CONFIG, `invalid gateway config: --set ${kv}: expected key=value`);
@@ -53,7 +65,7 @@ export async function gatewayConfigFrom(flags: GatewayFlags, env: NodeJS.Process
 
 /** The config with secrets replaced, for printing. */
 function redacted(cfg: GatewayConfig): unknown {
-  return JSON.parse(JSON.stringify(cfg, (k, v: unknown) => (k === 'secretAccessKey' || k === 'sessionToken' ? '[redacted]' : v))) as unknown;
+  return JSON.parse(JSON.stringify(cfg, (k, v: unknown) => (k === 'accessKeyId' || k === 'secretAccessKey' || k === 'sessionToken' ? '[redacted]' : v))) as unknown;
 }
 
 /** Registers `strata gateway`. */
@@ -69,6 +81,10 @@ export function registerGatewayCommands(program: Command): void {
     .option('--cache-type <type>', 'lmdb or memory (cacheType)')
     .option('--staleness-ms <ms>', 'serve a replaced block within this (stalenessMs)')
     .option('--bucket-dir <dir>', 'read blocks from a filesystem bucket in <dir>')
+    .option('--tenants-file <file>', 'tenants file: default bucket, per-tenant buckets, tokens, limits (tenantsFile)')
+    .option('--tls-cert <file>', 'serve gRPC over TLS with this PEM certificate chain (tls.certFile)')
+    .option('--tls-key <file>', 'PEM private key of --tls-cert (tls.keyFile)')
+    .option('--tls-client-ca <file>', 'require client certificates signed by this PEM CA: mTLS (tls.clientCaFile)')
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
     .option('--set <key=value>', 'set any config option (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--print-config', 'print the validated config (secrets hidden) and exit')

@@ -2,11 +2,13 @@
  * `strata query --endpoint HOST:PORT --tenant T --series 1,2 --start S --end E`: reads samples
  * through the storage gateways with the query client and prints them, one sample per line:
  * `<series>\t<timestampMs>\t<value>` (NaN with its bits, -0 kept), or with --json one JSON object
- * per sample with the exact value bits.
+ * per sample with the exact value bits. The tenant's token comes from `--token-file`, `--token` or
+ * `STRATA_TOKEN` (as for `strata push`); `--tls*` flags connect over TLS / mTLS.
  */
 import type { Command } from 'commander';
 import { QueryClient, QueryError, type ReadEncoding } from '../client/query.js';
 import { InvalidArgumentError, StrataError } from '../errors.js';
+import { tlsFrom, tokenFrom, TOKEN_ENV } from './push.js';
 import { DEFAULT_BLOCK_DURATION_MS } from '../format/key.js';
 
 interface QueryFlags {
@@ -21,6 +23,12 @@ interface QueryFlags {
   concurrency: string;
   encoding?: string;
   token?: string;
+  tokenFile?: string;
+  tls?: boolean;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsServerName?: string;
   json?: boolean;
 }
 
@@ -70,7 +78,13 @@ export function registerQueryCommands(program: Command): void {
     .option('--deadline-ms <ms>', 'deadline of the query', '30000')
     .option('--concurrency <n>', 'block requests in flight', '32')
     .option('--encoding <enc>', 'raw or runs (default: the client default)')
-    .option('--token <token>', 'bearer token')
+    .option('--token <token>', `the tenant's bearer token (or ${TOKEN_ENV}; visible in the process list: prefer --token-file or the variable)`)
+    .option('--token-file <file>', "read the tenant's bearer token from a file")
+    .option('--tls', "connect over TLS, verifying the server against the system's roots")
+    .option('--tls-ca <file>', 'connect over TLS, verifying the server against this PEM CA bundle')
+    .option('--tls-cert <file>', 'client certificate (PEM) for mTLS; needs --tls-key')
+    .option('--tls-key <file>', 'client private key (PEM) for mTLS')
+    .option('--tls-server-name <name>', 'name to check the server certificate against (default: the endpoint host)')
     .option('--json', 'print JSON lines with the exact value bits')
     .action(async (f: QueryFlags) => {
       try {
@@ -90,6 +104,8 @@ export function registerQueryCommands(program: Command): void {
 /** Runs the query and prints the samples. */
 async function query(f: QueryFlags): Promise<void> {
   if (f.encoding !== undefined && f.encoding !== 'raw' && f.encoding !== 'runs') throw new InvalidArgumentError('encoding', `"${f.encoding}" is not raw or runs`);
+  const token = tokenFrom(f, process.env);
+  const tls = tlsFrom(f);
   const client = new QueryClient({
     endpoints: f.endpoint,
     numShards: positive('num-shards', f.numShards),
@@ -97,7 +113,8 @@ async function query(f: QueryFlags): Promise<void> {
     deadlineMs: positive('deadline-ms', f.deadlineMs),
     concurrency: positive('concurrency', f.concurrency),
     ...(f.encoding !== undefined ? { encoding: f.encoding as ReadEncoding } : {}),
-    ...(f.token !== undefined ? { token: f.token } : {}),
+    ...(token !== undefined ? { token } : {}),
+    ...(tls !== undefined ? { tls } : {}),
   });
   try {
     const r = await client.query(f.tenant, parseIds(f.series), { start: parseTime('start', f.start), end: parseTime('end', f.end) });

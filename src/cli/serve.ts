@@ -4,6 +4,10 @@
  * lives in `<data-dir>/wal` and the gateway's LMDB cache in `<data-dir>/cache`. No other server is
  * needed. The same typed configs as `strata aggregator` / `strata gateway` are built underneath,
  * so every option of theirs can be set with `--aggregator-set` / `--gateway-set key=value`.
+ *
+ * With `--tenants-file`, both services get that file (`tenantsFile`) instead of the bucket: its
+ * defaultBucket and per-tenant buckets are used, calls need the tenants' tokens, and each service
+ * watches and reloads it on its own.
  */
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
@@ -23,6 +27,7 @@ export interface ServeFlags {
   writeMetricsListen: string;
   readMetricsListen: string;
   logLevel: string;
+  tenantsFile?: string;
   aggregatorSet: string[];
   gatewaySet: string[];
 }
@@ -42,13 +47,14 @@ function setLayer(pairs: readonly string[], parse: (key: string, raw: string, so
 export function serveConfigs(flags: ServeFlags): { aggregator: AggregatorConfig; gateway: GatewayConfig } {
   const dir = resolve(flags.dataDir);
   const numShards = Number(flags.numShards);
-  const bucket = { type: 'filesystem', path: join(dir, 'bucket') };
+  const where: Record<string, unknown> =
+    flags.tenantsFile !== undefined ? { tenantsFile: resolve(flags.tenantsFile) } : { bucket: { type: 'filesystem', path: join(dir, 'bucket') } };
   const aggregator = parseAggregatorConfig(
     {
       grpcListen: flags.writeListen,
       metricsListen: flags.writeMetricsListen,
       walDir: join(dir, 'wal'),
-      bucket,
+      ...where,
       numShards,
       shards: Array.from({ length: Number.isInteger(numShards) && numShards > 0 ? numShards : 0 }, (_, i) => i),
       logLevel: flags.logLevel,
@@ -59,7 +65,7 @@ export function serveConfigs(flags: ServeFlags): { aggregator: AggregatorConfig;
     {
       grpcListen: flags.readListen,
       metricsListen: flags.readMetricsListen,
-      bucket,
+      ...where,
       cacheDir: join(dir, 'cache'),
       logLevel: flags.logLevel,
     },
@@ -79,16 +85,19 @@ async function serve(flags: ServeFlags): Promise<void> {
     return;
   }
   const logger = createLogger({ level: cfg.aggregator.logLevel, name: 'serve' });
-  const bucket = await openBucket(cfg.aggregator.bucket ?? cfg.gateway.bucket); // the same bucket (serve takes no tenants file)
-  const aggregator = await startAggregatorServer({ config: cfg.aggregator, logger: logger.child({ role: 'aggregator' }), bucket });
-  const gateway = await startGateway({ config: cfg.gateway, logger: logger.child({ role: 'gateway' }), bucket });
+  // without a tenants file, both services share one bucket client; with one, each has its registry
+  const shared = cfg.aggregator.bucket !== undefined ? await openBucket(cfg.aggregator.bucket) : null;
+  const bucket = shared ? { bucket: shared } : {};
+  const aggregator = await startAggregatorServer({ config: cfg.aggregator, logger: logger.child({ role: 'aggregator' }), ...bucket });
+  const gateway = await startGateway({ config: cfg.gateway, logger: logger.child({ role: 'gateway' }), ...bucket });
   await aggregator.ready;
   logger.info(
     {
       write: `${cfg.aggregator.grpcListen.replace(/:\d+$/, '')}:${aggregator.grpcPort}`,
       read: `${cfg.gateway.grpcListen.replace(/:\d+$/, '')}:${gateway.grpcPort}`,
       metrics: [aggregator.metricsPort, gateway.metricsPort],
-      bucket: bucket.name,
+      bucket: shared ? shared.name : null,
+      tenantsFile: cfg.aggregator.tenantsFile ?? null,
       numShards: cfg.aggregator.numShards,
     },
     'strata is serving',
@@ -99,7 +108,7 @@ async function serve(flags: ServeFlags): Promise<void> {
     exiting = true;
     logger.info({ signal }, 'shutdown requested');
     Promise.all([aggregator.shutdown(), gateway.shutdown()])
-      .then(() => bucket.close())
+      .then(() => shared?.close())
       .then(
         () => process.exit(0),
         (err: unknown) => {
@@ -126,6 +135,7 @@ export function registerServeCommands(program: Command): void {
     .option('--write-metrics-listen <host:port>', "aggregator's /metrics", '127.0.0.1:9401')
     .option('--read-metrics-listen <host:port>', "gateway's /metrics", '127.0.0.1:9402')
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
+    .option('--tenants-file <path>', "tenants file (YAML or JSON) for both services: its defaultBucket replaces <data-dir>/bucket, and calls need the tenants' tokens")
     .option('--aggregator-set <key=value>', 'any aggregator option (repeatable)', collect, [] as string[])
     .option('--gateway-set <key=value>', 'any gateway option (repeatable)', collect, [] as string[])
     .action(serve);

@@ -5,6 +5,7 @@
  * - splits the query into one request per (window, shard) block (query-plan.ts);
  * - sets `x-strata-block` (Envoy's Maglev hash key), `x-strata-tenant` and, when given,
  *   `authorization: Bearer <token>`;
+ * - connects in plaintext, or over TLS / mTLS with `tls` (src/common/tls.ts);
  * - sends to one endpoint (Envoy) or to a static list of gateways, where each block goes to the
  *   same gateway by rendezvous hashing (so its cache stays warm) and a retry to the next one;
  * - keeps at most `concurrency` requests in flight; the whole query shares one deadline;
@@ -13,6 +14,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import { Client, credentials, Metadata, status, type ChannelCredentials, type ServiceError } from '@grpc/grpc-js';
+import { clientChannelSecurity, type ClientTlsConfig } from '../common/tls.js';
 import { InvalidArgumentError } from '../errors.js';
 import { DEFAULT_BLOCK_DURATION_MS } from '../format/key.js';
 import { planQuery, rankEndpoints, type BlockRequest } from './query-plan.js';
@@ -41,7 +43,9 @@ export interface QueryClientOptions {
   readonly encoding?: ReadEncoding;
   /** Bearer token sent as `authorization`. */
   readonly token?: string;
-  /** Default insecure (plaintext, as inside a cluster). */
+  /** TLS (and mTLS with a client certificate); default plaintext. Exclusive with `credentials`. */
+  readonly tls?: ClientTlsConfig;
+  /** Channel credentials built by the caller; default insecure (plaintext, as inside a cluster). */
   readonly credentials?: ChannelCredentials;
   /** Largest response message accepted (default 64 MiB; the gateway's maxMessageBytes must fit). */
   readonly maxReceiveMessageBytes?: number;
@@ -92,9 +96,21 @@ export class QueryClient {
   private readonly concurrency: number;
   private readonly deadlineMs: number;
   private readonly encoding: ReadEncoding;
+  private readonly channelCredentials: ChannelCredentials;
+  private readonly channelOptions: Record<string, string | number>;
 
+  /** @throws StrataError CONFIG for unreadable or invalid TLS files. */
   constructor(private readonly opts: QueryClientOptions) {
     if (opts.endpoints.length === 0) throw new InvalidArgumentError('endpoints', 'at least one endpoint is needed');
+    if (opts.tls !== undefined && opts.credentials !== undefined) throw new InvalidArgumentError('tls', 'give tls or credentials, not both');
+    if (opts.tls !== undefined) {
+      const sec = clientChannelSecurity(opts.tls);
+      this.channelCredentials = sec.credentials;
+      this.channelOptions = sec.channelOptions as Record<string, string | number>;
+    } else {
+      this.channelCredentials = opts.credentials ?? credentials.createInsecure();
+      this.channelOptions = {};
+    }
     this.endpoints = [...new Set(opts.endpoints)];
     this.blockDurationMs = opts.blockDurationMs ?? DEFAULT_BLOCK_DURATION_MS;
     this.concurrency = opts.concurrency ?? 32;
@@ -161,7 +177,8 @@ export class QueryClient {
     let c = this.clients.get(endpoint);
     if (!c) {
       const max = this.opts.maxReceiveMessageBytes ?? 64 * 1024 * 1024;
-      c = new Client(endpoint, this.opts.credentials ?? credentials.createInsecure(), {
+      c = new Client(endpoint, this.channelCredentials, {
+        ...this.channelOptions,
         'grpc.max_receive_message_length': max,
         // a large HTTP/2 window: a block's answer streams without waiting for window updates
         'grpc-node.flow_control_window': 16 * 1024 * 1024,

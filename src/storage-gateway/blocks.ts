@@ -13,7 +13,15 @@
  * A missing object is "no block" and is remembered (negative cache) for `negativeTtlMs` while
  * its window may still be uploading (it ended less than `uploadGraceMs` ago), else for
  * `stalenessMs`.
+ *
+ * Tenancy. Each address carries the bucket it is read from and a `scope` naming that bucket's
+ * location. Every cache key includes the scope: opened blocks, the negative cache and the tail
+ * single flight are keyed by `<scope>/<object key>`, the byte cache's pointers likewise, and its
+ * ranges and the page LRU by the block's `cacheId`, a digest of (scope, tenant, block id). Two
+ * tenants, or one tenant whose bucket a reload changed, never share a cache entry, even if their
+ * object keys or block ids were equal.
  */
+import { createHash } from 'node:crypto';
 import { crc32c } from '@node-rs/crc32';
 import type { Logger } from 'pino';
 import { BlockReader } from '../block/reader.js';
@@ -29,7 +37,7 @@ import type { GatewayMetrics } from './metrics.js';
 import { raceSignal, SingleFlight } from './single-flight.js';
 
 /** Which block to read: its identity and object key. */
-export interface BlockAddress {
+export interface BlockLocation {
   readonly tenant: string;
   readonly shard: number;
   readonly windowStart: bigint;
@@ -38,10 +46,39 @@ export interface BlockAddress {
   readonly key: string;
 }
 
+/** A block location and the bucket it is read from. */
+export interface BlockAddress extends BlockLocation {
+  readonly bucket: BucketReader;
+  /**
+   * Names the bucket's location (e.g. a digest of TenantRegistry.bucketLocation); part of every
+   * cache key of the block (see the module comment). No '/' in it.
+   */
+  readonly scope: string;
+}
+
+/** The key of an address in the directory's maps and the byte cache's pointers. */
+export function scopedKey(addr: Pick<BlockAddress, 'scope' | 'key'>): string {
+  return `${addr.scope}/${addr.key}`;
+}
+
+/**
+ * The id a block's ranges have in the byte cache: 32 hex digits of SHA-256 over scope, tenant and
+ * block id, so bytes cached for one bucket location or tenant never answer for another.
+ */
+export function blockCacheId(scope: string, tenant: string, blockId: string): string {
+  return createHash('sha256').update(`${scope}\n${tenant}\n${blockId}`).digest('hex').slice(0, 32);
+}
+
 /** A block whose footer and index of index are decoded. */
 export interface OpenBlock {
+  /** Object key (in errors). */
   readonly key: string;
+  /** {@link scopedKey} of its address. */
+  readonly scopedKey: string;
+  /** The block id of its footer (sent to clients). */
   readonly blockId: string;
+  /** {@link blockCacheId}: the id of its ranges in the byte cache and of its decoded pages. */
+  readonly cacheId: string;
   readonly footer: Footer;
   readonly ioi: IndexOfIndex;
   readonly size: number;
@@ -63,7 +100,6 @@ export interface BlockDirectoryOptions {
 
 /** Dependencies of a {@link BlockDirectory}. */
 export interface BlockDirectoryDeps {
-  readonly bucket: BucketReader;
   readonly store: CacheStore;
   readonly fetcher: RangeFetcher;
   readonly metrics: GatewayMetrics;
@@ -102,25 +138,26 @@ export class BlockDirectory {
   async open(addr: BlockAddress, signal?: AbortSignal): Promise<OpenBlock | null> {
     const { metrics } = this.deps;
     const now = this.deps.now();
-    const mem = this.open_.get(addr.key);
+    const sk = scopedKey(addr);
+    const mem = this.open_.get(sk);
     if (mem) {
       const age = now - mem.checkedAtMs;
       if (age < this.opts.stalenessMs) {
         metrics.cacheHits.inc({ layer: 'open_block' });
-        if (age >= this.opts.stalenessMs / 2 && !this.tails.get(addr.key)) {
+        if (age >= this.opts.stalenessMs / 2 && !this.tails.get(sk)) {
           this.refresh(addr).catch((err: unknown) => this.deps.logger.warn({ err, key: addr.key }, 'background block re-check failed'));
         }
         return mem;
       }
     }
     metrics.cacheMisses.inc({ layer: 'open_block' });
-    const until = this.negative.get(addr.key);
+    const until = this.negative.get(sk);
     if (until !== undefined) {
       if (until > now) {
         metrics.negativeHits.inc();
         return null;
       }
-      this.negative.delete(addr.key);
+      this.negative.delete(sk);
     }
     if (!mem) {
       const stored = this.openFromStore(addr, now);
@@ -131,15 +168,15 @@ export class BlockDirectory {
 
   /** Re-reads the block's tail from the bucket (shared by concurrent callers). */
   refresh(addr: BlockAddress, signal?: AbortSignal): Promise<OpenBlock | null> {
-    return raceSignal(this.tails.do(addr.key, () => this.readTail(addr)).promise, signal);
+    return raceSignal(this.tails.do(scopedKey(addr), () => this.readTail(addr)).promise, signal);
   }
 
-  /** Decoded index pages `nos` of `block`, in input order. */
-  async pages(block: OpenBlock, nos: readonly number[], signal?: AbortSignal): Promise<IndexPage[]> {
+  /** Decoded index pages `nos` of `block` (opened at `addr`), in input order. */
+  async pages(addr: BlockAddress, block: OpenBlock, nos: readonly number[], signal?: AbortSignal): Promise<IndexPage[]> {
     const out = new Array<IndexPage>(nos.length);
     const need: number[] = [];
     for (let i = 0; i < nos.length; i++) {
-      const p = this.pages_.get(`${block.blockId}/${nos[i]}`);
+      const p = this.pages_.get(`${block.cacheId}/${nos[i]}`);
       if (p) out[i] = p;
       else need.push(i);
     }
@@ -149,8 +186,9 @@ export class BlockDirectory {
     metrics.cacheMisses.inc({ layer: 'page' }, need.length);
     const { ioi } = block;
     const bytes = await this.deps.fetcher.fetch(
+      addr.bucket,
       block.key,
-      block.blockId,
+      block.cacheId,
       need.map((i) => {
         const p = nos[i]!;
         return { offset: ioi.offsets[p]!, length: ioi.lengths[p]!, crc: ioi.crcs[p]!, what: `index page ${p}` };
@@ -161,7 +199,7 @@ export class BlockDirectory {
       const i = need[j]!;
       const p = nos[i]!;
       const page = BlockReader.decodePageBytes(block.key, ioi, p, bytes[j]!, block.footer.samples.length);
-      this.pages_.set(`${block.blockId}/${p}`, page, PAGE_OVERHEAD + page.count * PAGE_ENTRY_BYTES);
+      this.pages_.set(`${block.cacheId}/${p}`, page, PAGE_OVERHEAD + page.count * PAGE_ENTRY_BYTES);
       out[i] = page;
     }
     return out;
@@ -170,7 +208,7 @@ export class BlockDirectory {
   /** Opens the block from the byte cache when its pointer is fresh enough; null otherwise. */
   private openFromStore(addr: BlockAddress, now: number): OpenBlock | null {
     const { store, metrics, logger } = this.deps;
-    const ptr = store.getPointer(addr.key);
+    const ptr = store.getPointer(scopedKey(addr));
     if (!ptr || now - ptr.checkedAtMs >= this.opts.stalenessMs) return null;
     const tail = store.getRange(ptr.blockId, ptr.tailOffset, ptr.size - ptr.tailOffset);
     if (!tail) {
@@ -179,7 +217,7 @@ export class BlockDirectory {
     }
     try {
       const block = decodeTail(addr, tail, ptr.tailOffset, ptr.size, ptr.checkedAtMs);
-      if (block.blockId !== ptr.blockId) throw new CorruptionError(addr.key, ptr.tailOffset, `cached tail holds block ${block.blockId}, pointer says ${ptr.blockId}`);
+      if (block.cacheId !== ptr.blockId) throw new CorruptionError(addr.key, ptr.tailOffset, `cached tail holds block ${block.blockId} (cache id ${block.cacheId}), pointer says ${ptr.blockId}`);
       metrics.cacheHits.inc({ layer: 'tail' });
       this.remember(block);
       return block;
@@ -195,7 +233,7 @@ export class BlockDirectory {
   private async readTail(addr: BlockAddress): Promise<OpenBlock | null> {
     for (let attempt = 1; ; attempt++) {
       const now = this.deps.now();
-      const first = await this.get(addr.key, this.opts.suffixBytes, 'suffix');
+      const first = await this.get(addr, this.opts.suffixBytes, 'suffix');
       if (!first) return this.missing(addr, now);
       const size = first.size;
       if (size < FOOTER_LEN || first.data.length < FOOTER_LEN) {
@@ -205,7 +243,7 @@ export class BlockDirectory {
       let r = first;
       if (footer.ioi.offset < first.offset) {
         // the index of index did not fit in the first read: read exactly the tail
-        const second = await this.get(addr.key, size - footer.ioi.offset, 'suffix');
+        const second = await this.get(addr, size - footer.ioi.offset, 'suffix');
         if (!second) return this.missing(addr, now);
         if (second.size !== size) {
           if (attempt < TAIL_ATTEMPTS) continue; // replaced between the two reads
@@ -223,11 +261,11 @@ export class BlockDirectory {
   }
 
   /** One suffix GET, counted; null when the object does not exist. */
-  private async get(key: string, suffix: number, kind: string): Promise<RangeResult | null> {
-    const { bucket, metrics } = this.deps;
+  private async get(addr: BlockAddress, suffix: number, kind: string): Promise<RangeResult | null> {
+    const { metrics } = this.deps;
     metrics.s3Gets.inc({ kind });
     try {
-      const r = await bucket.getRange(key, { suffix });
+      const r = await addr.bucket.getRange(addr.key, { suffix });
       metrics.s3GetBytes.inc({ kind }, r.data.length);
       return r;
     } catch (err) {
@@ -239,12 +277,13 @@ export class BlockDirectory {
 
   private missing(addr: BlockAddress, now: number): null {
     const { store } = this.deps;
-    const old = this.open_.peek(addr.key)?.blockId ?? store.getPointer(addr.key)?.blockId;
+    const sk = scopedKey(addr);
+    const old = this.open_.peek(sk)?.cacheId ?? store.getPointer(sk)?.blockId;
     if (old !== undefined) store.dropBlock(old);
-    this.open_.delete(addr.key);
-    store.deletePointer(addr.key);
+    this.open_.delete(sk);
+    store.deletePointer(sk);
     const recent = addr.windowEnd + BigInt(this.opts.uploadGraceMs) > BigInt(now);
-    this.negative.set(addr.key, now + (recent ? this.opts.negativeTtlMs : this.opts.stalenessMs));
+    this.negative.set(sk, now + (recent ? this.opts.negativeTtlMs : this.opts.stalenessMs));
     if (this.negative.size > 100_000) this.pruneNegative(now);
     return null;
   }
@@ -256,20 +295,22 @@ export class BlockDirectory {
   /** Makes `block` the current one at its key, dropping a replaced one. */
   private install(addr: BlockAddress, block: OpenBlock, tail: Buffer): void {
     const { store, metrics, logger } = this.deps;
-    const old = this.open_.peek(addr.key)?.blockId ?? store.getPointer(addr.key)?.blockId;
-    if (old !== undefined && old !== block.blockId) {
+    const sk = block.scopedKey;
+    const mem = this.open_.peek(sk);
+    const old = mem?.cacheId ?? store.getPointer(sk)?.blockId;
+    if (old !== undefined && old !== block.cacheId) {
       metrics.blockReplacements.inc();
-      logger.info({ key: addr.key, blockId: block.blockId, oldBlockId: old }, 'block replaced');
+      logger.info({ key: addr.key, blockId: block.blockId, oldBlockId: mem?.blockId ?? null }, 'block replaced');
       store.dropBlock(old);
     }
-    this.negative.delete(addr.key);
-    store.putRange(block.blockId, block.tailOffset, tail);
-    store.setPointer(addr.key, { blockId: block.blockId, checkedAtMs: block.checkedAtMs, tailOffset: block.tailOffset, size: block.size });
+    this.negative.delete(sk);
+    store.putRange(block.cacheId, block.tailOffset, tail);
+    store.setPointer(sk, { blockId: block.cacheId, checkedAtMs: block.checkedAtMs, tailOffset: block.tailOffset, size: block.size });
     this.remember(block);
   }
 
   private remember(block: OpenBlock): void {
-    this.open_.set(block.key, block, OPEN_BLOCK_OVERHEAD + block.ioi.byteSize);
+    this.open_.set(block.scopedKey, block, OPEN_BLOCK_OVERHEAD + block.ioi.byteSize);
   }
 
   /** Index pages that came along in the suffix read go to the byte cache (checked first). */
@@ -279,9 +320,9 @@ export class BlockDirectory {
     for (let p = 0; p < ioi.pageCount; p++) {
       const off = ioi.offsets[p]!;
       const len = ioi.lengths[p]!;
-      if (off < r.offset || store.hasRange(block.blockId, off, len)) continue;
+      if (off < r.offset || store.hasRange(block.cacheId, off, len)) continue;
       const bytes = r.data.subarray(off - r.offset, off - r.offset + len);
-      if (bytes.length === len && crc32c(bytes) === ioi.crcs[p]) store.putRange(block.blockId, off, bytes);
+      if (bytes.length === len && crc32c(bytes) === ioi.crcs[p]) store.putRange(block.cacheId, off, bytes);
     }
   }
 }
@@ -306,5 +347,5 @@ export function decodeTail(addr: BlockAddress, tail: Uint8Array, tailOffset: num
   const ioiBytes = tail.subarray(0, footer.ioi.length);
   if (crc32c(ioiBytes) !== footer.ioi.crc) throw new CorruptionError(addr.key, tailOffset, 'index of index checksum mismatch');
   const ioi = decodeIoi(ioiBytes, footer.pageCount, { object: addr.key, offset: tailOffset }, footer.index.offset, footer.index.offset + footer.index.length);
-  return { key: addr.key, blockId: footer.blockId, footer, ioi, size, tailOffset, checkedAtMs };
+  return { key: addr.key, scopedKey: scopedKey(addr), blockId: footer.blockId, cacheId: blockCacheId(addr.scope, addr.tenant, footer.blockId), footer, ioi, size, tailOffset, checkedAtMs };
 }

@@ -3,12 +3,14 @@
  * assembled from defaults < a JSON file < environment variables < command-line values.
  *
  * Environment variables are `STRATA_GATEWAY_<KEY>` with the key in CONSTANT_CASE
- * (`cacheMaxBytes` → `STRATA_GATEWAY_CACHE_MAX_BYTES`); `bucket` is JSON. An unknown
+ * (`cacheMaxBytes` → `STRATA_GATEWAY_CACHE_MAX_BYTES`); `bucket` and `tls` are JSON. An unknown
  * `STRATA_GATEWAY_*` variable is an error, like an unknown key in the file.
+ * Every option is documented in docs/config.md (a test keeps the two in sync).
  */
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { ErrorCode, StrataError } from '../errors.js';
+import { serverTlsSchema } from '../common/tls.js';
 import { DEFAULT_BLOCK_DURATION_MS } from '../format/key.js';
 import { parseBucketConfig, type BucketConfig } from '../objstore/index.js';
 
@@ -29,14 +31,21 @@ const bucketSchema = z.unknown().transform((v, ctx): BucketConfig => {
   }
 });
 
-/** The schema; every option is described in src/storage-gateway/README.md ("Configuration"). */
+/** The schema; every option is described in docs/config.md and the gateway README. */
 export const gatewayConfigSchema = z.strictObject({
   /** gRPC listen address. */
   grpcListen: listen.default('0.0.0.0:7402'),
   /** Prometheus /metrics listen address. */
   metricsListen: listen.default('0.0.0.0:9402'),
-  /** Where blocks are read from. */
-  bucket: bucketSchema,
+  /** TLS (and client-certificate mTLS) of the gRPC server; plaintext without it. */
+  tls: serverTlsSchema.optional(),
+  /** Where blocks are read from when there is no tenants file (exclusive with tenantsFile). */
+  bucket: bucketSchema.optional(),
+  /**
+   * The tenants file (YAML or JSON): default bucket, per-tenant buckets, tokens, limits. Watched
+   * and reloaded on change and on SIGHUP. Exclusive with bucket.
+   */
+  tenantsFile: z.string().min(1).optional(),
   /** Window length of the blocks (window starts must be multiples of it). */
   blockDurationMs: posInt.default(DEFAULT_BLOCK_DURATION_MS),
   /** `lmdb` (on disk, survives restarts) or `memory`. */
@@ -84,7 +93,9 @@ type Kind = 'string' | 'int' | 'json';
 const KINDS: Record<GatewayConfigKey, Kind> = {
   grpcListen: 'string',
   metricsListen: 'string',
+  tls: 'json',
   bucket: 'json',
+  tenantsFile: 'string',
   blockDurationMs: 'int',
   cacheType: 'string',
   cacheDir: 'string',
@@ -164,7 +175,8 @@ export async function configFromFile(path: string): Promise<Record<string, unkno
   try {
     v = JSON.parse(text);
   } catch (err) {
-    throw configError(`config file ${path} is not valid JSON: ${(err as Error).message}`);
+    // without the snippet of the file V8 quotes in the message (it could hold a credential)
+    throw configError(`config file ${path} is not valid JSON: ${(err as Error).message.replace(/, ".*$/s, '')}`);
   }
   if (v === null || typeof v !== 'object' || Array.isArray(v)) throw configError(`config file ${path} must hold a JSON object`);
   return v as Record<string, unknown>;
@@ -182,6 +194,10 @@ export function parseGatewayConfig(...layers: Record<string, unknown>[]): Gatewa
     throw configError(problems.join('; '));
   }
   const cfg = res.data;
+  if (cfg.bucket === undefined && cfg.tenantsFile === undefined) throw configError('bucket: give a bucket, or a tenantsFile (whose defaultBucket is used)');
+  if (cfg.bucket !== undefined && cfg.tenantsFile !== undefined) {
+    throw configError("bucket: give either a bucket or a tenantsFile, not both (the tenants file's defaultBucket is the bucket)");
+  }
   if (cfg.cacheType === 'lmdb' && cfg.cacheDir === undefined) throw configError('cacheDir: required when cacheType is lmdb');
   if (cfg.maxGetBytes < cfg.coalesceGapBytes) throw configError('maxGetBytes: must not be below coalesceGapBytes');
   return cfg;

@@ -56,7 +56,6 @@ function deferred(): Deferred {
 
 /** Dependencies of a {@link RangeFetcher}. */
 export interface RangeFetcherDeps {
-  readonly bucket: BucketReader;
   readonly store: CacheStore;
   readonly metrics: GatewayMetrics;
   readonly coalesce: CoalesceOptions;
@@ -74,10 +73,12 @@ export class RangeFetcher {
   }
 
   /**
-   * The bytes of each wanted range of block `blockId` stored at `objectKey`, in input order.
+   * The bytes of each wanted range of the block stored at `objectKey` in `bucket`, in input order.
+   * `blockId` is its id in the byte cache (and for single flight): the block's cacheId, which
+   * names the bucket location as well as the block (see blocks.ts).
    * @throws RangeCheckError when fresh bytes fail their check; bucket errors as they come.
    */
-  async fetch(objectKey: string, blockId: string, wants: readonly RangeWant[], signal?: AbortSignal): Promise<Buffer[]> {
+  async fetch(bucket: BucketReader, objectKey: string, blockId: string, wants: readonly RangeWant[], signal?: AbortSignal): Promise<Buffer[]> {
     const { store, metrics } = this.deps;
     const out: Buffer[] = new Array<Buffer>(wants.length);
     const waits: Promise<unknown>[] = [];
@@ -113,7 +114,7 @@ export class RangeFetcher {
     for (const get of planGets(toFetch.map((f) => f.want), this.deps.coalesce)) {
       const members = get.members.map((j) => toFetch[j]!);
       if (members.length > 1) metrics.coalescedRanges.inc(members.length);
-      this.get(objectKey, get.offset, get.length).then(
+      this.get(bucket, objectKey, get.offset, get.length).then(
         (data) => {
           for (const m of members) this.settle(objectKey, blockId, m, data, get.offset);
         },
@@ -157,8 +158,8 @@ export class RangeFetcher {
   }
 
   /** One range GET, counted. "Not found" and "invalid range" mean the object changed. */
-  private async get(objectKey: string, offset: number, length: number): Promise<Buffer> {
-    const { bucket, metrics } = this.deps;
+  private async get(bucket: BucketReader, objectKey: string, offset: number, length: number): Promise<Buffer> {
+    const { metrics } = this.deps;
     metrics.s3Gets.inc({ kind: 'range' });
     try {
       const r = await bucket.getRange(objectKey, { offset, length });

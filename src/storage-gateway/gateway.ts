@@ -1,20 +1,30 @@
 /**
- * Runs a storage gateway: gRPC server (Read + grpc.health.v1), Prometheus /metrics, the byte
- * cache, and graceful shutdown.
+ * Runs a storage gateway: gRPC server (Read + grpc.health.v1, optionally over TLS/mTLS),
+ * Prometheus /metrics, the tenant registry, the byte cache, and graceful shutdown.
+ *
+ * Tenancy: with `tenantsFile`, the registry is built from that file (its `defaultBucket` is the
+ * bucket), authenticates every Read, resolves each tenant's bucket per call, and is reloaded when
+ * the file (or a secret file it references) changes and on SIGHUP. Without it, every tenant id is
+ * accepted without a token and every block is read from `bucket`.
  *
  * Shutdown: NOT_SERVING and new calls get UNAVAILABLE → in-flight calls finish (up to
  * shutdownGraceMs, then they are cancelled) → the byte cache is flushed and closed → the bucket
  * and the metrics server are closed.
  */
-import { Server, ServerCredentials, type ServiceDefinition } from '@grpc/grpc-js';
+import { createHash } from 'node:crypto';
+import { Server, type ServiceDefinition } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { addHealthService, HealthState } from '../common/health.js';
 import { createLogger } from '../common/logger.js';
 import { startMetricsServer, type MetricsServer } from '../common/metrics-server.js';
+import { serverCredentials } from '../common/tls.js';
 import { READ_METHOD } from '../client/query-codec.js';
 import type { BucketReader } from '../objstore/bucket.js';
-import { openBucket } from '../objstore/index.js';
-import { BlockDirectory } from './blocks.js';
+import { blockKey } from '../format/key.js';
+import { openBucket, type Bucket, type BucketConfig } from '../objstore/index.js';
+import { loadTenantsFile, openTenantsConfig } from '../tenancy/config.js';
+import { TenantRegistry } from '../tenancy/tenants.js';
+import { BlockDirectory, type BlockAddress } from './blocks.js';
 import { LmdbCacheStore } from './cache/lmdb.js';
 import { MemoryCacheStore } from './cache/memory.js';
 import type { CacheStore } from './cache/store.js';
@@ -22,7 +32,7 @@ import type { GatewayConfig } from './config.js';
 import { RangeFetcher } from './fetcher.js';
 import { GatewayMetrics } from './metrics.js';
 import { BlockReadExecutor } from './read.js';
-import { allowAll, readService, type AuthHook } from './service.js';
+import { readService, registryAuth, type AuthHook, type TenantBucket } from './service.js';
 
 /** Full name of the read service (also its health service name). */
 export const READ_SERVICE = 'strata.read.v1.Read';
@@ -39,10 +49,14 @@ export function readServiceDefinition(): ServiceDefinition {
 export interface GatewayOptions {
   readonly config: GatewayConfig;
   readonly logger?: Logger;
+  /** Replaces the tenant registry's authentication (tests). */
   readonly authorize?: AuthHook;
   /** Clock (ms since the epoch) for staleness, negative caching and cache recency. */
   readonly now?: () => number;
-  /** Read from this bucket instead of opening `config.bucket` (it is not closed at shutdown). */
+  /**
+   * Without a tenants file: read from this bucket (for every tenant) instead of opening
+   * `config.bucket`; it is not closed at shutdown.
+   */
   readonly bucket?: BucketReader;
   /** Collect process metrics (CPU, memory) too; default true. */
   readonly defaultMetrics?: boolean;
@@ -56,6 +70,10 @@ export interface RunningGateway {
   readonly health: HealthState;
   readonly store: CacheStore;
   readonly directory: BlockDirectory;
+  /** The tenant registry in force (authentication, buckets, reloads). */
+  readonly tenants: TenantRegistry;
+  /** The address of a block as the gateway resolves it now (tests and tools). */
+  address(tenant: string, shard: number, windowStartMs: bigint): Promise<BlockAddress>;
   /** Graceful shutdown (see the module comment); idempotent. */
   shutdown(): Promise<void>;
 }
@@ -63,6 +81,16 @@ export interface RunningGateway {
 function splitHostPort(listen: string): { host: string; port: number } {
   const i = listen.lastIndexOf(':');
   return { host: listen.slice(0, i).replace(/^\[(.*)\]$/, '$1'), port: Number(listen.slice(i + 1)) };
+}
+
+/** A bucket as a log field: where it is, never its credentials. */
+function describeBucket(cfg: BucketConfig): string {
+  return cfg.type === 'filesystem' ? `file://${cfg.path}${cfg.prefix ? `#${cfg.prefix}` : ''}` : `s3://${cfg.bucket}/${cfg.prefix ?? ''}`;
+}
+
+/** The cache scope of a bucket location: 32 hex digits (see blocks.ts and docs/format/cache.md). */
+function scopeOf(location: string): string {
+  return createHash('sha256').update(location).digest('hex').slice(0, 32);
 }
 
 /** Starts a gateway; it is SERVING when this resolves. */
@@ -87,14 +115,42 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
           onReset: (reason) => logger.warn({ reason, dir: config.cacheDir }, 'cache reset'),
         });
   metrics.cacheSource = store;
-  const bucket =
-    opts.bucket ??
-    (await openBucket(config.bucket, {
-      s3Hooks: { onRequest: (e) => metrics.s3Requests.inc({ operation: e.operation, outcome: e.outcome }) },
-    }));
-  const fetcher = new RangeFetcher({ bucket, store, metrics, coalesce: { maxGapBytes: config.coalesceGapBytes, maxGetBytes: config.maxGetBytes } });
+  let registry: TenantRegistry;
+  try {
+    let tenantsConfig;
+    if (config.tenantsFile !== undefined) tenantsConfig = await loadTenantsFile(config.tenantsFile);
+    else if (config.bucket !== undefined) tenantsConfig = openTenantsConfig(config.bucket);
+    else throw new TypeError('the gateway config has neither bucket nor tenantsFile');
+    const given = opts.bucket;
+    if (given && config.tenantsFile !== undefined) throw new TypeError('the `bucket` option is for runs without a tenants file');
+    // a given bucket is shared with its owner: the registry must not close it
+    const shared: Bucket | null = given
+      ? (new Proxy(given, {
+          get(target, prop) {
+            if (prop === 'close') return () => Promise.resolve();
+            const v: unknown = Reflect.get(target, prop, target);
+            return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+          },
+        }) as unknown as Bucket)
+      : null;
+    registry = new TenantRegistry(tenantsConfig, {
+      logger,
+      openBucket: (cfg) =>
+        shared ? Promise.resolve(shared) : openBucket(cfg, { s3Hooks: { onRequest: (e) => metrics.s3Requests.inc({ operation: e.operation, outcome: e.outcome }) } }),
+      onReload: (ok) => metrics.tenantReloads.inc({ result: ok ? 'ok' : 'refused' }),
+    });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  const resolve = async (tenant: string): Promise<TenantBucket> => {
+    // location and client are read from the same config (no await in between)
+    const scope = scopeOf(registry.bucketLocation(tenant));
+    return { bucket: await registry.bucketFor(tenant), scope };
+  };
+  const fetcher = new RangeFetcher({ store, metrics, coalesce: { maxGapBytes: config.coalesceGapBytes, maxGetBytes: config.maxGetBytes } });
   const directory = new BlockDirectory(
-    { bucket, store, fetcher, metrics, now, logger },
+    { store, fetcher, metrics, now, logger },
     {
       suffixBytes: config.suffixBytes,
       stalenessMs: config.stalenessMs,
@@ -113,18 +169,25 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     'grpc.max_send_message_length': config.maxMessageBytes + 1024,
     'grpc.max_receive_message_length': 16 * 1024 * 1024,
   });
-  server.addService(readServiceDefinition(), readService({ config, metrics, logger, authorize: opts.authorize ?? allowAll, executor, serving: () => serving }));
+  server.addService(
+    readServiceDefinition(),
+    readService({ config, metrics, logger, authorize: opts.authorize ?? registryAuth(registry), resolve, tenantLabel: (t) => registry.label(t), executor, serving: () => serving }),
+  );
   addHealthService(server, health);
   const closeOwned = async (): Promise<void> => {
-    await store.close();
-    if (!opts.bucket) await (bucket as Partial<{ close(): Promise<void> }>).close?.();
+    try {
+      await store.close();
+    } finally {
+      await registry.close();
+    }
   };
   let metricsServer: MetricsServer;
   let grpcPort: number;
   try {
+    const creds = serverCredentials(config.tls);
     const { host, port } = splitHostPort(config.grpcListen);
     grpcPort = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+      server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, creds, (err, p) => (err ? reject(err) : resolve(p))),
     );
     const m = splitHostPort(config.metricsListen);
     metricsServer = await startMetricsServer(metrics.registry, m.host, m.port);
@@ -135,10 +198,24 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
   }
   serving = true;
   health.setAll('SERVING');
+  const tc = registry.config;
   logger.info(
-    { grpcPort, metricsPort: metricsServer.port, bucket: bucket.name, cacheType: config.cacheType, cacheDir: config.cacheDir, cacheBytes: store.usedBytes, cacheBlocks: store.blockCount },
+    {
+      grpcPort,
+      metricsPort: metricsServer.port,
+      tls: config.tls ? (config.tls.clientCaFile !== undefined ? 'mtls' : 'tls') : 'off',
+      bucket: opts.bucket ? opts.bucket.name : describeBucket(tc.defaultBucket),
+      tenantsFile: config.tenantsFile ?? null,
+      tenants: tc.tenants.size,
+      authRequired: tc.authRequired,
+      cacheType: config.cacheType,
+      cacheDir: config.cacheDir,
+      cacheBytes: store.usedBytes,
+      cacheBlocks: store.blockCount,
+    },
     'gateway listening',
   );
+  if (config.tenantsFile !== undefined) registry.watch(config.tenantsFile);
 
   let stopping: Promise<void> | null = null;
   const shutdown = (): Promise<void> =>
@@ -166,5 +243,11 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
       logger.info('gateway stopped');
     })());
 
-  return { grpcPort, metricsPort: metricsServer.port, metrics, health, store, directory, shutdown };
+  const address = async (tenant: string, shard: number, windowStartMs: bigint): Promise<BlockAddress> => {
+    const { bucket, scope } = await resolve(tenant);
+    const windowEnd = windowStartMs + BigInt(config.blockDurationMs);
+    return { tenant, shard, windowStart: windowStartMs, windowEnd, key: blockKey(tenant, shard, windowStartMs), bucket, scope };
+  };
+
+  return { grpcPort, metricsPort: metricsServer.port, metrics, health, store, directory, tenants: registry, address, shutdown };
 }

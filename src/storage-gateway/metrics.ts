@@ -11,6 +11,11 @@ export class GatewayMetrics {
   readonly requests: Counter<'code'>;
   readonly requestDuration: Histogram<'code'>;
   readonly samplesServed: Counter;
+  /** Per tenant (bounded label: configured tenants, else `_other`). */
+  readonly tenantRequests: Counter<'tenant' | 'code'>;
+  readonly tenantSamplesServed: Counter<'tenant'>;
+  /** Reloads of the tenants file by result (ok, refused). */
+  readonly tenantReloads: Counter<'result'>;
   readonly seriesServed: Counter;
   readonly bytesServed: Counter<'encoding'>;
   readonly blocksMissing: Counter;
@@ -47,6 +52,14 @@ export class GatewayMetrics {
       registers,
     });
     this.samplesServed = new Counter({ name: `${p}samples_served_total`, help: 'Samples sent (RAW) or in runs sent (RUNS).', registers });
+    this.tenantRequests = new Counter({
+      name: `${p}tenant_requests_total`,
+      help: 'Read calls per tenant (configured tenants by name, others as _other) by gRPC status code.',
+      labelNames: ['tenant', 'code'],
+      registers,
+    });
+    this.tenantSamplesServed = new Counter({ name: `${p}tenant_samples_served_total`, help: 'Samples served per tenant (as samples_served_total).', labelNames: ['tenant'], registers });
+    this.tenantReloads = new Counter({ name: `${p}tenant_reloads_total`, help: 'Reloads of the tenants file by result (ok, refused).', labelNames: ['result'], registers });
     this.seriesServed = new Counter({ name: `${p}series_served_total`, help: 'Series with samples sent.', registers });
     this.bytesServed = new Counter({ name: `${p}bytes_served_total`, help: 'Payload bytes of responses by encoding.', labelNames: ['encoding'], registers });
     this.blocksMissing = new Counter({ name: `${p}blocks_missing_total`, help: 'Reads of a window that has no block.', registers });

@@ -130,7 +130,7 @@ export class BlockReadExecutor {
       pageOf[i] = p;
       if (p >= 0 && pageNos[pageNos.length - 1] !== p) pageNos.push(p);
     }
-    const pages = await this.deps.directory.pages(block, pageNos, signal);
+    const pages = await this.deps.directory.pages(q.block, block, pageNos, signal);
     const pageAt = new Map(pageNos.map((p, i) => [p, pages[i]!]));
     const locs: RunLocation[] = [];
     let samples = 0;
@@ -159,8 +159,9 @@ export class BlockReadExecutor {
       );
     }
     const runs = await this.deps.fetcher.fetch(
+      q.block.bucket,
       block.key,
-      block.blockId,
+      block.cacheId,
       locs.map((l) => ({ offset: l.offset, length: l.length, crc: l.crc, what: `run of series ${l.id}` })),
       signal,
     );

@@ -3,6 +3,13 @@
  * the auth hook, runs the read, writes the messages with backpressure, and maps errors to a
  * status in one place (src/common/status.ts). A call ends at the earlier of the client's deadline
  * and `requestTimeoutMs`.
+ *
+ * Tenancy. The request's tenant is the block's tenant: the block key is computed from it, and
+ * `x-strata-tenant` (sent by the query client; required when the tenants file requires auth) and
+ * `x-strata-block` must agree with it (INVALID_ARGUMENT otherwise). The auth hook checks the token against that tenant
+ * (UNAUTHENTICATED / PERMISSION_DENIED), so a token of B can never read a key of A. Then the
+ * tenant's limits apply (`maxSeriesPerRead`: RESOURCE_EXHAUSTED) and the block is read from the
+ * tenant's bucket, resolved per call.
  */
 import { once } from 'node:events';
 import { status, type Metadata, type ServerWritableStream, type UntypedServiceImplementation } from '@grpc/grpc-js';
@@ -11,6 +18,8 @@ import { ENCODING_RAW, ENCODING_RUNS, type ReadRequestFields } from '../client/q
 import { GrpcError, grpcStatusOf, toServiceError } from '../common/status.js';
 import { InvalidArgumentError } from '../errors.js';
 import { blockKey, MAX_SHARDS, validateTenant } from '../format/key.js';
+import type { BucketReader } from '../objstore/bucket.js';
+import type { BlockLocation } from './blocks.js';
 import type { GatewayConfig } from './config.js';
 import type { GatewayMetrics } from './metrics.js';
 import type { BlockReadExecutor, ReadQuery } from './read.js';
@@ -25,20 +34,53 @@ export const AUTH_HEADER = 'authorization';
 /** What the auth hook is told about a call. */
 export interface AuthContext {
   readonly method: 'Read';
+  /** The request's tenant: the tenant of the block read. */
   readonly tenant: string;
+  /** `x-strata-tenant` as sent (null when absent); when present it equals `tenant`. */
+  readonly headerTenant: string | null;
   /** The bearer token, or null when none was sent. */
   readonly token: string | null;
   readonly peer: string;
 }
 
-/**
- * Decides whether a call may proceed; throws a GrpcError (UNAUTHENTICATED, PERMISSION_DENIED) to
- * refuse it. The tenancy issue provides the real one; the default allows everything.
- */
-export type AuthHook = (ctx: AuthContext) => void | Promise<void>;
+/** What an auth hook grants a call it lets through. */
+export interface AuthGrant {
+  /** The tenant the caller was authenticated as (must be the call's tenant when given). */
+  readonly tenant?: string;
+  /** Per-tenant limits (absent: only the gateway's own limits apply). */
+  readonly limits?: { readonly maxSeriesPerRead?: number };
+}
 
-/** The default auth hook: allows every call. */
+/**
+ * Decides whether a call may proceed; throws a GrpcError (UNAUTHENTICATED, PERMISSION_DENIED) or
+ * an InvalidArgumentError to refuse it, or returns what it grants (`void`: the call's tenant with
+ * no limits). See {@link registryAuth} for the real one.
+ */
+export type AuthHook = (ctx: AuthContext) => AuthGrant | void | Promise<AuthGrant | void>;
+
+/** An auth hook that allows every call (tests). */
 export const allowAll: AuthHook = () => undefined;
+
+/** What {@link registryAuth} needs of the tenant registry (src/tenancy/tenants.ts). */
+export interface TenantAuthenticator {
+  readonly config: { readonly authRequired: boolean };
+  authenticate(tenant: string | null, token: string | null): AuthGrant;
+}
+
+/**
+ * The auth hook of the tenant registry: a Read needs a token of the block's tenant. When the
+ * tenants file requires auth, the `x-strata-tenant` header is required too (INVALID_ARGUMENT
+ * without it), like on the write path; without auth, the request's tenant is enough.
+ */
+export function registryAuth(registry: TenantAuthenticator): AuthHook {
+  return (ctx) => registry.authenticate(registry.config.authRequired ? ctx.headerTenant : ctx.tenant, ctx.token);
+}
+
+/** Where a tenant's blocks are read from (see BlockAddress in blocks.ts). */
+export interface TenantBucket {
+  readonly bucket: BucketReader;
+  readonly scope: string;
+}
 
 /** The value of the block routing header for a block. */
 export function blockHeaderValue(tenant: string, shard: number, windowStartMs: bigint): string {
@@ -48,14 +90,27 @@ export function blockHeaderValue(tenant: string, shard: number, windowStartMs: b
 function header(md: Metadata, name: string): string | null {
   const v = md.get(name);
   if (v.length === 0) return null;
-  return String(v[0]);
+  if (v.length > 1) throw new InvalidArgumentError(name, 'header given more than once');
+  return typeof v[0] === 'string' ? v[0] : v[0]!.toString('utf8');
 }
 
+/** The bearer token of a call, or null when it sent none. */
+function tokenOf(md: Metadata): string | null {
+  const a = header(md, AUTH_HEADER);
+  if (a === null) return null;
+  const m = /^Bearer\s+(.+)$/i.exec(a);
+  if (!m) throw new GrpcError(status.UNAUTHENTICATED, `${AUTH_HEADER} header must be "Bearer <token>"`);
+  return m[1]!;
+}
+
+/** A validated request before its tenant's bucket is known. */
+export type ParsedRead = Omit<ReadQuery, 'block'> & { readonly block: BlockLocation };
+
 /**
- * Validates a request and its headers into a ReadQuery.
+ * Validates a request and its headers into a ParsedRead.
  * @throws InvalidArgumentError naming the field.
  */
-export function parseReadRequest(req: ReadRequestFields, md: Metadata, cfg: Pick<GatewayConfig, 'blockDurationMs' | 'maxSeriesPerRequest'>): ReadQuery {
+export function parseReadRequest(req: ReadRequestFields, md: Metadata, cfg: Pick<GatewayConfig, 'blockDurationMs' | 'maxSeriesPerRequest'>): ParsedRead {
   validateTenant(req.tenant);
   const headerTenant = header(md, TENANT_HEADER);
   if (headerTenant !== null && headerTenant !== req.tenant) {
@@ -110,6 +165,10 @@ export interface ReadServiceOptions {
   readonly metrics: GatewayMetrics;
   readonly logger: Logger;
   readonly authorize: AuthHook;
+  /** The bucket a tenant's blocks are read from, resolved per call. */
+  readonly resolve: (tenant: string) => Promise<TenantBucket>;
+  /** Bounded metric label of a tenant. */
+  readonly tenantLabel: (tenant: string) => string;
   readonly executor: BlockReadExecutor;
   /** False while draining: new calls get UNAVAILABLE. */
   readonly serving: () => boolean;
@@ -141,32 +200,43 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
       Math.max(0, limitMs),
     );
     let code: status = status.OK;
-    let query: ReadQuery | null = null;
+    let parsed: ParsedRead | null = null;
+    let tenantLabel: string | null = null;
     try {
       if (!opts.serving()) throw new GrpcError(status.UNAVAILABLE, 'the gateway is shutting down; retry on another');
-      query = parseReadRequest(call.request, call.metadata, config);
-      const auth = header(call.metadata, AUTH_HEADER);
-      await opts.authorize({ method: 'Read', tenant: query.block.tenant, token: auth?.startsWith('Bearer ') ? auth.slice(7) : null, peer: call.getPeer() });
+      parsed = parseReadRequest(call.request, call.metadata, config);
+      const tenant = parsed.block.tenant;
+      tenantLabel = opts.tenantLabel(tenant);
+      const grant = await opts.authorize({ method: 'Read', tenant, headerTenant: header(call.metadata, TENANT_HEADER), token: tokenOf(call.metadata), peer: call.getPeer() });
+      if (grant?.tenant !== undefined && grant.tenant !== tenant) throw new GrpcError(status.PERMISSION_DENIED, `the token does not grant access to tenant "${tenant}"`);
+      const maxSeries = grant?.limits?.maxSeriesPerRead;
+      if (maxSeries !== undefined && parsed.ids.length > maxSeries) {
+        throw new GrpcError(status.RESOURCE_EXHAUSTED, `request names ${parsed.ids.length} series, more than the limit maxSeriesPerRead (${maxSeries}) of tenant "${tenant}"; split it`);
+      }
+      const { bucket, scope } = await opts.resolve(tenant);
+      const query: ReadQuery = { ...parsed, block: { ...parsed.block, bucket, scope } };
       const result = await opts.executor.read(query, ac.signal);
       for (const msg of result.messages) {
         if (ac.signal.aborted) throw ac.signal.reason;
         if (!call.write(msg)) await once(call, 'drain', { signal: ac.signal });
       }
       metrics.samplesServed.inc(result.samples);
+      metrics.tenantSamplesServed.inc({ tenant: tenantLabel }, result.samples);
       metrics.seriesServed.inc(result.series);
       metrics.bytesServed.inc({ encoding: query.encoding }, result.bytes);
       call.end();
     } catch (e) {
       const err = ac.signal.aborted && !(e instanceof GrpcError) ? ac.signal.reason : e;
       code = cancelled ? status.CANCELLED : grpcStatusOf(err);
-      if (code === status.INTERNAL || code === status.DATA_LOSS) logger.error({ err, key: query?.block.key }, 'read failed');
-      else logger.debug({ err, key: query?.block.key }, 'read refused');
+      if (code === status.INTERNAL || code === status.DATA_LOSS) logger.error({ err, key: parsed?.block.key }, 'read failed');
+      else logger.debug({ err, key: parsed?.block.key }, 'read refused');
       if (!cancelled) call.emit('error', toServiceError(err));
     } finally {
       finished = true;
       clearTimeout(timer);
       const name = status[code] ?? String(code);
       metrics.requests.inc({ code: name });
+      if (tenantLabel !== null) metrics.tenantRequests.inc({ tenant: tenantLabel, code: name });
       metrics.requestDuration.observe({ code: name }, (performance.now() - t0) / 1000);
     }
   };

@@ -45,6 +45,12 @@ function bucketKey(cfg: BucketConfig): string {
   return JSON.stringify(['s3', rest, secret]);
 }
 
+/** Where a bucket configuration points (see {@link TenantRegistry.bucketLocation}). */
+export function bucketLocationOf(cfg: BucketConfig): string {
+  if (cfg.type === 'filesystem') return JSON.stringify(['fs', resolve(cfg.path), cfg.prefix ?? '']);
+  return JSON.stringify(['s3', cfg.endpoint ?? '', cfg.region, cfg.bucket, cfg.prefix ?? '', cfg.forcePathStyle ?? false]);
+}
+
 /**
  * The tenant owning `token`: its SHA-256 is compared with timingSafeEqual against every configured
  * digest (no early exit). No token, or one no tenant owns → UNAUTHENTICATED.
@@ -140,6 +146,16 @@ export class TenantRegistry {
       throw new StrataError(ErrorCode.CONFIG, `tenant "${tenant}" is not in the tenants config, so it has no bucket; add it back (its own bucket if it had one) and reload`);
     }
     return entry?.bucket ?? this.cfg.defaultBucket;
+  }
+
+  /**
+   * Where `tenant`'s blocks are, as a stable string: the bucket's type, endpoint, region, name,
+   * path and prefix, never its credentials (rotating them keeps the location). Two tenants, or
+   * one tenant before and after a reload, have the same location only when their blocks are in
+   * the same place. Same errors as {@link bucketFor}.
+   */
+  bucketLocation(tenant: string): string {
+    return bucketLocationOf(this.bucketConfigOf(tenant));
   }
 
   private slotFor(tenant: string): BucketSlot {

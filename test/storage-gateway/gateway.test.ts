@@ -12,6 +12,7 @@ import { QueryClient, QueryError } from '../../src/client/query.js';
 import { GrpcError } from '../../src/common/status.js';
 import { FOOTER_LEN } from '../../src/format/footer.js';
 import { blockKey } from '../../src/format/key.js';
+import { blockCacheId } from '../../src/storage-gateway/blocks.js';
 import { openBucket, type Bucket, type BucketConfig } from '../../src/objstore/index.js';
 import { KINDS, makeSeries } from '../support/series.js';
 import {
@@ -150,7 +151,7 @@ t.test('limits and malformed requests get INVALID_ARGUMENT / RESOURCE_EXHAUSTED 
   };
   const ok = await rawRead(gw.grpcPort, base, { 'x-strata-block': `big/0/${W0}`, 'x-strata-tenant': 'big' });
   t.equal(ok.length, 1);
-  t.equal(ok[0]!['block_id'], (await gw.directory.open({ tenant: 'big', shard: 0, windowStart: W0, windowEnd: W0 + D, key: blockKey('big', 0, W0) }))!.blockId);
+  t.equal(ok[0]!['block_id'], (await gw.directory.open(await gw.address('big', 0, W0)))!.blockId);
   await refused({ series_ids: idBytes(BIG.slice(0, 51).map((s) => s.id)) }, {}, status.INVALID_ARGUMENT, /series_ids.*51 series.*maxSeriesPerRequest \(50\)/, 'too many series');
   await refused({ series_ids: idBytes(BIG.slice(0, 21).map((s) => s.id)) }, {}, status.RESOURCE_EXHAUSTED, /maxSamplesPerResponse \(19200\)/, 'too many samples');
   await refused({ series_ids: Buffer.alloc(7) }, {}, status.INVALID_ARGUMENT, /series_ids/, 'ragged ids');
@@ -205,8 +206,10 @@ t.test('a corrupted object gives DATA_LOSS naming the block, never wrong samples
   const victim = BIG[123]!;
   // locate the victim's run through a clean gateway, then damage that run, a page, the footer
   const gw0 = await startTestGateway(t, testConfig(bucketConfig, tempDir(t)));
-  const open = (await gw0.directory.open({ tenant: 'big', shard: 0, windowStart: W0, windowEnd: W0 + D, key }))!;
-  const [page] = await gw0.directory.pages(open, [Math.floor(123 / 16)]);
+  const addr = await gw0.address('big', 0, W0);
+  t.equal(addr.key, key);
+  const open = (await gw0.directory.open(addr))!;
+  const [page] = await gw0.directory.pages(addr, open, [Math.floor(123 / 16)]);
   const e = page!.ids.indexOf(victim.id);
   const runOffset = page!.offsets[e]!;
   const cases: [string, number, RegExp][] = [
@@ -238,7 +241,7 @@ t.test('a corrupted object gives DATA_LOSS naming the block, never wrong samples
   const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t)));
   const q = clientFor(t, gw.grpcPort, 1);
   await q.query('big', [victim.id], ONE_WINDOW);
-  const blockId = block.footer.blockId;
+  const blockId = blockCacheId((await gw.address('big', 0, W0)).scope, 'big', block.footer.blockId);
   const len = page!.lengths[e]!;
   gw.store.deleteRange(blockId, runOffset, len);
   gw.store.putRange(blockId, runOffset, Buffer.alloc(len, 0xee));
@@ -272,7 +275,9 @@ t.test('a replaced block is served within the staleness bound, never mixed with 
   t.equal(await gw.metrics.total('strata_gateway_block_replacements_total'), 1);
   clock.advance(60_000);
   t.same(mismatches((await q.query('big', ids, ONE_WINDOW)).series, expected(ds2, ids, W0, W0 + D)), [], 'after the bound, v2');
-  t.notOk(gw.store.hasRange(b1.footer.blockId, b1.footer.ioi.offset, b1.size - b1.footer.ioi.offset), 'v1 dropped from the cache');
+  const scope = (await gw.address('big', 0, W0)).scope;
+  t.ok(gw.store.hasRange(blockCacheId(scope, 'big', b2.footer.blockId), b2.footer.ioi.offset, b2.size - b2.footer.ioi.offset), 'v2 cached');
+  t.notOk(gw.store.hasRange(blockCacheId(scope, 'big', b1.footer.blockId), b1.footer.ioi.offset, b1.size - b1.footer.ioi.offset), 'v1 dropped from the cache');
 
   // staleness alone (no read running into the new bytes) also switches
   const [, b3] = await writeBlock(bucket, 'big', 0, 1, W0, v1, { seriesPerPage: 16 });

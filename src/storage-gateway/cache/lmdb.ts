@@ -18,7 +18,7 @@ import { ErrorCode, StrataError } from '../../errors.js';
 import { BLOCK_ROW_CHARGE, BlockLedger, type BlockPointer, type CacheStore, type CacheStoreOptions, type LedgerUnit } from './store.js';
 
 /** Schema tag stored under `meta/schema`; a different value makes the store start empty. */
-export const CACHE_SCHEMA = 'strata-gateway-cache/1';
+export const CACHE_SCHEMA = 'strata-gateway-cache/2';
 /** Layout version byte at the start of pointer and block rows. */
 export const ROW_VERSION = 1;
 /** Pointer row: version u8 | blockId 16 bytes | checkedAtMs f64 | tailOffset f64 | size f64. */

@@ -24,7 +24,7 @@
 
 /** Where a block stands in an object, as last read from the bucket. */
 export interface BlockPointer {
-  /** The block id (32 hex digits) found in the object's footer. */
+  /** Id of the block found there (32 hex digits; the gateway stores its cache id, see blocks.ts). */
   readonly blockId: string;
   /** When the object was last read from the bucket and held this block (ms since the epoch). */
   readonly checkedAtMs: number;
