@@ -5,6 +5,7 @@
 import { hostname } from 'node:os';
 import type { Command } from 'commander';
 import { createLogger } from '../common/logger.js';
+import { exitOnSignals } from '../common/signals.js';
 import { ErrorCode, StrataError } from '../errors.js';
 import {
   configFromEnv,
@@ -134,21 +135,7 @@ export function registerAggregatorCommands(program: Command): void {
         process.exitCode = 2;
         return;
       }
-      let exiting = false;
-      const stop = (signal: string): void => {
-        if (exiting) return;
-        exiting = true;
-        logger.info({ signal }, 'shutdown requested');
-        running.shutdown().then(
-          () => process.exit(0),
-          (err: unknown) => {
-            logger.error({ err }, 'shutdown failed');
-            process.exit(1);
-          },
-        );
-      };
-      process.on('SIGTERM', () => stop('SIGTERM'));
-      process.on('SIGINT', () => stop('SIGINT'));
+      exitOnSignals(logger, () => running.shutdown());
       try {
         await running.ready;
       } catch (err) {

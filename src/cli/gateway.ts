@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import { createLogger } from '../common/logger.js';
+import { exitOnSignals } from '../common/signals.js';
 import { ErrorCode, StrataError } from '../errors.js';
 import { configFromEnv, configFromFile, ENV_CONFIG_FILE, parseConfigValue, parseGatewayConfig, type GatewayConfig } from '../storage-gateway/config.js';
 import { startGateway } from '../storage-gateway/gateway.js';
@@ -110,20 +111,6 @@ export function registerGatewayCommands(program: Command): void {
         logger.fatal({ err }, 'gateway cannot start');
         process.exit(1);
       }
-      let exiting = false;
-      const stop = (signal: string): void => {
-        if (exiting) return;
-        exiting = true;
-        logger.info({ signal }, 'shutdown requested');
-        running.shutdown().then(
-          () => process.exit(0),
-          (err: unknown) => {
-            logger.error({ err }, 'shutdown failed');
-            process.exit(1);
-          },
-        );
-      };
-      process.on('SIGTERM', () => stop('SIGTERM'));
-      process.on('SIGINT', () => stop('SIGINT'));
+      exitOnSignals(logger, () => running.shutdown());
     });
 }

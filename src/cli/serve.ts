@@ -12,6 +12,7 @@
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { createLogger } from '../common/logger.js';
+import { exitOnSignals } from '../common/signals.js';
 import { StrataError } from '../errors.js';
 import { openBucket } from '../objstore/index.js';
 import { parseAggregatorConfig, parseConfigValue as parseAggregatorValue, type AggregatorConfig } from '../shard-aggregator/config.js';
@@ -102,23 +103,7 @@ async function serve(flags: ServeFlags): Promise<void> {
     },
     'strata is serving',
   );
-  let exiting = false;
-  const stop = (signal: string): void => {
-    if (exiting) return;
-    exiting = true;
-    logger.info({ signal }, 'shutdown requested');
-    Promise.all([aggregator.shutdown(), gateway.shutdown()])
-      .then(() => shared?.close())
-      .then(
-        () => process.exit(0),
-        (err: unknown) => {
-          logger.error({ err }, 'shutdown failed');
-          process.exit(1);
-        },
-      );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  exitOnSignals(logger, () => Promise.all([aggregator.shutdown(), gateway.shutdown()]).then(() => shared?.close()));
 }
 
 const collect = (v: string, acc: string[]) => [...acc, v];

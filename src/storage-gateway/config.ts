@@ -7,9 +7,8 @@
  * `STRATA_GATEWAY_*` variable is an error, like an unknown key in the file.
  * Every option is documented in docs/config.md (a test keeps the two in sync).
  */
-import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { ErrorCode, StrataError } from '../errors.js';
+import { configLayers, constantCase, type OptionKind } from '../common/config.js';
 import { serverTlsSchema } from '../common/tls.js';
 import { DEFAULT_BLOCK_DURATION_MS } from '../format/key.js';
 import { parseBucketConfig, type BucketConfig } from '../objstore/index.js';
@@ -89,8 +88,7 @@ export type GatewayConfig = z.output<typeof gatewayConfigSchema>;
 /** Keys of the configuration. */
 export type GatewayConfigKey = keyof z.input<typeof gatewayConfigSchema>;
 
-type Kind = 'string' | 'int' | 'json';
-const KINDS: Record<GatewayConfigKey, Kind> = {
+const KINDS: Record<GatewayConfigKey, OptionKind> = {
   grpcListen: 'string',
   metricsListen: 'string',
   tls: 'json',
@@ -122,78 +120,23 @@ export const ENV_PREFIX = 'STRATA_GATEWAY_';
 /** Variable naming the config file (not a config key). */
 export const ENV_CONFIG_FILE = 'STRATA_GATEWAY_CONFIG';
 
-function configError(message: string): StrataError {
-  return new StrataError(ErrorCode.CONFIG, `invalid gateway config: ${message}`);
-}
+const layers = configLayers({ what: 'gateway', kinds: KINDS, envPrefix: ENV_PREFIX, envConfigFile: ENV_CONFIG_FILE });
+const configError = layers.error;
 
-/** `cacheMaxBytes` → `CACHE_MAX_BYTES`. */
-export function constantCase(key: string): string {
-  return key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
-}
-
-/** Parses a string given on the command line or in the environment for `key`. */
-export function parseConfigValue(key: string, raw: string, source: string): unknown {
-  const kind = (KINDS as Record<string, Kind | undefined>)[key];
-  if (kind === undefined) throw configError(`${source}: unknown option "${key}"`);
-  switch (kind) {
-    case 'string':
-      return raw;
-    case 'int':
-      if (!/^-?\d+$/.test(raw.trim())) throw configError(`${source}: ${key}: "${raw}" is not an integer`);
-      return Number(raw.trim());
-    case 'json':
-      try {
-        return JSON.parse(raw) as unknown;
-      } catch {
-        throw configError(`${source}: ${key}: not valid JSON`);
-      }
-  }
-}
-
+export { constantCase };
+/** Parses a string value given on the command line or in the environment for `key`. */
+export const parseConfigValue = layers.parseValue;
 /** Config values from `STRATA_GATEWAY_*` variables; unknown ones are an error. */
-export function configFromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> {
-  const byVar = new Map(Object.keys(KINDS).map((k) => [ENV_PREFIX + constantCase(k), k]));
-  const out: Record<string, unknown> = {};
-  for (const [name, value] of Object.entries(env)) {
-    if (!name.startsWith(ENV_PREFIX) || name === ENV_CONFIG_FILE || value === undefined) continue;
-    const key = byVar.get(name);
-    if (key === undefined) throw configError(`unknown environment variable ${name}`);
-    out[key] = parseConfigValue(key, value, `environment variable ${name}`);
-  }
-  return out;
-}
-
+export const configFromEnv = layers.fromEnv;
 /** Reads a JSON config file (an object). */
-export async function configFromFile(path: string): Promise<Record<string, unknown>> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw configError(`cannot read config file ${path}: ${(err as Error).message}`);
-  }
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch (err) {
-    // without the snippet of the file V8 quotes in the message (it could hold a credential)
-    throw configError(`config file ${path} is not valid JSON: ${(err as Error).message.replace(/, ".*$/s, '')}`);
-  }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw configError(`config file ${path} must hold a JSON object`);
-  return v as Record<string, unknown>;
-}
+export const configFromFile = layers.fromFile;
 
 /**
  * Validates merged config input (layers applied left to right, later wins per top-level key).
  * @throws StrataError CONFIG naming every offending option.
  */
-export function parseGatewayConfig(...layers: Record<string, unknown>[]): GatewayConfig {
-  const merged: Record<string, unknown> = Object.assign({}, ...layers);
-  const res = gatewayConfigSchema.safeParse(merged);
-  if (!res.success) {
-    const problems = res.error.issues.map((i) => `${i.path.length > 0 ? i.path.join('.') : '(root)'}: ${i.message}`);
-    throw configError(problems.join('; '));
-  }
-  const cfg = res.data;
+export function parseGatewayConfig(...layerValues: Record<string, unknown>[]): GatewayConfig {
+  const cfg = layers.validate(gatewayConfigSchema, layerValues);
   if (cfg.bucket === undefined && cfg.tenantsFile === undefined) throw configError('bucket: give a bucket, or a tenantsFile (whose defaultBucket is used)');
   if (cfg.bucket !== undefined && cfg.tenantsFile !== undefined) {
     throw configError("bucket: give either a bucket or a tenantsFile, not both (the tenants file's defaultBucket is the bucket)");

@@ -1,0 +1,110 @@
+/**
+ * Layered service configuration shared by the aggregator and the gateway: a JSON file, then
+ * `<PREFIX>_<KEY>` environment variables, then command-line flags, validated once by the
+ * service's zod schema. This module turns the file and the string-valued layers into typed input
+ * by each option's kind; unknown options are errors that name the option and where it came from.
+ */
+import { readFile } from 'node:fs/promises';
+import type { z } from 'zod';
+import { ErrorCode, StrataError } from '../errors.js';
+
+/** How a string (flag or environment variable) becomes an option's value. */
+export type OptionKind = 'string' | 'int' | 'bool' | 'intList' | 'json';
+
+/** `cacheMaxBytes` → `CACHE_MAX_BYTES`. */
+export function constantCase(key: string): string {
+  return key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
+}
+
+/** The layer readers of one service's configuration. */
+export interface ConfigLayers {
+  /** A CONFIG error with the service's prefix (`invalid gateway config: ...`). */
+  error(message: string): StrataError;
+  /** Parses a string given on the command line or in the environment for `key`. */
+  parseValue(key: string, raw: string, source: string): unknown;
+  /** Values from `<envPrefix><KEY>` variables (the config-file variable excepted); unknown ones are an error. */
+  fromEnv(env: NodeJS.ProcessEnv): Record<string, unknown>;
+  /** Reads a JSON config file holding an object. */
+  fromFile(path: string): Promise<Record<string, unknown>>;
+  /** Merges layers (later wins per top-level key) and validates them with `schema`. */
+  validate<S extends z.ZodType>(schema: S, layers: readonly Record<string, unknown>[]): z.output<S>;
+}
+
+/** Layer readers for a service (`what` names it in messages). */
+export function configLayers(spec: { what: string; kinds: Readonly<Record<string, OptionKind>>; envPrefix: string; envConfigFile: string }): ConfigLayers {
+  const error = (message: string) => new StrataError(ErrorCode.CONFIG, `invalid ${spec.what} config: ${message}`);
+  const parseValue = (key: string, raw: string, source: string): unknown => {
+    const kind = spec.kinds[key];
+    if (kind === undefined) throw error(`${source}: unknown option "${key}"`);
+    const int = (s: string): number => {
+      if (!/^-?\d+$/.test(s.trim())) throw error(`${source}: ${key}: "${s}" is not an integer`);
+      return Number(s.trim());
+    };
+    switch (kind) {
+      case 'string':
+        return raw;
+      case 'int':
+        return int(raw);
+      case 'bool':
+        if (raw === 'true' || raw === '1') return true;
+        if (raw === 'false' || raw === '0') return false;
+        throw error(`${source}: ${key}: "${raw}" is not true/false`);
+      case 'intList':
+        return raw
+          .split(',')
+          .filter((s) => s.trim() !== '')
+          .flatMap((part) => {
+            const m = /^\s*(\d+)\s*-\s*(\d+)\s*$/.exec(part);
+            if (!m) return [int(part)];
+            const out: number[] = [];
+            for (let i = Number(m[1]); i <= Number(m[2]); i++) out.push(i);
+            return out;
+          });
+      case 'json':
+        try {
+          return JSON.parse(raw) as unknown;
+        } catch {
+          throw error(`${source}: ${key}: not valid JSON`);
+        }
+    }
+  };
+  return {
+    error,
+    parseValue,
+    fromEnv(env) {
+      const byVar = new Map(Object.keys(spec.kinds).map((k) => [spec.envPrefix + constantCase(k), k]));
+      const out: Record<string, unknown> = {};
+      for (const [name, value] of Object.entries(env)) {
+        if (!name.startsWith(spec.envPrefix) || name === spec.envConfigFile || value === undefined) continue;
+        const key = byVar.get(name);
+        if (key === undefined) throw error(`unknown environment variable ${name}`);
+        out[key] = parseValue(key, value, `environment variable ${name}`);
+      }
+      return out;
+    },
+    async fromFile(path) {
+      let text: string;
+      try {
+        text = await readFile(path, 'utf8');
+      } catch (err) {
+        throw error(`cannot read config file ${path}: ${(err as Error).message}`);
+      }
+      let v: unknown;
+      try {
+        v = JSON.parse(text);
+      } catch (err) {
+        // without the snippet of the file V8 quotes in the message (it could hold a credential)
+        throw error(`config file ${path} is not valid JSON: ${(err as Error).message.replace(/, ".*$/s, '')}`);
+      }
+      if (v === null || typeof v !== 'object' || Array.isArray(v)) throw error(`config file ${path} must hold a JSON object`);
+      return v as Record<string, unknown>;
+    },
+    validate(schema, layers) {
+      const res = schema.safeParse(Object.assign({}, ...layers));
+      if (!res.success) {
+        throw error(res.error.issues.map((i) => `${i.path.length > 0 ? i.path.join('.') : '(root)'}: ${i.message}`).join('; '));
+      }
+      return res.data;
+    },
+  };
+}
