@@ -8,12 +8,10 @@ import { createLogger } from '../common/logger.js';
 import { exitOnSignals } from '../common/signals.js';
 import { ErrorCode, StrataError } from '../errors.js';
 import {
-  configFromEnv,
-  configFromFile,
   ENV_CONFIG_FILE,
+  aggregatorConfigLayers,
   ordinalFromHostname,
   parseAggregatorConfig,
-  parseConfigValue,
   type AggregatorConfig,
 } from '../shard-aggregator/config.js';
 import { startAggregatorServer } from '../shard-aggregator/server.js';
@@ -40,10 +38,6 @@ interface AggregatorFlags {
 
 /** Builds the validated config from the file, the environment and the flags. */
 export async function aggregatorConfigFrom(flags: AggregatorFlags, env: NodeJS.ProcessEnv, host = hostname()): Promise<AggregatorConfig> {
-  const file = flags.config ?? env[ENV_CONFIG_FILE];
-  const fromFile = file ? await configFromFile(file) : {};
-  const fromEnv = configFromEnv(env);
-  const fromFlags: Record<string, unknown> = {};
   const named: [keyof AggregatorFlags, string][] = [
     ['listen', 'grpcListen'],
     ['metricsListen', 'metricsListen'],
@@ -55,24 +49,7 @@ export async function aggregatorConfigFrom(flags: AggregatorFlags, env: NodeJS.P
     ['tenantsFile', 'tenantsFile'],
     ['logLevel', 'logLevel'],
   ];
-  for (const [flag, key] of named) {
-    const v = flags[flag];
-    if (typeof v === 'string') fromFlags[key] = parseConfigValue(key, v, `--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
-  }
-  if (flags.bucketDir !== undefined) fromFlags.bucket = { type: 'filesystem', path: flags.bucketDir };
-  if (flags.tlsCert !== undefined || flags.tlsKey !== undefined || flags.tlsClientCa !== undefined) {
-    fromFlags.tls = {
-      ...(flags.tlsCert !== undefined ? { certFile: flags.tlsCert } : {}),
-      ...(flags.tlsKey !== undefined ? { keyFile: flags.tlsKey } : {}),
-      ...(flags.tlsClientCa !== undefined ? { clientCaFile: flags.tlsClientCa } : {}),
-    };
-  }
-  for (const kv of flags.set) {
-    const i = kv.indexOf('=');
-    if (i <= 0) throw new StrataError(ErrorCode.CONFIG, `invalid aggregator config: --set ${kv}: expected key=value`);
-    const key = kv.slice(0, i);
-    fromFlags[key] = parseConfigValue(key, kv.slice(i + 1), `--set ${key}`);
-  }
+  const [fromFile, fromEnv, fromFlags] = await aggregatorConfigLayers.commandLine(flags, named, env);
   if (flags.ordinalFromHostname) {
     const ordinal = ordinalFromHostname(host);
     if (ordinal === null) throw new StrataError(ErrorCode.CONFIG, `invalid aggregator config: --ordinal-from-hostname: host name "${host}" does not end in -<number>`);

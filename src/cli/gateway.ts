@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { createLogger } from '../common/logger.js';
 import { exitOnSignals } from '../common/signals.js';
 import { ErrorCode, StrataError } from '../errors.js';
-import { configFromEnv, configFromFile, ENV_CONFIG_FILE, parseConfigValue, parseGatewayConfig, type GatewayConfig } from '../storage-gateway/config.js';
+import { ENV_CONFIG_FILE, gatewayConfigLayers, parseGatewayConfig, type GatewayConfig } from '../storage-gateway/config.js';
 import { startGateway } from '../storage-gateway/gateway.js';
 
 interface GatewayFlags {
@@ -29,10 +29,6 @@ interface GatewayFlags {
 
 /** Builds the validated config from the file, the environment and the flags. */
 export async function gatewayConfigFrom(flags: GatewayFlags, env: NodeJS.ProcessEnv): Promise<GatewayConfig> {
-  const file = flags.config ?? env[ENV_CONFIG_FILE];
-  const fromFile = file ? await configFromFile(file) : {};
-  const fromEnv = configFromEnv(env);
-  const fromFlags: Record<string, unknown> = {};
   const named: [keyof GatewayFlags, string][] = [
     ['listen', 'grpcListen'],
     ['metricsListen', 'metricsListen'],
@@ -43,24 +39,7 @@ export async function gatewayConfigFrom(flags: GatewayFlags, env: NodeJS.Process
     ['tenantsFile', 'tenantsFile'],
     ['logLevel', 'logLevel'],
   ];
-  for (const [flag, key] of named) {
-    const v = flags[flag];
-    if (typeof v === 'string') fromFlags[key] = parseConfigValue(key, v, `--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
-  }
-  if (flags.bucketDir !== undefined) fromFlags.bucket = { type: 'filesystem', path: flags.bucketDir };
-  if (flags.tlsCert !== undefined || flags.tlsKey !== undefined || flags.tlsClientCa !== undefined) {
-    fromFlags.tls = {
-      ...(flags.tlsCert !== undefined ? { certFile: flags.tlsCert } : {}),
-      ...(flags.tlsKey !== undefined ? { keyFile: flags.tlsKey } : {}),
-      ...(flags.tlsClientCa !== undefined ? { clientCaFile: flags.tlsClientCa } : {}),
-    };
-  }
-  for (const kv of flags.set) {
-    const i = kv.indexOf('=');
-    if (i <= 0) throw new StrataError(ErrorCode.CONFIG, `invalid gateway config: --set ${kv}: expected key=value`);
-    const key = kv.slice(0, i);
-    fromFlags[key] = parseConfigValue(key, kv.slice(i + 1), `--set ${key}`);
-  }
+  const [fromFile, fromEnv, fromFlags] = await gatewayConfigLayers.commandLine(flags, named, env);
   return parseGatewayConfig(fromFile, fromEnv, fromFlags);
 }
 

@@ -15,9 +15,9 @@ import { createLogger } from '../common/logger.js';
 import { exitOnSignals } from '../common/signals.js';
 import { StrataError } from '../errors.js';
 import { openBucket } from '../objstore/index.js';
-import { parseAggregatorConfig, parseConfigValue as parseAggregatorValue, type AggregatorConfig } from '../shard-aggregator/config.js';
+import { parseAggregatorConfig, aggregatorConfigLayers, type AggregatorConfig } from '../shard-aggregator/config.js';
 import { startAggregatorServer } from '../shard-aggregator/server.js';
-import { parseGatewayConfig, parseConfigValue as parseGatewayValue, type GatewayConfig } from '../storage-gateway/config.js';
+import { parseGatewayConfig, gatewayConfigLayers, type GatewayConfig } from '../storage-gateway/config.js';
 import { startGateway } from '../storage-gateway/gateway.js';
 
 export interface ServeFlags {
@@ -31,17 +31,6 @@ export interface ServeFlags {
   tenantsFile?: string;
   aggregatorSet: string[];
   gatewaySet: string[];
-}
-
-function setLayer(pairs: readonly string[], parse: (key: string, raw: string, source: string) => unknown, what: string): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const p of pairs) {
-    const eq = p.indexOf('=');
-    if (eq <= 0) throw new StrataError('ERR_STRATA_CONFIG', `--${what}-set ${p}: expected key=value`);
-    const key = p.slice(0, eq);
-    out[key] = parse(key, p.slice(eq + 1), `--${what}-set`);
-  }
-  return out;
 }
 
 /** The two services' configs for an all-in-one process (exported for tests). */
@@ -60,7 +49,7 @@ export function serveConfigs(flags: ServeFlags): { aggregator: AggregatorConfig;
       shards: Array.from({ length: Number.isInteger(numShards) && numShards > 0 ? numShards : 0 }, (_, i) => i),
       logLevel: flags.logLevel,
     },
-    setLayer(flags.aggregatorSet, parseAggregatorValue, 'aggregator'),
+    aggregatorConfigLayers.parseSet(flags.aggregatorSet, '--aggregator-set'),
   );
   const gateway = parseGatewayConfig(
     {
@@ -70,7 +59,7 @@ export function serveConfigs(flags: ServeFlags): { aggregator: AggregatorConfig;
       cacheDir: join(dir, 'cache'),
       logLevel: flags.logLevel,
     },
-    setLayer(flags.gatewaySet, parseGatewayValue, 'gateway'),
+    gatewayConfigLayers.parseSet(flags.gatewaySet, '--gateway-set'),
   );
   return { aggregator, gateway };
 }

@@ -28,6 +28,28 @@ export interface ConfigLayers {
   fromFile(path: string): Promise<Record<string, unknown>>;
   /** Merges layers (later wins per top-level key) and validates them with `schema`. */
   validate<S extends z.ZodType>(schema: S, layers: readonly Record<string, unknown>[]): z.output<S>;
+  /** `key=value` pairs given with a repeatable flag (`--set`), parsed by the options' kinds. */
+  parseSet(pairs: readonly string[], flag?: string): Record<string, unknown>;
+  /**
+   * The layers of a service command, lowest precedence first: the config file (`--config` or the
+   * config-file variable), the environment, then the flags (`named` maps flag properties to
+   * options; `--bucket-dir`, `--tls-*` and `--set` are common to all services).
+   */
+  commandLine(
+    flags: ServiceFlags,
+    named: readonly (readonly [string, string])[],
+    env: NodeJS.ProcessEnv,
+  ): Promise<[fromFile: Record<string, unknown>, fromEnv: Record<string, unknown>, fromFlags: Record<string, unknown>]>;
+}
+
+/** Flags every service command has. */
+export interface ServiceFlags {
+  readonly config?: string;
+  readonly bucketDir?: string;
+  readonly tlsCert?: string;
+  readonly tlsKey?: string;
+  readonly tlsClientCa?: string;
+  readonly set: readonly string[];
 }
 
 /** Layer readers for a service (`what` names it in messages). */
@@ -68,9 +90,38 @@ export function configLayers(spec: { what: string; kinds: Readonly<Record<string
         }
     }
   };
-  return {
+  const parseSet = (pairs: readonly string[], flag = '--set'): Record<string, unknown> => {
+    const out: Record<string, unknown> = {};
+    for (const kv of pairs) {
+      const i = kv.indexOf('=');
+      if (i <= 0) throw error(`${flag} ${kv}: expected key=value`);
+      const key = kv.slice(0, i);
+      out[key] = parseValue(key, kv.slice(i + 1), `${flag} ${key}`);
+    }
+    return out;
+  };
+  const layers: ConfigLayers = {
     error,
     parseValue,
+    parseSet,
+    async commandLine(flags, named, env) {
+      const file = flags.config ?? env[spec.envConfigFile];
+      const fromFile = file ? await layers.fromFile(file) : {};
+      const fromFlags: Record<string, unknown> = {};
+      for (const [flag, key] of named) {
+        const v = (flags as unknown as Record<string, unknown>)[flag];
+        if (typeof v === 'string') fromFlags[key] = parseValue(key, v, `--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
+      }
+      if (flags.bucketDir !== undefined) fromFlags['bucket'] = { type: 'filesystem', path: flags.bucketDir };
+      if (flags.tlsCert !== undefined || flags.tlsKey !== undefined || flags.tlsClientCa !== undefined) {
+        fromFlags['tls'] = {
+          ...(flags.tlsCert !== undefined ? { certFile: flags.tlsCert } : {}),
+          ...(flags.tlsKey !== undefined ? { keyFile: flags.tlsKey } : {}),
+          ...(flags.tlsClientCa !== undefined ? { clientCaFile: flags.tlsClientCa } : {}),
+        };
+      }
+      return [fromFile, layers.fromEnv(env), { ...fromFlags, ...parseSet(flags.set) }];
+    },
     fromEnv(env) {
       const byVar = new Map(Object.keys(spec.kinds).map((k) => [spec.envPrefix + constantCase(k), k]));
       const out: Record<string, unknown> = {};
@@ -107,4 +158,5 @@ export function configLayers(spec: { what: string; kinds: Readonly<Record<string
       return res.data;
     },
   };
+  return layers;
 }

@@ -122,14 +122,12 @@ export const ENV_CONFIG_FILE = 'STRATA_GATEWAY_CONFIG';
 
 const layers = configLayers({ what: 'gateway', kinds: KINDS, envPrefix: ENV_PREFIX, envConfigFile: ENV_CONFIG_FILE });
 const configError = layers.error;
+/** The layer readers of this config (file, environment, flags). */
+export const gatewayConfigLayers = layers;
 
 export { constantCase };
-/** Parses a string value given on the command line or in the environment for `key`. */
-export const parseConfigValue = layers.parseValue;
 /** Config values from `STRATA_GATEWAY_*` variables; unknown ones are an error. */
 export const configFromEnv = layers.fromEnv;
-/** Reads a JSON config file (an object). */
-export const configFromFile = layers.fromFile;
 
 /**
  * Validates merged config input (layers applied left to right, later wins per top-level key).
