@@ -6,6 +6,7 @@ import { hostname } from 'node:os';
 import type { Command } from 'commander';
 import { createLogger } from '../common/logger.js';
 import { exitOnSignals } from '../common/signals.js';
+import { addServiceOptions, loadServiceConfig } from './service-command.js';
 import { ErrorCode, StrataError } from '../errors.js';
 import {
   ENV_CONFIG_FILE,
@@ -58,67 +59,43 @@ export async function aggregatorConfigFrom(flags: AggregatorFlags, env: NodeJS.P
   return parseAggregatorConfig(fromFile, fromEnv, fromFlags);
 }
 
-/** The config with credentials replaced, for printing. */
-function redacted(cfg: AggregatorConfig): unknown {
-  return JSON.parse(
-    JSON.stringify(cfg, (k, v: unknown) => (k === 'accessKeyId' || k === 'secretAccessKey' || k === 'sessionToken' ? '[redacted]' : v)),
-  ) as unknown;
-}
-
 /** Registers `strata aggregator`. */
 export function registerAggregatorCommands(program: Command): void {
-  program
-    .command('aggregator')
-    .description('run a shard aggregator: gRPC write API, LevelDB write-ahead log, flush of blocks to the bucket')
-    .option('-c, --config <file>', `JSON config file (or ${ENV_CONFIG_FILE})`)
-    .option('--listen <host:port>', 'gRPC listen address (grpcListen)')
-    .option('--metrics-listen <host:port>', 'Prometheus /metrics listen address (metricsListen)')
-    .option('--wal-dir <dir>', 'write-ahead log directory (walDir)')
-    .option('--num-shards <n>', 'total number of shards (numShards)')
-    .option('--shards <list>', 'owned shards, e.g. 0-3,7 (shards)')
-    .option('--ordinal <n>', 'StatefulSet ordinal: owns shards s with s % replicas == ordinal')
-    .option('--replicas <n>', 'StatefulSet replica count')
-    .option('--ordinal-from-hostname', 'take the ordinal from the host name suffix (pod-name-<n>)')
-    .option('--bucket-dir <dir>', 'use a filesystem bucket in <dir>')
-    .option('--tenants-file <file>', 'tenants file: default bucket, per-tenant buckets, tokens, limits (tenantsFile)')
-    .option('--tls-cert <file>', 'serve gRPC over TLS with this PEM certificate chain (tls.certFile)')
-    .option('--tls-key <file>', 'PEM private key of --tls-cert (tls.keyFile)')
-    .option('--tls-client-ca <file>', 'require client certificates signed by this PEM CA: mTLS (tls.clientCaFile)')
-    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
-    .option('--set <key=value>', 'set any config option (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
-    .option('--print-config', 'print the validated config (secrets hidden) and exit')
-    .action(async (flags: AggregatorFlags) => {
-      let config: AggregatorConfig;
-      try {
-        config = await aggregatorConfigFrom(flags, process.env);
-      } catch (err) {
-        if (!(err instanceof StrataError)) throw err;
-        process.stderr.write(`strata aggregator: ${err.message}\n`);
-        process.exitCode = 2;
-        return;
-      }
-      if (flags.printConfig) {
-        process.stdout.write(`${JSON.stringify(redacted(config), null, 2)}\n`);
-        return;
-      }
-      const logger = createLogger({ level: config.logLevel, name: 'aggregator' });
-      let running;
-      try {
-        running = await startAggregatorServer({ config, logger });
-      } catch (err) {
-        if (!(err instanceof StrataError && err.code === ErrorCode.CONFIG)) throw err;
-        logger.fatal({ err: err.message }, 'aggregator cannot start');
-        process.stderr.write(`strata aggregator: ${err.message}\n`);
-        process.exitCode = 2;
-        return;
-      }
-      exitOnSignals(logger, () => running.shutdown());
-      try {
-        await running.ready;
-      } catch (err) {
-        logger.fatal({ err }, 'aggregator cannot start');
-        await running.shutdown().catch(() => undefined);
-        process.exit(1);
-      }
-    });
+  addServiceOptions(
+    program
+      .command('aggregator')
+      .description('run a shard aggregator: gRPC write API, LevelDB write-ahead log, flush of blocks to the bucket')
+      .option('-c, --config <file>', `JSON config file (or ${ENV_CONFIG_FILE})`)
+      .option('--listen <host:port>', 'gRPC listen address (grpcListen)')
+      .option('--metrics-listen <host:port>', 'Prometheus /metrics listen address (metricsListen)')
+      .option('--wal-dir <dir>', 'write-ahead log directory (walDir)')
+      .option('--num-shards <n>', 'total number of shards (numShards)')
+      .option('--shards <list>', 'owned shards, e.g. 0-3,7 (shards)')
+      .option('--ordinal <n>', 'StatefulSet ordinal: owns shards s with s % replicas == ordinal')
+      .option('--replicas <n>', 'StatefulSet replica count')
+      .option('--ordinal-from-hostname', 'take the ordinal from the host name suffix (pod-name-<n>)'),
+    'use a filesystem bucket in <dir>',
+  ).action(async (flags: AggregatorFlags) => {
+    const config = await loadServiceConfig('aggregator', flags, () => aggregatorConfigFrom(flags, process.env));
+    if (!config) return;
+    const logger = createLogger({ level: config.logLevel, name: 'aggregator' });
+    let running;
+    try {
+      running = await startAggregatorServer({ config, logger });
+    } catch (err) {
+      if (!(err instanceof StrataError && err.code === ErrorCode.CONFIG)) throw err;
+      logger.fatal({ err: err.message }, 'aggregator cannot start');
+      process.stderr.write(`strata aggregator: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    exitOnSignals(logger, () => running.shutdown());
+    try {
+      await running.ready;
+    } catch (err) {
+      logger.fatal({ err }, 'aggregator cannot start');
+      await running.shutdown().catch(() => undefined);
+      process.exit(1);
+    }
+  });
 }

@@ -5,6 +5,7 @@
 import type { Command } from 'commander';
 import { createLogger } from '../common/logger.js';
 import { exitOnSignals } from '../common/signals.js';
+import { addServiceOptions, loadServiceConfig } from './service-command.js';
 import { ErrorCode, StrataError } from '../errors.js';
 import { ENV_CONFIG_FILE, gatewayConfigLayers, parseGatewayConfig, type GatewayConfig } from '../storage-gateway/config.js';
 import { startGateway } from '../storage-gateway/gateway.js';
@@ -43,53 +44,31 @@ export async function gatewayConfigFrom(flags: GatewayFlags, env: NodeJS.Process
   return parseGatewayConfig(fromFile, fromEnv, fromFlags);
 }
 
-/** The config with secrets replaced, for printing. */
-function redacted(cfg: GatewayConfig): unknown {
-  return JSON.parse(JSON.stringify(cfg, (k, v: unknown) => (k === 'accessKeyId' || k === 'secretAccessKey' || k === 'sessionToken' ? '[redacted]' : v))) as unknown;
-}
-
 /** Registers `strata gateway`. */
 export function registerGatewayCommands(program: Command): void {
-  program
-    .command('gateway')
-    .description('run a storage gateway: gRPC read API over blocks in the bucket, LMDB cache, /metrics')
-    .option('-c, --config <file>', `JSON config file (or ${ENV_CONFIG_FILE})`)
-    .option('--listen <host:port>', 'gRPC listen address (grpcListen)')
-    .option('--metrics-listen <host:port>', 'Prometheus /metrics listen address (metricsListen)')
-    .option('--cache-dir <dir>', 'LMDB cache directory (cacheDir)')
-    .option('--cache-max-bytes <n>', 'byte budget of the cache (cacheMaxBytes)')
-    .option('--cache-type <type>', 'lmdb or memory (cacheType)')
-    .option('--staleness-ms <ms>', 'serve a replaced block within this (stalenessMs)')
-    .option('--bucket-dir <dir>', 'read blocks from a filesystem bucket in <dir>')
-    .option('--tenants-file <file>', 'tenants file: default bucket, per-tenant buckets, tokens, limits (tenantsFile)')
-    .option('--tls-cert <file>', 'serve gRPC over TLS with this PEM certificate chain (tls.certFile)')
-    .option('--tls-key <file>', 'PEM private key of --tls-cert (tls.keyFile)')
-    .option('--tls-client-ca <file>', 'require client certificates signed by this PEM CA: mTLS (tls.clientCaFile)')
-    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
-    .option('--set <key=value>', 'set any config option (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
-    .option('--print-config', 'print the validated config (secrets hidden) and exit')
-    .action(async (flags: GatewayFlags) => {
-      let config: GatewayConfig;
-      try {
-        config = await gatewayConfigFrom(flags, process.env);
-      } catch (err) {
-        if (!(err instanceof StrataError)) throw err;
-        process.stderr.write(`strata gateway: ${err.message}\n`);
-        process.exitCode = 2;
-        return;
-      }
-      if (flags.printConfig) {
-        process.stdout.write(`${JSON.stringify(redacted(config), null, 2)}\n`);
-        return;
-      }
-      const logger = createLogger({ level: config.logLevel, name: 'gateway' });
-      let running: Awaited<ReturnType<typeof startGateway>>;
-      try {
-        running = await startGateway({ config, logger });
-      } catch (err) {
-        logger.fatal({ err }, 'gateway cannot start');
-        process.exit(1);
-      }
-      exitOnSignals(logger, () => running.shutdown());
-    });
+  addServiceOptions(
+    program
+      .command('gateway')
+      .description('run a storage gateway: gRPC read API over blocks in the bucket, LMDB cache, /metrics')
+      .option('-c, --config <file>', `JSON config file (or ${ENV_CONFIG_FILE})`)
+      .option('--listen <host:port>', 'gRPC listen address (grpcListen)')
+      .option('--metrics-listen <host:port>', 'Prometheus /metrics listen address (metricsListen)')
+      .option('--cache-dir <dir>', 'LMDB cache directory (cacheDir)')
+      .option('--cache-max-bytes <n>', 'byte budget of the cache (cacheMaxBytes)')
+      .option('--cache-type <type>', 'lmdb or memory (cacheType)')
+      .option('--staleness-ms <ms>', 'serve a replaced block within this (stalenessMs)'),
+    'read blocks from a filesystem bucket in <dir>',
+  ).action(async (flags: GatewayFlags) => {
+    const config = await loadServiceConfig('gateway', flags, () => gatewayConfigFrom(flags, process.env));
+    if (!config) return;
+    const logger = createLogger({ level: config.logLevel, name: 'gateway' });
+    let running: Awaited<ReturnType<typeof startGateway>>;
+    try {
+      running = await startGateway({ config, logger });
+    } catch (err) {
+      logger.fatal({ err }, 'gateway cannot start');
+      process.exit(1);
+    }
+    exitOnSignals(logger, () => running.shutdown());
+  });
 }

@@ -160,3 +160,22 @@ export function configLayers(spec: { what: string; kinds: Readonly<Record<string
   };
   return layers;
 }
+
+/** `host:port` or `[v6]:port` → host and port. */
+export function splitListen(listen: string): { host: string; port: number } {
+  const i = listen.lastIndexOf(':');
+  return { host: listen.slice(0, i).replace(/^\[(.*)\]$/, '$1'), port: Number(listen.slice(i + 1)) };
+}
+
+/** A service needs exactly one of a `bucket` and a `tenantsFile` (whose defaultBucket is the bucket). */
+export function checkBucketSource(cfg: { readonly bucket?: unknown; readonly tenantsFile?: unknown }, error: (message: string) => Error): void {
+  if (cfg.bucket === undefined && cfg.tenantsFile === undefined) throw error('bucket: give a bucket, or a tenantsFile (whose defaultBucket is used)');
+  if (cfg.bucket !== undefined && cfg.tenantsFile !== undefined) {
+    throw error("bucket: give either a bucket or a tenantsFile, not both (the tenants file's defaultBucket is the bucket)");
+  }
+}
+
+/** A copy of a config with every credential field replaced, for printing. */
+export function redactSecrets(cfg: unknown): unknown {
+  return JSON.parse(JSON.stringify(cfg, (k, v: unknown) => (k === 'accessKeyId' || k === 'secretAccessKey' || k === 'sessionToken' ? '[redacted]' : v))) as unknown;
+}

@@ -142,3 +142,8 @@ function stripUndefined(v: unknown): unknown {
   for (const [k, x] of Object.entries(v)) if (x !== undefined) out[k] = stripUndefined(x);
   return out;
 }
+
+/** A bucket's location for logs and messages: where it is, never its credentials. */
+export function describeBucket(cfg: BucketConfig): string {
+  return cfg.type === 'filesystem' ? `file://${cfg.path}${cfg.prefix ? `#${cfg.prefix}` : ''}` : `s3://${cfg.bucket}/${cfg.prefix ?? ''}`;
+}

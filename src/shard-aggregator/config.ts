@@ -8,7 +8,7 @@
  * Every option is documented in docs/config.md (a test keeps the two in sync).
  */
 import { z } from 'zod';
-import { configLayers, constantCase, type OptionKind } from '../common/config.js';
+import { checkBucketSource, configLayers, constantCase, type OptionKind } from '../common/config.js';
 import { serverTlsSchema } from '../common/tls.js';
 import { DEFAULT_BLOCK_DURATION_MS, MAX_SHARDS } from '../format/key.js';
 import { parseBucketConfig, type BucketConfig } from '../objstore/index.js';
@@ -145,10 +145,7 @@ export const configFromEnv = layers.fromEnv;
  */
 export function parseAggregatorConfig(...layerValues: Record<string, unknown>[]): AggregatorConfig {
   const cfg = layers.validate(aggregatorConfigSchema, layerValues);
-  if (cfg.bucket === undefined && cfg.tenantsFile === undefined) throw configError('bucket: give a bucket, or a tenantsFile (whose defaultBucket is used)');
-  if (cfg.bucket !== undefined && cfg.tenantsFile !== undefined) {
-    throw configError("bucket: give either a bucket or a tenantsFile, not both (the tenants file's defaultBucket is the bucket)");
-  }
+  checkBucketSource(cfg, configError);
   if (cfg.shards !== undefined && (cfg.ordinal !== undefined || cfg.replicas !== undefined)) {
     throw configError('shards: give either an explicit shard list or ordinal + replicas, not both');
   }

@@ -20,7 +20,8 @@ import { createLogger } from '../common/logger.js';
 import { startMetricsServer, type MetricsServer } from '../common/metrics-server.js';
 import { loadProto } from '../common/proto.js';
 import { serverCredentials } from '../common/tls.js';
-import { openBucket, type Bucket, type BucketConfig, type S3Hooks } from '../objstore/index.js';
+import { splitListen } from '../common/config.js';
+import { describeBucket, openBucket, type Bucket, type BucketConfig, type S3Hooks } from '../objstore/index.js';
 import { loadTenantsFile, openTenantsConfig } from '../tenancy/config.js';
 import { TenantRegistry } from '../tenancy/tenants.js';
 import { Aggregator } from './aggregator.js';
@@ -71,16 +72,6 @@ export interface RunningAggregator {
   readonly ready: Promise<void>;
   /** Graceful shutdown (see the module comment); idempotent. */
   shutdown(): Promise<void>;
-}
-
-function splitHostPort(listen: string): { host: string; port: number } {
-  const i = listen.lastIndexOf(':');
-  return { host: listen.slice(0, i).replace(/^\[(.*)\]$/, '$1'), port: Number(listen.slice(i + 1)) };
-}
-
-/** A bucket as a log field: where it is, never its credentials. */
-function describeBucket(cfg: BucketConfig): string {
-  return cfg.type === 'filesystem' ? `file://${cfg.path}${cfg.prefix ? `#${cfg.prefix}` : ''}` : `s3://${cfg.bucket}/${cfg.prefix ?? ''}`;
 }
 
 /**
@@ -146,7 +137,7 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
     writerService({ config, metrics, logger, authorize: opts.authorize ?? registryAuth(registry), tenantLabel, aggregator: () => agg, state: () => state }),
   );
   addHealthService(server, health);
-  const { host, port } = splitHostPort(config.grpcListen);
+  const { host, port } = splitListen(config.grpcListen);
   let grpcPort: number;
   let metricsServer: MetricsServer;
   try {
@@ -154,7 +145,7 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
       server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, creds, (err, p) => (err ? reject(err) : resolve(p))),
     );
     try {
-      const m = splitHostPort(config.metricsListen);
+      const m = splitListen(config.metricsListen);
       metricsServer = await startMetricsServer(metrics.registry, m.host, m.port);
     } catch (err) {
       server.forceShutdown();

@@ -8,7 +8,7 @@
  * Every option is documented in docs/config.md (a test keeps the two in sync).
  */
 import { z } from 'zod';
-import { configLayers, constantCase, type OptionKind } from '../common/config.js';
+import { checkBucketSource, configLayers, constantCase, type OptionKind } from '../common/config.js';
 import { serverTlsSchema } from '../common/tls.js';
 import { DEFAULT_BLOCK_DURATION_MS } from '../format/key.js';
 import { parseBucketConfig, type BucketConfig } from '../objstore/index.js';
@@ -135,10 +135,7 @@ export const configFromEnv = layers.fromEnv;
  */
 export function parseGatewayConfig(...layerValues: Record<string, unknown>[]): GatewayConfig {
   const cfg = layers.validate(gatewayConfigSchema, layerValues);
-  if (cfg.bucket === undefined && cfg.tenantsFile === undefined) throw configError('bucket: give a bucket, or a tenantsFile (whose defaultBucket is used)');
-  if (cfg.bucket !== undefined && cfg.tenantsFile !== undefined) {
-    throw configError("bucket: give either a bucket or a tenantsFile, not both (the tenants file's defaultBucket is the bucket)");
-  }
+  checkBucketSource(cfg, configError);
   if (cfg.cacheType === 'lmdb' && cfg.cacheDir === undefined) throw configError('cacheDir: required when cacheType is lmdb');
   if (cfg.maxGetBytes < cfg.coalesceGapBytes) throw configError('maxGetBytes: must not be below coalesceGapBytes');
   return cfg;

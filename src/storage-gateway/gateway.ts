@@ -21,7 +21,8 @@ import { serverCredentials } from '../common/tls.js';
 import { READ_METHOD } from '../client/query-codec.js';
 import type { BucketReader } from '../objstore/bucket.js';
 import { blockKey } from '../format/key.js';
-import { openBucket, type Bucket, type BucketConfig } from '../objstore/index.js';
+import { splitListen } from '../common/config.js';
+import { describeBucket, openBucket, type Bucket, type BucketConfig } from '../objstore/index.js';
 import { loadTenantsFile, openTenantsConfig } from '../tenancy/config.js';
 import { TenantRegistry } from '../tenancy/tenants.js';
 import { BlockDirectory, type BlockAddress } from './blocks.js';
@@ -76,16 +77,6 @@ export interface RunningGateway {
   address(tenant: string, shard: number, windowStartMs: bigint): Promise<BlockAddress>;
   /** Graceful shutdown (see the module comment); idempotent. */
   shutdown(): Promise<void>;
-}
-
-function splitHostPort(listen: string): { host: string; port: number } {
-  const i = listen.lastIndexOf(':');
-  return { host: listen.slice(0, i).replace(/^\[(.*)\]$/, '$1'), port: Number(listen.slice(i + 1)) };
-}
-
-/** A bucket as a log field: where it is, never its credentials. */
-function describeBucket(cfg: BucketConfig): string {
-  return cfg.type === 'filesystem' ? `file://${cfg.path}${cfg.prefix ? `#${cfg.prefix}` : ''}` : `s3://${cfg.bucket}/${cfg.prefix ?? ''}`;
 }
 
 /** The cache scope of a bucket location: 32 hex digits (see blocks.ts and docs/format/cache.md). */
@@ -185,11 +176,11 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
   let grpcPort: number;
   try {
     const creds = serverCredentials(config.tls);
-    const { host, port } = splitHostPort(config.grpcListen);
+    const { host, port } = splitListen(config.grpcListen);
     grpcPort = await new Promise<number>((resolve, reject) =>
       server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, creds, (err, p) => (err ? reject(err) : resolve(p))),
     );
-    const m = splitHostPort(config.metricsListen);
+    const m = splitListen(config.metricsListen);
     metricsServer = await startMetricsServer(metrics.registry, m.host, m.port);
   } catch (err) {
     server.forceShutdown();
