@@ -37,6 +37,7 @@ import {
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
+  HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
@@ -221,6 +222,9 @@ const RETRYABLE_NAMES = new Set([
   'TimeoutError',
   'TransientError',
 ]);
+/** Operations that send a body, which a server may refuse before reading it. */
+const BODY_OPERATIONS: ReadonlySet<S3Operation> = new Set(['put', 'uploadPart']);
+
 /** Node socket errors that mean the connection broke, not the request. */
 const RETRYABLE_ERRNOS = new Set([
   'ECONNRESET',
@@ -605,7 +609,13 @@ export class S3Bucket implements Bucket {
           this.#hooks.onRequest?.({ operation, key, attempt: n, durationMs: performance.now() - started, outcome: 'error', errorName: 'AbortError' });
           throw err;
         }
-        const c = classify(err);
+        let c = classify(err);
+        if (c.retryable && c.status === undefined && BODY_OPERATIONS.has(operation)) {
+          // A server may refuse a request with a body before reading it (no such bucket, access
+          // denied) and close the connection mid-body, so the client sees only a reset. Ask the
+          // bucket once: a definite answer replaces the connection error.
+          c = (await this.#bucketProblem(signal)) ?? c;
+        }
         const retry = c.retryable && n < this.#retry.maxAttempts;
         this.#hooks.onRequest?.({
           operation,
@@ -628,6 +638,18 @@ export class S3Bucket implements Bucket {
         this.#hooks.onRetry?.({ operation, key, attempt: n, delayMs, errorName: c.name, ...(c.status !== undefined ? { httpStatus: c.status } : {}) });
         await sleep(delayMs, undefined, signal ? { signal } : {});
       }
+    }
+  }
+
+  /** Why the bucket refuses requests (no such bucket, access denied), or null if it does not. */
+  async #bucketProblem(signal: AbortSignal | undefined): Promise<Classified | null> {
+    try {
+      await this.#client.send(new HeadBucketCommand({ Bucket: this.#bucket }), sendOpts(signal));
+      return null;
+    } catch (err) {
+      const c = classify(err);
+      if (c.status === 404) return { ...c, code: ErrorCode.NO_SUCH_BUCKET, retryable: false };
+      return c.code === ErrorCode.ACCESS_DENIED ? c : null;
     }
   }
 
