@@ -18,8 +18,10 @@
  * (GETs per block touched by warm queries), `gets_per_block_index_cached` (another series of a
  * block whose index is cached), `gateway_cpu_ms_per_query` (gateway process CPU per warm 1x4h
  * query; per case in `gateway_cpu_ms_per_query_<case>`), `roundtrip_exact` (every answer equal,
- * bit for bit, to the generated samples), and for the encoding decision the warm figures of
- * both encodings (`<encoding>_warm_<case>_p50_ms` ...).
+ * bit for bit, to the generated samples), for the encoding decision the warm figures of
+ * both encodings (`<encoding>_warm_<case>_p50_ms` ...), and the machine's floor
+ * (`loopback_h2_p50_ms` ... `loopback_h2_x8_p99_ms`: an empty HTTP/2 exchange between two
+ * processes, one and 8 at a time).
  *
  * Flags: --data=DIR --data30=DIR (datasets, generated when missing), --shards=8,
  * --backends=fs,rgw, --encodings=runs,raw, --warm-reps=1 --cold-reps=1 (scale factors of the
@@ -355,6 +357,58 @@ async function runBackend(
   return { out, exact };
 }
 
+/**
+ * The machine's floor for these latencies: an empty HTTP/2 request and response between two Node
+ * processes on loopback (no gRPC, no work), one at a time and 8 at once (as a 100x4h query sends
+ * them). Shared cloud machines wake idle processes slowly now and then, and no read can be
+ * faster than this.
+ */
+async function loopbackFloor(): Promise<Record<string, number>> {
+  const script = `
+    import http2 from 'node:http2';
+    const srv = http2.createServer();
+    srv.on('stream', (s) => { s.respond({ ':status': 200 }); s.end(); });
+    srv.listen(0, '127.0.0.1', () => console.log(srv.address().port));
+  `;
+  const proc = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      createInterface({ input: proc.stdout! }).once('line', (l) => resolve(Number(l)));
+      proc.once('exit', (c) => reject(new Error(`floor server exited with ${c}`)));
+    });
+    const { connect } = await import('node:http2');
+    const session = connect(`http://127.0.0.1:${port}`);
+    const once = (): Promise<void> =>
+      new Promise((resolve, reject) => {
+        const r = session.request({ ':method': 'POST', ':path': '/' });
+        r.on('data', () => undefined);
+        r.on('end', resolve);
+        r.on('error', reject);
+        r.end();
+      });
+    try {
+      for (let i = 0; i < 300; i++) await once();
+      const out: Record<string, number> = {};
+      for (const width of [1, 8]) {
+        const lat: number[] = [];
+        for (let i = 0; i < 1000; i++) {
+          const t = performance.now();
+          await Promise.all(Array.from({ length: width }, once));
+          lat.push(performance.now() - t);
+        }
+        const name = width === 1 ? 'loopback_h2' : `loopback_h2_x${width}`;
+        out[`${name}_p50_ms`] = round(quantile(lat, 0.5));
+        out[`${name}_p99_ms`] = round(quantile(lat, 0.99));
+      }
+      return out;
+    } finally {
+      session.close();
+    }
+  } finally {
+    proc.kill();
+  }
+}
+
 interface RgwHandle {
   readonly env: Record<string, string>;
   stop(): Promise<void>;
@@ -419,6 +473,12 @@ export async function main(argv: string[]): Promise<void> {
       await cleanup();
     }
   }
+  const floor = await loopbackFloor();
+  console.log(
+    `floor: an empty HTTP/2 exchange between two processes: p50 ${floor['loopback_h2_p50_ms']} ms, p99 ${floor['loopback_h2_p99_ms']} ms; ` +
+      `8 at once: p50 ${floor['loopback_h2_x8_p50_ms']} ms, p99 ${floor['loopback_h2_x8_p99_ms']} ms`,
+  );
+  Object.assign(result, floor);
   result['roundtrip_exact'] = exact;
   console.log(`round trip exact: ${exact}; client encoding: ${DEFAULT_ENCODING}`);
   console.log(JSON.stringify(result));

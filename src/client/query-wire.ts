@@ -6,7 +6,7 @@
  */
 import { crc32c } from '@node-rs/crc32';
 import { sliceSamples } from '../block/reader.js';
-import { decodeRun } from '../format/run.js';
+import { decodeRunInto, readRunHeader } from '../format/run.js';
 import type { ReadResponseView } from './query-codec.js';
 
 /** A response that breaks the protocol (a gateway bug or a damaged stream). */
@@ -25,7 +25,10 @@ export type Piece =
   | { readonly n: number; readonly timestamps: BigInt64Array; readonly values: Float64Array }
   | { readonly n: number; readonly timestamps: Uint8Array; readonly values: Uint8Array };
 
-/** The samples of one series. */
+/**
+ * The samples of one series. The arrays may be views of a buffer shared with other series of the
+ * same answer (mind `byteOffset` when reading `.buffer`).
+ */
 export interface SeriesSamples {
   readonly id: bigint;
   readonly timestamps: BigInt64Array;
@@ -47,9 +50,14 @@ export class BlockAssembler {
   private runId: bigint | null = null;
   private runCrc = 0;
   private runParts: Buffer[] = [];
+  /** Checked runs waiting to be decoded, in stream order, with their series' piece list. */
+  private readonly runs: { run: Buffer; list: Piece[] }[] = [];
+  /** Index into `wanted` of the last series seen (series arrive in ascending order). */
+  private cursor = 0;
 
+  /** `wanted`: the ids asked for, ascending, no duplicates. */
   constructor(
-    private readonly wanted: ReadonlySet<bigint>,
+    private readonly wanted: readonly bigint[],
     private readonly encoding: 'raw' | 'runs',
     private readonly range: { readonly start: bigint; readonly end: bigint },
     private readonly blockName: string,
@@ -65,15 +73,36 @@ export class BlockAssembler {
     else this.addRuns(msg, n);
   }
 
-  /** Ends the stream (decodes a pending run). */
+  /**
+   * Ends the stream: decodes the runs (RUNS) into one pair of arrays for the whole block, each
+   * series' samples a view of it, cut to the range.
+   */
   finish(): void {
-    if (this.encoding === 'runs') this.flushRun();
+    if (this.encoding !== 'runs') return;
+    this.flushRun();
+    const origin = { object: this.blockName, offset: 0 };
+    let total = 0;
+    for (const r of this.runs) total += readRunHeader(r.run, origin).count;
+    const timestamps = new BigInt64Array(total);
+    const values = new Float64Array(total);
+    let at = 0;
+    for (const r of this.runs) {
+      const n = decodeRunInto(r.run, origin, timestamps, values, at);
+      const s = sliceSamples({ timestamps: timestamps.subarray(at, at + n), values: values.subarray(at, at + n) }, this.range);
+      if (s.timestamps.length > 0) r.list.push({ n: s.timestamps.length, timestamps: s.timestamps, values: s.values });
+      at += n;
+    }
+    this.runs.length = 0;
   }
 
   private seriesId(ids: Buffer, i: number): bigint {
     const id = ids.readBigUInt64LE(i * 8);
-    if (!this.wanted.has(id)) throw this.bad(`series ${id} was not asked for`);
     if (this.last !== null && id < this.last) throw this.bad(`series ${id} after ${this.last}`);
+    const w = this.wanted;
+    let c = this.cursor;
+    while (c < w.length && w[c]! < id) c++;
+    if (c === w.length || w[c] !== id) throw this.bad(`series ${id} was not asked for`);
+    this.cursor = c;
     return id;
   }
 
@@ -134,9 +163,7 @@ export class BlockAssembler {
     this.runParts = [];
     this.runId = null;
     if (crc32c(run) !== this.runCrc) throw this.bad(`run of series ${id}: checksum mismatch`);
-    const s = sliceSamples(decodeRun(run, { object: this.blockName, offset: 0 }), this.range);
-    const list = this.pieces(id);
-    if (s.timestamps.length > 0) list.push({ n: s.timestamps.length, timestamps: s.timestamps, values: s.values });
+    this.runs.push({ run, list: this.pieces(id) });
   }
 
   private bad(what: string): ResponseFormatError {

@@ -88,18 +88,54 @@ export interface ClientChannelSecurity {
   readonly channelOptions: ChannelOptions;
 }
 
+/** Client TLS material, read and checked: PEM buffers (null when not configured). */
+interface ClientTlsMaterial {
+  readonly ca: Buffer | null;
+  readonly cert: Buffer | null;
+  readonly key: Buffer | null;
+}
+
+function clientTlsMaterial(tls: ClientTlsConfig, option: string): ClientTlsMaterial {
+  if ((tls.certFile === undefined) !== (tls.keyFile === undefined)) throw tlsError(`${option}: a client certificate needs both certFile and keyFile`);
+  const ca = tls.caFile !== undefined ? readPem(`${option}.caFile`, tls.caFile) : null;
+  const cert = tls.certFile !== undefined ? readPem(`${option}.certFile`, tls.certFile) : null;
+  const key = tls.keyFile !== undefined ? readPem(`${option}.keyFile`, tls.keyFile) : null;
+  checkPair(option, cert, key, ca);
+  return { ca, cert, key };
+}
+
 /**
  * gRPC channel credentials: insecure without `tls`, TLS with it (`{}` trusts the system roots).
  * @throws StrataError CONFIG naming the option of an unreadable or invalid file.
  */
 export function clientChannelSecurity(tls: ClientTlsConfig | undefined, option = 'tls'): ClientChannelSecurity {
   if (!tls) return { credentials: credentials.createInsecure(), channelOptions: {} };
-  if ((tls.certFile === undefined) !== (tls.keyFile === undefined)) throw tlsError(`${option}: a client certificate needs both certFile and keyFile`);
-  const ca = tls.caFile !== undefined ? readPem(`${option}.caFile`, tls.caFile) : null;
-  const cert = tls.certFile !== undefined ? readPem(`${option}.certFile`, tls.certFile) : null;
-  const key = tls.keyFile !== undefined ? readPem(`${option}.keyFile`, tls.keyFile) : null;
-  checkPair(option, cert, key, ca);
+  const { ca, cert, key } = clientTlsMaterial(tls, option);
   const channelOptions: ChannelOptions =
     tls.serverName !== undefined ? { 'grpc.ssl_target_name_override': tls.serverName, 'grpc.default_authority': tls.serverName } : {};
   return { credentials: credentials.createSsl(ca, key, cert), channelOptions };
+}
+
+/** Options of a TLS connection made with node:tls / node:http2 (see {@link clientTlsOptions}). */
+export interface ClientTlsOptions {
+  readonly ca?: Buffer;
+  readonly cert?: Buffer;
+  readonly key?: Buffer;
+  /** Name sent as SNI and checked against the server certificate (the target's host if absent). */
+  readonly servername?: string;
+}
+
+/**
+ * The same client TLS settings as {@link clientChannelSecurity}, as node:tls connect options (for
+ * transports built on node:http2). `{}` trusts the system roots.
+ * @throws StrataError CONFIG naming the option of an unreadable or invalid file.
+ */
+export function clientTlsOptions(tls: ClientTlsConfig, option = 'tls'): ClientTlsOptions {
+  const { ca, cert, key } = clientTlsMaterial(tls, option);
+  return {
+    ...(ca ? { ca } : {}),
+    ...(cert ? { cert } : {}),
+    ...(key ? { key } : {}),
+    ...(tls.serverName !== undefined ? { servername: tls.serverName } : {}),
+  };
 }

@@ -132,33 +132,87 @@ export function riceCost(z: number, k: number): number {
   return q < RICE_ESCAPE ? q + 1 + k : RICE_ESCAPE + 6 + bitLength(z);
 }
 
+/** True on little-endian hosts, whose Uint32Array words need a byte swap to read big-endian. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+/** Longest stream (bytes) that {@link BitReader.shared} loads into the shared word buffer. */
+const SHARED_MAX_BYTES = 1 << 20;
+/** Word buffer of the reader returned by {@link BitReader.shared}, grown on demand. */
+let sharedWords = new Uint32Array(1024);
+/** Byte view of {@link sharedWords}. */
+let sharedBytes = new Uint8Array(sharedWords.buffer);
+let sharedReader: BitReader | undefined;
+
+/** Words needed for a stream of `nbytes`: the stream itself plus two zero words. */
+function wordsFor(nbytes: number): number {
+  return ((nbytes + 3) >> 2) + 2;
+}
+
+/**
+ * Loads `buf[start, end)` into `w` as big-endian words, followed by zero bits up to the end of
+ * the second word after the stream. `w` must hold {@link wordsFor} words; `w8` is its byte view.
+ */
+function loadWords(w: Uint32Array, w8: Uint8Array, buf: Uint8Array, start: number, end: number): void {
+  const nbytes = end - start;
+  const nw = (nbytes + 3) >> 2;
+  w8.set(buf.subarray(start, end));
+  const padEnd = (nw + 2) * 4;
+  for (let i = nbytes; i < padEnd; i++) w8[i] = 0;
+  if (LITTLE_ENDIAN) {
+    for (let i = 0; i < nw; i++) {
+      const x = w[i]!;
+      w[i] = (x << 24) | ((x & 0xff00) << 8) | ((x >>> 8) & 0xff00) | (x >>> 24);
+    }
+  }
+}
+
 /** MSB-first bit reader over `buf[start, end)`; reading past the end throws a CorruptionError. */
 export class BitReader {
-  /** The stream as big-endian words, plus two zero words so a peek never runs off the end. */
-  private readonly w: Uint32Array;
-  private readonly start: number;
-  private readonly origin: Origin;
+  /**
+   * The stream as big-endian words, then two zero words so a peek never runs off the end (a
+   * shared buffer may hold stale words after those; they are only reached past the end of the
+   * stream, where every read ends in a 'bit stream truncated' error).
+   */
+  private w: Uint32Array;
+  private start: number;
+  private origin: Origin;
   /** Total bits in the stream. */
-  private readonly total: number;
+  private total: number;
   /** Next bit to read. */
   pos = 0;
 
   constructor(buf: Uint8Array, start = 0, end = buf.length, origin: Origin = MEMORY) {
     this.start = start;
     this.origin = origin;
+    this.total = (end - start) * 8;
+    this.w = new Uint32Array(wordsFor(end - start));
+    loadWords(this.w, new Uint8Array(this.w.buffer), buf, start, end);
+  }
+
+  /**
+   * A reader over `buf[start, end)` like `new BitReader(...)`, but reusing one module-level
+   * reader and word buffer instead of allocating: it is valid only until the next call. For
+   * decoders that finish with one stream before they open the next (run decoding is synchronous).
+   */
+  static shared(buf: Uint8Array, start = 0, end = buf.length, origin: Origin = MEMORY): BitReader {
     const nbytes = end - start;
-    this.total = nbytes * 8;
-    const nw = (nbytes + 3) >> 2;
-    const w = new Uint32Array(nw + 2);
-    const full = nbytes >> 2;
-    let p = start;
-    for (let i = 0; i < full; i++, p += 4) w[i] = ((buf[p]! << 24) | (buf[p + 1]! << 16) | (buf[p + 2]! << 8) | buf[p + 3]!) >>> 0;
-    if (full < nw) {
-      let v = 0;
-      for (let j = 0; p + j < end; j++) v |= buf[p + j]! << (24 - 8 * j);
-      w[full] = v >>> 0;
+    const r = (sharedReader ??= new BitReader(new Uint8Array(0)));
+    const nw = wordsFor(nbytes);
+    if (nbytes > SHARED_MAX_BYTES) {
+      r.w = new Uint32Array(nw);
+      loadWords(r.w, new Uint8Array(r.w.buffer), buf, start, end);
+    } else {
+      if (sharedWords.length < nw) {
+        sharedWords = new Uint32Array(Math.max(nw, sharedWords.length * 2));
+        sharedBytes = new Uint8Array(sharedWords.buffer);
+      }
+      r.w = sharedWords;
+      loadWords(sharedWords, sharedBytes, buf, start, end);
     }
-    this.w = w;
+    r.start = start;
+    r.origin = origin;
+    r.total = nbytes * 8;
+    r.pos = 0;
+    return r;
   }
 
   corrupt(what: string): CorruptionError {
@@ -177,7 +231,8 @@ export class BitReader {
     const i = pos >>> 5;
     const r = pos & 31;
     const w = this.w;
-    return r === 0 ? w[i]! : ((w[i]! << r) | (w[i + 1]! >>> (32 - r))) >>> 0;
+    // (x >>> 1) >>> (31 - r) is x >>> (32 - r) without the shift-by-32 case at r = 0
+    return ((w[i]! << r) | ((w[i + 1]! >>> 1) >>> (31 - r))) >>> 0;
   }
 
   /** Reads `k` bits (0..32) as an unsigned number. */
@@ -199,20 +254,15 @@ export class BitReader {
   /** Reads a Rice-coded value with parameter k. */
   rice(k: number): number {
     const win = this.peek();
-    if (win !== 0) {
-      const z = Math.clz32(win);
-      if (z < RICE_ESCAPE) {
-        if (k === 0) {
-          this.pos += z + 1;
-          return z;
-        }
-        if (z + 1 + k <= 32) {
-          this.pos += z + 1 + k;
-          return z * POW2[k]! + ((win << (z + 1)) >>> (32 - k));
-        }
-        this.pos += z + 1;
-        return z * POW2[k]! + this.readWide(k);
+    const z = Math.clz32(win);
+    if (z < RICE_ESCAPE) {
+      if (z + k < 32) {
+        // quotient, stop bit and remainder in the window: (z - 1) * 2^k + (2^k + remainder)
+        this.pos += z + 1 + k;
+        return ((z - 1) << k) + ((win << z) >>> (31 - k));
       }
+      this.pos += z + 1;
+      return z * POW2[k]! + this.readWide(k);
     }
     return this.riceSlow(k);
   }
@@ -244,31 +294,138 @@ export class BitReader {
    * `base + unzigzag(v)` when it is true. Same result as calling {@link rice} in a loop.
    */
   riceBlock(out: Float64Array, off: number, len: number, k: number, base: number, zig: boolean): void {
-    const w = this.w;
-    const div = POW2[k]!;
+    // a value whose unary quotient, stop bit and k remainder bits lie in the next 32 bits is
+    // decoded inline as (z - 1) * 2^k + (1 * 2^k + remainder), all in int32; others by rice()
     const fast = Math.min(31 - k, RICE_ESCAPE);
+    if (fast <= 0) {
+      for (let i = 0; i < len; i++) out[off + i] = this.riceValue(k, base, zig);
+      this.check();
+      return;
+    }
+    const w = this.w;
+    const sh = 31 - k;
     let pos = this.pos;
-    for (let i = 0; i < len; i++) {
-      const j = pos >>> 5;
-      const r = pos & 31;
-      const win = r === 0 ? w[j]! : ((w[j]! << r) | (w[j + 1]! >>> (32 - r))) >>> 0;
-      const z = Math.clz32(win);
-      let v: number;
-      if (z < fast) {
-        // unary quotient, stop bit and all k remainder bits lie in this window
-        v = k === 0 ? z : z * div + ((win << (z + 1)) >>> (32 - k));
-        pos += z + 1 + k;
-      } else {
-        this.pos = pos;
-        v = this.rice(k);
-        pos = this.pos;
+    if (zig) {
+      for (let i = 0; i < len; i++) {
+        const r = pos & 31;
+        const j = pos >>> 5;
+        const win = (w[j]! << r) | ((w[j + 1]! >>> 1) >>> (31 - r));
+        const z = Math.clz32(win);
+        if (z < fast) {
+          const v = ((z - 1) << k) + ((win << z) >>> sh);
+          pos += z + 1 + k;
+          out[off + i] = base + ((v >>> 1) ^ -(v & 1));
+        } else {
+          this.pos = pos;
+          out[off + i] = this.riceValue(k, base, true);
+          pos = this.pos;
+        }
       }
-      if (!zig) out[off + i] = base + v;
-      else if (v < 0x80000000) out[off + i] = base + ((v >>> 1) ^ -(v & 1));
-      else out[off + i] = base + (v % 2 === 0 ? v / 2 : -(v + 1) / 2);
+    } else {
+      for (let i = 0; i < len; i++) {
+        const r = pos & 31;
+        const j = pos >>> 5;
+        const win = (w[j]! << r) | ((w[j + 1]! >>> 1) >>> (31 - r));
+        const z = Math.clz32(win);
+        if (z < fast) {
+          out[off + i] = base + (((z - 1) << k) + ((win << z) >>> sh));
+          pos += z + 1 + k;
+        } else {
+          this.pos = pos;
+          out[off + i] = base + this.rice(k);
+          pos = this.pos;
+        }
+      }
     }
     this.pos = pos;
     if (pos > this.total) throw this.corrupt('bit stream truncated');
+  }
+
+  /**
+   * Decodes `len` Rice(k) values x (`base + v`, or `base + unzigzag(v)` when `zig` is true, as
+   * {@link riceBlock} does) and writes their running sums divided by `div`:
+   * `acc = x + acc; out[off + i] = acc / div`. Returns the last `acc`.
+   */
+  riceSums(out: Float64Array, off: number, len: number, k: number, base: number, zig: boolean, acc: number, div: number): number {
+    const fast = Math.min(31 - k, RICE_ESCAPE);
+    if (fast <= 0) {
+      for (let i = 0; i < len; i++) {
+        acc = this.riceValue(k, base, zig) + acc;
+        out[off + i] = acc / div;
+      }
+      this.check();
+      return acc;
+    }
+    const w = this.w;
+    const sh = 31 - k;
+    let pos = this.pos;
+    // the same loop twice: leaving out the division when div is 1 (integer counters) pays
+    if (div === 1) {
+      for (let i = 0; i < len; i++) {
+        const r = pos & 31;
+        const j = pos >>> 5;
+        const win = (w[j]! << r) | ((w[j + 1]! >>> 1) >>> (31 - r));
+        const z = Math.clz32(win);
+        let x: number;
+        if (z < fast) {
+          const v = ((z - 1) << k) + ((win << z) >>> sh);
+          pos += z + 1 + k;
+          x = base + (zig ? (v >>> 1) ^ -(v & 1) : v);
+        } else {
+          this.pos = pos;
+          x = this.riceValue(k, base, zig);
+          pos = this.pos;
+        }
+        acc = x + acc;
+        out[off + i] = acc;
+      }
+    } else {
+      for (let i = 0; i < len; i++) {
+        const r = pos & 31;
+        const j = pos >>> 5;
+        const win = (w[j]! << r) | ((w[j + 1]! >>> 1) >>> (31 - r));
+        const z = Math.clz32(win);
+        let x: number;
+        if (z < fast) {
+          const v = ((z - 1) << k) + ((win << z) >>> sh);
+          pos += z + 1 + k;
+          x = base + (zig ? (v >>> 1) ^ -(v & 1) : v);
+        } else {
+          this.pos = pos;
+          x = this.riceValue(k, base, zig);
+          pos = this.pos;
+        }
+        acc = x + acc;
+        out[off + i] = acc / div;
+      }
+    }
+    this.pos = pos;
+    if (pos > this.total) throw this.corrupt('bit stream truncated');
+    return acc;
+  }
+
+  /** `base + v`, or `base + unzigzag(v)` when `zig` is true, for the next Rice(k) value v. */
+  private riceValue(k: number, base: number, zig: boolean): number {
+    const v = this.rice(k);
+    if (!zig) return base + v;
+    return base + (v < 0x80000000 ? (v >>> 1) ^ -(v & 1) : v % 2 === 0 ? v / 2 : -(v + 1) / 2);
+  }
+
+
+  /** Bits left before the end of the stream (negative after reading past it). */
+  get bitsLeft(): number {
+    return this.total - this.pos;
+  }
+
+  /**
+   * The `k` bits (1..32) starting at bit `p` as an unsigned number, without moving {@link pos}
+   * and without checking the end: callers check first that the stream holds them.
+   */
+  bitsAt(p: number, k: number): number {
+    const r = p & 31;
+    const j = p >>> 5;
+    const w = this.w;
+    return ((w[j]! << r) | ((w[j + 1]! >>> 1) >>> (31 - r))) >>> (32 - k);
   }
 
   /** Reads `len` values of `k` bits each (0..32) into `out[off..off+len)`. */
@@ -281,10 +438,9 @@ export class BitReader {
     const sh = 32 - k;
     let pos = this.pos;
     for (let i = 0; i < len; i++) {
-      const j = pos >>> 5;
       const r = pos & 31;
-      const win = r === 0 ? w[j]! : ((w[j]! << r) | (w[j + 1]! >>> (32 - r))) >>> 0;
-      out[off + i] = win >>> sh;
+      const j = pos >>> 5;
+      out[off + i] = ((w[j]! << r) | ((w[j + 1]! >>> 1) >>> (31 - r))) >>> sh;
       pos += k;
     }
     this.pos = pos;

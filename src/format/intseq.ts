@@ -249,39 +249,124 @@ export function encodeIntSeq(w: BitWriter, x: ArrayLike<number>, start: number, 
   }
 }
 
+/** A CONST or SPARSE sequence as returned by {@link decodeIntSeqSparse}. */
+export interface SparseSeq {
+  /** Value of every element that is not listed. */
+  base: number;
+  /** Number of listed elements (0 for a CONST sequence). */
+  count: number;
+  /** Indexes (from the sequence's start, increasing, < n) of the listed elements, in `idx[0..count)`. */
+  idx: Int32Array;
+  /** Values of the listed elements, in `val[0..count)`. */
+  val: Float64Array;
+}
+
+/** The result of {@link decodeIntSeqSparse}, reused by every call. */
+const sparseSeq: SparseSeq = { base: 0, count: 0, idx: new Int32Array(256), val: new Float64Array(256) };
+
+/** Reads the rest of a CONST or SPARSE sequence of n elements after its layout field. */
+function readSparse(r: BitReader, mode: number, n: number): SparseSeq {
+  const seq = sparseSeq;
+  if (mode === SEQ_CONST) {
+    seq.base = unzigzag(r.varBits());
+    seq.count = 0;
+    return seq;
+  }
+  const base = unzigzag(r.varBits());
+  const count = r.varBits();
+  if (count > n) throw r.corrupt(`sparse sequence lists ${count} exceptions for ${n} elements`);
+  const kGap = r.read(5);
+  const kVal = r.read(6);
+  if (kVal > 52) throw r.corrupt(`rice parameter ${kVal} exceeds 52`);
+  if (seq.idx.length < count) {
+    seq.idx = new Int32Array(count);
+    seq.val = new Float64Array(count);
+  }
+  const idx = seq.idx;
+  const val = seq.val;
+  let i = -1;
+  for (let e = 0; e < count; e++) {
+    i += r.rice(kGap) + 1;
+    if (i >= n) throw r.corrupt(`sparse exception index ${i} beyond ${n} elements`);
+    idx[e] = i;
+    val[e] = base + unzigzag(r.rice(kVal) + 1);
+  }
+  seq.base = base;
+  seq.count = count;
+  return seq;
+}
+
+/**
+ * Reads the header of a DENSE partition into `h`: whether its values are zigzagged around a
+ * median, its base (a delta from the previous partition's `h.base`) and its Rice parameter.
+ */
+function partitionHeader(r: BitReader, h: { zig: boolean; base: number; k: number }): void {
+  h.zig = r.read(1) === 1;
+  h.base += unzigzag(r.varBits());
+  const k = r.read(6);
+  if (k > 52) throw r.corrupt(`rice parameter ${k} exceeds 52`);
+  h.k = k;
+}
+
+/**
+ * Reads n >= 1 elements written by {@link encodeIntSeq}, with the same checks and errors as
+ * {@link decodeIntSeq}. A DENSE sequence is decoded into `out[start, start+n)` and null returned;
+ * a CONST or SPARSE one is returned as its base and exceptions (in buffers that the next call
+ * reuses) and `out` is left untouched, so callers can skip the elements that equal the base.
+ */
+export function decodeIntSeqSparse(r: BitReader, out: Float64Array, start: number, n: number): SparseSeq | null {
+  const mode = r.read(2);
+  if (mode === SEQ_CONST || mode === SEQ_SPARSE) return readSparse(r, mode, n);
+  if (mode !== SEQ_DENSE) throw r.corrupt(`unknown integer sequence layout ${mode}`);
+  const h = { zig: false, base: 0, k: 0 };
+  for (let p = 0; p < n; p += PARTITION) {
+    partitionHeader(r, h);
+    r.riceBlock(out, start + p, Math.min(PARTITION, n - p), h.k, h.base, h.zig);
+  }
+  return null;
+}
+
 /** Reads n elements written by {@link encodeIntSeq} into `out[start, start+n)`. */
 export function decodeIntSeq(r: BitReader, out: Float64Array, start: number, n: number): void {
   if (n === 0) return;
+  const seq = decodeIntSeqSparse(r, out, start, n);
+  if (seq === null) return;
+  out.fill(seq.base, start, start + n);
+  const { idx, val } = seq;
+  for (let e = 0; e < seq.count; e++) out[start + idx[e]!] = val[e]!;
+}
+
+/**
+ * Reads n elements x[0..n) written by {@link encodeIntSeq}, with the same checks and errors as
+ * {@link decodeIntSeq}, and writes their running sums divided by `div` instead: from `acc`,
+ * `acc = x[i] + acc; out[start + i] = acc / div` (delta coded data without a separate pass).
+ * Returns the last `acc`.
+ */
+export function decodeIntSeqSums(r: BitReader, out: Float64Array, start: number, n: number, acc: number, div: number): number {
+  if (n === 0) return acc;
   const mode = r.read(2);
-  if (mode === SEQ_CONST) {
-    const base = unzigzag(r.varBits());
-    out.fill(base, start, start + n);
-    return;
-  }
-  if (mode === SEQ_SPARSE) {
-    const base = unzigzag(r.varBits());
-    const count = r.varBits();
-    if (count > n) throw r.corrupt(`sparse sequence lists ${count} exceptions for ${n} elements`);
-    const kGap = r.read(5);
-    const kVal = r.read(6);
-    if (kVal > 52) throw r.corrupt(`rice parameter ${kVal} exceeds 52`);
-    out.fill(base, start, start + n);
-    let i = -1;
-    for (let e = 0; e < count; e++) {
-      i += r.rice(kGap) + 1;
-      if (i >= n) throw r.corrupt(`sparse exception index ${i} beyond ${n} elements`);
-      out[start + i] = base + unzigzag(r.rice(kVal) + 1);
+  if (mode === SEQ_CONST || mode === SEQ_SPARSE) {
+    const { base, count, idx, val } = readSparse(r, mode, n);
+    let i = 0;
+    for (let e = 0; e <= count; e++) {
+      const stop = e < count ? idx[e]! : n;
+      for (; i < stop; i++) {
+        acc = base + acc;
+        out[start + i] = acc / div;
+      }
+      if (e < count) {
+        acc = val[e]! + acc;
+        out[start + i] = acc / div;
+        i++;
+      }
     }
-    return;
+    return acc;
   }
   if (mode !== SEQ_DENSE) throw r.corrupt(`unknown integer sequence layout ${mode}`);
-  let base = 0;
+  const h = { zig: false, base: 0, k: 0 };
   for (let p = 0; p < n; p += PARTITION) {
-    const len = Math.min(PARTITION, n - p);
-    const median = r.read(1);
-    base += unzigzag(r.varBits());
-    const k = r.read(6);
-    if (k > 52) throw r.corrupt(`rice parameter ${k} exceeds 52`);
-    r.riceBlock(out, start + p, len, k, base, median === 1);
+    partitionHeader(r, h);
+    acc = r.riceSums(out, start + p, Math.min(PARTITION, n - p), h.k, h.base, h.zig, acc, div);
   }
+  return acc;
 }

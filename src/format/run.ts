@@ -95,38 +95,70 @@ export function readRunHeader(buf: Uint8Array, origin: Origin = MEMORY): RunHead
 }
 
 /**
- * Decodes a whole run. Consumes `buf` exactly; any structural problem throws a CorruptionError
- * that names `origin` and the absolute offset.
+ * Reads the encoding byte and sample count of the run in `r` (at its start) and returns a reader
+ * over the run's plain body: `r` itself, or the decompressed body of an lz4 run.
  */
-export function decodeRun(buf: Uint8Array, origin: Origin = MEMORY): Samples {
-  const r = new ByteReader(buf, origin);
+function openRun(r: ByteReader): { enc: number; n: number; body: ByteReader } {
   const enc = r.u8('run encoding');
   const n = r.uvarint('run sample count');
   if (n === 0) throw r.corrupt('run has no samples');
   if (n > MAX_RUN_SAMPLES) throw r.corrupt(`run claims ${n} samples, more than ${MAX_RUN_SAMPLES}`);
-  let br: ByteReader;
-  if (enc & RUN_LZ4) {
-    r.need(4, 'lz4 size');
-    const rawLen = new DataView(buf.buffer, buf.byteOffset + r.pos, 4).getUint32(0, true);
-    if (rawLen > n * MAX_BYTES_PER_SAMPLE + 64) throw r.corrupt(`lz4 body claims ${rawLen} bytes for ${n} samples`);
-    let plain: Uint8Array;
-    try {
-      plain = uncompressSync(buf.subarray(r.pos));
-    } catch (err) {
-      throw r.corrupt(`lz4 body does not decompress: ${(err as Error).message}`);
-    }
-    if (plain.length !== rawLen) throw r.corrupt(`lz4 body is ${plain.length} bytes, header says ${rawLen}`);
-    // offsets inside a decompressed body are reported at the run's start
-    br = new ByteReader(plain, { object: origin.object, offset: origin.offset });
-  } else {
-    br = new ByteReader(buf, origin, r.pos);
+  if (!(enc & RUN_LZ4)) return { enc, n, body: r };
+  const buf = r.buf;
+  r.need(4, 'lz4 size');
+  const rawLen = new DataView(buf.buffer, buf.byteOffset + r.pos, 4).getUint32(0, true);
+  if (rawLen > n * MAX_BYTES_PER_SAMPLE + 64) throw r.corrupt(`lz4 body claims ${rawLen} bytes for ${n} samples`);
+  let plain: Uint8Array;
+  try {
+    plain = uncompressSync(buf.subarray(r.pos));
+  } catch (err) {
+    throw r.corrupt(`lz4 body does not decompress: ${(err as Error).message}`);
   }
+  if (plain.length !== rawLen) throw r.corrupt(`lz4 body is ${plain.length} bytes, header says ${rawLen}`);
+  // offsets inside a decompressed body are reported at the run's start
+  return { enc, n, body: new ByteReader(plain, { object: r.origin.object, offset: r.origin.offset }) };
+}
+
+/** Reads the timestamp section length of a plain body and checks that the section is there. */
+function sectionLength(br: ByteReader): number {
   const tsLen = br.uvarint('timestamp section length');
   br.need(tsLen, 'timestamp section');
+  return tsLen;
+}
+
+/** Decodes both sections of a plain body (after its length field) into the arrays at `at`. */
+function decodeSections(br: ByteReader, enc: number, n: number, tsLen: number, timestamps: BigInt64Array, values: Float64Array, at: number): void {
+  const tsEnd = br.pos + tsLen;
+  decodeTimestamps(new ByteReader(br.buf, br.origin, br.pos, tsEnd), enc & 7, n, timestamps, at);
+  decodeValues(new ByteReader(br.buf, br.origin, tsEnd, br.end), (enc >> 3) & 15, n, values, at);
+}
+
+/**
+ * Decodes a whole run. Consumes `buf` exactly; any structural problem throws a CorruptionError
+ * that names `origin` and the absolute offset.
+ */
+export function decodeRun(buf: Uint8Array, origin: Origin = MEMORY): Samples {
+  const { enc, n, body } = openRun(new ByteReader(buf, origin));
+  const tsLen = sectionLength(body);
   const timestamps = new BigInt64Array(n);
   const values = new Float64Array(n);
-  const tsEnd = br.pos + tsLen;
-  decodeTimestamps(new ByteReader(br.buf, br.origin, br.pos, tsEnd), enc & 7, n, timestamps);
-  decodeValues(new ByteReader(br.buf, br.origin, tsEnd, br.end), (enc >> 3) & 15, n, values);
+  decodeSections(body, enc, n, tsLen, timestamps, values, 0);
   return { timestamps, values };
+}
+
+/**
+ * Decodes a whole run like {@link decodeRun}, but into `timestamps[offset..offset+count)` and
+ * `values[offset..offset+count)` of arrays the caller provides (so many runs can share one
+ * allocation), and returns the run's sample count (see {@link readRunHeader}). Throws
+ * InvalidArgumentError when the arrays have no room for the run; the arrays are left untouched
+ * then. On a CorruptionError part of that range may have been written.
+ */
+export function decodeRunInto(buf: Uint8Array, origin: Origin, timestamps: BigInt64Array, values: Float64Array, offset: number): number {
+  if (!Number.isSafeInteger(offset) || offset < 0) throw new InvalidArgumentError('offset', `${offset} is not a non-negative integer`);
+  const { enc, n, body } = openRun(new ByteReader(buf, origin));
+  const tsLen = sectionLength(body);
+  if (offset + n > timestamps.length) throw new InvalidArgumentError('timestamps', `no room for ${n} samples at offset ${offset} in ${timestamps.length}`);
+  if (offset + n > values.length) throw new InvalidArgumentError('values', `no room for ${n} samples at offset ${offset} in ${values.length}`);
+  decodeSections(body, enc, n, tsLen, timestamps, values, offset);
+  return n;
 }

@@ -11,10 +11,10 @@
  * run spans less than 2^51 ms; the int64 values themselves are read and written as 32-bit halves
  * so the full int64 range round-trips.
  */
-import { InvalidArgumentError } from '../errors.js';
+import { type CorruptionError, InvalidArgumentError } from '../errors.js';
 import { BitReader, BitWriter } from './bits.js';
 import { ByteReader, ByteWriter } from './bytes.js';
-import { decodeIntSeq, encodeIntSeq, INTSEQ_LIMIT } from './intseq.js';
+import { decodeIntSeq, decodeIntSeqSparse, encodeIntSeq, INTSEQ_LIMIT, type SparseSeq } from './intseq.js';
 
 export const TS_GRID = 1;
 export const TS_DOD = 2;
@@ -136,60 +136,182 @@ export function encodeTimestamps(out: ByteWriter, ts: BigInt64Array, n: number):
 }
 
 /**
- * Decodes a timestamp section of layout `mode` covering `r.pos..r.end` into `out[0..n)`.
+ * Stores `t0 + o` as element `i` of the int64 halves `h` when the low half `lo = lo0 + o`
+ * (t0 = hi0 * 2^32 + lo0, 0 <= o < 2^53) carries into the high half; false when the sum
+ * overflows int64. The decode loops store the common `lo < 2^32` case themselves.
+ */
+function putCarry(h: Int32Array, i: number, lo: number, hi0: number): boolean {
+  const hi = hi0 + Math.floor(lo / TWO32);
+  if (hi > 0x7fffffff) return false;
+  h[2 * i] = lo % TWO32;
+  h[2 * i + 1] = hi;
+  return true;
+}
+
+/** Stores t0 + `o` (t0 as halves `lo0`, `hi0`) at index `i`; false when it overflows int64. */
+function put(h: Int32Array, i: number, lo0: number, hi0: number, o: number): boolean {
+  const lo = lo0 + o;
+  if (lo < TWO32) {
+    h[2 * i] = lo;
+    h[2 * i + 1] = hi0;
+    return true;
+  }
+  return putCarry(h, i, lo, hi0);
+}
+
+/** The error for offset `o` at index `i` not above the one before it. */
+function outOfOrder(r: ByteReader, o: number, i: number): CorruptionError {
+  return r.corrupt(`timestamp offset ${o} at index ${i} is out of order`);
+}
+
+/** The error for a timestamp at index `i` beyond the int64 range. */
+function overflow(r: ByteReader, i: number): CorruptionError {
+  return r.corrupt(`timestamp at index ${i} overflows int64`);
+}
+
+/**
+ * GRID offsets from DENSE residuals `resid[0..n)`, stored to `h` as t0 + offset; returns the last
+ * offset. The first offset must be 0 (checked here too).
+ */
+function gridDense(r: ByteReader, h: Int32Array, lo0: number, hi0: number, n: number, base: number, step: number): number {
+  let g = base;
+  const r0 = resid[0]!;
+  let prev = g + r0;
+  if (r0 !== 0 && 2 * Math.abs(r0) >= step) g = prev;
+  if (prev !== 0) throw r.corrupt('first timestamp offset is not zero');
+  h[0] = lo0;
+  h[1] = hi0;
+  for (let i = 1; i < n; i++) {
+    g += step;
+    const res = resid[i]!;
+    const o = g + res;
+    if (res !== 0 && 2 * Math.abs(res) >= step) g = o;
+    if (!(o > prev)) throw outOfOrder(r, o, i);
+    prev = o;
+    if (!put(h, i, lo0, hi0, o)) throw overflow(r, i);
+  }
+  return prev;
+}
+
+/**
+ * {@link gridDense} for residuals that are all `seq.base` except the listed ones: the samples
+ * between two exceptions are stepped through without looking at residuals.
+ */
+function gridSparse(r: ByteReader, h: Int32Array, lo0: number, hi0: number, n: number, base: number, step: number, seq: SparseSeq): number {
+  const { idx, val, count } = seq;
+  const rb = seq.base;
+  const baseMoves = rb !== 0 && 2 * Math.abs(rb) >= step;
+  let g = base;
+  let e = 0;
+  const r0 = count > 0 && idx[0] === 0 ? val[e++]! : rb;
+  let prev = g + r0;
+  if (r0 !== 0 && 2 * Math.abs(r0) >= step) g = prev;
+  if (prev !== 0) throw r.corrupt('first timestamp offset is not zero');
+  h[0] = lo0;
+  h[1] = hi0;
+  let i = 1;
+  for (;;) {
+    // samples i..stop-1 have residual rb
+    const stop = e < count ? idx[e]! : n;
+    if (rb === 0) {
+      // offsets on the grid, after the first one of this stretch: exact and increasing by step
+      // while below 2^51; stored as int32 sums while the low half does not carry
+      const gEnd = g + (stop - i) * step;
+      if (i < stop && step >= 1 && step < 0x80000000 && gEnd < INTSEQ_LIMIT && lo0 + gEnd < TWO32) {
+        g += step;
+        if (!(g > prev)) throw outOfOrder(r, g, i);
+        let lo = (lo0 + g) | 0;
+        h[2 * i] = lo;
+        h[2 * i + 1] = hi0;
+        for (i++; i < stop; i++) {
+          lo = (lo + step) | 0;
+          h[2 * i] = lo;
+          h[2 * i + 1] = hi0;
+        }
+        g = gEnd;
+        prev = g;
+      }
+      for (; i < stop; i++) {
+        g += step;
+        if (!(g > prev)) throw outOfOrder(r, g, i);
+        prev = g;
+        if (!put(h, i, lo0, hi0, g)) throw overflow(r, i);
+      }
+    } else {
+      for (; i < stop; i++) {
+        g += step;
+        const o = g + rb;
+        if (baseMoves) g = o;
+        if (!(o > prev)) throw outOfOrder(r, o, i);
+        prev = o;
+        if (!put(h, i, lo0, hi0, o)) throw overflow(r, i);
+      }
+    }
+    if (i >= n) return prev;
+    // the exception at i
+    g += step;
+    const res = val[e++]!;
+    const o = g + res;
+    if (res !== 0 && 2 * Math.abs(res) >= step) g = o;
+    if (!(o > prev)) throw outOfOrder(r, o, i);
+    prev = o;
+    if (!put(h, i, lo0, hi0, o)) throw overflow(r, i);
+    i++;
+  }
+}
+
+/** DOD offsets (running sums of `resid[1..n)`), stored to `h` as t0 + offset; returns the last. */
+function dodOffsets(r: ByteReader, h: Int32Array, lo0: number, hi0: number, n: number): number {
+  h[0] = lo0;
+  h[1] = hi0;
+  let prev = 0;
+  let d = 0;
+  for (let i = 1; i < n; i++) {
+    d += resid[i]!;
+    const o = prev + d;
+    if (!(o > prev)) throw outOfOrder(r, o, i);
+    prev = o;
+    if (!put(h, i, lo0, hi0, o)) throw overflow(r, i);
+  }
+  return prev;
+}
+
+/**
+ * Decodes a timestamp section of layout `mode` covering `r.pos..r.end` into `out[at..at+n)`.
  * Consumes the section exactly or throws a CorruptionError.
  */
-export function decodeTimestamps(r: ByteReader, mode: number, n: number, out: BigInt64Array): void {
+export function decodeTimestamps(r: ByteReader, mode: number, n: number, out: BigInt64Array, at = 0): void {
   if (mode === TS_RAW) {
-    for (let i = 0; i < n; i++) out[i] = r.i64('raw timestamp');
+    for (let i = 0; i < n; i++) out[at + i] = r.i64('raw timestamp');
     r.expectEnd('raw timestamps');
     return;
   }
   if (mode !== TS_GRID && mode !== TS_DOD) throw r.corrupt(`unknown timestamp layout ${mode}`);
-  const t0 = r.i64('first timestamp');
+  // t0 as its unsigned low and signed high 32-bit halves
+  r.need(8, 'first timestamp');
+  const lo0 = r.u32();
+  const hi0 = r.u32() | 0;
   grow(n);
-  const h = halves(out);
-  const lo0 = Number(BigInt.asUintN(32, t0));
-  const hi0 = Number(t0 >> 32n);
-  let base = 0;
-  let step = 0;
-  if (mode === TS_GRID) {
-    base = r.varint('grid base');
-    step = r.uvarint('grid step');
-  }
-  const bits = new BitReader(r.buf, r.pos, r.end, r.origin);
-  if (mode === TS_GRID) decodeIntSeq(bits, resid, 0, n);
-  else if (n > 1) decodeIntSeq(bits, resid, 1, n - 1);
-  bits.expectEnd(mode === TS_GRID ? 'timestamp residuals' : 'timestamp deltas');
-  r.pos = r.end;
   // offsets from t0 (GRID: grid plus residual, moving the grid on a large residual; DOD: running
-  // sums), added to t0 on 32-bit halves so the whole int64 range is exact
-  let prev = -1;
-  let g = base;
-  let d = 0;
-  let o = 0;
-  for (let i = 0; i < n; i++) {
-    if (mode === TS_GRID) {
-      if (i > 0) g += step;
-      const res = resid[i]!;
-      o = g + res;
-      if (res !== 0 && 2 * Math.abs(res) >= step) g = o;
-    } else if (i > 0) {
-      d += resid[i]!;
-      o += d;
-    }
-    if (i === 0 ? o !== 0 : !(o > prev)) throw r.corrupt(i === 0 ? 'first timestamp offset is not zero' : `timestamp offset ${o} at index ${i} is out of order`);
-    prev = o;
-    const lo = lo0 + o;
-    if (lo < TWO32) {
-      h[2 * i] = lo;
-      h[2 * i + 1] = hi0;
-    } else {
-      const hi = hi0 + Math.floor(lo / TWO32);
-      if (hi > 0x7fffffff) throw r.corrupt(`timestamp at index ${i} overflows int64`);
-      h[2 * i] = lo % TWO32;
-      h[2 * i + 1] = hi;
-    }
+  // sums), added to t0 on the 32-bit halves of `out` so the whole int64 range is exact
+  const h = new Int32Array(out.buffer, out.byteOffset + 8 * at, 2 * n);
+  let last: number;
+  if (mode === TS_GRID) {
+    const base = r.varint('grid base');
+    const step = r.uvarint('grid step');
+    const bits = BitReader.shared(r.buf, r.pos, r.end, r.origin);
+    const seq = n > 0 ? decodeIntSeqSparse(bits, resid, 0, n) : null;
+    bits.expectEnd('timestamp residuals');
+    r.pos = r.end;
+    if (n === 0) return;
+    last = seq ? gridSparse(r, h, lo0, hi0, n, base, step, seq) : gridDense(r, h, lo0, hi0, n, base, step);
+  } else {
+    const bits = BitReader.shared(r.buf, r.pos, r.end, r.origin);
+    if (n > 1) decodeIntSeq(bits, resid, 1, n - 1);
+    bits.expectEnd('timestamp deltas');
+    r.pos = r.end;
+    if (n === 0) return;
+    last = dodOffsets(r, h, lo0, hi0, n);
   }
-  if (prev >= INTSEQ_LIMIT) throw r.corrupt(`timestamp offset ${prev} exceeds 2^51`);
+  if (last >= INTSEQ_LIMIT) throw r.corrupt(`timestamp offset ${last} exceeds 2^51`);
 }

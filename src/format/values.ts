@@ -13,7 +13,7 @@
  */
 import { BitReader, BitWriter } from './bits.js';
 import { ByteReader, ByteWriter } from './bytes.js';
-import { decodeIntSeq, encodeIntSeq } from './intseq.js';
+import { decodeIntSeq, decodeIntSeqSums, encodeIntSeq } from './intseq.js';
 
 export const V_CONST = 1;
 export const V_SCALED = 2;
@@ -179,8 +179,9 @@ function encodeFloat(out: ByteWriter, values: Float64Array, n: number): void {
   out.bytes(w.finish());
 }
 
-function decodeFloat(r: ByteReader, n: number, out: Float64Array): void {
-  const bits = new Uint32Array(out.buffer, out.byteOffset, n * 2);
+function decodeFloat(r: ByteReader, n: number, out: Float64Array, at: number): void {
+  // the output's bit patterns as int32 halves [lo0, hi0, lo1, hi1, ...]
+  const bits = new Int32Array(out.buffer, out.byteOffset + 8 * at, n * 2);
   const lo0 = r.u32('first value');
   const hi0 = r.u32('first value');
   bits[0] = lo0;
@@ -188,50 +189,47 @@ function decodeFloat(r: ByteReader, n: number, out: Float64Array): void {
   const s = r.u8('split width');
   if (s < 13 || s > 32) throw r.corrupt(`float split width ${s} outside 13..32`);
   const m = n - 1;
-  const br = new BitReader(r.buf, r.pos, r.end, r.origin);
+  const br = BitReader.shared(r.buf, r.pos, r.end, r.origin);
   grow(n);
   decodeIntSeq(br, ints, 0, m);
-  // ordered value of the first sample
+  // ordered value of the first sample, as int32 halves
   let ohi: number, olo: number;
   if (hi0 & 0x80000000) {
-    olo = ~lo0 >>> 0;
-    ohi = ~hi0 >>> 0;
+    olo = ~lo0;
+    ohi = ~hi0;
   } else {
-    olo = lo0;
-    ohi = (hi0 | 0x80000000) >>> 0;
+    olo = lo0 | 0;
+    ohi = hi0 | 0x80000000;
   }
   const hiMul = 2 ** (32 - s);
+  const hiDiv = 2 ** (s - 32); // high * hiDiv === high / hiMul exactly (a power of two)
   const sMul = 2 ** s;
   const highLimit = 2 ** (64 - s);
-  br.readBlock(ints2, 0, m, s);
+  // the n-1 low parts follow as s raw bits each; read in the loop below once known to be there
+  if (br.bitsLeft < m * s) br.readBlock(ints2, 0, m, s); // throws 'bit stream truncated'
+  const lowStart = br.pos;
+  br.pos = lowStart + m * s;
   for (let i = 1; i < n; i++) {
     const high = ints[i - 1]!;
     if (high < 0 || high >= highLimit) throw br.corrupt(`float delta out of range at index ${i}`);
-    const low = ints2[i - 1]!;
-    const zh = Math.floor(high / hiMul);
-    const zl = (high - zh * hiMul) * sMul + low;
-    // unzigzag
-    let dh = (zh >>> 1) >>> 0;
-    let dl = ((zl >>> 1) | ((zh & 1) << 31)) >>> 0;
-    if (zl & 1) {
-      dh = ~dh >>> 0;
-      dl = ~dl >>> 0;
-    }
+    // zigzagged delta as halves zh (< 2^32) and zl (< 2^32)
+    const zh = Math.floor(high * hiDiv);
+    const zl = (high - zh * hiMul) * sMul + br.bitsAt(lowStart + (i - 1) * s, s);
+    // unzigzag: (z >>> 1) ^ -(z & 1) on 64 bits
+    const neg = -(zl & 1);
+    const dl = ((zl >>> 1) | (zh << 31)) ^ neg;
+    const dh = (zh >>> 1) ^ neg;
     // ordered += delta (mod 2^64)
-    let nl = olo + dl;
-    let carry = 0;
-    if (nl >= TWO32) {
-      nl -= TWO32;
-      carry = 1;
-    }
-    olo = nl;
-    ohi = (ohi + dh + carry) >>> 0;
-    if (ohi & 0x80000000) {
+    const sum = (olo >>> 0) + (dl >>> 0);
+    olo = sum | 0;
+    ohi = (ohi + dh + (sum >= TWO32 ? 1 : 0)) | 0;
+    // back from the ordered map: a set top bit means a clear sign bit
+    if (ohi < 0) {
       bits[2 * i] = olo;
-      bits[2 * i + 1] = (ohi & 0x7fffffff) >>> 0;
+      bits[2 * i + 1] = ohi & 0x7fffffff;
     } else {
-      bits[2 * i] = ~olo >>> 0;
-      bits[2 * i + 1] = ~ohi >>> 0;
+      bits[2 * i] = ~olo;
+      bits[2 * i + 1] = ~ohi;
     }
   }
   br.expectEnd('float values');
@@ -255,9 +253,9 @@ function writeIntDeltas(w: BitWriter, src: Float64Array, n: number): void {
 
 function readIntDeltas(br: BitReader, dst: Float64Array, n: number): void {
   const z = br.varBits();
-  dst[0] = z % 2 === 0 ? z / 2 : -(z + 1) / 2;
-  decodeIntSeq(br, dst, 1, n - 1);
-  for (let i = 1; i < n; i++) dst[i] = dst[i]! + dst[i - 1]!;
+  const x0 = z % 2 === 0 ? z / 2 : -(z + 1) / 2;
+  dst[0] = x0;
+  decodeIntSeqSums(br, dst, 1, n - 1, x0, 1);
 }
 
 /**
@@ -307,34 +305,38 @@ export function encodeValues(out: ByteWriter, values: Float64Array, n: number): 
   return V_FLOAT;
 }
 
-/** Decodes a value section of layout `mode` covering `r.pos..r.end` into `out[0..n)`. */
-export function decodeValues(r: ByteReader, mode: number, n: number, out: Float64Array): void {
+/** Decodes a value section of layout `mode` covering `r.pos..r.end` into `out[at..at+n)`. */
+export function decodeValues(r: ByteReader, mode: number, n: number, out: Float64Array, at = 0): void {
   switch (mode) {
     case V_CONST: {
-      const b = new Uint32Array(out.buffer, out.byteOffset, n * 2);
       const lo = r.u32('constant value');
       const hi = r.u32('constant value');
       r.expectEnd('constant value');
-      for (let i = 0; i < n; i++) {
-        b[2 * i] = lo;
-        b[2 * i + 1] = hi;
-      }
+      if (n === 0) return;
+      // the bit pattern into the first element, then copied as an int64 (a memset, and exact
+      // for every NaN payload)
+      const first = new Uint32Array(out.buffer, out.byteOffset + 8 * at, 2);
+      first[0] = lo;
+      first[1] = hi;
+      const all = new BigInt64Array(out.buffer, out.byteOffset + 8 * at, n);
+      all.fill(all[0]!);
       return;
     }
     case V_SCALED: {
       const d = r.uvarint('denominator');
       if (d < 1 || d > MAX_DEN) throw r.corrupt(`denominator ${d} outside 1..2^32`);
-      const br = new BitReader(r.buf, r.pos, r.end, r.origin);
-      grow(n);
-      readIntDeltas(br, ints, n);
+      const br = BitReader.shared(r.buf, r.pos, r.end, r.origin);
+      // m[0], then the running sums of the deltas are the m[i]; value = m / D
+      const z = br.varBits();
+      const m0 = z % 2 === 0 ? z / 2 : -(z + 1) / 2;
+      out[at] = m0 / d;
+      decodeIntSeqSums(br, out, at + 1, n - 1, m0, d);
       br.expectEnd('scaled values');
       r.pos = r.end;
-      if (d === 1) for (let i = 0; i < n; i++) out[i] = ints[i]!;
-      else for (let i = 0; i < n; i++) out[i] = ints[i]! / d;
       return;
     }
     case V_RATIO: {
-      const br = new BitReader(r.buf, r.pos, r.end, r.origin);
+      const br = BitReader.shared(r.buf, r.pos, r.end, r.origin);
       grow(n);
       readIntDeltas(br, ints, n);
       readIntDeltas(br, ints2, n);
@@ -343,12 +345,12 @@ export function decodeValues(r: ByteReader, mode: number, n: number, out: Float6
       for (let i = 0; i < n; i++) {
         const q = ints[i]!;
         if (!(q >= 1)) throw br.corrupt(`ratio denominator ${q} at index ${i}`);
-        out[i] = (q - ints2[i]!) / q;
+        out[at + i] = (q - ints2[i]!) / q;
       }
       return;
     }
     case V_FLOAT:
-      decodeFloat(r, n, out);
+      decodeFloat(r, n, out, at);
       return;
     default:
       throw r.corrupt(`unknown value layout ${mode}`);

@@ -1,0 +1,367 @@
+/**
+ * A lean gRPC client for server-streaming calls, on node:http2: the query client's read path.
+ *
+ * Why not grpc-js here. A warm read of one block is a few hundred microseconds of real work; the
+ * grpc-js client (resolver, load balancer, retry and filter layers, Metadata objects, channelz)
+ * costed about as much again per call, twice the client CPU of this transport on the read
+ * benchmark, and its garbage lengthened the tails (see src/storage-gateway/README.md). The
+ * servers stay grpc-js, so do the write client and the health checks.
+ *
+ * What it implements of the gRPC over HTTP/2 protocol (PROTOCOL-HTTP2.md): one request message,
+ * length-prefixed response messages (uncompressed: no message encoding is offered), the status
+ * from the trailers or from a trailers-only response, `grpc-message` percent-decoding,
+ * `grpc-timeout` from the deadline (and a local timer), cancellation as RST_STREAM(CANCEL),
+ * the spec's mapping of HTTP statuses and stream resets to gRPC codes, TLS and mTLS. A
+ * connection that fails or drops, or a stream reset without a status, is UNAVAILABLE (reads are
+ * idempotent: the caller may retry). A lost connection is replaced on the next call; a GOAWAY
+ * lets streams in flight finish on the old one.
+ *
+ * Errors are {@link GrpcCallError}s with `code` (a grpc-js `status`) and `details`, the shape of
+ * grpc-js's ServiceError, so callers handle both transports alike.
+ */
+import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
+import { status } from '@grpc/grpc-js';
+import type { ClientTlsOptions } from '../common/tls.js';
+
+const {
+  HTTP2_HEADER_STATUS,
+  HTTP2_HEADER_CONTENT_TYPE,
+  NGHTTP2_CANCEL,
+  NGHTTP2_REFUSED_STREAM,
+  NGHTTP2_ENHANCE_YOUR_CALM,
+  NGHTTP2_INADEQUATE_SECURITY,
+  NGHTTP2_NO_ERROR,
+} = http2.constants;
+
+/** Longest delay setTimeout takes (longer deadlines are left to the server's grpc-timeout). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A failed call: the gRPC status code and the server's (or transport's) message. */
+export class GrpcCallError extends Error {
+  constructor(
+    readonly code: status,
+    readonly details: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${code} ${status[code] ?? 'UNKNOWN'}: ${details}`, options);
+    this.name = 'GrpcCallError';
+  }
+}
+
+/** Options of an {@link H2Channel}. */
+export interface H2ChannelOptions {
+  /** TLS (mTLS with a client certificate); plaintext (h2c) when absent. */
+  readonly tls?: ClientTlsOptions;
+  /** HTTP/2 receive window of the connection and of each stream (default 16 MiB). */
+  readonly windowBytes?: number;
+  /** Largest response message accepted (default 64 MiB): RESOURCE_EXHAUSTED beyond. */
+  readonly maxMessageBytes?: number;
+  /** `user-agent` header (default `strata-query`). */
+  readonly userAgent?: string;
+}
+
+/** One server-streaming call. */
+export interface ServerStreamCall {
+  /** `/package.Service/Method`. */
+  readonly path: string;
+  /** The serialized request message. */
+  readonly message: Uint8Array;
+  /** Custom metadata (lowercase ASCII names and values). */
+  readonly headers: Readonly<Record<string, string>>;
+  /** Epoch ms after which the call fails with DEADLINE_EXCEEDED (Infinity: none). */
+  readonly deadline: number;
+  /** Aborting cancels the call; the promise rejects with the signal's reason. */
+  readonly signal?: AbortSignal;
+  /**
+   * Receives each response message (a view of received bytes, valid for as long as it is
+   * referenced). Throwing cancels the call and rejects the promise with what was thrown.
+   */
+  onMessage(message: Buffer): void;
+}
+
+/** gRPC code of an HTTP status that came without a gRPC status (the spec's mapping). */
+export function codeOfHttpStatus(httpStatus: number): status {
+  switch (httpStatus) {
+    case 400:
+      return status.INTERNAL;
+    case 401:
+      return status.UNAUTHENTICATED;
+    case 403:
+      return status.PERMISSION_DENIED;
+    case 404:
+      return status.UNIMPLEMENTED;
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+      return status.UNAVAILABLE;
+    default:
+      return status.UNKNOWN;
+  }
+}
+
+/** gRPC code of a stream reset that came without a gRPC status. */
+function codeOfReset(rstCode: number): status {
+  switch (rstCode) {
+    case NGHTTP2_CANCEL:
+      return status.CANCELLED;
+    case NGHTTP2_ENHANCE_YOUR_CALM:
+      return status.RESOURCE_EXHAUSTED;
+    case NGHTTP2_INADEQUATE_SECURITY:
+      return status.PERMISSION_DENIED;
+    default:
+      return status.UNAVAILABLE; // REFUSED_STREAM, and resets by a proxy whose upstream went away
+  }
+}
+
+/** `grpc-timeout` for `ms` milliseconds (at most 8 digits, coarser units beyond). */
+export function grpcTimeout(ms: number): string {
+  const m = Math.max(1, Math.ceil(ms));
+  if (m < 1e8) return `${m}m`;
+  const s = Math.ceil(m / 1000);
+  if (s < 1e8) return `${s}S`;
+  return `${Math.min(99_999_999, Math.ceil(s / 3600))}H`;
+}
+
+function decodeGrpcMessage(raw: string | string[] | undefined): string {
+  const v = Array.isArray(raw) ? raw.join(',') : (raw ?? '');
+  try {
+    return decodeURIComponent(v);
+  } catch {
+    return v;
+  }
+}
+
+/** Status code of `grpc-status`, or null when absent or not a number. */
+function statusHeader(h: IncomingHttpHeaders): number | null {
+  const v = h['grpc-status'];
+  if (v === undefined) return null;
+  const n = Number(Array.isArray(v) ? v[0] : v);
+  return Number.isInteger(n) && n >= 0 ? n : status.UNKNOWN;
+}
+
+/** A connection to one `host:port` carrying any number of calls; see the module comment. */
+export class H2Channel {
+  private session: ClientHttp2Session | null = null;
+  /** Why each connection failed (for the calls it took down). */
+  private readonly failures = new WeakMap<ClientHttp2Session, Error>();
+  private active = 0;
+  private closed = false;
+  private readonly authority: string;
+  private readonly window: number;
+  private readonly maxMessage: number;
+  private readonly userAgent: string;
+
+  constructor(
+    readonly endpoint: string,
+    private readonly opts: H2ChannelOptions = {},
+  ) {
+    this.authority = `${opts.tls ? 'https' : 'http'}://${endpoint}`;
+    this.window = opts.windowBytes ?? 16 * 1024 * 1024;
+    this.maxMessage = opts.maxMessageBytes ?? 64 * 1024 * 1024;
+    this.userAgent = opts.userAgent ?? 'strata-query';
+  }
+
+  /** Closes the connection; calls in flight fail as UNAVAILABLE, later calls are refused. */
+  close(): void {
+    this.closed = true;
+    const s = this.session;
+    this.session = null;
+    s?.destroy();
+  }
+
+  private connection(): ClientHttp2Session {
+    if (this.session && !this.session.closed && !this.session.destroyed) return this.session;
+    const window = this.window;
+    const s = http2.connect(this.authority, {
+      settings: { enablePush: false, initialWindowSize: window },
+      // bytes buffered per connection before nghttp2 refuses streams (MB); responses can be large
+      maxSessionMemory: 1024,
+      ...(this.opts.tls ?? {}),
+    });
+    const drop = (): void => {
+      if (this.session === s) this.session = null;
+    };
+    s.on('connect', () => {
+      try {
+        s.setLocalWindowSize(window);
+      } catch {
+        // the connection closed already; its streams fail on their own
+      }
+    });
+    s.on('error', (err: Error) => {
+      this.failures.set(s, err); // the streams see the failure too
+      drop();
+    });
+    s.on('goaway', drop);
+    s.on('close', drop);
+    if (this.active === 0) s.unref();
+    this.session = s;
+    return s;
+  }
+
+  private hold(s: ClientHttp2Session): void {
+    if (this.active++ === 0) s.ref();
+  }
+
+  private release(s: ClientHttp2Session): void {
+    if (--this.active === 0 && !s.destroyed) s.unref();
+  }
+
+  /**
+   * Runs one server-streaming call: resolves when the server ends it with OK, rejects with a
+   * {@link GrpcCallError} (or what `onMessage` threw, or the signal's reason) otherwise.
+   */
+  serverStream(call: ServerStreamCall): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      if (call.signal?.aborted) {
+        reject(call.signal.reason);
+        return;
+      }
+      if (this.closed) {
+        reject(new GrpcCallError(status.UNAVAILABLE, `channel to ${this.endpoint} is closed`));
+        return;
+      }
+      const left = call.deadline - Date.now();
+      if (left <= 0) {
+        reject(new GrpcCallError(status.DEADLINE_EXCEEDED, 'deadline exceeded before the call started'));
+        return;
+      }
+      let session: ClientHttp2Session;
+      let stream: ClientHttp2Stream;
+      const headers: http2.OutgoingHttpHeaders = {
+        ':method': 'POST',
+        ':path': call.path,
+        'content-type': 'application/grpc',
+        te: 'trailers',
+        'user-agent': this.userAgent,
+        ...(this.opts.tls?.servername !== undefined ? { ':authority': this.opts.tls.servername } : {}),
+        ...(Number.isFinite(left) ? { 'grpc-timeout': grpcTimeout(left) } : {}),
+        ...call.headers,
+      };
+      try {
+        session = this.connection();
+        stream = session.request(headers, { endStream: false });
+      } catch (err) {
+        reject(new GrpcCallError(status.UNAVAILABLE, `cannot start a call on ${this.endpoint}: ${(err as Error).message}`, { cause: err }));
+        return;
+      }
+      this.hold(session);
+
+      let settled = false;
+      let code: number | null = null;
+      let details = '';
+      let transportError: Error | null = null;
+      // framing state: a partial prefix or message carried over between DATA chunks
+      let pending: Buffer | null = null;
+
+      const finish = (err: unknown): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        call.signal?.removeEventListener('abort', onAbort);
+        this.release(session);
+        if (err === null) resolve();
+        else reject(err);
+      };
+      const cancel = (err: unknown): void => {
+        if (settled) return;
+        if (!stream.closed) stream.close(NGHTTP2_CANCEL);
+        finish(err);
+      };
+      const onAbort = (): void => cancel(call.signal!.reason);
+      call.signal?.addEventListener('abort', onAbort, { once: true });
+      const timer = left <= MAX_TIMER_MS ? setTimeout(() => cancel(new GrpcCallError(status.DEADLINE_EXCEEDED, 'deadline exceeded')), left) : undefined;
+
+      stream.on('response', (h) => {
+        const st = statusHeader(h);
+        if (st !== null) {
+          // trailers-only: the status comes with the headers
+          code = st;
+          details = decodeGrpcMessage(h['grpc-message']);
+          return;
+        }
+        const http = Number(h[HTTP2_HEADER_STATUS]);
+        if (http !== 200) {
+          cancel(new GrpcCallError(codeOfHttpStatus(http), `HTTP status ${http} from ${this.endpoint}`));
+          return;
+        }
+        const type = String(h[HTTP2_HEADER_CONTENT_TYPE] ?? '');
+        if (!type.startsWith('application/grpc')) cancel(new GrpcCallError(status.UNKNOWN, `content-type "${type}" from ${this.endpoint} is not gRPC`));
+      });
+
+      stream.on('data', (chunk: Buffer) => {
+        if (settled) return;
+        let buf = pending === null ? chunk : Buffer.concat([pending, chunk]);
+        pending = null;
+        let at = 0;
+        while (buf.length - at >= 5) {
+          const flag = buf[at]!;
+          const len = buf.readUInt32BE(at + 1);
+          if (flag !== 0) {
+            cancel(new GrpcCallError(status.INTERNAL, `a response message from ${this.endpoint} is compressed (flag ${flag}), and no compression was offered`));
+            return;
+          }
+          if (len > this.maxMessage) {
+            cancel(new GrpcCallError(status.RESOURCE_EXHAUSTED, `a response message of ${len} bytes from ${this.endpoint} is over the limit of ${this.maxMessage}`));
+            return;
+          }
+          if (buf.length - at - 5 < len) break;
+          const msg = buf.subarray(at + 5, at + 5 + len);
+          at += 5 + len;
+          try {
+            call.onMessage(msg);
+          } catch (err) {
+            cancel(err);
+            return;
+          }
+        }
+        if (at < buf.length) {
+          buf = buf.subarray(at);
+          // keep only the unread bytes (a copy, so a small tail does not pin a large chunk)
+          pending = buf.length < 4096 ? Buffer.from(buf) : buf;
+        }
+      });
+
+      stream.on('trailers', (h) => {
+        const st = statusHeader(h);
+        code = st ?? status.UNKNOWN;
+        details = st === null ? `no grpc-status in the trailers from ${this.endpoint}` : decodeGrpcMessage(h['grpc-message']);
+      });
+
+      stream.on('error', (err: Error) => {
+        transportError = err;
+      });
+
+      stream.on('close', () => {
+        if (settled) return;
+        if (code !== null) {
+          if (code === status.OK && pending !== null) {
+            finish(new GrpcCallError(status.INTERNAL, `the response from ${this.endpoint} ended inside a message`));
+          } else finish(code === status.OK ? null : new GrpcCallError(code, details));
+          return;
+        }
+        const rst = stream.rstCode ?? NGHTTP2_NO_ERROR;
+        // Node reports a peer's RST_STREAM as an ERR_HTTP2_STREAM_ERROR: a reset, not a lost connection
+        const reset = (transportError as NodeJS.ErrnoException | null)?.code === 'ERR_HTTP2_STREAM_ERROR' && rst !== NGHTTP2_NO_ERROR;
+        const lost = (reset ? null : transportError) ?? this.failures.get(session) ?? (session.destroyed ? new Error('connection closed') : null);
+        if (lost !== null) {
+          // the connection failed or went away under the call (Node resets its streams)
+          finish(new GrpcCallError(status.UNAVAILABLE, `${this.endpoint}: ${lost.message}`, { cause: lost }));
+          return;
+        }
+        if (rst !== NGHTTP2_NO_ERROR) {
+          finish(new GrpcCallError(codeOfReset(rst), `${this.endpoint}: ${rst === NGHTTP2_REFUSED_STREAM ? 'stream refused' : `stream reset with code ${rst}`}`));
+          return;
+        }
+        finish(new GrpcCallError(status.UNKNOWN, `the response from ${this.endpoint} ended without a gRPC status`));
+      });
+
+      const frame = Buffer.allocUnsafe(5 + call.message.length);
+      frame[0] = 0;
+      frame.writeUInt32BE(call.message.length, 1);
+      frame.set(call.message, 5);
+      stream.end(frame);
+    });
+  }
+}
