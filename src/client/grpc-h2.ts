@@ -252,8 +252,11 @@ export class H2Channel {
       let code: number | null = null;
       let details = '';
       let transportError: Error | null = null;
-      // framing state: a partial prefix or message carried over between DATA chunks
-      let pending: Buffer | null = null;
+      // framing state: the chunks of a partial prefix or message, their length, and the length
+      // that completes it (5 for a prefix, 5 + the message length once the prefix is there)
+      let parts: Buffer[] = [];
+      let held = 0;
+      let needed = 0;
 
       const finish = (err: unknown): void => {
         if (settled) return;
@@ -292,8 +295,17 @@ export class H2Channel {
 
       stream.on('data', (chunk: Buffer) => {
         if (settled) return;
-        let buf = pending === null ? chunk : Buffer.concat([pending, chunk]);
-        pending = null;
+        let buf: Buffer;
+        if (held === 0) buf = chunk;
+        else {
+          // bytes of an unfinished prefix or message: joined once it is complete (no quadratic copying)
+          parts.push(chunk);
+          held += chunk.length;
+          if (held < needed) return;
+          buf = Buffer.concat(parts, held);
+          parts = [];
+          held = 0;
+        }
         let at = 0;
         while (buf.length - at >= 5) {
           const flag = buf[at]!;
@@ -317,9 +329,10 @@ export class H2Channel {
           }
         }
         if (at < buf.length) {
-          buf = buf.subarray(at);
-          // keep only the unread bytes (a copy, so a small tail does not pin a large chunk)
-          pending = buf.length < 4096 ? Buffer.from(buf) : buf;
+          const rest = buf.subarray(at);
+          parts = [rest];
+          held = rest.length;
+          needed = held >= 5 ? 5 + rest.readUInt32BE(1) : 5;
         }
       });
 
@@ -336,7 +349,7 @@ export class H2Channel {
       stream.on('close', () => {
         if (settled) return;
         if (code !== null) {
-          if (code === status.OK && pending !== null) {
+          if (code === status.OK && held > 0) {
             finish(new GrpcCallError(status.INTERNAL, `the response from ${this.endpoint} ended inside a message`));
           } else finish(code === status.OK ? null : new GrpcCallError(code, details));
           return;

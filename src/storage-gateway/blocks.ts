@@ -33,7 +33,7 @@ import type { BucketReader, RangeResult } from '../objstore/bucket.js';
 import type { CacheStore } from './cache/store.js';
 import type { RangeFetcher } from './fetcher.js';
 import { ByteLru } from './lru.js';
-import type { GatewayMetrics } from './metrics.js';
+import type { Counted, GatewayMetrics } from './metrics.js';
 import { raceSignal, SingleFlight } from './single-flight.js';
 
 /** Which block to read: its identity and object key. */
@@ -86,6 +86,8 @@ export interface OpenBlock {
   readonly tailOffset: number;
   /** When the object was last read from the bucket and held this block. */
   readonly checkedAtMs: number;
+  /** Keys of its pages in the page LRU, made on first use (see pageKey). */
+  readonly pageKeys: (string | undefined)[];
 }
 
 /** Settings of a {@link BlockDirectory}. */
@@ -107,8 +109,18 @@ export interface BlockDirectoryDeps {
   readonly logger: Logger;
 }
 
+/**
+ * Key of a decoded page in the page LRU, `<cacheId>/<page>`. Made once per opened block and page:
+ * a Map lookup with a string made fresh on every read would hash it every time.
+ */
+function pageKey(block: OpenBlock, page: number): string {
+  return (block.pageKeys[page] ??= `${block.cacheId}/${page}`);
+}
+
 const OPEN_BLOCK_OVERHEAD = 1024;
 const PAGE_OVERHEAD = 256;
+/** Bytes of one page's slot in OpenBlock.pageKeys and its key string once made. */
+const PAGE_KEY_BYTES = 64;
 /** Bytes of one decoded page entry: id, offset, length, count, min/max time (8 each), crc (4). */
 const PAGE_ENTRY_BYTES = 52;
 /** Reads of the tail tried before giving up on an object that keeps changing under us. */
@@ -120,6 +132,8 @@ export class BlockDirectory {
   private readonly pages_: ByteLru<string, IndexPage>;
   private readonly negative = new Map<string, number>();
   private readonly tails = new SingleFlight<string, OpenBlock | null>();
+  private readonly openHits: Counted;
+  private readonly pageHits: Counted;
 
   constructor(
     private readonly deps: BlockDirectoryDeps,
@@ -127,6 +141,8 @@ export class BlockDirectory {
   ) {
     this.open_ = new ByteLru(opts.openBlocksMaxBytes);
     this.pages_ = new ByteLru(opts.pagesMaxBytes);
+    this.openHits = deps.metrics.counted(deps.metrics.cacheHits, { layer: 'open_block' });
+    this.pageHits = deps.metrics.counted(deps.metrics.cacheHits, { layer: 'page' });
   }
 
   /** Opened blocks held in memory (for tests). */
@@ -136,6 +152,16 @@ export class BlockDirectory {
 
   /** The block at `addr`, or null when the window has no block. */
   async open(addr: BlockAddress, signal?: AbortSignal): Promise<OpenBlock | null> {
+    const known = this.openCached(addr);
+    return known !== undefined ? known : this.refresh(addr, signal);
+  }
+
+  /**
+   * The block at `addr` (null: the window has no block) when memory, the negative cache or the
+   * byte cache can say so now; undefined when the tail has to be read ({@link refresh}). Counts
+   * the lookup like {@link open}.
+   */
+  openCached(addr: BlockAddress): OpenBlock | null | undefined {
     const { metrics } = this.deps;
     const now = this.deps.now();
     const sk = scopedKey(addr);
@@ -143,7 +169,7 @@ export class BlockDirectory {
     if (mem) {
       const age = now - mem.checkedAtMs;
       if (age < this.opts.stalenessMs) {
-        metrics.cacheHits.inc({ layer: 'open_block' });
+        this.openHits.inc();
         if (age >= this.opts.stalenessMs / 2 && !this.tails.get(sk)) {
           this.refresh(addr).catch((err: unknown) => this.deps.logger.warn({ err, key: addr.key }, 'background block re-check failed'));
         }
@@ -163,7 +189,7 @@ export class BlockDirectory {
       const stored = this.openFromStore(addr, now);
       if (stored) return stored;
     }
-    return this.refresh(addr, signal);
+    return undefined;
   }
 
   /** Re-reads the block's tail from the bucket (shared by concurrent callers). */
@@ -173,36 +199,48 @@ export class BlockDirectory {
 
   /** Decoded index pages `nos` of `block` (opened at `addr`), in input order. */
   async pages(addr: BlockAddress, block: OpenBlock, nos: readonly number[], signal?: AbortSignal): Promise<IndexPage[]> {
+    const r = this.pagesOrWait(addr, block, nos);
+    return r instanceof Promise ? raceSignal(r, signal) : r;
+  }
+
+  /**
+   * Like {@link pages}, but answers at once when every page is decoded in memory or its bytes are
+   * in the byte cache; otherwise a promise not raced against any signal (the caller races it).
+   */
+  pagesOrWait(addr: BlockAddress, block: OpenBlock, nos: readonly number[]): IndexPage[] | Promise<IndexPage[]> {
     const out = new Array<IndexPage>(nos.length);
-    const need: number[] = [];
+    let need: number[] | null = null;
     for (let i = 0; i < nos.length; i++) {
-      const p = this.pages_.get(`${block.cacheId}/${nos[i]}`);
+      const p = this.pages_.get(pageKey(block, nos[i]!));
       if (p) out[i] = p;
-      else need.push(i);
+      else (need ??= []).push(i);
     }
-    const { metrics } = this.deps;
-    if (nos.length > need.length) metrics.cacheHits.inc({ layer: 'page' }, nos.length - need.length);
-    if (need.length === 0) return out;
-    metrics.cacheMisses.inc({ layer: 'page' }, need.length);
+    const hits = nos.length - (need?.length ?? 0);
+    if (hits > 0) this.pageHits.inc(hits);
+    if (need === null) return out;
+    const missing = need;
+    this.deps.metrics.cacheMisses.inc({ layer: 'page' }, missing.length);
     const { ioi } = block;
-    const bytes = await this.deps.fetcher.fetch(
+    const bytes = this.deps.fetcher.fetchOrWait(
       addr.bucket,
       block.key,
       block.cacheId,
-      need.map((i) => {
+      missing.map((i) => {
         const p = nos[i]!;
         return { offset: ioi.offsets[p]!, length: ioi.lengths[p]!, crc: ioi.crcs[p]!, what: `index page ${p}` };
       }),
-      signal,
     );
-    for (let j = 0; j < need.length; j++) {
-      const i = need[j]!;
-      const p = nos[i]!;
-      const page = BlockReader.decodePageBytes(block.key, ioi, p, bytes[j]!, block.footer.samples.length);
-      this.pages_.set(`${block.cacheId}/${p}`, page, PAGE_OVERHEAD + page.count * PAGE_ENTRY_BYTES);
-      out[i] = page;
-    }
-    return out;
+    const decode = (got: Buffer[]): IndexPage[] => {
+      for (let j = 0; j < missing.length; j++) {
+        const i = missing[j]!;
+        const p = nos[i]!;
+        const page = BlockReader.decodePageBytes(block.key, ioi, p, got[j]!, block.footer.samples.length);
+        this.pages_.set(pageKey(block, p), page, PAGE_OVERHEAD + page.count * PAGE_ENTRY_BYTES);
+        out[i] = page;
+      }
+      return out;
+    };
+    return bytes instanceof Promise ? bytes.then(decode) : decode(bytes);
   }
 
   /** Opens the block from the byte cache when its pointer is fresh enough; null otherwise. */
@@ -310,7 +348,8 @@ export class BlockDirectory {
   }
 
   private remember(block: OpenBlock): void {
-    this.open_.set(block.scopedKey, block, OPEN_BLOCK_OVERHEAD + block.ioi.byteSize);
+    // page keys: a slot per page, and the key strings made for pages read
+    this.open_.set(block.scopedKey, block, OPEN_BLOCK_OVERHEAD + block.ioi.byteSize + block.pageKeys.length * PAGE_KEY_BYTES);
   }
 
   /** Index pages that came along in the suffix read go to the byte cache (checked first). */
@@ -347,5 +386,16 @@ export function decodeTail(addr: BlockAddress, tail: Uint8Array, tailOffset: num
   const ioiBytes = tail.subarray(0, footer.ioi.length);
   if (crc32c(ioiBytes) !== footer.ioi.crc) throw new CorruptionError(addr.key, tailOffset, 'index of index checksum mismatch');
   const ioi = decodeIoi(ioiBytes, footer.pageCount, { object: addr.key, offset: tailOffset }, footer.index.offset, footer.index.offset + footer.index.length);
-  return { key: addr.key, scopedKey: scopedKey(addr), blockId: footer.blockId, cacheId: blockCacheId(addr.scope, addr.tenant, footer.blockId), footer, ioi, size, tailOffset, checkedAtMs };
+  return {
+    key: addr.key,
+    scopedKey: scopedKey(addr),
+    blockId: footer.blockId,
+    cacheId: blockCacheId(addr.scope, addr.tenant, footer.blockId),
+    footer,
+    ioi,
+    size,
+    tailOffset,
+    checkedAtMs,
+    pageKeys: new Array<string | undefined>(footer.pageCount),
+  };
 }

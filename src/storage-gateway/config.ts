@@ -56,6 +56,8 @@ export const gatewayConfigSchema = z.strictObject({
   /** Memory for opened blocks (footer + index of index) and for decoded index pages. */
   openBlocksMaxBytes: posInt.default(64 * MiB),
   pagesMaxBytes: posInt.default(256 * MiB),
+  /** Memory for hot run and page bytes already checked, in front of the byte cache (0: none). */
+  hotRangesMaxBytes: nonNegInt.default(64 * MiB),
   /** Size of the first read of a block (footer + index of index, often index pages too). */
   suffixBytes: posInt.min(4 * KiB).default(64 * KiB),
   /** Ranges closer than this share one GET... */
@@ -100,6 +102,7 @@ const KINDS: Record<GatewayConfigKey, OptionKind> = {
   cacheMaxBytes: 'int',
   openBlocksMaxBytes: 'int',
   pagesMaxBytes: 'int',
+  hotRangesMaxBytes: 'int',
   suffixBytes: 'int',
   coalesceGapBytes: 'int',
   maxGetBytes: 'int',

@@ -1,8 +1,10 @@
 /**
  * Range fetcher: the exact byte ranges of one block (index pages, runs), each checked against its
- * CRC32C, from the byte cache or the bucket. Misses for the same range share one fetch (single
- * flight); misses close together share one GET (coalescing). Bytes reach the cache only after
- * their checksum matched.
+ * CRC32C, from the hot-range layer, the byte cache or the bucket. Misses for the same range share
+ * one fetch (single flight); misses close together share one GET (coalescing). Bytes reach the
+ * cache only after their checksum matched. A range read from the byte cache is checked on every
+ * such read (a mismatch is counted, deleted and fetched again) and, once checked, kept in the hot
+ * layer (cache/hot.ts), whose hits need no further check: nothing writes to those bytes.
  *
  * A fresh range that fails its check, or a range GET answered "not found" / "invalid range",
  * means the object changed under the block id we hold, or is damaged: it surfaces as
@@ -11,9 +13,10 @@
 import { crc32c } from '@node-rs/crc32';
 import { ErrorCode, StrataError, hasCode } from '../errors.js';
 import type { BucketReader } from '../objstore/bucket.js';
+import type { HotRangeCache } from './cache/hot.js';
 import type { CacheStore } from './cache/store.js';
 import { planGets, type CoalesceOptions } from './coalesce.js';
-import type { GatewayMetrics } from './metrics.js';
+import type { Counted, GatewayMetrics } from './metrics.js';
 import { raceSignal } from './single-flight.js';
 
 /** A range to fetch and the CRC32C its bytes must have. `what` names it in errors. */
@@ -57,15 +60,37 @@ function deferred(): Deferred {
 /** Dependencies of a {@link RangeFetcher}. */
 export interface RangeFetcherDeps {
   readonly store: CacheStore;
+  /**
+   * The hot-range layer in front of `store` (usually the same object: it wraps the store), or
+   * undefined for none. Ranges read from `store` that pass their check are added to it.
+   */
+  readonly hot?: HotRangeCache | undefined;
   readonly metrics: GatewayMetrics;
   readonly coalesce: CoalesceOptions;
+}
+
+/** A miss this call fetches itself (the others join a flight already running). */
+interface Member {
+  readonly want: RangeWant;
+  readonly flight: Deferred;
+  readonly key: string;
 }
 
 /** See the module comment. */
 export class RangeFetcher {
   private readonly flights = new Map<string, Deferred>();
+  private readonly hitsHot: Counted;
+  private readonly missesHot: Counted;
+  private readonly hitsRange: Counted;
+  private readonly missesRange: Counted;
 
-  constructor(private readonly deps: RangeFetcherDeps) {}
+  constructor(private readonly deps: RangeFetcherDeps) {
+    const { metrics } = deps;
+    this.hitsHot = metrics.counted(metrics.cacheHits, { layer: 'hot_range' });
+    this.missesHot = metrics.counted(metrics.cacheMisses, { layer: 'hot_range' });
+    this.hitsRange = metrics.counted(metrics.cacheHits, { layer: 'range' });
+    this.missesRange = metrics.counted(metrics.cacheMisses, { layer: 'range' });
+  }
 
   /** Ranges being fetched right now (for tests). */
   get inflight(): number {
@@ -75,23 +100,45 @@ export class RangeFetcher {
   /**
    * The bytes of each wanted range of the block stored at `objectKey` in `bucket`, in input order.
    * `blockId` is its id in the byte cache (and for single flight): the block's cacheId, which
-   * names the bucket location as well as the block (see blocks.ts).
+   * names the bucket location as well as the block (see blocks.ts). The bytes must not be
+   * written to (ranges from the hot layer are shared).
    * @throws RangeCheckError when fresh bytes fail their check; bucket errors as they come.
    */
   async fetch(bucket: BucketReader, objectKey: string, blockId: string, wants: readonly RangeWant[], signal?: AbortSignal): Promise<Buffer[]> {
-    const { store, metrics } = this.deps;
+    const r = this.fetchOrWait(bucket, objectKey, blockId, wants);
+    return raceSignal(r instanceof Promise ? r : Promise.resolve(r), signal);
+  }
+
+  /**
+   * Like {@link fetch}, but answers at once (no promise, no signal) when every range is in the
+   * hot layer or the byte cache; otherwise a promise that is not raced against any signal (the
+   * caller races it; its cancellation never cancels the shared GETs anyway).
+   */
+  fetchOrWait(bucket: BucketReader, objectKey: string, blockId: string, wants: readonly RangeWant[]): Buffer[] | Promise<Buffer[]> {
+    const { store, hot, metrics } = this.deps;
     const out: Buffer[] = new Array<Buffer>(wants.length);
-    const waits: Promise<unknown>[] = [];
-    const toFetch: { want: RangeWant; flight: Deferred; key: string }[] = [];
+    let waits: Promise<unknown>[] | null = null;
+    let toFetch: Member[] | null = null;
+    const hotBlock = hot?.block(blockId);
+    let hotHits = 0;
     let hits = 0;
     let misses = 0;
     for (let i = 0; i < wants.length; i++) {
       const w = wants[i]!;
+      if (hotBlock) {
+        const b = hotBlock.get(w.offset, w.length);
+        if (b) {
+          out[i] = b;
+          hotHits++;
+          continue;
+        }
+      }
       const cached = store.getRange(blockId, w.offset, w.length);
       if (cached) {
         if (crc32c(cached) === w.crc) {
           out[i] = cached;
           hits++;
+          hot?.add(blockId, w.offset, cached);
           continue;
         }
         metrics.cacheCorrupt.inc();
@@ -105,12 +152,26 @@ export class RangeFetcher {
       } else {
         flight = deferred();
         this.flights.set(key, flight);
-        toFetch.push({ want: w, flight, key });
+        (toFetch ??= []).push({ want: w, flight, key });
       }
-      waits.push(flight.promise.then((b) => (out[i] = b)));
+      const at = i;
+      (waits ??= []).push(flight.promise.then((b) => (out[at] = b)));
     }
-    if (hits > 0) metrics.cacheHits.inc({ layer: 'range' }, hits);
-    if (misses > 0) metrics.cacheMisses.inc({ layer: 'range' }, misses);
+    if (hotHits > 0) {
+      this.hitsHot.inc(hotHits);
+      store.touchBlock(blockId); // the byte cache's recency follows the reads it did not see
+    }
+    if (hot && hits + misses > 0) this.missesHot.inc(hits + misses);
+    if (hits > 0) this.hitsRange.inc(hits);
+    if (misses > 0) this.missesRange.inc(misses);
+    if (waits === null) return out;
+    if (toFetch !== null) this.startGets(bucket, objectKey, blockId, toFetch);
+    return Promise.all(waits).then(() => out);
+  }
+
+  /** Issues the coalesced GETs of this call's own misses; each settles its members' flights. */
+  private startGets(bucket: BucketReader, objectKey: string, blockId: string, toFetch: Member[]): void {
+    const { metrics } = this.deps;
     for (const get of planGets(toFetch.map((f) => f.want), this.deps.coalesce)) {
       const members = get.members.map((j) => toFetch[j]!);
       if (members.length > 1) metrics.coalescedRanges.inc(members.length);
@@ -126,12 +187,10 @@ export class RangeFetcher {
         },
       );
     }
-    await raceSignal(Promise.all(waits), signal);
-    return out;
   }
 
   /** Cuts one member's bytes out of a GET's data, checks them, caches them, wakes the waiters. */
-  private settle(objectKey: string, blockId: string, m: { want: RangeWant; flight: Deferred; key: string }, data: Buffer, dataOffset: number): void {
+  private settle(objectKey: string, blockId: string, m: Member, data: Buffer, dataOffset: number): void {
     const w = m.want;
     this.release(m.key, m.flight);
     const at = w.offset - dataOffset;

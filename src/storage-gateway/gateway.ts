@@ -26,6 +26,7 @@ import { describeBucket, openBucket, type Bucket, type BucketConfig } from '../o
 import { loadTenantsFile, openTenantsConfig } from '../tenancy/config.js';
 import { TenantRegistry } from '../tenancy/tenants.js';
 import { BlockDirectory, type BlockAddress } from './blocks.js';
+import { HotRangeCache } from './cache/hot.js';
 import { LmdbCacheStore } from './cache/lmdb.js';
 import { MemoryCacheStore } from './cache/memory.js';
 import type { CacheStore } from './cache/store.js';
@@ -79,6 +80,9 @@ export interface RunningGateway {
   shutdown(): Promise<void>;
 }
 
+/** Tenants whose bucket and scope {@link startGateway}'s resolver remembers at most. */
+const RESOLVED_TENANTS_MAX = 10_000;
+
 /** The cache scope of a bucket location: 32 hex digits (see blocks.ts and docs/format/cache.md). */
 function scopeOf(location: string): string {
   return createHash('sha256').update(location).digest('hex').slice(0, 32);
@@ -95,7 +99,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     metrics.cacheEvictions.inc();
     metrics.cacheEvictedBytes.inc(bytes);
   };
-  const store: CacheStore =
+  const byteCache: CacheStore =
     config.cacheType === 'memory'
       ? new MemoryCacheStore({ maxBytes: config.cacheMaxBytes, now, onEvict })
       : await LmdbCacheStore.open({
@@ -105,6 +109,8 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
           onEvict,
           onReset: (reason) => logger.warn({ reason, dir: config.cacheDir }, 'cache reset'),
         });
+  // the hot-range layer wraps the byte cache: every write or drop through `store` reaches both
+  const store = new HotRangeCache(byteCache, config.hotRangesMaxBytes);
   metrics.cacheSource = store;
   let registry: TenantRegistry;
   try {
@@ -134,12 +140,38 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     await store.close();
     throw err;
   }
-  const resolve = async (tenant: string): Promise<TenantBucket> => {
-    // location and client are read from the same config (no await in between)
-    const scope = scopeOf(registry.bucketLocation(tenant));
-    return { bucket: await registry.bucketFor(tenant), scope };
+  // A tenant's bucket and scope only change when the registry's config does (a reload swaps the
+  // config object), so they are remembered per config: a warm call resolves with one Map lookup
+  // instead of a location string, a SHA-256 and a promise.
+  let resolvedFor: unknown = null;
+  const resolved = new Map<string, TenantBucket>();
+  const resolve = (tenant: string): TenantBucket | Promise<TenantBucket> => {
+    const cfg = registry.config;
+    if (cfg !== resolvedFor) {
+      resolved.clear();
+      resolvedFor = cfg;
+    }
+    const known = resolved.get(tenant);
+    if (known) return known;
+    let scope: string;
+    let bucket: Promise<BucketReader>;
+    try {
+      // location and client are read from the same config (no await in between)
+      scope = scopeOf(registry.bucketLocation(tenant));
+      bucket = registry.bucketFor(tenant);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return bucket.then((b) => {
+      const tb: TenantBucket = { bucket: b, scope };
+      if (registry.config === cfg) {
+        if (resolved.size >= RESOLVED_TENANTS_MAX) resolved.clear(); // without auth any tenant id comes in
+        resolved.set(tenant, tb);
+      }
+      return tb;
+    });
   };
-  const fetcher = new RangeFetcher({ store, metrics, coalesce: { maxGapBytes: config.coalesceGapBytes, maxGetBytes: config.maxGetBytes } });
+  const fetcher = new RangeFetcher({ store, hot: config.hotRangesMaxBytes > 0 ? store : undefined, metrics, coalesce: { maxGapBytes: config.coalesceGapBytes, maxGetBytes: config.maxGetBytes } });
   const directory = new BlockDirectory(
     { store, fetcher, metrics, now, logger },
     {
@@ -159,6 +191,8 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
   const server = new Server({
     'grpc.max_send_message_length': config.maxMessageBytes + 1024,
     'grpc.max_receive_message_length': 16 * 1024 * 1024,
+    // nothing reads channelz; with it on, grpc-js keeps per-call and per-message statistics
+    'grpc.enable_channelz': 0,
   });
   server.addService(
     readServiceDefinition(),
@@ -203,6 +237,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
       cacheDir: config.cacheDir,
       cacheBytes: store.usedBytes,
       cacheBlocks: store.blockCount,
+      hotRangesMaxBytes: config.hotRangesMaxBytes,
     },
     'gateway listening',
   );

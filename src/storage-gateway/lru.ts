@@ -1,11 +1,127 @@
 /**
- * A small in-memory LRU bounded by bytes (each value's size is given by the caller). Used for the
- * gateway's opened blocks (footer + index of index) and decoded index pages.
+ * Recency bookkeeping for the gateway's in-memory caches: {@link RecencyMap}, a map that keeps its
+ * entries in least-recently-used order, and {@link ByteLru}, an LRU bounded by bytes (each value's
+ * size is given by the caller) built on it. Used for the opened blocks (footer + index of index),
+ * the decoded index pages and the byte cache's per-block ledger (cache/store.ts); the hot-range
+ * layer (cache/hot.ts) links its entries the same way.
+ *
+ * Why not a plain Map re-inserted on every use (delete, then set): each such use leaves a deleted
+ * slot in V8's ordered hash table, and the cost grew with the number of entries (measured with
+ * Node 20: ~0.4 µs per use at 1,500 entries, ~1.3 µs at 5,000), several times per warm read.
+ * Here a use only relinks a list node; the Map changes only when an entry is added or removed.
  */
+
+/** A node of the recency list (internal). */
+interface Node<K, V> {
+  readonly key: K;
+  value: V;
+  /** Towards the least recently used end. */
+  prev: Node<K, V> | null;
+  /** Towards the most recently used end. */
+  next: Node<K, V> | null;
+}
+
+/**
+ * A map whose entries are ordered by recency: `set` adds at (or moves to) the most recently used
+ * end, `touch` moves an entry there; iteration and {@link oldest} start at the least recently
+ * used end. `get` and `peek` do not change the order. Every operation is O(1).
+ */
+export class RecencyMap<K, V> {
+  private readonly map = new Map<K, Node<K, V>>();
+  /** Least recently used. */
+  private head: Node<K, V> | null = null;
+  /** Most recently used. */
+  private tail: Node<K, V> | null = null;
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  /** The value, without changing its recency. */
+  get(key: K): V | undefined {
+    return this.map.get(key)?.value;
+  }
+
+  has(key: K): boolean {
+    return this.map.has(key);
+  }
+
+  /** Makes `key` the most recently used and returns its value (undefined when absent). */
+  touch(key: K): V | undefined {
+    const n = this.map.get(key);
+    if (n === undefined) return undefined;
+    this.moveToTail(n);
+    return n.value;
+  }
+
+  /** Adds or replaces `key` as the most recently used. */
+  set(key: K, value: V): void {
+    const n = this.map.get(key);
+    if (n !== undefined) {
+      n.value = value;
+      this.moveToTail(n);
+      return;
+    }
+    const node: Node<K, V> = { key, value, prev: this.tail, next: null };
+    if (this.tail) this.tail.next = node;
+    else this.head = node;
+    this.tail = node;
+    this.map.set(key, node);
+  }
+
+  /** Removes `key`; returns its value (undefined when absent). */
+  delete(key: K): V | undefined {
+    const n = this.map.get(key);
+    if (n === undefined) return undefined;
+    this.map.delete(key);
+    this.unlink(n);
+    return n.value;
+  }
+
+  /** The least recently used entry, or undefined when empty. */
+  oldest(): [K, V] | undefined {
+    return this.head ? [this.head.key, this.head.value] : undefined;
+  }
+
+  clear(): void {
+    this.map.clear();
+    this.head = null;
+    this.tail = null;
+  }
+
+  /** Keys, least recently used first. Do not modify the map while iterating. */
+  *keys(): IterableIterator<K> {
+    for (let n = this.head; n; n = n.next) yield n.key;
+  }
+
+  /** Entries, least recently used first. Do not modify the map while iterating. */
+  *entries(): IterableIterator<[K, V]> {
+    for (let n = this.head; n; n = n.next) yield [n.key, n.value];
+  }
+
+  private moveToTail(n: Node<K, V>): void {
+    if (n === this.tail) return;
+    this.unlink(n);
+    n.prev = this.tail;
+    n.next = null;
+    if (this.tail) this.tail.next = n;
+    else this.head = n;
+    this.tail = n;
+  }
+
+  private unlink(n: Node<K, V>): void {
+    if (n.prev) n.prev.next = n.next;
+    else this.head = n.next;
+    if (n.next) n.next.prev = n.prev;
+    else this.tail = n.prev;
+    n.prev = null;
+    n.next = null;
+  }
+}
 
 /** LRU map with a byte budget. `get` and `set` make an entry the most recently used. */
 export class ByteLru<K, V> {
-  private readonly map = new Map<K, { value: V; bytes: number }>();
+  private readonly entries = new RecencyMap<K, { value: V; bytes: number }>();
   private used = 0;
   readonly maxBytes: number;
 
@@ -21,46 +137,41 @@ export class ByteLru<K, V> {
   }
 
   get size(): number {
-    return this.map.size;
+    return this.entries.size;
   }
 
   get(key: K): V | undefined {
-    const e = this.map.get(key);
-    if (!e) return undefined;
-    this.map.delete(key);
-    this.map.set(key, e);
-    return e.value;
+    return this.entries.touch(key)?.value;
   }
 
   /** The value without changing its recency. */
   peek(key: K): V | undefined {
-    return this.map.get(key)?.value;
+    return this.entries.get(key)?.value;
   }
 
   /** Adds or replaces `key`; an entry larger than the whole budget is not kept. */
   set(key: K, value: V, bytes: number): void {
     this.delete(key);
     if (bytes > this.maxBytes) return;
-    this.map.set(key, { value, bytes });
+    this.entries.set(key, { value, bytes });
     this.used += bytes;
     while (this.used > this.maxBytes) {
-      const [k, e] = this.map.entries().next().value as [K, { value: V; bytes: number }];
-      this.map.delete(k);
+      const [k, e] = this.entries.oldest()!;
+      this.entries.delete(k);
       this.used -= e.bytes;
       this.onEvict?.(k, e.value);
     }
   }
 
   delete(key: K): boolean {
-    const e = this.map.get(key);
-    if (!e) return false;
-    this.map.delete(key);
+    const e = this.entries.delete(key);
+    if (e === undefined) return false;
     this.used -= e.bytes;
     return true;
   }
 
   clear(): void {
-    this.map.clear();
+    this.entries.clear();
     this.used = 0;
   }
 }

@@ -2,8 +2,43 @@
  * Prometheus metrics of the storage gateway (prom-client), all prefixed `strata_gateway_`.
  * One registry per gateway, so tests can run several in one process. The tests and the benchmark
  * read the S3 and cache counters from here: they are the gateway's own account of its work.
+ *
+ * Counters on the read path are bumped several times per call. prom-client hashes the label set
+ * on every `inc` (a child from `labels()` too), so those sites take a {@link Counted} from
+ * {@link GatewayMetrics.counted} instead: a plain number, added to the prom-client counter when
+ * the registry is collected (every scrape, and {@link GatewayMetrics.total}). Names, labels and
+ * values on /metrics are the same.
  */
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type CounterConfiguration } from 'prom-client';
+
+/** One counter (one label set of it) counted in memory; see the module comment. */
+export interface Counted {
+  /** Adds `n` (default 1; must be >= 0). */
+  inc(n?: number): void;
+}
+
+/** A {@link Counted} and where its count goes at collection. */
+class PendingCount implements Counted {
+  private pending = 0;
+
+  constructor(
+    private readonly counter: Counter<string>,
+    private readonly labels: Readonly<Record<string, string>> | null,
+  ) {}
+
+  inc(n = 1): void {
+    this.pending += n;
+  }
+
+  /** Moves the pending count into the prom-client counter. */
+  flush(): void {
+    if (this.pending === 0) return;
+    const n = this.pending;
+    this.pending = 0;
+    if (this.labels) this.counter.inc(this.labels, n);
+    else this.counter.inc(n);
+  }
+}
 
 /** The gateway's metrics. */
 export class GatewayMetrics {
@@ -19,7 +54,10 @@ export class GatewayMetrics {
   readonly seriesServed: Counter;
   readonly bytesServed: Counter<'encoding'>;
   readonly blocksMissing: Counter;
-  /** Hits and misses per layer: `open_block` and `page` (memory), `range` and `tail` (byte cache). */
+  /**
+   * Hits and misses per layer: `open_block`, `page` and `hot_range` (memory), `range` and `tail`
+   * (byte cache). A range is looked up in `hot_range` first, then (a hot miss) in `range`.
+   */
   readonly cacheHits: Counter<'layer'>;
   readonly cacheMisses: Counter<'layer'>;
   readonly cacheCorrupt: Counter;
@@ -40,10 +78,20 @@ export class GatewayMetrics {
   /** Where the cache gauges read their values at scrape time (set once the store exists). */
   cacheSource: { readonly usedBytes: number; readonly blockCount: number } | null = null;
 
+  /** Pending counts per counter, flushed by the counter's collect hook. */
+  private readonly pending = new Map<Counter<string>, Map<string, PendingCount>>();
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
     const p = 'strata_gateway_';
-    this.requests = new Counter({ name: `${p}requests_total`, help: 'Read calls by gRPC status code.', labelNames: ['code'], registers });
+    const pending = this.pending;
+    // every counter moves its pending in-memory counts into itself when it is collected
+    function collect(this: Counter<string>): void {
+      const counts = pending.get(this);
+      if (counts) for (const c of counts.values()) c.flush();
+    }
+    const counter = <T extends string>(cfg: CounterConfiguration<T>): Counter<T> => new Counter<T>({ ...cfg, collect } as CounterConfiguration<T>);
+    this.requests = counter({ name: `${p}requests_total`, help: 'Read calls by gRPC status code.', labelNames: ['code'], registers });
     this.requestDuration = new Histogram({
       name: `${p}request_duration_seconds`,
       help: 'Read call latency, from arrival to the last message, by gRPC status code.',
@@ -51,21 +99,21 @@ export class GatewayMetrics {
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     });
-    this.samplesServed = new Counter({ name: `${p}samples_served_total`, help: 'Samples sent (RAW) or in runs sent (RUNS).', registers });
-    this.tenantRequests = new Counter({
+    this.samplesServed = counter({ name: `${p}samples_served_total`, help: 'Samples sent (RAW) or in runs sent (RUNS).', registers });
+    this.tenantRequests = counter({
       name: `${p}tenant_requests_total`,
       help: 'Read calls per tenant (configured tenants by name, others as _other) by gRPC status code.',
       labelNames: ['tenant', 'code'],
       registers,
     });
-    this.tenantSamplesServed = new Counter({ name: `${p}tenant_samples_served_total`, help: 'Samples served per tenant (as samples_served_total).', labelNames: ['tenant'], registers });
-    this.tenantReloads = new Counter({ name: `${p}tenant_reloads_total`, help: 'Reloads of the tenants file by result (ok, refused).', labelNames: ['result'], registers });
-    this.seriesServed = new Counter({ name: `${p}series_served_total`, help: 'Series with samples sent.', registers });
-    this.bytesServed = new Counter({ name: `${p}bytes_served_total`, help: 'Payload bytes of responses by encoding.', labelNames: ['encoding'], registers });
-    this.blocksMissing = new Counter({ name: `${p}blocks_missing_total`, help: 'Reads of a window that has no block.', registers });
-    this.cacheHits = new Counter({ name: `${p}cache_hits_total`, help: 'Cache hits by layer (open_block, page: memory; tail, range: LMDB).', labelNames: ['layer'], registers });
-    this.cacheMisses = new Counter({ name: `${p}cache_misses_total`, help: 'Cache misses by layer.', labelNames: ['layer'], registers });
-    this.cacheCorrupt = new Counter({ name: `${p}cache_corrupt_total`, help: 'Cached ranges that failed their checksum (deleted and refetched).', registers });
+    this.tenantSamplesServed = counter({ name: `${p}tenant_samples_served_total`, help: 'Samples served per tenant (as samples_served_total).', labelNames: ['tenant'], registers });
+    this.tenantReloads = counter({ name: `${p}tenant_reloads_total`, help: 'Reloads of the tenants file by result (ok, refused).', labelNames: ['result'], registers });
+    this.seriesServed = counter({ name: `${p}series_served_total`, help: 'Series with samples sent.', registers });
+    this.bytesServed = counter({ name: `${p}bytes_served_total`, help: 'Payload bytes of responses by encoding.', labelNames: ['encoding'], registers });
+    this.blocksMissing = counter({ name: `${p}blocks_missing_total`, help: 'Reads of a window that has no block.', registers });
+    this.cacheHits = counter({ name: `${p}cache_hits_total`, help: 'Cache hits by layer (open_block, page, hot_range: memory; tail, range: LMDB).', labelNames: ['layer'], registers });
+    this.cacheMisses = counter({ name: `${p}cache_misses_total`, help: 'Cache misses by layer.', labelNames: ['layer'], registers });
+    this.cacheCorrupt = counter({ name: `${p}cache_corrupt_total`, help: 'Cached ranges that failed their checksum (deleted and refetched).', registers });
     const source = (): GatewayMetrics['cacheSource'] => this.cacheSource;
     this.cacheBytes = new Gauge({
       name: `${p}cache_bytes`,
@@ -83,22 +131,43 @@ export class GatewayMetrics {
         this.set(source()?.blockCount ?? 0);
       },
     });
-    this.cacheEvictions = new Counter({ name: `${p}cache_evictions_total`, help: 'Blocks evicted from the byte cache to fit its budget.', registers });
-    this.cacheEvictedBytes = new Counter({ name: `${p}cache_evicted_bytes_total`, help: 'Bytes evicted from the byte cache.', registers });
-    this.negativeHits = new Counter({ name: `${p}negative_cache_hits_total`, help: 'Reads answered "no block" from the negative cache.', registers });
-    this.blockReplacements = new Counter({ name: `${p}block_replacements_total`, help: 'Objects found holding a new block id (late data).', registers });
-    this.s3Gets = new Counter({ name: `${p}s3_gets_total`, help: 'GETs issued to the bucket by kind (suffix, range).', labelNames: ['kind'], registers });
-    this.s3GetBytes = new Counter({ name: `${p}s3_get_bytes_total`, help: 'Bytes received from the bucket by kind.', labelNames: ['kind'], registers });
-    this.s3GetErrors = new Counter({ name: `${p}s3_get_errors_total`, help: 'Failed GETs by error code (not found included).', labelNames: ['code'], registers });
-    this.s3Requests = new Counter({
+    this.cacheEvictions = counter({ name: `${p}cache_evictions_total`, help: 'Blocks evicted from the byte cache to fit its budget.', registers });
+    this.cacheEvictedBytes = counter({ name: `${p}cache_evicted_bytes_total`, help: 'Bytes evicted from the byte cache.', registers });
+    this.negativeHits = counter({ name: `${p}negative_cache_hits_total`, help: 'Reads answered "no block" from the negative cache.', registers });
+    this.blockReplacements = counter({ name: `${p}block_replacements_total`, help: 'Objects found holding a new block id (late data).', registers });
+    this.s3Gets = counter({ name: `${p}s3_gets_total`, help: 'GETs issued to the bucket by kind (suffix, range).', labelNames: ['kind'], registers });
+    this.s3GetBytes = counter({ name: `${p}s3_get_bytes_total`, help: 'Bytes received from the bucket by kind.', labelNames: ['kind'], registers });
+    this.s3GetErrors = counter({ name: `${p}s3_get_errors_total`, help: 'Failed GETs by error code (not found included).', labelNames: ['code'], registers });
+    this.s3Requests = counter({
       name: `${p}s3_requests_total`,
       help: 'HTTP attempts to S3 by operation and outcome (ok, retry, error).',
       labelNames: ['operation', 'outcome'],
       registers,
     });
-    this.coalescedRanges = new Counter({ name: `${p}coalesced_ranges_total`, help: 'Ranges fetched by a GET shared with another range.', registers });
-    this.singleFlightJoins = new Counter({ name: `${p}single_flight_joins_total`, help: 'Misses that joined a fetch already in flight.', registers });
+    this.coalescedRanges = counter({ name: `${p}coalesced_ranges_total`, help: 'Ranges fetched by a GET shared with another range.', registers });
+    this.singleFlightJoins = counter({ name: `${p}single_flight_joins_total`, help: 'Misses that joined a fetch already in flight.', registers });
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /**
+   * A {@link Counted} for one label set of `counter` (one of this object's counters): cheap to
+   * bump, visible in the counter from its next collection on. Keep it; asking again for the same
+   * labels returns the same one.
+   */
+  counted<T extends string>(counter: Counter<T>, labels?: Readonly<Record<T, string>>): Counted {
+    const c = counter as unknown as Counter<string>;
+    let counts = this.pending.get(c);
+    if (!counts) {
+      counts = new Map();
+      this.pending.set(c, counts);
+    }
+    const key = labels ? JSON.stringify(Object.entries(labels).sort()) : '';
+    let pc = counts.get(key);
+    if (!pc) {
+      pc = new PendingCount(c, labels ?? null);
+      counts.set(key, pc);
+    }
+    return pc;
   }
 
   /** Current total of a metric over all its label sets (for tests and the benchmark). */

@@ -7,17 +7,22 @@
  * the call before any sample leaves. When fresh bytes fail their check, the block's tail is read
  * again: a new block id means the object was replaced mid-read and the read restarts once on the
  * new block; the same block id means the object is damaged: DATA_LOSS naming it.
+ *
+ * A warm read (block, pages and runs in memory or the byte cache) runs synchronously from start to
+ * messages ({@link BlockReadExecutor.readNow}): no promise per step and no abort signal; a step
+ * that has to wait returns a promise, and only then is the call's signal asked for and raced.
  */
 import { status } from '@grpc/grpc-js';
 import { decodeCheckedRun, locationOf, sliceSamples, type RunLocation } from '../block/reader.js';
 import { GrpcError } from '../common/status.js';
 import { CorruptionError } from '../errors.js';
 import { findPage } from '../index/ioi.js';
-import { findInPage } from '../index/page.js';
+import { findInPage, type IndexPage } from '../index/page.js';
 import type { BlockAddress, BlockDirectory, OpenBlock } from './blocks.js';
-import { RangeCheckError, type RangeFetcher } from './fetcher.js';
+import { RangeCheckError, type RangeFetcher, type RangeWant } from './fetcher.js';
 import type { GatewayMetrics } from './metrics.js';
-import { rawMessages, runMessages, type SeriesColumns } from './wire.js';
+import { raceSignal } from './single-flight.js';
+import { rawMessages, runMessages, type SeriesColumns, type SeriesRun } from './wire.js';
 
 /** A validated read of one block. */
 export interface ReadQuery {
@@ -53,10 +58,40 @@ export interface ReadResult {
 /** The whole answer when there is nothing to send: one empty message. */
 const EMPTY_RESPONSE = Buffer.alloc(0);
 
+/**
+ * Where a read gets its abort signal, asked only when the read has to wait for something (so a
+ * read answered from memory and the byte cache never needs one). Undefined: not abortable.
+ */
+export type SignalSource = () => AbortSignal | undefined;
+
+const NO_SIGNAL: SignalSource = () => undefined;
+
 interface Located {
   readonly block: OpenBlock;
   readonly locs: RunLocation[];
   readonly runs: Buffer[];
+}
+
+/** A run to fetch; its description (for errors only) is made when asked for. */
+class RunWant implements RangeWant {
+  readonly offset: number;
+  readonly length: number;
+  readonly crc: number;
+
+  constructor(private readonly loc: RunLocation) {
+    this.offset = loc.offset;
+    this.length = loc.length;
+    this.crc = loc.crc;
+  }
+
+  get what(): string {
+    return `run of series ${this.loc.id}`;
+  }
+}
+
+/** Waits for `p`, or rejects when the source's signal aborts first. */
+function raced<T>(p: Promise<T>, signal: SignalSource): Promise<T> {
+  return raceSignal(p, signal());
 }
 
 /** Executes reads; see the module comment. */
@@ -67,20 +102,36 @@ export class BlockReadExecutor {
   ) {}
 
   async read(q: ReadQuery, signal?: AbortSignal): Promise<ReadResult> {
+    return this.readNow(q, signal ? () => signal : NO_SIGNAL);
+  }
+
+  /**
+   * Like {@link read}, but returns the result itself (no promise) when the block, its pages and
+   * the runs are all in memory or the byte cache: the warm path makes no promise, timer or abort
+   * signal. `signal` is asked for only when the read has to wait.
+   */
+  readNow(q: ReadQuery, signal: SignalSource): ReadResult | Promise<ReadResult> {
     const start = q.start > q.block.windowStart ? q.start : q.block.windowStart;
     const end = q.end < q.block.windowEnd ? q.end : q.block.windowEnd;
     if (end <= start || q.ids.length === 0) return { blockId: '', messages: [EMPTY_RESPONSE], series: 0, samples: 0, bytes: 0 };
-    const found = await this.locate(q, start, end, signal);
+    const found = this.locate(q, start, end, signal);
+    return found instanceof Promise ? found.then((f) => this.answer(q, f, start, end)) : this.answer(q, found, start, end);
+  }
+
+  /** The response messages of located runs. */
+  private answer(q: ReadQuery, found: Located | null, start: bigint, end: bigint): ReadResult {
     if (!found) {
       this.deps.metrics.blocksMissing.inc();
       return { blockId: '', messages: [EMPTY_RESPONSE], series: 0, samples: 0, bytes: 0 };
     }
     const { block, locs, runs } = found;
     if (q.encoding === 'runs') {
-      const items = locs.map((l, i) => ({ id: l.id, run: runs[i]!, crc: l.crc }));
+      const items = new Array<SeriesRun>(locs.length);
       let samples = 0;
       let bytes = 0;
-      for (const l of locs) {
+      for (let i = 0; i < locs.length; i++) {
+        const l = locs[i]!;
+        items[i] = { id: l.id, run: runs[i]!, crc: l.crc };
         samples += l.sampleCount;
         bytes += l.length;
       }
@@ -98,17 +149,43 @@ export class BlockReadExecutor {
     return { blockId: block.blockId, messages: rawMessages(block.blockId, cols, this.limits.maxMessageBytes), series: cols.length, samples, bytes: samples * 16 };
   }
 
-  /** Opens the block and fetches the runs, re-opening once if it was replaced mid-read. */
-  private async locate(q: ReadQuery, start: bigint, end: bigint, signal?: AbortSignal): Promise<Located | null> {
+  /**
+   * Opens the block and fetches the runs, re-opening once if it was replaced mid-read; without a
+   * promise when nothing has to be waited for.
+   */
+  private locate(q: ReadQuery, start: bigint, end: bigint, signal: SignalSource): Located | null | Promise<Located | null> {
     const { directory } = this.deps;
-    let block = await directory.open(q.block, signal);
+    const block = directory.openCached(q.block);
+    if (block === null) return null;
+    if (block === undefined) return this.locateAsync(q, start, end, signal, null);
+    const r = this.fetchRuns(block, q, start, end, signal);
+    return r instanceof Promise ? this.locateAsync(q, start, end, signal, { block, pending: r }) : r;
+  }
+
+  /**
+   * The waiting part of {@link locate}: opens the block (unless `first` is an attempt already
+   * running on it) and fetches the runs; a fresh range failing its check re-reads the tail, and a
+   * new block id restarts the read once on the new block.
+   */
+  private async locateAsync(
+    q: ReadQuery,
+    start: bigint,
+    end: bigint,
+    signal: SignalSource,
+    first: { readonly block: OpenBlock; readonly pending: Promise<Located> } | null,
+  ): Promise<Located | null> {
+    const { directory } = this.deps;
+    let block = first ? first.block : await directory.refresh(q.block, signal());
+    let pending: Promise<Located> | null = first ? first.pending : null;
     for (let attempt = 0; ; attempt++) {
       if (!block) return null;
       try {
-        return await this.fetchRuns(block, q, start, end, signal);
+        const r = pending ?? this.fetchRuns(block, q, start, end, signal);
+        pending = null;
+        return r instanceof Promise ? await r : r;
       } catch (err) {
         if (!(err instanceof RangeCheckError)) throw err;
-        const fresh = await directory.refresh(q.block, signal);
+        const fresh = await directory.refresh(q.block, signal());
         if (fresh && (fresh.blockId === block.blockId || attempt >= 1)) {
           throw new CorruptionError(block.key, err.offset, `${err.what} (block ${block.blockId})`, { cause: err });
         }
@@ -117,7 +194,8 @@ export class BlockReadExecutor {
     }
   }
 
-  private async fetchRuns(block: OpenBlock, q: ReadQuery, start: bigint, end: bigint, signal?: AbortSignal): Promise<Located> {
+  /** Finds the wanted runs in the block's pages, checks the limits and fetches the runs. */
+  private fetchRuns(block: OpenBlock, q: ReadQuery, start: bigint, end: bigint, signal: SignalSource): Located | Promise<Located> {
     const { footer, ioi } = block;
     if (footer.numShards !== q.numShards) {
       throw new GrpcError(status.FAILED_PRECONDITION, `block "${block.key}" was written with ${footer.numShards} shards; the request says num_shards=${q.numShards}`);
@@ -130,15 +208,26 @@ export class BlockReadExecutor {
       pageOf[i] = p;
       if (p >= 0 && pageNos[pageNos.length - 1] !== p) pageNos.push(p);
     }
-    const pages = await this.deps.directory.pages(q.block, block, pageNos, signal);
-    const pageAt = new Map(pageNos.map((p, i) => [p, pages[i]!]));
+    const pages = this.deps.directory.pagesOrWait(q.block, block, pageNos);
+    if (pages instanceof Promise) return raced(pages, signal).then((got) => this.fetchRunsIn(block, q, start, end, signal, pageOf, got));
+    return this.fetchRunsIn(block, q, start, end, signal, pageOf, pages);
+  }
+
+  /** The second half of {@link fetchRuns}, once the pages are there (`pages[k]`: the k-th distinct page of `pageOf`). */
+  private fetchRunsIn(block: OpenBlock, q: ReadQuery, start: bigint, end: bigint, signal: SignalSource, pageOf: Int32Array, pages: readonly IndexPage[]): Located | Promise<Located> {
     const locs: RunLocation[] = [];
     let samples = 0;
     let bytes = 0;
+    let k = -1;
+    let last = -1;
     for (let i = 0; i < q.ids.length; i++) {
       const p = pageOf[i]!;
       if (p < 0) continue;
-      const page = pageAt.get(p)!;
+      if (p !== last) {
+        k++;
+        last = p;
+      }
+      const page = pages[k]!;
       const e = findInPage(page, q.ids[i]!);
       if (e < 0 || page.maxTimes[e]! < start || page.minTimes[e]! >= end) continue;
       const loc = locationOf(page, p, e);
@@ -158,13 +247,10 @@ export class BlockReadExecutor {
         `response would hold up to ${bytes} bytes, over the gateway's maxBytesPerResponse (${this.limits.maxBytesPerResponse}); ask for fewer series_ids or a shorter range`,
       );
     }
-    const runs = await this.deps.fetcher.fetch(
-      q.block.bucket,
-      block.key,
-      block.cacheId,
-      locs.map((l) => ({ offset: l.offset, length: l.length, crc: l.crc, what: `run of series ${l.id}` })),
-      signal,
-    );
+    const wants = new Array<RangeWant>(locs.length);
+    for (let i = 0; i < locs.length; i++) wants[i] = new RunWant(locs[i]!);
+    const runs = this.deps.fetcher.fetchOrWait(q.block.bucket, block.key, block.cacheId, wants);
+    if (runs instanceof Promise) return raced(runs, signal).then((got) => ({ block, locs, runs: got }));
     return { block, locs, runs };
   }
 }

@@ -21,7 +21,7 @@ import { blockKey, MAX_SHARDS, validateTenant } from '../format/key.js';
 import type { BucketReader } from '../objstore/bucket.js';
 import type { BlockLocation } from './blocks.js';
 import type { GatewayConfig } from './config.js';
-import type { GatewayMetrics } from './metrics.js';
+import type { Counted, GatewayMetrics } from './metrics.js';
 import type { BlockReadExecutor, ReadQuery } from './read.js';
 
 /** Header naming the block read: `<tenant>/<shard>/<windowStartMs>` (Envoy hashes it). */
@@ -104,7 +104,11 @@ function tokenOf(md: Metadata): string | null {
 }
 
 /** A validated request before its tenant's bucket is known. */
-export type ParsedRead = Omit<ReadQuery, 'block'> & { readonly block: BlockLocation };
+export type ParsedRead = Omit<ReadQuery, 'block'> & {
+  readonly block: BlockLocation;
+  /** `x-strata-tenant` as sent (null when absent); when present it equals the block's tenant. */
+  readonly headerTenant: string | null;
+};
 
 /**
  * Validates a request and its headers into a ParsedRead.
@@ -152,10 +156,11 @@ export function parseReadRequest(req: ReadRequestFields, md: Metadata, cfg: Pick
   return {
     block: { tenant: req.tenant, shard: req.shard, windowStart, windowEnd: windowStart + d, key: blockKey(req.tenant, req.shard, windowStart) },
     numShards: req.numShards,
-    ids: all.subarray(0, m),
+    ids: m === n ? all : all.slice(0, m),
     start,
     end,
     encoding: req.encoding === ENCODING_RUNS ? 'runs' : 'raw',
+    headerTenant,
   };
 }
 
@@ -165,8 +170,8 @@ export interface ReadServiceOptions {
   readonly metrics: GatewayMetrics;
   readonly logger: Logger;
   readonly authorize: AuthHook;
-  /** The bucket a tenant's blocks are read from, resolved per call. */
-  readonly resolve: (tenant: string) => Promise<TenantBucket>;
+  /** The bucket a tenant's blocks are read from, resolved per call (at once when it is known). */
+  readonly resolve: (tenant: string) => TenantBucket | Promise<TenantBucket>;
   /** Bounded metric label of a tenant. */
   readonly tenantLabel: (tenant: string) => string;
   readonly executor: BlockReadExecutor;
@@ -181,24 +186,128 @@ function msUntilDeadline(call: ServerWritableStream<unknown, unknown>): number {
   return at === Infinity ? Infinity : at - Date.now();
 }
 
+/**
+ * The end of a call: its deadline (the earlier of the client's and `requestTimeoutMs`) and the
+ * client's cancellation. The AbortSignal the read and the writes wait with, and the timer that
+ * aborts it at the deadline, are made the first time something has to wait ({@link signal}): a
+ * warm read answers without waiting, and an AbortController costs more than the rest of its
+ * bookkeeping. A deadline already past when the signal is made aborts it at once; before each
+ * message {@link check} looks at the clock itself, so no message leaves after the deadline.
+ */
+class CallEnd {
+  private ac: AbortController | null = null;
+  private timer: NodeJS.Timeout | undefined;
+  /** The client cancelled the call. */
+  cancelled = false;
+  /** The call has ended; later events do not count. */
+  finished = false;
+
+  /** `deadline` is in performance.now() time; `limitMs` is how long the call had (for messages). */
+  constructor(
+    private readonly deadline: number,
+    private readonly limitMs: number,
+  ) {}
+
+  /** The signal that aborts at the deadline or on cancellation (made on first use). */
+  get signal(): AbortSignal {
+    if (this.ac) return this.ac.signal;
+    const ac = new AbortController();
+    this.ac = ac;
+    if (this.cancelled) ac.abort(cancelledError());
+    else {
+      const left = this.deadline - performance.now();
+      if (left <= 0) ac.abort(this.deadlineError());
+      else if (left !== Infinity) this.timer = setTimeout(() => ac.abort(this.deadlineError()), left);
+    }
+    return ac.signal;
+  }
+
+  /** The source handed to the read: the signal, made on first use. */
+  readonly source = (): AbortSignal => this.signal;
+
+  /** Whether the call was aborted (cancelled, or its signal fired). */
+  get aborted(): boolean {
+    return this.cancelled || (this.ac !== null && this.ac.signal.aborted);
+  }
+
+  /** Why the call was aborted (when {@link aborted}). */
+  get reason(): unknown {
+    return this.ac?.signal.aborted ? this.ac.signal.reason : cancelledError();
+  }
+
+  /** Throws when the call was cancelled, was aborted, or is past its deadline. */
+  check(): void {
+    if (this.aborted) throw this.reason;
+    if (performance.now() >= this.deadline) throw this.deadlineError();
+  }
+
+  cancel(): void {
+    if (this.finished || this.cancelled) return;
+    this.cancelled = true;
+    this.ac?.abort(cancelledError());
+  }
+
+  /** Ends the call's bookkeeping (clears the timer). */
+  finish(): void {
+    this.finished = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+  }
+
+  private deadlineError(): GrpcError {
+    return new GrpcError(status.DEADLINE_EXCEEDED, `read did not finish within ${Math.max(0, Math.round(this.limitMs))} ms (deadline or requestTimeoutMs)`);
+  }
+}
+
+function cancelledError(): GrpcError {
+  return new GrpcError(status.CANCELLED, 'the client cancelled the call');
+}
+
+/** The AuthContext of a call; the peer address is looked up only if the hook asks for it. */
+class ReadAuthContext implements AuthContext {
+  readonly method = 'Read';
+
+  constructor(
+    readonly tenant: string,
+    readonly headerTenant: string | null,
+    readonly token: string | null,
+    private readonly call: ServerWritableStream<unknown, unknown>,
+  ) {}
+
+  get peer(): string {
+    return this.call.getPeer();
+  }
+}
+
+/** Metric children of one tenant label (see metrics.ts: counted at scrape time). */
+interface TenantCounts {
+  readonly requestsOk: Counted;
+  readonly samples: Counted;
+}
+
 /** The Read service implementation for `server.addService`. */
 export function readService(opts: ReadServiceOptions): UntypedServiceImplementation {
   const { config, metrics, logger } = opts;
+  const requestsOk = metrics.counted(metrics.requests, { code: status[status.OK] });
+  const durationOk = metrics.requestDuration.labels(status[status.OK]);
+  const samplesServed = metrics.counted(metrics.samplesServed);
+  const seriesServed = metrics.counted(metrics.seriesServed);
+  const bytesServed = { runs: metrics.counted(metrics.bytesServed, { encoding: 'runs' }), raw: metrics.counted(metrics.bytesServed, { encoding: 'raw' }) };
+  const tenants = new Map<string, TenantCounts>();
+  const tenantCounts = (label: string): TenantCounts => {
+    let c = tenants.get(label);
+    if (!c) {
+      c = { requestsOk: metrics.counted(metrics.tenantRequests, { tenant: label, code: status[status.OK] }), samples: metrics.counted(metrics.tenantSamplesServed, { tenant: label }) };
+      tenants.set(label, c);
+    }
+    return c;
+  };
+
   const handle = async (call: ServerWritableStream<ReadRequestFields, Buffer>): Promise<void> => {
     const t0 = performance.now();
-    const ac = new AbortController();
-    let cancelled = false;
-    let finished = false;
-    call.on('cancelled', () => {
-      if (finished) return; // grpc-js also reports streams closed after the status was sent
-      cancelled = true;
-      ac.abort(new GrpcError(status.CANCELLED, 'the client cancelled the call'));
-    });
     const limitMs = Math.min(msUntilDeadline(call), config.requestTimeoutMs);
-    const timer = setTimeout(
-      () => ac.abort(new GrpcError(status.DEADLINE_EXCEEDED, `read did not finish within ${Math.max(0, Math.round(limitMs))} ms (deadline or requestTimeoutMs)`)),
-      Math.max(0, limitMs),
-    );
+    const end = new CallEnd(t0 + limitMs, limitMs);
+    // grpc-js also reports streams closed after the status was sent: CallEnd ignores those
+    call.on('cancelled', () => end.cancel());
     let code: status = status.OK;
     let parsed: ParsedRead | null = null;
     let tenantLabel: string | null = null;
@@ -207,37 +316,54 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
       parsed = parseReadRequest(call.request, call.metadata, config);
       const tenant = parsed.block.tenant;
       tenantLabel = opts.tenantLabel(tenant);
-      const grant = await opts.authorize({ method: 'Read', tenant, headerTenant: header(call.metadata, TENANT_HEADER), token: tokenOf(call.metadata), peer: call.getPeer() });
+      const auth = opts.authorize(new ReadAuthContext(tenant, parsed.headerTenant, tokenOf(call.metadata), call));
+      const grant = auth instanceof Promise ? await auth : auth;
       if (grant?.tenant !== undefined && grant.tenant !== tenant) throw new GrpcError(status.PERMISSION_DENIED, `the token does not grant access to tenant "${tenant}"`);
       const maxSeries = grant?.limits?.maxSeriesPerRead;
       if (maxSeries !== undefined && parsed.ids.length > maxSeries) {
         throw new GrpcError(status.RESOURCE_EXHAUSTED, `request names ${parsed.ids.length} series, more than the limit maxSeriesPerRead (${maxSeries}) of tenant "${tenant}"; split it`);
       }
-      const { bucket, scope } = await opts.resolve(tenant);
-      const query: ReadQuery = { ...parsed, block: { ...parsed.block, bucket, scope } };
-      const result = await opts.executor.read(query, ac.signal);
+      const resolved = opts.resolve(tenant);
+      const { bucket, scope } = resolved instanceof Promise ? await resolved : resolved;
+      const { block } = parsed;
+      const query: ReadQuery = {
+        block: { tenant: block.tenant, shard: block.shard, windowStart: block.windowStart, windowEnd: block.windowEnd, key: block.key, bucket, scope },
+        numShards: parsed.numShards,
+        ids: parsed.ids,
+        start: parsed.start,
+        end: parsed.end,
+        encoding: parsed.encoding,
+      };
+      const reading = opts.executor.readNow(query, end.source);
+      const result = reading instanceof Promise ? await reading : reading;
       for (const msg of result.messages) {
-        if (ac.signal.aborted) throw ac.signal.reason;
-        if (!call.write(msg)) await once(call, 'drain', { signal: ac.signal });
+        end.check();
+        if (!call.write(msg)) await once(call, 'drain', { signal: end.signal });
       }
-      metrics.samplesServed.inc(result.samples);
-      metrics.tenantSamplesServed.inc({ tenant: tenantLabel }, result.samples);
-      metrics.seriesServed.inc(result.series);
-      metrics.bytesServed.inc({ encoding: query.encoding }, result.bytes);
+      samplesServed.inc(result.samples);
+      seriesServed.inc(result.series);
+      bytesServed[query.encoding].inc(result.bytes);
+      tenantCounts(tenantLabel).samples.inc(result.samples);
       call.end();
     } catch (e) {
-      const err = ac.signal.aborted && !(e instanceof GrpcError) ? ac.signal.reason : e;
-      code = cancelled ? status.CANCELLED : grpcStatusOf(err);
+      const err = end.aborted && !(e instanceof GrpcError) ? end.reason : e;
+      code = end.cancelled ? status.CANCELLED : grpcStatusOf(err);
       if (code === status.INTERNAL || code === status.DATA_LOSS) logger.error({ err, key: parsed?.block.key }, 'read failed');
       else logger.debug({ err, key: parsed?.block.key }, 'read refused');
-      if (!cancelled) call.emit('error', toServiceError(err));
+      if (!end.cancelled) call.emit('error', toServiceError(err));
     } finally {
-      finished = true;
-      clearTimeout(timer);
-      const name = status[code] ?? String(code);
-      metrics.requests.inc({ code: name });
-      if (tenantLabel !== null) metrics.tenantRequests.inc({ tenant: tenantLabel, code: name });
-      metrics.requestDuration.observe({ code: name }, (performance.now() - t0) / 1000);
+      end.finish();
+      const seconds = (performance.now() - t0) / 1000;
+      if (code === status.OK) {
+        requestsOk.inc();
+        if (tenantLabel !== null) tenantCounts(tenantLabel).requestsOk.inc();
+        durationOk.observe(seconds);
+      } else {
+        const name = status[code] ?? String(code);
+        metrics.requests.inc({ code: name });
+        if (tenantLabel !== null) metrics.tenantRequests.inc({ tenant: tenantLabel, code: name });
+        metrics.requestDuration.observe({ code: name }, seconds);
+      }
     }
   };
   return {

@@ -35,10 +35,17 @@ export class SingleFlight<K, V> {
   }
 }
 
-/** Resolves like `p` unless `signal` aborts first, then rejects with the signal's reason. */
+/**
+ * Resolves like `p` unless `signal` aborts first, then rejects with the signal's reason. `p` is
+ * observed either way: work it stands for (a shared GET, a tail read) goes on without this waiter,
+ * and its failure must not become an unhandled rejection.
+ */
 export function raceSignal<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
   if (!signal) return p;
-  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  if (signal.aborted) {
+    p.catch(() => undefined);
+    return Promise.reject(signal.reason as Error);
+  }
   return new Promise<T>((resolve, reject) => {
     const onAbort = (): void => reject(signal.reason as Error);
     signal.addEventListener('abort', onAbort, { once: true });

@@ -68,58 +68,62 @@ export interface SeriesRun {
   readonly crc: number;
 }
 
-function idsOf(frags: readonly Fragment[], id: (item: number) => bigint): Buffer {
-  const b = Buffer.allocUnsafe(frags.length * 8);
-  for (let i = 0; i < frags.length; i++) b.writeBigUInt64LE(id(frags[i]!.item), i * 8);
-  return b;
-}
-
 function view(a: BigInt64Array | Float64Array, from: number, to: number): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset + from * 8, (to - from) * 8);
 }
 
 /** Encoded RAW messages for `series` (in id order), the first carrying `blockId`. */
 export function rawMessages(blockId: string, series: readonly SeriesColumns[], maxMessageBytes: number): Buffer[] {
-  const plan = planMessages(series.map((s) => s.samples.timestamps.length), 16, RAW_FRAGMENT_BYTES, maxMessageBytes);
-  return plan.map((frags, m) => {
-    const counts = Buffer.allocUnsafe(frags.length * 4);
-    const ts: Uint8Array[] = [];
-    const vs: Uint8Array[] = [];
-    frags.forEach((f, i) => {
-      const s = series[f.item]!.samples;
-      counts.writeUInt32LE(f.to - f.from, i * 4);
-      ts.push(view(s.timestamps, f.from, f.to));
-      vs.push(view(s.values, f.from, f.to));
-    });
-    return encodeReadResponse({
-      ...(m === 0 ? { blockId } : {}),
-      seriesIds: [idsOf(frags, (i) => series[i]!.id)],
-      sampleCounts: [counts],
-      timestamps: ts,
-      values: vs,
-    });
-  });
+  const sizes = new Array<number>(series.length);
+  for (let i = 0; i < series.length; i++) sizes[i] = series[i]!.samples.timestamps.length;
+  const plan = planMessages(sizes, 16, RAW_FRAGMENT_BYTES, maxMessageBytes);
+  const out = new Array<Buffer>(plan.length);
+  for (let m = 0; m < plan.length; m++) {
+    const frags = plan[m]!;
+    const n = frags.length;
+    // ids (8 bytes each) then counts (4 each), one allocation
+    const meta = Buffer.allocUnsafe(n * 12);
+    const ts = new Array<Uint8Array>(n);
+    const vs = new Array<Uint8Array>(n);
+    for (let i = 0; i < n; i++) {
+      const f = frags[i]!;
+      const s = series[f.item]!;
+      meta.writeBigUInt64LE(s.id, i * 8);
+      meta.writeUInt32LE(f.to - f.from, n * 8 + i * 4);
+      ts[i] = view(s.samples.timestamps, f.from, f.to);
+      vs[i] = view(s.samples.values, f.from, f.to);
+    }
+    const seriesIds = [meta.subarray(0, n * 8)];
+    const sampleCounts = [meta.subarray(n * 8)];
+    out[m] = encodeReadResponse(m === 0 ? { blockId, seriesIds, sampleCounts, timestamps: ts, values: vs } : { seriesIds, sampleCounts, timestamps: ts, values: vs });
+  }
+  return out;
 }
 
 /** Encoded RUNS messages for `runs` (in id order), the first carrying `blockId`. */
 export function runMessages(blockId: string, runs: readonly SeriesRun[], maxMessageBytes: number): Buffer[] {
-  const plan = planMessages(runs.map((r) => r.run.length), 1, RUNS_FRAGMENT_BYTES, maxMessageBytes);
-  return plan.map((frags, m) => {
-    const lengths = Buffer.allocUnsafe(frags.length * 4);
-    const crcs = Buffer.allocUnsafe(frags.length * 4);
-    const bytes: Uint8Array[] = [];
-    frags.forEach((f, i) => {
+  const sizes = new Array<number>(runs.length);
+  for (let i = 0; i < runs.length; i++) sizes[i] = runs[i]!.run.length;
+  const plan = planMessages(sizes, 1, RUNS_FRAGMENT_BYTES, maxMessageBytes);
+  const out = new Array<Buffer>(plan.length);
+  for (let m = 0; m < plan.length; m++) {
+    const frags = plan[m]!;
+    const n = frags.length;
+    // ids (8 bytes each), then lengths and crcs (4 each), one allocation
+    const meta = Buffer.allocUnsafe(n * 16);
+    const bytes = new Array<Uint8Array>(n);
+    for (let i = 0; i < n; i++) {
+      const f = frags[i]!;
       const r = runs[f.item]!;
-      lengths.writeUInt32LE(f.to - f.from, i * 4);
-      crcs.writeUInt32LE(r.crc, i * 4);
-      bytes.push(r.run.subarray(f.from, f.to));
-    });
-    return encodeReadResponse({
-      ...(m === 0 ? { blockId } : {}),
-      seriesIds: [idsOf(frags, (i) => runs[i]!.id)],
-      runLengths: [lengths],
-      runCrcs: [crcs],
-      runs: bytes,
-    });
-  });
+      meta.writeBigUInt64LE(r.id, i * 8);
+      meta.writeUInt32LE(f.to - f.from, n * 8 + i * 4);
+      meta.writeUInt32LE(r.crc, n * 12 + i * 4);
+      bytes[i] = f.from === 0 && f.to === r.run.length ? r.run : r.run.subarray(f.from, f.to);
+    }
+    const seriesIds = [meta.subarray(0, n * 8)];
+    const runLengths = [meta.subarray(n * 8, n * 12)];
+    const runCrcs = [meta.subarray(n * 12)];
+    out[m] = encodeReadResponse(m === 0 ? { blockId, seriesIds, runLengths, runCrcs, runs: bytes } : { seriesIds, runLengths, runCrcs, runs: bytes });
+  }
+  return out;
 }

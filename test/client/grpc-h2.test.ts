@@ -293,6 +293,35 @@ t.test('answers no gRPC server gives, mapped as the gRPC spec says', async (t) =
   t.equal(codeOfHttpStatus(500), status.UNKNOWN);
 });
 
+t.test('messages cut anywhere between DATA frames (inside prefixes too) arrive whole', async (t) => {
+  const sizes = [0, 1, 4, 5, 17, 3000, 70_000, 2];
+  const body = Buffer.concat(sizes.map((n, i) => frame(0, payload(n, i))));
+  for (const piece of [1, 3, 7, 4096, 65_536]) {
+    const endpoint = await h2Server(t, (s) => {
+      s.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      s.on('wantTrailers', () => s.sendTrailers({ 'grpc-status': '0' }));
+      const write = (at: number): void => {
+        if (at >= body.length) {
+          s.end();
+          return;
+        }
+        // one write per piece, each flushed before the next, so frames split where the pieces do
+        s.write(body.subarray(at, at + piece), () => setImmediate(() => write(at + piece)));
+      };
+      write(0);
+    });
+    const ch = new H2Channel(endpoint);
+    const got = await collect(ch, request(1, 1));
+    ch.close();
+    t.same(
+      got.map((m) => m.length),
+      sizes,
+      `pieces of ${piece} B: every message`,
+    );
+    t.ok(got.every((m, i) => m.equals(payload(sizes[i]!, i))), `pieces of ${piece} B: every byte`);
+  }
+});
+
 t.test('grpc-timeout values fit the spec (at most 8 digits)', async (t) => {
   t.equal(grpcTimeout(0.2), '1m');
   t.equal(grpcTimeout(1500), '1500m');

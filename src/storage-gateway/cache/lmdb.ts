@@ -217,10 +217,13 @@ export class LmdbCacheStore implements CacheStore {
       out = Buffer.allocUnsafe(fast.length);
       out.set(new Uint8Array(fast.buffer, fast.byteOffset, fast.length));
     }
-    const now = this.now();
-    this.ledger.touch(blockId, now);
-    if (now - u.persistedAtimeMs >= ATIME_PERSIST_MS) this.persistRow(blockId, u);
+    this.touchUnit(blockId, u);
     return out;
+  }
+
+  touchBlock(blockId: string): void {
+    const u = this.ledger.get(blockId);
+    if (u) this.touchUnit(blockId, u);
   }
 
   hasRange(blockId: string, offset: number, length: number): boolean {
@@ -328,6 +331,13 @@ export class LmdbCacheStore implements CacheStore {
       this.pointers.delete(objectKey);
       this.write(this.pointerRows.remove(objectKey));
     }
+  }
+
+  /** Marks a cached block used now; its row is rewritten at most every ATIME_PERSIST_MS. */
+  private touchUnit(blockId: string, u: LedgerUnit): void {
+    const now = this.now();
+    this.ledger.touch(blockId, now);
+    if (now - u.persistedAtimeMs >= ATIME_PERSIST_MS) this.persistRow(blockId, u);
   }
 
   private persistRow(blockId: string, u: LedgerUnit): void {

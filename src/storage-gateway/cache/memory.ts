@@ -61,6 +61,10 @@ export class MemoryCacheStore implements CacheStore {
     return Buffer.from(b);
   }
 
+  touchBlock(blockId: string): void {
+    this.ledger.touch(blockId, this.now());
+  }
+
   hasRange(blockId: string, offset: number, length: number): boolean {
     return this.ranges.get(blockId)?.has(rangeKey(offset, length)) ?? false;
   }

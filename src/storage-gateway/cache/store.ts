@@ -22,6 +22,8 @@
  * refetched), so the store itself stores bytes, not trust.
  */
 
+import { RecencyMap } from '../lru.js';
+
 /** Where a block stands in an object, as last read from the bucket. */
 export interface BlockPointer {
   /** Id of the block found there (32 hex digits; the gateway stores its cache id, see blocks.ts). */
@@ -51,6 +53,11 @@ export interface CacheStore {
    */
   getRange(blockId: string, offset: number, length: number): Buffer | undefined;
   hasRange(blockId: string, offset: number, length: number): boolean;
+  /**
+   * Makes a block the most recently used, as a hit on one of its ranges would (for a layer in
+   * front that answered the read itself). No effect when the block is not cached.
+   */
+  touchBlock(blockId: string): void;
   /** Stores the bytes of a range (`bytes.length` is its length), then evicts to fit the budget. */
   putRange(blockId: string, offset: number, bytes: Uint8Array): void;
   deleteRange(blockId: string, offset: number, length: number): void;
@@ -88,11 +95,12 @@ export interface LedgerUnit {
 }
 
 /**
- * The recency list and byte accounting of cached blocks, shared by the implementations. A Map in
- * insertion order is the list: the first entry is the least recently used.
+ * The recency list and byte accounting of cached blocks, shared by the implementations: a
+ * {@link RecencyMap}, least recently used first, so that marking a block used (every cache hit)
+ * does not re-insert it into a Map (see lru.ts).
  */
 export class BlockLedger {
-  private readonly units = new Map<string, LedgerUnit>();
+  private readonly units = new RecencyMap<string, LedgerUnit>();
   private used = 0;
 
   constructor(readonly maxBytes: number) {
@@ -113,10 +121,8 @@ export class BlockLedger {
 
   /** Marks a block used now; undefined when it is not cached. */
   touch(blockId: string, nowMs: number): LedgerUnit | undefined {
-    const u = this.units.get(blockId);
+    const u = this.units.touch(blockId);
     if (!u) return undefined;
-    this.units.delete(blockId);
-    this.units.set(blockId, u);
     u.atimeMs = nowMs;
     return u;
   }
@@ -141,9 +147,8 @@ export class BlockLedger {
   }
 
   remove(blockId: string): LedgerUnit | undefined {
-    const u = this.units.get(blockId);
+    const u = this.units.delete(blockId);
     if (!u) return undefined;
-    this.units.delete(blockId);
     this.used -= u.charge;
     return u;
   }
@@ -152,7 +157,7 @@ export class BlockLedger {
   takeVictims(): [string, LedgerUnit][] {
     const out: [string, LedgerUnit][] = [];
     while (this.used > this.maxBytes && this.units.size > 0) {
-      const [id, u] = this.units.entries().next().value as [string, LedgerUnit];
+      const [id, u] = this.units.oldest()!;
       this.remove(id);
       out.push([id, u]);
     }
