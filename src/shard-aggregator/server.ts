@@ -17,6 +17,7 @@ import { Server, type ServiceDefinition } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { addHealthService, HealthState } from '../common/health.js';
 import { createLogger } from '../common/logger.js';
+import { drainServer } from '../common/signals.js';
 import { startMetricsServer, type MetricsServer } from '../common/metrics-server.js';
 import { loadProto } from '../common/proto.js';
 import { serverCredentials } from '../common/tls.js';
@@ -196,17 +197,7 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
       logger.info('aggregator draining');
       state = 'draining';
       health.setAll('NOT_SERVING');
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          logger.warn({ graceMs: config.shutdownGraceMs }, 'in-flight requests did not finish in time; cancelling them');
-          server.forceShutdown();
-          resolve();
-        }, config.shutdownGraceMs);
-        server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+      await drainServer(server, config.shutdownGraceMs, () => logger.warn({ graceMs: config.shutdownGraceMs }, 'in-flight requests did not finish in time; cancelling them'));
       await ready.catch(() => undefined);
       stopRetryOnSwap();
       if (agg) await agg.close();

@@ -16,6 +16,7 @@ import { Server, type ServiceDefinition } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { addHealthService, HealthState } from '../common/health.js';
 import { createLogger } from '../common/logger.js';
+import { drainServer } from '../common/signals.js';
 import { startMetricsServer, type MetricsServer } from '../common/metrics-server.js';
 import { serverCredentials } from '../common/tls.js';
 import { READ_METHOD } from '../client/query-codec.js';
@@ -249,17 +250,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
       logger.info('gateway draining');
       serving = false;
       health.setAll('NOT_SERVING');
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          logger.warn({ graceMs: config.shutdownGraceMs }, 'in-flight reads did not finish in time; cancelling them');
-          server.forceShutdown();
-          resolve();
-        }, config.shutdownGraceMs);
-        server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+      await drainServer(server, config.shutdownGraceMs, () => logger.warn({ graceMs: config.shutdownGraceMs }, 'in-flight reads did not finish in time; cancelling them'));
       health.close();
       try {
         await closeOwned();
