@@ -6,7 +6,7 @@ import { hostname } from 'node:os';
 import type { Command } from 'commander';
 import { createLogger } from '../common/logger.js';
 import { exitOnSignals } from '../common/signals.js';
-import { addServiceOptions, loadServiceConfig } from './service-command.js';
+import { loadServiceConfig, serviceCommand, startService } from './service-command.js';
 import { ErrorCode, StrataError } from '../errors.js';
 import {
   ENV_CONFIG_FILE,
@@ -61,34 +61,28 @@ export async function aggregatorConfigFrom(flags: AggregatorFlags, env: NodeJS.P
 
 /** Registers `strata aggregator`. */
 export function registerAggregatorCommands(program: Command): void {
-  addServiceOptions(
-    program
-      .command('aggregator')
-      .description('run a shard aggregator: gRPC write API, LevelDB write-ahead log, flush of blocks to the bucket')
-      .option('-c, --config <file>', `JSON config file (or ${ENV_CONFIG_FILE})`)
-      .option('--listen <host:port>', 'gRPC listen address (grpcListen)')
-      .option('--metrics-listen <host:port>', 'Prometheus /metrics listen address (metricsListen)')
-      .option('--wal-dir <dir>', 'write-ahead log directory (walDir)')
-      .option('--num-shards <n>', 'total number of shards (numShards)')
-      .option('--shards <list>', 'owned shards, e.g. 0-3,7 (shards)')
-      .option('--ordinal <n>', 'StatefulSet ordinal: owns shards s with s % replicas == ordinal')
-      .option('--replicas <n>', 'StatefulSet replica count')
-      .option('--ordinal-from-hostname', 'take the ordinal from the host name suffix (pod-name-<n>)'),
-    'use a filesystem bucket in <dir>',
+  serviceCommand(
+    program,
+    'aggregator',
+    {
+      description: 'run a shard aggregator: gRPC write API, LevelDB write-ahead log, flush of blocks to the bucket',
+      envConfigFile: ENV_CONFIG_FILE,
+      bucketDirHelp: 'use a filesystem bucket in <dir>',
+    },
+    (cmd) =>
+      cmd
+        .option('--wal-dir <dir>', 'write-ahead log directory (walDir)')
+        .option('--num-shards <n>', 'total number of shards (numShards)')
+        .option('--shards <list>', 'owned shards, e.g. 0-3,7 (shards)')
+        .option('--ordinal <n>', 'StatefulSet ordinal: owns shards s with s % replicas == ordinal')
+        .option('--replicas <n>', 'StatefulSet replica count')
+        .option('--ordinal-from-hostname', 'take the ordinal from the host name suffix (pod-name-<n>)'),
   ).action(async (flags: AggregatorFlags) => {
     const config = await loadServiceConfig('aggregator', flags, () => aggregatorConfigFrom(flags, process.env));
     if (!config) return;
     const logger = createLogger({ level: config.logLevel, name: 'aggregator' });
-    let running;
-    try {
-      running = await startAggregatorServer({ config, logger });
-    } catch (err) {
-      if (!(err instanceof StrataError && err.code === ErrorCode.CONFIG)) throw err;
-      logger.fatal({ err: err.message }, 'aggregator cannot start');
-      process.stderr.write(`strata aggregator: ${err.message}\n`);
-      process.exitCode = 2;
-      return;
-    }
+    const running = await startService('aggregator', logger, () => startAggregatorServer({ config, logger }));
+    if (!running) return;
     exitOnSignals(logger, () => running.shutdown());
     try {
       await running.ready;

@@ -5,8 +5,7 @@
 import type { Command } from 'commander';
 import { createLogger } from '../common/logger.js';
 import { exitOnSignals } from '../common/signals.js';
-import { addServiceOptions, loadServiceConfig } from './service-command.js';
-import { ErrorCode, StrataError } from '../errors.js';
+import { loadServiceConfig, serviceCommand, startService } from './service-command.js';
 import { ENV_CONFIG_FILE, gatewayConfigLayers, parseGatewayConfig, type GatewayConfig } from '../storage-gateway/config.js';
 import { startGateway } from '../storage-gateway/gateway.js';
 
@@ -46,29 +45,26 @@ export async function gatewayConfigFrom(flags: GatewayFlags, env: NodeJS.Process
 
 /** Registers `strata gateway`. */
 export function registerGatewayCommands(program: Command): void {
-  addServiceOptions(
-    program
-      .command('gateway')
-      .description('run a storage gateway: gRPC read API over blocks in the bucket, LMDB cache, /metrics')
-      .option('-c, --config <file>', `JSON config file (or ${ENV_CONFIG_FILE})`)
-      .option('--listen <host:port>', 'gRPC listen address (grpcListen)')
-      .option('--metrics-listen <host:port>', 'Prometheus /metrics listen address (metricsListen)')
-      .option('--cache-dir <dir>', 'LMDB cache directory (cacheDir)')
-      .option('--cache-max-bytes <n>', 'byte budget of the cache (cacheMaxBytes)')
-      .option('--cache-type <type>', 'lmdb or memory (cacheType)')
-      .option('--staleness-ms <ms>', 'serve a replaced block within this (stalenessMs)'),
-    'read blocks from a filesystem bucket in <dir>',
+  serviceCommand(
+    program,
+    'gateway',
+    {
+      description: 'run a storage gateway: gRPC read API over blocks in the bucket, LMDB cache, /metrics',
+      envConfigFile: ENV_CONFIG_FILE,
+      bucketDirHelp: 'read blocks from a filesystem bucket in <dir>',
+    },
+    (cmd) =>
+      cmd
+        .option('--cache-dir <dir>', 'LMDB cache directory (cacheDir)')
+        .option('--cache-max-bytes <n>', 'byte budget of the cache (cacheMaxBytes)')
+        .option('--cache-type <type>', 'lmdb or memory (cacheType)')
+        .option('--staleness-ms <ms>', 'serve a replaced block within this (stalenessMs)'),
   ).action(async (flags: GatewayFlags) => {
     const config = await loadServiceConfig('gateway', flags, () => gatewayConfigFrom(flags, process.env));
     if (!config) return;
     const logger = createLogger({ level: config.logLevel, name: 'gateway' });
-    let running: Awaited<ReturnType<typeof startGateway>>;
-    try {
-      running = await startGateway({ config, logger });
-    } catch (err) {
-      logger.fatal({ err }, 'gateway cannot start');
-      process.exit(1);
-    }
+    const running = await startService('gateway', logger, () => startGateway({ config, logger }));
+    if (!running) return;
     exitOnSignals(logger, () => running.shutdown());
   });
 }

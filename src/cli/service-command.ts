@@ -1,15 +1,29 @@
 /**
  * What `strata aggregator` and `strata gateway` have in common: the options shared by every
- * service (bucket, tenants file, TLS, log level, `--set`, `--print-config`) and loading the
- * validated config, where a config error exits with status 2 and `--print-config` prints the
- * config with its credentials hidden.
+ * service (config file, listen addresses, bucket, tenants file, TLS, log level, `--set`,
+ * `--print-config`), loading the validated config (a config error exits with status 2,
+ * `--print-config` prints the config with its credentials hidden) and starting the service (a
+ * config problem found while starting, such as an unreadable TLS file, also exits with 2; any
+ * other failure with 1).
  */
 import type { Command } from 'commander';
 import { redactSecrets } from '../common/config.js';
-import { StrataError } from '../errors.js';
+import type { Logger } from '../common/logger.js';
+import { ErrorCode, StrataError } from '../errors.js';
 
-/** Adds the options every service command has (after its own ones). */
-export function addServiceOptions(cmd: Command, bucketDirHelp: string): Command {
+/** Adds the command of a service with the options every service has, then `own` adds its own. */
+export function serviceCommand(program: Command, name: string, spec: { description: string; envConfigFile: string; bucketDirHelp: string }, own: (cmd: Command) => Command): Command {
+  const cmd = program
+    .command(name)
+    .description(spec.description)
+    .option('-c, --config <file>', `JSON config file (or ${spec.envConfigFile})`)
+    .option('--listen <host:port>', 'gRPC listen address (grpcListen)')
+    .option('--metrics-listen <host:port>', 'Prometheus /metrics listen address (metricsListen)');
+  return addServiceOptions(own(cmd), spec.bucketDirHelp);
+}
+
+/** Adds the options every service command has after the config file and listen addresses. */
+function addServiceOptions(cmd: Command, bucketDirHelp: string): Command {
   return cmd
     .option('--bucket-dir <dir>', bucketDirHelp)
     .option('--tenants-file <file>', 'tenants file: default bucket, per-tenant buckets, tokens, limits (tenantsFile)')
@@ -40,4 +54,23 @@ export async function loadServiceConfig<C>(name: string, flags: { readonly print
     return null;
   }
   return config;
+}
+
+/**
+ * Starts service `name`. Returns null when it cannot start: a CONFIG error (message on stderr,
+ * exit status 2) or any other failure (logged, exit status 1).
+ */
+export async function startService<R>(name: string, logger: Logger, start: () => Promise<R>): Promise<R | null> {
+  try {
+    return await start();
+  } catch (err) {
+    if (err instanceof StrataError && err.code === ErrorCode.CONFIG) {
+      logger.fatal({ err: err.message }, `${name} cannot start`);
+      process.stderr.write(`strata ${name}: ${err.message}\n`);
+      process.exitCode = 2;
+      return null;
+    }
+    logger.fatal({ err }, `${name} cannot start`);
+    process.exit(1); // what did start (servers, stores) must not keep the process alive
+  }
 }

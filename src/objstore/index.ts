@@ -8,7 +8,7 @@ import { ErrorCode, StrataError } from '../errors.js';
 import type { Bucket } from './bucket.js';
 import { errorMessage } from './body.js';
 import { FilesystemBucket } from './fs.js';
-import { S3Bucket, type S3Credentials, type S3Hooks } from './s3.js';
+import { S3Bucket, type S3BucketConfig, type S3Hooks } from './s3.js';
 
 export type { Bucket, BucketReader, ByteRange, ObjectInfo, ObjectUpload, PutOptions, RangeResult } from './bucket.js';
 export { FilesystemBucket, FS_TEMP_PREFIX, type FilesystemBucketConfig } from './fs.js';
@@ -37,25 +37,8 @@ export interface FilesystemBucketOptions {
   readonly prefix?: string;
 }
 
-/** Config of an S3-compatible bucket (see S3BucketConfig for the tuning options' defaults). */
-export interface S3BucketOptions {
-  readonly type: 's3';
-  readonly endpoint?: string;
-  readonly region: string;
-  readonly bucket: string;
-  readonly prefix?: string;
-  readonly forcePathStyle?: boolean;
-  readonly credentials?: S3Credentials;
-  readonly partSizeBytes?: number;
-  readonly multipartThresholdBytes?: number;
-  readonly partConcurrency?: number;
-  readonly listPageSize?: number;
-  readonly conditionalMultipart?: boolean;
-  readonly retry?: { readonly maxAttempts?: number; readonly baseDelayMs?: number; readonly maxDelayMs?: number };
-  readonly connectTimeoutMs?: number;
-  readonly socketTimeoutMs?: number;
-  readonly maxSockets?: number;
-}
+/** Config of an S3-compatible bucket: S3BucketConfig's options (defaults there), hooks aside. */
+export type S3BucketOptions = { readonly type: 's3' } & Omit<S3BucketConfig, 'hooks'>;
 
 /** Where a bucket lives. */
 export type BucketConfig = FilesystemBucketOptions | S3BucketOptions;

@@ -1,0 +1,33 @@
+/**
+ * `strata aggregator` and `strata gateway` share their start-up: a config problem found while
+ * starting (here an unreadable TLS certificate) exits with status 2 and a message naming the
+ * option, for both services alike.
+ */
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+function run(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--import', 'tsx', join(root, 'src', 'cli', 'main.ts'), ...args], { cwd: root, timeout: 60_000 }, (err, _stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stderr }),
+    );
+  });
+}
+
+t.test('an unreadable TLS certificate: exit status 2 naming the option, for both services', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'strata-service-start-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const common = ['--bucket-dir', join(dir, 'bucket'), '--listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--tls-cert', join(dir, 'missing.pem'), '--tls-key', join(dir, 'missing.key'), '--log-level', 'silent'];
+  const gateway = await run(['gateway', '--cache-dir', join(dir, 'cache'), ...common]);
+  t.equal(gateway.code, 2, 'gateway: status 2');
+  t.match(gateway.stderr, /^strata gateway: invalid TLS config: tls\.certFile: cannot read .*missing\.pem \(ENOENT\)/m);
+  const aggregator = await run(['aggregator', '--wal-dir', join(dir, 'wal'), '--num-shards', '1', '--shards', '0', ...common]);
+  t.equal(aggregator.code, 2, 'aggregator: status 2');
+  t.match(aggregator.stderr, /^strata aggregator: invalid TLS config: tls\.certFile: cannot read .*missing\.pem \(ENOENT\)/m);
+});
