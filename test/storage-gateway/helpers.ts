@@ -187,9 +187,19 @@ export function testConfig(bucket: BucketConfig, cacheDir: string, overrides: Re
   });
 }
 
+/**
+ * The clock of a test gateway unless the test gives its own: 30 days after W0, ticking with real
+ * time, so that the fixed data set is equally old whatever the date the test runs on.
+ */
+export function dataSetClock(): () => number {
+  const origin = performance.now();
+  const at = Number(W0) + 30 * 24 * 3600 * 1000;
+  return () => at + Math.floor(performance.now() - origin);
+}
+
 /** Starts an in-process gateway that is shut down at the end of `t`. */
 export async function startTestGateway(t: Test, config: GatewayConfig, opts: Omit<GatewayOptions, 'config'> = {}): Promise<RunningGateway> {
-  const gw = await startGateway({ config, defaultMetrics: false, ...opts });
+  const gw = await startGateway({ config, defaultMetrics: false, now: dataSetClock(), ...opts });
   t.teardown(() => gw.shutdown());
   return gw;
 }

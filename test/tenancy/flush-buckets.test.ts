@@ -84,13 +84,21 @@ t.test('startAggregatorServer({ bucket }) uses that bucket for every tenant and 
   const dir = tempDir('given-bucket');
   const given = new FilesystemBucket({ path: join(dir, 'given') });
   const config = parseAggregatorConfig({ walDir: join(dir, 'wal'), bucket: { type: 'filesystem', path: join(dir, 'unused') }, numShards: 1, grpcListen: '127.0.0.1:0', metricsListen: '127.0.0.1:0', flushIdleMs: 3600_000 });
-  const running = await startAggregatorServer({ config, logger: createLogger({ level: 'silent' }), bucket: given });
+  // the samples are stamped in the fixed window W, so the server runs on a clock just after it
+  const running = await startAggregatorServer({ config, logger: createLogger({ level: 'silent' }), bucket: given, now: () => W + H + 1000 });
+  let stopped = false;
+  const shutdown = async (): Promise<void> => {
+    if (stopped) return;
+    stopped = true;
+    await running.shutdown();
+  };
+  t.teardown(shutdown);
+  t.teardown(() => given.close());
   await running.ready;
   const agg = running.aggregator()!;
   await agg.write('anyone', 0, [wire(1n, [W + 1])]);
   const [block] = await agg.seal('anyone', 0, BigInt(W), true);
-  await running.shutdown();
+  await shutdown();
   t.equal((await given.head(block!.key)).size, block!.bytes, 'the block is in the given bucket, which is still open after shutdown');
   t.notOk(existsSync(join(dir, 'unused', block!.key)));
-  await given.close();
 });

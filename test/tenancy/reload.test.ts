@@ -173,7 +173,9 @@ t.test('a tenant added while writes are running can write; a broken file keeps t
   const refusedBefore = await reloads('refused');
   replaceFile(tenantsFile, '{"tenants": {"alpha": ');
   await eventually('the broken file to be refused', async () => ((await reloads('refused')) > refusedBefore ? true : null), 10_000);
-  t.ok(agg.logs.some((l) => l.msg === 'tenants config refused; keeping the previous one' && /not valid JSON/.test(String(l.err))), 'the refusal is logged with its reason');
+  // the log line is written after the counter moves: wait for the line itself
+  const refusal = await eventually('the refusal to be logged', async () => agg.logs.find((l) => l.msg === 'tenants config refused; keeping the previous one' && /not valid JSON/.test(String(l.err))) ?? null, 10_000);
+  t.match(String(refusal.err), /not valid JSON/, 'the refusal is logged with its reason');
   t.equal((await deltaWrite()).err, null, 'the old config stays in force (delta)');
   const beforeStop = acked.length;
   await eventually('more alpha writes after the broken file', async () => (acked.length > beforeStop + 4 ? true : null));
