@@ -157,24 +157,37 @@ export class Aggregator {
       if (!list) byWindow.set(r.windowStart, (list = []));
       list.push(r);
     }
-    for (;;) {
-      const held: WalDb[] = [];
-      try {
-        for (const windowStart of byWindow.keys()) held.push(await this.store.acquireWritable({ tenant, shard, windowStart }));
-        if (held.some((w) => w.sealed)) continue; // sealed while another one was being opened: retry
-        const now = this.now();
-        const done = [...byWindow.values()].map((entries, i) => held[i]!.append(entries, now));
-        await Promise.all(done);
-        break;
-      } catch (err) {
-        this.logger.error({ tenant, shard, err }, 'cannot write the wal');
-        throw new GrpcError(status.UNAVAILABLE, `cannot write the WAL of ${tenant}/shard ${shard}: ${(err as Error).message}; nothing of this request is acknowledged, retry it`);
-      } finally {
-        for (const w of held) this.store.releaseWritable(w);
+    // one window at a time, so a request holds one WAL at a time whatever the number of windows
+    // it spans (maxOpenWals holds inside a request, and waiting for a slot cannot deadlock)
+    for (const [windowStart, entries] of byWindow) {
+      for (;;) {
+        let w: WalDb;
+        try {
+          w = await this.store.acquireWritable({ tenant, shard, windowStart });
+        } catch (err) {
+          throw this.walWriteError(tenant, shard, windowStart, err);
+        }
+        try {
+          if (w.sealed) continue; // sealed while it was being opened: the next generation
+          await w.append(entries, this.now());
+          break;
+        } catch (err) {
+          throw this.walWriteError(tenant, shard, windowStart, err);
+        } finally {
+          this.store.releaseWritable(w);
+        }
       }
     }
     this.metrics.walBytes.set(this.store.totalBytes());
     return { samples: prepared.samples, series: prepared.series };
+  }
+
+  private walWriteError(tenant: string, shard: number, windowStart: bigint, err: unknown): GrpcError {
+    this.logger.error({ tenant, shard, window: windowStart.toString(), err }, 'cannot write the wal');
+    return new GrpcError(
+      status.UNAVAILABLE,
+      `cannot write the WAL of ${tenant}/shard ${shard}/window ${windowStart}: ${(err as Error).message}; this request is not acknowledged (windows it spans may be stored already), retry it`,
+    );
   }
 
   /**
@@ -188,7 +201,13 @@ export class Aggregator {
       throw new InvalidArgumentError('window_start_ms', `${windowStart} is not aligned to the block duration of ${this.config.blockDurationMs} ms`);
     }
     const key: WindowKey = { tenant, shard, windowStart };
-    await this.store.sealOpen(key);
+    try {
+      await this.store.sealOpen(key);
+    } catch (err) {
+      // disk trouble (ENOSPC, EIO): the seal can be retried, and heals once the cause is gone
+      this.logger.error({ window: windowId(key), err }, 'cannot seal the wal');
+      throw new GrpcError(status.UNAVAILABLE, `cannot seal the WAL of ${windowId(key)}: ${(err as Error).message}; retry the seal`);
+    }
     this.logger.info({ window: windowId(key) }, 'window sealed');
     const flushed = this.flusher.request(key);
     if (!wait) {

@@ -70,8 +70,10 @@ export const aggregatorConfigSchema = z.strictObject({
   /** Largest request accepted (gRPC receive limit). */
   maxRequestBytes: posInt.max(2 * GiB - 1).default(64 * MiB),
   maxSamplesPerRequest: posInt.default(4_000_000),
-  /** Writes are refused while the WALs hold this many bytes. */
+  /** Writes are refused while the WALs take this many bytes on disk (LevelDB's files, all of them). */
   walQuotaBytes: posInt.default(64 * GiB),
+  /** Writes are refused while walDir's file system has less than this free (0: no floor). */
+  walMinFreeBytes: nonNegInt.default(256 * MiB),
   /** Request payload bytes being processed at once; more is refused. */
   inflightBytes: posInt.default(128 * MiB),
   /** Accepted timestamps: not older than now - maxSampleAgeMs, not newer than now + maxSampleFutureMs. */
@@ -80,7 +82,7 @@ export const aggregatorConfigSchema = z.strictObject({
   /** fsync every WAL group (acknowledged writes survive power loss). */
   walSync: z.boolean().default(true),
   /** LevelDB write buffer of each WAL. */
-  walWriteBufferBytes: posInt.min(1 * MiB).default(16 * MiB),
+  walWriteBufferBytes: posInt.min(64 * 1024).default(16 * MiB),
   /** WAL databases kept open at once (idle ones are closed beyond that). */
   maxOpenWals: posInt.default(8),
   /** Time allowed for in-flight requests at shutdown. */
@@ -115,6 +117,7 @@ const KINDS: Record<AggregatorConfigKey, OptionKind> = {
   maxRequestBytes: 'int',
   maxSamplesPerRequest: 'int',
   walQuotaBytes: 'int',
+  walMinFreeBytes: 'int',
   inflightBytes: 'int',
   maxSampleAgeMs: 'int',
   maxSampleFutureMs: 'int',

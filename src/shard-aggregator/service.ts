@@ -219,13 +219,22 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
       if (tenantMax !== undefined && samples > tenantMax) {
         throw new GrpcError(status.RESOURCE_EXHAUSTED, `request holds ${samples} samples, more than the limit maxSamplesPerWrite (${tenantMax}) of tenant "${tenant}"; split it`);
       }
-      const walBytes = agg.store.totalBytes();
-      if (walBytes >= o.config.walQuotaBytes) {
-        throw new GrpcError(status.RESOURCE_EXHAUSTED, `WAL quota of ${o.config.walQuotaBytes} bytes is used up (${walBytes} bytes wait to be flushed); retry later`);
-      }
       const payload = samples * 16;
       if (inflight > 0 && inflight + payload > o.config.inflightBytes) {
         throw new GrpcError(status.RESOURCE_EXHAUSTED, `in-flight budget of ${o.config.inflightBytes} bytes is used up (${inflight} bytes being processed); retry later`);
+      }
+      const disk = agg.store.diskUsage();
+      if (disk.usedBytes >= o.config.walQuotaBytes) {
+        throw new GrpcError(
+          status.RESOURCE_EXHAUSTED,
+          `walQuotaBytes (${o.config.walQuotaBytes}) is used up: the WALs take ${disk.usedBytes} bytes on disk until their windows are flushed; retry later`,
+        );
+      }
+      if (disk.freeBytes < o.config.walMinFreeBytes) {
+        throw new GrpcError(
+          status.RESOURCE_EXHAUSTED,
+          `the disk of walDir has ${disk.freeBytes} bytes free, less than walMinFreeBytes (${o.config.walMinFreeBytes}); retry later`,
+        );
       }
       inflight += payload;
       o.metrics.inflightBytes.set(inflight);

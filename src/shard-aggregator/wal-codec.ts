@@ -1,9 +1,10 @@
 /**
  * Keys and values of the write-ahead log (spec: docs/format/wal.md). Pure: bytes in, bytes out.
  *
- * One LevelDB per (tenant, shard, window, generation). Run keys sort by series id, then by the
- * sequence number the WAL assigned to the entry, so reading the database in key order yields every
- * series once, its runs oldest first: exactly the order a flush needs.
+ * One LevelDB per segment of a (tenant, shard, window, generation). Run keys sort by series id,
+ * then by the sequence number the WAL assigned to the entry (increasing across the segments of a
+ * generation), so reading each segment in key order yields every series once, its runs oldest
+ * first, and merging the segments by series id gives exactly the order a flush needs.
  *
  * ```
  * run key     := 0x01 | seriesId u64 BE | seq u64 BE                      (17 bytes)
@@ -16,8 +17,10 @@ import { CorruptionError, InvalidArgumentError, UnsupportedVersionError } from '
 import { ByteReader, ByteWriter, type Origin } from '../format/bytes.js';
 import { validateTenant } from '../format/key.js';
 
-/** Version of the WAL layout; stored in the identity record, other versions are rejected. */
-export const WAL_FORMAT_VERSION = 1;
+/** Version of the WAL layout written; stored in the identity record. */
+export const WAL_FORMAT_VERSION = 2;
+/** Versions this build reads: 1 (one LevelDB per generation, no segment field) and 2. */
+export const WAL_FORMAT_VERSION_V1 = 1;
 /** First byte of meta keys. */
 export const KEY_PREFIX_META = 0x00;
 /** First byte of run keys. */
@@ -108,7 +111,7 @@ export function decodeRunValue(value: Uint8Array, origin: Origin): Uint8Array {
   return value.subarray(1, value.length - VALUE_CRC_LEN);
 }
 
-/** What a WAL database holds: one generation of one (tenant, shard, window). */
+/** What a WAL database holds: one segment of one generation of one (tenant, shard, window). */
 export interface WalIdentity {
   readonly tenant: string;
   readonly shard: number;
@@ -118,6 +121,11 @@ export interface WalIdentity {
   readonly windowEnd: bigint;
   /** 1 for the first log of a window; a log created while older ones exist gets a higher number. */
   readonly generation: number;
+  /**
+   * The segment of the generation this database is (1, 2, ...; version 2). 0 for a version-1
+   * database, which is a whole generation in one LevelDB.
+   */
+  readonly segment: number;
   readonly createdAtMs: number;
 }
 
@@ -135,6 +143,8 @@ export function encodeIdentity(id: WalIdentity): Buffer {
   w.i64(id.windowStart);
   w.i64(id.windowEnd);
   w.u32(id.generation);
+  if (id.segment < 1) throw new RangeError(`segment ${id.segment} is not a positive number`);
+  w.u32(id.segment);
   w.u64(BigInt(id.createdAtMs));
   return sealValue(w);
 }
@@ -143,7 +153,7 @@ export function encodeIdentity(id: WalIdentity): Buffer {
 export function decodeIdentity(value: Uint8Array, origin: Origin): WalIdentity {
   const r = openValue(value, ValueKind.IDENTITY, origin);
   const version = r.u16('format version');
-  if (version !== WAL_FORMAT_VERSION) throw new UnsupportedVersionError(`${origin.object}: WAL format version ${version} is not supported (this build reads ${WAL_FORMAT_VERSION})`);
+  if (version !== WAL_FORMAT_VERSION && version !== WAL_FORMAT_VERSION_V1) throw new UnsupportedVersionError(`${origin.object}: WAL format version ${version} is not supported (this build reads ${WAL_FORMAT_VERSION_V1} and ${WAL_FORMAT_VERSION})`);
   const tenant = Buffer.from(r.bytes(r.u8('tenant length'), 'tenant')).toString('utf8');
   try {
     validateTenant(tenant);
@@ -156,11 +166,13 @@ export function decodeIdentity(value: Uint8Array, origin: Origin): WalIdentity {
   const windowStart = r.i64('windowStart');
   const windowEnd = r.i64('windowEnd');
   const generation = r.u32('generation');
+  const segment = version === WAL_FORMAT_VERSION_V1 ? 0 : r.u32('segment');
+  if (version !== WAL_FORMAT_VERSION_V1 && segment < 1) throw r.corrupt(`segment ${segment}`);
   const createdAtMs = Number(r.u64('createdAtMs'));
   r.expectEnd('identity record');
   if (numShards < 1 || shard >= numShards) throw r.corrupt(`shard ${shard} of ${numShards}`);
   if (windowEnd <= windowStart) throw r.corrupt('window end is not after its start');
-  return { tenant, shard, numShards, windowStart, windowEnd, generation, createdAtMs };
+  return { tenant, shard, numShards, windowStart, windowEnd, generation, segment, createdAtMs };
 }
 
 /** Running totals of a WAL database, rewritten with every synced batch. */

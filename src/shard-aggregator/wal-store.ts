@@ -11,11 +11,11 @@
  * oldest first) and at most one open generation (the newest), which takes the writes.
  */
 import { existsSync } from 'node:fs';
-import { readdir, rm } from 'node:fs/promises';
+import { lstat, readdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { ErrorCode, StrataError } from '../errors.js';
-import { IncompleteWalError, WalDb, type WalDbOptions } from './wal-db.js';
+import { IncompleteWalError, mkdirDurable, WalDb, type WalDbOptions } from './wal-db.js';
 
 /** Names one (tenant, shard, window). */
 export interface WindowKey {
@@ -48,6 +48,84 @@ export function windowId(k: WindowKey): string {
 }
 
 const GEN_DIR = /^(\d{5})-(\d{6})$/;
+/** The WAL directory's disk usage is measured at most this often (the counted bytes fill the gaps). */
+const DISK_MEASURE_EVERY_MS = 1000;
+
+/** What the WALs take on disk and what their file system has left. */
+export interface WalDiskUsage {
+  /** Bytes of every file under walDir (allocated blocks: LevelDB's logs, tables, manifests, trash). */
+  readonly usedBytes: number;
+  /** Bytes free for an unprivileged writer on walDir's file system. */
+  readonly freeBytes: number;
+}
+
+/** True for a disk-full error, from Node (ENOSPC) or from LevelDB (its message). */
+export function isNoSpace(err: unknown): boolean {
+  for (let e = err, depth = 0; e && depth < 5; e = (e as Error).cause, depth++) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOSPC' || /no space left on device/i.test(String((e as Error).message))) return true;
+  }
+  return false;
+}
+
+/** The message of an error and of its causes (LevelDB's reason is in the cause of "failed to open"). */
+export function fullMessage(err: unknown): string {
+  const parts: string[] = [];
+  for (let e = err, depth = 0; e && depth < 5; e = (e as Error).cause, depth++) parts.push(String((e as Error).message ?? e));
+  return parts.join(': ');
+}
+
+/** Bytes of LevelDB logs under `dir`: what reopening it writes into new tables. */
+async function logBytesUnder(dir: string): Promise<number> {
+  let total = 0;
+  for (const name of await readdir(dir, { recursive: true })) {
+    if (!name.endsWith('.log')) continue;
+    try {
+      total += (await lstat(join(dir, name))).size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
+  return total;
+}
+
+/** The start-up error of a WAL that cannot be opened on a full disk: what to free, exactly. */
+async function noSpaceAtStart(dir: string, walRoot: string, walDir: string, err: unknown): Promise<StrataError> {
+  // every WAL not opened yet replays its logs: what they hold is what start-up still has to write
+  const need = (await logBytesUnder(walRoot)) + REOPEN_MARGIN_BYTES;
+  const fs = await statfs(walDir);
+  const free = fs.bavail * fs.bsize;
+  return new StrataError(
+    ErrorCode.STORAGE,
+    `cannot open WAL ${dir}: the disk of walDir is full (${fullMessage(err)}). Opening a WAL replays its LevelDB logs into tables: ` +
+      `free at least ${need - free > 0 ? need - free : need} bytes on the file system of ${walDir} (${free} bytes free now, ${need} needed), then start again; nothing is lost meanwhile`,
+  );
+}
+/** Beyond the logs' bytes, what reopening a LevelDB writes (manifest, new log, LOG lines). */
+const REOPEN_MARGIN_BYTES = 1024 * 1024;
+
+/** Allocated bytes of every file under `dir` (0 when it does not exist). */
+async function diskBytesUnder(dir: string): Promise<number> {
+  let total = 0;
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw err;
+  }
+  for (const name of names) {
+    const p = join(dir, name);
+    let st;
+    try {
+      st = await lstat(p);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // deleted meanwhile
+      throw err;
+    }
+    total += st.isDirectory() ? await diskBytesUnder(p) : st.blocks * 512;
+  }
+  return total;
+}
 
 /** See the module comment. */
 export class WalStore {
@@ -57,6 +135,11 @@ export class WalStore {
   private readonly walRoot: string;
   private readonly trash: string;
   private closed = false;
+  /** Slots reserved by callers opening a log taking writes (see acquireWritable). */
+  private reserved = 0;
+  private slotWaiters: (() => void)[] = [];
+  private disk: { used: number; free: number; counted: number; at: number } | null = null;
+  private measuring: Promise<void> | null = null;
   private syncsGone = 0;
   private requestsGone = 0;
 
@@ -69,8 +152,10 @@ export class WalStore {
   /** Opens the store: sweeps the trash, finds and opens every log, seals stray open ones. */
   static async open(opts: WalStoreOptions): Promise<WalStore> {
     const store = new WalStore(opts);
+    await mkdirDurable(opts.dir);
     await rm(store.trash, { recursive: true, force: true });
     await store.recover();
+    await store.measureDisk();
     return store;
   }
 
@@ -106,6 +191,7 @@ export class WalStore {
               await rm(dir, { recursive: true, force: true });
               continue;
             }
+            if (isNoSpace(err)) throw await noSpaceAtStart(dir, this.walRoot, this.opts.dir, err);
             throw err;
           }
           const id = w.identity;
@@ -133,8 +219,8 @@ export class WalStore {
     }
     for (const ww of this.windows.values()) {
       ww.gens.sort((a, b) => a.identity.generation - b.identity.generation);
-      // only the newest generation may take writes
-      for (const w of ww.gens.slice(0, -1)) if (!w.sealed) await w.seal(this.opts.now());
+      // only the newest generation may take writes, and never one of the version-1 layout
+      for (const w of ww.gens) if (!w.sealed && (w !== ww.gens.at(-1) || w.legacy)) await w.seal(this.opts.now());
       log.info(
         { window: ww.id, generations: ww.gens.map((g) => g.identity.generation), samples: ww.gens.reduce((n, g) => n + g.counters.samples, 0) },
         'recovered wal',
@@ -161,26 +247,66 @@ export class WalStore {
 
   /**
    * The log taking writes for `key`, creating it if needed, open and with a use taken: call
-   * {@link release} when done. It is not sealed when returned.
+   * {@link releaseWritable} when done. It is not sealed when returned.
+   *
+   * At most `maxOpen` logs taking writes are open at once: when that many are open and none is
+   * idle, this waits until one is given back. A caller holds at most one at a time, so waiting
+   * cannot deadlock.
    */
   async acquireWritable(key: WindowKey): Promise<WalDb> {
     for (;;) {
       if (this.closed) throw new RangeError('the WAL store is closed');
       let w = this.openGen(key);
-      if (!w) w = await this.create(key);
-      w.acquireWriter();
+      const reserve = !w || !w.isOpen;
+      if (reserve) await this.reserveSlot();
       try {
-        await w.ensureOpen();
-      } catch (err) {
-        w.releaseWriter(this.opts.now());
-        throw err;
+        if (!w) w = await this.create(key);
+        w.acquireWriter();
+        try {
+          await w.ensureOpen();
+        } catch (err) {
+          this.releaseWritable(w);
+          throw err;
+        }
+      } finally {
+        if (reserve) {
+          this.reserved--;
+          this.wake();
+        }
       }
       if (!w.sealed) {
         void this.enforceOpenLimit().catch((err: unknown) => this.opts.logger.error({ err }, 'closing idle wal databases'));
         return w;
       }
-      w.releaseWriter(this.opts.now()); // sealed while it was being opened: take the next generation
+      this.releaseWritable(w); // sealed while it was being opened: take the next generation
     }
+  }
+
+  /** Logs taking writes that are open, plus slots reserved by callers opening one. */
+  private writeOpen(): number {
+    let n = this.reserved;
+    for (const ww of this.windows.values()) for (const w of ww.gens) if (w.isOpen && !w.sealed) n++;
+    return n;
+  }
+
+  /** Waits until one more log taking writes may be opened, and reserves that slot. */
+  private async reserveSlot(): Promise<void> {
+    for (;;) {
+      if (this.closed) throw new RangeError('the WAL store is closed');
+      if (this.writeOpen() < this.opts.maxOpen) {
+        this.reserved++;
+        return;
+      }
+      if (await this.closeIdle(1)) continue;
+      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
+    }
+  }
+
+  /** Wakes the callers waiting for a slot (they check again). */
+  private wake(): void {
+    const ws = this.slotWaiters;
+    this.slotWaiters = [];
+    for (const w of ws) w();
   }
 
   private create(key: WindowKey): Promise<WalDb> {
@@ -216,17 +342,24 @@ export class WalStore {
   /** Gives back the writer's use of `w` taken by {@link acquireWritable}. */
   releaseWritable(w: WalDb): void {
     w.releaseWriter(this.opts.now());
+    this.wake();
   }
 
   /** Gives back a plain use of `w` (flushes). */
   release(w: WalDb): void {
     w.release(this.opts.now());
+    this.wake();
   }
 
   /** Seals the open generation of `key`, if any. */
   async sealOpen(key: WindowKey): Promise<void> {
     const w = this.openGen(key);
-    if (w) await w.seal(this.opts.now());
+    if (!w) return;
+    try {
+      await w.seal(this.opts.now());
+    } finally {
+      this.wake(); // a sealed log no longer counts against maxOpen
+    }
   }
 
   /** The logs of `key` (oldest first); empty when it has none. */
@@ -246,6 +379,33 @@ export class WalStore {
     return n;
   }
 
+  /**
+   * What the WALs take on disk: the last measurement of walDir (at most
+   * {@link DISK_MEASURE_EVERY_MS} old, refreshed in the background) plus the run bytes written
+   * since, plus one write buffer per open log taking writes (a memtable being written out lives
+   * in its log and in its new table at once). This is what LevelDB really writes, temporary
+   * files included, so a quota or a free-space floor checked against it holds on the disk.
+   */
+  diskUsage(): WalDiskUsage {
+    const counted = this.totalBytes();
+    if (!this.disk || performance.now() - this.disk.at >= DISK_MEASURE_EVERY_MS) void this.measureDisk().catch((err: unknown) => this.opts.logger.warn({ err }, 'cannot measure the wal directory'));
+    const d = this.disk ?? { used: counted, free: Number.MAX_SAFE_INTEGER, counted, at: 0 };
+    const grown = Math.max(0, counted - d.counted) + this.writeOpen() * this.opts.db.writeBufferBytes;
+    return { usedBytes: Math.max(counted, d.used + grown), freeBytes: Math.max(0, d.free - grown) };
+  }
+
+  /** Measures walDir now (single flight). */
+  measureDisk(): Promise<void> {
+    this.measuring ??= (async () => {
+      const counted = this.totalBytes();
+      const [used, fs] = await Promise.all([diskBytesUnder(this.opts.dir), statfs(this.opts.dir)]);
+      this.disk = { used, free: fs.bavail * fs.bsize, counted, at: performance.now() };
+    })().finally(() => {
+      this.measuring = null;
+    });
+    return this.measuring;
+  }
+
   /** Synced group writes and the requests they carried, over every log this store had. */
   syncTotals(): { syncs: number; requests: number } {
     let syncs = this.syncsGone;
@@ -263,8 +423,7 @@ export class WalStore {
   async remove(w: WalDb): Promise<void> {
     this.syncsGone += w.syncs;
     this.requestsGone += w.requests;
-    w.syncs = 0;
-    w.requests = 0;
+    w.resetSyncCounts();
     const key = { tenant: w.identity.tenant, shard: w.identity.shard, windowStart: w.identity.windowStart };
     await w.destroy(this.trash);
     const id = windowId(key);
@@ -273,23 +432,43 @@ export class WalStore {
     const i = ww.gens.indexOf(w);
     if (i >= 0) ww.gens.splice(i, 1);
     if (ww.gens.length === 0 && !this.creating.has(id)) this.windows.delete(id);
+    this.wake();
+    await this.measureDisk(); // what the quota sees shrinks at once
   }
 
-  /** Closes least recently used idle databases while more than `maxOpen` are open. */
+  /** Closes least recently used idle logs while more than `maxOpen` are open. */
   private async enforceOpenLimit(): Promise<void> {
     const open = [...this.windows.values()].flatMap((ww) => ww.gens).filter((w) => w.isOpen);
-    let excess = open.length - this.opts.maxOpen;
-    if (excess <= 0) return;
-    const idle = open.filter((w) => w.users === 0).sort((a, b) => a.lastUsedMs - b.lastUsedMs);
+    const excess = open.length - this.opts.maxOpen;
+    if (excess > 0) await this.closeIdle(excess);
+  }
+
+  /** Closes up to `n` idle open logs, least recently used first; how many it closed. */
+  private async closeIdle(n: number): Promise<number> {
+    const idle = [...this.windows.values()]
+      .flatMap((ww) => ww.gens)
+      .filter((w) => w.isOpen && w.users === 0)
+      .sort((a, b) => a.lastUsedMs - b.lastUsedMs);
+    let closed = 0;
     for (const w of idle) {
-      if (excess <= 0) break;
-      if (await w.closeIfIdle()) excess--;
+      if (closed >= n) break;
+      if (await w.closeIfIdle()) closed++;
     }
+    if (closed > 0) this.wake();
+    return closed;
+  }
+
+  /** Open LevelDB databases over every log (writable segments and segments being read). */
+  openDatabases(): number {
+    let n = 0;
+    for (const ww of this.windows.values()) for (const w of ww.gens) n += w.openDatabases;
+    return n;
   }
 
   /** Closes every database (after pending groups are written). */
   async close(): Promise<void> {
     this.closed = true;
+    this.wake();
     await Promise.allSettled([...this.creating.values()]);
     for (const ww of this.windows.values()) for (const w of ww.gens) await w.close();
   }

@@ -126,7 +126,7 @@ t.test('limits answer RESOURCE_EXHAUSTED: WAL quota (until a flush frees it) and
   // quota: the WAL now holds more than 2000 bytes
   const over = await c.call('Write', req(99, 10), hdr);
   t.equal(over.err?.code, status.RESOURCE_EXHAUSTED);
-  t.match(over.err?.details ?? '', /WAL quota of 2000 bytes/);
+  t.match(over.err?.details ?? '', /walQuotaBytes \(2000\) is used up: the WALs take \d+ bytes on disk/);
   const sealed = await c.call('Seal', { window_start_ms: String(win) }, hdr);
   t.equal(sealed.err, null);
   t.equal((await c.call('Write', req(99, 10), hdr)).err, null, 'accepted again after the flush');

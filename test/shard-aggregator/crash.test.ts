@@ -8,6 +8,8 @@
  *
  * Run alone: node scripts/with-rgw.mjs -- tap test/shard-aggregator/crash.test.ts
  */
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { BlockReader } from '../../src/block/reader.js';
@@ -88,7 +90,8 @@ const config = {
   flushRetryBaseMs: 100,
   flushRetryMaxMs: 500,
   verifyUpload: 'full',
-  walWriteBufferBytes: 4 * 1024 * 1024,
+  // small memtables: WALs roll over to new segments all the time, so kills land during rotations
+  walWriteBufferBytes: 64 * 1024,
 };
 
 const retryQueue: Batch[] = [];
@@ -151,6 +154,8 @@ t.test(`${CYCLES} SIGKILL cycles during ingest and flush lose and duplicate noth
   const client = new RawClient(t, agg.address);
   await Promise.all(Array.from({ length: WRITERS }, () => writer(client, () => false, false)));
   t.equal(retryQueue.length, 0, 'every batch acknowledged in the end');
+  const segmented = walGenerations(join(config.walDir, 'wal')).filter((g) => readdirSync(g).filter((n) => /^\d{6}$/.test(n)).length > 1);
+  t.ok(segmented.length > 0, `${segmented.length} WAL generations span several segments`);
   // seal like a batch node: UNAVAILABLE (a flush failing for a moment) is retried
   const sealer = new WriterClient({ tenant: TENANT, numShards: NUM_SHARDS, target: agg.address, retry: { maxAttempts: 10, baseDelayMs: 50 } });
   t.teardown(() => sealer.close());
@@ -195,3 +200,8 @@ t.test(`${CYCLES} SIGKILL cycles during ingest and flush lose and duplicate noth
   const expectedTotal = [...counters.values()].reduce((a, b) => a + b, 0);
   t.equal(total, expectedTotal, `${total} samples in blocks, as acknowledged`);
 });
+
+/** Every generation directory under `root` (<tenant>/<window>/<shard>-<generation>). */
+function walGenerations(root: string): string[] {
+  return readdirSync(root).flatMap((tenant) => readdirSync(join(root, tenant)).flatMap((win) => readdirSync(join(root, tenant, win)).map((g) => join(root, tenant, win, g))));
+}

@@ -76,9 +76,16 @@ t.test('run values round-trip and detect any flipped bit', (t) => {
 });
 
 t.test('identity record round-trips; unknown versions and bad contents are rejected', (t) => {
-  const id = { tenant: 'acme-1', shard: 7, numShards: 64, windowStart: 1793491200000n, windowEnd: 1793505600000n, generation: 3, createdAtMs: 1793509999999 };
+  const id = { tenant: 'acme-1', shard: 7, numShards: 64, windowStart: 1793491200000n, windowEnd: 1793505600000n, generation: 3, segment: 2, createdAtMs: 1793509999999 };
   const v = encodeIdentity(id);
   t.same(decodeIdentity(v, O), id);
+  t.throws(() => encodeIdentity({ ...id, segment: 0 }), RangeError, 'segments count from 1');
+  // version 1 (written by earlier builds): no segment field; it reads as segment 0
+  const segAt = v.length - 4 - 8 - 4; // segment u32, then createdAtMs u64, then the CRC
+  const v1 = Buffer.concat([v.subarray(0, segAt), v.subarray(segAt + 4)]);
+  v1.writeUInt16LE(1, 1);
+  v1.writeUInt32LE(crc(v1.subarray(0, v1.length - 4)), v1.length - 4);
+  t.same(decodeIdentity(v1, O), { ...id, segment: 0 }, 'version 1 still reads');
   // version lives right after the kind byte; rewrite it and the CRC
   const bumped = Buffer.from(v);
   bumped.writeUInt16LE(WAL_FORMAT_VERSION + 1, 1);

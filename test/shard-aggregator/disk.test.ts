@@ -1,0 +1,251 @@
+/**
+ * Resource failures of the write path against real files: the WAL lives on a small tmpfs that a
+ * ballast file fills up, so LevelDB meets a real ENOSPC (in-process aggregator, injected clock,
+ * filesystem bucket off the tmpfs).
+ *
+ * - a WAL whose creation fails leaves nothing behind, and its window takes writes once the disk
+ *   has room again;
+ * - ENOSPC in the middle of a window: writes and Seal answer UNAVAILABLE, and everything heals by
+ *   itself once space is freed, with every acknowledged sample in the block;
+ * - one request spanning many windows never holds more than maxOpenWals databases;
+ * - the quota counts what LevelDB really writes;
+ * - start-up on a full disk says exactly how much to free, and starts once that much is freed.
+ *
+ * Mounting a tmpfs needs root (CI runs as root).
+ */
+import { execFileSync } from 'node:child_process';
+import { closeSync, existsSync, openSync, readdirSync, readlinkSync, rmSync, statSync, truncateSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { status } from '@grpc/grpc-js';
+import t, { type Test } from 'tap';
+import { createLogger } from '../../src/common/logger.js';
+import { GrpcError } from '../../src/common/status.js';
+import { ErrorCode, StrataError } from '../../src/errors.js';
+import { blockKey } from '../../src/format/key.js';
+import { FilesystemBucket } from '../../src/objstore/fs.js';
+import { Aggregator } from '../../src/shard-aggregator/aggregator.js';
+import { parseAggregatorConfig } from '../../src/shard-aggregator/config.js';
+import type { WireSeries } from '../../src/shard-aggregator/ingest.js';
+import { AggregatorMetrics } from '../../src/shard-aggregator/metrics.js';
+import { bitsBytes, bitsOf, readBlock, tempDir, tsBytes } from './helpers.js';
+
+const H = 4 * 3600 * 1000;
+const W = 1793491200000;
+const logger = createLogger({ level: 'silent' });
+const MiB = 1024 * 1024;
+
+/** A tmpfs of `bytes` mounted for the test, unmounted at its end. */
+function tmpfs(t: Test, bytes: number): string {
+  const dir = tempDir('disk-tmpfs');
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${bytes}`, 'tmpfs', dir], { stdio: 'pipe' });
+  } catch (err) {
+    throw new Error(`cannot mount a tmpfs at ${dir} (these tests need root): ${(err as { stderr?: Buffer }).stderr?.toString().trim() ?? (err as Error).message}`);
+  }
+  t.teardown(() => {
+    execFileSync('umount', [dir]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return dir;
+}
+
+/** Fills the file system of `dir` with a ballast file until ENOSPC; returns its path. */
+function fill(dir: string): string {
+  const path = join(dir, 'ballast');
+  const fd = openSync(path, 'a');
+  const chunk = Buffer.alloc(64 * 1024, 0xab);
+  try {
+    for (;;) writeSync(fd, chunk);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+    // the last pages, smaller than a chunk
+    const small = Buffer.alloc(4096, 0xab);
+    try {
+      for (;;) writeSync(fd, small);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return path;
+}
+
+const series = (id: bigint, ts: number[], salt = 0): WireSeries => ({
+  id,
+  timestamps: tsBytes(ts.map(BigInt)),
+  values: bitsBytes(ts.map((x) => bitsOf(Math.sin(x + salt)))),
+});
+
+async function engine(t: Test, walDir: string, bucketDir: string, extra: Record<string, unknown> = {}): Promise<{ agg: Aggregator; bucket: FilesystemBucket; config: ReturnType<typeof parseAggregatorConfig> }> {
+  const config = parseAggregatorConfig({
+    walDir,
+    bucket: { type: 'filesystem', path: bucketDir },
+    numShards: 1,
+    walWriteBufferBytes: MiB,
+    walMinFreeBytes: 0,
+    ...extra,
+  });
+  const bucket = new FilesystemBucket({ path: bucketDir });
+  const agg = await Aggregator.open({ config, bucket, logger, metrics: new AggregatorMetrics(), now: () => W + H + 1000, autoFlush: false });
+  t.teardown(() => agg.close());
+  return { agg, bucket, config };
+}
+
+/** Expects `p` to reject with a GrpcError of `code`; returns its message. */
+async function rejectsWith(t: Test, p: Promise<unknown>, code: status, what: string): Promise<string> {
+  try {
+    await p;
+  } catch (err) {
+    t.ok(err instanceof GrpcError && err.grpcCode === code, `${what}: ${status[code]} (${err instanceof GrpcError ? status[err.grpcCode] : String(err)})`);
+    return (err as Error).message;
+  }
+  t.fail(`${what}: expected ${status[code]}, it succeeded`);
+  return '';
+}
+
+t.test('a WAL creation that fails leaves nothing behind; the window takes writes once there is room', async (t) => {
+  const disk = tmpfs(t, 4 * MiB);
+  const walDir = join(disk, 'wal');
+  const { agg, bucket } = await engine(t, walDir, join(tempDir('disk-bucket'), 'b'));
+  const ballast = fill(disk);
+  const msg = await rejectsWith(t, agg.write('acme', 0, [series(1n, [W + 1])]), status.UNAVAILABLE, 'write on a full disk');
+  t.match(msg, /cannot write the WAL of acme\/shard 0/);
+  const windowDir = join(walDir, 'wal', 'acme', String(W).padStart(16, '0'));
+  t.same(existsSync(windowDir) ? readdirSync(windowDir) : [], [], 'no half-created WAL is left');
+  t.same(agg.status().windows, [], 'no window is open');
+  rmSync(ballast);
+  await agg.write('acme', 0, [series(1n, [W + 1])]);
+  const [block] = await agg.seal('acme', 0, BigInt(W), true);
+  t.same(await readBlock(bucket, block!.key), new Map([[1n, { ts: [BigInt(W + 1)], bits: [bitsOf(Math.sin(W + 1))] }]]), 'the same write succeeds without a restart');
+});
+
+t.test('ENOSPC in the middle of a window: UNAVAILABLE until space is freed, then everything heals', async (t) => {
+  const disk = tmpfs(t, 12 * MiB);
+  const { agg, bucket } = await engine(t, join(disk, 'wal'), join(tempDir('disk-bucket'), 'b'));
+  const acked = new Map<bigint, number[]>();
+  const write = async (id: bigint, from: number): Promise<void> => {
+    const ts = Array.from({ length: 2000 }, (_, i) => W + from + i * 1000);
+    await agg.write('acme', 0, [series(id, ts)]);
+    acked.set(id, [...(acked.get(id) ?? []), ...ts]);
+  };
+  for (let i = 0; i < 20; i++) await write(BigInt(i), 0);
+  // leave about 100 KB: LevelDB's next writes (its log, then a table) run out of room
+  const ballast = fill(disk);
+  truncateSync(ballast, Math.max(0, statSync(ballast).size - 100 * 1024));
+  let failures = 0;
+  for (let i = 20; i < 400 && failures === 0; i++) {
+    try {
+      await write(BigInt(i), 0);
+    } catch (err) {
+      t.ok(err instanceof GrpcError && err.grpcCode === status.UNAVAILABLE, `a write on the full disk is UNAVAILABLE (${(err as Error).message.slice(0, 120)})`);
+      failures++;
+    }
+  }
+  t.equal(failures, 1, 'the disk filled up');
+  await rejectsWith(t, agg.write('acme', 0, [series(1000n, [W + 5])]), status.UNAVAILABLE, 'still full: UNAVAILABLE again');
+  await rejectsWith(t, agg.seal('acme', 0, BigInt(W), true), status.UNAVAILABLE, 'seal on the full disk');
+  rmSync(ballast);
+  await write(5000n, 0);
+  await write(1n, 3_000_000); // a later run of an existing series
+  const [block] = await agg.seal('acme', 0, BigInt(W), true);
+  const got = await readBlock(bucket, block!.key);
+  const want = new Map([...acked].sort((a, b) => (a[0] < b[0] ? -1 : 1)).map(([id, ts]) => [id, { ts: ts.map(BigInt), bits: ts.map((x) => bitsOf(Math.sin(x))) }]));
+  t.same(got, want, `every acknowledged sample is in the block (${acked.size} series), bit for bit`);
+  t.same(agg.status().windows, [], 'the WAL is gone after the flush');
+});
+
+t.test('one request spanning many windows holds at most maxOpenWals databases', async (t) => {
+  const dir = tempDir('disk-open');
+  const { agg } = await engine(t, join(dir, 'wal'), join(dir, 'bucket'), { maxOpenWals: 2, maxSampleAgeMs: 40 * 24 * H });
+  const windows = 60;
+  const ts = Array.from({ length: windows }, (_, i) => W - i * H + 17);
+  const fds = (): number => readdirSync('/proc/self/fd').filter((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`).includes(dir);
+    } catch {
+      return false; // closed while listing
+    }
+  }).length;
+  let maxOpen = 0;
+  let maxFds = 0;
+  let done = false;
+  const sample = (): void => {
+    maxOpen = Math.max(maxOpen, agg.store.openDatabases());
+    maxFds = Math.max(maxFds, fds());
+    if (!done) setImmediate(sample);
+  };
+  sample();
+  await agg.write('acme', 0, [series(7n, ts)]);
+  done = true;
+  t.ok(maxOpen <= 2, `at most 2 databases open at once (saw ${maxOpen})`);
+  t.ok(maxFds <= 2 * 8, `descriptors under the WAL directory stay bounded (saw ${maxFds})`);
+  t.equal(agg.status().windows.length, windows, 'every window has its WAL');
+  t.equal(agg.status().windows.reduce((n, w) => n + w.samples, 0), windows, 'with its sample');
+});
+
+t.test('the quota counts what LevelDB really writes', async (t) => {
+  const dir = tempDir('disk-quota');
+  const { agg } = await engine(t, join(dir, 'wal'), join(dir, 'bucket'));
+  for (let i = 0; i < 30; i++) {
+    const ts = Array.from({ length: 3000 }, (_, k) => W + k * 997);
+    await agg.write('acme', 0, [series(BigInt(i), ts, i)]);
+  }
+  await agg.store.measureDisk();
+  const usage = agg.store.diskUsage();
+  const du = Number(execFileSync('du', ['-s', '--block-size=1', join(dir, 'wal')]).toString().split('\t')[0]);
+  const runBytes = agg.store.totalBytes();
+  t.ok(usage.usedBytes >= du - 64 * 1024, `counted ${usage.usedBytes} bytes, du says ${du} (directories aside)`);
+  t.ok(usage.usedBytes > runBytes, `more than the run bytes alone (${runBytes})`);
+});
+
+t.test('start-up on a full disk says exactly how much to free, and starts once that is freed', async (t) => {
+  const disk = tmpfs(t, 16 * MiB);
+  const walDir = join(disk, 'wal');
+  const bucketDir = join(tempDir('disk-bucket'), 'b');
+  const acked: { id: bigint; ts: number[] }[] = [];
+  {
+    const config = parseAggregatorConfig({ walDir, bucket: { type: 'filesystem', path: bucketDir }, numShards: 1, walWriteBufferBytes: 4 * MiB, walMinFreeBytes: 0 });
+    const agg = await Aggregator.open({ config, bucket: new FilesystemBucket({ path: bucketDir }), logger, metrics: new AggregatorMetrics(), now: () => W + H + 1000, autoFlush: false });
+    for (let i = 0; i < 10; i++) {
+      const ts = Array.from({ length: 5000 }, (_, k) => W + k * 1000 + i);
+      await agg.write('acme', 0, [series(BigInt(i), ts)]);
+      acked.push({ id: BigInt(i), ts });
+    }
+    await agg.close(); // like a kill -9: LevelDB keeps the memtable's data in its log only
+  }
+  const ballast = fill(disk);
+  const open = () =>
+    Aggregator.open({
+      config: parseAggregatorConfig({ walDir, bucket: { type: 'filesystem', path: bucketDir }, numShards: 1, walWriteBufferBytes: 4 * MiB, walMinFreeBytes: 0 }),
+      bucket: new FilesystemBucket({ path: bucketDir }),
+      logger,
+      metrics: new AggregatorMetrics(),
+      now: () => W + H + 1000,
+      autoFlush: false,
+    });
+  let need = 0;
+  try {
+    const agg = await open();
+    await agg.close();
+    t.fail('started on a full disk');
+  } catch (err) {
+    t.ok(err instanceof StrataError && err.code === ErrorCode.STORAGE, 'a storage error');
+    const m = /free at least (\d+) bytes on the file system of (\S+) \((\d+) bytes free now/.exec((err as Error).message);
+    t.ok(m, `the message says how much to free: ${(err as Error).message}`);
+    need = Number(m?.[1] ?? 0);
+    t.equal(m?.[2], walDir);
+  }
+  t.ok(need > 0 && need < 16 * MiB, `${need} bytes to free`);
+  truncateSync(ballast, Math.max(0, statSync(ballast).size - need)); // free exactly what it asked for
+  const agg = await open();
+  t.teardown(() => agg.close());
+  const [block] = await agg.seal('acme', 0, BigInt(W), true);
+  t.equal(block?.key, blockKey('acme', 0, BigInt(W)));
+  const got = await readBlock(new FilesystemBucket({ path: bucketDir }), block!.key);
+  t.same(
+    got,
+    new Map(acked.map((a) => [a.id, { ts: a.ts.map(BigInt), bits: a.ts.map((x) => bitsOf(Math.sin(x))) }])),
+    'every acknowledged sample survived',
+  );
+});
