@@ -10,6 +10,8 @@ const benches: Record<string, () => Promise<{ main(argv: string[]): Promise<void
   // the names for the write benchmark: one run prints ingest and flush figures
   ingest: () => import('./write.js'),
   flush: () => import('./write.js'),
+  // the write path at production volume (≥ 1 GiB of WAL, scaling over cores)
+  scale: () => import('./scale.js'),
   // one line per benchmark module
 };
 

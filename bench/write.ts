@@ -13,73 +13,14 @@
  * Blocks go to a filesystem bucket in a temp directory, or with `--s3` to the S3 server named by
  * the STRATA_TEST_S3_* variables (`node scripts/with-rgw.mjs -- npm run bench -- write --s3`).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { loadSync } from '@grpc/proto-loader';
 import { WriterClient } from '../src/client/writer.js';
 import { windowStartOf } from '../src/format/key.js';
 import { loadDataset } from './dataset.js';
-
-const here = dirname(fileURLToPath(import.meta.url));
-const TICKS_PER_S = 100; // USER_HZ on Linux
-
-function flag(argv: string[], name: string, def: string): string {
-  const f = argv.find((a) => a.startsWith(`--${name}=`));
-  return f ? f.slice(name.length + 3) : def;
-}
-
-/** utime + stime of a process, in seconds. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_S; // fields 14 and 15 of stat(5)
-}
-
-/** Peak and current resident set of a process, in MiB. */
-function rssMiB(pid: number): { peak: number; now: number } {
-  const s = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(s)?.[1] ?? 0) / 1024;
-  return { peak: kb('VmHWM'), now: kb('VmRSS') };
-}
-
-function percentile(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? 0;
-}
-
-async function startAggregator(config: object, dir: string): Promise<{ proc: ChildProcess; port: number; serving: Promise<void> }> {
-  const file = join(dir, 'aggregator.json');
-  writeFileSync(file, JSON.stringify(config));
-  const compiled = join(here, '..', 'src', 'cli', 'main.js');
-  const args = existsSync(compiled) ? [compiled] : ['--import', 'tsx', join(here, '..', 'src', 'cli', 'main.ts')];
-  const proc = spawn(process.execPath, [...args, 'aggregator', '--config', file], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let buf = '';
-  let onPort: (p: number) => void = () => undefined;
-  let onServing: () => void = () => undefined;
-  const port = new Promise<number>((resolve) => (onPort = resolve));
-  const serving = new Promise<void>((resolve) => (onServing = resolve));
-  proc.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      try {
-        const rec = JSON.parse(line) as { msg?: string; grpcPort?: number; level?: number };
-        if (rec.msg?.startsWith('aggregator listening')) onPort(rec.grpcPort!);
-        if (rec.msg === 'aggregator serving') onServing();
-        if ((rec.level ?? 0) >= 40) process.stderr.write(`aggregator: ${line}\n`);
-      } catch {
-        process.stderr.write(`aggregator: ${line}\n`);
-      }
-    }
-  });
-  const exited = new Promise<never>((_, reject) => proc.on('exit', (code) => reject(new Error(`aggregator exited with ${code}`))));
-  return { proc, port: await Promise.race([port, exited]), serving: Promise.race([serving, exited]) };
-}
+import { cpuSeconds, flag, percentile, rssMiB, startAggregator } from './proc.js';
 
 /** Decode time of one request in the columnar layout vs `repeated int64/double` fields. */
 function compareLayouts(series: { id: bigint; timestamps: BigInt64Array; values: Float64Array }[], dir: string): { columnarMs: number; repeatedMs: number; samples: number } {

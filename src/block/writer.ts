@@ -63,7 +63,8 @@ export interface WrittenBlock {
 export class BlockWriter {
   private readonly sink: ByteSink;
   private readonly meta: BlockMeta;
-  private readonly lz4: boolean;
+  /** Whether runs are tried with lz4 (see BlockWriterOptions.lz4). */
+  readonly lz4: boolean;
   private readonly seriesPerPage: number;
   private readonly bufferBytes: number;
   private readonly now: () => number;
@@ -107,21 +108,34 @@ export class BlockWriter {
    * Nothing is added if it throws.
    */
   async add(id: bigint, samples: Samples): Promise<void> {
+    const n = samples.timestamps.length;
+    this.checkSeries(id, n, samples.timestamps[0] ?? 0n, samples.timestamps[n - 1] ?? 0n);
+    const run = encodeRun(samples, { lz4: this.lz4 });
+    await this.addRun(id, run, n, samples.timestamps[0]!, samples.timestamps[n - 1]!);
+  }
+
+  /** The rules of {@link add} for a series of `count` samples from `first` to `last`. */
+  private checkSeries(id: bigint, count: number, first: bigint, last: bigint): void {
     this.checkOpen();
     if (id < 0n || id > U64_MAX) throw new InvalidArgumentError('seriesId', `${id} is not a uint64`);
     if (id <= this.lastId) throw new InvalidArgumentError('seriesId', `series ${id} does not follow ${this.lastId}`);
     if (id % BigInt(this.meta.numShards) !== BigInt(this.meta.shard)) {
       throw new InvalidArgumentError('seriesId', `series ${id} belongs to shard ${id % BigInt(this.meta.numShards)}, not ${this.meta.shard}`);
     }
-    const n = samples.timestamps.length;
-    if (n === 0) throw new InvalidArgumentError('samples', `series ${id} has no samples`);
-    const first = samples.timestamps[0]!;
-    const last = samples.timestamps[n - 1]!;
-    if (first < this.meta.windowStart || last >= this.meta.windowEnd) {
+    if (count === 0) throw new InvalidArgumentError('samples', `series ${id} has no samples`);
+    if (first < this.meta.windowStart || last >= this.meta.windowEnd || last < first) {
       throw new InvalidArgumentError('timestamps', `series ${id} has samples outside the window [${this.meta.windowStart}, ${this.meta.windowEnd})`);
     }
-    const run = encodeRun(samples, { lz4: this.lz4 });
-    await this.addRun(id, run, n, first, last);
+  }
+
+  /**
+   * Adds series `id` as an encoded run (docs/format/chunk.md) of `count` samples from `first` to
+   * `last`, copied as it is: for runs that were encoded already (the WAL's). The same rules as
+   * {@link add} apply; the caller vouches that the run holds what `count`, `first` and `last` say.
+   */
+  async addEncoded(id: bigint, run: Uint8Array, count: number, first: bigint, last: bigint): Promise<void> {
+    this.checkSeries(id, count, first, last);
+    await this.addRun(id, run, count, first, last);
   }
 
   private async addRun(id: bigint, run: Uint8Array, count: number, minTime: bigint, maxTime: bigint): Promise<void> {

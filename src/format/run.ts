@@ -80,6 +80,41 @@ export function encodeRun(samples: Samples, opts: EncodeOptions = {}): Uint8Arra
   return out.finish();
 }
 
+/**
+ * What {@link encodeRun} with lz4 on returns for the samples of `plainRun`, a run encoded with
+ * `lz4: false`, without decoding the samples: the same header and body, the body lz4-compressed
+ * when that pays. `plainRun` itself is returned when it stays as it is.
+ */
+export function lz4Run(plainRun: Uint8Array, origin: Origin = MEMORY): Uint8Array {
+  const r = new ByteReader(plainRun, origin);
+  const enc = r.u8('run encoding');
+  const n = r.uvarint('run sample count');
+  if (enc & RUN_LZ4) throw r.corrupt('run is lz4-compressed already');
+  const plain = plainRun.subarray(r.pos);
+  if (plain.length < LZ4_MIN_BYTES) return plainRun;
+  const packed = compressSync(Buffer.from(plain.buffer, plain.byteOffset, plain.length));
+  if (packed.length > plain.length * (1 - LZ4_MIN_SAVING)) return plainRun;
+  const out = new ByteWriter(packed.length + 16);
+  out.u8(enc | RUN_LZ4);
+  out.uvarint(n);
+  out.bytes(packed);
+  return out.finish();
+}
+
+let rangeScratch = new BigInt64Array(1024);
+
+/**
+ * The sample count and the first and last timestamps of a run, decoding only its timestamp
+ * section (what a block's index needs of a run that is copied as it is).
+ */
+export function runTimeRange(buf: Uint8Array, origin: Origin = MEMORY): { count: number; first: bigint; last: bigint } {
+  const { enc, n, body } = openRun(new ByteReader(buf, origin));
+  const tsLen = sectionLength(body);
+  if (rangeScratch.length < n) rangeScratch = new BigInt64Array(Math.max(n, 2 * rangeScratch.length));
+  decodeTimestamps(new ByteReader(body.buf, body.origin, body.pos, body.pos + tsLen), enc & 7, n, rangeScratch, 0);
+  return { count: n, first: rangeScratch[0]!, last: rangeScratch[n - 1]! };
+}
+
 /** Header of a run: its encoding byte and sample count. */
 export interface RunHeader {
   readonly encoding: number;

@@ -3,6 +3,7 @@
  * WALs, seals windows, decides when windows are flushed, and reports its state. The gRPC
  * handlers (service.ts) are a thin layer over it.
  */
+import { availableParallelism } from 'node:os';
 import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { GrpcError } from '../common/status.js';
@@ -12,7 +13,8 @@ import { OTHER_TENANT_LABEL } from '../tenancy/tenants.js';
 import type { AggregatorConfig } from './config.js';
 import { ownedShards } from './config.js';
 import { Flusher, singleBucket, type FlushedBlock, type FlushRecord, type TenantBuckets } from './flush.js';
-import { prepareWrite, type IngestContext, type WireSeries } from './ingest.js';
+import { EncodePool } from './encode-pool.js';
+import type { IngestContext, WireSeries } from './ingest.js';
 import type { AggregatorMetrics } from './metrics.js';
 import type { WalDb, WalEntry } from './wal-db.js';
 import { WalStore, windowId, type WindowKey } from './wal-store.js';
@@ -68,8 +70,11 @@ export class Aggregator {
   private readonly now: () => number;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
+  /** Validates and encodes requests on worker threads (config `encodeThreads`). */
+  readonly encoder: EncodePool;
 
   private constructor(opts: AggregatorOptions, store: WalStore) {
+    this.encoder = new EncodePool(opts.config.encodeThreads ?? availableParallelism(), opts.logger);
     this.config = opts.config;
     this.owned = new Set(ownedShards(opts.config));
     this.store = store;
@@ -150,7 +155,7 @@ export class Aggregator {
    */
   async write(tenant: string, shard: number, series: readonly WireSeries[]): Promise<{ samples: number; series: number }> {
     if (this.closed) throw new RangeError('the aggregator is closed');
-    const prepared = await prepareWrite(series, this.ingestContext(shard));
+    const prepared = await this.encoder.prepare(series, this.ingestContext(shard));
     const byWindow = new Map<bigint, WalEntry[]>();
     for (const r of prepared.runs) {
       let list = byWindow.get(r.windowStart);
@@ -290,6 +295,7 @@ export class Aggregator {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     await this.flusher.close();
+    await this.encoder.close();
     await this.store.close();
   }
 }

@@ -83,6 +83,8 @@ export const aggregatorConfigSchema = z.strictObject({
   walSync: z.boolean().default(true),
   /** LevelDB write buffer of each WAL. */
   walWriteBufferBytes: posInt.min(64 * 1024).default(16 * MiB),
+  /** Worker threads that validate and encode write requests (0: on the main thread; absent: one per core). */
+  encodeThreads: nonNegInt.max(256).optional(),
   /** WAL databases kept open at once (idle ones are closed beyond that). */
   maxOpenWals: posInt.default(8),
   /** Time allowed for in-flight requests at shutdown. */
@@ -124,6 +126,7 @@ const KINDS: Record<AggregatorConfigKey, OptionKind> = {
   walSync: 'bool',
   walWriteBufferBytes: 'int',
   maxOpenWals: 'int',
+  encodeThreads: 'int',
   shutdownGraceMs: 'int',
   logLevel: 'string',
 };

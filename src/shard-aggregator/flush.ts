@@ -27,7 +27,7 @@ import { bucketSource } from '../block/source.js';
 import { BlockWriter } from '../block/writer.js';
 import { CorruptionError, ErrorCode, hasCode, StrataError } from '../errors.js';
 import { blockKey } from '../format/key.js';
-import { decodeRun, type Samples } from '../format/run.js';
+import { decodeRun, lz4Run, runTimeRange, type Samples } from '../format/run.js';
 import type { Bucket } from '../objstore/bucket.js';
 import { scanBlock } from './block-scan.js';
 import { mergeSamples } from './merge.js';
@@ -369,24 +369,27 @@ export class Flusher {
     }
   }
 
-  /** Merges the old block (if any) and the generations, series by series, into `writer`. */
+  /**
+   * Merges the old block (if any) and the generations, series by series, into `writer`. A series
+   * that is one WAL run and nothing else (the usual case: a batch node pushes each series' window
+   * once) is copied as it is, lz4 applied, without decoding its samples; every other series is
+   * decoded, merged (last write wins) and encoded again.
+   */
   private async merge(writer: BlockWriter, old: BlockReader | null, gens: WalDb[]): Promise<void> {
-    type Source = { it: AsyncIterator<{ id: bigint; parts: Samples[] }>; head: { id: bigint; parts: Samples[] } | null };
+    type Head = { id: bigint; samples: Samples | null; runs: Uint8Array[] };
+    type Source = { it: AsyncIterator<Head>; head: Head | null; name: string };
     const sources: Source[] = [];
     if (old) {
       const it = (async function* () {
-        for await (const s of scanBlock(old)) yield { id: s.id, parts: [s.samples] };
+        for await (const s of scanBlock(old)) yield { id: s.id, samples: s.samples, runs: [] };
       })();
-      sources.push({ it, head: null });
+      sources.push({ it, head: null, name: old.source.name });
     }
     for (const g of gens) {
-      const name = g.dir;
       const it = (async function* () {
-        for await (const s of g.series()) {
-          yield { id: s.id, parts: s.runs.map((r, i) => decodeRun(r, { object: `${name} series ${s.id} run ${i}`, offset: 0 })) };
-        }
+        for await (const s of g.series()) yield { id: s.id, samples: null, runs: s.runs };
       })();
-      sources.push({ it, head: null });
+      sources.push({ it, head: null, name: g.dir });
     }
     try {
       for (const s of sources) {
@@ -398,17 +401,30 @@ export class Flusher {
         let min: bigint | null = null;
         for (const s of sources) if (s.head && (min === null || s.head.id < min)) min = s.head.id;
         if (min === null) break;
-        const parts: Samples[] = [];
+        // sources are in age order (block, then generations), so parts are oldest first
+        const taken: { samples: Samples | null; runs: Uint8Array[]; name: string }[] = [];
         for (const s of sources) {
-          // sources are in age order (block, then generations), so parts are oldest first
           if (s.head && s.head.id === min) {
-            parts.push(...s.head.parts);
+            taken.push({ samples: s.head.samples, runs: s.head.runs, name: s.name });
             const r = await s.it.next();
             s.head = r.done ? null : r.value;
           }
         }
-        const merged = mergeSamples(parts);
-        if (merged.timestamps.length > 0) await writer.add(min, merged);
+        const only = taken.length === 1 && taken[0]!.samples === null && taken[0]!.runs.length === 1 ? taken[0]! : null;
+        if (only) {
+          const origin = { object: `${only.name} series ${min} run 0`, offset: 0 };
+          const run = only.runs[0]!;
+          const range = runTimeRange(run, origin);
+          await writer.addEncoded(min, writer.lz4 ? lz4Run(run, origin) : run, range.count, range.first, range.last);
+        } else {
+          const parts: Samples[] = [];
+          for (const p of taken) {
+            if (p.samples) parts.push(p.samples);
+            p.runs.forEach((r, i) => parts.push(decodeRun(r, { object: `${p.name} series ${min} run ${i}`, offset: 0 })));
+          }
+          const merged = mergeSamples(parts);
+          if (merged.timestamps.length > 0) await writer.add(min, merged);
+        }
         if (++n % STOP_CHECK_EVERY === 0 && this.stopping) throw new FlushStopped();
       }
     } finally {

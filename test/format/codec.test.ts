@@ -2,7 +2,7 @@ import t, { type Test } from 'tap';
 import fc from 'fast-check';
 import { BitReader, BitWriter } from '../../src/format/bits.js';
 import { decodeIntSeq, encodeIntSeq } from '../../src/format/intseq.js';
-import { decodeRun, encodeRun, RUN_LZ4, type Samples } from '../../src/format/run.js';
+import { decodeRun, encodeRun, lz4Run, RUN_LZ4, runTimeRange, type Samples } from '../../src/format/run.js';
 import { TS_DOD, TS_GRID, TS_RAW } from '../../src/format/timestamps.js';
 import { V_CONST, V_FLOAT, V_RATIO, V_SCALED } from '../../src/format/values.js';
 import { CorruptionError, ErrorCode, InvalidArgumentError, StrataError } from '../../src/errors.js';
@@ -191,6 +191,35 @@ t.test('every generated series type round-trips', (t) => {
   for (const kind of KINDS) {
     for (const n of [1, 2, 3, 130, 1000]) roundTrip(t, makeSeries(kind, n, 1_700_000_000_000n, n), `${kind} x ${n}`);
   }
+  t.end();
+});
+
+t.test('lz4Run() of an lz4-free run is what encodeRun() writes with lz4; runTimeRange() reads count, first and last', (t) => {
+  let lz4Seen = 0;
+  for (const kind of KINDS) {
+    for (const n of [1, 2, 130, 1000, 5000]) {
+      const s = makeSeries(kind, n, 1_700_000_000_000n + BigInt(n), n * 7);
+      const plain = encodeRun(s, { lz4: false });
+      const want = encodeRun(s);
+      const got = lz4Run(plain);
+      t.equal(Buffer.compare(Buffer.from(got), Buffer.from(want)), 0, `${kind} x ${n}: same bytes`);
+      if (got[0]! & RUN_LZ4) lz4Seen++;
+      t.same(runTimeRange(plain), { count: n, first: s.timestamps[0], last: s.timestamps[n - 1] }, `${kind} x ${n}: time range`);
+      t.same(runTimeRange(want), { count: n, first: s.timestamps[0], last: s.timestamps[n - 1] }, `${kind} x ${n}: time range of the lz4 run`);
+    }
+  }
+  // a periodic high-entropy series: the value codec stores raw floats, lz4 finds the period
+  const cycle = [Math.PI * 1e-7, Math.E * 123.456, 1 / 3, Math.SQRT2 * 1e9];
+  const periodic: Samples = {
+    timestamps: BigInt64Array.from({ length: 2000 }, (_, i) => 1_700_000_000_000n + BigInt(i * 15_000 + ((i * 7919) % 13))),
+    values: Float64Array.from({ length: 2000 }, (_, i) => cycle[i % cycle.length]!),
+  };
+  const packed = lz4Run(encodeRun(periodic, { lz4: false }));
+  t.equal(Buffer.compare(Buffer.from(packed), Buffer.from(encodeRun(periodic))), 0, 'periodic: same bytes');
+  if (packed[0]! & RUN_LZ4) lz4Seen++;
+  t.ok(lz4Seen > 0, `lz4 was kept for ${lz4Seen} runs`);
+  t.ok(sameSamples(decodeRun(packed), periodic), 'the lz4 run decodes to the samples');
+  t.throws(() => lz4Run(packed), CorruptionError, 'an lz4 run is refused');
   t.end();
 });
 

@@ -1,0 +1,191 @@
+/**
+ * Encoding of write requests on worker threads, so that a pod's ingest grows with its cores and
+ * the main thread stays free for gRPC, health and `/metrics`.
+ *
+ * `prepareWrite` (validation and run encoding, ingest.ts) is pure CPU work and most of a write's
+ * cost. The pool runs it in `threads` workers (encode-worker.ts): a request's series are copied to
+ * the least busy worker (one copy of the request's bytes, bounded by the service's in-flight
+ * budget), and the encoded runs come back in one transferred buffer. With `threads: 0` requests
+ * are encoded on the calling thread.
+ *
+ * A worker that dies (it should not) fails the requests it held with an error and is replaced.
+ */
+import { Worker } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import { InvalidArgumentError } from '../errors.js';
+import { prepareWrite, type IngestContext, type PreparedRun, type PreparedWrite, type WireSeries } from './ingest.js';
+
+/** A request sent to a worker. */
+export interface EncodeTask {
+  readonly id: number;
+  readonly series: readonly WireSeries[];
+  readonly ctx: IngestContext;
+}
+
+/**
+ * A worker's answer: the runs of a request packed into `buf`, described by `meta` (per run:
+ * window start, series id, offset, length, samples as 64-bit words), or the error.
+ */
+export type EncodeReply =
+  | { readonly id: number; readonly ok: true; readonly buf: ArrayBuffer; readonly meta: BigInt64Array; readonly samples: number; readonly series: number }
+  | { readonly id: number; readonly ok: false; readonly field: string | null; readonly message: string };
+
+/** Words of `meta` per run. */
+const META_WORDS = 5;
+
+/** Packs a prepared request for the trip back to the main thread. */
+export function packPrepared(id: number, p: PreparedWrite): EncodeReply & { ok: true } {
+  let total = 0;
+  for (const r of p.runs) total += r.run.length;
+  const buf = new ArrayBuffer(total);
+  const bytes = new Uint8Array(buf);
+  const meta = new BigInt64Array(p.runs.length * META_WORDS);
+  let off = 0;
+  p.runs.forEach((r, i) => {
+    bytes.set(r.run, off);
+    meta[i * META_WORDS] = r.windowStart;
+    meta[i * META_WORDS + 1] = BigInt.asIntN(64, r.id);
+    meta[i * META_WORDS + 2] = BigInt(off);
+    meta[i * META_WORDS + 3] = BigInt(r.run.length);
+    meta[i * META_WORDS + 4] = BigInt(r.samples);
+    off += r.run.length;
+  });
+  return { id, ok: true, buf, meta, samples: p.samples, series: p.series };
+}
+
+/** The prepared request of a worker's answer (runs are views into its buffer). */
+function unpack(reply: EncodeReply & { ok: true }): PreparedWrite {
+  const runs: PreparedRun[] = [];
+  const m = reply.meta;
+  for (let i = 0; i < m.length; i += META_WORDS) {
+    runs.push({
+      windowStart: m[i]!,
+      id: BigInt.asUintN(64, m[i + 1]!),
+      run: new Uint8Array(reply.buf, Number(m[i + 2]!), Number(m[i + 3]!)),
+      samples: Number(m[i + 4]!),
+    });
+  }
+  return { runs, samples: reply.samples, series: reply.series };
+}
+
+interface Pending {
+  readonly resolve: (p: PreparedWrite) => void;
+  readonly reject: (err: unknown) => void;
+}
+
+interface Slot {
+  /** Null while it is being replaced after dying. */
+  worker: Worker | null;
+  readonly pending: Map<number, Pending>;
+  /** Samples of the requests it holds (to pick the least busy worker). */
+  load: number;
+}
+
+/**
+ * A worker running encode-worker next to this module: the compiled JS when built; when running
+ * from TypeScript sources (tests, `npm run strata`), through tsx's loader, which a worker thread
+ * does not inherit.
+ */
+function startWorker(): Worker {
+  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./encode-worker.js', import.meta.url));
+  const script = new URL('./encode-worker.ts', import.meta.url).href;
+  const tsx = import.meta.resolve('tsx/esm/api');
+  const code = `import(${JSON.stringify(tsx)}).then(({ register }) => { register(); return import(${JSON.stringify(script)}); });`;
+  return new Worker(code, { eval: true });
+}
+
+/** A dead worker is replaced after this long (no busy loop when workers cannot start at all). */
+const RESPAWN_DELAY_MS = 1000;
+
+/** See the module comment. */
+export class EncodePool {
+  readonly threads: number;
+  private readonly slots: Slot[] = [];
+  private readonly logger: Logger;
+  private nextId = 1;
+  private closed = false;
+
+  constructor(threads: number, logger: Logger) {
+    this.threads = threads;
+    this.logger = logger;
+    for (let i = 0; i < threads; i++) {
+      const slot: Slot = { worker: null, pending: new Map(), load: 0 };
+      this.slots.push(slot);
+      this.spawn(slot);
+    }
+  }
+
+  private spawn(slot: Slot): void {
+    const worker = startWorker();
+    worker.unref();
+    slot.worker = worker;
+    worker.on('message', (reply: EncodeReply) => {
+      const p = slot.pending.get(reply.id);
+      if (!p) return;
+      slot.pending.delete(reply.id);
+      if (reply.ok) p.resolve(unpack(reply));
+      else p.reject(reply.field !== null ? new InvalidArgumentError(reply.field, reply.message) : new Error(`encoding the request: ${reply.message}`));
+    });
+    let failed = false;
+    const fail = (err: Error): void => {
+      if (failed || this.closed) return;
+      failed = true;
+      slot.worker = null;
+      for (const p of slot.pending.values()) p.reject(err);
+      slot.pending.clear();
+      this.logger.error({ err }, 'an encoding worker died; starting another');
+      setTimeout(() => {
+        if (!this.closed) this.spawn(slot);
+      }, RESPAWN_DELAY_MS).unref();
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code: number) => fail(new Error(`encoding worker exited with code ${code}`)));
+  }
+
+  /**
+   * Validates and encodes a request (see prepareWrite in ingest.ts).
+   * @throws InvalidArgumentError naming the series and field; nothing is kept.
+   */
+  prepare(series: readonly WireSeries[], ctx: IngestContext): Promise<PreparedWrite> {
+    if (this.closed) return Promise.reject(new RangeError('the encoding pool is closed'));
+    if (this.slots.length === 0) return prepareWrite(series, ctx);
+    let slot: Slot | null = null;
+    for (const s of this.slots) if (s.worker && (!slot || s.load < slot.load)) slot = s;
+    if (!slot) return Promise.reject(new Error('no encoding worker is running (they are being restarted)'));
+    const worker = slot.worker!;
+    const id = this.nextId++;
+    let samples = 0;
+    for (const s of series) samples += s.timestamps.length / 8;
+    slot.load += samples;
+    const task: EncodeTask = { id, series: series.map((s) => ({ id: s.id, timestamps: s.timestamps, values: s.values })), ctx };
+    const chosen = slot;
+    return new Promise<PreparedWrite>((resolve, reject) => {
+      const done = (): void => {
+        chosen.load -= samples;
+      };
+      chosen.pending.set(id, {
+        resolve: (p) => {
+          done();
+          resolve(p);
+        },
+        reject: (err) => {
+          done();
+          reject(err);
+        },
+      });
+      worker.postMessage(task);
+    });
+  }
+
+  /** Stops the workers; requests they still held fail. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(
+      this.slots.map(async (s) => {
+        for (const p of s.pending.values()) p.reject(new RangeError('the encoding pool is closed'));
+        s.pending.clear();
+        await s.worker?.terminate();
+      }),
+    );
+  }
+}
