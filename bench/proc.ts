@@ -23,11 +23,14 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_S; // fields 14 and 15 of stat(5)
 }
 
-/** Peak and current resident set of a process, in MiB. */
-export function rssMiB(pid: number): { peak: number; now: number } {
+/**
+ * Peak and current resident set of a process, in MiB, and the current split between anonymous
+ * memory (heaps, buffers) and file pages mapped into it (LevelDB maps its tables).
+ */
+export function rssMiB(pid: number): { peak: number; now: number; anon: number; file: number } {
   const s = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(s)?.[1] ?? 0) / 1024;
-  return { peak: kb('VmHWM'), now: kb('VmRSS') };
+  return { peak: kb('VmHWM'), now: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile') };
 }
 
 /** Bytes a process caused to be written to storage (`write_bytes` of /proc/PID/io). */

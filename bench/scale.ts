@@ -111,6 +111,7 @@ interface RunResult {
   readonly flush_samples_per_cpu_s: number;
   readonly block_bytes_per_sample: number;
   readonly max_rss_mb: number;
+  readonly max_rss_anon_mb: number;
   readonly ingest_s: number;
   readonly flush_s: number;
 }
@@ -142,7 +143,12 @@ async function run(
     const client = new WriterClient({ tenant: 'bench', numShards: opts.shards, target: `127.0.0.1:${agg.port}`, concurrency: opts.concurrency, writeDeadlineMs: 600_000 });
     const seriesPerBatch = Math.max(1, Math.floor(opts.batchSamples / 960));
     let peakRss = 0;
-    const rssTimer = setInterval(() => (peakRss = Math.max(peakRss, rssMiB(pid).now)), 100);
+    let peakAnon = 0;
+    const rssTimer = setInterval(() => {
+      const m = rssMiB(pid);
+      peakRss = Math.max(peakRss, m.now);
+      peakAnon = Math.max(peakAnon, m.anon);
+    }, 100);
     // the stream of requests: replica r of template r % 2, every shard in turn
     let replica = 0;
     let offset = 0;
@@ -177,7 +183,7 @@ async function run(
       const ds = samples - slice.samples;
       console.log(
         `  ${name} t=${((now - t0) / 1000).toFixed(0).padStart(4)} s: ${(ds / ((now - slice.t) / 1000) / 1e6).toFixed(2)} M samples/s, ` +
-          `aggregator ${(((cpu - slice.cpu) / ((now - slice.t) / 1000)) * 100).toFixed(0)} % CPU, WAL ${(walRunBytes / 2 ** 20).toFixed(0)} MiB, RSS ${rssMiB(pid).now.toFixed(0)} MiB`,
+          `aggregator ${(((cpu - slice.cpu) / ((now - slice.t) / 1000)) * 100).toFixed(0)} % CPU, WAL ${(walRunBytes / 2 ** 20).toFixed(0)} MiB, RSS ${rssMiB(pid).now.toFixed(0)} MiB (${rssMiB(pid).anon.toFixed(0)} anonymous)`,
       );
       slice = { t: now, samples, cpu };
     }, opts.sliceS * 1000);
@@ -237,6 +243,7 @@ async function run(
       flush_samples_per_cpu_s: Math.round(blockSamples / flushCpu),
       block_bytes_per_sample: Number((blockBytes / blockSamples).toFixed(4)),
       max_rss_mb: Math.round(peakRss),
+      max_rss_anon_mb: Math.round(peakAnon),
       ingest_s: Number(ingestS.toFixed(2)),
       flush_s: Number(flushS.toFixed(2)),
     };
@@ -244,7 +251,7 @@ async function run(
       `${name}: ${opts.shards} shard(s), ${opts.cores} core(s): ${(samples / 1e6).toFixed(1)} M samples, WAL ${(walDisk / 2 ** 20).toFixed(0)} MiB on disk in ${logs.segments} segments ` +
         `(${(walRunBytes / samples).toFixed(2)} bytes/sample of runs); write amplification ${r.write_amplification}; ${logs.compactions} LevelDB compactions, ${logs.tables} level-0 tables\n` +
         `  ingest ${(r.samples_per_s / 1e6).toFixed(2)} M samples/s, ${(r.samples_per_cpu_s / 1e6).toFixed(2)} M samples per aggregator CPU-second; ` +
-        `flush ${(r.flush_samples_per_s / 1e6).toFixed(2)} M samples/s (${(r.flush_samples_per_cpu_s / 1e6).toFixed(2)} M per CPU-second) into ${blocks.length} blocks of ${r.block_bytes_per_sample} bytes/sample; peak RSS ${r.max_rss_mb} MiB`,
+        `flush ${(r.flush_samples_per_s / 1e6).toFixed(2)} M samples/s (${(r.flush_samples_per_cpu_s / 1e6).toFixed(2)} M per CPU-second) into ${blocks.length} blocks of ${r.block_bytes_per_sample} bytes/sample; peak RSS ${r.max_rss_mb} MiB (anonymous ${r.max_rss_anon_mb} MiB)`,
     );
     return r;
   } finally {

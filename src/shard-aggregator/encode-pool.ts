@@ -15,11 +15,70 @@ import type { Logger } from 'pino';
 import { InvalidArgumentError } from '../errors.js';
 import { prepareWrite, type IngestContext, type PreparedRun, type PreparedWrite, type WireSeries } from './ingest.js';
 
-/** A request sent to a worker. */
+/**
+ * A request sent to a worker: the series' ids, and where their timestamp and value bytes lie in
+ * `buf` (`layout[3i..3i+3)` = timestamps offset, values offset, bytes each). `buf` is transferred.
+ */
 export interface EncodeTask {
   readonly id: number;
-  readonly series: readonly WireSeries[];
+  readonly ids: readonly (string | bigint)[];
+  readonly layout: Float64Array;
+  readonly buf: ArrayBuffer;
   readonly ctx: IngestContext;
+}
+
+/** Below this an ArrayBuffer may be one of Node's shared pools: never transferred. */
+const TRANSFER_MIN_BYTES = 64 * 1024;
+
+/**
+ * Packs a request's series into a task. When all their bytes are views into one buffer of their
+ * own (gRPC hands a decoded message's `bytes` fields out as views of that message's buffer),
+ * that buffer is sent as it is, without a copy, and is unusable here afterwards; otherwise the
+ * bytes are copied into a new buffer once.
+ */
+function packTask(id: number, series: readonly WireSeries[], ctx: IngestContext): EncodeTask {
+  const layout = new Float64Array(series.length * 3);
+  let total = 0;
+  let shared: ArrayBufferLike | null = series[0]?.timestamps.buffer ?? null;
+  for (let i = 0; i < series.length; i++) {
+    const s = series[i]!;
+    if (s.timestamps.length !== s.values.length) throw new InvalidArgumentError(`series[${i}].values`, `${s.values.length / 8} values for ${s.timestamps.length / 8} timestamps`);
+    total += 2 * s.timestamps.length;
+    if (s.timestamps.buffer !== shared || s.values.buffer !== shared) shared = null;
+  }
+  const own = shared instanceof ArrayBuffer && shared.byteLength >= TRANSFER_MIN_BYTES && shared.byteLength <= 2 * total + TRANSFER_MIN_BYTES;
+  if (own) {
+    series.forEach((s, i) => {
+      layout[3 * i] = s.timestamps.byteOffset;
+      layout[3 * i + 1] = s.values.byteOffset;
+      layout[3 * i + 2] = s.timestamps.length;
+    });
+    return { id, ids: series.map((s) => s.id), layout, buf: shared as ArrayBuffer, ctx };
+  }
+  const buf = new ArrayBuffer(total);
+  const bytes = new Uint8Array(buf);
+  let off = 0;
+  series.forEach((s, i) => {
+    const n = s.timestamps.length;
+    bytes.set(s.timestamps, off);
+    bytes.set(s.values, off + n);
+    layout[3 * i] = off;
+    layout[3 * i + 1] = off + n;
+    layout[3 * i + 2] = n;
+    off += 2 * n;
+  });
+  return { id, ids: series.map((s) => s.id), layout, buf, ctx };
+}
+
+/** The series of a task (views into its buffer). */
+export function unpackTask(task: EncodeTask): WireSeries[] {
+  const out: WireSeries[] = [];
+  const l = task.layout;
+  for (let i = 0; i < task.ids.length; i++) {
+    const n = l[3 * i + 2]!;
+    out.push({ id: task.ids[i]!, timestamps: new Uint8Array(task.buf, l[3 * i]!, n), values: new Uint8Array(task.buf, l[3 * i + 1]!, n) });
+  }
+  return out;
 }
 
 /**
@@ -82,16 +141,22 @@ interface Slot {
 }
 
 /**
+ * V8 heap limits of a worker: it holds a few requests at a time, so a small young generation
+ * keeps its garbage (copies of requests, encoding scratch) collected early.
+ */
+const WORKER_LIMITS = { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 };
+
+/**
  * A worker running encode-worker next to this module: the compiled JS when built; when running
  * from TypeScript sources (tests, `npm run strata`), through tsx's loader, which a worker thread
  * does not inherit.
  */
 function startWorker(): Worker {
-  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./encode-worker.js', import.meta.url));
+  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./encode-worker.js', import.meta.url), { resourceLimits: WORKER_LIMITS });
   const script = new URL('./encode-worker.ts', import.meta.url).href;
   const tsx = import.meta.resolve('tsx/esm/api');
   const code = `import(${JSON.stringify(tsx)}).then(({ register }) => { register(); return import(${JSON.stringify(script)}); });`;
-  return new Worker(code, { eval: true });
+  return new Worker(code, { eval: true, resourceLimits: WORKER_LIMITS });
 }
 
 /** A dead worker is replaced after this long (no busy loop when workers cannot start at all). */
@@ -157,7 +222,13 @@ export class EncodePool {
     let samples = 0;
     for (const s of series) samples += s.timestamps.length / 8;
     slot.load += samples;
-    const task: EncodeTask = { id, series: series.map((s) => ({ id: s.id, timestamps: s.timestamps, values: s.values })), ctx };
+    let task: EncodeTask;
+    try {
+      task = packTask(id, series, ctx);
+    } catch (err) {
+      slot.load -= samples;
+      return Promise.reject(err);
+    }
     const chosen = slot;
     return new Promise<PreparedWrite>((resolve, reject) => {
       const done = (): void => {
@@ -173,7 +244,7 @@ export class EncodePool {
           reject(err);
         },
       });
-      worker.postMessage(task);
+      worker.postMessage(task, [task.buf, task.layout.buffer as ArrayBuffer]);
     });
   }
 

@@ -5,13 +5,13 @@
 import { parentPort } from 'node:worker_threads';
 import { InvalidArgumentError } from '../errors.js';
 import { prepareWrite } from './ingest.js';
-import { packPrepared, type EncodeReply, type EncodeTask } from './encode-pool.js';
+import { packPrepared, unpackTask, type EncodeReply, type EncodeTask } from './encode-pool.js';
 
 const port = parentPort;
 if (!port) throw new Error('encode-worker.ts runs as a worker thread only');
 
 port.on('message', (task: EncodeTask) => {
-  prepareWrite(task.series, task.ctx).then(
+  prepareWrite(unpackTask(task), task.ctx).then(
     (prepared) => {
       const reply = packPrepared(task.id, prepared);
       port.postMessage(reply, [reply.buf, reply.meta.buffer as ArrayBuffer]);

@@ -63,6 +63,8 @@ export interface WalDbOptions {
   readonly onRotate?: () => void;
   /** Called with an error of background work nobody waits for (closing a full segment). */
   readonly onBackgroundError?: (err: unknown, dir: string) => void;
+  /** A read closes and reopens the segments after this many bytes (default {@link REMAP_BYTES}). */
+  readonly remapBytes?: number;
 }
 
 /** One request's run for {@link WalDb.append}. */
@@ -102,6 +104,9 @@ export const SEGMENT_FILL = 2;
 export const SEGMENT_MAX_L0 = 2;
 /** LevelDB's memtable bytes per entry beyond its key and value (skip-list node, sequence, varints). */
 const MEMTABLE_ENTRY_OVERHEAD = 64;
+/** A read closes and reopens the segments after this many bytes (see WalDb.series). */
+export const REMAP_BYTES = 64 * 1024 * 1024;
+const U64_MAX = (1n << 64n) - 1n;
 /** Segment directory names: 6 decimal digits. */
 const SEGMENT_DIR = /^\d{6}$/;
 
@@ -152,6 +157,8 @@ class WalSegment {
   private memBytes = 0;
   /** Takes no more writes: the next ones go to a new segment. */
   full = false;
+  /** Bytes of run keys and values read by {@link series} since the database was opened. */
+  bytesRead = 0;
   syncs = 0;
   requests = 0;
 
@@ -263,6 +270,7 @@ class WalSegment {
       this.db = db;
       this.memEntries = 0;
       this.memBytes = 0;
+      this.bytesRead = 0;
       this.checkLevel0();
     })().finally(() => {
       this.opening = null;
@@ -382,9 +390,10 @@ class WalSegment {
   }
 
   /** Every series of the segment in id order with its runs in sequence order. */
-  async *series(readAheadBytes: number): AsyncGenerator<WalSeries> {
+  async *series(readAheadBytes: number, fromId: bigint | null = null): AsyncGenerator<WalSeries> {
     await this.ensureOpen();
-    const it = this.db!.iterator({ gte: RUN_KEYS_GTE, lt: RUN_KEYS_LT, fillCache: false, highWaterMarkBytes: readAheadBytes });
+    const gte = fromId === null ? RUN_KEYS_GTE : encodeRunKey(fromId, 0n);
+    const it = this.db!.iterator({ gte, lt: RUN_KEYS_LT, fillCache: false, highWaterMarkBytes: readAheadBytes });
     try {
       let id: bigint | null = null;
       let runs: Uint8Array[] = [];
@@ -401,6 +410,7 @@ class WalSegment {
           }
           id = key.id;
           runs.push(decodeRunValue(v, origin));
+          this.bytesRead += k.length + v.length;
         }
       }
       if (id !== null) yield { id, runs };
@@ -755,12 +765,40 @@ export class WalDb {
   async *series(): AsyncGenerator<WalSeries> {
     const segs = this.segments;
     const readAhead = Math.max(MIN_READ_AHEAD_BYTES, Math.floor(READ_AHEAD_BYTES / segs.length));
+    let from: bigint | null = null;
+    try {
+      for (;;) {
+        // LevelDB maps its tables into memory: what a read has touched stays resident (as file
+        // pages) until the database is closed. So the segments are closed and reopened after
+        // every REMAP_BYTES read, and the read goes on after the last series it yielded.
+        let last: bigint | null = null;
+        let remap = false;
+        for await (const s of this.mergedFrom(segs, readAhead, from)) {
+          yield s;
+          last = s.id;
+          if (segs.reduce((n, g) => n + g.bytesRead, 0) >= (this.opts.remapBytes ?? REMAP_BYTES)) {
+            remap = true;
+            break;
+          }
+        }
+        if (!remap || last === null || last === U64_MAX) return;
+        for (const g of segs) await g.close();
+        from = last + 1n;
+      }
+    } finally {
+      // a read of a sealed log opened every segment: close all but the newest
+      for (const g of segs.slice(0, -1)) await g.close();
+    }
+  }
+
+  /** The segments' series from `from` on, merged by series id (runs in segment order). */
+  private async *mergedFrom(segs: readonly WalSegment[], readAhead: number, from: bigint | null): AsyncGenerator<WalSeries> {
     if (segs.length === 1) {
-      yield* segs[0]!.series(readAhead);
+      yield* segs[0]!.series(readAhead, from);
       return;
     }
     const heap = new HeadHeap();
-    const its = segs.map((s) => s.series(readAhead));
+    const its = segs.map((s) => s.series(readAhead, from));
     try {
       for (const [order, it] of its.entries()) {
         const r = await it.next();
@@ -785,8 +823,6 @@ export class WalDb {
       }
     } finally {
       for (const it of its) await it.return(undefined);
-      // a read of a sealed log opened every segment: close all but the newest
-      for (const s of segs.slice(0, -1)) await s.close();
     }
   }
 
