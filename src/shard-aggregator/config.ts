@@ -12,6 +12,7 @@ import { checkBucketSource, configLayers, constantCase, type OptionKind } from '
 import { serverTlsSchema } from '../common/tls.js';
 import { DEFAULT_BLOCK_DURATION_MS, MAX_SHARDS } from '../format/key.js';
 import { parseBucketConfig, type BucketConfig } from '../objstore/index.js';
+import { connectionKinds, connectionSchema } from '../common/connections.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -89,6 +90,7 @@ export const aggregatorConfigSchema = z.strictObject({
   maxOpenWals: posInt.default(8),
   /** Time allowed for in-flight requests at shutdown. */
   shutdownGraceMs: posInt.default(30 * 1000),
+  ...connectionSchema,
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -128,6 +130,7 @@ const KINDS: Record<AggregatorConfigKey, OptionKind> = {
   maxOpenWals: 'int',
   encodeThreads: 'int',
   shutdownGraceMs: 'int',
+  ...connectionKinds,
   logLevel: 'string',
 };
 

@@ -16,6 +16,8 @@
 import { Server, type ServiceDefinition } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { addHealthService, HealthState } from '../common/health.js';
+import { tolerantRequests } from '../common/status.js';
+import { grpcServerOptions } from '../common/connections.js';
 import { createLogger } from '../common/logger.js';
 import { drainServer } from '../common/signals.js';
 import { startMetricsServer, type MetricsServer } from '../common/metrics-server.js';
@@ -130,11 +132,12 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
   }
 
   const server = new Server({
+    ...grpcServerOptions(config),
     'grpc.max_receive_message_length': config.maxRequestBytes,
     'grpc.max_send_message_length': 16 * 1024 * 1024,
   });
   server.addService(
-    writerServiceDefinition(),
+    tolerantRequests(writerServiceDefinition()),
     writerService({ config, metrics, logger, authorize: opts.authorize ?? registryAuth(registry), tenantLabel, aggregator: () => agg, state: () => state }),
   );
   addHealthService(server, health);

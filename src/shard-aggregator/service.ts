@@ -14,7 +14,7 @@
  */
 import { Metadata, status, type sendUnaryData, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { GrpcError, grpcStatusOf, toServiceError } from '../common/status.js';
+import { checkWellFormed, GrpcError, grpcStatusOf, toServiceError } from '../common/status.js';
 import { InvalidArgumentError } from '../errors.js';
 import { validateTenant } from '../format/key.js';
 import type { Aggregator } from './aggregator.js';
@@ -185,7 +185,12 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
   const unary = <Req, Res>(method: 'Write' | 'Seal' | 'Status', fn: (call: ServerUnaryCall<Req, Res>) => Promise<Res>) => {
     return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>): void => {
       const end = o.metrics.requestDuration.startTimer({ method });
-      fn(call).then(
+      Promise.resolve()
+        .then(() => {
+          checkWellFormed(call.request);
+          return fn(call);
+        })
+        .then(
         (res) => {
           o.metrics.requests.inc({ method, code: 'OK' });
           end();

@@ -12,6 +12,7 @@ import { checkBucketSource, configLayers, constantCase, type OptionKind } from '
 import { serverTlsSchema } from '../common/tls.js';
 import { DEFAULT_BLOCK_DURATION_MS } from '../format/key.js';
 import { parseBucketConfig, type BucketConfig } from '../objstore/index.js';
+import { connectionKinds, connectionSchema } from '../common/connections.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -82,6 +83,7 @@ export const gatewayConfigSchema = z.strictObject({
   requestTimeoutMs: posInt.default(30_000),
   /** Time allowed for in-flight calls at shutdown. */
   shutdownGraceMs: posInt.default(10_000),
+  ...connectionSchema,
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -115,6 +117,7 @@ const KINDS: Record<GatewayConfigKey, OptionKind> = {
   maxMessageBytes: 'int',
   requestTimeoutMs: 'int',
   shutdownGraceMs: 'int',
+  ...connectionKinds,
   logLevel: 'string',
 };
 

@@ -15,6 +15,8 @@ import { createHash } from 'node:crypto';
 import { Server, type ServiceDefinition } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { addHealthService, HealthState } from '../common/health.js';
+import { tolerantRequests } from '../common/status.js';
+import { grpcServerOptions } from '../common/connections.js';
 import { createLogger } from '../common/logger.js';
 import { drainServer } from '../common/signals.js';
 import { startMetricsServer, type MetricsServer } from '../common/metrics-server.js';
@@ -190,13 +192,14 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
   );
   let serving = false;
   const server = new Server({
+    ...grpcServerOptions(config),
     'grpc.max_send_message_length': config.maxMessageBytes + 1024,
     'grpc.max_receive_message_length': 16 * 1024 * 1024,
     // nothing reads channelz; with it on, grpc-js keeps per-call and per-message statistics
     'grpc.enable_channelz': 0,
   });
   server.addService(
-    readServiceDefinition(),
+    tolerantRequests(readServiceDefinition()),
     readService({ config, metrics, logger, authorize: opts.authorize ?? registryAuth(registry), resolve, tenantLabel: (t) => registry.label(t), executor, serving: () => serving }),
   );
   addHealthService(server, health);

@@ -15,7 +15,7 @@ import { once } from 'node:events';
 import { status, type Metadata, type ServerWritableStream, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { ENCODING_RAW, ENCODING_RUNS, type ReadRequestFields } from '../client/query-codec.js';
-import { GrpcError, grpcStatusOf, toServiceError } from '../common/status.js';
+import { checkWellFormed, GrpcError, grpcStatusOf, toServiceError } from '../common/status.js';
 import { InvalidArgumentError } from '../errors.js';
 import { blockKey, MAX_SHARDS, validateTenant } from '../format/key.js';
 import type { BucketReader } from '../objstore/bucket.js';
@@ -313,6 +313,7 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
     let tenantLabel: string | null = null;
     try {
       if (!opts.serving()) throw new GrpcError(status.UNAVAILABLE, 'the gateway is shutting down; retry on another');
+      checkWellFormed(call.request);
       parsed = parseReadRequest(call.request, call.metadata, config);
       const tenant = parsed.block.tenant;
       tenantLabel = opts.tenantLabel(tenant);
