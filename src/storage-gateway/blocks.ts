@@ -10,6 +10,10 @@
  * block from the caches: a gateway serves a replaced block within `stalenessMs`, and since every
  * cached range is keyed by block id, it never mixes two versions.
  *
+ * Outages. When the bucket cannot be reached (UNAVAILABLE), a block last read less than
+ * `maxStaleMs` ago is served as it was (counted in `stale_serves_total`, logged), and its next reads
+ * skip the bucket for STALE_RETRY_MS.
+ *
  * A missing object is "no block" and is remembered (negative cache) for `negativeTtlMs` while
  * its window may still be uploading (it ended less than `uploadGraceMs` ago), else for
  * `stalenessMs`.
@@ -35,6 +39,11 @@ import type { RangeFetcher } from './fetcher.js';
 import { ByteLru } from './lru.js';
 import type { Counted, GatewayMetrics } from './metrics.js';
 import { raceSignal, SingleFlight } from './single-flight.js';
+
+/** After a read served a block stale, the next reads of it do the same this long without asking the bucket. */
+export const STALE_RETRY_MS = 5000;
+/** Blocks remembered as served stale, at most. */
+const MAX_OUTAGE_ENTRIES = 100_000;
 
 /** Which block to read: its identity and object key. */
 export interface BlockLocation {
@@ -94,6 +103,8 @@ export interface OpenBlock {
 export interface BlockDirectoryOptions {
   readonly suffixBytes: number;
   readonly stalenessMs: number;
+  /** While the bucket is unreachable, a block last checked less than this ago is served as is. */
+  readonly maxStaleMs: number;
   readonly negativeTtlMs: number;
   readonly uploadGraceMs: number;
   readonly openBlocksMaxBytes: number;
@@ -131,6 +142,8 @@ export class BlockDirectory {
   private readonly open_: ByteLru<string, OpenBlock>;
   private readonly pages_: ByteLru<string, IndexPage>;
   private readonly negative = new Map<string, number>();
+  /** Blocks served stale because the bucket was unreachable: until when not to ask it again. */
+  private readonly outage = new Map<string, number>();
   private readonly tails = new SingleFlight<string, OpenBlock | null>();
   private readonly openHits: Counted;
   private readonly pageHits: Counted;
@@ -153,7 +166,39 @@ export class BlockDirectory {
   /** The block at `addr`, or null when the window has no block. */
   async open(addr: BlockAddress, signal?: AbortSignal): Promise<OpenBlock | null> {
     const known = this.openCached(addr);
-    return known !== undefined ? known : this.refresh(addr, signal);
+    return known !== undefined ? known : this.refreshOrStale(addr, signal);
+  }
+
+  /**
+   * Re-reads the tail like {@link refresh}. When the bucket cannot be reached (UNAVAILABLE) and
+   * the block was last read from it less than `maxStaleMs` ago, answers that copy instead (a
+   * stored block only changes by being replaced whole, and cached ranges are keyed by block id,
+   * so the copy is never mixed with its successor), counts it, and answers the next reads the
+   * same way for {@link STALE_RETRY_MS} before asking the bucket again.
+   */
+  async refreshOrStale(addr: BlockAddress, signal?: AbortSignal): Promise<OpenBlock | null> {
+    try {
+      const fresh = await this.refresh(addr, signal);
+      this.outage.delete(scopedKey(addr));
+      return fresh;
+    } catch (err) {
+      if (!hasCode(err, ErrorCode.UNAVAILABLE)) throw err;
+      const now = this.deps.now();
+      const stale = this.staleCopy(addr, now);
+      if (!stale) throw err;
+      if (this.outage.size >= MAX_OUTAGE_ENTRIES) this.outage.clear(); // bounded: at worst the next reads ask the bucket again
+      this.outage.set(scopedKey(addr), now + STALE_RETRY_MS);
+      this.deps.metrics.staleServes.inc();
+      this.deps.logger.warn({ key: addr.key, ageMs: now - stale.checkedAtMs, maxStaleMs: this.opts.maxStaleMs, err }, 'the bucket cannot be reached; serving the block as last read');
+      return stale;
+    }
+  }
+
+  /** The block at `addr` as last read, if that was less than `maxStaleMs` ago. */
+  private staleCopy(addr: BlockAddress, now: number): OpenBlock | null {
+    const mem = this.open_.get(scopedKey(addr));
+    if (mem) return now - mem.checkedAtMs < this.opts.maxStaleMs ? mem : null;
+    return this.openFromStore(addr, now, this.opts.maxStaleMs);
   }
 
   /**
@@ -168,6 +213,15 @@ export class BlockDirectory {
     const mem = this.open_.get(sk);
     if (mem) {
       const age = now - mem.checkedAtMs;
+      const outage = this.outage.get(sk);
+      if (outage !== undefined && age >= this.opts.stalenessMs) {
+        // the bucket was unreachable a moment ago: serve the copy without waiting for it again
+        if (outage > now && age < this.opts.maxStaleMs) {
+          this.deps.metrics.staleServes.inc();
+          return mem;
+        }
+        this.outage.delete(sk);
+      }
       if (age < this.opts.stalenessMs) {
         this.openHits.inc();
         if (age >= this.opts.stalenessMs / 2 && !this.tails.get(sk)) {
@@ -244,10 +298,10 @@ export class BlockDirectory {
   }
 
   /** Opens the block from the byte cache when its pointer is fresh enough; null otherwise. */
-  private openFromStore(addr: BlockAddress, now: number): OpenBlock | null {
+  private openFromStore(addr: BlockAddress, now: number, maxAgeMs = this.opts.stalenessMs): OpenBlock | null {
     const { store, metrics, logger } = this.deps;
     const ptr = store.getPointer(scopedKey(addr));
-    if (!ptr || now - ptr.checkedAtMs >= this.opts.stalenessMs) return null;
+    if (!ptr || now - ptr.checkedAtMs >= maxAgeMs) return null;
     const tail = store.getRange(ptr.blockId, ptr.tailOffset, ptr.size - ptr.tailOffset);
     if (!tail) {
       metrics.cacheMisses.inc({ layer: 'tail' });

@@ -67,6 +67,11 @@ export const gatewayConfigSchema = z.strictObject({
   maxGetBytes: posInt.default(16 * MiB),
   /** A block is re-checked in the bucket (a suffix read) when its last check is older than this. */
   stalenessMs: posInt.default(60_000),
+  /**
+   * While the bucket cannot be reached (UNAVAILABLE), a cached block whose last check is younger
+   * than this keeps being served as it was last read; 0: never.
+   */
+  maxStaleMs: nonNegInt.default(3600 * 1000),
   /** How long "no block" is remembered for a window that may still be uploading... */
   negativeTtlMs: nonNegInt.default(5_000),
   /** ...which is one that ended less than this ago (older windows use stalenessMs). */
@@ -109,6 +114,7 @@ const KINDS: Record<GatewayConfigKey, OptionKind> = {
   coalesceGapBytes: 'int',
   maxGetBytes: 'int',
   stalenessMs: 'int',
+  maxStaleMs: 'int',
   negativeTtlMs: 'int',
   uploadGraceMs: 'int',
   maxSeriesPerRequest: 'int',

@@ -66,6 +66,8 @@ export class GatewayMetrics {
   readonly cacheEvictions: Counter;
   readonly cacheEvictedBytes: Counter;
   readonly negativeHits: Counter;
+  /** Reads served from a block past its staleness because the bucket could not be reached. */
+  readonly staleServes: Counter;
   readonly blockReplacements: Counter;
   /** GETs the gateway issued (`suffix`: footer + index of index; `range`: pages and runs). */
   readonly s3Gets: Counter<'kind'>;
@@ -134,6 +136,7 @@ export class GatewayMetrics {
     this.cacheEvictions = counter({ name: `${p}cache_evictions_total`, help: 'Blocks evicted from the byte cache to fit its budget.', registers });
     this.cacheEvictedBytes = counter({ name: `${p}cache_evicted_bytes_total`, help: 'Bytes evicted from the byte cache.', registers });
     this.negativeHits = counter({ name: `${p}negative_cache_hits_total`, help: 'Reads answered "no block" from the negative cache.', registers });
+    this.staleServes = counter({ name: `${p}stale_serves_total`, help: 'Blocks served as last read, past stalenessMs, because the bucket could not be reached (maxStaleMs).', registers });
     this.blockReplacements = counter({ name: `${p}block_replacements_total`, help: 'Objects found holding a new block id (late data).', registers });
     this.s3Gets = counter({ name: `${p}s3_gets_total`, help: 'GETs issued to the bucket by kind (suffix, range).', labelNames: ['kind'], registers });
     this.s3GetBytes = counter({ name: `${p}s3_get_bytes_total`, help: 'Bytes received from the bucket by kind.', labelNames: ['kind'], registers });

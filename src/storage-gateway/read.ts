@@ -175,7 +175,7 @@ export class BlockReadExecutor {
     first: { readonly block: OpenBlock; readonly pending: Promise<Located> } | null,
   ): Promise<Located | null> {
     const { directory } = this.deps;
-    let block = first ? first.block : await directory.refresh(q.block, signal());
+    let block = first ? first.block : await directory.refreshOrStale(q.block, signal());
     let pending: Promise<Located> | null = first ? first.pending : null;
     for (let attempt = 0; ; attempt++) {
       if (!block) return null;

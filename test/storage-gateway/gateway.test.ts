@@ -15,6 +15,7 @@ import { blockKey } from '../../src/format/key.js';
 import { blockCacheId } from '../../src/storage-gateway/blocks.js';
 import { openBucket, type Bucket, type BucketConfig } from '../../src/objstore/index.js';
 import { KINDS, makeSeries } from '../support/series.js';
+import { FORWARD, startFaultProxy } from '../helpers/faultproxy.js';
 import {
   D,
   expected,
@@ -287,6 +288,38 @@ t.test('a replaced block is served within the staleness bound, never mixed with 
   clock.advance(1);
   const v3 = await q.query('big', ids, ONE_WINDOW);
   t.same(mismatches(v3.series, expected(ds1, ids, W0, W0 + D)), [], `block ${b3.footer.blockId} at the bound`);
+});
+
+t.test('an S3 outage: cached blocks are served as last read up to maxStaleMs, counted, then UNAVAILABLE; healed after', async (t) => {
+  const { bucketConfig, bucket } = await setup(t);
+  const v1 = BIG.slice(0, 40);
+  await writeBlock(bucket, 'big', 0, 1, W0, v1, { seriesPerPage: 16 });
+  let down = false;
+  const upstream = (bucketConfig as { endpoint: string }).endpoint;
+  const proxy = await startFaultProxy(t, upstream, () => (down ? { kind: 'status', status: 503, code: 'ServiceUnavailable' } : FORWARD));
+  const viaProxy = { ...bucketConfig, endpoint: proxy.endpoint, retry: { maxAttempts: 2, baseDelayMs: 5, maxDelayMs: 20 } } as BucketConfig;
+  const clock = manualClock(Number(W0 + 10n * D));
+  const gw = await startTestGateway(t, testConfig(viaProxy, tempDir(t), { stalenessMs: 60_000, maxStaleMs: 3_600_000 }), { now: clock.now });
+  const q = clientFor(t, gw.grpcPort, 1);
+  const ds = { tenant: 'big', numShards: 1, windows: 1, series: v1 };
+  const ids = [v1[0]!.id, v1[1]!.id];
+  t.same(mismatches((await q.query('big', ids, ONE_WINDOW)).series, expected(ds, ids, W0, W0 + D)), [], 'warm');
+  down = true;
+  clock.advance(120_000); // past stalenessMs: the read asks the bucket, which fails
+  t.same(mismatches((await q.query('big', ids, ONE_WINDOW)).series, expected(ds, ids, W0, W0 + D)), [], 'served as last read during the outage');
+  t.equal(await gw.metrics.total('strata_gateway_stale_serves_total'), 1, 'counted');
+  const asked = proxy.seen.length;
+  t.same(mismatches((await q.query('big', ids, ONE_WINDOW)).series, expected(ds, ids, W0, W0 + D)), [], 'again');
+  t.equal(proxy.seen.length, asked, 'the next read does not wait for the bucket again at once');
+  t.equal(await gw.metrics.total('strata_gateway_stale_serves_total'), 2);
+  clock.advance(3_600_000); // past maxStaleMs
+  const err = await q.query('big', ids, ONE_WINDOW).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  t.ok(err instanceof QueryError && err.code === status.UNAVAILABLE, `past maxStaleMs: UNAVAILABLE (${(err as Error | null)?.message})`);
+  down = false;
+  t.same(mismatches((await q.query('big', ids, ONE_WINDOW)).series, expected(ds, ids, W0, W0 + D)), [], 'the bucket is back: served fresh');
 });
 
 t.test('the byte cache stays within its budget while every query stays exact', async (t) => {
