@@ -84,6 +84,12 @@ export const gatewayConfigSchema = z.strictObject({
   maxBytesPerResponse: posInt.default(256 * MiB),
   /** Largest response message (clients accept 4 MiB by default). */
   maxMessageBytes: posInt.min(4 * KiB).max(64 * MiB).default(1 * MiB),
+  /** Read calls served at once, gateway-wide; more get RESOURCE_EXHAUSTED. */
+  maxConcurrentReads: posInt.default(256),
+  /** Read calls of one tenant served at once (its fair share); more get RESOURCE_EXHAUSTED. */
+  maxConcurrentReadsPerTenant: posInt.default(64),
+  /** Bytes of built answers held until the client has taken them, gateway-wide. */
+  maxBytesInFlight: posInt.default(256 * MiB),
   /** Server-side time limit of a call (the client's deadline applies when shorter). */
   requestTimeoutMs: posInt.default(30_000),
   /** Time allowed for in-flight calls at shutdown. */
@@ -122,6 +128,9 @@ const KINDS: Record<GatewayConfigKey, OptionKind> = {
   maxBytesPerResponse: 'int',
   maxMessageBytes: 'int',
   requestTimeoutMs: 'int',
+  maxConcurrentReads: 'int',
+  maxConcurrentReadsPerTenant: 'int',
+  maxBytesInFlight: 'int',
   shutdownGraceMs: 'int',
   ...connectionKinds,
   logLevel: 'string',

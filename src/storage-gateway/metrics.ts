@@ -66,6 +66,8 @@ export class GatewayMetrics {
   readonly cacheEvictions: Counter;
   readonly cacheEvictedBytes: Counter;
   readonly negativeHits: Counter;
+  /** Bytes of built answers held until clients take them (maxBytesInFlight). */
+  readonly bytesInFlight: Gauge;
   /** Reads served from a block past its staleness because the bucket could not be reached. */
   readonly staleServes: Counter;
   readonly blockReplacements: Counter;
@@ -135,6 +137,7 @@ export class GatewayMetrics {
     });
     this.cacheEvictions = counter({ name: `${p}cache_evictions_total`, help: 'Blocks evicted from the byte cache to fit its budget.', registers });
     this.cacheEvictedBytes = counter({ name: `${p}cache_evicted_bytes_total`, help: 'Bytes evicted from the byte cache.', registers });
+    this.bytesInFlight = new Gauge({ name: `${p}bytes_in_flight`, help: 'Bytes of built answers held until their clients take them (bounded by maxBytesInFlight).', registers });
     this.negativeHits = counter({ name: `${p}negative_cache_hits_total`, help: 'Reads answered "no block" from the negative cache.', registers });
     this.staleServes = counter({ name: `${p}stale_serves_total`, help: 'Blocks served as last read, past stalenessMs, because the bucket could not be reached (maxStaleMs).', registers });
     this.blockReplacements = counter({ name: `${p}block_replacements_total`, help: 'Objects found holding a new block id (late data).', registers });

@@ -12,6 +12,7 @@
  * tenant's bucket, resolved per call.
  */
 import { once } from 'node:events';
+import { finished } from 'node:stream/promises';
 import { status, type Metadata, type ServerWritableStream, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { ENCODING_RAW, ENCODING_RUNS, type ReadRequestFields } from '../client/query-codec.js';
@@ -293,6 +294,10 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
   const seriesServed = metrics.counted(metrics.seriesServed);
   const bytesServed = { runs: metrics.counted(metrics.bytesServed, { encoding: 'runs' }), raw: metrics.counted(metrics.bytesServed, { encoding: 'raw' }) };
   const tenants = new Map<string, TenantCounts>();
+  // budgets (docs/config.md): calls being served, per tenant, and answer bytes not yet taken
+  let active = 0;
+  const activeOf = new Map<string, number>();
+  let bytesHeld = 0;
   const tenantCounts = (label: string): TenantCounts => {
     let c = tenants.get(label);
     if (!c) {
@@ -311,8 +316,24 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
     let code: status = status.OK;
     let parsed: ParsedRead | null = null;
     let tenantLabel: string | null = null;
+    let counted = false;
+    let tenantCounted: string | null = null;
+    let held = 0;
+    let okRecorded = false;
+    const recordOk = (): void => {
+      if (okRecorded) return;
+      okRecorded = true;
+      requestsOk.inc();
+      if (tenantLabel !== null) tenantCounts(tenantLabel).requestsOk.inc();
+      durationOk.observe((performance.now() - t0) / 1000);
+    };
     try {
       if (!opts.serving()) throw new GrpcError(status.UNAVAILABLE, 'the gateway is shutting down; retry on another');
+      if (active >= config.maxConcurrentReads) {
+        throw new GrpcError(status.RESOURCE_EXHAUSTED, `maxConcurrentReads (${config.maxConcurrentReads}) calls are being served; retry shortly or on another gateway`);
+      }
+      active++;
+      counted = true;
       checkWellFormed(call.request);
       parsed = parseReadRequest(call.request, call.metadata, config);
       const tenant = parsed.block.tenant;
@@ -320,6 +341,12 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
       const auth = opts.authorize(new ReadAuthContext(tenant, parsed.headerTenant, tokenOf(call.metadata), call));
       const grant = auth instanceof Promise ? await auth : auth;
       if (grant?.tenant !== undefined && grant.tenant !== tenant) throw new GrpcError(status.PERMISSION_DENIED, `the token does not grant access to tenant "${tenant}"`);
+      const mine = activeOf.get(tenant) ?? 0;
+      if (mine >= config.maxConcurrentReadsPerTenant) {
+        throw new GrpcError(status.RESOURCE_EXHAUSTED, `tenant "${tenant}" has maxConcurrentReadsPerTenant (${config.maxConcurrentReadsPerTenant}) calls being served; retry shortly`);
+      }
+      activeOf.set(tenant, mine + 1);
+      tenantCounted = tenant;
       const maxSeries = grant?.limits?.maxSeriesPerRead;
       if (maxSeries !== undefined && parsed.ids.length > maxSeries) {
         throw new GrpcError(status.RESOURCE_EXHAUSTED, `request names ${parsed.ids.length} series, more than the limit maxSeriesPerRead (${maxSeries}) of tenant "${tenant}"; split it`);
@@ -337,6 +364,17 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
       };
       const reading = opts.executor.readNow(query, end.source);
       const result = reading instanceof Promise ? await reading : reading;
+      let size = 0;
+      for (const msg of result.messages) size += msg.length;
+      if (bytesHeld > 0 && bytesHeld + size > config.maxBytesInFlight) {
+        throw new GrpcError(
+          status.RESOURCE_EXHAUSTED,
+          `maxBytesInFlight (${config.maxBytesInFlight}) is used up by answers clients have not taken yet (${bytesHeld} bytes); this answer needs ${size}; retry shortly`,
+        );
+      }
+      bytesHeld += size;
+      held = size;
+      metrics.bytesInFlight.set(bytesHeld);
       for (const msg of result.messages) {
         end.check();
         if (!call.write(msg)) await once(call, 'drain', { signal: end.signal });
@@ -346,6 +384,11 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
       bytesServed[query.encoding].inc(result.bytes);
       tenantCounts(tenantLabel).samples.inc(result.samples);
       call.end();
+      recordOk();
+      // the answer's bytes stay counted until the transport has handed them to the client (HTTP/2
+      // flow control holds them while the client does not read), or the call's time is up; the
+      // outcome is decided already
+      await finished(call as unknown as NodeJS.WritableStream, { signal: end.signal }).catch(() => undefined);
     } catch (e) {
       const err = end.aborted && !(e instanceof GrpcError) ? end.reason : e;
       code = end.cancelled ? status.CANCELLED : grpcStatusOf(err);
@@ -354,11 +397,19 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
       if (!end.cancelled) call.emit('error', toServiceError(err));
     } finally {
       end.finish();
+      if (counted) active--;
+      if (tenantCounted !== null) {
+        const n = (activeOf.get(tenantCounted) ?? 1) - 1;
+        if (n > 0) activeOf.set(tenantCounted, n);
+        else activeOf.delete(tenantCounted);
+      }
+      if (held > 0) {
+        bytesHeld -= held;
+        metrics.bytesInFlight.set(bytesHeld);
+      }
       const seconds = (performance.now() - t0) / 1000;
       if (code === status.OK) {
-        requestsOk.inc();
-        if (tenantLabel !== null) tenantCounts(tenantLabel).requestsOk.inc();
-        durationOk.observe(seconds);
+        recordOk();
       } else {
         const name = status[code] ?? String(code);
         metrics.requests.inc({ code: name });

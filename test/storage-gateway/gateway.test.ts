@@ -7,7 +7,11 @@
  * Run alone: node scripts/with-rgw.mjs -- tap test/storage-gateway/gateway.test.ts
  */
 import t, { type Test } from 'tap';
-import { status } from '@grpc/grpc-js';
+import { constants, connect } from 'node:http2';
+import { status, type ServiceError } from '@grpc/grpc-js';
+import { encodeReadRequest, ENCODING_RAW, READ_METHOD_PATH, type ReadRequestFields } from '../../src/client/query-codec.js';
+import type { RunningGateway } from '../../src/storage-gateway/gateway.js';
+import { eventually } from '../shard-aggregator/helpers.js';
 import { QueryClient, QueryError } from '../../src/client/query.js';
 import { GrpcError } from '../../src/common/status.js';
 import { FOOTER_LEN } from '../../src/format/footer.js';
@@ -25,6 +29,7 @@ import {
   manualClock,
   mismatches,
   rawRead,
+  type RawReadRequest,
   rgwBucket,
   startTestGateway,
   tempDir,
@@ -320,6 +325,54 @@ t.test('an S3 outage: cached blocks are served as last read up to maxStaleMs, co
   t.ok(err instanceof QueryError && err.code === status.UNAVAILABLE, `past maxStaleMs: UNAVAILABLE (${(err as Error | null)?.message})`);
   down = false;
   t.same(mismatches((await q.query('big', ids, ONE_WINDOW)).series, expected(ds, ids, W0, W0 + D)), [], 'the bucket is back: served fresh');
+});
+
+/**
+ * A Read call over a bare HTTP/2 stream that never reads its answer: with HTTP/2 flow control the
+ * gateway can send one window (64 KiB) and holds the rest.
+ */
+function unreadCall(t: Test, port: number, fields: ReadRequestFields): { cancel(): void } {
+  const session = connect(`http://127.0.0.1:${port}`, { settings: { initialWindowSize: 65535 } });
+  t.teardown(() => session.destroy());
+  const stream = session.request({ ':method': 'POST', ':path': READ_METHOD_PATH, 'content-type': 'application/grpc', te: 'trailers' });
+  const body = encodeReadRequest(fields);
+  const frame = Buffer.alloc(5 + body.length);
+  frame.writeUInt32BE(body.length, 1);
+  frame.set(body, 5);
+  stream.end(frame);
+  stream.pause();
+  stream.on('error', () => undefined); // cancelled below
+  return { cancel: () => stream.close(constants.NGHTTP2_CANCEL) };
+}
+
+t.test('read budgets: maxConcurrentReads, maxConcurrentReadsPerTenant and maxBytesInFlight refuse with RESOURCE_EXHAUSTED naming the limit, and free up when the cause is gone', async (t) => {
+  const { bucketConfig, bucket } = await setup(t);
+  await writeBlock(bucket, 'big', 0, 1, W0, BIG, { seriesPerPage: 16 });
+  const req: RawReadRequest = { tenant: 'big', shard: 0, num_shards: 1, window_start_ms: String(W0), series_ids: idBytes(BIG.map((s) => s.id)), start_ms: String(W0), end_ms: String(W0 + D), encoding: 'RAW' };
+  const refused = (what: RegExp) => async (gw: RunningGateway): Promise<void> => {
+    const err = await rawRead(gw.grpcPort, req).then(
+      () => null,
+      (e: unknown) => e as ServiceError,
+    );
+    t.equal(err?.code, status.RESOURCE_EXHAUSTED, `RESOURCE_EXHAUSTED (${err?.details})`);
+    t.match(err?.details ?? '', what);
+  };
+  const held = (gw: RunningGateway) => gw.metrics.total('strata_gateway_bytes_in_flight');
+  for (const [name, limits, what] of [
+    ['maxBytesInFlight', { maxBytesInFlight: 256 * 1024 }, /maxBytesInFlight \(262144\) is used up/],
+    ['maxConcurrentReads', { maxConcurrentReads: 1 }, /maxConcurrentReads \(1\) calls are being served/],
+    ['maxConcurrentReadsPerTenant', { maxConcurrentReadsPerTenant: 1 }, /tenant "big" has maxConcurrentReadsPerTenant \(1\) calls/],
+  ] as const) {
+    const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { maxMessageBytes: 64 * 1024, ...limits }));
+    // a client that does not read: its 6 MB answer stays held by the gateway
+    const slow = unreadCall(t, gw.grpcPort, { tenant: 'big', shard: 0, numShards: 1, windowStartMs: W0, seriesIds: idBytes(BIG.map((s) => s.id)), startMs: W0, endMs: W0 + D, encoding: ENCODING_RAW });
+    await eventually(`${name}: the unread answer to be held`, async () => ((await held(gw)) > 0 ? true : null));
+    await refused(what)(gw);
+    slow.cancel();
+    await eventually(`${name}: the held bytes to be given back`, async () => ((await held(gw)) === 0 ? true : null));
+    const again = await rawRead(gw.grpcPort, req);
+    t.ok(again.length > 1, `${name}: served again once the slow client is gone (${again.length} messages)`);
+  }
 });
 
 t.test('the byte cache stays within its budget while every query stays exact', async (t) => {
