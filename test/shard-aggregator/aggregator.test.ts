@@ -107,13 +107,12 @@ t.test('limits answer RESOURCE_EXHAUSTED: WAL quota (until a flush frees it) and
     inflightBytes: 20_000,
     flushIdleMs: 3600_000,
   });
-  const running = await startAggregatorServer({ config, logger });
+  const running = await startAggregatorServer({ config, logger, now: () => W + H + 1000 });
   t.teardown(() => running.shutdown());
   await running.ready;
   const c = new RawClient(t, `127.0.0.1:${running.grpcPort}`);
   const hdr = { 'x-strata-tenant': 'acme', 'x-strata-shard': '0' };
-  const now = Date.now();
-  const win = Math.floor((now - 24 * 3600_000) / H) * H;
+  const win = W;
   const req = (id: number, n: number) => ({
     series: [{ id: String(id), timestamps: tsBytes(Array.from({ length: n }, (_, i) => BigInt(win + i * 7919))), values: bitsBytes(Array.from({ length: n }, (_, i) => bitsOf(Math.sin(id + i)))) }],
   });

@@ -106,8 +106,9 @@ t.test('WalStore: recovery removes interrupted creations, seals stray generation
 });
 
 t.test('WalStore: at most maxOpen databases stay open; closed ones reopen on use; remove() deletes', async (t) => {
+  let tick = 0; // an injected clock: only the order of uses matters
   const root = tempDir('walstore');
-  const store = await WalStore.open({ dir: root, numShards: 4, blockDurationMs: H, maxOpen: 2, db: dbOpts, now: () => Date.now(), logger });
+  const store = await WalStore.open({ dir: root, numShards: 4, blockDurationMs: H, maxOpen: 2, db: dbOpts, now: () => ++tick, logger });
   const keys = Array.from({ length: 5 }, (_, i) => ({ tenant: 'acme', shard: 1, windowStart: W + BigInt(i * H) }));
   for (const [i, key] of keys.entries()) {
     const w = await store.acquireWritable(key);
