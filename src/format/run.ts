@@ -62,22 +62,24 @@ export function encodeRun(samples: Samples, opts: EncodeOptions = {}): Uint8Arra
   body.uvarint(tsLen);
   body.bytes(section.finish());
   const plain = body.finish();
-  const out = new ByteWriter(plain.length + 16);
-  let enc = tsMode | (valMode << 3);
-  if (opts.lz4 !== false && plain.length >= LZ4_MIN_BYTES) {
-    const packed = compressSync(Buffer.from(plain.buffer, plain.byteOffset, plain.length));
-    if (packed.length <= plain.length * (1 - LZ4_MIN_SAVING)) {
-      enc |= RUN_LZ4;
-      out.u8(enc);
-      out.uvarint(n);
-      out.bytes(packed);
-      return out.finish();
-    }
-  }
+  const enc = tsMode | (valMode << 3);
+  return (opts.lz4 !== false ? packedRun(enc, n, plain) : null) ?? writeRun(enc, n, plain);
+}
+
+/** A run of header `enc`, `n` and body `body` (plain or packed as `enc` says). */
+function writeRun(enc: number, n: number, body: Uint8Array): Uint8Array {
+  const out = new ByteWriter(body.length + 16);
   out.u8(enc);
   out.uvarint(n);
-  out.bytes(plain);
+  out.bytes(body);
   return out.finish();
+}
+
+/** The run with its plain body lz4-compressed, or null when lz4 does not pay. */
+function packedRun(enc: number, n: number, plain: Uint8Array): Uint8Array | null {
+  if (plain.length < LZ4_MIN_BYTES) return null;
+  const packed = compressSync(Buffer.from(plain.buffer, plain.byteOffset, plain.length));
+  return packed.length <= plain.length * (1 - LZ4_MIN_SAVING) ? writeRun(enc | RUN_LZ4, n, packed) : null;
 }
 
 /**
@@ -90,15 +92,7 @@ export function lz4Run(plainRun: Uint8Array, origin: Origin = MEMORY): Uint8Arra
   const enc = r.u8('run encoding');
   const n = r.uvarint('run sample count');
   if (enc & RUN_LZ4) throw r.corrupt('run is lz4-compressed already');
-  const plain = plainRun.subarray(r.pos);
-  if (plain.length < LZ4_MIN_BYTES) return plainRun;
-  const packed = compressSync(Buffer.from(plain.buffer, plain.byteOffset, plain.length));
-  if (packed.length > plain.length * (1 - LZ4_MIN_SAVING)) return plainRun;
-  const out = new ByteWriter(packed.length + 16);
-  out.u8(enc | RUN_LZ4);
-  out.uvarint(n);
-  out.bytes(packed);
-  return out.finish();
+  return packedRun(enc, n, plainRun.subarray(r.pos)) ?? plainRun;
 }
 
 let rangeScratch = new BigInt64Array(1024);

@@ -437,6 +437,12 @@ class WalSegment {
   }
 }
 
+/** Whether `seg` takes `entries` more entries of `bytes`; marks it full when not. */
+function takes(seg: WalSegment, entries: number, bytes: number): boolean {
+  if (!seg.full && seg.wouldOverflow(entries, bytes)) seg.full = true;
+  return !seg.full;
+}
+
 /** A min-heap of iterator heads by series id (ties: older segment first). */
 class HeadHeap {
   private readonly items: { head: WalSeries; order: number; it: AsyncGenerator<WalSeries> }[] = [];
@@ -666,17 +672,14 @@ export class WalDb {
     let bytes = 0;
     for (const e of entries) bytes += RUN_KEY_LEN + 1 + e.run.length + VALUE_CRC_LEN;
     const seg = this.segments.at(-1)!;
-    if (!seg.full && seg.wouldOverflow(entries.length, bytes)) seg.full = true;
-    if (!seg.full) return seg.append(entries, nowMs);
-    return this.appendToNext(seg, entries, bytes, nowMs);
+    return takes(seg, entries.length, bytes) ? seg.append(entries, nowMs) : this.appendToNext(seg, entries, bytes, nowMs);
   }
 
   private async appendToNext(full: WalSegment, entries: readonly WalEntry[], bytes: number, nowMs: number): Promise<void> {
     for (;;) {
       await this.rotate(full, nowMs);
       const seg = this.segments.at(-1)!;
-      if (!seg.full && seg.wouldOverflow(entries.length, bytes)) seg.full = true;
-      if (!seg.full) return seg.append(entries, nowMs);
+      if (takes(seg, entries.length, bytes)) return seg.append(entries, nowMs);
       full = seg;
     }
   }
@@ -688,8 +691,8 @@ export class WalDb {
       const n = full.identity.segment + 1;
       const identity = { ...this.identity, segment: n, createdAtMs: nowMs };
       // sequence numbers continue: nothing more is appended to `full` (it is marked full)
+      // create() makes the new directory durable in this one (fsync of its parent)
       const seg = await WalSegment.create(join(this.dir, segmentName(n)), identity, full.next.lastSeq, this.opts, this.settled);
-      await fsyncDir(this.dir);
       this.segments.push(seg);
       this.opts.onRotate?.();
       void full.close().catch((err: unknown) => this.opts.onBackgroundError?.(err, full.dir));
