@@ -17,8 +17,7 @@ import { prepareWrite, type IngestContext, type PreparedRun, type PreparedWrite,
 
 /**
  * A request sent to a worker: the series' ids, and where their timestamp and value bytes lie in
- * `buf` (`layout[4i..4i+4)` = timestamps offset and length, values offset and length). `buf` is
- * transferred. The worker validates the request (prepareWrite), so lengths are sent as they are.
+ * `buf` (`layout[3i..3i+3)` = timestamps offset, values offset, bytes each). `buf` is transferred.
  */
 export interface EncodeTask {
   readonly id: number;
@@ -38,28 +37,35 @@ const TRANSFER_MIN_BYTES = 64 * 1024;
  * bytes are copied into a new buffer once.
  */
 function packTask(id: number, series: readonly WireSeries[], ctx: IngestContext): EncodeTask {
-  const layout = new Float64Array(series.length * 4);
+  const layout = new Float64Array(series.length * 3);
   let total = 0;
   let shared: ArrayBufferLike | null = series[0]?.timestamps.buffer ?? null;
-  for (const s of series) {
-    total += s.timestamps.length + s.values.length;
+  for (let i = 0; i < series.length; i++) {
+    const s = series[i]!;
+    if (s.timestamps.length !== s.values.length) throw new InvalidArgumentError(`series[${i}].values`, `${s.values.length / 8} values for ${s.timestamps.length / 8} timestamps`);
+    total += 2 * s.timestamps.length;
     if (s.timestamps.buffer !== shared || s.values.buffer !== shared) shared = null;
   }
   const own = shared instanceof ArrayBuffer && shared.byteLength >= TRANSFER_MIN_BYTES && shared.byteLength <= 2 * total + TRANSFER_MIN_BYTES;
-  const buf = own ? (shared as ArrayBuffer) : new ArrayBuffer(total);
-  const bytes = own ? null : new Uint8Array(buf);
+  if (own) {
+    series.forEach((s, i) => {
+      layout[3 * i] = s.timestamps.byteOffset;
+      layout[3 * i + 1] = s.values.byteOffset;
+      layout[3 * i + 2] = s.timestamps.length;
+    });
+    return { id, ids: series.map((s) => s.id), layout, buf: shared as ArrayBuffer, ctx };
+  }
+  const buf = new ArrayBuffer(total);
+  const bytes = new Uint8Array(buf);
   let off = 0;
   series.forEach((s, i) => {
-    let ts = s.timestamps.byteOffset;
-    let vs = s.values.byteOffset;
-    if (bytes) {
-      ts = off;
-      vs = off + s.timestamps.length;
-      bytes.set(s.timestamps, ts);
-      bytes.set(s.values, vs);
-      off = vs + s.values.length;
-    }
-    layout.set([ts, s.timestamps.length, vs, s.values.length], 4 * i);
+    const n = s.timestamps.length;
+    bytes.set(s.timestamps, off);
+    bytes.set(s.values, off + n);
+    layout[3 * i] = off;
+    layout[3 * i + 1] = off + n;
+    layout[3 * i + 2] = n;
+    off += 2 * n;
   });
   return { id, ids: series.map((s) => s.id), layout, buf, ctx };
 }
@@ -69,7 +75,8 @@ export function unpackTask(task: EncodeTask): WireSeries[] {
   const out: WireSeries[] = [];
   const l = task.layout;
   for (let i = 0; i < task.ids.length; i++) {
-    out.push({ id: task.ids[i]!, timestamps: new Uint8Array(task.buf, l[4 * i]!, l[4 * i + 1]!), values: new Uint8Array(task.buf, l[4 * i + 2]!, l[4 * i + 3]!) });
+    const n = l[3 * i + 2]!;
+    out.push({ id: task.ids[i]!, timestamps: new Uint8Array(task.buf, l[3 * i]!, n), values: new Uint8Array(task.buf, l[3 * i + 1]!, n) });
   }
   return out;
 }
@@ -215,7 +222,13 @@ export class EncodePool {
     let samples = 0;
     for (const s of series) samples += s.timestamps.length / 8;
     slot.load += samples;
-    const task = packTask(id, series, ctx);
+    let task: EncodeTask;
+    try {
+      task = packTask(id, series, ctx);
+    } catch (err) {
+      slot.load -= samples;
+      return Promise.reject(err);
+    }
     const chosen = slot;
     return new Promise<PreparedWrite>((resolve, reject) => {
       const done = (): void => {
