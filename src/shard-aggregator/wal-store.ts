@@ -426,6 +426,9 @@ export class WalStore {
     w.resetSyncCounts();
     const key = { tenant: w.identity.tenant, shard: w.identity.shard, windowStart: w.identity.windowStart };
     await w.destroy(this.trash);
+    // measured before the log is forgotten: what the quota sees shrinks at once, and nothing
+    // waits between the log leaving the store and the caller recording its flush
+    await this.measureDisk();
     const id = windowId(key);
     const ww = this.windows.get(id);
     if (!ww) return;
@@ -433,7 +436,6 @@ export class WalStore {
     if (i >= 0) ww.gens.splice(i, 1);
     if (ww.gens.length === 0 && !this.creating.has(id)) this.windows.delete(id);
     this.wake();
-    await this.measureDisk(); // what the quota sees shrinks at once
   }
 
   /** Closes least recently used idle logs while more than `maxOpen` are open. */
