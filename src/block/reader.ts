@@ -219,8 +219,18 @@ export function locationOf(page: IndexPage, p: number, e: number): RunLocation {
 
 /** Checks a run's bytes against its index entry and decodes it. */
 export function decodeCheckedRun(name: string, loc: RunLocation, bytes: Uint8Array): Samples {
+  checkRunBytes(name, loc, bytes);
+  return decodeLocatedRun(name, loc, bytes);
+}
+
+/** Checks a run's length and checksum against its index entry (cheap: no decoding). */
+export function checkRunBytes(name: string, loc: RunLocation, bytes: Uint8Array): void {
   if (bytes.length !== loc.length) throw new CorruptionError(name, loc.offset, `run of series ${loc.id}: read ${bytes.length} of ${loc.length} bytes`);
   if (crc32c(bytes) !== loc.crc) throw new CorruptionError(name, loc.offset, `run of series ${loc.id}: checksum mismatch`);
+}
+
+/** Decodes a run whose bytes {@link checkRunBytes} passed, and checks it agrees with its index entry. */
+export function decodeLocatedRun(name: string, loc: RunLocation, bytes: Uint8Array): Samples {
   const s = decodeRun(bytes, { object: name, offset: loc.offset });
   const n = s.timestamps.length;
   if (n !== loc.sampleCount || s.timestamps[0] !== loc.minTime || s.timestamps[n - 1] !== loc.maxTime) {

@@ -1,8 +1,10 @@
 /**
  * Connection hygiene of the gRPC servers, shared by both services: keepalive pings, an idle
- * timeout and a bound on concurrent streams per connection (docs/config.md lists them under each
- * service).
+ * timeout, a handshake timeout and a bound on concurrent streams per connection (docs/config.md
+ * lists them under each service), and the refusal of a message flagged as compressed on a call
+ * that named no compression.
  */
+import { status, type ServerInterceptingCall, type ServerInterceptor, type ServerOptions } from '@grpc/grpc-js';
 import { z } from 'zod';
 import type { OptionKind } from './config.js';
 
@@ -37,11 +39,43 @@ export interface ConnectionConfig {
 }
 
 /** grpc-js server options for `c`. */
-export function grpcServerOptions(c: ConnectionConfig): Record<string, number> {
+export function grpcServerOptions(c: ConnectionConfig): ServerOptions {
   return {
     'grpc.keepalive_time_ms': c.keepaliveTimeMs,
     'grpc.keepalive_timeout_ms': c.keepaliveTimeoutMs,
     'grpc.max_connection_idle_ms': c.idleTimeoutMs,
     'grpc.max_concurrent_streams': c.maxConcurrentStreams,
+    interceptors: [refuseUndeclaredCompression],
   };
 }
+
+/** What {@link refuseUndeclaredCompression} replaces on grpc-js's innermost server call. */
+interface Decompressing {
+  decompressMessage?: (frame: Buffer, encoding: string) => unknown;
+}
+
+/**
+ * A message whose frame is flagged as compressed on a call without a `grpc-encoding` header
+ * (identity) is malformed (gRPC over HTTP/2, "Compressed-Flag"); grpc-js would take its bytes as
+ * they are. This interceptor refuses it with INVALID_ARGUMENT before it is decoded, so nothing of
+ * it is used. It wraps the decompression step of grpc-js's own call (the first interceptor is
+ * handed that call); test/common/malformed.test.ts fails if a grpc-js release moves it.
+ */
+export const refuseUndeclaredCompression: ServerInterceptor = (_method, call) => {
+  // grpc-js's type says an interceptor returns its own ServerInterceptingCall; handing back the
+  // call it was given (the innermost one here) is what its interceptor chain does without any
+  const same = call as unknown as ServerInterceptingCall;
+  const inner = call as unknown as Decompressing;
+  const decompress = inner.decompressMessage;
+  if (typeof decompress !== 'function') return same;
+  inner.decompressMessage = function (this: unknown, frame: Buffer, encoding: string): unknown {
+    if (encoding === 'identity' && frame.length > 0 && frame[0] === 1) {
+      return Promise.reject({
+        code: status.INVALID_ARGUMENT,
+        details: 'invalid request: a message is flagged as compressed, but the call has no grpc-encoding header; nothing of it was used',
+      });
+    }
+    return decompress.call(this, frame, encoding);
+  };
+  return same;
+};

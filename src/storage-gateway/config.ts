@@ -78,7 +78,7 @@ export const gatewayConfigSchema = z.strictObject({
   uploadGraceMs: nonNegInt.default(6 * 3600 * 1000),
   /** Series ids in one request. */
   maxSeriesPerRequest: posInt.default(10_000),
-  /** Samples (of the runs touched) in one response; a response is built in memory before it is sent. */
+  /** Samples (of the runs touched) in one response. */
   maxSamplesPerResponse: posInt.default(20_000_000),
   /** Payload bytes (columns or runs) of one response. */
   maxBytesPerResponse: posInt.default(256 * MiB),
@@ -88,8 +88,10 @@ export const gatewayConfigSchema = z.strictObject({
   maxConcurrentReads: posInt.default(256),
   /** Read calls of one tenant served at once (its fair share); more get RESOURCE_EXHAUSTED. */
   maxConcurrentReadsPerTenant: posInt.default(64),
-  /** Bytes of built answers held until the client has taken them, gateway-wide. */
+  /** Bytes of answer messages made but not yet taken by their clients, gateway-wide. */
   maxBytesInFlight: posInt.default(256 * MiB),
+  /** The same, of one tenant (its fair share). */
+  maxBytesInFlightPerTenant: posInt.default(64 * MiB),
   /** Server-side time limit of a call (the client's deadline applies when shorter). */
   requestTimeoutMs: posInt.default(30_000),
   /** Time allowed for in-flight calls at shutdown. */
@@ -131,6 +133,7 @@ const KINDS: Record<GatewayConfigKey, OptionKind> = {
   maxConcurrentReads: 'int',
   maxConcurrentReadsPerTenant: 'int',
   maxBytesInFlight: 'int',
+  maxBytesInFlightPerTenant: 'int',
   shutdownGraceMs: 'int',
   ...connectionKinds,
   logLevel: 'string',

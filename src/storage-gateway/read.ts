@@ -3,8 +3,10 @@
  * locate their runs, check the limits, fetch the runs (cache, coalesced GETs), then build the
  * response messages (RAW: decoded and cut to the range; RUNS: the stored runs as they are).
  *
- * Everything is fetched and checked before the first message is built, so a damaged block fails
- * the call before any sample leaves. When fresh bytes fail their check, the block's tail is read
+ * Everything is fetched and checked (each run's length and checksum) before the first message is
+ * made, so a damaged block fails the call before any sample leaves; the messages themselves are
+ * made one at a time as the stream takes them (wire.ts: {@link Answer}), RAW runs decoded series by
+ * series. When fresh bytes fail their check, the block's tail is read
  * again: a new block id means the object was replaced mid-read and the read restarts once on the
  * new block; the same block id means the object is damaged: DATA_LOSS naming it.
  *
@@ -13,7 +15,7 @@
  * that has to wait returns a promise, and only then is the call's signal asked for and raced.
  */
 import { status } from '@grpc/grpc-js';
-import { decodeCheckedRun, locationOf, sliceSamples, type RunLocation } from '../block/reader.js';
+import { checkRunBytes, decodeLocatedRun, locationOf, sliceSamples, type RunLocation } from '../block/reader.js';
 import { GrpcError } from '../common/status.js';
 import { CorruptionError } from '../errors.js';
 import { findPage } from '../index/ioi.js';
@@ -22,7 +24,7 @@ import type { BlockAddress, BlockDirectory, OpenBlock } from './blocks.js';
 import { RangeCheckError, type RangeFetcher, type RangeWant } from './fetcher.js';
 import type { GatewayMetrics } from './metrics.js';
 import { raceSignal } from './single-flight.js';
-import { rawMessages, runMessages, type SeriesColumns, type SeriesRun } from './wire.js';
+import { RawAnswer, RunsAnswer, type Answer, type SeriesRun } from './wire.js';
 
 /** A validated read of one block. */
 export interface ReadQuery {
@@ -43,20 +45,19 @@ export interface ReadLimits {
   readonly maxMessageBytes: number;
 }
 
-/** What a read produced. */
-export interface ReadResult {
-  /** Id of the block read ('' when the window has no block or the range misses it). */
-  readonly blockId: string;
-  /** Encoded ReadResponse messages. */
-  readonly messages: Buffer[];
-  readonly series: number;
-  readonly samples: number;
-  /** Payload bytes (columns or runs). */
-  readonly bytes: number;
+/**
+ * What a read produced: its answer, made one message at a time. `blockId` is '' when the window
+ * has no block or the range misses it.
+ */
+export type ReadResult = Answer;
+
+/** The answer when there is nothing to send: one empty message. */
+function emptyAnswer(maxMessageBytes: number): Answer {
+  return new RawAnswer('', 0, () => 0n, () => NO_SAMPLES, maxMessageBytes);
 }
 
-/** The whole answer when there is nothing to send: one empty message. */
-const EMPTY_RESPONSE = Buffer.alloc(0);
+const EMPTY_RUN = Buffer.alloc(0);
+const NO_SAMPLES = { timestamps: new BigInt64Array(0), values: new Float64Array(0) };
 
 /**
  * Where a read gets its abort signal, asked only when the read has to wait for something (so a
@@ -113,40 +114,42 @@ export class BlockReadExecutor {
   readNow(q: ReadQuery, signal: SignalSource): ReadResult | Promise<ReadResult> {
     const start = q.start > q.block.windowStart ? q.start : q.block.windowStart;
     const end = q.end < q.block.windowEnd ? q.end : q.block.windowEnd;
-    if (end <= start || q.ids.length === 0) return { blockId: '', messages: [EMPTY_RESPONSE], series: 0, samples: 0, bytes: 0 };
+    if (end <= start || q.ids.length === 0) return emptyAnswer(this.limits.maxMessageBytes);
     const found = this.locate(q, start, end, signal);
     return found instanceof Promise ? found.then((f) => this.answer(q, f, start, end)) : this.answer(q, found, start, end);
   }
 
-  /** The response messages of located runs. */
+  /** The answer of located runs (their bytes checked here; RAW decoded as the messages are made). */
   private answer(q: ReadQuery, found: Located | null, start: bigint, end: bigint): ReadResult {
+    const max = this.limits.maxMessageBytes;
     if (!found) {
       this.deps.metrics.blocksMissing.inc();
-      return { blockId: '', messages: [EMPTY_RESPONSE], series: 0, samples: 0, bytes: 0 };
+      return emptyAnswer(max);
     }
     const { block, locs, runs } = found;
+    for (let i = 0; i < locs.length; i++) checkRunBytes(block.key, locs[i]!, runs[i]!);
     if (q.encoding === 'runs') {
       const items = new Array<SeriesRun>(locs.length);
-      let samples = 0;
-      let bytes = 0;
+      const counts = new Array<number>(locs.length);
       for (let i = 0; i < locs.length; i++) {
         const l = locs[i]!;
         items[i] = { id: l.id, run: runs[i]!, crc: l.crc };
-        samples += l.sampleCount;
-        bytes += l.length;
+        counts[i] = l.sampleCount;
       }
-      return { blockId: block.blockId, messages: runMessages(block.blockId, items, this.limits.maxMessageBytes), series: locs.length, samples, bytes };
+      return new RunsAnswer(block.blockId, items, counts, max);
     }
-    const cols: SeriesColumns[] = [];
-    let samples = 0;
-    for (let i = 0; i < locs.length; i++) {
-      const loc = locs[i]!;
-      const s = sliceSamples(decodeCheckedRun(block.key, loc, runs[i]!), { start, end });
-      if (s.timestamps.length === 0) continue;
-      cols.push({ id: loc.id, samples: s });
-      samples += s.timestamps.length;
-    }
-    return { blockId: block.blockId, messages: rawMessages(block.blockId, cols, this.limits.maxMessageBytes), series: cols.length, samples, bytes: samples * 16 };
+    const range = { start, end };
+    return new RawAnswer(
+      block.blockId,
+      locs.length,
+      (i) => locs[i]!.id,
+      (i) => {
+        const s = sliceSamples(decodeLocatedRun(block.key, locs[i]!, runs[i]!), range);
+        runs[i] = EMPTY_RUN; // decoded: its bytes are not needed any more
+        return s;
+      },
+      max,
+    );
   }
 
   /**

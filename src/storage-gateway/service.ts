@@ -11,7 +11,7 @@
  * tenant's limits apply (`maxSeriesPerRead`: RESOURCE_EXHAUSTED) and the block is read from the
  * tenant's bucket, resolved per call.
  */
-import { once } from 'node:events';
+import { setImmediate as yieldLoop } from 'node:timers/promises';
 import { finished } from 'node:stream/promises';
 import { status, type Metadata, type ServerWritableStream, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
@@ -21,6 +21,7 @@ import { InvalidArgumentError } from '../errors.js';
 import { blockKey, MAX_SHARDS, validateTenant } from '../format/key.js';
 import type { BucketReader } from '../objstore/bucket.js';
 import type { BlockLocation } from './blocks.js';
+import { InFlightBudget } from './budget.js';
 import type { GatewayConfig } from './config.js';
 import type { Counted, GatewayMetrics } from './metrics.js';
 import type { BlockReadExecutor, ReadQuery } from './read.js';
@@ -279,6 +280,74 @@ class ReadAuthContext implements AuthContext {
   }
 }
 
+/** Messages a call may have made that the transport has not sent yet; then it waits. */
+const MESSAGES_AHEAD = 2;
+/** A call making messages for a client that takes them at once yields the event loop this often. */
+const SLICE_MS = 5;
+
+/**
+ * The messages of one call that the transport has not sent yet: their bytes stay taken from the
+ * budget until grpc-js reports each message written (HTTP/2 has sent it, flow control permitting),
+ * or the call ends ({@link close} gives back the rest; later reports are ignored).
+ */
+class SendWindow {
+  /** Messages written to the call. */
+  sent = 0;
+  /** Written and not yet sent by the transport. */
+  pending = 0;
+  private bytes = 0;
+  private closed = false;
+  private wake: (() => void) | null = null;
+
+  constructor(
+    private readonly call: ServerWritableStream<unknown, Buffer>,
+    private readonly budget: InFlightBudget,
+    private readonly tenant: string,
+  ) {}
+
+  /** Writes `msg`, whose bytes the caller has taken from the budget. */
+  write(msg: Buffer): void {
+    const size = msg.length;
+    this.sent++;
+    this.pending++;
+    this.bytes += size;
+    this.call.write(msg, () => {
+      if (this.closed) return;
+      this.pending--;
+      this.bytes -= size;
+      this.budget.give(this.tenant, size);
+      this.wake?.();
+    });
+  }
+
+  /** Resolves once at most `n` messages are pending; rejects when `signal` aborts first. */
+  drained(n: number, signal: AbortSignal): Promise<void> {
+    if (this.pending <= n) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => {
+        this.wake = null;
+        reject(signal.reason);
+      };
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.wake = () => {
+        if (this.pending > n) return;
+        this.wake = null;
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      };
+    });
+  }
+
+  /** The call has ended: its pending bytes go back to the budget. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.budget.give(this.tenant, this.bytes);
+    this.bytes = 0;
+  }
+}
+
 /** Metric children of one tenant label (see metrics.ts: counted at scrape time). */
 interface TenantCounts {
   readonly requestsOk: Counted;
@@ -297,7 +366,7 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
   // budgets (docs/config.md): calls being served, per tenant, and answer bytes not yet taken
   let active = 0;
   const activeOf = new Map<string, number>();
-  let bytesHeld = 0;
+  const inFlight = new InFlightBudget(config.maxBytesInFlight, config.maxBytesInFlightPerTenant, (used) => metrics.bytesInFlight.set(used));
   const tenantCounts = (label: string): TenantCounts => {
     let c = tenants.get(label);
     if (!c) {
@@ -318,7 +387,7 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
     let tenantLabel: string | null = null;
     let counted = false;
     let tenantCounted: string | null = null;
-    let held = 0;
+    let sending: SendWindow | null = null;
     let okRecorded = false;
     const recordOk = (): void => {
       if (okRecorded) return;
@@ -363,31 +432,36 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
         encoding: parsed.encoding,
       };
       const reading = opts.executor.readNow(query, end.source);
-      const result = reading instanceof Promise ? await reading : reading;
-      let size = 0;
-      for (const msg of result.messages) size += msg.length;
-      if (bytesHeld > 0 && bytesHeld + size > config.maxBytesInFlight) {
-        throw new GrpcError(
-          status.RESOURCE_EXHAUSTED,
-          `maxBytesInFlight (${config.maxBytesInFlight}) is used up by answers clients have not taken yet (${bytesHeld} bytes); this answer needs ${size}; retry shortly`,
-        );
-      }
-      bytesHeld += size;
-      held = size;
-      metrics.bytesInFlight.set(bytesHeld);
-      for (const msg of result.messages) {
+      const answer = reading instanceof Promise ? await reading : reading;
+      sending = new SendWindow(call, inFlight, tenant);
+      let sliceStart = performance.now();
+      for (let msg = answer.next(); msg !== null; msg = answer.next()) {
         end.check();
-        if (!call.write(msg)) await once(call, 'drain', { signal: end.signal });
+        if (sending.sent === 0) {
+          // the first message must fit the budgets now: a call holding nothing does not queue
+          const refused = inFlight.refusal(tenant, msg.length);
+          if (refused) throw refused;
+          inFlight.take(tenant, msg.length);
+        } else await inFlight.wait(tenant, msg.length, end.signal);
+        sending.write(msg);
+        if (sending.pending >= MESSAGES_AHEAD) {
+          await sending.drained(MESSAGES_AHEAD - 1, end.signal);
+          sliceStart = performance.now();
+        } else if (performance.now() - sliceStart >= SLICE_MS) {
+          // a long answer of a fast client: let other calls, health and /metrics run
+          await yieldLoop();
+          sliceStart = performance.now();
+        }
       }
-      samplesServed.inc(result.samples);
-      seriesServed.inc(result.series);
-      bytesServed[query.encoding].inc(result.bytes);
-      tenantCounts(tenantLabel).samples.inc(result.samples);
+      samplesServed.inc(answer.samples);
+      seriesServed.inc(answer.series);
+      bytesServed[query.encoding].inc(answer.bytes);
+      tenantCounts(tenantLabel).samples.inc(answer.samples);
       call.end();
       recordOk();
-      // the answer's bytes stay counted until the transport has handed them to the client (HTTP/2
-      // flow control holds them while the client does not read), or the call's time is up; the
-      // outcome is decided already
+      // the call stays counted until the transport has handed the last messages to the client
+      // (HTTP/2 flow control holds them while the client does not read), or the call's time is
+      // up; the outcome is decided already
       await finished(call as unknown as NodeJS.WritableStream, { signal: end.signal }).catch(() => undefined);
     } catch (e) {
       const err = end.aborted && !(e instanceof GrpcError) ? end.reason : e;
@@ -403,10 +477,7 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
         if (n > 0) activeOf.set(tenantCounted, n);
         else activeOf.delete(tenantCounted);
       }
-      if (held > 0) {
-        bytesHeld -= held;
-        metrics.bytesInFlight.set(bytesHeld);
-      }
+      sending?.close();
       const seconds = (performance.now() - t0) / 1000;
       if (code === status.OK) {
         recordOk();

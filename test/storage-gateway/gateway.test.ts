@@ -359,14 +359,17 @@ t.test('read budgets: maxConcurrentReads, maxConcurrentReadsPerTenant and maxByt
   };
   const held = (gw: RunningGateway) => gw.metrics.total('strata_gateway_bytes_in_flight');
   for (const [name, limits, what] of [
-    ['maxBytesInFlight', { maxBytesInFlight: 256 * 1024 }, /maxBytesInFlight \(262144\) is used up/],
+    ['maxBytesInFlight', { maxBytesInFlight: 128 * 1024 }, /maxBytesInFlight \(131072\) is used up/],
+    ['maxBytesInFlightPerTenant', { maxBytesInFlightPerTenant: 128 * 1024 }, /tenant "big" has used up maxBytesInFlightPerTenant \(131072\)/],
     ['maxConcurrentReads', { maxConcurrentReads: 1 }, /maxConcurrentReads \(1\) calls are being served/],
     ['maxConcurrentReadsPerTenant', { maxConcurrentReadsPerTenant: 1 }, /tenant "big" has maxConcurrentReadsPerTenant \(1\) calls/],
   ] as const) {
     const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { maxMessageBytes: 64 * 1024, ...limits }));
-    // a client that does not read: its 6 MB answer stays held by the gateway
+    // a client that does not read its 6 MB answer: the gateway holds two 64 KiB messages of it
+    // (made, not sent), and makes no more
     const slow = unreadCall(t, gw.grpcPort, { tenant: 'big', shard: 0, numShards: 1, windowStartMs: W0, seriesIds: idBytes(BIG.map((s) => s.id)), startMs: W0, endMs: W0 + D, encoding: ENCODING_RAW });
-    await eventually(`${name}: the unread answer to be held`, async () => ((await held(gw)) > 0 ? true : null));
+    await eventually(`${name}: two messages of the unread answer to be held`, async () => ((await held(gw)) > 64 * 1024 ? true : null));
+    t.ok((await held(gw)) <= 2 * 64 * 1024, `${name}: no more than two messages held (${await held(gw)} bytes)`);
     await refused(what)(gw);
     slow.cancel();
     await eventually(`${name}: the held bytes to be given back`, async () => ((await held(gw)) === 0 ? true : null));
