@@ -4,11 +4,18 @@
  * the decoded index pages the reads needed (a second LRU).
  *
  * Freshness. An opened block remembers when its object was last read from the bucket. Younger
- * than `stalenessMs`, it is used as is (from memory, or after a restart from the byte cache's
- * pointer and tail); past half of that, a read also starts a background re-check; past it, the
- * read waits for a fresh suffix read. A fresh read that finds another block id drops the old
- * block from the caches: a gateway serves a replaced block within `stalenessMs`, and since every
- * cached range is keyed by block id, it never mixes two versions.
+ * than its staleness bound, it is used as is (from memory, or after a restart from the byte
+ * cache's pointer and tail); past half of that, a read also starts a background re-check; past
+ * it, the read waits for a fresh suffix read. A fresh read that finds another block id drops the
+ * old block from the caches: a gateway serves a replaced block within the bound, and since every
+ * cached range is keyed by block id, it never mixes two versions. The bound is `stalenessMs` for
+ * a window that ended less than `uploadGraceMs` ago (it may still be uploaded or re-flushed), and
+ * `closedStalenessMs` for a closed one, whose block changes only when late data replaces it: warm
+ * reads of old data cost no bucket request.
+ *
+ * Cold reads. The first read of a block is a suffix GET of `suffixBytes`. Whatever of the index
+ * pages and runs it holds goes to the caches (checked against their CRCs first), so a block the
+ * suffix read holds whole costs that one GET.
  *
  * Outages. When the bucket cannot be reached (UNAVAILABLE), a block last read less than
  * `maxStaleMs` ago is served as it was (counted in `stale_serves_total`, logged), and its next reads
@@ -103,6 +110,8 @@ export interface OpenBlock {
 export interface BlockDirectoryOptions {
   readonly suffixBytes: number;
   readonly stalenessMs: number;
+  /** The staleness bound of a block of a closed window (see the module comment). */
+  readonly closedStalenessMs: number;
   /** While the bucket is unreachable, a block last checked less than this ago is served as is. */
   readonly maxStaleMs: number;
   readonly negativeTtlMs: number;
@@ -211,10 +220,11 @@ export class BlockDirectory {
     const now = this.deps.now();
     const sk = scopedKey(addr);
     const mem = this.open_.get(sk);
+    const staleness = this.stalenessOf(addr, now);
     if (mem) {
       const age = now - mem.checkedAtMs;
       const outage = this.outage.get(sk);
-      if (outage !== undefined && age >= this.opts.stalenessMs) {
+      if (outage !== undefined && age >= staleness) {
         // the bucket was unreachable a moment ago: serve the copy without waiting for it again
         if (outage > now && age < this.opts.maxStaleMs) {
           this.deps.metrics.staleServes.inc();
@@ -222,9 +232,9 @@ export class BlockDirectory {
         }
         this.outage.delete(sk);
       }
-      if (age < this.opts.stalenessMs) {
+      if (age < staleness) {
         this.openHits.inc();
-        if (age >= this.opts.stalenessMs / 2 && !this.tails.get(sk)) {
+        if (age >= staleness / 2 && !this.tails.get(sk)) {
           this.refresh(addr).catch((err: unknown) => this.deps.logger.warn({ err, key: addr.key }, 'background block re-check failed'));
         }
         return mem;
@@ -240,10 +250,15 @@ export class BlockDirectory {
       this.negative.delete(sk);
     }
     if (!mem) {
-      const stored = this.openFromStore(addr, now);
+      const stored = this.openFromStore(addr, now, staleness);
       if (stored) return stored;
     }
     return undefined;
+  }
+
+  /** How long a check of the block at `addr` holds: see the module comment. */
+  private stalenessOf(addr: BlockLocation, now: number): number {
+    return addr.windowEnd + BigInt(this.opts.uploadGraceMs) > BigInt(now) ? this.opts.stalenessMs : this.opts.closedStalenessMs;
   }
 
   /** Re-reads the block's tail from the bucket (shared by concurrent callers). */
@@ -298,7 +313,7 @@ export class BlockDirectory {
   }
 
   /** Opens the block from the byte cache when its pointer is fresh enough; null otherwise. */
-  private openFromStore(addr: BlockAddress, now: number, maxAgeMs = this.opts.stalenessMs): OpenBlock | null {
+  private openFromStore(addr: BlockAddress, now: number, maxAgeMs: number): OpenBlock | null {
     const { store, metrics, logger } = this.deps;
     const ptr = store.getPointer(scopedKey(addr));
     if (!ptr || now - ptr.checkedAtMs >= maxAgeMs) return null;
@@ -375,7 +390,7 @@ export class BlockDirectory {
     this.open_.delete(sk);
     store.deletePointer(sk);
     const recent = addr.windowEnd + BigInt(this.opts.uploadGraceMs) > BigInt(now);
-    this.negative.set(sk, now + (recent ? this.opts.negativeTtlMs : this.opts.stalenessMs));
+    this.negative.set(sk, now + (recent ? this.opts.negativeTtlMs : this.opts.closedStalenessMs));
     if (this.negative.size > 100_000) this.pruneNegative(now);
     return null;
   }
@@ -406,16 +421,41 @@ export class BlockDirectory {
     this.open_.set(block.scopedKey, block, OPEN_BLOCK_OVERHEAD + block.ioi.byteSize + block.pageKeys.length * PAGE_KEY_BYTES);
   }
 
-  /** Index pages that came along in the suffix read go to the byte cache (checked first). */
+  /**
+   * Index pages that came along in the suffix read go to the byte cache (checked first). When the
+   * read holds the whole object, the pages are decoded too and every run goes to the byte cache
+   * (each checked against its entry's CRC), so reads of the block need no other GET.
+   */
   private cachePagesIn(block: OpenBlock, r: RangeResult): void {
     const { ioi } = block;
     const { store } = this.deps;
+    const whole = r.offset === 0 && r.data.length === block.size;
     for (let p = 0; p < ioi.pageCount; p++) {
       const off = ioi.offsets[p]!;
       const len = ioi.lengths[p]!;
-      if (off < r.offset || store.hasRange(block.cacheId, off, len)) continue;
+      if (off < r.offset) continue;
       const bytes = r.data.subarray(off - r.offset, off - r.offset + len);
-      if (bytes.length === len && crc32c(bytes) === ioi.crcs[p]) store.putRange(block.cacheId, off, bytes);
+      if (bytes.length !== len || crc32c(bytes) !== ioi.crcs[p]) continue;
+      if (!store.hasRange(block.cacheId, off, len)) store.putRange(block.cacheId, off, bytes);
+      if (whole) this.cacheRunsOf(block, p, bytes, r.data);
+    }
+  }
+
+  /** Decodes page `p` (its checked `bytes`) into the page LRU and caches its runs held in `object`. */
+  private cacheRunsOf(block: OpenBlock, p: number, bytes: Buffer, object: Buffer): void {
+    const { store } = this.deps;
+    let page: IndexPage;
+    try {
+      page = BlockReader.decodePageBytes(block.key, block.ioi, p, bytes, block.footer.samples.length);
+    } catch (err) {
+      if (err instanceof StrataError) return; // a read of the page reports it, naming the block
+      throw err;
+    }
+    this.pages_.set(pageKey(block, p), page, PAGE_OVERHEAD + page.count * PAGE_ENTRY_BYTES);
+    for (let e = 0; e < page.count; e++) {
+      const off = page.offsets[e]!;
+      const run = object.subarray(off, off + page.lengths[e]!);
+      if (run.length === page.lengths[e] && crc32c(run) === page.crcs[e] && !store.hasRange(block.cacheId, off, run.length)) store.putRange(block.cacheId, off, run);
     }
   }
 }

@@ -65,8 +65,10 @@ export const gatewayConfigSchema = z.strictObject({
   coalesceGapBytes: nonNegInt.default(512 * KiB),
   /** ...as long as the GET stays under this. */
   maxGetBytes: posInt.default(16 * MiB),
-  /** A block is re-checked in the bucket (a suffix read) when its last check is older than this. */
+  /** A block of an open window is re-checked in the bucket (a suffix read) when its last check is older than this... */
   stalenessMs: posInt.default(60_000),
+  /** ...and one of a closed window (ended more than uploadGraceMs ago) when older than this. */
+  closedStalenessMs: posInt.default(3600 * 1000),
   /**
    * While the bucket cannot be reached (UNAVAILABLE), a cached block whose last check is younger
    * than this keeps being served as it was last read; 0: never.
@@ -74,7 +76,7 @@ export const gatewayConfigSchema = z.strictObject({
   maxStaleMs: nonNegInt.default(3600 * 1000),
   /** How long "no block" is remembered for a window that may still be uploading... */
   negativeTtlMs: nonNegInt.default(5_000),
-  /** ...which is one that ended less than this ago (older windows use stalenessMs). */
+  /** ...which is one that ended less than this ago (older windows use closedStalenessMs). */
   uploadGraceMs: nonNegInt.default(6 * 3600 * 1000),
   /** Series ids in one request. */
   maxSeriesPerRequest: posInt.default(10_000),
@@ -122,6 +124,7 @@ const KINDS: Record<GatewayConfigKey, OptionKind> = {
   coalesceGapBytes: 'int',
   maxGetBytes: 'int',
   stalenessMs: 'int',
+  closedStalenessMs: 'int',
   maxStaleMs: 'int',
   negativeTtlMs: 'int',
   uploadGraceMs: 'int',

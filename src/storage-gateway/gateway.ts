@@ -180,6 +180,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     {
       suffixBytes: config.suffixBytes,
       stalenessMs: config.stalenessMs,
+      closedStalenessMs: config.closedStalenessMs,
       maxStaleMs: config.maxStaleMs,
       negativeTtlMs: config.negativeTtlMs,
       uploadGraceMs: config.uploadGraceMs,

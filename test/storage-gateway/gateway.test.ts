@@ -101,7 +101,7 @@ t.test('a window without a block is empty and negative-cached', async (t) => {
   const { bucketConfig, bucket } = await setup(t);
   await writeBlock(bucket, 'acme', 0, 2, W0, [{ id: 2n, samples: makeSeries('gauge', 10, W0, 1) }]);
   const clock = manualClock(Number(W0 + 10n * D)); // long after the windows ended
-  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { stalenessMs: 60_000, negativeTtlMs: 1000, uploadGraceMs: Number(2n * D) }), { now: clock.now });
+  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { stalenessMs: 60_000, closedStalenessMs: 600_000, negativeTtlMs: 1000, uploadGraceMs: Number(2n * D) }), { now: clock.now });
   const q = clientFor(t, gw.grpcPort, 2);
   const r = await q.query('acme', [1n, 2n], { start: W0, end: W0 + 2n * D });
   t.equal(r.requests, 4);
@@ -113,10 +113,13 @@ t.test('a window without a block is empty and negative-cached', async (t) => {
   t.equal((await gets(gw)) - before, 0, 'missing blocks answered from the negative cache');
   clock.advance(1000);
   await q.query('acme', [1n], { start: W0, end: W0 + 2n * D });
-  t.equal((await gets(gw)) - before, 0, 'a settled window keeps its entry for stalenessMs');
+  t.equal((await gets(gw)) - before, 0, 'a settled window keeps its entry');
   clock.advance(59_000);
   await q.query('acme', [1n], { start: W0, end: W0 + 2n * D });
-  t.equal((await gets(gw)) - before, 2, 'after stalenessMs the two missing blocks are looked up again');
+  t.equal((await gets(gw)) - before, 0, 'a closed window keeps its entry past stalenessMs...');
+  clock.advance(540_000);
+  await q.query('acme', [1n], { start: W0, end: W0 + 2n * D });
+  t.equal((await gets(gw)) - before, 2, '...and after closedStalenessMs the two missing blocks are looked up again');
 
   // a window that may still be uploading is re-checked after negativeTtlMs
   const recent = manualClock(Number(W0 + D + 60_000n));
@@ -256,13 +259,49 @@ t.test('a corrupted object gives DATA_LOSS naming the block, never wrong samples
   t.equal(await gw.metrics.total('strata_gateway_cache_corrupt_total'), 1);
 });
 
+t.test('a block of a closed window is re-checked after closedStalenessMs, one of an open window after stalenessMs; a block the suffix read holds costs one GET cold', async (t) => {
+  const { bucketConfig, bucket } = await setup(t);
+  const small = BIG.slice(0, 12);
+  const [, oldBlock] = await writeBlock(bucket, 'old', 0, 1, W0, small, { seriesPerPage: 4 });
+  t.ok(oldBlock.size < 65_536, `the block (${oldBlock.size} bytes) fits the 64 KiB suffix read`);
+  const later = small.map((s) => ({ id: s.id, samples: { timestamps: s.samples.timestamps.map((x) => x + 10n * D), values: s.samples.values } }));
+  await writeBlock(bucket, 'new', 0, 1, W0 + 10n * D, later, { seriesPerPage: 4 });
+  // the clock: the window W0 closed long ago; W0 + 10 D ended an hour ago (uploadGraceMs: 6 h)
+  const clock = manualClock(Number(W0 + 11n * D) + 3_600_000);
+  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { stalenessMs: 60_000, closedStalenessMs: 3_600_000, uploadGraceMs: 6 * 3_600_000, suffixBytes: 65_536 }), { now: clock.now });
+  const q = clientFor(t, gw.grpcPort, 1);
+  const ids = small.map((s) => s.id);
+  const oldWin = { start: W0, end: W0 + D };
+  const newWin = { start: W0 + 10n * D, end: W0 + 11n * D };
+  let before = await gets(gw);
+  t.same(mismatches((await q.query('old', ids, oldWin)).series, expected({ tenant: 'old', numShards: 1, windows: 1, series: small }, ids, W0, W0 + D)), [], 'closed window: exact');
+  t.equal((await gets(gw)) - before, 1, 'cold: one GET for a block the suffix read holds (tail, pages and runs)');
+  before = await gets(gw);
+  t.same(mismatches((await q.query('new', ids, newWin)).series, expected({ tenant: 'new', numShards: 1, windows: 1, series: later }, ids, newWin.start, newWin.end)), [], 'open window: exact');
+  t.equal((await gets(gw)) - before, 1, 'cold: one GET again');
+  before = await gets(gw);
+  // 10 minutes of warm reads, a read every 20 s: the open window is re-checked, the closed one never
+  for (let i = 0; i < 30; i++) {
+    clock.advance(20_000);
+    await q.query('old', ids, oldWin);
+  }
+  t.equal((await gets(gw)) - before, 0, 'no bucket request in 10 minutes of warm reads of a closed window');
+  await q.query('new', ids, newWin);
+  await eventually('the open window to be re-checked', async () => ((await gets(gw)) - before >= 1 ? true : null));
+  t.equal((await gw.metrics.total('strata_gateway_cache_evictions_total')), 0, 'no re-check evicted anything');
+  clock.advance(3_000_000); // past closedStalenessMs since the first read
+  before = await gets(gw);
+  await q.query('old', ids, oldWin);
+  t.equal((await gets(gw)) - before, 1, 'after closedStalenessMs the closed window is re-checked with one suffix GET');
+});
+
 t.test('a replaced block is served within the staleness bound, never mixed with the old one', async (t) => {
   const { bucketConfig, bucket } = await setup(t);
   const v1 = BIG.slice(0, 100);
   const v2 = BIG.slice(0, 100).map((s, i) => ({ id: s.id, samples: makeSeries('float', 800 + i, W0, 5000 + i) }));
   const [, b1] = await writeBlock(bucket, 'big', 0, 1, W0, v1, { seriesPerPage: 16 });
   const clock = manualClock();
-  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { stalenessMs: 60_000, suffixBytes: 4096 }), { now: clock.now });
+  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { stalenessMs: 60_000, closedStalenessMs: 60_000, suffixBytes: 4096 }), { now: clock.now });
   const q = clientFor(t, gw.grpcPort, 1);
   const ds1 = { tenant: 'big', numShards: 1, windows: 1, series: v1 };
   const ds2 = { tenant: 'big', numShards: 1, windows: 1, series: v2 };
@@ -304,7 +343,7 @@ t.test('an S3 outage: cached blocks are served as last read up to maxStaleMs, co
   const proxy = await startFaultProxy(t, upstream, () => (down ? { kind: 'status', status: 503, code: 'ServiceUnavailable' } : FORWARD));
   const viaProxy = { ...bucketConfig, endpoint: proxy.endpoint, retry: { maxAttempts: 2, baseDelayMs: 5, maxDelayMs: 20 } } as BucketConfig;
   const clock = manualClock(Number(W0 + 10n * D));
-  const gw = await startTestGateway(t, testConfig(viaProxy, tempDir(t), { stalenessMs: 60_000, maxStaleMs: 3_600_000 }), { now: clock.now });
+  const gw = await startTestGateway(t, testConfig(viaProxy, tempDir(t), { stalenessMs: 60_000, closedStalenessMs: 60_000, maxStaleMs: 3_600_000 }), { now: clock.now });
   const q = clientFor(t, gw.grpcPort, 1);
   const ds = { tenant: 'big', numShards: 1, windows: 1, series: v1 };
   const ids = [v1[0]!.id, v1[1]!.id];
