@@ -16,12 +16,21 @@
  * idempotent: the caller may retry). A lost connection is replaced on the next call; a GOAWAY
  * lets streams in flight finish on the old one.
  *
+ * Connection health. The channel pings its connection every `keepaliveTimeMs`; a ping not
+ * answered within `keepaliveTimeoutMs` closes it (calls on it fail UNAVAILABLE, the next call
+ * connects anew), so a silently dead peer costs seconds, not every call's deadline. A connection
+ * attempt that fails makes the next one wait: exponential backoff with full jitter
+ * (src/objstore/retry.ts), reset by a connection that succeeds. A call made during the wait
+ * starts once it is over, or fails UNAVAILABLE at once when its deadline comes first.
+ *
  * Errors are {@link GrpcCallError}s with `code` (a grpc-js `status`) and `details`, the shape of
  * grpc-js's ServiceError, so callers handle both transports alike.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
 import { status } from '@grpc/grpc-js';
 import type { ClientTlsOptions } from '../common/tls.js';
+import { backoffDelayMs, type RetryPolicy } from '../objstore/retry.js';
 
 const {
   HTTP2_HEADER_STATUS,
@@ -58,6 +67,14 @@ export interface H2ChannelOptions {
   readonly maxMessageBytes?: number;
   /** `user-agent` header (default `strata-query`). */
   readonly userAgent?: string;
+  /** The connection is pinged this often (default 30 s)... */
+  readonly keepaliveTimeMs?: number;
+  /** ...and closed when a ping is not answered within this (default 10 s). */
+  readonly keepaliveTimeoutMs?: number;
+  /** Waits between failed connection attempts: ceilings of the first and of every later one (default 100 ms, 10 s). */
+  readonly reconnectBackoff?: { readonly baseDelayMs: number; readonly maxDelayMs: number };
+  /** Random source of the backoff's jitter, in [0, 1) (tests). */
+  readonly random?: () => number;
 }
 
 /** One server-streaming call. */
@@ -151,6 +168,14 @@ export class H2Channel {
   private readonly window: number;
   private readonly maxMessage: number;
   private readonly userAgent: string;
+  private readonly backoff: RetryPolicy;
+  /** Connection attempts that failed in a row, the last one's error, and when the next may start. */
+  private failedConnects = 0;
+  /** Connections that completed the HTTP/2 handshake, and those counted as failed attempts. */
+  private readonly handshaken = new WeakSet<ClientHttp2Session>();
+  private readonly counted = new WeakSet<ClientHttp2Session>();
+  private lastConnectError: Error | null = null;
+  private nextConnectAt = 0;
 
   constructor(
     readonly endpoint: string,
@@ -160,6 +185,8 @@ export class H2Channel {
     this.window = opts.windowBytes ?? 16 * 1024 * 1024;
     this.maxMessage = opts.maxMessageBytes ?? 64 * 1024 * 1024;
     this.userAgent = opts.userAgent ?? 'strata-query';
+    const b = opts.reconnectBackoff ?? { baseDelayMs: 100, maxDelayMs: 10_000 };
+    this.backoff = { maxAttempts: Infinity, ...b };
   }
 
   /** Closes the connection; calls in flight fail as UNAVAILABLE, later calls are refused. */
@@ -182,6 +209,12 @@ export class H2Channel {
     const drop = (): void => {
       if (this.session === s) this.session = null;
     };
+    s.once('remoteSettings', () => {
+      // the server's SETTINGS: the HTTP/2 handshake is done
+      this.handshaken.add(s);
+      this.failedConnects = 0;
+      this.lastConnectError = null;
+    });
     s.on('connect', () => {
       try {
         s.setLocalWindowSize(window);
@@ -192,12 +225,59 @@ export class H2Channel {
     s.on('error', (err: Error) => {
       this.failures.set(s, err); // the streams see the failure too
       drop();
+      this.connectFailed(s);
     });
     s.on('goaway', drop);
-    s.on('close', drop);
+    s.on('close', () => {
+      drop();
+      this.connectFailed(s);
+    });
+    this.keepalive(s);
     if (this.active === 0) s.unref();
     this.session = s;
     return s;
+  }
+
+  /**
+   * Notes that `s` failed before its HTTP/2 handshake (refused, reset, timed out), once: the next
+   * attempt waits for the backoff. Called by whichever comes first of its events and its calls'.
+   */
+  private connectFailed(s: ClientHttp2Session): void {
+    if (this.handshaken.has(s) || this.counted.has(s) || this.closed) return;
+    this.counted.add(s);
+    this.failedConnects++;
+    this.lastConnectError = this.failures.get(s) ?? new Error('connection closed before the HTTP/2 handshake');
+    this.nextConnectAt = Date.now() + backoffDelayMs(this.backoff, this.failedConnects, this.opts.random);
+  }
+
+  /** Pings `s` every keepaliveTimeMs; an unanswered ping destroys it (see the module comment). */
+  private keepalive(s: ClientHttp2Session): void {
+    const every = this.opts.keepaliveTimeMs ?? 30_000;
+    const within = this.opts.keepaliveTimeoutMs ?? 10_000;
+    let pending: NodeJS.Timeout | undefined;
+    const timer = setInterval(() => {
+      if (s.destroyed || s.closed || pending !== undefined || !s.socket) return;
+      pending = setTimeout(() => {
+        const err = new Error(`keepalive ping not answered within ${within} ms; connection closed`);
+        this.failures.set(s, err);
+        s.destroy(err);
+      }, within);
+      pending.unref();
+      const answered = (): void => {
+        clearTimeout(pending);
+        pending = undefined;
+      };
+      try {
+        if (!s.ping(answered)) answered();
+      } catch {
+        answered(); // the session is closing
+      }
+    }, every);
+    timer.unref();
+    s.once('close', () => {
+      clearInterval(timer);
+      clearTimeout(pending);
+    });
   }
 
   private hold(s: ClientHttp2Session): void {
@@ -213,6 +293,20 @@ export class H2Channel {
    * {@link GrpcCallError} (or what `onMessage` threw, or the signal's reason) otherwise.
    */
   serverStream(call: ServerStreamCall): Promise<void> {
+    const live = this.session && !this.session.closed && !this.session.destroyed;
+    const wait = live ? 0 : this.nextConnectAt - Date.now();
+    if (wait > 0 && !this.closed) {
+      // a connection attempt failed a moment ago: the next one waits for its backoff
+      if (Date.now() + wait >= call.deadline) {
+        return Promise.reject(
+          new GrpcCallError(status.UNAVAILABLE, `${this.endpoint}: not connecting again for ${wait} ms after: ${this.lastConnectError?.message ?? 'a failed connection'}`),
+        );
+      }
+      return sleep(wait, undefined, call.signal ? { signal: call.signal } : {}).then(
+        () => this.serverStream(call),
+        () => Promise.reject(call.signal!.reason),
+      );
+    }
     return new Promise<void>((resolve, reject) => {
       if (call.signal?.aborted) {
         reject(call.signal.reason);
@@ -360,6 +454,7 @@ export class H2Channel {
         const lost = (reset ? null : transportError) ?? this.failures.get(session) ?? (session.destroyed ? new Error('connection closed') : null);
         if (lost !== null) {
           // the connection failed or went away under the call (Node resets its streams)
+          if (session.destroyed) this.connectFailed(session);
           finish(new GrpcCallError(status.UNAVAILABLE, `${this.endpoint}: ${lost.message}`, { cause: lost }));
           return;
         }

@@ -7,6 +7,7 @@
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import http2 from 'node:http2';
+import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -175,6 +176,66 @@ t.test('no server, a closed channel: UNAVAILABLE', async (t) => {
   const ch = new H2Channel(`127.0.0.1:${port}`);
   ch.close();
   t.equal((await failure(collect(ch, request(1, 1)))).code, status.UNAVAILABLE, 'closed channel');
+});
+
+t.test('keepalive: a connection whose peer goes silent is closed; the call on it fails UNAVAILABLE long before its deadline, and the next call connects anew', async (t) => {
+  const { endpoint } = await grpcServer(t);
+  const [host, port] = endpoint.split(':') as [string, string];
+  // a TCP relay that can stop relaying: a peer gone silent (no FIN, no RST), as behind a dead NAT
+  let frozen = false;
+  const sockets: net.Socket[] = [];
+  const relay = net.createServer((client) => {
+    const up = net.connect(Number(port), host);
+    sockets.push(client, up);
+    client.on('data', (d) => frozen || up.write(d));
+    up.on('data', (d) => frozen || client.write(d));
+    for (const [a, b] of [[client, up], [up, client]] as const) {
+      a.on('error', () => undefined);
+      a.on('close', () => b.destroy());
+    }
+  });
+  await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    for (const s of sockets) s.destroy();
+    relay.close();
+  });
+  const ch = new H2Channel(`127.0.0.1:${(relay.address() as net.AddressInfo).port}`, { keepaliveTimeMs: 100, keepaliveTimeoutMs: 300 });
+  t.teardown(() => ch.close());
+  let n = 0;
+  // one message, then the server holds the call open
+  const p = failure(collect(ch, request(1, 10, 2), { deadline: Date.now() + 600_000, onMessage: () => n++ }));
+  t.ok(await until(() => n === 1), 'the call is under way');
+  frozen = true;
+  const e = await p;
+  t.equal(e.code, status.UNAVAILABLE, `UNAVAILABLE, not DEADLINE_EXCEEDED (${e.details})`);
+  t.match(e.details, /keepalive ping not answered within 300 ms/);
+  frozen = false;
+  t.equal((await collect(ch, request(2, 10))).length, 2, 'the next call is served on a new connection');
+});
+
+t.test('a failed connection attempt makes the next one wait (backoff with jitter); a call whose deadline comes first fails at once without connecting', async (t) => {
+  let accepted = 0;
+  const srv = net.createServer((s) => {
+    accepted++;
+    s.destroy(); // closed before the HTTP/2 handshake
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  t.teardown(() => srv.close());
+  const ep = `127.0.0.1:${(srv.address() as net.AddressInfo).port}`;
+  const ch = new H2Channel(ep, { reconnectBackoff: { baseDelayMs: 3_600_000, maxDelayMs: 3_600_000 }, random: () => 0.5 });
+  t.teardown(() => ch.close());
+  t.equal((await failure(collect(ch, request(1, 1)))).code, status.UNAVAILABLE, 'the first attempt fails');
+  t.equal(accepted, 1);
+  const e = await failure(collect(ch, request(1, 1), { deadline: Date.now() + 10_000 }));
+  t.equal(e.code, status.UNAVAILABLE);
+  t.match(e.details, /not connecting again for \d+ ms after/);
+  t.equal(accepted, 1, 'no second attempt during the backoff');
+
+  // a short backoff: a call made during it waits, then connects
+  const { endpoint } = await grpcServer(t);
+  const ch2 = new H2Channel(endpoint, { reconnectBackoff: { baseDelayMs: 200, maxDelayMs: 200 }, random: () => 0.5 });
+  t.teardown(() => ch2.close());
+  t.equal((await collect(ch2, request(1, 5))).length, 1, 'a channel that never failed connects at once');
 });
 
 /** A gRPC server in a child process: sends `size`-byte messages, one every 20 ms, forever. */
