@@ -4,7 +4,9 @@
  * lists them under each service), and the refusal of a message flagged as compressed on a call
  * that named no compression.
  */
-import { status, type ServerInterceptingCall, type ServerInterceptor, type ServerOptions } from '@grpc/grpc-js';
+import type { Socket } from 'node:net';
+import type { ServerHttp2Session } from 'node:http2';
+import { status, type Server, type ServerCredentials, type ServerInterceptingCall, type ServerInterceptor, type ServerOptions } from '@grpc/grpc-js';
 import { z } from 'zod';
 import type { OptionKind } from './config.js';
 
@@ -20,6 +22,8 @@ export const connectionSchema = {
   idleTimeoutMs: posInt.default(5 * 60_000),
   /** Concurrent streams (calls) one connection may open; more wait in the client. */
   maxConcurrentStreams: posInt.max(2 ** 31 - 1).default(256),
+  /** A connection must finish its TLS handshake and send the HTTP/2 preface within this, or it is closed. */
+  handshakeTimeoutMs: posInt.default(10_000),
 } as const;
 
 /** Kinds of the keys of {@link connectionSchema} (for environment variables and flags). */
@@ -28,6 +32,7 @@ export const connectionKinds: Record<keyof typeof connectionSchema, OptionKind> 
   keepaliveTimeoutMs: 'int',
   idleTimeoutMs: 'int',
   maxConcurrentStreams: 'int',
+  handshakeTimeoutMs: 'int',
 };
 
 /** What a service's config holds of connection hygiene. */
@@ -36,6 +41,7 @@ export interface ConnectionConfig {
   readonly keepaliveTimeoutMs: number;
   readonly idleTimeoutMs: number;
   readonly maxConcurrentStreams: number;
+  readonly handshakeTimeoutMs: number;
 }
 
 /** grpc-js server options for `c`. */
@@ -79,3 +85,48 @@ export const refuseUndeclaredCompression: ServerInterceptor = (_method, call) =>
   };
   return same;
 };
+
+/**
+ * `creds` with the TLS handshake bounded by `ms` (Node's tls.Server `handshakeTimeout`; the
+ * default is 120 s). Plaintext credentials are returned as they are.
+ */
+export function withHandshakeTimeout(creds: ServerCredentials, ms: number): ServerCredentials {
+  if (!creds._isSecure()) return creds;
+  const base = creds._getConstructorOptions.bind(creds);
+  creds._getConstructorOptions = () => ({ ...(base() ?? {}), handshakeTimeout: ms });
+  return creds;
+}
+
+/** Marks a socket with the timer that closes it unless its HTTP/2 preface arrives in time. */
+const PREFACE_TIMER = Symbol('strata.prefaceTimer');
+type Timed = { [PREFACE_TIMER]?: NodeJS.Timeout };
+
+/**
+ * Closes every connection of `server` (bound already) whose HTTP/2 preface (the client's
+ * SETTINGS) does not arrive within `ms` of the connection (plaintext) or of the end of its TLS
+ * handshake, itself bounded by {@link withHandshakeTimeout}. Without it a connection that stops
+ * mid-handshake stays open until the idle timeout. grpc-js keeps its HTTP/2 servers in a private
+ * map; test/common/connections.test.ts fails if a release moves it.
+ */
+export function guardHandshakes(server: Server, ms: number): void {
+  const servers = (server as unknown as { http2Servers?: Map<NodeJS.EventEmitter, unknown> }).http2Servers;
+  if (!(servers instanceof Map)) throw new Error('grpc-js no longer exposes its HTTP/2 servers; the handshake timeout cannot be applied');
+  const arm = (socket: Socket & Timed): void => {
+    const timer = setTimeout(() => socket.destroy(), ms);
+    timer.unref();
+    socket[PREFACE_TIMER] = timer;
+    socket.once('close', () => clearTimeout(timer));
+  };
+  for (const h2 of servers.keys()) {
+    const secure = typeof (h2 as { setSecureContext?: unknown }).setSecureContext === 'function';
+    // plaintext: from the TCP connection; TLS: from the end of the handshake
+    h2.on(secure ? 'secureConnection' : 'connection', arm);
+    h2.on('session', (session: ServerHttp2Session) => {
+      session.once('remoteSettings', () => {
+        // session.socket forwards property reads to the connection's socket
+        const timer = (session.socket as unknown as Timed)[PREFACE_TIMER];
+        if (timer !== undefined) clearTimeout(timer);
+      });
+    });
+  }
+}

@@ -17,7 +17,7 @@ import { Server, type ServiceDefinition } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { addHealthService, HealthState } from '../common/health.js';
 import { tolerantRequests } from '../common/status.js';
-import { grpcServerOptions } from '../common/connections.js';
+import { grpcServerOptions, guardHandshakes, withHandshakeTimeout } from '../common/connections.js';
 import { createLogger } from '../common/logger.js';
 import { drainServer } from '../common/signals.js';
 import { startMetricsServer, type MetricsServer } from '../common/metrics-server.js';
@@ -125,7 +125,7 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
   const tenantLabel = (tenant: string): string => registry.label(tenant);
   let creds;
   try {
-    creds = serverCredentials(config.tls);
+    creds = withHandshakeTimeout(serverCredentials(config.tls), config.handshakeTimeoutMs);
   } catch (err) {
     if (ownRegistry) await registry.close();
     throw err;
@@ -148,6 +148,7 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
     grpcPort = await new Promise<number>((resolve, reject) =>
       server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, creds, (err, p) => (err ? reject(err) : resolve(p))),
     );
+    guardHandshakes(server, config.handshakeTimeoutMs);
     try {
       const m = splitListen(config.metricsListen);
       metricsServer = await startMetricsServer(metrics.registry, m.host, m.port);

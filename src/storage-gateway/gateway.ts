@@ -16,7 +16,7 @@ import { Server, type ServiceDefinition } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { addHealthService, HealthState } from '../common/health.js';
 import { tolerantRequests } from '../common/status.js';
-import { grpcServerOptions } from '../common/connections.js';
+import { grpcServerOptions, guardHandshakes, withHandshakeTimeout } from '../common/connections.js';
 import { createLogger } from '../common/logger.js';
 import { drainServer } from '../common/signals.js';
 import { startMetricsServer, type MetricsServer } from '../common/metrics-server.js';
@@ -215,11 +215,12 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
   let metricsServer: MetricsServer;
   let grpcPort: number;
   try {
-    const creds = serverCredentials(config.tls);
+    const creds = withHandshakeTimeout(serverCredentials(config.tls), config.handshakeTimeoutMs);
     const { host, port } = splitListen(config.grpcListen);
     grpcPort = await new Promise<number>((resolve, reject) =>
       server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, creds, (err, p) => (err ? reject(err) : resolve(p))),
     );
+    guardHandshakes(server, config.handshakeTimeoutMs);
     const m = splitListen(config.metricsListen);
     metricsServer = await startMetricsServer(metrics.registry, m.host, m.port);
   } catch (err) {
