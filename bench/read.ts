@@ -23,9 +23,18 @@
  * (`loopback_h2_p50_ms` ... `loopback_h2_x8_p99_ms`: an empty HTTP/2 exchange between two
  * processes, one and 8 at a time).
  *
+ * Against the floor and a peer, in the same run: every warm query is preceded by a floor
+ * exchange as wide as the requests the query sends (1 for 1x4h, 8 otherwise), the warm queries
+ * run in 5 rounds, and `warm_<case>_p99_over_floor` is the median over the rounds of the
+ * query p99 divided by the floor p99. `event_loop_p99_ms` is the gateway's event-loop delay p99
+ * (`nodejs_eventloop_lag_p99_seconds`) during the warm queries, the worst case. The peer is
+ * VictoriaMetrics (bench/vm-peer.ts), loaded with the full dataset and queried for the same
+ * 1x4h and 100x4h cases: `vm_native_<case>_p50_ms` / `_p99_ms` (`/api/v1/export/native`, its
+ * stored blocks) and `vm_export_<case>_*` (`/api/v1/export`, decoded); `--peer=none` skips it.
+ *
  * Flags: --data=DIR --data30=DIR (datasets, generated when missing), --shards=8,
  * --backends=fs,rgw, --encodings=runs,raw, --warm-reps=1 --cold-reps=1 (scale factors of the
- * repetitions), --profile=DIR (CPU profile of the gateway process).
+ * repetitions), --profile=DIR (CPU profile of the gateway process), --peer=vm|none.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -39,7 +48,8 @@ import { QueryClient, DEFAULT_ENCODING, type ReadEncoding, type SeriesSamples } 
 import { decodeFooter, encodeFooter, FOOTER_LEN } from '../src/format/footer.js';
 import { blockKey, DEFAULT_BLOCK_DURATION_MS } from '../src/format/key.js';
 import { openBucket, type Bucket, type BucketConfig } from '../src/objstore/index.js';
-import { loadDataset, type Dataset, type Series } from './dataset.js';
+import { loadDataset, median, type Dataset, type Series } from './dataset.js';
+import { vmPeer } from './vm-peer.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(here, '..', '..');
@@ -213,6 +223,7 @@ async function runBackend(
   reps: { warm: Record<Case, number>; cold: Record<Case, number> },
   encodings: ReadEncoding[],
   gatewayNodeArgs: string[],
+  floor: Floor,
 ): Promise<BackendFigures> {
   const { full, days, shards } = make;
   const fullStart = (BigInt(full.startMs) / D) * D;
@@ -285,33 +296,50 @@ async function runBackend(
     const def = clients.get(DEFAULT_ENCODING) ?? clients.values().next().value!;
     for (const c of CASES) for (let i = 0; i < 10; i++) await run(def, q(c, i, mainTenant(c)));
 
-    // warm, each encoding
+    // warm, each encoding: a floor exchange before each query, in rounds
+    let loopP99 = 0;
     for (const [enc, client] of clients) {
       for (const c of CASES) {
-        const before = await scrape(gw.metricsPort);
+        const before = await scrape(gw.metricsPort); // also restarts the gateway's event-loop delay histogram
         const lat: number[] = [];
+        const floorLat: number[] = [];
+        const ratios: number[] = [];
         let blocksTouched = 0;
+        const perRound = Math.max(1, Math.ceil(reps.warm[c] / ROUNDS));
         for (let i = 0; i < reps.warm[c]; i++) {
           const query = q(c, i, mainTenant(c));
+          floorLat.push(await floor.exchange(FLOOR_WIDTH[c]));
           lat.push(await run(client, query));
           blocksTouched += query.blocks;
+          if ((i + 1) % perRound === 0 || i + 1 === reps.warm[c]) {
+            const from = Math.floor(i / perRound) * perRound;
+            ratios.push(quantile(lat.slice(from), 0.99) / quantile(floorLat.slice(from), 0.99));
+          }
         }
         const after = await scrape(gw.metricsPort);
         const cpuMs = ((after.get('process_cpu_seconds_total') ?? 0) - (before.get('process_cpu_seconds_total') ?? 0)) * 1000;
         const getsDelta = (after.get('strata_gateway_s3_gets_total') ?? 0) - (before.get('strata_gateway_s3_gets_total') ?? 0);
+        const loop = (after.get('nodejs_eventloop_lag_p99_seconds') ?? NaN) * 1000;
+        loopP99 = Math.max(loopP99, loop);
         out[`${enc}_warm_${c}_p50_ms`] = round(quantile(lat, 0.5));
         out[`${enc}_warm_${c}_p99_ms`] = round(quantile(lat, 0.99));
+        out[`${enc}_warm_${c}_floor_p99_ms`] = round(quantile(floorLat, 0.99));
+        out[`${enc}_warm_${c}_p99_over_floor`] = round(median(ratios));
         out[`${enc}_gateway_cpu_ms_per_query_${c}`] = round(cpuMs / reps.warm[c]);
         out[`${enc}_gets_per_block_warm_${c}`] = round(getsDelta / blocksTouched);
+        out[`${enc}_event_loop_p99_ms_${c}`] = round(loop);
         console.log(
-          `[${name}] warm ${c.padEnd(6)} ${enc.padEnd(4)}: p50 ${quantile(lat, 0.5).toFixed(2)} ms, p99 ${quantile(lat, 0.99).toFixed(2)} ms, ` +
-            `gateway CPU ${(cpuMs / reps.warm[c]).toFixed(2)} ms/query, ${getsDelta} GETs over ${blocksTouched} blocks (${reps.warm[c]} queries)`,
+          `[${name}] warm ${c.padEnd(6)} ${enc.padEnd(4)}: p50 ${quantile(lat, 0.5).toFixed(2)} ms, p99 ${quantile(lat, 0.99).toFixed(2)} ms ` +
+            `(floor x${FLOOR_WIDTH[c]} p99 ${quantile(floorLat, 0.99).toFixed(2)} ms; p99/floor median of ${ratios.length} rounds ${median(ratios).toFixed(2)}), ` +
+            `gateway CPU ${(cpuMs / reps.warm[c]).toFixed(2)} ms/query, event loop p99 ${loop.toFixed(1)} ms, ${getsDelta} GETs over ${blocksTouched} blocks (${reps.warm[c]} queries)`,
         );
       }
     }
+    out['event_loop_p99_ms'] = round(loopP99);
     for (const c of CASES) {
       out[`warm_${c}_p50_ms`] = out[`${DEFAULT_ENCODING}_warm_${c}_p50_ms`]!;
       out[`warm_${c}_p99_ms`] = out[`${DEFAULT_ENCODING}_warm_${c}_p99_ms`]!;
+      out[`warm_${c}_p99_over_floor`] = out[`${DEFAULT_ENCODING}_warm_${c}_p99_over_floor`]!;
       out[`gateway_cpu_ms_per_query_${c}`] = out[`${DEFAULT_ENCODING}_gateway_cpu_ms_per_query_${c}`]!;
     }
     out['gateway_cpu_ms_per_query'] = out['gateway_cpu_ms_per_query_1x4h']!;
@@ -357,13 +385,20 @@ async function runBackend(
   return { out, exact };
 }
 
+/** The machine's floor: an empty HTTP/2 exchange with a process on loopback, `width` at a time. */
+interface Floor {
+  exchange(width: number): Promise<number>;
+  close(): void;
+}
+
 /**
  * The machine's floor for these latencies: an empty HTTP/2 request and response between two Node
  * processes on loopback (no gRPC, no work), one at a time and 8 at once (as a 100x4h query sends
  * them). Shared cloud machines wake idle processes slowly now and then, and no read can be
- * faster than this.
+ * faster than this. The warm queries interleave one floor exchange before each query, so both
+ * see the same neighbours.
  */
-async function loopbackFloor(): Promise<Record<string, number>> {
+async function startFloor(): Promise<Floor> {
   const script = `
     import http2 from 'node:http2';
     const srv = http2.createServer();
@@ -371,43 +406,51 @@ async function loopbackFloor(): Promise<Record<string, number>> {
     srv.listen(0, '127.0.0.1', () => console.log(srv.address().port));
   `;
   const proc = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-  try {
-    const port = await new Promise<number>((resolve, reject) => {
-      createInterface({ input: proc.stdout! }).once('line', (l) => resolve(Number(l)));
-      proc.once('exit', (c) => reject(new Error(`floor server exited with ${c}`)));
+  const port = await new Promise<number>((resolve, reject) => {
+    createInterface({ input: proc.stdout! }).once('line', (l) => resolve(Number(l)));
+    proc.once('exit', (c) => reject(new Error(`floor server exited with ${c}`)));
+  });
+  const { connect } = await import('node:http2');
+  const session = connect(`http://127.0.0.1:${port}`);
+  const once = (): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const r = session.request({ ':method': 'POST', ':path': '/' });
+      r.on('data', () => undefined);
+      r.on('end', resolve);
+      r.on('error', reject);
+      r.end();
     });
-    const { connect } = await import('node:http2');
-    const session = connect(`http://127.0.0.1:${port}`);
-    const once = (): Promise<void> =>
-      new Promise((resolve, reject) => {
-        const r = session.request({ ':method': 'POST', ':path': '/' });
-        r.on('data', () => undefined);
-        r.on('end', resolve);
-        r.on('error', reject);
-        r.end();
-      });
-    try {
-      for (let i = 0; i < 300; i++) await once();
-      const out: Record<string, number> = {};
-      for (const width of [1, 8]) {
-        const lat: number[] = [];
-        for (let i = 0; i < 1000; i++) {
-          const t = performance.now();
-          await Promise.all(Array.from({ length: width }, once));
-          lat.push(performance.now() - t);
-        }
-        const name = width === 1 ? 'loopback_h2' : `loopback_h2_x${width}`;
-        out[`${name}_p50_ms`] = round(quantile(lat, 0.5));
-        out[`${name}_p99_ms`] = round(quantile(lat, 0.99));
-      }
-      return out;
-    } finally {
+  for (let i = 0; i < 300; i++) await once();
+  return {
+    async exchange(width) {
+      const t = performance.now();
+      await Promise.all(Array.from({ length: width }, once));
+      return performance.now() - t;
+    },
+    close() {
       session.close();
-    }
-  } finally {
-    proc.kill();
-  }
+      proc.kill();
+    },
+  };
 }
+
+/** The floor alone, one and 8 at a time (`loopback_h2_*` keys). */
+async function loopbackFloor(floor: Floor): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const width of [1, 8]) {
+    const lat: number[] = [];
+    for (let i = 0; i < 1000; i++) lat.push(await floor.exchange(width));
+    const name = width === 1 ? 'loopback_h2' : `loopback_h2_x${width}`;
+    out[`${name}_p50_ms`] = round(quantile(lat, 0.5));
+    out[`${name}_p99_ms`] = round(quantile(lat, 0.99));
+  }
+  return out;
+}
+
+/** Floor exchanges as wide as the requests a query of case `c` sends at once. */
+const FLOOR_WIDTH: Record<Case, number> = { '1x4h': 1, '100x4h': 8, '1x30d': 8 };
+/** Rounds of warm queries; the p99 ratio to the floor is the median of the rounds' ratios. */
+const ROUNDS = 5;
 
 interface RgwHandle {
   readonly env: Record<string, string>;
@@ -441,44 +484,57 @@ export async function main(argv: string[]): Promise<void> {
 
   const result: Record<string, number | boolean> = {};
   let exact = true;
-  for (const backend of backends) {
-    let bucketConfig: BucketConfig;
-    let cleanup: () => Promise<void>;
-    if (backend === 'fs') {
-      const dir = mkdtempSync(join(tmpdir(), 'strata-bench-bucket-'));
-      bucketConfig = { type: 'filesystem', path: dir };
-      cleanup = async () => rmSync(dir, { recursive: true, force: true });
-    } else {
-      const { startRgw } = (await import(pathToFileURL(join(ROOT, 'scripts', 'rgw', 'rgw.mjs')).href)) as { startRgw(): Promise<RgwHandle> };
-      const rgw = await startRgw();
-      const e = rgw.env;
-      bucketConfig = {
-        type: 's3',
-        endpoint: e['STRATA_TEST_S3_ENDPOINT']!,
-        region: e['STRATA_TEST_S3_REGION']!,
-        bucket: e['STRATA_TEST_S3_BUCKET']!,
-        forcePathStyle: true,
-        credentials: { accessKeyId: e['STRATA_TEST_S3_ACCESS_KEY']!, secretAccessKey: e['STRATA_TEST_S3_SECRET_KEY']! },
-      };
-      cleanup = () => rgw.stop();
+  const floor = await startFloor();
+  try {
+    for (const backend of backends) {
+      let bucketConfig: BucketConfig;
+      let cleanup: () => Promise<void>;
+      if (backend === 'fs') {
+        const dir = mkdtempSync(join(tmpdir(), 'strata-bench-bucket-'));
+        bucketConfig = { type: 'filesystem', path: dir };
+        cleanup = async () => rmSync(dir, { recursive: true, force: true });
+      } else {
+        const { startRgw } = (await import(pathToFileURL(join(ROOT, 'scripts', 'rgw', 'rgw.mjs')).href)) as { startRgw(): Promise<RgwHandle> };
+        const rgw = await startRgw();
+        const e = rgw.env;
+        bucketConfig = {
+          type: 's3',
+          endpoint: e['STRATA_TEST_S3_ENDPOINT']!,
+          region: e['STRATA_TEST_S3_REGION']!,
+          bucket: e['STRATA_TEST_S3_BUCKET']!,
+          forcePathStyle: true,
+          credentials: { accessKeyId: e['STRATA_TEST_S3_ACCESS_KEY']!, secretAccessKey: e['STRATA_TEST_S3_SECRET_KEY']! },
+        };
+        cleanup = () => rgw.stop();
+      }
+      const bucket = await openBucket(bucketConfig);
+      try {
+        const r = await runBackend(backend, bucketConfig, bucket, blocks, { full, days, shards }, reps, encodings, gatewayNodeArgs, floor);
+        exact &&= r.exact;
+        const prefix = backend === 'rgw' || !backends.includes('rgw') ? '' : 'fs_';
+        for (const [k, v] of Object.entries(r.out)) result[`${prefix}${k}`] = v;
+      } finally {
+        await bucket.close();
+        await cleanup();
+      }
     }
-    const bucket = await openBucket(bucketConfig);
-    try {
-      const r = await runBackend(backend, bucketConfig, bucket, blocks, { full, days, shards }, reps, encodings, gatewayNodeArgs);
-      exact &&= r.exact;
-      const prefix = backend === 'rgw' || !backends.includes('rgw') ? '' : 'fs_';
-      for (const [k, v] of Object.entries(r.out)) result[`${prefix}${k}`] = v;
-    } finally {
-      await bucket.close();
-      await cleanup();
+    if (flag(argv, 'peer', 'vm') === 'vm') {
+      const vm = await vmPeer(full, { floor: (w) => floor.exchange(w), reps: { '1x4h': reps.warm['1x4h'], '100x4h': reps.warm['100x4h'] } });
+      Object.assign(result, vm);
+      for (const c of ['1x4h', '100x4h'] as const) {
+        const ours = result[`warm_${c}_p50_ms`];
+        if (typeof ours === 'number' && vm[`vm_native_${c}_p50_ms`] !== undefined) result[`warm_${c}_p50_over_vm_native`] = round(ours / vm[`vm_native_${c}_p50_ms`]!);
+      }
     }
+    const alone = await loopbackFloor(floor);
+    console.log(
+      `floor: an empty HTTP/2 exchange between two processes: p50 ${alone['loopback_h2_p50_ms']} ms, p99 ${alone['loopback_h2_p99_ms']} ms; ` +
+        `8 at once: p50 ${alone['loopback_h2_x8_p50_ms']} ms, p99 ${alone['loopback_h2_x8_p99_ms']} ms`,
+    );
+    Object.assign(result, alone);
+  } finally {
+    floor.close();
   }
-  const floor = await loopbackFloor();
-  console.log(
-    `floor: an empty HTTP/2 exchange between two processes: p50 ${floor['loopback_h2_p50_ms']} ms, p99 ${floor['loopback_h2_p99_ms']} ms; ` +
-      `8 at once: p50 ${floor['loopback_h2_x8_p50_ms']} ms, p99 ${floor['loopback_h2_x8_p99_ms']} ms`,
-  );
-  Object.assign(result, floor);
   result['roundtrip_exact'] = exact;
   console.log(`round trip exact: ${exact}; client encoding: ${DEFAULT_ENCODING}`);
   console.log(JSON.stringify(result));

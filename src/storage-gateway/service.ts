@@ -282,8 +282,32 @@ class ReadAuthContext implements AuthContext {
 
 /** Messages a call may have made that the transport has not sent yet; then it waits. */
 const MESSAGES_AHEAD = 2;
-/** A call making messages for a client that takes them at once yields the event loop this often. */
+/**
+ * Work of Read calls in one turn of the event loop, at most (about): past it, a call yields
+ * before reading and between messages, so a burst of calls (a connection delivers many streams
+ * in one read) or a long answer never blocks health checks, /metrics or other calls for long.
+ */
 const SLICE_MS = 5;
+
+/** Measures how long the current turn of the event loop has been running Read work. */
+class TurnBudget {
+  private start = 0;
+  private armed = false;
+
+  /** True when this turn has run SLICE_MS already (the caller should yield). */
+  spent(): boolean {
+    const now = performance.now();
+    if (!this.armed) {
+      this.armed = true;
+      this.start = now;
+      setImmediate(() => {
+        this.armed = false;
+      });
+      return false;
+    }
+    return now - this.start >= SLICE_MS;
+  }
+}
 
 /**
  * The messages of one call that the transport has not sent yet: their bytes stay taken from the
@@ -366,6 +390,7 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
   // budgets (docs/config.md): calls being served, per tenant, and answer bytes not yet taken
   let active = 0;
   const activeOf = new Map<string, number>();
+  const turn = new TurnBudget();
   const inFlight = new InFlightBudget(config.maxBytesInFlight, config.maxBytesInFlightPerTenant, (used) => metrics.bytesInFlight.set(used));
   const tenantCounts = (label: string): TenantCounts => {
     let c = tenants.get(label);
@@ -431,10 +456,13 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
         end: parsed.end,
         encoding: parsed.encoding,
       };
+      if (turn.spent()) {
+        await yieldLoop();
+        end.check();
+      }
       const reading = opts.executor.readNow(query, end.source);
       const answer = reading instanceof Promise ? await reading : reading;
       sending = new SendWindow(call, inFlight, tenant);
-      let sliceStart = performance.now();
       for (let msg = answer.next(); msg !== null; msg = answer.next()) {
         end.check();
         if (sending.sent === 0) {
@@ -444,14 +472,8 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
           inFlight.take(tenant, msg.length);
         } else await inFlight.wait(tenant, msg.length, end.signal);
         sending.write(msg);
-        if (sending.pending >= MESSAGES_AHEAD) {
-          await sending.drained(MESSAGES_AHEAD - 1, end.signal);
-          sliceStart = performance.now();
-        } else if (performance.now() - sliceStart >= SLICE_MS) {
-          // a long answer of a fast client: let other calls, health and /metrics run
-          await yieldLoop();
-          sliceStart = performance.now();
-        }
+        if (sending.pending >= MESSAGES_AHEAD) await sending.drained(MESSAGES_AHEAD - 1, end.signal);
+        else if (turn.spent()) await yieldLoop(); // a long answer of a fast client: let others run
       }
       samplesServed.inc(answer.samples);
       seriesServed.inc(answer.series);
