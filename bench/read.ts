@@ -101,7 +101,7 @@ function lowerBound(ts: BigInt64Array, t: bigint): number {
 }
 
 /** The dataset's blocks (tenant, shards, every window it covers), in memory, by key. */
-async function buildBlocks(ds: Dataset, tenant: string, numShards: number): Promise<Map<string, Buffer>> {
+export async function buildBlocks(ds: Dataset, tenant: string, numShards: number): Promise<Map<string, Buffer>> {
   const out = new Map<string, Buffer>();
   const first = (BigInt(ds.startMs) / D) * D;
   for (let ws = first; ws < BigInt(ds.endMs); ws += D) {
@@ -138,7 +138,7 @@ function copyAs(block: Buffer, tenant: string): Buffer {
   return out;
 }
 
-async function inParallel<T>(items: readonly T[], width: number, fn: (x: T) => Promise<unknown>): Promise<void> {
+export async function inParallel<T>(items: readonly T[], width: number, fn: (x: T) => Promise<unknown>): Promise<void> {
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.min(width, items.length) }, async () => {
@@ -147,13 +147,14 @@ async function inParallel<T>(items: readonly T[], width: number, fn: (x: T) => P
   );
 }
 
-interface GatewayProcess {
+export interface GatewayProcess {
+  readonly pid: number;
   readonly grpcPort: number;
   readonly metricsPort: number;
   stop(): Promise<void>;
 }
 
-async function startGatewayProcess(config: Record<string, unknown>, dir: string, nodeArgs: string[]): Promise<GatewayProcess> {
+export async function startGatewayProcess(config: Record<string, unknown>, dir: string, nodeArgs: string[]): Promise<GatewayProcess> {
   const file = join(dir, 'gateway.json');
   writeFileSync(file, JSON.stringify(config));
   const proc: ChildProcess = spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist', 'src', 'cli', 'main.js'), 'gateway', '--config', file], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -167,6 +168,7 @@ async function startGatewayProcess(config: Record<string, unknown>, dir: string,
     void exited.then((c) => reject(new Error(`gateway exited with ${c}`)));
   });
   return {
+    pid: proc.pid!,
     grpcPort: listening['grpcPort'] as number,
     metricsPort: listening['metricsPort'] as number,
     async stop() {
@@ -178,7 +180,7 @@ async function startGatewayProcess(config: Record<string, unknown>, dir: string,
 }
 
 /** Sums of the gateway's metrics by name (all label sets). */
-async function scrape(port: number): Promise<Map<string, number>> {
+export async function scrape(port: number): Promise<Map<string, number>> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
   const out = new Map<string, number>();
   for (const line of text.split('\n')) {
@@ -188,7 +190,7 @@ async function scrape(port: number): Promise<Map<string, number>> {
   return out;
 }
 
-function sameSeries(got: SeriesSamples, want: Series, start: bigint, end: bigint): boolean {
+export function sameSeries(got: SeriesSamples, want: Series, start: bigint, end: bigint): boolean {
   const a = lowerBound(want.timestamps, start);
   const b = lowerBound(want.timestamps, end);
   const ts = want.timestamps.subarray(a, b);
@@ -452,7 +454,7 @@ const FLOOR_WIDTH: Record<Case, number> = { '1x4h': 1, '100x4h': 8, '1x30d': 8 }
 /** Rounds of warm queries; the p99 ratio to the floor is the median of the rounds' ratios. */
 const ROUNDS = 5;
 
-interface RgwHandle {
+export interface RgwHandle {
   readonly env: Record<string, string>;
   stop(): Promise<void>;
 }

@@ -5,6 +5,8 @@
 const benches: Record<string, () => Promise<{ main(argv: string[]): Promise<void> }>> = {
   format: () => import('./format.js'),
   read: () => import('./read.js'),
+  // a gateway over thousands of blocks: memory against its budgets, bucket requests when warm
+  'read-scale': () => import('./read-scale.js'),
   writer: () => import('./writer.js'),
   write: () => import('./write.js'),
   // the names for the write benchmark: one run prints ingest and flush figures
