@@ -34,16 +34,20 @@
  *
  * Flags: --data=DIR --data30=DIR (datasets, generated when missing), --shards=8,
  * --backends=fs,rgw, --encodings=runs,raw, --warm-reps=1 --cold-reps=1 (scale factors of the
- * repetitions), --profile=DIR (CPU profile of the gateway process), --peer=vm|none.
+ * repetitions), --profile=DIR (CPU profile of the gateway process), --peer=vm|none,
+ * --unread=500 (clients that never read their answer, against the first backend; 0: none):
+ * `unread_held`, `unread_refused`, `unread_rss_mib` (gateway RSS while they are open),
+ * `unread_rss_before_mib`, `unread_rss_after_mib` (2 s after they left).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { BlockWriter, type ByteSink } from '../src/block/writer.js';
+import { encodeReadRequest, ENCODING_RAW, READ_METHOD_PATH } from '../src/client/query-codec.js';
 import { QueryClient, DEFAULT_ENCODING, type ReadEncoding, type SeriesSamples } from '../src/client/query.js';
 import { decodeFooter, encodeFooter, FOOTER_LEN } from '../src/format/footer.js';
 import { blockKey, DEFAULT_BLOCK_DURATION_MS } from '../src/format/key.js';
@@ -226,6 +230,7 @@ async function runBackend(
   encodings: ReadEncoding[],
   gatewayNodeArgs: string[],
   floor: Floor,
+  unread: number,
 ): Promise<BackendFigures> {
   const { full, days, shards } = make;
   const fullStart = (BigInt(full.startMs) / D) * D;
@@ -276,6 +281,11 @@ async function runBackend(
       metricsListen: '127.0.0.1:0',
       stalenessMs: 3_600_000,
       logLevel: 'info',
+      // one tenant takes every call of the unread-streams phase: let it have the whole gateway's
+      // budgets (calls and bytes in flight), the worst case for memory
+      maxConcurrentReads: 512,
+      maxConcurrentReadsPerTenant: 512,
+      maxBytesInFlightPerTenant: 256 * 2 ** 20,
     },
     dir,
     gatewayNodeArgs,
@@ -374,6 +384,7 @@ async function runBackend(
       console.log(`[${name}] cold ${c.padEnd(6)}: p50 ${quantile(lat, 0.5).toFixed(2)} ms, p99 ${quantile(lat, 0.99).toFixed(2)} ms, ${(getsTotal / blocksTouched).toFixed(2)} GETs per block (${reps.cold[c]} queries)`);
     }
     out['gets_per_block_cold'] = out['gets_per_block_cold_1x4h']!;
+    if (unread > 0) Object.assign(out, await unreadStreams(gw, full, shards, fullStart, unread));
     const m = await scrape(gw.metricsPort);
     console.log(
       `[${name}] gateway totals: ${m.get('strata_gateway_s3_gets_total')} GETs, ${m.get('strata_gateway_coalesced_ranges_total')} coalesced ranges, ` +
@@ -385,6 +396,61 @@ async function runBackend(
     rmSync(dir, { recursive: true, force: true });
   }
   return { out, exact };
+}
+
+/**
+ * `n` clients that ask for a 2 MB RAW answer (130 series of one block) and never read it, all at
+ * once, over raw HTTP/2 with a 64 KiB window: the gateway's RSS once every call is either held or
+ * refused, how many were refused (RESOURCE_EXHAUSTED: maxConcurrentReads and the bytes budget),
+ * and the RSS after they all left.
+ */
+async function unreadStreams(gw: GatewayProcess, full: Dataset, shards: number, windowStart: bigint, n: number): Promise<Record<string, number>> {
+  const { connect } = await import('node:http2');
+  const ids = full.series.filter((x) => x.id % BigInt(shards) === 0n).slice(0, 130).map((x) => x.id);
+  const idBytes = Buffer.alloc(ids.length * 8);
+  ids.forEach((id, i) => idBytes.writeBigUInt64LE(id, i * 8));
+  const body = encodeReadRequest({ tenant: 'bench', shard: 0, numShards: shards, windowStartMs: windowStart, seriesIds: idBytes, startMs: windowStart, endMs: windowStart + D, encoding: ENCODING_RAW });
+  const frame = Buffer.alloc(5 + body.length);
+  frame.writeUInt32BE(body.length, 1);
+  frame.set(body, 5);
+  const before = rssOf(gw.pid);
+  let refused = 0;
+  let answered = 0;
+  const sessions = Array.from({ length: Math.ceil(n / 100) }, () => connect(`http://127.0.0.1:${gw.grpcPort}`, { settings: { initialWindowSize: 65535 } }));
+  const streams = Array.from({ length: n }, (_, i) => {
+    const st = sessions[i % sessions.length]!.request({ ':method': 'POST', ':path': READ_METHOD_PATH, 'content-type': 'application/grpc', te: 'trailers' });
+    st.on('error', () => undefined);
+    const settle = (h: Record<string, unknown>): void => {
+      const code = h['grpc-status'];
+      if (code === undefined) answered++;
+      else if (Number(code) === 8) refused++;
+    };
+    st.once('response', settle);
+    st.end(frame);
+    st.pause();
+    return st;
+  });
+  // every call answered with headers (held) or refused
+  for (let i = 0; i < 600 && answered + refused < n; i++) await new Promise((r) => setTimeout(r, 100));
+  await new Promise((r) => setTimeout(r, 1000));
+  const held = rssOf(gw.pid);
+  const m = await scrape(gw.metricsPort);
+  const inFlight = m.get('strata_gateway_bytes_in_flight') ?? 0;
+  for (const st of streams) st.close();
+  for (const s of sessions) s.destroy();
+  await new Promise((r) => setTimeout(r, 2000));
+  const after = rssOf(gw.pid);
+  console.log(
+    `unread: ${n} streams of a 2 MB answer that nobody reads: ${answered} held, ${refused} refused (RESOURCE_EXHAUSTED); gateway RSS ${before.toFixed(0)} -> ${held.toFixed(0)} MiB ` +
+      `(bytes in flight ${(inFlight / 2 ** 20).toFixed(1)} MiB), ${after.toFixed(0)} MiB 2 s after they left`,
+  );
+  return { unread_streams: n, unread_held: answered, unread_refused: refused, unread_rss_mib: round(held), unread_rss_before_mib: round(before), unread_rss_after_mib: round(after) };
+}
+
+/** Resident set of a process, MiB. */
+function rssOf(pid: number): number {
+  const s = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(s)?.[1] ?? 0) / 1024;
 }
 
 /** The machine's floor: an empty HTTP/2 exchange with a process on loopback, `width` at a time. */
@@ -470,6 +536,7 @@ export async function main(argv: string[]): Promise<void> {
   const warmScale = Number(flag(argv, 'warm-reps', '1'));
   const coldScale = Number(flag(argv, 'cold-reps', '1'));
   const profileDir = flag(argv, 'profile', '');
+  const unread = Number(flag(argv, 'unread', '500'));
   const gatewayNodeArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
   const reps = {
     warm: { '1x4h': Math.round(500 * warmScale), '100x4h': Math.round(200 * warmScale), '1x30d': Math.round(50 * warmScale) },
@@ -511,7 +578,7 @@ export async function main(argv: string[]): Promise<void> {
       }
       const bucket = await openBucket(bucketConfig);
       try {
-        const r = await runBackend(backend, bucketConfig, bucket, blocks, { full, days, shards }, reps, encodings, gatewayNodeArgs, floor);
+        const r = await runBackend(backend, bucketConfig, bucket, blocks, { full, days, shards }, reps, encodings, gatewayNodeArgs, floor, backend === backends[0] ? unread : 0);
         exact &&= r.exact;
         const prefix = backend === 'rgw' || !backends.includes('rgw') ? '' : 'fs_';
         for (const [k, v] of Object.entries(r.out)) result[`${prefix}${k}`] = v;
