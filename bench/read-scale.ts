@@ -145,6 +145,11 @@ export async function main(argv: string[]): Promise<void> {
       const afterCold = rssMiB(gw.pid);
       out['rss_after_cold_mib'] = round(afterCold.now);
       const m = await scrape(gw.metricsPort);
+      const heap = (k: string): string => ((m.get(k) ?? 0) / MiB).toFixed(0);
+      console.log(
+        `gateway memory after cold: V8 heap used ${heap('nodejs_heap_size_used_bytes')} of ${heap('nodejs_heap_size_total_bytes')} MiB, external ${heap('nodejs_external_memory_bytes')} MiB; ` +
+          `open blocks ${heap('strata_gateway_open_blocks_bytes')} MiB, pages ${heap('strata_gateway_pages_bytes')} MiB, hot ${heap('strata_gateway_hot_range_bytes')} MiB`,
+      );
       console.log(
         `cold: ${coldGets} GETs for ${blocks} blocks (${(coldGets / blocks).toFixed(2)} per block); 1x${d} p50 ${percentile(cold1, 50).toFixed(1)} ms, 100x${d} p50 ${percentile(cold100, 50).toFixed(1)} ms; ` +
           `RSS ${afterCold.now.toFixed(0)} MiB (anon ${afterCold.anon.toFixed(0)}, file ${afterCold.file.toFixed(0)}), cache ${((m.get('strata_gateway_cache_bytes') ?? 0) / MiB).toFixed(1)} MiB`,
