@@ -5,6 +5,7 @@
  * Per-tenant metrics carry a `tenant` label from TenantRegistry.label(): the tenants of the tenants
  * file by id, every other tenant pooled as `_other`, so the label set stays bounded.
  */
+import { registerBuildInfo } from '../common/metrics-server.js';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 /** The aggregator's metrics. */
@@ -78,6 +79,7 @@ export class AggregatorMetrics {
     this.uploadRetries = new Counter({ name: `${p}upload_retries_total`, help: 'Object store requests retried.', labelNames: ['operation'], registers });
     this.uploadErrors = new Counter({ name: `${p}upload_errors_total`, help: 'Object store operations that failed for good.', labelNames: ['operation'], registers });
     this.inflightBytes = new Gauge({ name: `${p}inflight_bytes`, help: 'Payload bytes of requests being processed.', registers });
+    registerBuildInfo(this.registry);
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: p });
   }
 }
