@@ -1,8 +1,8 @@
 /**
  * Runs a `strata` service command (`aggregator`, `gateway`, `serve`) as a real child process and
  * waits until it serves: its JSON log line carrying `grpcPort` (and, for an aggregator,
- * "aggregator serving" once its WAL is recovered). The process is SIGKILLed at `t`'s teardown if
- * still running.
+ * "aggregator serving" once its WAL is recovered; for `serve`, "strata is serving" with its
+ * write and read addresses). The process is SIGKILLed at `t`'s teardown if still running.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
@@ -14,8 +14,12 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** A running service process. */
 export interface ServiceProcess {
   readonly proc: ChildProcess;
+  /** gRPC port (`serve`: the write API's). */
   readonly grpcPort: number;
+  /** /metrics port (`serve`: the aggregator's). */
   readonly metricsPort: number;
+  /** `serve` only: the read API's port. */
+  readonly readPort?: number;
   /** Every JSON log line so far. */
   readonly logs: Record<string, unknown>[];
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -38,11 +42,12 @@ export async function startServiceProcess(t: Test, args: readonly string[], env:
   const logs: Record<string, unknown>[] = [];
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => void (stderr += d.toString()));
-  const aggregator = args[0] === 'aggregator';
-  const ports = await new Promise<{ grpcPort: number; metricsPort: number }>((resolve, reject) => {
+  type Ports = { grpcPort: number; metricsPort: number; readPort?: number };
+  const portOf = (address: unknown): number => Number(String(address).slice(String(address).lastIndexOf(':') + 1));
+  const ports = await new Promise<Ports>((resolve, reject) => {
     let buf = '';
-    let found: { grpcPort: number; metricsPort: number } | null = null;
-    let serving = !aggregator;
+    let found: Ports | null = null;
+    let aggregatorServing = false;
     proc.stdout!.on('data', (d: Buffer) => {
       buf += d.toString();
       for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
@@ -52,8 +57,10 @@ export async function startServiceProcess(t: Test, args: readonly string[], env:
         const rec = JSON.parse(line) as Record<string, unknown>;
         logs.push(rec);
         if (typeof rec['grpcPort'] === 'number') found = { grpcPort: rec['grpcPort'], metricsPort: rec['metricsPort'] as number };
-        if (rec['msg'] === 'aggregator serving') serving = true;
-        if (found && serving) resolve(found);
+        if (rec['msg'] === 'aggregator serving') aggregatorServing = true;
+        if (args[0] === 'serve') {
+          if (rec['msg'] === 'strata is serving') resolve({ grpcPort: portOf(rec['write']), metricsPort: (rec['metrics'] as number[])[0]!, readPort: portOf(rec['read']) });
+        } else if (found && (args[0] !== 'aggregator' || aggregatorServing)) resolve(found); // a gateway logs its ports once it serves
       }
     });
     void exited.then(({ code, signal }) => reject(new Error(`strata ${args.join(' ')} exited (${code ?? signal}) before serving: ${stderr}`)));
