@@ -36,6 +36,13 @@ interface Dashboard {
 const q = (expr: string, legend: string): Query => ({ expr, legend });
 const RATE = '$__rate_interval';
 const I = 'instance=~"$instance"';
+const T = 'tenant=~"$tenant"';
+/** Which versions and commits run (strata_build_info). */
+const BUILDS_PANEL: Panel = { title: 'Running builds', unit: 'short', queries: [q(`count by (version, commit) (strata_build_info{${I}})`, '{{version}} {{commit}}')] };
+/** A panel of the summed rates of several counters, one query each: [metric, legend]. */
+const ratesPanel = (title: string, unit: string, counters: readonly (readonly [string, string])[]): Panel => ({ title, unit, queries: counters.map(([m, legend]) => q(sumRate(m), legend)) });
+/** `sum [by (labels)] (rate(metric{filter}[$__rate_interval]))`. */
+const sumRate = (metric: string, by = '', filter = I): string => `sum ${by ? `by (${by}) ` : ''}(rate(${metric}{${filter}}[${RATE}]))`;
 
 const writePath: Dashboard = {
   uid: 'strata-write-path',
@@ -46,9 +53,9 @@ const writePath: Dashboard = {
     {
       title: 'Ingest',
       panels: [
-        { title: 'Samples acknowledged /s', unit: 'short', queries: [q(`sum by (instance) (rate(strata_aggregator_samples_ingested_total{${I}}[${RATE}]))`, '{{instance}}')] },
-        { title: 'Payload bytes acknowledged /s', unit: 'Bps', queries: [q(`sum by (instance) (rate(strata_aggregator_bytes_ingested_total{${I}}[${RATE}]))`, '{{instance}}')] },
-        { title: 'Write calls /s by method and code', unit: 'reqps', queries: [q(`sum by (method, code) (rate(strata_aggregator_requests_total{${I}}[${RATE}]))`, '{{method}} {{code}}')] },
+        { title: 'Samples acknowledged /s', unit: 'short', queries: [q(sumRate('strata_aggregator_samples_ingested_total', 'instance'), '{{instance}}')] },
+        { title: 'Payload bytes acknowledged /s', unit: 'Bps', queries: [q(sumRate('strata_aggregator_bytes_ingested_total', 'instance'), '{{instance}}')] },
+        { title: 'Write calls /s by method and code', unit: 'reqps', queries: [q(sumRate('strata_aggregator_requests_total', 'method, code'), '{{method}} {{code}}')] },
         {
           title: 'Call latency',
           unit: 's',
@@ -78,7 +85,7 @@ const writePath: Dashboard = {
             q(`sum by (instance) (rate(strata_aggregator_wal_group_requests_sum{${I}}[${RATE}])) / sum by (instance) (rate(strata_aggregator_wal_group_requests_count{${I}}[${RATE}]))`, 'requests per fsync {{instance}}'),
           ],
         },
-        { title: 'fsyncs /s', unit: 'ops', queries: [q(`sum by (instance) (rate(strata_aggregator_wal_syncs_total{${I}}[${RATE}]))`, '{{instance}}')] },
+        { title: 'fsyncs /s', unit: 'ops', queries: [q(sumRate('strata_aggregator_wal_syncs_total', 'instance'), '{{instance}}')] },
       ],
     },
     {
@@ -87,24 +94,16 @@ const writePath: Dashboard = {
         { title: 'Flushes by result', unit: 'short', queries: [q(`sum by (result) (increase(strata_aggregator_flushes_total{${I}}[${RATE}]))`, '{{result}}')] },
         { title: 'Failed flushes by reason', unit: 'short', queries: [q(`sum by (reason) (increase(strata_aggregator_flush_errors_total{${I}}[${RATE}]))`, '{{reason}}')] },
         { title: 'Flush duration p99', unit: 's', queries: [q(`histogram_quantile(0.99, sum by (le) (rate(strata_aggregator_flush_duration_seconds_bucket{${I}}[${RATE}])))`, 'p99')] },
-        {
-          title: 'Uploaded blocks: bytes, samples and series /s',
-          unit: 'short',
-          queries: [
-            q(`sum (rate(strata_aggregator_flush_bytes_total{${I}}[${RATE}]))`, 'bytes'),
-            q(`sum (rate(strata_aggregator_flush_samples_total{${I}}[${RATE}]))`, 'samples'),
-            q(`sum (rate(strata_aggregator_flush_series_total{${I}}[${RATE}]))`, 'series'),
-          ],
-        },
+        ratesPanel('Uploaded blocks: bytes, samples and series /s', 'short', [['strata_aggregator_flush_bytes_total', 'bytes'], ['strata_aggregator_flush_samples_total', 'samples'], ['strata_aggregator_flush_series_total', 'series']]),
         {
           title: 'Object store retries and failures /s',
           unit: 'ops',
           queries: [
-            q(`sum by (operation) (rate(strata_aggregator_upload_retries_total{${I}}[${RATE}]))`, 'retry {{operation}}'),
-            q(`sum by (operation) (rate(strata_aggregator_upload_errors_total{${I}}[${RATE}]))`, 'failed {{operation}}'),
+            q(sumRate('strata_aggregator_upload_retries_total', 'operation'), 'retry {{operation}}'),
+            q(sumRate('strata_aggregator_upload_errors_total', 'operation'), 'failed {{operation}}'),
           ],
         },
-        { title: 'Running builds', unit: 'short', queries: [q(`count by (version, commit) (strata_build_info{${I}})`, '{{version}} {{commit}}')] },
+        BUILDS_PANEL,
       ],
     },
   ],
@@ -119,7 +118,7 @@ const readPath: Dashboard = {
     {
       title: 'Reads',
       panels: [
-        { title: 'Block reads /s by code', unit: 'reqps', queries: [q(`sum by (code) (rate(strata_gateway_requests_total{${I}}[${RATE}]))`, '{{code}}')] },
+        { title: 'Block reads /s by code', unit: 'reqps', queries: [q(sumRate('strata_gateway_requests_total', 'code'), '{{code}}')] },
         {
           title: 'Block read latency',
           unit: 's',
@@ -131,19 +130,11 @@ const readPath: Dashboard = {
         {
           title: 'Samples and series served /s',
           unit: 'short',
-          queries: [q(`sum (rate(strata_gateway_samples_served_total{${I}}[${RATE}]))`, 'samples'), q(`sum (rate(strata_gateway_series_served_total{${I}}[${RATE}]))`, 'series')],
+          queries: [q(sumRate('strata_gateway_samples_served_total'), 'samples'), q(sumRate('strata_gateway_series_served_total'), 'series')],
         },
-        { title: 'Payload bytes served /s by encoding', unit: 'Bps', queries: [q(`sum by (encoding) (rate(strata_gateway_bytes_served_total{${I}}[${RATE}]))`, '{{encoding}}')] },
+        { title: 'Payload bytes served /s by encoding', unit: 'Bps', queries: [q(sumRate('strata_gateway_bytes_served_total', 'encoding'), '{{encoding}}')] },
         { title: 'Answers held for slow clients', unit: 'bytes', queries: [q(`strata_gateway_bytes_in_flight{${I}}`, '{{instance}}')] },
-        {
-          title: 'Windows without a block, stale serves /s',
-          unit: 'ops',
-          queries: [
-            q(`sum (rate(strata_gateway_blocks_missing_total{${I}}[${RATE}]))`, 'no block'),
-            q(`sum (rate(strata_gateway_negative_cache_hits_total{${I}}[${RATE}]))`, 'no block (negative cache)'),
-            q(`sum (rate(strata_gateway_stale_serves_total{${I}}[${RATE}]))`, 'stale serves'),
-          ],
-        },
+        ratesPanel('Windows without a block, stale serves /s', 'ops', [['strata_gateway_blocks_missing_total', 'no block'], ['strata_gateway_negative_cache_hits_total', 'no block (negative cache)'], ['strata_gateway_stale_serves_total', 'stale serves']]),
       ],
     },
     {
@@ -161,36 +152,27 @@ const readPath: Dashboard = {
         },
         { title: 'Byte cache size', unit: 'bytes', queries: [q(`strata_gateway_cache_bytes{${I}}`, '{{instance}}')] },
         { title: 'Blocks in the byte cache', unit: 'short', queries: [q(`strata_gateway_cache_blocks{${I}}`, '{{instance}}')] },
-        {
-          title: 'Evictions and damaged entries /s',
-          unit: 'short',
-          queries: [
-            q(`sum (rate(strata_gateway_cache_evicted_bytes_total{${I}}[${RATE}]))`, 'evicted bytes'),
-            q(`sum (rate(strata_gateway_cache_evictions_total{${I}}[${RATE}]))`, 'evicted blocks'),
-            q(`sum (rate(strata_gateway_cache_corrupt_total{${I}}[${RATE}]))`, 'damaged entries'),
-          ],
-        },
+        ratesPanel('Evictions and damaged entries /s', 'short', [['strata_gateway_cache_evicted_bytes_total', 'evicted bytes'], ['strata_gateway_cache_evictions_total', 'evicted blocks'], ['strata_gateway_cache_corrupt_total', 'damaged entries']]),
       ],
     },
     {
       title: 'Bucket',
       panels: [
-        { title: 'GETs /s by kind', unit: 'ops', queries: [q(`sum by (kind) (rate(strata_gateway_s3_gets_total{${I}}[${RATE}]))`, '{{kind}}')] },
-        { title: 'GET bytes /s by kind', unit: 'Bps', queries: [q(`sum by (kind) (rate(strata_gateway_s3_get_bytes_total{${I}}[${RATE}]))`, '{{kind}}')] },
-        { title: 'Failed GETs /s by code', unit: 'ops', queries: [q(`sum by (code) (rate(strata_gateway_s3_get_errors_total{${I}}[${RATE}]))`, '{{code}}')] },
-        { title: 'S3 attempts /s by outcome', unit: 'ops', queries: [q(`sum by (operation, outcome) (rate(strata_gateway_s3_requests_total{${I}}[${RATE}]))`, '{{operation}} {{outcome}}')] },
+        { title: 'GETs /s by kind', unit: 'ops', queries: [q(sumRate('strata_gateway_s3_gets_total', 'kind'), '{{kind}}')] },
+        { title: 'GET bytes /s by kind', unit: 'Bps', queries: [q(sumRate('strata_gateway_s3_get_bytes_total', 'kind'), '{{kind}}')] },
+        { title: 'Failed GETs /s by code', unit: 'ops', queries: [q(sumRate('strata_gateway_s3_get_errors_total', 'code'), '{{code}}')] },
+        { title: 'S3 attempts /s by outcome', unit: 'ops', queries: [q(sumRate('strata_gateway_s3_requests_total', 'operation, outcome'), '{{operation}} {{outcome}}')] },
         {
           title: 'GETs saved /s',
           unit: 'ops',
-          queries: [q(`sum (rate(strata_gateway_coalesced_ranges_total{${I}}[${RATE}]))`, 'ranges sharing a GET'), q(`sum (rate(strata_gateway_single_flight_joins_total{${I}}[${RATE}]))`, 'misses joining a fetch')],
+          queries: [q(sumRate('strata_gateway_coalesced_ranges_total'), 'ranges sharing a GET'), q(sumRate('strata_gateway_single_flight_joins_total'), 'misses joining a fetch')],
         },
-        { title: 'Running builds', unit: 'short', queries: [q(`count by (version, commit) (strata_build_info{${I}})`, '{{version}} {{commit}}')] },
+        BUILDS_PANEL,
       ],
     },
   ],
 };
 
-const T = 'tenant=~"$tenant"';
 const tenants: Dashboard = {
   uid: 'strata-tenants',
   title: 'Strata / Tenants',
@@ -200,9 +182,9 @@ const tenants: Dashboard = {
     {
       title: 'Writes',
       panels: [
-        { title: 'Samples acknowledged /s', unit: 'short', queries: [q(`sum by (tenant) (rate(strata_aggregator_samples_ingested_total{${T}}[${RATE}]))`, '{{tenant}}')] },
-        { title: 'Payload bytes acknowledged /s', unit: 'Bps', queries: [q(`sum by (tenant) (rate(strata_aggregator_bytes_ingested_total{${T}}[${RATE}]))`, '{{tenant}}')] },
-        { title: 'Uploaded block bytes /s', unit: 'Bps', queries: [q(`sum by (tenant) (rate(strata_aggregator_flush_bytes_total{${T}}[${RATE}]))`, '{{tenant}}')] },
+        { title: 'Samples acknowledged /s', unit: 'short', queries: [q(sumRate('strata_aggregator_samples_ingested_total', 'tenant', T), '{{tenant}}')] },
+        { title: 'Payload bytes acknowledged /s', unit: 'Bps', queries: [q(sumRate('strata_aggregator_bytes_ingested_total', 'tenant', T), '{{tenant}}')] },
+        { title: 'Uploaded block bytes /s', unit: 'Bps', queries: [q(sumRate('strata_aggregator_flush_bytes_total', 'tenant', T), '{{tenant}}')] },
         {
           title: 'Bytes per sample in blocks',
           unit: 'short',
@@ -214,8 +196,8 @@ const tenants: Dashboard = {
     {
       title: 'Reads',
       panels: [
-        { title: 'Block reads /s by code', unit: 'reqps', queries: [q(`sum by (tenant, code) (rate(strata_gateway_tenant_requests_total{${T}}[${RATE}]))`, '{{tenant}} {{code}}')] },
-        { title: 'Samples served /s', unit: 'short', queries: [q(`sum by (tenant) (rate(strata_gateway_tenant_samples_served_total{${T}}[${RATE}]))`, '{{tenant}}')] },
+        { title: 'Block reads /s by code', unit: 'reqps', queries: [q(sumRate('strata_gateway_tenant_requests_total', 'tenant, code', T), '{{tenant}} {{code}}')] },
+        { title: 'Samples served /s', unit: 'short', queries: [q(sumRate('strata_gateway_tenant_samples_served_total', 'tenant', T), '{{tenant}}')] },
         {
           title: 'Refused reads /s (limits, auth)',
           unit: 'reqps',
