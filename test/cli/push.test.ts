@@ -10,6 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { BlockReader } from '../../src/block/reader.js';
 import { bucketSource } from '../../src/block/source.js';
 import { createLogger } from '../../src/common/logger.js';
@@ -84,6 +85,11 @@ t.test('strata push reads Prometheus text, OpenMetrics and CSV with the id from 
   t.match(p.stderr, new RegExp(`^sealing window ${W} \\(1 of 1\\)$`, 'm'));
   t.same(await stored('prom', 2n ** 64n - 1n), [[String(W), bitsOf(1.5)], [String(W + 15_000n), '8000000000000000']]);
   t.same(await stored('prom', 4n), [[String(W + 1n), '7ff8000000000000'], [String(W + 2n), '7ff0000000000000']]);
+
+  // on a terminal (script(1) gives it one) progress is on by default, one line redrawn in place
+  const cmd = [process.execPath, '--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts'), 'push', prom, '--tenant', 'tty', '--num-shards', '2', '--target', target, '--id-label', 'sid'].join(' ');
+  const tty = await promisify(execFile)('script', ['-qec', cmd, '/dev/null'], { cwd: ROOT });
+  t.match(tty.stdout, /\rpushed 4 samples \(100% of the file read\), [\d,]+ samples\/s, 2 requests, 0 retries\x1b\[K\r?\n/, 'redrawn with \\r on a terminal');
 
   // OpenMetrics: timestamps in seconds with a fraction, # EOF; the format from the extension
   const om = join(dir, 'samples.om');
