@@ -14,8 +14,12 @@ COPY package.json package-lock.json ./
 # packages that the lock records, which `npm ci` refuses (see .ci/run)
 RUN npm install --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY scripts/build-info.mjs ./scripts/
 COPY src ./src
-RUN npm run build
+# the commit `strata --version` and strata_build_info report (no .git in the image's context):
+#   docker build --build-arg STRATA_COMMIT=$(git rev-parse HEAD) ...
+ARG STRATA_COMMIT=""
+RUN STRATA_COMMIT="${STRATA_COMMIT}" npm run build
 
 # 2. production dependencies only (native modules come as prebuilt binaries for linux-x64/arm64)
 FROM ${NODE_IMAGE} AS deps

@@ -167,7 +167,7 @@ export async function startGatewayProcess(config: Record<string, unknown>, dir: 
     createInterface({ input: proc.stdout! }).on('line', (line) => {
       const rec = JSON.parse(line) as Record<string, unknown>;
       if (rec['msg'] === 'gateway listening') resolve(rec);
-      else if ((rec['level'] as number) >= 40) console.error(`gateway: ${line}`);
+      else if (rec['level'] === 'warn' || rec['level'] === 'error' || rec['level'] === 'fatal') console.error(`gateway: ${line}`);
     });
     void exited.then((c) => reject(new Error(`gateway exited with ${c}`)));
   });

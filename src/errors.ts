@@ -1,8 +1,10 @@
 /**
- * Strata's error types. Every error the project raises on purpose is a {@link StrataError} with a
- * stable `code`; `docs/errors.md` lists the codes and a test keeps that list and this file in sync.
- * Programmer mistakes (wrong argument types, impossible states) throw plain `TypeError` /
- * `RangeError` instead.
+ * Strata's error types and codes. Errors raised on purpose are either a {@link StrataError} with a
+ * stable `code`, or a refusal with an explicit gRPC status (`GrpcError` in src/common/status.ts:
+ * authentication, ownership, limits, draining) whose code follows from that status. Every code is
+ * listed in `docs/errors.md` (a test keeps the list and this file in sync) and reaches clients in
+ * the `strata-error-code` trailer. Programmer mistakes (wrong argument types, impossible states)
+ * throw plain `TypeError` / `RangeError` instead.
  *
  * Messages say what was being done: `cannot read index page 3 of "acme/..": checksum mismatch`.
  */
@@ -31,6 +33,20 @@ export const ErrorCode = {
   STORAGE: 'ERR_STRATA_STORAGE',
   /** Configuration failed validation. */
   CONFIG: 'ERR_STRATA_CONFIG',
+  /** The call carries no valid credentials (bearer token). */
+  UNAUTHENTICATED: 'ERR_STRATA_UNAUTHENTICATED',
+  /** The credentials do not grant the tenant named in the call. */
+  PERMISSION_DENIED: 'ERR_STRATA_PERMISSION_DENIED',
+  /** A limit was reached (request size, concurrency, in-flight bytes, WAL quota): retry later or split. */
+  RESOURCE_EXHAUSTED: 'ERR_STRATA_RESOURCE_EXHAUSTED',
+  /** The call was sent to the wrong place (a shard this aggregator does not own, a num_shards that does not match the block). */
+  FAILED_PRECONDITION: 'ERR_STRATA_FAILED_PRECONDITION',
+  /** The call's deadline (or the service's request timeout) passed before it finished. */
+  DEADLINE_EXCEEDED: 'ERR_STRATA_DEADLINE_EXCEEDED',
+  /** The client cancelled the call. */
+  CANCELLED: 'ERR_STRATA_CANCELLED',
+  /** An unexpected failure inside the service (details in its log). */
+  INTERNAL: 'ERR_STRATA_INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

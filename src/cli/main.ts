@@ -11,11 +11,13 @@ import { registerGatewayCommands } from './gateway.js';
 import { registerQueryCommands } from './query.js';
 import { registerServeCommands } from './serve.js';
 import { registerDemoCommands } from './demo.js';
+import { versionLine } from '../common/version.js';
 // command modules: one import and one register call each, in this order
 // (block) (aggregator, push) (gateway, query) (serve, demo)
 
 const program = new Command('strata')
   .description('Strata: a lossless time-series sample store on S3-compatible object storage')
+  .version(`strata ${versionLine()}`, '-V, --version', 'print the version and git commit of this build')
   .showHelpAfterError();
 registerBlockCommands(program);
 registerAggregatorCommands(program);

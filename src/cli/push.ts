@@ -1,15 +1,19 @@
 /**
- * `strata push <samples.bin>`: sends a generator binary file (24-byte records
- * `u64 id | i64 ts | f64 value`, little-endian) to the shard aggregators, then optionally seals
- * every window it touched. The tenant's token comes from `--token-file`, `--token` or
+ * `strata push <file>`: sends a samples file to the shard aggregators, then optionally seals
+ * every window it touched. The file is a generator binary file (24-byte records
+ * `u64 id | i64 ts | f64 value`, little-endian), Prometheus text exposition or OpenMetrics with
+ * timestamps, or CSV (src/cli/push-input.ts); in the text formats the series id comes from the
+ * label (`--id-label`) or column (`--id-column`) the user names. On a terminal (or with
+ * `--progress`) it shows progress on stderr while it runs. The tenant's token comes from `--token-file`, `--token` or
  * `STRATA_TOKEN` (a flag beats the variable; prefer the file or the variable: command lines are
  * visible to other users); `--tls*` flags connect over TLS / mTLS.
  */
 import { readFileSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import type { Command } from 'commander';
 import { WriterClient } from '../client/writer.js';
-import { readSampleFile } from '../client/writer-samples.js';
+import { formatOfPath, PUSH_FORMATS, readPushInput, type PushFormat } from './push-input.js';
 import type { ClientTlsConfig } from '../common/tls.js';
 import { ErrorCode, InvalidArgumentError, StrataError } from '../errors.js';
 import { DEFAULT_BLOCK_DURATION_MS, windowStartOf } from '../format/key.js';
@@ -32,6 +36,12 @@ interface PushFlags {
   tlsServerName?: string;
   seal?: boolean;
   blockDurationMs: string;
+  format?: string;
+  idLabel?: string;
+  idColumn?: string;
+  timestampColumn?: string;
+  valueColumn?: string;
+  progress?: boolean;
 }
 
 function positive(name: string, v: string): number {
@@ -91,8 +101,15 @@ export function tlsFrom(flags: { tls?: boolean; tlsCa?: string; tlsCert?: string
 export function registerPushCommands(program: Command): void {
   program
     .command('push')
-    .description('send a generator binary samples file (24-byte records: u64 id | i64 ts | f64 value) to the shard aggregators')
-    .argument('<samples.bin>', 'file of 24-byte little-endian records')
+    .description('send a samples file (binary records, Prometheus/OpenMetrics text with timestamps, or CSV) to the shard aggregators')
+    .argument('<file>', 'samples: .bin (24-byte records u64 id | i64 ts | f64 value), .prom/.txt, .om, .csv (or --format)')
+    .option('--format <format>', `${PUSH_FORMATS.join(', ')} (default: by the file's extension, else bin)`)
+    .option('--id-label <label>', 'prom / openmetrics: the label whose value (a decimal uint64) is the series id')
+    .option('--id-column <column>', 'csv: the column holding the series id (a decimal uint64)')
+    .option('--timestamp-column <column>', 'csv: the column holding the timestamp in ms', 'timestamp')
+    .option('--value-column <column>', 'csv: the column holding the value', 'value')
+    .option('--progress', 'show progress on stderr (default: when stderr is a terminal)')
+    .option('--no-progress', 'never show progress')
     .requiredOption('--tenant <tenant>', 'tenant id')
     .requiredOption('--num-shards <n>', 'total number of shards')
     .option('--target <host:port>', 'one endpoint for all shards (the routing proxy, or a single aggregator)')
@@ -130,7 +147,11 @@ export function registerPushCommands(program: Command): void {
 async function push(file: string, flags: PushFlags): Promise<void> {
   if ((flags.target === undefined) === (flags.shardMap === undefined)) throw new InvalidArgumentError('--target', 'give exactly one of --target and --shard-map');
   const blockDurationMs = positive('--block-duration-ms', flags.blockDurationMs);
+  const format = (flags.format ?? formatOfPath(file)) as PushFormat;
+  if (!PUSH_FORMATS.includes(format)) throw new InvalidArgumentError('--format', `"${flags.format}" is not one of ${PUSH_FORMATS.join(', ')}`);
+  const idField = format === 'csv' ? flags.idColumn : flags.idLabel;
   const token = tokenFrom(flags, process.env);
+  const progress = new Progress(flags.progress ?? process.stderr.isTTY === true, (await stat(file)).size);
   const tls = tlsFrom(flags);
   const client = new WriterClient({
     tenant: flags.tenant,
@@ -141,6 +162,7 @@ async function push(file: string, flags: PushFlags): Promise<void> {
     concurrency: positive('--concurrency', flags.concurrency),
     maxBatchSamples: positive('--batch-samples', flags.batchSamples),
     retry: { maxAttempts: positive('--retries', flags.retries) },
+    onRequest: (e) => progress.request(e.method === 'Write' && e.ok ? e.samples : 0, e.attempts - 1),
   });
   const t0 = performance.now();
   let samples = 0;
@@ -148,7 +170,16 @@ async function push(file: string, flags: PushFlags): Promise<void> {
   let retries = 0;
   const windows = new Set<bigint>();
   try {
-    for await (const chunk of readSampleFile(file, positive('--chunk-samples', flags.chunkSamples))) {
+    const input = readPushInput({
+      path: file,
+      format,
+      ...(idField !== undefined ? { idField } : {}),
+      ...(flags.timestampColumn !== undefined ? { timestampColumn: flags.timestampColumn } : {}),
+      ...(flags.valueColumn !== undefined ? { valueColumn: flags.valueColumn } : {}),
+      chunkSamples: positive('--chunk-samples', flags.chunkSamples),
+      onBytes: (b) => progress.read(b),
+    });
+    for await (const chunk of input) {
       for (const s of chunk) {
         let min = s.timestamps[0]!;
         let max = min;
@@ -164,9 +195,14 @@ async function push(file: string, flags: PushFlags): Promise<void> {
       retries += r.retries;
     }
     const seconds = (performance.now() - t0) / 1000;
+    progress.done();
     const sealed = [];
     if (flags.seal) {
-      for (const w of [...windows].sort((a, b) => (a < b ? -1 : 1))) sealed.push(...(await client.seal(w)));
+      const sorted = [...windows].sort((a, b) => (a < b ? -1 : 1));
+      for (const [i, w] of sorted.entries()) {
+        progress.note(`sealing window ${w} (${i + 1} of ${sorted.length})`);
+        sealed.push(...(await client.seal(w)));
+      }
     }
     process.stdout.write(
       `${JSON.stringify({
@@ -181,5 +217,57 @@ async function push(file: string, flags: PushFlags): Promise<void> {
     );
   } finally {
     client.close();
+  }
+}
+
+/**
+ * Progress of a push on stderr: samples acknowledged, share of the file read, rate, requests and
+ * retries. On a terminal one line redrawn at most every 250 ms; otherwise (forced with
+ * `--progress`) a line per update. The wall clock is read for display only.
+ */
+class Progress {
+  private samples = 0;
+  private requests = 0;
+  private retries = 0;
+  private bytes = 0;
+  private last = -Infinity;
+  private readonly t0 = performance.now();
+  private readonly tty = process.stderr.isTTY === true;
+
+  constructor(
+    private readonly on: boolean,
+    private readonly size: number,
+  ) {}
+
+  read(bytes: number): void {
+    this.bytes = bytes;
+  }
+
+  request(samples: number, retries: number): void {
+    this.samples += samples;
+    this.requests++;
+    this.retries += retries;
+    this.show(false);
+  }
+
+  /** The last update of the sending phase (always shown). */
+  done(): void {
+    this.show(true);
+    if (this.on && this.tty) process.stderr.write('\n');
+  }
+
+  note(text: string): void {
+    if (this.on) process.stderr.write(`${text}\n`);
+  }
+
+  private show(force: boolean): void {
+    if (!this.on) return;
+    const now = performance.now();
+    if (!force && now - this.last < 250) return;
+    this.last = now;
+    const pct = this.size > 0 ? Math.floor((100 * this.bytes) / this.size) : 100;
+    const rate = Math.round(this.samples / Math.max((now - this.t0) / 1000, 0.001));
+    const line = `pushed ${this.samples.toLocaleString('en-US')} samples (${pct}% of the file read), ${rate.toLocaleString('en-US')} samples/s, ${this.requests} requests, ${this.retries} retries`;
+    process.stderr.write(this.tty ? `\r${line}\x1b[K` : `${line}\n`);
   }
 }

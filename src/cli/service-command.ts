@@ -10,6 +10,7 @@ import type { Command } from 'commander';
 import { redactSecrets } from '../common/config.js';
 import type { Logger } from '../common/logger.js';
 import { ErrorCode, StrataError } from '../errors.js';
+import { loadTenantsFile } from '../tenancy/config.js';
 
 /** Adds the command of a service with the options every service has, then `own` adds its own. */
 export function serviceCommand(program: Command, name: string, spec: { description: string; envConfigFile: string; bucketDirHelp: string }, own: (cmd: Command) => Command): Command {
@@ -36,13 +37,20 @@ function addServiceOptions(cmd: Command, bucketDirHelp: string): Command {
 }
 
 /**
- * Builds the config of service `name`. Returns null when the command is done: the config was
- * invalid (message on stderr, exit status 2) or `--print-config` printed it.
+ * Builds the config of service `name`, and validates the tenants file it names (every bucket in
+ * it range-checked, secrets resolvable), so `--print-config` refuses what the service would.
+ * Returns null when the command is done: the config was invalid (message on stderr, exit status 2)
+ * or `--print-config` printed it.
  */
-export async function loadServiceConfig<C>(name: string, flags: { readonly printConfig?: boolean }, build: () => Promise<C>): Promise<C | null> {
+export async function loadServiceConfig<C extends { readonly tenantsFile?: string | undefined }>(
+  name: string,
+  flags: { readonly printConfig?: boolean },
+  build: () => Promise<C>,
+): Promise<C | null> {
   let config: C;
   try {
     config = await build();
+    if (config.tenantsFile !== undefined) await loadTenantsFile(config.tenantsFile);
   } catch (err) {
     if (!(err instanceof StrataError)) throw err;
     process.stderr.write(`strata ${name}: ${err.message}\n`);

@@ -31,6 +31,7 @@ import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHt
 import { status } from '@grpc/grpc-js';
 import type { ClientTlsOptions } from '../common/tls.js';
 import { backoffDelayMs, type RetryPolicy } from '../objstore/retry.js';
+import { ERROR_CODE_TRAILER } from '../common/status.js';
 
 const {
   HTTP2_HEADER_STATUS,
@@ -45,16 +46,27 @@ const {
 /** Longest delay setTimeout takes (longer deadlines are left to the server's grpc-timeout). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/** A failed call: the gRPC status code and the server's (or transport's) message. */
+/**
+ * A failed call: the gRPC status code and the server's (or transport's) message, and the
+ * server's `ERR_STRATA_*` code when it sent one (trailer `strata-error-code`).
+ */
 export class GrpcCallError extends Error {
+  readonly strataCode: string | undefined;
   constructor(
     readonly code: status,
     readonly details: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; strataCode?: string | undefined },
   ) {
     super(`${code} ${status[code] ?? 'UNKNOWN'}: ${details}`, options);
     this.name = 'GrpcCallError';
+    this.strataCode = options?.strataCode;
   }
+}
+
+/** The `strata-error-code` header of a trailers block (or trailers-only headers). */
+function strataCodeHeader(h: IncomingHttpHeaders): string | undefined {
+  const v = h[ERROR_CODE_TRAILER];
+  return typeof v === 'string' && v !== '' ? v : undefined;
 }
 
 /** Options of an {@link H2Channel}. */
@@ -345,6 +357,7 @@ export class H2Channel {
       let settled = false;
       let code: number | null = null;
       let details = '';
+      let strataCode: string | undefined;
       let transportError: Error | null = null;
       // framing state: the chunks of a partial prefix or message, their length, and the length
       // that completes it (5 for a prefix, 5 + the message length once the prefix is there)
@@ -376,6 +389,7 @@ export class H2Channel {
           // trailers-only: the status comes with the headers
           code = st;
           details = decodeGrpcMessage(h['grpc-message']);
+          strataCode = strataCodeHeader(h);
           return;
         }
         const http = Number(h[HTTP2_HEADER_STATUS]);
@@ -434,6 +448,7 @@ export class H2Channel {
         const st = statusHeader(h);
         code = st ?? status.UNKNOWN;
         details = st === null ? `no grpc-status in the trailers from ${this.endpoint}` : decodeGrpcMessage(h['grpc-message']);
+        strataCode = strataCodeHeader(h);
       });
 
       stream.on('error', (err: Error) => {
@@ -445,7 +460,7 @@ export class H2Channel {
         if (code !== null) {
           if (code === status.OK && held > 0) {
             finish(new GrpcCallError(status.INTERNAL, `the response from ${this.endpoint} ended inside a message`));
-          } else finish(code === status.OK ? null : new GrpcCallError(code, details));
+          } else finish(code === status.OK ? null : new GrpcCallError(code, details, { strataCode }));
           return;
         }
         const rst = stream.rstCode ?? NGHTTP2_NO_ERROR;

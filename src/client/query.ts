@@ -74,17 +74,22 @@ export interface QueryResult {
   readonly blocksFound: number;
 }
 
-/** A block request that failed; `code` is the gRPC status. */
+/**
+ * A block request that failed; `code` is the gRPC status, `strataCode` the gateway's
+ * `ERR_STRATA_*` code (docs/errors.md) when it sent one.
+ */
 export class QueryError extends Error {
+  readonly strataCode: string | undefined;
   constructor(
     readonly code: status,
     readonly block: string,
     readonly endpoint: string,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; strataCode?: string | undefined },
   ) {
     super(message, options);
     this.name = 'QueryError';
+    this.strataCode = options?.strataCode;
   }
 }
 
@@ -190,7 +195,10 @@ export class QueryClient {
         if (attempt === 0 && code === status.UNAVAILABLE && Date.now() < deadline) continue;
         if (err instanceof ResponseFormatError) throw new QueryError(status.INTERNAL, req.routingKey, endpoint, err.message, { cause: err });
         if (err instanceof GrpcCallError) {
-          throw new QueryError(err.code, req.routingKey, endpoint, `reading block ${req.routingKey} from ${endpoint}: ${status[err.code] ?? err.code}: ${err.details}`, { cause: err });
+          throw new QueryError(err.code, req.routingKey, endpoint, `reading block ${req.routingKey} from ${endpoint}: ${status[err.code] ?? err.code}${err.strataCode !== undefined ? ` ${err.strataCode}` : ''}: ${err.details}`, {
+            cause: err,
+            strataCode: err.strataCode,
+          });
         }
         throw err;
       }

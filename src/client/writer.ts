@@ -10,11 +10,16 @@
  * - retries UNAVAILABLE and RESOURCE_EXHAUSTED with exponential backoff and full jitter (writes
  *   are idempotent: the aggregator keeps the last value of a repeated (series, timestamp));
  * - seals a window on every shard once all batch nodes are done with it.
+ *
+ * A failed call rejects with grpc-js's ServiceError (`code`: the gRPC status), extended as a
+ * {@link WriteCallError}: `strataCode` is the server's `ERR_STRATA_*` code (docs/errors.md) and
+ * `attempts` the attempts made.
  */
 import { endianness } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, Metadata, status, type MethodDefinition, type ServiceError } from '@grpc/grpc-js';
 import { loadProto } from '../common/proto.js';
+import { errorCodeOfTrailers } from '../common/status.js';
 import { clientChannelSecurity, type ClientChannelSecurity, type ClientTlsConfig } from '../common/tls.js';
 import { InvalidArgumentError } from '../errors.js';
 import { validateTenant } from '../format/key.js';
@@ -24,6 +29,14 @@ export interface SeriesData {
   readonly id: bigint;
   readonly timestamps: BigInt64Array;
   readonly values: Float64Array;
+}
+
+/** A failed writer call: grpc-js's ServiceError plus what the client adds. */
+export interface WriteCallError extends ServiceError {
+  /** The server's `ERR_STRATA_*` code (trailer `strata-error-code`); undefined when none was sent. */
+  strataCode?: string;
+  /** Attempts made, retries included. */
+  attempts?: number;
 }
 
 /** Retry policy of the client. */
@@ -207,9 +220,12 @@ export class WriterClient {
   private unary<Res>(client: Client, method: keyof Methods, req: unknown, md: Metadata, deadlineMs: number): Promise<Res> {
     const def = methods()[method];
     return new Promise<Res>((resolve, reject) => {
-      client.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, req, md, { deadline: Date.now() + deadlineMs }, (err, res) =>
-        err ? reject(err) : resolve(res as Res),
-      );
+      client.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, req, md, { deadline: Date.now() + deadlineMs }, (err, res) => {
+        if (!err) return resolve(res as Res);
+        const strataCode = errorCodeOfTrailers(err.metadata);
+        if (strataCode !== undefined) (err as WriteCallError).strataCode = strataCode;
+        reject(err);
+      });
     });
   }
 

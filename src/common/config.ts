@@ -5,8 +5,31 @@
  * by each option's kind; unknown options are errors that name the option and where it came from.
  */
 import { readFile } from 'node:fs/promises';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { ErrorCode, StrataError } from '../errors.js';
+import { parseBucketConfig, type BucketConfig } from '../objstore/index.js';
+
+/** `host:port` or `[v6]:port` with a port in 0..65535 (0: any free port). */
+export const listenSchema = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port')
+  .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, 'the port must be in 0..65535');
+
+/** Longest delay a timer takes (2^31 - 1 ms, about 24.8 days); a longer one would fire at once. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A positive duration in ms that a timer waits for: 1..{@link MAX_TIMER_MS}. */
+export const timerMsSchema = z.number().int().min(1).max(MAX_TIMER_MS, `must be at most ${MAX_TIMER_MS} ms (about 24.8 days)`);
+
+/** A service's `bucket` option: validated (every numeric option range-checked) by parseBucketConfig. */
+export const bucketOptionSchema = z.unknown().transform((v, ctx): BucketConfig => {
+  try {
+    return parseBucketConfig(v);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: err instanceof Error ? err.message : String(err) });
+    return z.NEVER;
+  }
+});
 
 /** How a string (flag or environment variable) becomes an option's value. */
 export type OptionKind = 'string' | 'int' | 'bool' | 'intList' | 'json';

@@ -8,18 +8,18 @@ import type { Socket } from 'node:net';
 import type { ServerHttp2Session } from 'node:http2';
 import { status, type Server, type ServerCredentials, type ServerInterceptingCall, type ServerInterceptor, type ServerOptions } from '@grpc/grpc-js';
 import { z } from 'zod';
-import type { OptionKind } from './config.js';
+import { timerMsSchema, type OptionKind } from './config.js';
 
 const posInt = z.number().int().positive();
 
 /** Config keys of connection hygiene, to spread into a service's config schema. */
 export const connectionSchema = {
   /** The server pings a connection that was quiet this long... */
-  keepaliveTimeMs: posInt.default(60_000),
+  keepaliveTimeMs: timerMsSchema.default(60_000),
   /** ...and closes it when the ping is not answered within this. */
-  keepaliveTimeoutMs: posInt.default(20_000),
+  keepaliveTimeoutMs: timerMsSchema.default(20_000),
   /** A connection with no call for this long is closed (GOAWAY). */
-  idleTimeoutMs: posInt.default(5 * 60_000),
+  idleTimeoutMs: timerMsSchema.default(5 * 60_000),
   /** Concurrent streams (calls) one connection may open; more wait in the client. */
   maxConcurrentStreams: posInt.max(2 ** 31 - 1).default(256),
   /** A connection must finish its TLS handshake and send the HTTP/2 preface within this, or it is closed. */

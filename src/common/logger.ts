@@ -1,9 +1,12 @@
 /**
  * Structured JSON logs (pino). Lowercase messages, the same field name for the same thing
- * (`tenant`, `shard`, `window`, `key`, `err`). Secrets are redacted by path as a second line of
- * defence; code must not log them in the first place.
+ * (`tenant`, `shard`, `window`, `key`, `err`). Every line names its level by name
+ * (`"level":"info"`, not pino's number), the service (`svc`) and the build (`version`, `commit`).
+ * Secrets are redacted by path as a second line of defence; code must not log them in the first
+ * place.
  */
 import { pino, type Logger, type DestinationStream } from 'pino';
+import { buildInfo } from './version.js';
 
 export type { Logger };
 
@@ -12,7 +15,8 @@ export function createLogger(opts: { level?: string; name?: string; dest?: Desti
   return pino(
     {
       level: opts.level ?? 'info',
-      base: { svc: opts.name ?? 'strata', pid: process.pid },
+      base: { svc: opts.name ?? 'strata', version: buildInfo().version, commit: buildInfo().commit, pid: process.pid },
+      formatters: { level: (label) => ({ level: label }) },
       redact: {
         paths: ['*.secretAccessKey', '*.sessionToken', '*.token', '*.authorization', 'credentials', 'headers.authorization'],
         censor: '[redacted]',

@@ -3,7 +3,18 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Registry } from 'prom-client';
+import { Gauge, type Registry } from 'prom-client';
+import { buildInfo } from './version.js';
+
+/**
+ * Registers `strata_build_info{version,commit}` (always 1) on `registry`: the build a service
+ * runs, for dashboards and for joining onto other series (`* on(instance) group_left(version)`).
+ */
+export function registerBuildInfo(registry: Registry): void {
+  const info = buildInfo();
+  const g = new Gauge({ name: 'strata_build_info', help: 'Version and git commit of the running build (always 1).', labelNames: ['version', 'commit'], registers: [registry] });
+  g.set({ version: info.version, commit: info.commit }, 1);
+}
 
 export interface MetricsServer {
   readonly port: number;

@@ -1,16 +1,42 @@
 /**
  * The one place where Strata errors become gRPC statuses. Handlers throw StrataErrors (or
- * GrpcError for statuses with no StrataError code) and call {@link toServiceError}.
+ * GrpcError for refusals with an explicit status) and call {@link toServiceError}, which also puts
+ * the error's `ERR_STRATA_*` code in the {@link ERROR_CODE_TRAILER} trailer, so a client can tell
+ * a corrupt block (ERR_STRATA_CORRUPT) from one of an unsupported version
+ * (ERR_STRATA_UNSUPPORTED_VERSION) although both are DATA_LOSS.
  */
 import { Metadata, status, type MethodDefinition, type ServiceDefinition, type ServiceError } from '@grpc/grpc-js';
 import { ErrorCode, InvalidArgumentError, StrataError } from '../errors.js';
 
-/** An error that carries an explicit gRPC status (auth failures, ownership, limits). */
+/** The trailer (gRPC response metadata) that carries a refused call's `ERR_STRATA_*` code. */
+export const ERROR_CODE_TRAILER = 'strata-error-code';
+
+/** The code of a refusal that has only a gRPC status (see {@link GrpcError}). */
+const codeOfStatus: Partial<Record<status, ErrorCode>> = {
+  [status.INVALID_ARGUMENT]: ErrorCode.INVALID_ARGUMENT,
+  [status.UNAUTHENTICATED]: ErrorCode.UNAUTHENTICATED,
+  [status.PERMISSION_DENIED]: ErrorCode.PERMISSION_DENIED,
+  [status.RESOURCE_EXHAUSTED]: ErrorCode.RESOURCE_EXHAUSTED,
+  [status.FAILED_PRECONDITION]: ErrorCode.FAILED_PRECONDITION,
+  [status.DEADLINE_EXCEEDED]: ErrorCode.DEADLINE_EXCEEDED,
+  [status.CANCELLED]: ErrorCode.CANCELLED,
+  [status.UNAVAILABLE]: ErrorCode.UNAVAILABLE,
+  [status.NOT_FOUND]: ErrorCode.NOT_FOUND,
+  [status.DATA_LOSS]: ErrorCode.CORRUPT,
+};
+
+/**
+ * A refusal with an explicit gRPC status (auth failures, ownership, limits, draining). Its `code`
+ * follows from the status (UNAUTHENTICATED → ERR_STRATA_UNAUTHENTICATED, ...; INTERNAL for a
+ * status with no code of its own).
+ */
 export class GrpcError extends Error {
   readonly grpcCode: status;
+  readonly code: ErrorCode;
   constructor(grpcCode: status, message: string) {
     super(message);
     this.grpcCode = grpcCode;
+    this.code = codeOfStatus[grpcCode] ?? ErrorCode.INTERNAL;
     this.name = 'GrpcError';
   }
 }
@@ -27,6 +53,13 @@ const byCode: Record<ErrorCode, status> = {
   [ErrorCode.UNAVAILABLE]: status.UNAVAILABLE,
   [ErrorCode.STORAGE]: status.UNAVAILABLE,
   [ErrorCode.CONFIG]: status.INTERNAL,
+  [ErrorCode.UNAUTHENTICATED]: status.UNAUTHENTICATED,
+  [ErrorCode.PERMISSION_DENIED]: status.PERMISSION_DENIED,
+  [ErrorCode.RESOURCE_EXHAUSTED]: status.RESOURCE_EXHAUSTED,
+  [ErrorCode.FAILED_PRECONDITION]: status.FAILED_PRECONDITION,
+  [ErrorCode.DEADLINE_EXCEEDED]: status.DEADLINE_EXCEEDED,
+  [ErrorCode.CANCELLED]: status.CANCELLED,
+  [ErrorCode.INTERNAL]: status.INTERNAL,
 };
 
 /** gRPC status for any thrown value (unknown errors are INTERNAL). */
@@ -36,16 +69,34 @@ export function grpcStatusOf(err: unknown): status {
   return status.INTERNAL;
 }
 
+/** The `ERR_STRATA_*` code of any thrown value (unknown errors are ERR_STRATA_INTERNAL). */
+export function strataCodeOf(err: unknown): ErrorCode {
+  if (err instanceof GrpcError || err instanceof StrataError) return err.code;
+  return ErrorCode.INTERNAL;
+}
+
 /**
- * A grpc-js ServiceError for `err`. Storage-side failures keep their message (it names the
- * object, never credentials); unexpected errors are reported as "internal error" so stack details
- * stay in the logs.
+ * A grpc-js ServiceError for `err`, its code in the {@link ERROR_CODE_TRAILER} trailer.
+ * Storage-side failures keep their message (it names the object, never credentials); unexpected
+ * errors are reported as "internal error" so stack details stay in the logs.
  */
 export function toServiceError(err: unknown): Partial<ServiceError> {
   const code = grpcStatusOf(err);
   const known = err instanceof GrpcError || err instanceof StrataError;
   const details = known ? (err as Error).message : 'internal error';
-  return { code, details, message: details, metadata: new Metadata() };
+  const metadata = new Metadata();
+  metadata.set(ERROR_CODE_TRAILER, strataCodeOf(err));
+  return { code, details, message: details, metadata };
+}
+
+/**
+ * The `ERR_STRATA_*` code a server sent in the {@link ERROR_CODE_TRAILER} trailer of a failed
+ * call (grpc-js: `err.metadata`), or undefined when it sent none (a proxy, an older server, a
+ * transport failure).
+ */
+export function errorCodeOfTrailers(trailers: { get(key: string): unknown[] } | undefined): string | undefined {
+  const v = trailers?.get(ERROR_CODE_TRAILER)[0];
+  return typeof v === 'string' && v !== '' ? v : undefined;
 }
 
 /** A request message that did not decode (see {@link tolerantRequests}). */

@@ -109,6 +109,27 @@ export function runTimeRange(buf: Uint8Array, origin: Origin = MEMORY): { count:
   return { count: n, first: rangeScratch[0]!, last: rangeScratch[n - 1]! };
 }
 
+/**
+ * Whether the run in `buf` has a sample with a timestamp in `[start, end)`, decoding only its
+ * timestamp section (timestamps in a run ascend). For a run whose time range straddles a bound
+ * of a read: a gap in the series may leave no sample inside.
+ */
+export function runHasSampleIn(buf: Uint8Array, origin: Origin, start: bigint, end: bigint): boolean {
+  if (end <= start) return false;
+  const { enc, n, body } = openRun(new ByteReader(buf, origin));
+  const tsLen = sectionLength(body);
+  if (rangeScratch.length < n) rangeScratch = new BigInt64Array(Math.max(n, 2 * rangeScratch.length));
+  decodeTimestamps(new ByteReader(body.buf, body.origin, body.pos, body.pos + tsLen), enc & 7, n, rangeScratch, 0);
+  let lo = 0;
+  let hi = n;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (rangeScratch[mid]! < start) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < n && rangeScratch[lo]! < end;
+}
+
 /** Header of a run: its encoding byte and sample count. */
 export interface RunHeader {
   readonly encoding: number;

@@ -8,7 +8,7 @@ import { ErrorCode, StrataError } from '../errors.js';
 import type { Bucket } from './bucket.js';
 import { errorMessage } from './body.js';
 import { FilesystemBucket } from './fs.js';
-import { S3Bucket, type S3BucketConfig, type S3Hooks } from './s3.js';
+import { S3_OPTION_RANGES, S3Bucket, type S3BucketConfig, type S3Hooks } from './s3.js';
 
 export type { Bucket, BucketReader, ByteRange, ObjectInfo, ObjectUpload, PutOptions, RangeResult } from './bucket.js';
 export { FilesystemBucket, FS_TEMP_PREFIX, type FilesystemBucketConfig } from './fs.js';
@@ -18,6 +18,7 @@ export {
   S3_MAX_PARTS,
   S3_MAX_PUT_BYTES,
   S3_MIN_PART_BYTES,
+  S3_OPTION_RANGES,
   type S3BucketConfig,
   type S3Credentials,
   type S3Hooks,
@@ -43,7 +44,38 @@ export type S3BucketOptions = { readonly type: 's3' } & Omit<S3BucketConfig, 'ho
 /** Where a bucket lives. */
 export type BucketConfig = FilesystemBucketOptions | S3BucketOptions;
 
-const posInt = z.number().int().positive();
+/** An integer option in its range of {@link S3_OPTION_RANGES}. */
+const ranged = (name: keyof typeof S3_OPTION_RANGES) => {
+  const [min, max] = S3_OPTION_RANGES[name];
+  return z
+    .number()
+    .int()
+    .min(min, `must be an integer in [${min}, ${max}]`)
+    .max(max, `must be an integer in [${min}, ${max}]`)
+    .optional();
+};
+
+/**
+ * The tuning options of an S3 bucket, each range-checked (shared with the tenants file's bucket
+ * schema, so every bucket anywhere in the config is checked at start-up alike).
+ */
+export const s3TuningShape = {
+  partSizeBytes: ranged('partSizeBytes'),
+  multipartThresholdBytes: ranged('multipartThresholdBytes'),
+  partConcurrency: ranged('partConcurrency'),
+  listPageSize: ranged('listPageSize'),
+  conditionalMultipart: z.boolean().optional(),
+  retry: z
+    .strictObject({
+      maxAttempts: ranged('retry.maxAttempts'),
+      baseDelayMs: ranged('retry.baseDelayMs'),
+      maxDelayMs: ranged('retry.maxDelayMs'),
+    })
+    .optional(),
+  connectTimeoutMs: ranged('connectTimeoutMs'),
+  socketTimeoutMs: ranged('socketTimeoutMs'),
+  maxSockets: ranged('maxSockets'),
+};
 
 const bucketConfigSchema = z.discriminatedUnion('type', [
   z.strictObject({
@@ -65,21 +97,7 @@ const bucketConfigSchema = z.discriminatedUnion('type', [
         sessionToken: z.string().min(1).optional(),
       })
       .optional(),
-    partSizeBytes: posInt.optional(),
-    multipartThresholdBytes: z.number().int().nonnegative().optional(),
-    partConcurrency: posInt.optional(),
-    listPageSize: posInt.optional(),
-    conditionalMultipart: z.boolean().optional(),
-    retry: z
-      .strictObject({
-        maxAttempts: posInt.optional(),
-        baseDelayMs: z.number().int().nonnegative().optional(),
-        maxDelayMs: z.number().int().nonnegative().optional(),
-      })
-      .optional(),
-    connectTimeoutMs: posInt.optional(),
-    socketTimeoutMs: posInt.optional(),
-    maxSockets: posInt.optional(),
+    ...s3TuningShape,
   }),
 ]);
 

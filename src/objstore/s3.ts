@@ -60,6 +60,25 @@ export const S3_MAX_PUT_BYTES = 5 * 1024 * MiB;
 /** S3's highest part number. */
 export const S3_MAX_PARTS = 10_000;
 
+/**
+ * The accepted range `[min, max]` of every numeric S3 bucket option (`retry.*` by dotted name).
+ * The constructor enforces them, and the config schemas (service `bucket`, tenants file buckets)
+ * check them at start-up, so a bad value stops the service with the option named instead of
+ * failing its first upload or read.
+ */
+export const S3_OPTION_RANGES = {
+  partSizeBytes: [S3_MIN_PART_BYTES, S3_MAX_PUT_BYTES],
+  multipartThresholdBytes: [0, S3_MAX_PUT_BYTES],
+  partConcurrency: [1, 64],
+  listPageSize: [1, 1000],
+  'retry.maxAttempts': [1, 100],
+  'retry.baseDelayMs': [0, 60_000],
+  'retry.maxDelayMs': [0, 600_000],
+  connectTimeoutMs: [1, 600_000],
+  socketTimeoutMs: [1, 3_600_000],
+  maxSockets: [1, 4096],
+} as const satisfies Record<string, readonly [number, number]>;
+
 /** Static credentials. Without them the SDK's default chain (env, profile, IMDS, ...) is used. */
 export interface S3Credentials {
   readonly accessKeyId: string;
@@ -309,24 +328,18 @@ export class S3Bucket implements Bucket {
     if (typeof config.region !== 'string' || config.region === '') throw new InvalidArgumentError('region', 'region is empty');
     this.#bucket = config.bucket;
     this.#prefix = normalizeKeyPrefix(config.prefix);
-    this.#partSize = intOption('partSizeBytes', config.partSizeBytes, DEFAULTS.partSizeBytes, S3_MIN_PART_BYTES, S3_MAX_PUT_BYTES);
-    this.#threshold = intOption(
-      'multipartThresholdBytes',
-      config.multipartThresholdBytes,
-      DEFAULTS.multipartThresholdBytes,
-      0,
-      S3_MAX_PUT_BYTES,
-    );
-    this.#partConcurrency = intOption('partConcurrency', config.partConcurrency, DEFAULTS.partConcurrency, 1, 64);
-    this.#pageSize = intOption('listPageSize', config.listPageSize, DEFAULTS.listPageSize, 1, 1000);
+    this.#partSize = intOption('partSizeBytes', config.partSizeBytes, DEFAULTS.partSizeBytes);
+    this.#threshold = intOption('multipartThresholdBytes', config.multipartThresholdBytes, DEFAULTS.multipartThresholdBytes);
+    this.#partConcurrency = intOption('partConcurrency', config.partConcurrency, DEFAULTS.partConcurrency);
+    this.#pageSize = intOption('listPageSize', config.listPageSize, DEFAULTS.listPageSize);
     this.#conditionalMultipart = config.conditionalMultipart ?? false;
     this.#retry = {
-      maxAttempts: intOption('retry.maxAttempts', config.retry?.maxAttempts, DEFAULT_RETRY_POLICY.maxAttempts, 1, 100),
-      baseDelayMs: intOption('retry.baseDelayMs', config.retry?.baseDelayMs, DEFAULT_RETRY_POLICY.baseDelayMs, 0, 60_000),
-      maxDelayMs: intOption('retry.maxDelayMs', config.retry?.maxDelayMs, DEFAULT_RETRY_POLICY.maxDelayMs, 0, 600_000),
+      maxAttempts: intOption('retry.maxAttempts', config.retry?.maxAttempts, DEFAULT_RETRY_POLICY.maxAttempts),
+      baseDelayMs: intOption('retry.baseDelayMs', config.retry?.baseDelayMs, DEFAULT_RETRY_POLICY.baseDelayMs),
+      maxDelayMs: intOption('retry.maxDelayMs', config.retry?.maxDelayMs, DEFAULT_RETRY_POLICY.maxDelayMs),
     };
     this.#hooks = config.hooks ?? {};
-    const maxSockets = intOption('maxSockets', config.maxSockets, DEFAULTS.maxSockets, 1, 4096);
+    const maxSockets = intOption('maxSockets', config.maxSockets, DEFAULTS.maxSockets);
     const onSocketError = (): void => {
       this.#stats.socketErrors++;
     };
@@ -343,8 +356,8 @@ export class S3Bucket implements Bucket {
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
       requestHandler: {
-        connectionTimeout: intOption('connectTimeoutMs', config.connectTimeoutMs, DEFAULTS.connectTimeoutMs, 1, 600_000),
-        socketTimeout: intOption('socketTimeoutMs', config.socketTimeoutMs, DEFAULTS.socketTimeoutMs, 1, 3_600_000),
+        connectionTimeout: intOption('connectTimeoutMs', config.connectTimeoutMs, DEFAULTS.connectTimeoutMs),
+        socketTimeout: intOption('socketTimeoutMs', config.socketTimeoutMs, DEFAULTS.socketTimeoutMs),
         httpAgent: this.#agents.http,
         httpsAgent: this.#agents.https,
       },
@@ -725,8 +738,9 @@ function rangeResult(range: ByteRange, res: GetObjectCommandOutput, data: Buffer
   return { data, offset: start, size };
 }
 
-function intOption(field: string, value: number | undefined, dflt: number, min: number, max: number): number {
+function intOption(field: keyof typeof S3_OPTION_RANGES, value: number | undefined, dflt: number): number {
   if (value === undefined) return dflt;
+  const [min, max] = S3_OPTION_RANGES[field];
   if (!Number.isSafeInteger(value) || value < min || value > max) {
     throw new InvalidArgumentError(field, `must be an integer in [${min}, ${max}], got ${String(value)}`);
   }

@@ -122,6 +122,7 @@ export class Aggregator {
     });
     const self = new Aggregator(opts, store);
     metrics.walBytes.set(store.totalBytes());
+    metrics.walDiskSource = () => store.diskUsage().usedBytes;
     for (const ww of store.all()) {
       if (!self.owned.has(ww.key.shard)) {
         opts.logger.warn({ window: ww.id }, 'wal of a shard this aggregator does not own; flushing it anyway');
@@ -293,6 +294,7 @@ export class Aggregator {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.metrics.walDiskSource = null;
     if (this.timer) clearInterval(this.timer);
     await this.flusher.close();
     await this.encoder.close();

@@ -8,10 +8,9 @@
  * Every option is documented in docs/config.md (a test keeps the two in sync).
  */
 import { z } from 'zod';
-import { checkBucketSource, configLayers, constantCase, type OptionKind } from '../common/config.js';
+import { bucketOptionSchema, checkBucketSource, configLayers, constantCase, listenSchema, timerMsSchema, type OptionKind } from '../common/config.js';
 import { serverTlsSchema } from '../common/tls.js';
 import { DEFAULT_BLOCK_DURATION_MS, MAX_SHARDS } from '../format/key.js';
-import { parseBucketConfig, type BucketConfig } from '../objstore/index.js';
 import { connectionKinds, connectionSchema } from '../common/connections.js';
 
 const MiB = 1024 * 1024;
@@ -20,29 +19,19 @@ const DAY_MS = 24 * 3600 * 1000;
 
 const posInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
-const listen = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port');
-
-const bucketSchema = z.unknown().transform((v, ctx): BucketConfig => {
-  try {
-    return parseBucketConfig(v);
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: err instanceof Error ? err.message : String(err) });
-    return z.NEVER;
-  }
-});
 
 /** The schema; docs/config.md describes every option. */
 export const aggregatorConfigSchema = z.strictObject({
   /** gRPC listen address. */
-  grpcListen: listen.default('0.0.0.0:7401'),
+  grpcListen: listenSchema.default('0.0.0.0:7401'),
   /** Prometheus /metrics listen address. */
-  metricsListen: listen.default('0.0.0.0:9401'),
+  metricsListen: listenSchema.default('0.0.0.0:9401'),
   /** TLS (and client-certificate mTLS) of the gRPC server; plaintext without it. */
   tls: serverTlsSchema.optional(),
   /** Directory of the write-ahead logs. */
   walDir: z.string().min(1),
   /** Where blocks go when there is no tenants file (exclusive with tenantsFile). */
-  bucket: bucketSchema.optional(),
+  bucket: bucketOptionSchema.optional(),
   /**
    * The tenants file (YAML or JSON): default bucket, per-tenant buckets, tokens, limits. Watched
    * and reloaded on change and on SIGHUP. Exclusive with bucket.
@@ -60,12 +49,12 @@ export const aggregatorConfigSchema = z.strictObject({
   flushDelayMs: nonNegInt.default(10 * 60 * 1000),
   /** ...and it received no write for flushIdleMs. */
   flushIdleMs: nonNegInt.default(2 * 60 * 1000),
-  flushCheckIntervalMs: posInt.default(5000),
+  flushCheckIntervalMs: timerMsSchema.default(5000),
   /** Flushes running at once. */
   flushConcurrency: posInt.default(2),
   /** Backoff of failed flushes: base, doubled per failure up to the max. */
-  flushRetryBaseMs: posInt.default(1000),
-  flushRetryMaxMs: posInt.default(60 * 1000),
+  flushRetryBaseMs: timerMsSchema.default(1000),
+  flushRetryMaxMs: timerMsSchema.default(60 * 1000),
   /** After upload: `full` reads the block back and checks every checksum; `footer` checks its footer. */
   verifyUpload: z.enum(['full', 'footer']).default('full'),
   /** Largest request accepted (gRPC receive limit). */
@@ -89,7 +78,7 @@ export const aggregatorConfigSchema = z.strictObject({
   /** WAL databases kept open at once (idle ones are closed beyond that). */
   maxOpenWals: posInt.default(8),
   /** Time allowed for in-flight requests at shutdown. */
-  shutdownGraceMs: posInt.default(30 * 1000),
+  shutdownGraceMs: timerMsSchema.default(30 * 1000),
   ...connectionSchema,
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });

@@ -5,6 +5,7 @@
  * Per-tenant metrics carry a `tenant` label from TenantRegistry.label(): the tenants of the tenants
  * file by id, every other tenant pooled as `_other`, so the label set stays bounded.
  */
+import { registerBuildInfo } from '../common/metrics-server.js';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 /** The aggregator's metrics. */
@@ -29,6 +30,10 @@ export class AggregatorMetrics {
   readonly uploadRetries: Counter<'operation'>;
   readonly uploadErrors: Counter<'operation'>;
   readonly inflightBytes: Gauge;
+  readonly walDiskBytes: Gauge;
+  readonly walQuotaBytes: Gauge;
+  /** Where the WAL disk gauge reads its value at scrape time (set once the WAL store exists). */
+  walDiskSource: (() => number) | null = null;
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -78,6 +83,17 @@ export class AggregatorMetrics {
     this.uploadRetries = new Counter({ name: `${p}upload_retries_total`, help: 'Object store requests retried.', labelNames: ['operation'], registers });
     this.uploadErrors = new Counter({ name: `${p}upload_errors_total`, help: 'Object store operations that failed for good.', labelNames: ['operation'], registers });
     this.inflightBytes = new Gauge({ name: `${p}inflight_bytes`, help: 'Payload bytes of requests being processed.', registers });
+    const walDisk = (): number => this.walDiskSource?.() ?? 0;
+    this.walDiskBytes = new Gauge({
+      name: `${p}wal_disk_bytes`,
+      help: 'Bytes the WALs take on disk, as checked against walQuotaBytes (writes are refused at the quota).',
+      registers,
+      collect() {
+        this.set(walDisk());
+      },
+    });
+    this.walQuotaBytes = new Gauge({ name: `${p}wal_quota_bytes`, help: 'The configured walQuotaBytes.', registers });
+    registerBuildInfo(this.registry);
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: p });
   }
 }

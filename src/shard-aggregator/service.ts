@@ -273,7 +273,12 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
       const scope = grant?.tenant ?? null;
       const agg = o.aggregator();
       const st = o.state();
-      if (!agg) return { num_shards: o.config.numShards, owned_shards: [], windows: [], last_flushes: [], state: st };
+      const accepted = agg?.ingestContext(0);
+      const layout = {
+        block_duration_ms: String(o.config.blockDurationMs),
+        ...(accepted ? { min_timestamp_ms: String(accepted.minTimestampMs), max_timestamp_ms: String(accepted.maxTimestampMs) } : {}),
+      };
+      if (!agg) return { num_shards: o.config.numShards, owned_shards: [], windows: [], last_flushes: [], state: st, ...layout };
       const s = agg.status();
       const windows = scope === null ? s.windows : s.windows.filter((w) => w.tenant === scope);
       const lastFlushes = scope === null ? s.lastFlushes : s.lastFlushes.filter((f) => f.window.tenant === scope);
@@ -303,6 +308,7 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
         wal_syncs: scope === null ? String(s.walSyncs) : '0',
         wal_requests: scope === null ? String(s.walRequests) : '0',
         state: st,
+        ...layout,
       };
     }),
   };

@@ -8,10 +8,9 @@
  * Every option is documented in docs/config.md (a test keeps the two in sync).
  */
 import { z } from 'zod';
-import { checkBucketSource, configLayers, constantCase, type OptionKind } from '../common/config.js';
+import { bucketOptionSchema, checkBucketSource, configLayers, constantCase, listenSchema, timerMsSchema, type OptionKind } from '../common/config.js';
 import { serverTlsSchema } from '../common/tls.js';
 import { DEFAULT_BLOCK_DURATION_MS } from '../format/key.js';
-import { parseBucketConfig, type BucketConfig } from '../objstore/index.js';
 import { connectionKinds, connectionSchema } from '../common/connections.js';
 
 const KiB = 1024;
@@ -20,27 +19,17 @@ const GiB = 1024 * MiB;
 
 const posInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
-const listen = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port');
-
-const bucketSchema = z.unknown().transform((v, ctx): BucketConfig => {
-  try {
-    return parseBucketConfig(v);
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: err instanceof Error ? err.message : String(err) });
-    return z.NEVER;
-  }
-});
 
 /** The schema; every option is described in docs/config.md and the gateway README. */
 export const gatewayConfigSchema = z.strictObject({
   /** gRPC listen address. */
-  grpcListen: listen.default('0.0.0.0:7402'),
+  grpcListen: listenSchema.default('0.0.0.0:7402'),
   /** Prometheus /metrics listen address. */
-  metricsListen: listen.default('0.0.0.0:9402'),
+  metricsListen: listenSchema.default('0.0.0.0:9402'),
   /** TLS (and client-certificate mTLS) of the gRPC server; plaintext without it. */
   tls: serverTlsSchema.optional(),
   /** Where blocks are read from when there is no tenants file (exclusive with tenantsFile). */
-  bucket: bucketSchema.optional(),
+  bucket: bucketOptionSchema.optional(),
   /**
    * The tenants file (YAML or JSON): default bucket, per-tenant buckets, tokens, limits. Watched
    * and reloaded on change and on SIGHUP. Exclusive with bucket.
@@ -95,9 +84,9 @@ export const gatewayConfigSchema = z.strictObject({
   /** The same, of one tenant (its fair share). */
   maxBytesInFlightPerTenant: posInt.default(64 * MiB),
   /** Server-side time limit of a call (the client's deadline applies when shorter). */
-  requestTimeoutMs: posInt.default(30_000),
+  requestTimeoutMs: timerMsSchema.default(30_000),
   /** Time allowed for in-flight calls at shutdown. */
-  shutdownGraceMs: posInt.default(10_000),
+  shutdownGraceMs: timerMsSchema.default(10_000),
   ...connectionSchema,
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });

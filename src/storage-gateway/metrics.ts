@@ -9,6 +9,7 @@
  * the registry is collected (every scrape, and {@link GatewayMetrics.total}). Names, labels and
  * values on /metrics are the same.
  */
+import { registerBuildInfo } from '../common/metrics-server.js';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type CounterConfiguration } from 'prom-client';
 
 /** One counter (one label set of it) counted in memory; see the module comment. */
@@ -152,6 +153,7 @@ export class GatewayMetrics {
     });
     this.coalescedRanges = counter({ name: `${p}coalesced_ranges_total`, help: 'Ranges fetched by a GET shared with another range.', registers });
     this.singleFlightJoins = counter({ name: `${p}single_flight_joins_total`, help: 'Misses that joined a fetch already in flight.', registers });
+    registerBuildInfo(this.registry);
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry });
   }
 

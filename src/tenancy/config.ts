@@ -10,7 +10,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ErrorCode, StrataError } from '../errors.js';
 import { TENANT_PATTERN } from '../format/key.js';
-import { parseBucketConfig, type BucketConfig } from '../objstore/index.js';
+import { parseBucketConfig, s3TuningShape, type BucketConfig } from '../objstore/index.js';
 
 /** A reference to a secret: an environment variable or a file (trailing newline trimmed). */
 const secretRef = z.union([z.strictObject({ env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name') }), z.strictObject({ file: z.string().min(1) })]);
@@ -21,23 +21,6 @@ const credentialsRef = z.strictObject({
   sessionToken: secretRef.optional(),
 });
 
-const tuning = {
-  partSizeBytes: z.number().int().positive().optional(),
-  multipartThresholdBytes: z.number().int().nonnegative().optional(),
-  partConcurrency: z.number().int().positive().optional(),
-  listPageSize: z.number().int().positive().optional(),
-  conditionalMultipart: z.boolean().optional(),
-  retry: z
-    .strictObject({
-      maxAttempts: z.number().int().positive().optional(),
-      baseDelayMs: z.number().int().nonnegative().optional(),
-      maxDelayMs: z.number().int().nonnegative().optional(),
-    })
-    .optional(),
-  connectTimeoutMs: z.number().int().positive().optional(),
-  socketTimeoutMs: z.number().int().positive().optional(),
-  maxSockets: z.number().int().positive().optional(),
-};
 
 const bucketRef = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('filesystem'), path: z.string().min(1), prefix: z.string().optional() }),
@@ -49,7 +32,7 @@ const bucketRef = z.discriminatedUnion('type', [
     prefix: z.string().optional(),
     forcePathStyle: z.boolean().optional(),
     credentials: credentialsRef.optional(),
-    ...tuning,
+    ...s3TuningShape,
   }),
 ]);
 

@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,4 +30,28 @@ t.test('an unreadable TLS certificate: exit status 2 naming the option, for both
   const aggregator = await run(['aggregator', '--wal-dir', join(dir, 'wal'), '--num-shards', '1', '--shards', '0', ...common]);
   t.equal(aggregator.code, 2, 'aggregator: status 2');
   t.match(aggregator.stderr, /^strata aggregator: invalid TLS config: tls\.certFile: cannot read .*missing\.pem \(ENOENT\)/m);
+});
+
+t.test('an out-of-range bucket option (partSizeBytes: 1024): exit status 2 naming it, at start-up and in --print-config, for both services', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'strata-service-range-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const bucket = { type: 's3', region: 'us-east-1', bucket: 'strata-range', endpoint: 'http://127.0.0.1:9', forcePathStyle: true, partSizeBytes: 1024 };
+  const tenantsFile = join(dir, 'tenants.json');
+  writeFileSync(tenantsFile, JSON.stringify({ authRequired: false, defaultBucket: bucket }));
+  const services: [string, string[]][] = [
+    ['gateway', ['--cache-dir', join(dir, 'cache')]],
+    ['aggregator', ['--wal-dir', join(dir, 'wal'), '--num-shards', '1', '--shards', '0']],
+  ];
+  for (const [svc, own] of services) {
+    const common = [svc, ...own, '--listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--log-level', 'silent'];
+    for (const where of ['the service config', 'the tenants file']) {
+      const source = where === 'the service config' ? ['--set', `bucket=${JSON.stringify(bucket)}`] : ['--tenants-file', tenantsFile];
+      for (const print of [true, false]) {
+        const r = await run([...common, ...source, ...(print ? ['--print-config'] : [])]);
+        const what = `${svc}, bucket in ${where}${print ? ', --print-config' : ''}`;
+        t.equal(r.code, 2, `${what}: status 2`);
+        t.match(r.stderr, /partSizeBytes: must be an integer in \[5242880, 5368709120\]/, `${what}: names the option and its range`);
+      }
+    }
+  }
 });

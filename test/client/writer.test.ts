@@ -13,7 +13,7 @@ import fc from 'fast-check';
 import t from 'tap';
 import { BlockReader } from '../../src/block/reader.js';
 import { bucketSource } from '../../src/block/source.js';
-import { WriterClient, type SeriesData } from '../../src/client/writer.js';
+import { WriterClient, type SeriesData, type WriteCallError } from '../../src/client/writer.js';
 import { groupRecords, readSampleFile } from '../../src/client/writer-samples.js';
 import { createLogger } from '../../src/common/logger.js';
 import { blockKey } from '../../src/format/key.js';
@@ -185,6 +185,17 @@ t.test('end to end: client and `strata push` against an in-process aggregator', 
     [blockKey('pushed', 0, W), 50],
     [blockKey('pushed', 1, W), 50],
   ]);
+
+  // a refusal names its ERR_STRATA_* code: a client that thinks there are 3 shards sends shard 2
+  const wrong = new WriterClient({ tenant: 'e2e', numShards: 3, target: `127.0.0.1:${running.grpcPort}`, retry: { maxAttempts: 1 } });
+  t.teardown(() => wrong.close());
+  const refused = (await wrong.write([series(2n, 1)]).then(
+    () => null,
+    (e: unknown) => e,
+  )) as WriteCallError | null;
+  t.equal(refused?.code, status.INVALID_ARGUMENT, 'INVALID_ARGUMENT');
+  t.equal(refused?.strataCode, 'ERR_STRATA_INVALID_ARGUMENT', 'with its code from the strata-error-code trailer');
+  t.equal(refused?.details, 'invalid x-strata-shard: "2" is not a shard number in 0..1');
   await running.shutdown();
   t.equal(running.health.get(''), 'NOT_SERVING', 'not serving after shutdown');
 });

@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import t, { type Test } from 'tap';
 import { ErrorCode } from '../../src/errors.js';
 import { FilesystemBucket, FS_TEMP_PREFIX } from '../../src/objstore/fs.js';
-import { openBucket, parseBucketConfig } from '../../src/objstore/index.js';
+import { openBucket, parseBucketConfig, S3_OPTION_RANGES, S3Bucket } from '../../src/objstore/index.js';
 import { compareUtf8, validateListPrefix } from '../../src/objstore/keys.js';
 import { collect } from '../helpers/async.js';
 import { sameBytes, seededBytes } from '../helpers/bytes.js';
@@ -152,7 +152,14 @@ t.test('parseBucketConfig() rejects bad config naming the option', async (t) => 
     t.notMatch(String((err as Error).message), /TOPSECRET/, 'message does not echo secrets');
   }
   t.same(parseBucketConfig({ type: 's3', region: 'r', bucket: 'bkt' }), { type: 's3', region: 'r', bucket: 'bkt' }, 'minimal s3 config');
-  await expectCode(t, () => openBucket({ type: 's3', region: 'r', bucket: 'bkt', partSizeBytes: 1024 }), ErrorCode.INVALID_ARGUMENT, 'part size below the S3 minimum');
+  // every numeric option is range-checked by the config schema (start-up), not at the first upload
+  const small = await expectCode(t, () => openBucket({ type: 's3', region: 'r', bucket: 'bkt', partSizeBytes: 1024 }), ErrorCode.CONFIG, 'part size below the S3 minimum');
+  t.equal((small as Error).message, 'invalid bucket config: partSizeBytes: must be an integer in [5242880, 5368709120]');
+  const [min, max] = S3_OPTION_RANGES.partConcurrency;
+  await expectCode(t, () => parseBucketConfig({ type: 's3', region: 'r', bucket: 'bkt', partConcurrency: max + 1 }), ErrorCode.CONFIG, 'partConcurrency above its range');
+  t.same(parseBucketConfig({ type: 's3', region: 'r', bucket: 'bkt', partConcurrency: min, retry: { maxAttempts: 1 } }).type, 's3', 'range ends are accepted');
+  // the constructor keeps the same ranges for callers that bypass the schema
+  t.throws(() => new S3Bucket({ region: 'r', bucket: 'bkt', partSizeBytes: 1024 }), { code: ErrorCode.INVALID_ARGUMENT, field: 'partSizeBytes' });
 });
 
 t.test('list() order and prefix filtering hold for random key sets (property)', async (t) => {

@@ -31,6 +31,9 @@ t.test('parseAggregatorConfig() fills defaults and rejects bad or unknown option
     ['ordinal too big', { ...base, ordinal: 2, replicas: 2 }, /ordinal: 2 is not below replicas/],
     ['negative delay', { ...base, flushDelayMs: -1 }, /flushDelayMs/],
     ['bad enum', { ...base, verifyUpload: 'some' }, /verifyUpload/],
+    ['port above 65535', { ...base, metricsListen: '127.0.0.1:70000' }, /metricsListen: the port must be in 0\.\.65535/],
+    ['timer beyond 2^31-1 ms', { ...base, flushRetryMaxMs: 2 ** 31 }, /flushRetryMaxMs: must be at most 2147483647 ms/],
+    ['bucket option out of range', { ...base, bucket: { type: 's3', region: 'r', bucket: 'bkt', retry: { maxAttempts: 0 } } }, /bucket: invalid bucket config: retry\.maxAttempts: must be an integer in \[1, 100\]/],
   ];
   for (const [name, input, msg] of bad) t.throws(() => parseAggregatorConfig(input), { ...configError, message: msg }, name);
   t.end();

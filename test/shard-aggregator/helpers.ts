@@ -169,6 +169,9 @@ export interface StatusResponse {
   wal_syncs: string;
   wal_requests: string;
   state: string;
+  block_duration_ms: string;
+  min_timestamp_ms: string;
+  max_timestamp_ms: string;
 }
 
 /** Little-endian bytes of int64 timestamps. */

@@ -62,12 +62,20 @@ async function walOf(tenant: string): Promise<{ windows: number; bytes: bigint }
   return { windows: mine.length, bytes: mine.reduce((n, w) => n + BigInt(w.wal_bytes), 0n) };
 }
 
-t.test('health is SERVING and Status reports ownership', async (t) => {
+t.test('health is SERVING and Status reports ownership and the layout', async (t) => {
   t.equal(await client.health(), 'SERVING');
+  const before = BigInt(Date.now());
   const s = await client.status();
+  const after = BigInt(Date.now());
   t.equal(s.num_shards, 4);
   t.same(s.owned_shards, [0, 1]);
   t.equal(s.state, 'serving');
+  t.equal(s.block_duration_ms, String(DEFAULT_BLOCK_DURATION_MS));
+  // the accepted range is [now - maxSampleAgeMs, now + maxSampleFutureMs] at the moment it answered
+  const min = BigInt(s.min_timestamp_ms);
+  const max = BigInt(s.max_timestamp_ms);
+  t.equal(max - min, BigInt(config.maxSampleAgeMs + config.maxSampleFutureMs), 'as wide as maxSampleAgeMs + maxSampleFutureMs');
+  t.ok(min >= before - BigInt(config.maxSampleAgeMs) && min <= after - BigInt(config.maxSampleAgeMs), 'measured from the time of the call');
 });
 
 t.test('bad input gets the right status, names the field, and stores nothing', async (t) => {

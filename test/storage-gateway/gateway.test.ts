@@ -238,6 +238,7 @@ t.test('a corrupted object gives DATA_LOSS naming the block, never wrong samples
     );
     t.ok(err instanceof QueryError, `${what}: the query fails`);
     t.equal((err as QueryError).code, status.DATA_LOSS, `${what}: DATA_LOSS`);
+    t.equal((err as QueryError).strataCode, 'ERR_STRATA_CORRUPT', `${what}: the strata-error-code trailer tells corruption apart`);
     t.match((err as QueryError).message, re, `${what}: names the block and what is damaged`);
     if (what === 'run') {
       const other = await q.query('big', [BIG[300]!.id], ONE_WINDOW);

@@ -10,7 +10,8 @@ import t from 'tap';
 import { QueryClient } from '../../src/client/query.js';
 import { openBucket } from '../../src/objstore/index.js';
 import { prng } from '../support/series.js';
-import { D, expected, makeDataSet, mismatches, rgwBucket, startTestGateway, tempDir, testConfig, W0, writeDataSet } from './helpers.js';
+import { join } from 'node:path';
+import { D, expected, idBytes, makeDataSet, mismatches, rawRead, rgwBucket, startTestGateway, tempDir, testConfig, W0, writeBlock, writeDataSet } from './helpers.js';
 
 const DS = makeDataSet({ seed: 7, n: 80, numShards: 4, windows: 3 });
 
@@ -44,4 +45,25 @@ t.test('random queries return exactly the written samples, RAW and RUNS', async 
   }
   t.equal(queries, 60);
   t.equal(await gw.metrics.total('strata_gateway_requests_total', { code: 'OK' }) > 0, true);
+});
+
+t.test('RUNS and RAW answers leave out series with no sample in the range (a gap across it)', async (t) => {
+  const bucket = await openBucket({ type: 'filesystem', path: join(tempDir(t), 'bucket') });
+  t.teardown(() => bucket.close());
+  const H = 3_600_000n;
+  const gap = { id: 1n, samples: { timestamps: BigInt64Array.of(W0, W0 + 3n * H), values: Float64Array.of(1, 2) } };
+  const dense = { id: 2n, samples: { timestamps: BigInt64Array.from({ length: 240 }, (_, i) => W0 + BigInt(i) * 60_000n), values: new Float64Array(240).fill(0.5) } };
+  await writeBlock(bucket, 'gap', 0, 1, W0, [gap, dense]);
+  const gw = await startTestGateway(t, testConfig({ type: 'filesystem', path: join(tempDir(t), 'unused') }, tempDir(t)), { bucket });
+  const seriesOf = async (encoding: 'RAW' | 'RUNS', start: bigint, end: bigint): Promise<bigint[]> => {
+    const messages = await rawRead(gw.grpcPort, { tenant: 'gap', shard: 0, num_shards: 1, window_start_ms: String(W0), series_ids: idBytes([1n, 2n]), start_ms: String(start), end_ms: String(end), encoding });
+    const ids = Buffer.concat(messages.map((m) => m['series_ids'] as Buffer));
+    return [...new Set(Array.from({ length: ids.length / 8 }, (_, i) => ids.readBigUInt64LE(i * 8)))];
+  };
+  for (const encoding of ['RAW', 'RUNS'] as const) {
+    t.same(await seriesOf(encoding, W0 + H, W0 + 2n * H), [2n], `${encoding}: series 1 has no sample in [1h, 2h) although its runs span it`);
+    t.same(await seriesOf(encoding, W0 + H, W0 + 3n * H + 1n), [1n, 2n], `${encoding}: both when the range reaches series 1's second sample`);
+    t.same(await seriesOf(encoding, W0 + H, W0 + H), [], `${encoding}: none in an empty range`);
+    t.same(await seriesOf(encoding, W0, W0 + D), [1n, 2n], `${encoding}: both over the whole window`);
+  }
 });
