@@ -12,7 +12,7 @@
  * the budgets below; RSS is read from /proc. Phases:
  * 1. cold: for every tenant, 1 series x all days, then 100 series x all days (every block opened):
  *    GETs per cold block, latencies, RSS after;
- * 2. warm: for `--warm-minutes` (10), the same queries of `--warm-tenants` (2) tenants (a working
+ * 2. warm: for `--warm-minutes` (10), the same queries of `--warm-tenants` (1) tenants (a working
  *    set that fits the cache) in a loop: bucket requests per warm query (0 expected: closed
  *    windows are not re-checked within closedStalenessMs), latencies, RSS.
  *
@@ -46,7 +46,7 @@ export async function main(argv: string[]): Promise<void> {
   const shards = Number(flag(argv, 'shards', '16'));
   const seriesCount = Number(flag(argv, 'series', '200'));
   const warmMinutes = Number(flag(argv, 'warm-minutes', '10'));
-  const warmTenants = Number(flag(argv, 'warm-tenants', '2'));
+  const warmTenants = Number(flag(argv, 'warm-tenants', '1'));
   const budgets = {
     openBlocksMaxBytes: 16 * MiB,
     pagesMaxBytes: 16 * MiB,
@@ -148,7 +148,7 @@ export async function main(argv: string[]): Promise<void> {
       const heap = (k: string): string => ((m.get(k) ?? 0) / MiB).toFixed(0);
       console.log(
         `gateway memory after cold: V8 heap used ${heap('nodejs_heap_size_used_bytes')} of ${heap('nodejs_heap_size_total_bytes')} MiB, external ${heap('nodejs_external_memory_bytes')} MiB; ` +
-          `open blocks ${heap('strata_gateway_open_blocks_bytes')} MiB, pages ${heap('strata_gateway_pages_bytes')} MiB, hot ${heap('strata_gateway_hot_range_bytes')} MiB`,
+          `budgets in use (strata_gateway_memory_bytes, all pools) ${heap('strata_gateway_memory_bytes')} MiB, in flight ${heap('strata_gateway_bytes_in_flight')} MiB`,
       );
       console.log(
         `cold: ${coldGets} GETs for ${blocks} blocks (${(coldGets / blocks).toFixed(2)} per block); 1x${d} p50 ${percentile(cold1, 50).toFixed(1)} ms, 100x${d} p50 ${percentile(cold100, 50).toFixed(1)} ms; ` +

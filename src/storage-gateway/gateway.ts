@@ -188,6 +188,10 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
       pagesMaxBytes: config.pagesMaxBytes,
     },
   );
+  metrics.watchMemory('open_blocks', () => directory.memoryBytes.openBlocks);
+  metrics.watchMemory('pages', () => directory.memoryBytes.pages);
+  metrics.watchMemory('hot_ranges', () => store.hotBytes);
+  if (byteCache instanceof LmdbCacheStore) metrics.watchMemory('cache_pending', () => byteCache.pendingBytes);
   const executor = new BlockReadExecutor(
     { directory, fetcher, metrics },
     { maxSamplesPerResponse: config.maxSamplesPerResponse, maxBytesPerResponse: config.maxBytesPerResponse, maxMessageBytes: config.maxMessageBytes },

@@ -67,6 +67,9 @@ export class GatewayMetrics {
   readonly cacheEvictions: Counter;
   readonly cacheEvictedBytes: Counter;
   readonly negativeHits: Counter;
+  /** Bytes charged to each in-memory budget, read at scrape time ({@link watchMemory}). */
+  readonly memoryBytes: Gauge;
+  private readonly memoryPools = new Map<string, () => number>();
   /** Bytes of built answers held until clients take them (maxBytesInFlight). */
   readonly bytesInFlight: Gauge;
   /** Reads served from a block past its staleness because the bucket could not be reached. */
@@ -138,6 +141,16 @@ export class GatewayMetrics {
     });
     this.cacheEvictions = counter({ name: `${p}cache_evictions_total`, help: 'Blocks evicted from the byte cache to fit its budget.', registers });
     this.cacheEvictedBytes = counter({ name: `${p}cache_evicted_bytes_total`, help: 'Bytes evicted from the byte cache.', registers });
+    const pools = this.memoryPools;
+    this.memoryBytes = new Gauge({
+      name: `${p}memory_bytes`,
+      help: 'Bytes charged to each in-memory budget: open_blocks (openBlocksMaxBytes), pages (pagesMaxBytes), hot_ranges (hotRangesMaxBytes), cache_pending (byte-cache writes not yet committed).',
+      labelNames: ['pool'],
+      registers,
+      collect() {
+        for (const [pool, read] of pools) this.set({ pool }, read());
+      },
+    });
     this.bytesInFlight = new Gauge({ name: `${p}bytes_in_flight`, help: 'Bytes of built answers held until their clients take them (bounded by maxBytesInFlight).', registers });
     this.negativeHits = counter({ name: `${p}negative_cache_hits_total`, help: 'Reads answered "no block" from the negative cache.', registers });
     this.staleServes = counter({ name: `${p}stale_serves_total`, help: 'Blocks served as last read, past stalenessMs, because the bucket could not be reached (maxStaleMs).', registers });
@@ -155,6 +168,11 @@ export class GatewayMetrics {
     this.singleFlightJoins = counter({ name: `${p}single_flight_joins_total`, help: 'Misses that joined a fetch already in flight.', registers });
     registerBuildInfo(this.registry);
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Reports `read()` as `memory_bytes{pool}` at every scrape. */
+  watchMemory(pool: string, read: () => number): void {
+    this.memoryPools.set(pool, read);
   }
 
   /**

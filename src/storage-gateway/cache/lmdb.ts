@@ -93,6 +93,8 @@ export class LmdbCacheStore implements CacheStore {
   private readonly pointers = new Map<string, BlockPointer>();
   /** Writes not yet committed: a Buffer for a put, null for a remove. */
   private readonly overlay = new Map<string, Buffer | null>();
+  /** Bytes of range writes not committed yet (held in memory until then). */
+  private pending = 0;
   /** Keys of uncommitted puts, per block (so eviction removes them too). */
   private readonly pendingByBlock = new Map<string, Set<string>>();
   private readonly now: () => number;
@@ -174,6 +176,11 @@ export class LmdbCacheStore implements CacheStore {
     return this.ledger.usedBytes;
   }
 
+  /** Bytes of range writes not committed yet (held in memory until then). */
+  get pendingBytes(): number {
+    return this.pending;
+  }
+
   get blockCount(): number {
     return this.ledger.size;
   }
@@ -247,7 +254,9 @@ export class LmdbCacheStore implements CacheStore {
       this.pendingByBlock.set(blockId, keys);
     }
     keys.add(key);
+    this.pending += copy.length;
     this.write(this.ranges.put(key, copy), () => {
+      this.pending -= copy.length;
       if (this.overlay.get(key) === copy) this.overlay.delete(key);
       const ks = this.pendingByBlock.get(blockId);
       if (ks) {
