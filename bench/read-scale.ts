@@ -24,17 +24,14 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { join } from 'node:path';
 import { QueryClient } from '../src/client/query.js';
 import { DEFAULT_BLOCK_DURATION_MS } from '../src/format/key.js';
-import { openBucket, type BucketConfig } from '../src/objstore/index.js';
+import { openBucket } from '../src/objstore/index.js';
 import { loadDataset, type Series } from './dataset.js';
 import { flag, percentile, rssMiB } from './proc.js';
-import { buildBlocks, inParallel, sameSeries, scrape, startGatewayProcess, type RgwHandle } from './read.js';
+import { buildBlocks, inParallel, sameSeries, scrape, startBenchRgw, startGatewayProcess } from './read.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const ROOT = join(here, '..', '..');
 const D = BigInt(DEFAULT_BLOCK_DURATION_MS);
 const MiB = 2 ** 20;
 const round = (x: number): number => Number(x.toFixed(3));
@@ -61,17 +58,8 @@ export async function main(argv: string[]): Promise<void> {
   const windowStart = (w: number): bigint => first + BigInt(w) * D;
   const shifted = (s: Series, w: number): Series => ({ ...s, timestamps: s.timestamps.map((t) => t + BigInt(w) * D) });
 
-  const { startRgw } = (await import(pathToFileURL(join(ROOT, 'scripts', 'rgw', 'rgw.mjs')).href)) as { startRgw(): Promise<RgwHandle> };
-  const rgw = await startRgw();
-  const e = rgw.env;
-  const bucketConfig: BucketConfig = {
-    type: 's3',
-    endpoint: e['STRATA_TEST_S3_ENDPOINT']!,
-    region: e['STRATA_TEST_S3_REGION']!,
-    bucket: e['STRATA_TEST_S3_BUCKET']!,
-    forcePathStyle: true,
-    credentials: { accessKeyId: e['STRATA_TEST_S3_ACCESS_KEY']!, secretAccessKey: e['STRATA_TEST_S3_SECRET_KEY']! },
-  };
+  const rgw = await startBenchRgw();
+  const { bucketConfig } = rgw;
   const bucket = await openBucket(bucketConfig);
   const dir = mkdtempSync(join(tmpdir(), 'strata-bench-read-scale-'));
   try {

@@ -525,6 +525,24 @@ export interface RgwHandle {
   stop(): Promise<void>;
 }
 
+/** Ceph RGW started by scripts/rgw/rgw.mjs, and the bucket config of its test bucket. */
+export async function startBenchRgw(): Promise<{ bucketConfig: BucketConfig; stop(): Promise<void> }> {
+  const { startRgw } = (await import(pathToFileURL(join(ROOT, 'scripts', 'rgw', 'rgw.mjs')).href)) as { startRgw(): Promise<RgwHandle> };
+  const rgw = await startRgw();
+  const e = rgw.env;
+  return {
+    bucketConfig: {
+      type: 's3',
+      endpoint: e['STRATA_TEST_S3_ENDPOINT']!,
+      region: e['STRATA_TEST_S3_REGION']!,
+      bucket: e['STRATA_TEST_S3_BUCKET']!,
+      forcePathStyle: true,
+      credentials: { accessKeyId: e['STRATA_TEST_S3_ACCESS_KEY']!, secretAccessKey: e['STRATA_TEST_S3_SECRET_KEY']! },
+    },
+    stop: () => rgw.stop(),
+  };
+}
+
 export async function main(argv: string[]): Promise<void> {
   // the AWS SDK's once-per-process Node 22 notice is noise here (and in the gateway it spawns)
   process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
@@ -563,18 +581,9 @@ export async function main(argv: string[]): Promise<void> {
         bucketConfig = { type: 'filesystem', path: dir };
         cleanup = async () => rmSync(dir, { recursive: true, force: true });
       } else {
-        const { startRgw } = (await import(pathToFileURL(join(ROOT, 'scripts', 'rgw', 'rgw.mjs')).href)) as { startRgw(): Promise<RgwHandle> };
-        const rgw = await startRgw();
-        const e = rgw.env;
-        bucketConfig = {
-          type: 's3',
-          endpoint: e['STRATA_TEST_S3_ENDPOINT']!,
-          region: e['STRATA_TEST_S3_REGION']!,
-          bucket: e['STRATA_TEST_S3_BUCKET']!,
-          forcePathStyle: true,
-          credentials: { accessKeyId: e['STRATA_TEST_S3_ACCESS_KEY']!, secretAccessKey: e['STRATA_TEST_S3_SECRET_KEY']! },
-        };
-        cleanup = () => rgw.stop();
+        const rgw = await startBenchRgw();
+        bucketConfig = rgw.bucketConfig;
+        cleanup = rgw.stop;
       }
       const bucket = await openBucket(bucketConfig);
       try {
