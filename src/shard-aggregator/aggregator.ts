@@ -113,6 +113,7 @@ export class Aggregator {
       db: {
         writeBufferBytes: config.walWriteBufferBytes,
         sync: config.walSync,
+        maxOpenSegments: config.flushMaxOpenSegments,
         onCommit: (requests, _entries, ms) => {
           metrics.walSyncs.inc();
           metrics.walGroupRequests.observe(requests);

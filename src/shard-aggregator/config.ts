@@ -73,6 +73,8 @@ export const aggregatorConfigSchema = z.strictObject({
   walSync: z.boolean().default(true),
   /** LevelDB write buffer of each WAL. */
   walWriteBufferBytes: posInt.min(64 * 1024).default(16 * MiB),
+  /** WAL segments a flush holds open at once; a larger WAL is merged through spill files. */
+  flushMaxOpenSegments: posInt.min(2).max(4096).default(32),
   /** Worker threads that validate and encode write requests (0: on the main thread; absent: one per core). */
   encodeThreads: nonNegInt.max(256).optional(),
   /** WAL databases kept open at once (idle ones are closed beyond that). */
@@ -116,6 +118,7 @@ const KINDS: Record<AggregatorConfigKey, OptionKind> = {
   maxSampleFutureMs: 'int',
   walSync: 'bool',
   walWriteBufferBytes: 'int',
+  flushMaxOpenSegments: 'int',
   maxOpenWals: 'int',
   encodeThreads: 'int',
   shutdownGraceMs: 'int',

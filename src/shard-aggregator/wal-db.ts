@@ -27,6 +27,7 @@ import { mkdir, open, readdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { CorruptionError } from '../errors.js';
+import { readSpill, writeSpill } from './wal-spill.js';
 import {
   decodeCounters,
   decodeIdentity,
@@ -65,6 +66,8 @@ export interface WalDbOptions {
   readonly onBackgroundError?: (err: unknown, dir: string) => void;
   /** A read closes and reopens the segments after this many bytes (default {@link REMAP_BYTES}). */
   readonly remapBytes?: number;
+  /** A read holds at most this many segments open; more are merged through spill files (default {@link MAX_OPEN_SEGMENTS}). */
+  readonly maxOpenSegments?: number;
 }
 
 /** One request's run for {@link WalDb.append}. */
@@ -107,6 +110,10 @@ const MEMTABLE_ENTRY_OVERHEAD = 64;
 /** A read closes and reopens the segments after this many bytes (see WalDb.series). */
 export const REMAP_BYTES = 64 * 1024 * 1024;
 const U64_MAX = (1n << 64n) - 1n;
+/** Segments a read holds open at once by default (see WalDb.series). */
+export const MAX_OPEN_SEGMENTS = 32;
+/** Directories of a read's spill files (removed when the read ends, and at start-up). */
+const SPILL_PREFIX = 'spill-';
 /** Segment directory names: 6 decimal digits. */
 const SEGMENT_DIR = /^\d{6}$/;
 
@@ -490,6 +497,43 @@ class HeadHeap {
   }
 }
 
+/** Read-ahead of each of `n` sources read side by side. */
+function readAheadOf(n: number): number {
+  return Math.max(MIN_READ_AHEAD_BYTES, Math.floor(READ_AHEAD_BYTES / n));
+}
+
+/**
+ * Series of sources (each in id order) merged by series id; a series found in several has the
+ * runs of the earlier sources first (their sequence numbers are lower).
+ */
+async function* mergeById(its: AsyncGenerator<WalSeries>[]): AsyncGenerator<WalSeries> {
+  const heap = new HeadHeap();
+  try {
+    for (const [order, it] of its.entries()) {
+      const r = await it.next();
+      if (!r.done) heap.push({ head: r.value, order, it });
+    }
+    while (heap.size > 0) {
+      const top = heap.pop();
+      const id = top.head.id;
+      let runs = top.head.runs;
+      const advance = async (item: typeof top): Promise<void> => {
+        const r = await item.it.next();
+        if (!r.done) heap.push({ head: r.value, order: item.order, it: item.it });
+      };
+      await advance(top);
+      while (heap.size > 0 && heap.peek()!.head.id === id) {
+        const more = heap.pop();
+        runs = runs.concat(more.head.runs);
+        await advance(more);
+      }
+      yield { id, runs };
+    }
+  } finally {
+    for (const it of its) await it.return(undefined);
+  }
+}
+
 /** See the module comment. */
 export class WalDb {
   readonly dir: string;
@@ -561,7 +605,10 @@ export class WalDb {
       return w;
     }
     if (!existsSync(dir)) throw new IncompleteWalError(dir, 'no directory');
-    const names = (await readdir(dir)).filter((n) => SEGMENT_DIR.test(n)).sort();
+    const entries = await readdir(dir);
+    // spill files of a read that a crash interrupted: temporary, the segments hold the data
+    for (const n of entries) if (n.startsWith(SPILL_PREFIX)) await rm(join(dir, n), { recursive: true, force: true });
+    const names = entries.filter((n) => SEGMENT_DIR.test(n)).sort();
     const segments: WalSegment[] = [];
     try {
       for (const [i, name] of names.entries()) {
@@ -764,10 +811,47 @@ export class WalDb {
    * Every series of the log in id order with its runs in sequence order (oldest first): the
    * segments are read side by side and merged by series id. The caller holds a use while
    * iterating. Read-ahead is shared among the segments, so memory does not grow with their number.
+   * A log of more segments than `maxOpenSegments` is merged in groups of that many into spill
+   * files first (wal-spill.ts), and those are merged, so the descriptors and mappings a read
+   * holds are bounded by configuration, not by the size of the log.
    */
   async *series(): AsyncGenerator<WalSeries> {
     const segs = this.segments;
-    const readAhead = Math.max(MIN_READ_AHEAD_BYTES, Math.floor(READ_AHEAD_BYTES / segs.length));
+    const max = Math.max(2, this.opts.maxOpenSegments ?? MAX_OPEN_SEGMENTS);
+    if (segs.length <= max) {
+      yield* this.segmentSeries(segs);
+      return;
+    }
+    const dir = join(this.dir, `${SPILL_PREFIX}${randomBytes(6).toString('hex')}`);
+    await mkdir(dir);
+    try {
+      let files: string[] = [];
+      for (let i = 0; i < segs.length; i += max) {
+        const file = join(dir, String(files.length));
+        await writeSpill(file, this.segmentSeries(segs.slice(i, i + max)));
+        files.push(file);
+      }
+      let made = files.length;
+      while (files.length > max) {
+        const next: string[] = [];
+        for (let i = 0; i < files.length; i += max) {
+          const group = files.slice(i, i + max);
+          const file = join(dir, String(made++));
+          await writeSpill(file, mergeById(group.map((f) => readSpill(f, readAheadOf(group.length)))));
+          for (const f of group) await rm(f, { force: true });
+          next.push(file);
+        }
+        files = next;
+      }
+      yield* mergeById(files.map((f) => readSpill(f, readAheadOf(files.length))));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  /** The series of `segs` (consecutive segments of this log), merged; see {@link series}. */
+  private async *segmentSeries(segs: readonly WalSegment[]): AsyncGenerator<WalSeries> {
+    const readAhead = readAheadOf(segs.length);
     let from: bigint | null = null;
     try {
       for (;;) {
@@ -789,44 +873,15 @@ export class WalDb {
         from = last + 1n;
       }
     } finally {
-      // a read of a sealed log opened every segment: close all but the newest
-      for (const g of segs.slice(0, -1)) await g.close();
+      // a read of a sealed log opened these segments: close all but the log's newest
+      const newest = this.segments.at(-1);
+      for (const g of segs) if (g !== newest) await g.close();
     }
   }
 
   /** The segments' series from `from` on, merged by series id (runs in segment order). */
-  private async *mergedFrom(segs: readonly WalSegment[], readAhead: number, from: bigint | null): AsyncGenerator<WalSeries> {
-    if (segs.length === 1) {
-      yield* segs[0]!.series(readAhead, from);
-      return;
-    }
-    const heap = new HeadHeap();
-    const its = segs.map((s) => s.series(readAhead, from));
-    try {
-      for (const [order, it] of its.entries()) {
-        const r = await it.next();
-        if (!r.done) heap.push({ head: r.value, order, it });
-      }
-      while (heap.size > 0) {
-        const top = heap.pop();
-        const id = top.head.id;
-        let runs = top.head.runs;
-        const advance = async (item: typeof top): Promise<void> => {
-          const r = await item.it.next();
-          if (!r.done) heap.push({ head: r.value, order: item.order, it: item.it });
-        };
-        await advance(top);
-        // the same series in later segments: their runs are newer (higher sequence numbers)
-        while (heap.size > 0 && heap.peek()!.head.id === id) {
-          const more = heap.pop();
-          runs = runs.concat(more.head.runs);
-          await advance(more);
-        }
-        yield { id, runs };
-      }
-    } finally {
-      for (const it of its) await it.return(undefined);
-    }
+  private mergedFrom(segs: readonly WalSegment[], readAhead: number, from: bigint | null): AsyncGenerator<WalSeries> {
+    return segs.length === 1 ? segs[0]!.series(readAhead, from) : mergeById(segs.map((s) => s.series(readAhead, from)));
   }
 
   /** Closes every database (after pending groups are written); it can be opened again. */

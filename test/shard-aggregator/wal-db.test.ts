@@ -166,3 +166,60 @@ t.test('WalDb: a WAL many times the write buffer rolls over to new segments, nev
   const logs = segments.map((d) => readFileSync(join(d, 'LOG'), 'utf8')).join('\n');
   t.notMatch(logs, /Compacting |Moved #/, 'LevelDB never compacted');
 });
+
+t.test('WalDb: a WAL of more segments than maxOpenSegments reads back the same through spill files, never holding more open', async (t) => {
+  const dir = join(tempDir('waldb-spill'), 'gen');
+  const opts: WalDbOptions = { writeBufferBytes: 64 * 1024, sync: false, remapBytes: 200 * 1024 };
+  const w = await WalDb.create(dir, identity, opts);
+  w.acquireWriter();
+  for (let r = 0; r < 60; r++) {
+    const entries = Array.from({ length: 30 }, (_, k) => ({
+      id: BigInt((r * 11 + k) % 90),
+      run: encodeRun({ timestamps: BigInt64Array.from({ length: 200 }, (_, i) => W + BigInt(i * 15_000 + r)), values: Float64Array.from({ length: 200 }, (_, i) => (i === 0 ? r * 100 + k : Math.sin(r * 1000 + k * 37 + i) * 1e6)) }),
+      samples: 200,
+    }));
+    await w.append(entries, r);
+  }
+  w.releaseWriter(100);
+  const segments = w.segmentDirs.length;
+  t.ok(segments >= 6, `${segments} segments`);
+  await w.close();
+  const read = async (maxOpenSegments: number): Promise<{ series: { id: bigint; runs: string[] }[]; maxOpen: number; spillSeen: boolean }> => {
+    const db = await WalDb.open(dir, { ...opts, maxOpenSegments });
+    const series: { id: bigint; runs: string[] }[] = [];
+    let maxOpen = 0;
+    let spillSeen = false;
+    // sampled while the read runs (spilling included): can miss a moment, never invent one
+    const sampler = setInterval(() => (maxOpen = Math.max(maxOpen, db.openDatabases)), 1);
+    t.teardown(() => clearInterval(sampler));
+    for await (const s of db.series()) {
+      series.push({ id: s.id, runs: s.runs.map((r) => Buffer.from(r).toString('hex')) });
+      maxOpen = Math.max(maxOpen, db.openDatabases);
+      spillSeen ||= readdirSync(dir).some((n) => n.startsWith('spill-'));
+    }
+    clearInterval(sampler);
+    await db.close();
+    return { series, maxOpen, spillSeen };
+  };
+  const direct = await read(4096);
+  const spilled = await read(2);
+  t.equal(direct.spillSeen, false, 'a WAL within the bound is read directly');
+  t.ok(direct.maxOpen >= segments - 1, `read directly: ${direct.maxOpen} segments open at once`);
+  t.equal(spilled.spillSeen, true, 'over the bound: spill files');
+  t.ok(spilled.maxOpen <= 3, `through spill files: at most 2 segments open at once besides the newest, which stays open (${spilled.maxOpen})`);
+  t.same(spilled.series, direct.series, 'the same series and runs, bit for bit, in the same order');
+  t.equal(spilled.series.length, 90);
+  t.same(readdirSync(dir).filter((n) => n.startsWith('spill-')), [], 'the spill files are gone after the read');
+
+  // a read cut short (a crash, a failed flush): its spill files are removed when the log is opened again
+  const db = await WalDb.open(dir, { ...opts, maxOpenSegments: 2 });
+  const it = db.series();
+  await it.next();
+  t.equal(readdirSync(dir).filter((n) => n.startsWith('spill-')).length, 1, 'spilling');
+  mkdirSync(join(dir, 'spill-left-by-a-crash'));
+  await it.return(undefined);
+  await db.close();
+  const reopened = await WalDb.open(dir, opts);
+  t.same(readdirSync(dir).filter((n) => n.startsWith('spill-')), [], 'start-up removes spill files left behind');
+  await reopened.close();
+});
