@@ -10,6 +10,12 @@
  * - FLOAT  (4): fallback for true floats: the bit patterns are mapped to order-preserving 64-bit
  *   integers, delta coded; the high part of each zigzagged delta goes through the integer
  *   sequence coder and its low `s` bits are stored verbatim.
+ *
+ * Format version 2 adds exceptions ({@link V_EXCEPTIONS} set on one of the layouts above): a short
+ * list of values stored aside (NaN payloads such as Prometheus' stale marker, ±Inf, -0, and
+ * outliers that fit no common denominator), each replaced by its predecessor in the layout's own
+ * data. A stale marker at the end of a counter then costs 3 bytes instead of the whole run's
+ * compact layout.
  */
 import { BitReader, BitWriter } from './bits.js';
 import { ByteReader, ByteWriter } from './bytes.js';
@@ -19,6 +25,30 @@ export const V_CONST = 1;
 export const V_SCALED = 2;
 export const V_RATIO = 3;
 export const V_FLOAT = 4;
+/** Flag on a value layout (format version 2): an exception list precedes the layout's data. */
+export const V_EXCEPTIONS = 8;
+
+/** Exception classes (low 3 bits of an exception entry); RAW is followed by the 8 value bytes. */
+export const EXC_RAW = 0;
+export const EXC_STALE = 1;
+export const EXC_NAN = 2;
+export const EXC_POS_INF = 3;
+export const EXC_NEG_INF = 4;
+export const EXC_NEG_ZERO = 5;
+/** Bit patterns of the classes EXC_STALE..EXC_NEG_ZERO as [hi, lo] 32-bit halves. */
+const EXC_BITS: readonly (readonly [number, number])[] = [
+  [0, 0],
+  [0x7ff00000, 2], // Prometheus' stale marker 0x7ff0000000000002
+  [0x7ff80000, 0], // the canonical quiet NaN 0x7ff8000000000000
+  [0x7ff00000, 0], // +Inf
+  [0xfff00000, 0], // -Inf
+  [0x80000000, 0], // -0
+];
+const EXC_CLASSES = EXC_BITS.length;
+/** Exceptions are tried only when they are at most this share of the values. */
+const MAX_EXCEPTION_SHARE = 1 / 8;
+/** Largest common denominator of a SCALED layout that has outliers as exceptions. */
+const MAX_LOOSE_DEN = 2 ** 20;
 
 /** Largest |m| of a SCALED or RATIO value. */
 const M_LIMIT = 2 ** 50;
@@ -258,11 +288,8 @@ function readIntDeltas(br: BitReader, dst: Float64Array, n: number): void {
   decodeIntSeqSums(br, dst, 1, n - 1, x0, 1);
 }
 
-/**
- * Appends the value section for `values[0..n)` to `out` and returns its layout id.
- * `values` must be 8-byte aligned (any Float64Array is).
- */
-export function encodeValues(out: ByteWriter, values: Float64Array, n: number): number {
+/** Writes `values[0..n)` in the cheapest layout without exceptions and returns its id. */
+function encodePlain(out: ByteWriter, values: Float64Array, n: number): number {
   if (sameBits(values, n)) {
     const b = new Uint32Array(values.buffer, values.byteOffset, 2);
     out.u32(b[0]!);
@@ -305,8 +332,200 @@ export function encodeValues(out: ByteWriter, values: Float64Array, n: number): 
   return V_FLOAT;
 }
 
+let excIdx = new Int32Array(64);
+let excLo = new Uint32Array(64);
+let excHi = new Uint32Array(64);
+let filled = new Float64Array(1024);
+const candidate = new ByteWriter(4096);
+
+function growExceptions(count: number): void {
+  if (excIdx.length < count) {
+    excIdx = new Int32Array(2 * count);
+    excLo = new Uint32Array(2 * count);
+    excHi = new Uint32Array(2 * count);
+  }
+}
+
+/** Whether `v` can only be an exception: a NaN of any payload, ±Inf or -0. */
+function isSpecial(v: number): boolean {
+  return !Number.isFinite(v) || isNegZero(v);
+}
+
+/** Lists the special values (see {@link isSpecial}) in `excIdx`; -1 when there are over `limit`. */
+function findSpecials(values: Float64Array, n: number, limit: number): number {
+  let count = 0;
+  for (let i = 0; i < n; i++) {
+    if (!isSpecial(values[i]!)) continue;
+    if (count >= limit) return -1;
+    growExceptions(count + 1);
+    excIdx[count++] = i;
+  }
+  return count;
+}
+
+/**
+ * Lists in `excIdx` the values that keep the others from being m/D for one denominator
+ * D <= 2^20: the special ones and outliers (a full-precision float among 2-decimal values).
+ * Returns their number, or -1 when there are over `limit`.
+ */
+function findOutliers(values: Float64Array, n: number, limit: number): number {
+  let d = 1;
+  let misses = 0;
+  for (let i = 0; i < n; i++) {
+    const v = values[i]!;
+    if (isSpecial(v)) continue;
+    const m = Math.round(v * d);
+    if (m / d === v && Math.abs(m) < M_LIMIT) continue;
+    const q = denominatorOf(v, MAX_LOOSE_DEN);
+    const d2 = q === 0 ? 0 : (d / gcd(d, q)) * q;
+    if (d2 === 0 || d2 > MAX_LOOSE_DEN || Math.abs(Math.round(v * d2)) >= M_LIMIT) {
+      if (++misses > limit) return -1;
+      continue;
+    }
+    d = d2;
+  }
+  // with the final D, exactly as the decoder computes
+  let count = 0;
+  for (let i = 0; i < n; i++) {
+    const v = values[i]!;
+    const m = Math.round(v * d);
+    if (!isSpecial(v) && m / d === v && Math.abs(m) < M_LIMIT) continue;
+    if (count >= limit) return -1;
+    growExceptions(count + 1);
+    excIdx[count++] = i;
+  }
+  return count;
+}
+
+/** Class of the bit pattern `hi`:`lo` (EXC_RAW when it has no short form). */
+function exceptionClass(hi: number, lo: number): number {
+  for (let c = 1; c < EXC_CLASSES; c++) if (EXC_BITS[c]![0] === hi && EXC_BITS[c]![1] === lo) return c;
+  return EXC_RAW;
+}
+
+/**
+ * Writes the exceptions `excIdx[0..count)` of `values` (0 < count < n) and the layout of the
+ * other values, each exception replaced by the value before it (the first regular value for
+ * leading ones), to `w`; returns the layout id with {@link V_EXCEPTIONS} set.
+ */
+function encodeWithExceptions(w: ByteWriter, values: Float64Array, n: number, count: number): number {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, 2 * n);
+  w.uvarint(count);
+  let prevIdx = -1;
+  for (let e = 0; e < count; e++) {
+    const i = excIdx[e]!;
+    const lo = bits[2 * i]!;
+    const hi = bits[2 * i + 1]!;
+    const c = exceptionClass(hi, lo);
+    w.uvarint((i - prevIdx - 1) * 8 + c);
+    if (c === EXC_RAW) {
+      w.u32(lo);
+      w.u32(hi);
+    }
+    prevIdx = i;
+  }
+  if (filled.length < n) filled = new Float64Array(Math.max(n, 2 * filled.length));
+  let k = 0;
+  while (k < count && excIdx[k] === k) k++;
+  let prev = values[k]!;
+  for (let i = 0, e = 0; i < n; i++) {
+    if (e < count && excIdx[e] === i) {
+      filled[i] = prev;
+      e++;
+    } else {
+      prev = values[i]!;
+      filled[i] = prev;
+    }
+  }
+  if (sameBits(filled, n)) {
+    const b = new Uint32Array(filled.buffer, filled.byteOffset, 2);
+    w.u32(b[0]!);
+    w.u32(b[1]!);
+    return V_EXCEPTIONS | V_CONST;
+  }
+  return V_EXCEPTIONS | encodePlain(w, filled, n);
+}
+
+/**
+ * Encodes `values` with the exceptions listed in `excIdx[0..count)` and keeps the result in place
+ * of the section written at `out[start..)` (layout `best`) when it is smaller; returns the layout
+ * id of what `out` now holds.
+ */
+function tryExceptions(out: ByteWriter, start: number, best: number, values: Float64Array, n: number, count: number): number {
+  candidate.reset();
+  const mode = encodeWithExceptions(candidate, values, n, count);
+  if (candidate.length >= out.length - start) return best;
+  out.length = start;
+  out.bytes(candidate.finish());
+  return mode;
+}
+
+/**
+ * Appends the value section for `values[0..n)` to `out` and returns its layout id: the cheapest of
+ * the plain layouts and, when some values are special or outliers (at most 1/8 of them), the same
+ * layouts with those values as exceptions. `values` must be 8-byte aligned (any Float64Array is).
+ */
+export function encodeValues(out: ByteWriter, values: Float64Array, n: number): number {
+  const start = out.length;
+  let best = encodePlain(out, values, n);
+  if (best === V_CONST) return best;
+  const limit = Math.floor(n * MAX_EXCEPTION_SHARE);
+  if (limit < 1) return best;
+  const specials = findSpecials(values, n, limit);
+  if (specials > 0) best = tryExceptions(out, start, best, values, n, specials);
+  if ((best & 7) !== V_SCALED) {
+    const outliers = findOutliers(values, n, limit);
+    if (outliers > specials && outliers > 0) best = tryExceptions(out, start, best, values, n, outliers);
+  }
+  return best;
+}
+
+/**
+ * Reads the exception list of a layout with {@link V_EXCEPTIONS} into `excIdx`, `excLo`, `excHi`
+ * and returns its length.
+ */
+function readExceptions(r: ByteReader, n: number): number {
+  const count = r.uvarint('exception count');
+  if (count < 1 || count >= n) throw r.corrupt(`${count} exceptions for ${n} values`);
+  growExceptions(count);
+  let i = -1;
+  for (let e = 0; e < count; e++) {
+    const x = r.uvarint('exception');
+    const c = x % 8;
+    i += (x - c) / 8 + 1;
+    if (i >= n) throw r.corrupt(`exception index ${i} beyond ${n} values`);
+    if (c >= EXC_CLASSES) throw r.corrupt(`unknown exception class ${c}`);
+    excIdx[e] = i;
+    if (c === EXC_RAW) {
+      r.need(8, 'exception value');
+      excLo[e] = r.u32();
+      excHi[e] = r.u32();
+    } else {
+      excHi[e] = EXC_BITS[c]![0];
+      excLo[e] = EXC_BITS[c]![1];
+    }
+  }
+  return count;
+}
+
 /** Decodes a value section of layout `mode` covering `r.pos..r.end` into `out[at..at+n)`. */
 export function decodeValues(r: ByteReader, mode: number, n: number, out: Float64Array, at = 0): void {
+  if (mode & V_EXCEPTIONS) {
+    const count = readExceptions(r, n);
+    decodePlain(r, mode & ~V_EXCEPTIONS, n, out, at); // leaves the exception list alone
+    const bits = new Uint32Array(out.buffer, out.byteOffset + 8 * at, 2 * n);
+    for (let e = 0; e < count; e++) {
+      const i = excIdx[e]!;
+      bits[2 * i] = excLo[e]!;
+      bits[2 * i + 1] = excHi[e]!;
+    }
+    return;
+  }
+  decodePlain(r, mode, n, out, at);
+}
+
+/** {@link decodeValues} of a layout without exceptions. */
+function decodePlain(r: ByteReader, mode: number, n: number, out: Float64Array, at: number): void {
   switch (mode) {
     case V_CONST: {
       const lo = r.u32('constant value');
