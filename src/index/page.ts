@@ -5,21 +5,34 @@
  * full first series ID, the absolute offset of their first run and a base time.
  *
  * ```
- * page   := u8 flags, uvarint count, u64 firstId, uvarint firstRunOffset, i64 baseTime, entry*count
- * entry  := uvarint idDelta, uvarint runLength, uvarint sampleCount, times, u32 runCrc
+ * page   := u8 flags, uvarint count, u64 firstId, uvarint firstRunOffset, i64 baseTime,
+ *           [vectors], entry*count
+ * vectors:= uvarint vectorCount, vector*vectorCount                      (flags bit 1: SHARED)
+ * vector := u8 tsLayout, uvarint sampleCount, uvarint length, timestamp section[length]
+ * entry  := uvarint idDelta, uvarint runLength, uvarint sampleCount, [uvarint tsRef], times, u32 runCrc
  * times  := uvarint (minTime - baseTime), uvarint (maxTime - minTime)   (flags bit 0 clear)
  *         | i64 minTime, i64 maxTime                                    (flags bit 0 set: WIDE)
  * ```
  * idDelta is 0 for the first entry and > 0 after it. Run offsets are firstRunOffset plus the
- * lengths of the runs before.
+ * lengths of the runs before. tsRef (only in SHARED pages, format version 2) is 0 for a run with
+ * its own timestamps, else 1 + the index of the page's vector that holds them.
  */
 import { ByteReader, ByteWriter, type Origin } from '../format/bytes.js';
+import { type SharedTimestamps } from '../format/run.js';
+import { TS_GRID, TS_RAW } from '../format/timestamps.js';
 import { InvalidArgumentError } from '../errors.js';
 
 /** Page flag: times are stored as raw int64 (spans of 2^53 ms or more). */
 export const PAGE_WIDE_TIMES = 1;
+/** Page flag (format version 2): the page holds timestamp vectors shared by its runs. */
+export const PAGE_SHARED_TIMES = 2;
 const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 const TWO32 = 4294967296;
+
+/** Whether series `next` may follow `prev` in one page (ids are stored as deltas below 2^53). */
+export function idGapFits(prev: bigint, next: bigint): boolean {
+  return next - prev <= SAFE;
+}
 
 /** One series' entry while building a page. */
 export interface IndexEntry {
@@ -30,11 +43,36 @@ export interface IndexEntry {
   readonly minTime: bigint;
   readonly maxTime: bigint;
   readonly crc: number;
+  /** 0 when the run holds its timestamps, else 1 + the index of a vector of {@link PageBuilder.vector}. */
+  readonly tsRef?: number;
 }
 
 /** Accumulates entries for one page. */
 export class PageBuilder {
   private entries: IndexEntry[] = [];
+  private vectors: Uint8Array[] = [];
+  private vectorRefs = new Map<string, number>();
+
+  /**
+   * The tsRef of a timestamp section of `layout` and `count` samples, added to the page's vectors
+   * unless an identical one is there.
+   */
+  vector(layout: number, count: number, section: Uint8Array): number {
+    const w = new ByteWriter(section.length + 12);
+    w.u8(layout);
+    w.uvarint(count);
+    w.uvarint(section.length);
+    w.bytes(section);
+    const rec = w.finish();
+    const key = Buffer.from(rec.buffer, rec.byteOffset, rec.length).toString('latin1');
+    let ref = this.vectorRefs.get(key);
+    if (ref === undefined) {
+      this.vectors.push(rec);
+      ref = this.vectors.length;
+      this.vectorRefs.set(key, ref);
+    }
+    return ref;
+  }
 
   get count(): number {
     return this.entries.length;
@@ -55,7 +93,7 @@ export class PageBuilder {
   accepts(e: IndexEntry): boolean {
     const last = this.entries[this.entries.length - 1];
     if (!last) return true;
-    return e.id - last.id <= SAFE;
+    return idGapFits(last.id, e.id);
   }
 
   add(e: IndexEntry): void {
@@ -75,18 +113,25 @@ export class PageBuilder {
     let wide = false;
     for (const e of es) if (e.minTime < base) base = e.minTime;
     for (const e of es) if (e.minTime - base > SAFE || e.maxTime - e.minTime > SAFE) wide = true;
+    const shared = this.vectors.length > 0;
     const w = new ByteWriter(16 + es.length * 16);
-    w.u8(wide ? PAGE_WIDE_TIMES : 0);
+    w.u8((wide ? PAGE_WIDE_TIMES : 0) | (shared ? PAGE_SHARED_TIMES : 0));
     w.uvarint(es.length);
     w.u64(es[0]!.id);
     w.uvarint(es[0]!.runOffset);
     w.i64(base);
+    if (shared) {
+      w.uvarint(this.vectors.length);
+      for (const v of this.vectors) w.bytes(v);
+    }
     let prev = es[0]!.id;
     for (const e of es) {
       w.uvarint(Number(e.id - prev));
       prev = e.id;
       w.uvarint(e.runLength);
       w.uvarint(e.sampleCount);
+      if (shared) w.uvarint(e.tsRef ?? 0);
+      else if (e.tsRef) throw new RangeError(`entry of series ${e.id} refers to timestamp vector ${e.tsRef} of a page without vectors`);
       if (wide) {
         w.i64(e.minTime);
         w.i64(e.maxTime);
@@ -97,6 +142,8 @@ export class PageBuilder {
       w.u32(e.crc);
     }
     this.entries = [];
+    this.vectors = [];
+    this.vectorRefs = new Map();
     return w.finish().slice();
   }
 }
@@ -112,6 +159,10 @@ export interface IndexPage {
   readonly minTimes: BigInt64Array;
   readonly maxTimes: BigInt64Array;
   readonly crcs: Uint32Array;
+  /** Per entry: 0, or 1 + the index in `vectors` of its shared timestamps. */
+  readonly tsRefs: Uint32Array;
+  /** The page's shared timestamp vectors (views of the page's bytes). */
+  readonly vectors: readonly SharedTimestamps[];
 }
 
 /** Adds a safe non-negative `delta` to the 64-bit value in halves h[2i], h[2i+1] from (lo, hi). */
@@ -129,12 +180,31 @@ function setSum(h: Uint32Array, i: number, lo: number, hi: number, delta: number
 export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number): IndexPage {
   const r = new ByteReader(buf, origin);
   const flags = r.u8('page flags');
-  if (flags & ~PAGE_WIDE_TIMES) throw r.corrupt(`unknown page flags ${flags}`, 0);
+  if (flags & ~(PAGE_WIDE_TIMES | PAGE_SHARED_TIMES)) throw r.corrupt(`unknown page flags ${flags}`, 0);
   const count = r.uvarint('page entry count');
   if (count === 0 || count > buf.length) throw r.corrupt(`page claims ${count} entries in ${buf.length} bytes`, 0);
   const firstId = r.u64('first series id');
   let offset = r.uvarint('first run offset');
   const base = r.i64('page base time');
+  const shared = (flags & PAGE_SHARED_TIMES) !== 0;
+  const vectors: SharedTimestamps[] = [];
+  if (shared) {
+    const at = r.pos;
+    const vectorCount = r.uvarint('timestamp vector count');
+    if (vectorCount === 0 || vectorCount > count) throw r.corrupt(`page of ${count} entries claims ${vectorCount} timestamp vectors`, at);
+    for (let v = 0; v < vectorCount; v++) {
+      const vat = r.pos;
+      const layout = r.u8('timestamp vector layout');
+      if (layout < TS_GRID || layout > TS_RAW) throw r.corrupt(`timestamp vector ${v} has unknown layout ${layout}`, vat);
+      const n = r.uvarint('timestamp vector sample count');
+      if (n === 0) throw r.corrupt(`timestamp vector ${v} is empty`, vat);
+      const len = r.uvarint('timestamp vector length');
+      const pos = r.pos;
+      const bytes = r.bytes(len, `timestamp vector ${v}`);
+      vectors.push({ layout, count: n, bytes, origin: { object: origin.object, offset: origin.offset + pos } });
+    }
+  }
+  const tsRefs = new Uint32Array(count);
   const ids = new BigUint64Array(count);
   const idh = new Uint32Array(ids.buffer);
   const minTimes = new BigInt64Array(count);
@@ -161,6 +231,12 @@ export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number):
     const len = r.uvarint('run length');
     const n = r.uvarint('sample count');
     if (len === 0 || n === 0) throw r.corrupt(`empty run at entry ${i}`, at);
+    if (shared) {
+      const ref = r.uvarint('timestamp vector reference');
+      if (ref > vectors.length) throw r.corrupt(`entry ${i} refers to timestamp vector ${ref} of ${vectors.length}`, at);
+      if (ref > 0 && vectors[ref - 1]!.count !== n) throw r.corrupt(`entry ${i} of ${n} samples refers to a vector of ${vectors[ref - 1]!.count}`, at);
+      tsRefs[i] = ref;
+    }
     if (offset + len > samplesEnd) throw r.corrupt(`run ${offset}+${len} of entry ${i} runs past the sample section`, at);
     offsets[i] = offset;
     lengths[i] = len;
@@ -179,7 +255,7 @@ export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number):
     crcs[i] = r.u32('run checksum');
   }
   r.expectEnd('index page');
-  return { count, ids, offsets, lengths, sampleCounts, minTimes, maxTimes, crcs };
+  return { count, ids, offsets, lengths, sampleCounts, minTimes, maxTimes, crcs, tsRefs, vectors };
 }
 
 /** Index of `id` in the page, or -1. */
