@@ -183,7 +183,7 @@ export class BlockWriter {
       let run: Uint8Array;
       let tsRef = 0;
       if (uses.get(p.key)! >= 2) {
-        tsRef = this.page.vector(p.split.layout, p.count, p.split.timestamps);
+        tsRef = this.page.vector(p.split.layout, p.count, p.split.timestamps, p.minTime, p.maxTime);
         run = this.lz4 ? lz4Run(p.split.valuesRun) : p.split.valuesRun;
       } else {
         run = p.packable ? lz4Run(p.run) : p.run;
@@ -227,7 +227,7 @@ export class BlockWriter {
             if (!builder.accepts(entry)) sealPage(builder, pages, refs);
             const ref = p.tsRefs[e]!;
             const v = ref ? p.vectors[ref - 1]! : null;
-            builder.add({ ...entry, tsRef: v ? builder.vector(v.layout, v.count, v.bytes) : 0 });
+            builder.add({ ...entry, tsRef: v ? builder.vector(v.layout, v.count, v.bytes, v.minTime, v.maxTime) : 0 });
           }
         }
         sealPage(builder, pages, refs);

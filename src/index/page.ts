@@ -8,17 +8,20 @@
  * page   := u8 flags, uvarint count, u64 firstId, uvarint firstRunOffset, i64 baseTime,
  *           [vectors], entry*count
  * vectors:= uvarint vectorCount, vector*vectorCount                      (flags bit 1: SHARED)
- * vector := u8 tsLayout, uvarint sampleCount, uvarint length, timestamp section[length]
- * entry  := uvarint idDelta, uvarint runLength, uvarint sampleCount, [uvarint tsRef], times, u32 runCrc
+ * vector := u8 tsLayout, uvarint sampleCount, times, uvarint length, timestamp section[length]
+ * entry  := uvarint idDelta, uvarint runLength, own, u32 runCrc             (flags bit 1 clear)
+ *         | uvarint idDelta, uvarint runLength, uvarint tsRef, [own], u32 runCrc   (SHARED)
+ * own    := uvarint sampleCount, times                                     (SHARED: only when tsRef = 0)
  * times  := uvarint (minTime - baseTime), uvarint (maxTime - minTime)   (flags bit 0 clear)
  *         | i64 minTime, i64 maxTime                                    (flags bit 0 set: WIDE)
  * ```
  * idDelta is 0 for the first entry and > 0 after it. Run offsets are firstRunOffset plus the
  * lengths of the runs before. tsRef (only in SHARED pages, format version 2) is 0 for a run with
- * its own timestamps, else 1 + the index of the page's vector that holds them.
+ * its own timestamps, else 1 + the index of the page's vector that holds them; such an entry's
+ * sample count and times are the vector's.
  */
-import { ByteReader, ByteWriter, type Origin } from '../format/bytes.js';
-import { type SharedTimestamps } from '../format/run.js';
+import { ByteReader, ByteWriter, MEMORY, type Origin } from '../format/bytes.js';
+import type { SharedTimestamps } from '../format/run.js';
 import { TS_GRID, TS_RAW } from '../format/timestamps.js';
 import { InvalidArgumentError } from '../errors.js';
 
@@ -47,27 +50,27 @@ export interface IndexEntry {
   readonly tsRef?: number;
 }
 
+/** A timestamp vector of a page: a timestamp section and its first and last timestamp. */
+export interface PageVector extends SharedTimestamps {
+  readonly minTime: bigint;
+  readonly maxTime: bigint;
+}
+
 /** Accumulates entries for one page. */
 export class PageBuilder {
   private entries: IndexEntry[] = [];
-  private vectors: Uint8Array[] = [];
+  private vectors: PageVector[] = [];
   private vectorRefs = new Map<string, number>();
 
   /**
-   * The tsRef of a timestamp section of `layout` and `count` samples, added to the page's vectors
-   * unless an identical one is there.
+   * The tsRef of a timestamp section of `layout` and `count` samples from `minTime` to `maxTime`,
+   * added to the page's vectors unless an identical section is there.
    */
-  vector(layout: number, count: number, section: Uint8Array): number {
-    const w = new ByteWriter(section.length + 12);
-    w.u8(layout);
-    w.uvarint(count);
-    w.uvarint(section.length);
-    w.bytes(section);
-    const rec = w.finish();
-    const key = Buffer.from(rec.buffer, rec.byteOffset, rec.length).toString('latin1');
+  vector(layout: number, count: number, section: Uint8Array, minTime: bigint, maxTime: bigint): number {
+    const key = `${layout}/${count}/${Buffer.from(section.buffer, section.byteOffset, section.length).toString('latin1')}`;
     let ref = this.vectorRefs.get(key);
     if (ref === undefined) {
-      this.vectors.push(rec);
+      this.vectors.push({ layout, count, bytes: section, origin: MEMORY, minTime, maxTime });
       ref = this.vectors.length;
       this.vectorRefs.set(key, ref);
     }
@@ -115,6 +118,15 @@ export class PageBuilder {
     for (const e of es) if (e.minTime - base > SAFE || e.maxTime - e.minTime > SAFE) wide = true;
     const shared = this.vectors.length > 0;
     const w = new ByteWriter(16 + es.length * 16);
+    const times = (minTime: bigint, maxTime: bigint): void => {
+      if (wide) {
+        w.i64(minTime);
+        w.i64(maxTime);
+      } else {
+        w.uvarint(Number(minTime - base));
+        w.uvarint(Number(maxTime - minTime));
+      }
+    };
     w.u8((wide ? PAGE_WIDE_TIMES : 0) | (shared ? PAGE_SHARED_TIMES : 0));
     w.uvarint(es.length);
     w.u64(es[0]!.id);
@@ -122,22 +134,31 @@ export class PageBuilder {
     w.i64(base);
     if (shared) {
       w.uvarint(this.vectors.length);
-      for (const v of this.vectors) w.bytes(v);
+      for (const v of this.vectors) {
+        w.u8(v.layout);
+        w.uvarint(v.count);
+        times(v.minTime, v.maxTime);
+        w.uvarint(v.bytes.length);
+        w.bytes(v.bytes);
+      }
     }
     let prev = es[0]!.id;
     for (const e of es) {
       w.uvarint(Number(e.id - prev));
       prev = e.id;
       w.uvarint(e.runLength);
-      w.uvarint(e.sampleCount);
-      if (shared) w.uvarint(e.tsRef ?? 0);
-      else if (e.tsRef) throw new RangeError(`entry of series ${e.id} refers to timestamp vector ${e.tsRef} of a page without vectors`);
-      if (wide) {
-        w.i64(e.minTime);
-        w.i64(e.maxTime);
+      const ref = e.tsRef ?? 0;
+      if (shared) w.uvarint(ref);
+      else if (ref) throw new RangeError(`entry of series ${e.id} refers to timestamp vector ${ref} of a page without vectors`);
+      const v = ref ? this.vectors[ref - 1] : undefined;
+      if (ref && !v) throw new RangeError(`entry of series ${e.id} refers to timestamp vector ${ref} of ${this.vectors.length}`);
+      if (v) {
+        if (v.count !== e.sampleCount || v.minTime !== e.minTime || v.maxTime !== e.maxTime) {
+          throw new RangeError(`entry of series ${e.id} disagrees with its timestamp vector ${ref}`);
+        }
       } else {
-        w.uvarint(Number(e.minTime - base));
-        w.uvarint(Number(e.maxTime - e.minTime));
+        w.uvarint(e.sampleCount);
+        times(e.minTime, e.maxTime);
       }
       w.u32(e.crc);
     }
@@ -162,7 +183,7 @@ export interface IndexPage {
   /** Per entry: 0, or 1 + the index in `vectors` of its shared timestamps. */
   readonly tsRefs: Uint32Array;
   /** The page's shared timestamp vectors (views of the page's bytes). */
-  readonly vectors: readonly SharedTimestamps[];
+  readonly vectors: readonly PageVector[];
 }
 
 /** Adds a safe non-negative `delta` to the 64-bit value in halves h[2i], h[2i+1] from (lo, hi). */
@@ -186,25 +207,6 @@ export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number):
   const firstId = r.u64('first series id');
   let offset = r.uvarint('first run offset');
   const base = r.i64('page base time');
-  const shared = (flags & PAGE_SHARED_TIMES) !== 0;
-  const vectors: SharedTimestamps[] = [];
-  if (shared) {
-    const at = r.pos;
-    const vectorCount = r.uvarint('timestamp vector count');
-    if (vectorCount === 0 || vectorCount > count) throw r.corrupt(`page of ${count} entries claims ${vectorCount} timestamp vectors`, at);
-    for (let v = 0; v < vectorCount; v++) {
-      const vat = r.pos;
-      const layout = r.u8('timestamp vector layout');
-      if (layout < TS_GRID || layout > TS_RAW) throw r.corrupt(`timestamp vector ${v} has unknown layout ${layout}`, vat);
-      const n = r.uvarint('timestamp vector sample count');
-      if (n === 0) throw r.corrupt(`timestamp vector ${v} is empty`, vat);
-      const len = r.uvarint('timestamp vector length');
-      const pos = r.pos;
-      const bytes = r.bytes(len, `timestamp vector ${v}`);
-      vectors.push({ layout, count: n, bytes, origin: { object: origin.object, offset: origin.offset + pos } });
-    }
-  }
-  const tsRefs = new Uint32Array(count);
   const ids = new BigUint64Array(count);
   const idh = new Uint32Array(ids.buffer);
   const minTimes = new BigInt64Array(count);
@@ -220,6 +222,46 @@ export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number):
   const baseHi = Number(BigInt.asUintN(32, base >> 32n));
   let idLo = Number(BigInt.asUintN(32, firstId));
   let idHi = Number(firstId >> 32n);
+  // times into halves h[2i], h[2i+1] of `minh`/`maxh` (entries) or of a vector's own arrays
+  const readTimes = (mh: Uint32Array, xh: Uint32Array, i: number): void => {
+    if (wide) {
+      r.need(16, 'min and max time');
+      mh[2 * i] = r.u32();
+      mh[2 * i + 1] = r.u32();
+      xh[2 * i] = r.u32();
+      xh[2 * i + 1] = r.u32();
+    } else {
+      const dMin = r.uvarint('min time');
+      const span = r.uvarint('time span');
+      setSum(mh, i, baseLo, baseHi, dMin);
+      setSum(xh, i, mh[2 * i]!, mh[2 * i + 1]!, span);
+    }
+  };
+  const shared = (flags & PAGE_SHARED_TIMES) !== 0;
+  const vectors: PageVector[] = [];
+  if (shared) {
+    const at = r.pos;
+    const vectorCount = r.uvarint('timestamp vector count');
+    if (vectorCount === 0 || vectorCount > count) throw r.corrupt(`page of ${count} entries claims ${vectorCount} timestamp vectors`, at);
+    const vt = new BigInt64Array(2);
+    const vh = new Uint32Array(vt.buffer);
+    const vmin = vh.subarray(0, 2);
+    const vmax = vh.subarray(2, 4);
+    for (let v = 0; v < vectorCount; v++) {
+      const vat = r.pos;
+      const layout = r.u8('timestamp vector layout');
+      if (layout < TS_GRID || layout > TS_RAW) throw r.corrupt(`timestamp vector ${v} has unknown layout ${layout}`, vat);
+      const n = r.uvarint('timestamp vector sample count');
+      if (n === 0) throw r.corrupt(`timestamp vector ${v} is empty`, vat);
+      readTimes(vmin, vmax, 0);
+      if (vt[1]! < vt[0]!) throw r.corrupt(`timestamp vector ${v} has max time before min time`, vat);
+      const len = r.uvarint('timestamp vector length');
+      const pos = r.pos;
+      const bytes = r.bytes(len, `timestamp vector ${v}`);
+      vectors.push({ layout, count: n, bytes, origin: { object: origin.object, offset: origin.offset + pos }, minTime: vt[0]!, maxTime: vt[1]! });
+    }
+  }
+  const tsRefs = new Uint32Array(count);
   for (let i = 0; i < count; i++) {
     const at = r.pos;
     const delta = r.uvarint('series id delta');
@@ -229,29 +271,26 @@ export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number):
     idLo = idh[2 * i]!;
     idHi = idh[2 * i + 1]!;
     const len = r.uvarint('run length');
-    const n = r.uvarint('sample count');
-    if (len === 0 || n === 0) throw r.corrupt(`empty run at entry ${i}`, at);
-    if (shared) {
-      const ref = r.uvarint('timestamp vector reference');
-      if (ref > vectors.length) throw r.corrupt(`entry ${i} refers to timestamp vector ${ref} of ${vectors.length}`, at);
-      if (ref > 0 && vectors[ref - 1]!.count !== n) throw r.corrupt(`entry ${i} of ${n} samples refers to a vector of ${vectors[ref - 1]!.count}`, at);
-      tsRefs[i] = ref;
-    }
+    if (len === 0) throw r.corrupt(`empty run at entry ${i}`, at);
     if (offset + len > samplesEnd) throw r.corrupt(`run ${offset}+${len} of entry ${i} runs past the sample section`, at);
     offsets[i] = offset;
     lengths[i] = len;
-    sampleCounts[i] = n;
     offset += len;
-    if (wide) {
-      minTimes[i] = r.i64('min time');
-      maxTimes[i] = r.i64('max time');
+    const ref = shared ? r.uvarint('timestamp vector reference') : 0;
+    if (ref > vectors.length) throw r.corrupt(`entry ${i} refers to timestamp vector ${ref} of ${vectors.length}`, at);
+    tsRefs[i] = ref;
+    if (ref > 0) {
+      const v = vectors[ref - 1]!;
+      sampleCounts[i] = v.count;
+      minTimes[i] = v.minTime;
+      maxTimes[i] = v.maxTime;
     } else {
-      const dMin = r.uvarint('min time');
-      const span = r.uvarint('time span');
-      setSum(minh, i, baseLo, baseHi, dMin);
-      setSum(maxh, i, minh[2 * i]!, minh[2 * i + 1]!, span);
+      const n = r.uvarint('sample count');
+      if (n === 0) throw r.corrupt(`empty run at entry ${i}`, at);
+      sampleCounts[i] = n;
+      readTimes(minh, maxh, i);
+      if (maxTimes[i]! < minTimes[i]!) throw r.corrupt(`entry ${i} has max time before min time`, at);
     }
-    if (maxTimes[i]! < minTimes[i]!) throw r.corrupt(`entry ${i} has max time before min time`, at);
     crcs[i] = r.u32('run checksum');
   }
   r.expectEnd('index page');
