@@ -4,9 +4,13 @@ import { fileURLToPath } from 'node:url';
 import { BlockReader } from '../../src/block/reader.js';
 import { fileSource } from '../../src/block/source.js';
 import { sameSamples } from '../support/series.js';
-import { GOLDEN_BLOCK_ID, GOLDEN_CREATED_AT, GOLDEN_META, goldenSeries } from '../fixtures/golden.js';
+import { readFileSync } from 'node:fs';
+import { readRunHeader, TS_SHARED } from '../../src/format/run.js';
+import { V_EXCEPTIONS } from '../../src/format/values.js';
+import { GOLDEN_BLOCK_ID, GOLDEN_CREATED_AT, GOLDEN_META, goldenSeries, goldenSeriesV2 } from '../fixtures/golden.js';
 
-const path = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'golden-v1.block');
+const fixtures = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures');
+const path = join(fixtures, 'golden-v1.block');
 
 t.test('the committed version 1 block reads back exactly as its recipe', async (t) => {
   const r = await BlockReader.open(fileSource(path));
@@ -29,4 +33,38 @@ t.test('the committed version 1 block reads back exactly as its recipe', async (
     t.ok(got && sameSamples(got, s.samples), `series ${s.id}`);
   }
   t.same(await r.verify(), { series: f.seriesCount, samples: f.sampleCount });
+});
+
+t.test('the committed version 2 block reads back exactly as its recipe, with shared timestamps and exceptions', async (t) => {
+  const file = join(fixtures, 'golden-v2.block');
+  const r = await BlockReader.open(fileSource(file));
+  const f = r.footer;
+  t.equal(f.version, 2);
+  t.equal(f.blockId, GOLDEN_BLOCK_ID);
+  t.equal(f.createdAtMs, GOLDEN_CREATED_AT);
+  t.equal(f.tenant, GOLDEN_META.tenant);
+  t.equal(f.windowStart, GOLDEN_META.windowStart);
+  t.equal(f.windowEnd, GOLDEN_META.windowEnd);
+  const recipe = goldenSeriesV2();
+  t.equal(f.seriesCount, recipe.length);
+  t.equal(f.sampleCount, recipe.reduce((a, s) => a + s.samples.timestamps.length, 0));
+  for (const s of recipe) {
+    const got = await r.readSeries(s.id);
+    t.ok(got && sameSamples(got, s.samples), `series ${s.id}`);
+  }
+  t.same(await r.verify(), { series: f.seriesCount, samples: f.sampleCount });
+  // the fixture exercises what version 2 adds
+  const bytes = readFileSync(file);
+  let shared = 0;
+  let exceptions = 0;
+  let vectors = 0;
+  for (let p = 0; p < r.ioi.pageCount; p++) vectors += (await r.page(p)).vectors.length;
+  for await (const loc of r.series()) {
+    const enc = readRunHeader(bytes.subarray(loc.offset, loc.offset + loc.length)).encoding;
+    if ((enc & 7) === TS_SHARED) shared++;
+    if ((enc >> 3) & V_EXCEPTIONS) exceptions++;
+  }
+  t.ok(vectors >= 3, `${vectors} timestamp vectors`);
+  t.ok(shared >= 18, `${shared} runs share timestamps`);
+  t.ok(exceptions >= 12, `${exceptions} runs with exceptions`);
 });
