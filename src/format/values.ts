@@ -11,6 +11,13 @@
  *   integers, delta coded; the high part of each zigzagged delta goes through the integer
  *   sequence coder and its low `s` bits are stored verbatim.
  *
+ * - NEAR   (5, format version 2): decimals computed in floating point, such as CPU seconds summed
+ *   from ticks (0.010000000000000009, 13.543000000000001): every value is m/D for D = 10^e, moved
+ *   by a few units in the last place (ulps). The m are delta coded as in SCALED and the ulp
+ *   residuals go through the integer sequence coder (mostly 0 and ±1..±8). Tried only where FLOAT
+ *   would be used, and kept when smaller; on the real dataset it takes such series from about 4
+ *   to about 1.5 bytes per sample.
+ *
  * Format version 2 adds exceptions ({@link V_EXCEPTIONS} set on one of the layouts above): a short
  * list of values stored aside (NaN payloads such as Prometheus' stale marker, ±Inf, -0, and
  * outliers that fit no common denominator), each replaced by its predecessor in the layout's own
@@ -25,6 +32,7 @@ export const V_CONST = 1;
 export const V_SCALED = 2;
 export const V_RATIO = 3;
 export const V_FLOAT = 4;
+export const V_NEAR = 5;
 /** Flag on a value layout (format version 2): an exception list precedes the layout's data. */
 export const V_EXCEPTIONS = 8;
 
@@ -57,6 +65,12 @@ const MAX_DEN = 2 ** 32;
 /** Largest per-sample denominator tried for RATIO. */
 const MAX_RATIO_DEN = 2 ** 24;
 const TWO32 = 4294967296;
+/** NEAR: largest decimal exponent tried, and bound on |ulp residual|. */
+const MAX_NEAR_EXP = 9;
+const NEAR_LIMIT = 2 ** 20;
+/** NEAR: candidate exponents encoded in full (the smallest ones that fit), keeping the smallest. */
+const NEAR_TRIES = 3;
+const POW10 = Array.from({ length: MAX_NEAR_EXP + 1 }, (_, e) => 10 ** e);
 
 let ints = new Float64Array(1024);
 let ints2 = new Float64Array(1024);
@@ -308,8 +322,8 @@ function encodePlain(out: ByteWriter, values: Float64Array, n: number): number {
     // a huge denominator may lose to the float layout
     const scaledBytes = out.finish().slice(start);
     out.length = start;
-    encodeFloat(out, values, n);
-    if (out.length - start <= scaledBytes.length) return V_FLOAT;
+    const mode = encodeFloatLike(out, values, n);
+    if (out.length - start <= scaledBytes.length) return mode;
     out.length = start;
     out.bytes(scaledBytes);
     return V_SCALED;
@@ -322,14 +336,99 @@ function encodePlain(out: ByteWriter, values: Float64Array, n: number): number {
     for (let i = 0; i < n; i++) ints2[i] = ints[i]! - ints2[i]!;
     writeIntDeltas(w, ints2, n);
     const ratioBytes = w.finish().slice();
-    encodeFloat(out, values, n);
-    if (out.length - start <= ratioBytes.length) return V_FLOAT;
+    const mode = encodeFloatLike(out, values, n);
+    if (out.length - start <= ratioBytes.length) return mode;
     out.length = start;
     out.bytes(ratioBytes);
     return V_RATIO;
   }
+  return encodeFloatLike(out, values, n);
+}
+
+const nearQ = new Float64Array(1);
+const nearQBits = new Uint32Array(nearQ.buffer);
+
+/** Order-preserving map of the float64 half `hi` (with low half `lo`) to [ordered hi, ordered lo]. */
+function orderedHi(hi: number): number {
+  return hi & 0x80000000 ? ~hi >>> 0 : (hi | 0x80000000) >>> 0;
+}
+function orderedLo(hi: number, lo: number): number {
+  return hi & 0x80000000 ? ~lo >>> 0 : lo >>> 0;
+}
+
+/**
+ * Fills `ints` with m = round(v * d) and `ints2` with the ulp distance from m / d to v for the
+ * first `n` values; false when some value has |m| >= 2^50 or lies more than NEAR_LIMIT ulps away
+ * (NaN, ±Inf, or a true float).
+ */
+function nearResiduals(values: Float64Array, bits: Uint32Array, n: number, d: number): boolean {
+  for (let i = 0; i < n; i++) {
+    const m = Math.round(values[i]! * d) + 0; // + 0: -0 becomes 0, -0 itself is one ulp from 0
+    if (!(Math.abs(m) < M_LIMIT)) return false;
+    nearQ[0] = m / d;
+    const hi = bits[2 * i + 1]!;
+    const lo = bits[2 * i]!;
+    const qh = nearQBits[1]!;
+    const ql = nearQBits[0]!;
+    const r = (orderedHi(hi) - orderedHi(qh)) * TWO32 + (orderedLo(hi, lo) - orderedLo(qh, ql));
+    if (!(Math.abs(r) <= NEAR_LIMIT)) return false;
+    ints[i] = m;
+    ints2[i] = r;
+  }
+  return true;
+}
+
+/** The NEAR section of the values (the smallest over a few exponents), or null when none fits. */
+function encodeNear(values: Float64Array, n: number): Uint8Array | null {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, 2 * n);
+  grow(n);
+  let best: Uint8Array | null = null;
+  let tried = 0;
+  for (let e = 0; e <= MAX_NEAR_EXP && tried < NEAR_TRIES; e++) {
+    const d = POW10[e]!;
+    // a prefix first: true floats fail there, cheaply
+    if (!nearResiduals(values, bits, Math.min(n, 16), d) || !nearResiduals(values, bits, n, d)) continue;
+    tried++;
+    const w = new BitWriter(n * 4);
+    writeIntDeltas(w, ints, n);
+    encodeIntSeq(w, ints2, 0, n);
+    const body = w.finish();
+    const out = new ByteWriter(body.length + 8);
+    out.uvarint(d);
+    out.bytes(body);
+    if (!best || out.length < best.length) best = out.finish().slice();
+  }
+  return best;
+}
+
+/** Writes FLOAT or, when smaller, NEAR; returns the layout id. */
+function encodeFloatLike(out: ByteWriter, values: Float64Array, n: number): number {
+  const start = out.length;
   encodeFloat(out, values, n);
-  return V_FLOAT;
+  const near = encodeNear(values, n);
+  if (!near || near.length >= out.length - start) return V_FLOAT;
+  out.length = start;
+  out.bytes(near);
+  return V_NEAR;
+}
+
+/** Moves the float64 at halves `bits[2i]`, `bits[2i+1]` by `r` ulps (any sign, |r| < 2^51). */
+function addUlps(bits: Uint32Array, i: number, r: number): void {
+  const hi = bits[2 * i + 1]!;
+  const lo = bits[2 * i]!;
+  const rhi = Math.floor(r / TWO32);
+  let sl = orderedLo(hi, lo) + (r - rhi * TWO32);
+  const carry = sl >= TWO32 ? 1 : 0;
+  sl -= carry * TWO32;
+  const sh = (orderedHi(hi) + rhi + carry) >>> 0;
+  // back from the ordered map: a set top bit means a clear sign bit
+  if (sh & 0x80000000) {
+    bits[2 * i + 1] = sh & 0x7fffffff;
+    bits[2 * i] = sl;
+  } else {
+    bits[2 * i + 1] = ~sh;
+    bits[2 * i] = ~sl;
+  }
 }
 
 let excIdx = new Int32Array(64);
@@ -571,6 +670,22 @@ function decodePlain(r: ByteReader, mode: number, n: number, out: Float64Array, 
     case V_FLOAT:
       decodeFloat(r, n, out, at);
       return;
+    case V_NEAR: {
+      const d = r.uvarint('denominator');
+      if (d < 1 || d > MAX_DEN) throw r.corrupt(`denominator ${d} outside 1..2^32`);
+      const br = BitReader.shared(r.buf, r.pos, r.end, r.origin);
+      const z = br.varBits();
+      const m0 = z % 2 === 0 ? z / 2 : -(z + 1) / 2;
+      out[at] = m0 / d;
+      decodeIntSeqSums(br, out, at + 1, n - 1, m0, d);
+      grow(n);
+      decodeIntSeq(br, ints, 0, n);
+      br.expectEnd('near values');
+      r.pos = r.end;
+      const bits = new Uint32Array(out.buffer, out.byteOffset + 8 * at, 2 * n);
+      for (let i = 0; i < n; i++) if (ints[i] !== 0) addUlps(bits, i, ints[i]!);
+      return;
+    }
     default:
       throw r.corrupt(`unknown value layout ${mode}`);
   }
