@@ -504,8 +504,8 @@ function exceptionClass(hi: number, lo: number): number {
 
 /**
  * Writes the exceptions `excIdx[0..count)` of `values` (0 < count < n) and the layout of the
- * other values, each exception replaced by the value before it (the first regular value for
- * leading ones), to `w`; returns the layout id with {@link V_EXCEPTIONS} set.
+ * values from the first to the last that is not an exception, each exception among them replaced
+ * by the value before it, to `w`; returns the layout id with {@link V_EXCEPTIONS} set.
  */
 function encodeWithExceptions(w: ByteWriter, values: Float64Array, n: number, count: number): number {
   const bits = new Uint32Array(values.buffer, values.byteOffset, 2 * n);
@@ -523,26 +523,39 @@ function encodeWithExceptions(w: ByteWriter, values: Float64Array, n: number, co
     }
     prevIdx = i;
   }
-  if (filled.length < n) filled = new Float64Array(Math.max(n, 2 * filled.length));
-  let k = 0;
-  while (k < count && excIdx[k] === k) k++;
-  let prev = values[k]!;
-  for (let i = 0, e = 0; i < n; i++) {
+  // exceptions at the edges are left out of the layout; inner ones take the value before them
+  const { lead, tail } = edgeExceptions(n, count);
+  const m = n - lead - tail;
+  if (filled.length < m) filled = new Float64Array(Math.max(m, 2 * filled.length));
+  let prev = values[lead]!;
+  for (let i = lead, e = lead, j = 0; i < n - tail; i++, j++) {
     if (e < count && excIdx[e] === i) {
-      filled[i] = prev;
+      filled[j] = prev;
       e++;
     } else {
       prev = values[i]!;
-      filled[i] = prev;
+      filled[j] = prev;
     }
   }
-  if (sameBits(filled, n)) {
+  if (sameBits(filled, m)) {
     const b = new Uint32Array(filled.buffer, filled.byteOffset, 2);
     w.u32(b[0]!);
     w.u32(b[1]!);
     return V_EXCEPTIONS | V_CONST;
   }
-  return V_EXCEPTIONS | encodePlain(w, filled, n);
+  return V_EXCEPTIONS | encodePlain(w, filled, m);
+}
+
+/**
+ * How many of the exceptions `excIdx[0..count)` (count < n) are the run's first values (`lead`)
+ * and its last values (`tail`): those are not in the layout's data at all.
+ */
+function edgeExceptions(n: number, count: number): { lead: number; tail: number } {
+  let lead = 0;
+  while (lead < count && excIdx[lead] === lead) lead++;
+  let tail = 0;
+  while (tail < count - lead && excIdx[count - 1 - tail] === n - 1 - tail) tail++;
+  return { lead, tail };
 }
 
 /**
@@ -611,7 +624,8 @@ function readExceptions(r: ByteReader, n: number): number {
 export function decodeValues(r: ByteReader, mode: number, n: number, out: Float64Array, at = 0): void {
   if (mode & V_EXCEPTIONS) {
     const count = readExceptions(r, n);
-    decodePlain(r, mode & ~V_EXCEPTIONS, n, out, at); // leaves the exception list alone
+    const { lead, tail } = edgeExceptions(n, count);
+    decodePlain(r, mode & ~V_EXCEPTIONS, n - lead - tail, out, at + lead); // leaves the exception list alone
     const bits = new Uint32Array(out.buffer, out.byteOffset + 8 * at, 2 * n);
     for (let e = 0; e < count; e++) {
       const i = excIdx[e]!;

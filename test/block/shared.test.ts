@@ -163,7 +163,7 @@ t.test('damage to a page with vectors is caught: checksums, and every truncation
   }
   for (let i = off; i < off + len; i += 3) {
     const copy = bytes.slice();
-    copy[i] ^= 0x10;
+    copy[i] = copy[i]! ^ 0x10;
     const rd = await BlockReader.open(memorySource('dmg.block', copy));
     await t.rejects(rd.readSeries(series[0]!.id).then(() => rd.readSeries(series[series.length - 1]!.id)), CorruptionError, `flip at ${i}`);
   }
