@@ -637,6 +637,22 @@ export function decodeValues(r: ByteReader, mode: number, n: number, out: Float6
   decodePlain(r, mode, n, out, at);
 }
 
+/**
+ * Reads the denominator D and the m[i] of a SCALED or NEAR section into `out[at..at+n)` as m / D,
+ * and returns the bit reader positioned after the m (NEAR's residuals follow).
+ */
+function readScaled(r: ByteReader, n: number, out: Float64Array, at: number): BitReader {
+  const d = r.uvarint('denominator');
+  if (d < 1 || d > MAX_DEN) throw r.corrupt(`denominator ${d} outside 1..2^32`);
+  const br = BitReader.shared(r.buf, r.pos, r.end, r.origin);
+  // m[0], then the running sums of the deltas are the m[i]; value = m / D
+  const z = br.varBits();
+  const m0 = z % 2 === 0 ? z / 2 : -(z + 1) / 2;
+  out[at] = m0 / d;
+  decodeIntSeqSums(br, out, at + 1, n - 1, m0, d);
+  return br;
+}
+
 /** {@link decodeValues} of a layout without exceptions. */
 function decodePlain(r: ByteReader, mode: number, n: number, out: Float64Array, at: number): void {
   switch (mode) {
@@ -655,14 +671,7 @@ function decodePlain(r: ByteReader, mode: number, n: number, out: Float64Array, 
       return;
     }
     case V_SCALED: {
-      const d = r.uvarint('denominator');
-      if (d < 1 || d > MAX_DEN) throw r.corrupt(`denominator ${d} outside 1..2^32`);
-      const br = BitReader.shared(r.buf, r.pos, r.end, r.origin);
-      // m[0], then the running sums of the deltas are the m[i]; value = m / D
-      const z = br.varBits();
-      const m0 = z % 2 === 0 ? z / 2 : -(z + 1) / 2;
-      out[at] = m0 / d;
-      decodeIntSeqSums(br, out, at + 1, n - 1, m0, d);
+      const br = readScaled(r, n, out, at);
       br.expectEnd('scaled values');
       r.pos = r.end;
       return;
@@ -685,13 +694,7 @@ function decodePlain(r: ByteReader, mode: number, n: number, out: Float64Array, 
       decodeFloat(r, n, out, at);
       return;
     case V_NEAR: {
-      const d = r.uvarint('denominator');
-      if (d < 1 || d > MAX_DEN) throw r.corrupt(`denominator ${d} outside 1..2^32`);
-      const br = BitReader.shared(r.buf, r.pos, r.end, r.origin);
-      const z = br.varBits();
-      const m0 = z % 2 === 0 ? z / 2 : -(z + 1) / 2;
-      out[at] = m0 / d;
-      decodeIntSeqSums(br, out, at + 1, n - 1, m0, d);
+      const br = readScaled(r, n, out, at);
       grow(n);
       decodeIntSeq(br, ints, 0, n);
       br.expectEnd('near values');
