@@ -257,7 +257,8 @@ export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number):
       if (vt[1]! < vt[0]!) throw r.corrupt(`timestamp vector ${v} has max time before min time`, vat);
       const len = r.uvarint('timestamp vector length');
       const pos = r.pos;
-      const bytes = r.bytes(len, `timestamp vector ${v}`);
+      // a copy: a decoded page is cached and must not keep the (maybe larger) read buffer alive
+      const bytes = r.bytes(len, `timestamp vector ${v}`).slice();
       vectors.push({ layout, count: n, bytes, origin: { object: origin.object, offset: origin.offset + pos }, minTime: vt[0]!, maxTime: vt[1]! });
     }
   }
@@ -295,6 +296,13 @@ export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number):
   }
   r.expectEnd('index page');
   return { count, ids, offsets, lengths, sampleCounts, minTimes, maxTimes, crcs, tsRefs, vectors };
+}
+
+/** Bytes a decoded page holds in its timestamp vectors (for caches that charge by size). */
+export function vectorBytes(page: IndexPage): number {
+  let n = 0;
+  for (const v of page.vectors) n += v.bytes.length;
+  return n;
 }
 
 /** Index of `id` in the page, or -1. */
