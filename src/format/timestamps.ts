@@ -60,25 +60,30 @@ function gridResiduals(n: number, base: number, step: number): number {
  * layout).
  */
 const STEP_SAMPLE = 64;
-const stepScratch = new Float64Array(STEP_SAMPLE);
+/** Distinct deltas among the first ones tried as the step. */
+const STEP_CANDIDATES = 16;
 
-/** Most common delta among the first {@link STEP_SAMPLE} (the scrape interval); the smaller on ties. */
+/**
+ * Most common delta among the first {@link STEP_SAMPLE} (the scrape interval), chosen among the
+ * first {@link STEP_CANDIDATES} deltas (the earlier one on ties); stops at a delta that is most of
+ * them (the usual case). No allocation: this runs once per run.
+ */
 function guessStep(n: number): number {
   if (n < 2) return 0;
   const m = Math.min(n - 1, STEP_SAMPLE);
-  const d = stepScratch.subarray(0, m);
-  for (let i = 0; i < m; i++) d[i] = offs[i + 1]! - offs[i]!;
-  d.sort();
-  let best = d[0]!;
+  let best = offs[1]! - offs[0]!;
   let bestCount = 0;
-  for (let i = 0; i < m; ) {
-    let j = i + 1;
-    while (j < m && d[j] === d[i]) j++;
-    if (j - i > bestCount) {
-      bestCount = j - i;
-      best = d[i]!;
+  for (let c = 0; c < Math.min(m, STEP_CANDIDATES) && 2 * bestCount <= m; c++) {
+    const d = offs[c + 1]! - offs[c]!;
+    let seen = false;
+    for (let j = 0; j < c && !seen; j++) seen = offs[j + 1]! - offs[j]! === d;
+    if (seen) continue;
+    let count = 0;
+    for (let i = c; i < m; i++) if (offs[i + 1]! - offs[i]! === d) count++;
+    if (count > bestCount) {
+      bestCount = count;
+      best = d;
     }
-    i = j;
   }
   return best;
 }
