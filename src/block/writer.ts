@@ -12,7 +12,7 @@ import { InvalidArgumentError } from '../errors.js';
 import { ByteWriter } from '../format/bytes.js';
 import { encodeFooter, FOOTER_LEN, FORMAT_VERSION, IOI_ENTRY_BYTES, MAX_TENANT_BYTES, type Footer } from '../format/footer.js';
 import { validateTenant } from '../format/key.js';
-import { encodeRun, lz4Run, splitRun, type Samples, type SplitRun } from '../format/run.js';
+import { encodeRun, lz4Run, RUN_LZ4, splitRun, type Samples, type SplitRun } from '../format/run.js';
 import { encodeIoi, type PageRef } from '../index/ioi.js';
 import { decodePage, idGapFits, PageBuilder } from '../index/page.js';
 
@@ -59,7 +59,7 @@ interface PendingRun {
   readonly id: bigint;
   /** The run as added (with its own timestamps). */
   readonly run: Uint8Array;
-  /** Whether `run` is plain and should be tried with lz4 (runs from {@link BlockWriter.add}). */
+  /** Whether `run` is plain and should be tried with lz4 when it keeps its timestamps. */
   readonly packable: boolean;
   readonly split: SplitRun;
   /** Identity of the run's timestamp section: layout, count and bytes. */
@@ -148,12 +148,15 @@ export class BlockWriter {
 
   /**
    * Adds series `id` as an encoded run (docs/format/chunk.md) of `count` samples from `first` to
-   * `last`, copied as it is: for runs that were encoded already (the WAL's). The same rules as
-   * {@link add} apply; the caller vouches that the run holds what `count`, `first` and `last` say.
+   * `last`, without decoding it: for runs that were encoded already (the WAL's). The block holds
+   * what {@link add} would have written for the same samples: the run, lz4-compressed when this
+   * writer uses lz4, it is plain and lz4 pays, or its values alone when its page shares its
+   * timestamps. The same rules as {@link add} apply; the caller vouches that the run holds what
+   * `count`, `first` and `last` say.
    */
   async addEncoded(id: bigint, run: Uint8Array, count: number, first: bigint, last: bigint): Promise<void> {
     this.checkSeries(id, count, first, last);
-    await this.addRun(id, run, false, count, first, last);
+    await this.addRun(id, run, this.lz4 && (run[0]! & RUN_LZ4) === 0, count, first, last);
   }
 
   private async addRun(id: bigint, run: Uint8Array, packable: boolean, count: number, minTime: bigint, maxTime: bigint): Promise<void> {

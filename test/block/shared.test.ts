@@ -33,12 +33,12 @@ function dataset(targets: number, perTarget: number, loners: number, n = 240, in
     .map(({ s }, i) => ({ id: 1n + 4n * BigInt(i), samples: s }));
 }
 
-async function write(series: { id: bigint; samples: Samples }[], opts: { seriesPerPage?: number; lz4?: boolean; encoded?: boolean } = {}): Promise<Uint8Array> {
+async function write(series: { id: bigint; samples: Samples }[], opts: { seriesPerPage?: number; lz4?: boolean; encoded?: 'lz4' | 'plain' } = {}): Promise<Uint8Array> {
   const sink = memorySink();
-  const w = new BlockWriter(sink, META, { seriesPerPage: opts.seriesPerPage ?? 64, lz4: opts.lz4 ?? true });
+  const w = new BlockWriter(sink, META, { seriesPerPage: opts.seriesPerPage ?? 64, lz4: opts.lz4 ?? true, blockId: '00'.repeat(16), now: () => 0 });
   for (const s of series) {
     const ts = s.samples.timestamps;
-    if (opts.encoded) await w.addEncoded(s.id, encodeRun(s.samples), ts.length, ts[0]!, ts[ts.length - 1]!);
+    if (opts.encoded) await w.addEncoded(s.id, encodeRun(s.samples, { lz4: opts.encoded === 'lz4' }), ts.length, ts[0]!, ts[ts.length - 1]!);
     else await w.add(s.id, s.samples);
   }
   await w.finish();
@@ -90,7 +90,25 @@ t.test('a one-series read costs 3 range reads cold and 1 warm', async (t) => {
   t.end();
 });
 
-t.test('runs added encoded (the flush fast path, lz4 or not) share timestamps like added samples', async (t) => {
+t.test('a block of plain encoded runs (the flush fast path) is byte for byte the block of the samples', async (t) => {
+  const series = dataset(4, 12, 6, 900);
+  // and repetitive floats, for which lz4 pays, some sharing timestamps and one alone
+  const ts = scrapeTarget(1, 900, W0, 77)[0]!.timestamps;
+  const next = series[series.length - 1]!.id;
+  for (let k = 0; k < 3; k++) {
+    const values = Float64Array.from({ length: 900 }, (_, i) => [0.1 + k, 0.30000000000000004, 1e-7 * k, 2.5][i % 4]!);
+    series.push({ id: next + 4n * BigInt(k + 1), samples: { timestamps: k < 2 ? ts : makeSeries('gauge', 900, W0, 3).timestamps, values } });
+  }
+  t.ok(series.some((s) => readRunHeader(encodeRun(s.samples)).encoding & 0x80), 'some runs are lz4-compressed');
+  for (const lz4 of [true, false]) {
+    const added = await write(series, { lz4 });
+    const encoded = await write(series, { lz4, encoded: 'plain' });
+    t.equal(Buffer.compare(Buffer.from(added), Buffer.from(encoded)), 0, `lz4 ${lz4}: ${added.length} bytes either way`);
+  }
+  t.end();
+});
+
+t.test('runs added encoded (lz4 or not) share timestamps like added samples', async (t) => {
   // long runs of repetitive floats: lz4 pays for some of them
   const n = 900;
   const ts = scrapeTarget(1, n, W0, 77)[0]!.timestamps;
@@ -101,7 +119,7 @@ t.test('runs added encoded (the flush fast path, lz4 or not) share timestamps li
   t.ok(series.some((s) => readRunHeader(encodeRun(s.samples)).encoding & 0x80), 'some runs are lz4-compressed');
   for (const lz4 of [true, false]) {
     const added = await write(series, { lz4 });
-    const encoded = await write(series, { lz4, encoded: true });
+    const encoded = await write(series, { lz4, encoded: 'lz4' });
     for (const bytes of [added, encoded]) {
       const r = await BlockReader.open(memorySource('enc.block', bytes));
       const page = await r.page(0);
