@@ -11,7 +11,11 @@
  * - TABLE  (3, format version 2): every element in a range of at most {@link TABLE_MAX_SYMBOLS}
  *   values, each written with a canonical Huffman code whose lengths the sequence carries. Made
  *   for scrape jitter on every scrape: residuals of -5..5 ms with half of them 0 cost about 2.7
- *   bits each where Rice codes take about 3.3 (the data's entropy is 2.66).
+ *   bits each where Rice codes take about 3.3 (the data's entropy is 2.66). Written here: none of
+ *   the allowed dependencies has an entropy coder (lz4 matches repeats only; on these residuals it
+ *   saves nothing), and a 64-symbol canonical code needs no more than the few lines below. Measured
+ *   on the generator with 50 % of scrapes jittered: per-series timestamps 0.474 -> 0.366 bytes per
+ *   sample (with the grid step taken from 64 deltas).
  */
 import { BitReader, BitWriter, RICE_ESCAPE } from './bits.js';
 import { bitLength, unzigzag, zigzag } from './bytes.js';
