@@ -162,6 +162,14 @@ t.test('joinRun() makes a shared run self-contained: the same samples for a clie
     const full = joinRun(loc.timestamps, run);
     t.ok(sameSamples(decodeRun(full), decodeRun(run, undefined, loc.timestamps)), `series ${loc.id}`);
     t.throws(() => decodeRun(run), /keeps its timestamps in an index page/);
+    // cut at every byte, the run or its vector: an error, never other samples
+    for (let len = 0; len < run.length; len++) {
+      t.throws(() => decodeRun(run.subarray(0, len), undefined, loc.timestamps), CorruptionError);
+    }
+    const v = loc.timestamps;
+    for (let len = 0; len < v.bytes.length; len++) {
+      t.throws(() => decodeRun(run, undefined, { ...v, bytes: v.bytes.subarray(0, len) }), CorruptionError);
+    }
     joined++;
   }
   t.equal(joined, 20);
