@@ -419,13 +419,9 @@ export class BitReader {
    * coded data), and returns the last sum.
    */
   tableBlock(out: Float64Array, off: number, len: number, lookup: Uint16Array, maxLen: number, base: number, acc: number, div: number): number {
-    const w = this.w;
-    const sh = 32 - maxLen;
     let pos = this.pos;
     for (let i = 0; i < len; i++) {
-      const r = pos & 31;
-      const j = pos >>> 5;
-      const e = lookup[((w[j]! << r) | ((w[j + 1]! >>> 1) >>> (31 - r))) >>> sh]!;
+      const e = lookup[this.bitsAt(pos, maxLen)]!;
       if (e === 0) {
         this.pos = pos;
         throw this.corrupt('table sequence holds a code that is not in its table');
