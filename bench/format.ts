@@ -1,8 +1,11 @@
 /**
- * `npm run bench -- format [--data=DIR] [--reps=N]`: block format figures on the generator's full
- * dataset (10,000 series x 4 h x 15 s, seed 42): bytes per sample (whole block and per series
- * type), single-core encode and decode rates, range reads for one series cold and warm, and an
- * exact round trip through a block file.
+ * `npm run bench -- format [--data=DIR] [--reps=N] [--real=DIR] [--peers=false]`: block format
+ * figures on the generator's full dataset (10,000 series x 4 h x 15 s, seed 42): bytes per sample
+ * (whole block and per series type), single-core encode and decode rates, range reads for one
+ * series cold and warm, and an exact round trip through a block file. Then the bytes per sample of
+ * two more generator runs (50 % of scrapes jittered; one scrape every 48 s) and of the shared real
+ * dataset (written as the service would: 16 shards, 4 h windows), and, on the same real data, of
+ * Prometheus and VictoriaMetrics (bench/peers.ts).
  */
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +15,8 @@ import { fileSink, fileSource } from '../src/block/source.js';
 import { BlockWriter } from '../src/block/writer.js';
 import { decodeRun, encodeRun } from '../src/format/run.js';
 import { loadDataset, median, type Series } from './dataset.js';
+import { measurePrometheus, measureVictoriaMetrics } from './peers.js';
+import { loadReal, REAL_DATA_DIR } from './real.js';
 
 const WINDOW_MS = 4 * 3600 * 1000;
 
@@ -20,12 +25,63 @@ function flag(argv: string[], name: string, def: string): string {
   return f ? f.slice(name.length + 3) : def;
 }
 
+/** Shards of the real dataset's blocks, as in the issue's measurement through `strata serve`. */
+const REAL_SHARDS = 16;
+const STALE_MARKER = 0x7ff0000000000002n;
+
 function sameSamples(a: { timestamps: BigInt64Array; values: Float64Array }, b: Series): boolean {
   if (a.timestamps.length !== b.timestamps.length) return false;
   for (let i = 0; i < a.timestamps.length; i++) if (a.timestamps[i] !== b.timestamps[i]) return false;
   const x = new Uint8Array(a.values.buffer, a.values.byteOffset, a.values.byteLength);
   const y = new Uint8Array(b.values.buffer, b.values.byteOffset, b.values.byteLength);
   return Buffer.compare(x, y) === 0;
+}
+
+/**
+ * Writes `series` as the blocks of `numShards` shards and 4-hour windows (a series crossing a
+ * window boundary is split), reads every series back and compares it bit for bit.
+ */
+async function writeBlocks(dir: string, series: readonly Series[], numShards: number): Promise<{ bytes: number; blocks: number; exact: boolean }> {
+  const groups = new Map<string, { shard: number; windowStart: bigint; parts: Series[] }>();
+  const win = BigInt(WINDOW_MS);
+  for (const s of series) {
+    const shard = Number(s.id % BigInt(numShards));
+    let a = 0;
+    while (a < s.timestamps.length) {
+      const t0 = s.timestamps[a]!;
+      const windowStart = t0 - (((t0 % win) + win) % win);
+      let b = a;
+      while (b < s.timestamps.length && s.timestamps[b]! < windowStart + win) b++;
+      const key = `${windowStart}/${shard}`;
+      const g = groups.get(key) ?? { shard, windowStart, parts: [] };
+      g.parts.push({ id: s.id, type: s.type, timestamps: s.timestamps.subarray(a, b), values: s.values.subarray(a, b) });
+      groups.set(key, g);
+      a = b;
+    }
+  }
+  let bytes = 0;
+  let exact = true;
+  for (const [key, g] of groups) {
+    const path = join(dir, `${key.replace('/', '-')}.block`);
+    const writer = new BlockWriter(await fileSink(path), {
+      tenant: 'bench', shard: g.shard, numShards, windowStart: g.windowStart, windowEnd: g.windowStart + win,
+    }, { expectedSeries: g.parts.length });
+    for (const s of g.parts) await writer.add(s.id, s);
+    bytes += (await writer.finish()).size;
+    const reader = await BlockReader.open(fileSource(path));
+    for (const s of g.parts) {
+      const got = await reader.readSeries(s.id);
+      exact &&= !!got && sameSamples(got, s);
+    }
+    rmSync(path);
+  }
+  return { bytes, blocks: groups.size, exact };
+}
+
+function countStale(series: readonly Series[]): number {
+  let n = 0;
+  for (const s of series) for (const b of new BigUint64Array(s.values.buffer, s.values.byteOffset, s.values.length)) if (b === STALE_MARKER) n++;
+  return n;
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -95,11 +151,43 @@ export async function main(argv: string[]): Promise<void> {
   const got2 = await cold.readSeries(neighbour.id);
   const warmReads = cold.reads - before;
   exact &&= !!got && sameSamples(got, probe) && !!got2 && sameSamples(got2, neighbour);
-  rmSync(tmp, { recursive: true, force: true });
 
   const result: Record<string, number | boolean> = {
     bytes_per_sample: size / total,
   };
+  // the same generator with 50 % of scrapes jittered, and with one scrape every 48 s
+  const root = join(dir, '..');
+  const variants: [string, string, string[]][] = [
+    ['jitter50', 'jitter50', ['--jitter=0.5']],
+    ['interval48', 'interval48', ['--interval=48']],
+  ];
+  const variantLines: string[] = [];
+  for (const [key, sub, extra] of variants) {
+    const v = loadDataset(join(root, sub), ['--size=full', '--seed=42', '--start=2026-11-01T00:00:00Z', ...extra]);
+    const w = await writeBlocks(tmp, v.series, 1);
+    exact &&= w.exact;
+    result[`${key}_bytes_per_sample`] = w.bytes / v.sampleCount;
+    variantLines.push(`${key} (${extra.join(' ')}): ${(w.bytes / v.sampleCount).toFixed(3)} bytes/sample, ${v.sampleCount} samples, round trip exact: ${w.exact}`);
+  }
+  // the shared real dataset, as it is, and the peers on the same samples
+  const realDir = flag(argv, 'real', REAL_DATA_DIR);
+  const real = loadReal(realDir);
+  const rw = await writeBlocks(tmp, real.series, REAL_SHARDS);
+  rmSync(tmp, { recursive: true, force: true });
+  exact &&= rw.exact;
+  result['real_bytes_per_sample'] = rw.bytes / real.sampleCount;
+  result['real_stale_markers'] = countStale(real.series);
+  if (flag(argv, 'peers', 'true') !== 'false') {
+    const prom = await measurePrometheus(real.records, real.labels);
+    const vm = await measureVictoriaMetrics(real.series, real.labels);
+    Object.assign(result, {
+      real_prometheus_chunks_bytes_per_sample: prom.chunksBytes / real.sampleCount,
+      real_prometheus_blocks_bytes_per_sample: prom.blocksBytes / real.sampleCount,
+      real_vm_bytes_per_sample: vm.dataBytes / real.sampleCount,
+      real_vm_values_changed: vm.valuesChanged,
+      real_vm_samples_dropped: vm.samplesDropped,
+    });
+  }
   console.log(`block: ${size} bytes (${written.footer.samples.length} samples section, ${overhead} index+ioi+footer, ${written.footer.pageCount} pages), written in ${writeSeconds.toFixed(2)} s`);
   for (const [type, t] of [...byType.entries()].sort()) {
     const share = (overhead * t.series) / ds.series.length;
@@ -116,6 +204,12 @@ export async function main(argv: string[]): Promise<void> {
   });
   console.log(`encode ${(encodeRate / 1e6).toFixed(2)} M samples/s, decode ${(decodeRate / 1e6).toFixed(2)} M samples/s (one core, median of ${reps})`);
   console.log(`one-series read: ${coldReads} range reads cold, ${warmReads} warm; round trip exact: ${exact}`);
+  for (const line of variantLines) console.log(line);
+  console.log(`real data ${realDir}: ${real.series.length} series, ${real.sampleCount} samples (${result['real_stale_markers']} stale markers) in ${rw.blocks} blocks of ${REAL_SHARDS} shards: ${(rw.bytes / real.sampleCount).toFixed(3)} bytes/sample, round trip exact: ${rw.exact}`);
+  if (result['real_vm_bytes_per_sample'] !== undefined) {
+    console.log(`  Prometheus (promtool): ${(result['real_prometheus_chunks_bytes_per_sample'] as number).toFixed(3)} bytes/sample in chunks, ${(result['real_prometheus_blocks_bytes_per_sample'] as number).toFixed(3)} whole blocks`);
+    console.log(`  VictoriaMetrics: ${(result['real_vm_bytes_per_sample'] as number).toFixed(3)} bytes/sample in data parts; ${result['real_vm_values_changed']} values changed, ${result['real_vm_samples_dropped']} samples dropped`);
+  }
   for (const k of Object.keys(result)) if (typeof result[k] === 'number' && !Number.isInteger(result[k])) result[k] = Number((result[k] as number).toFixed(4));
   console.log(JSON.stringify(result));
 }

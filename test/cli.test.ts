@@ -22,6 +22,15 @@ t.test('strata block inspect prints metadata, index statistics and bytes per sam
   t.match(text.stdout, /tenant\s+golden, shard 3 of 8/);
 });
 
+t.test('strata block inspect --runs names the version 2 layouts', async (t) => {
+  const { stdout } = await run('block', 'inspect', join(root, 'test', 'fixtures', 'golden-v2.block'), '--runs', '--json');
+  const r = JSON.parse(stdout) as { version?: number; runs: { layouts: Record<string, number> } };
+  const names = Object.keys(r.runs.layouts);
+  t.ok(names.some((k) => k.startsWith('shared/')), `runs with shared timestamps among ${names.join(', ')}`);
+  t.ok(names.some((k) => k.endsWith('+exceptions')), 'runs with exceptions');
+  t.notOk(names.some((k) => /\?|\d/.test(k)), 'every layout has a name');
+});
+
 t.test('strata block dump prints exact values, NaN payloads included', async (t) => {
   const { stdout } = await run('block', 'dump', golden, '--series', '18446744073709551611');
   t.equal(stdout, '1795219200000\tNaN(0x7ff0000000000002)\n1795219200001\t-0\n1795233599999\tInfinity\n');

@@ -7,7 +7,7 @@
 import { crc32c } from '@node-rs/crc32';
 import { CorruptionError } from '../errors.js';
 import { decodeFooter, FOOTER_LEN, type Footer } from '../format/footer.js';
-import { decodeRun, type Samples } from '../format/run.js';
+import { decodeRun, type Samples, type SharedTimestamps } from '../format/run.js';
 import { decodeIoi, findPage, type IndexOfIndex } from '../index/ioi.js';
 import { decodePage, findInPage, type IndexPage } from '../index/page.js';
 import type { RangeSource } from './source.js';
@@ -33,6 +33,8 @@ export interface RunLocation {
   readonly minTime: bigint;
   readonly maxTime: bigint;
   readonly crc: number;
+  /** The run's timestamps when its index page keeps them (format version 2), else null. */
+  readonly timestamps: SharedTimestamps | null;
 }
 
 /** Half-open time range `[start, end)` in ms. */
@@ -214,6 +216,7 @@ export function locationOf(page: IndexPage, p: number, e: number): RunLocation {
     minTime: page.minTimes[e]!,
     maxTime: page.maxTimes[e]!,
     crc: page.crcs[e]!,
+    timestamps: page.tsRefs[e] ? page.vectors[page.tsRefs[e]! - 1]! : null,
   };
 }
 
@@ -231,7 +234,7 @@ export function checkRunBytes(name: string, loc: RunLocation, bytes: Uint8Array)
 
 /** Decodes a run whose bytes {@link checkRunBytes} passed, and checks it agrees with its index entry. */
 export function decodeLocatedRun(name: string, loc: RunLocation, bytes: Uint8Array): Samples {
-  const s = decodeRun(bytes, { object: name, offset: loc.offset });
+  const s = decodeRun(bytes, { object: name, offset: loc.offset }, loc.timestamps);
   const n = s.timestamps.length;
   if (n !== loc.sampleCount || s.timestamps[0] !== loc.minTime || s.timestamps[n - 1] !== loc.maxTime) {
     throw new CorruptionError(name, loc.offset, `run of series ${loc.id} disagrees with its index entry`);

@@ -1,8 +1,10 @@
 /**
  * Streaming block writer. Series arrive in increasing ID order; each one's samples are encoded
  * into a run and written out through a {@link ByteSink} (a multipart upload, a temp file) in
- * buffered chunks. Only the index (a few bytes per series) stays in memory until the end, when
- * the index pages, the index of index and the footer are appended.
+ * buffered chunks. The runs of one index page are held until the page is full: series of the page
+ * whose timestamps are identical (every series of one scrape) then keep them once, in the page,
+ * and their runs hold values only (format version 2). Only the index (a few bytes per series) stays
+ * in memory until the end, when the index pages, the index of index and the footer are appended.
  */
 import { randomBytes } from 'node:crypto';
 import { crc32c } from '@node-rs/crc32';
@@ -10,9 +12,9 @@ import { InvalidArgumentError } from '../errors.js';
 import { ByteWriter } from '../format/bytes.js';
 import { encodeFooter, FOOTER_LEN, FORMAT_VERSION, IOI_ENTRY_BYTES, MAX_TENANT_BYTES, type Footer } from '../format/footer.js';
 import { validateTenant } from '../format/key.js';
-import { encodeRun, type Samples } from '../format/run.js';
+import { encodeRun, lz4Run, RUN_LZ4, splitRun, type Samples, type SplitRun } from '../format/run.js';
 import { encodeIoi, type PageRef } from '../index/ioi.js';
-import { decodePage, PageBuilder } from '../index/page.js';
+import { decodePage, idGapFits, PageBuilder } from '../index/page.js';
 
 /** Where block bytes go. `ObjectUpload` of the bucket layer satisfies it. */
 export interface ByteSink {
@@ -52,6 +54,21 @@ export const DEFAULT_SERIES_PER_PAGE = 1024;
 export const IOI_TARGET_BYTES = 64 * 1024 - FOOTER_LEN;
 const U64_MAX = (1n << 64n) - 1n;
 
+/** A run waiting for its page to close, when the writer knows which timestamps its page shares. */
+interface PendingRun {
+  readonly id: bigint;
+  /** The run as added (with its own timestamps). */
+  readonly run: Uint8Array;
+  /** Whether `run` is plain and should be tried with lz4 when it keeps its timestamps. */
+  readonly packable: boolean;
+  readonly split: SplitRun;
+  /** Identity of the run's timestamp section: layout, count and bytes. */
+  readonly key: string;
+  readonly count: number;
+  readonly minTime: bigint;
+  readonly maxTime: bigint;
+}
+
 /** Result of a finished block. */
 export interface WrittenBlock {
   readonly footer: Footer;
@@ -73,6 +90,7 @@ export class BlockWriter {
   private readonly pages: Uint8Array[] = [];
   private readonly refs: PageRef[] = [];
   private page = new PageBuilder();
+  private pending: PendingRun[] = [];
   private offset = 0;
   private samplesCrc = 0;
   private lastId = -1n;
@@ -110,8 +128,8 @@ export class BlockWriter {
   async add(id: bigint, samples: Samples): Promise<void> {
     const n = samples.timestamps.length;
     this.checkSeries(id, n, samples.timestamps[0] ?? 0n, samples.timestamps[n - 1] ?? 0n);
-    const run = encodeRun(samples, { lz4: this.lz4 });
-    await this.addRun(id, run, n, samples.timestamps[0]!, samples.timestamps[n - 1]!);
+    const run = encodeRun(samples, { lz4: false });
+    await this.addRun(id, run, this.lz4, n, samples.timestamps[0]!, samples.timestamps[n - 1]!);
   }
 
   /** The rules of {@link add} for a series of `count` samples from `first` to `last`. */
@@ -130,31 +148,57 @@ export class BlockWriter {
 
   /**
    * Adds series `id` as an encoded run (docs/format/chunk.md) of `count` samples from `first` to
-   * `last`, copied as it is: for runs that were encoded already (the WAL's). The same rules as
-   * {@link add} apply; the caller vouches that the run holds what `count`, `first` and `last` say.
+   * `last`, without decoding it: for runs that were encoded already (the WAL's). The block holds
+   * what {@link add} would have written for the same samples: the run, lz4-compressed when this
+   * writer uses lz4, it is plain and lz4 pays, or its values alone when its page shares its
+   * timestamps. The same rules as {@link add} apply; the caller vouches that the run holds what
+   * `count`, `first` and `last` say.
    */
   async addEncoded(id: bigint, run: Uint8Array, count: number, first: bigint, last: bigint): Promise<void> {
     this.checkSeries(id, count, first, last);
-    await this.addRun(id, run, count, first, last);
+    await this.addRun(id, run, this.lz4 && (run[0]! & RUN_LZ4) === 0, count, first, last);
   }
 
-  private async addRun(id: bigint, run: Uint8Array, count: number, minTime: bigint, maxTime: bigint): Promise<void> {
-    const entry = { id, runOffset: this.offset, runLength: run.length, sampleCount: count, minTime, maxTime, crc: crc32c(run) };
-    if (this.page.count >= this.seriesPerPage || !this.page.accepts(entry)) this.closePage();
-    this.page.add(entry);
-    this.buf.bytes(run);
-    this.samplesCrc = crc32c(run, this.samplesCrc);
-    this.offset += run.length;
+  private async addRun(id: bigint, run: Uint8Array, packable: boolean, count: number, minTime: bigint, maxTime: bigint): Promise<void> {
+    const split = splitRun(run, { object: `run of series ${id}`, offset: 0 });
+    if (split.count !== count) throw new InvalidArgumentError('count', `series ${id}: the run holds ${split.count} samples, not ${count}`);
+    const last = this.pending[this.pending.length - 1];
+    if (this.pending.length >= this.seriesPerPage || (last && !idGapFits(last.id, id))) await this.closePage();
+    const ts = split.timestamps;
+    const key = `${split.layout}/${count}/${Buffer.from(ts.buffer, ts.byteOffset, ts.length).toString('latin1')}`;
+    this.pending.push({ id, run, packable, split, key, count, minTime, maxTime });
     this.lastId = id;
     if (this.seriesCount === 0 || minTime < this.minTime) this.minTime = minTime;
     if (this.seriesCount === 0 || maxTime > this.maxTime) this.maxTime = maxTime;
     this.seriesCount++;
     this.sampleCount += count;
-    if (this.buf.length >= this.bufferBytes) await this.flush();
   }
 
-  private closePage(): void {
-    if (this.page.count > 0) sealPage(this.page, this.pages, this.refs);
+  /**
+   * Writes the pending runs and seals their page: a timestamp section that two or more of them
+   * share goes into the page once and those runs lose theirs.
+   */
+  private async closePage(): Promise<void> {
+    if (this.pending.length === 0) return;
+    const uses = new Map<string, number>();
+    for (const p of this.pending) uses.set(p.key, (uses.get(p.key) ?? 0) + 1);
+    for (const p of this.pending) {
+      let run: Uint8Array;
+      let tsRef = 0;
+      if (uses.get(p.key)! >= 2) {
+        tsRef = this.page.vector(p.split.layout, p.count, p.split.timestamps, p.minTime, p.maxTime);
+        run = this.lz4 ? lz4Run(p.split.valuesRun) : p.split.valuesRun;
+      } else {
+        run = p.packable ? lz4Run(p.run) : p.run;
+      }
+      this.page.add({ id: p.id, runOffset: this.offset, runLength: run.length, sampleCount: p.count, minTime: p.minTime, maxTime: p.maxTime, crc: crc32c(run), tsRef });
+      this.buf.bytes(run);
+      this.samplesCrc = crc32c(run, this.samplesCrc);
+      this.offset += run.length;
+      if (this.buf.length >= this.bufferBytes) await this.flush();
+    }
+    this.pending = [];
+    sealPage(this.page, this.pages, this.refs);
   }
 
   /**
@@ -184,7 +228,9 @@ export class BlockWriter {
             };
             // an id gap beyond 2^53 keeps its own page boundary
             if (!builder.accepts(entry)) sealPage(builder, pages, refs);
-            builder.add(entry);
+            const ref = p.tsRefs[e]!;
+            const v = ref ? p.vectors[ref - 1]! : null;
+            builder.add({ ...entry, tsRef: v ? builder.vector(v.layout, v.count, v.bytes, v.minTime, v.maxTime) : 0 });
           }
         }
         sealPage(builder, pages, refs);
@@ -219,7 +265,7 @@ export class BlockWriter {
   /** Appends index, index of index and footer, and completes the sink. */
   async finish(): Promise<WrittenBlock> {
     this.checkOpen();
-    this.closePage();
+    await this.closePage();
     this.mergePages();
     await this.flush();
     const samplesLength = this.offset;

@@ -59,8 +59,15 @@ function iso(ms: bigint): string {
   return Number.isFinite(n) && Math.abs(n) < 8.64e15 ? new Date(n).toISOString() : `${ms}`;
 }
 
-const TS_NAMES = ['?', 'grid', 'dod', 'raw'];
-const VAL_NAMES = ['?', 'const', 'scaled', 'ratio', 'float'];
+const TS_NAMES = ['shared', 'grid', 'dod', 'raw'];
+const VAL_NAMES = ['?', 'const', 'scaled', 'ratio', 'float', 'near'];
+
+/** `timestamps/values` layout names of a run's encoding byte (docs/format/chunk.md). */
+function layoutName(enc: number): string {
+  const v = (enc >> 3) & 15;
+  const values = `${VAL_NAMES[v & 7] ?? v & 7}${v & 8 ? '+exceptions' : ''}`;
+  return `${TS_NAMES[enc & 7] ?? enc & 7}/${values}`;
+}
 
 async function inspect(target: string, opts: BucketFlags & { runs?: boolean; json?: boolean }): Promise<void> {
   const { source, bucket } = await openSource(target, opts);
@@ -105,7 +112,7 @@ async function inspect(target: string, opts: BucketFlags & { runs?: boolean; jso
       for await (const loc of r.series()) {
         const head = await source.read({ offset: loc.offset, length: 1 });
         const enc = head.data[0]!;
-        const k = `${TS_NAMES[enc & 7] ?? enc & 7}/${VAL_NAMES[(enc >> 3) & 15] ?? (enc >> 3) & 15}`;
+        const k = layoutName(enc);
         layouts[k] = (layouts[k] ?? 0) + 1;
         if (enc & RUN_LZ4) lz4++;
       }

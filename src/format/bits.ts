@@ -412,6 +412,33 @@ export class BitReader {
   }
 
 
+  /**
+   * Reads `len` symbols of a table code (see intseq.ts, TABLE): `lookup[next maxLen bits]` is
+   * symbol << 4 | code length, 0 for bits that start no code. Writes `base + symbol` to
+   * `out[off..off+len)`, or, when `div` > 0, the running sums from `acc` divided by `div` (delta
+   * coded data), and returns the last sum.
+   */
+  tableBlock(out: Float64Array, off: number, len: number, lookup: Uint16Array, maxLen: number, base: number, acc: number, div: number): number {
+    let pos = this.pos;
+    for (let i = 0; i < len; i++) {
+      const e = lookup[this.bitsAt(pos, maxLen)]!;
+      if (e === 0) {
+        this.pos = pos;
+        throw this.corrupt('table sequence holds a code that is not in its table');
+      }
+      pos += e & 15;
+      // past the end the words read as zero (or stale, in a shared buffer): the check below
+      // rejects the whole block then
+      if (div > 0) {
+        acc = base + (e >>> 4) + acc;
+        out[off + i] = acc / div;
+      } else out[off + i] = base + (e >>> 4);
+    }
+    this.pos = pos;
+    if (pos > this.total) throw this.corrupt('bit stream truncated');
+    return acc;
+  }
+
   /** Bits left before the end of the stream (negative after reading past it). */
   get bitsLeft(): number {
     return this.total - this.pos;

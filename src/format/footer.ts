@@ -10,8 +10,13 @@ import { ByteReader, ByteWriter, type Origin } from './bytes.js';
 
 /** "STRB" read as a little-endian u32: the last 4 bytes of every block. */
 export const BLOCK_MAGIC = 0x42525453;
-/** The only block format version this build writes and reads. */
-export const FORMAT_VERSION = 1;
+/**
+ * The block format version this build writes: 2 (value exceptions, timestamp vectors shared in
+ * index pages). It reads every version from {@link OLDEST_FORMAT_VERSION} to this one.
+ */
+export const FORMAT_VERSION = 2;
+/** The oldest block format version this build reads. Version 2 only adds to version 1. */
+export const OLDEST_FORMAT_VERSION = 1;
 /** Size of the footer in bytes. */
 export const FOOTER_LEN = 256;
 /** Longest tenant id a footer holds, in bytes. */
@@ -20,7 +25,7 @@ export const MAX_TENANT_BYTES = 64;
 /** Byte offsets of the footer fields. */
 export const FooterField = {
   VERSION: 0, // u16
-  FLAGS: 2, // u16, zero in version 1
+  FLAGS: 2, // u16, zero in versions 1 and 2
   PAGE_COUNT: 4, // u32
   SAMPLES_OFFSET: 8, // u64
   SAMPLES_LENGTH: 16, // u64
@@ -136,8 +141,8 @@ export function decodeFooter(buf: Uint8Array, at: number, objectSize: number, or
   const crc = crc32c(buf.subarray(at, at + FooterField.FOOTER_CRC));
   if (dv.getUint32(FooterField.FOOTER_CRC, true) !== crc) throw r.corrupt('footer checksum mismatch', at);
   const version = r.u16();
-  if (version !== FORMAT_VERSION) {
-    throw new UnsupportedVersionError(`block "${origin.object}" has format version ${version}; this build reads ${FORMAT_VERSION}`);
+  if (version < OLDEST_FORMAT_VERSION || version > FORMAT_VERSION) {
+    throw new UnsupportedVersionError(`block "${origin.object}" has format version ${version}; this build reads ${OLDEST_FORMAT_VERSION} to ${FORMAT_VERSION}`);
   }
   const flags = r.u16();
   if (flags !== 0) throw r.corrupt(`unknown footer flags ${flags}`, at + FooterField.FLAGS);

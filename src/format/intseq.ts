@@ -8,6 +8,14 @@
  * - DENSE  (2): partitions of {@link PARTITION} elements, each with its own base and Rice
  *   parameter, stored either offset from the partition minimum (FOR) or zigzagged around the
  *   partition median (robust to outliers such as counter resets).
+ * - TABLE  (3, format version 2): every element in a range of at most {@link TABLE_MAX_SYMBOLS}
+ *   values, each written with a canonical Huffman code whose lengths the sequence carries. Made
+ *   for scrape jitter on every scrape: residuals of -5..5 ms with half of them 0 cost about 2.7
+ *   bits each where Rice codes take about 3.3 (the data's entropy is 2.66). Written here: none of
+ *   the allowed dependencies has an entropy coder (lz4 matches repeats only; on these residuals it
+ *   saves nothing), and a 64-symbol canonical code needs no more than the few lines below. Measured
+ *   on the generator with 50 % of scrapes jittered: per-series timestamps 0.474 -> 0.366 bytes per
+ *   sample (with the grid step taken from 64 deltas).
  */
 import { BitReader, BitWriter, RICE_ESCAPE } from './bits.js';
 import { bitLength, unzigzag, zigzag } from './bytes.js';
@@ -15,6 +23,11 @@ import { bitLength, unzigzag, zigzag } from './bytes.js';
 export const SEQ_CONST = 0;
 export const SEQ_SPARSE = 1;
 export const SEQ_DENSE = 2;
+export const SEQ_TABLE = 3;
+/** Largest alphabet (max - min + 1) of a TABLE sequence. */
+export const TABLE_MAX_SYMBOLS = 64;
+/** Longest code of a TABLE sequence; longer Huffman codes make the encoder skip the layout. */
+export const TABLE_MAX_CODE = 12;
 /** Elements per partition of a DENSE sequence. */
 export const PARTITION = 128;
 /** Bound on |x| accepted by the coder. */
@@ -184,6 +197,81 @@ function planSparse(x: ArrayLike<number>, start: number, n: number): SparsePlan 
   return { base, count, kGap, kVal, bits: header + gapBits + valBits };
 }
 
+interface TablePlan {
+  min: number;
+  /** Code length per symbol (0: absent). */
+  lengths: Uint8Array;
+  /** Canonical code per symbol. */
+  codes: Uint32Array;
+  bits: number;
+}
+
+/** Huffman code lengths for `freq` (at least two non-zero), or null when one exceeds TABLE_MAX_CODE. */
+function huffmanLengths(freq: Float64Array, a: number): Uint8Array | null {
+  // nodes: leaves 0..a-1, internal nodes after; small alphabets, so a linear scan for the minimum
+  const weight: number[] = [];
+  const parent: number[] = [];
+  const live: number[] = [];
+  for (let s = 0; s < a; s++) {
+    weight.push(freq[s]!);
+    parent.push(-1);
+    if (freq[s]! > 0) live.push(s);
+  }
+  while (live.length > 1) {
+    let i1 = 0;
+    for (let i = 1; i < live.length; i++) if (weight[live[i]!]! < weight[live[i1]!]!) i1 = i;
+    const n1 = live.splice(i1, 1)[0]!;
+    let i2 = 0;
+    for (let i = 1; i < live.length; i++) if (weight[live[i]!]! < weight[live[i2]!]!) i2 = i;
+    const n2 = live.splice(i2, 1)[0]!;
+    const node = weight.length;
+    weight.push(weight[n1]! + weight[n2]!);
+    parent.push(-1);
+    parent[n1] = node;
+    parent[n2] = node;
+    live.push(node);
+  }
+  const lengths = new Uint8Array(a);
+  for (let s = 0; s < a; s++) {
+    if (!(freq[s]! > 0)) continue;
+    let len = 0;
+    for (let v = s; parent[v]! >= 0; v = parent[v]!) len++;
+    if (len > TABLE_MAX_CODE) return null;
+    lengths[s] = len;
+  }
+  return lengths;
+}
+
+/** Canonical codes for `lengths`: by length, then by symbol. */
+function canonicalCodes(lengths: Uint8Array): Uint32Array {
+  const codes = new Uint32Array(lengths.length);
+  let code = 0;
+  for (let len = 1; len <= TABLE_MAX_CODE; len++) {
+    for (let s = 0; s < lengths.length; s++) if (lengths[s] === len) codes[s] = code++;
+    code <<= 1;
+  }
+  return codes;
+}
+
+function planTable(x: ArrayLike<number>, start: number, n: number): TablePlan | null {
+  let min = Infinity;
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const v = x[start + i]!;
+    if (v < min) min = v;
+    if (v > max) max = v;
+  }
+  const a = max - min + 1;
+  if (!(a >= 2 && a <= TABLE_MAX_SYMBOLS)) return null;
+  const freq = new Float64Array(a);
+  for (let i = 0; i < n; i++) freq[x[start + i]! - min]!++;
+  const lengths = huffmanLengths(freq, a);
+  if (!lengths) return null;
+  let bits = 2 + VARBITS_COST(zigzag(min)) + 6 + 4 * a;
+  for (let s = 0; s < a; s++) bits += freq[s]! * lengths[s]!;
+  return { min, lengths, codes: canonicalCodes(lengths), bits };
+}
+
 /**
  * Writes `x[start, start+n)` to `w` in the cheapest layout. Every element must be a safe integer
  * with |x| < {@link INTSEQ_LIMIT} (callers guarantee it). n may be 0 (nothing is written).
@@ -214,6 +302,19 @@ export function encodeIntSeq(w: BitWriter, x: ArrayLike<number>, start: number, 
     prevBase = plan.base;
     plans.push(plan);
     if (sparse && denseBits >= sparse.bits) break;
+  }
+  const table = planTable(x, start, n);
+  if (table && table.bits < denseBits && (!sparse || table.bits < sparse.bits)) {
+    w.write(SEQ_TABLE, 2);
+    w.varBits(zigzag(table.min));
+    const a = table.lengths.length;
+    w.write(a - 1, 6);
+    for (let s = 0; s < a; s++) w.write(table.lengths[s]!, 4);
+    for (let i = 0; i < n; i++) {
+      const s = x[start + i]! - table.min;
+      w.write(table.codes[s]!, table.lengths[s]!);
+    }
+    return;
   }
   if (sparse && sparse.bits <= denseBits) {
     w.write(SEQ_SPARSE, 2);
@@ -296,6 +397,45 @@ function readSparse(r: BitReader, mode: number, n: number): SparseSeq {
   return seq;
 }
 
+/** A decoded TABLE header: `lookup[peek >>> (32 - maxLen)]` = symbol << 4 | length (0: no code). */
+interface TableCode {
+  min: number;
+  maxLen: number;
+  lookup: Uint16Array;
+}
+
+const tableLookup = new Uint16Array(1 << TABLE_MAX_CODE);
+
+/** Reads the header of a TABLE sequence (after its layout field) and builds its lookup table. */
+function readTable(r: BitReader): TableCode {
+  const min = unzigzag(r.varBits());
+  const a = r.read(6) + 1;
+  if (a < 2) throw r.corrupt('table sequence of one symbol');
+  const lengths = new Uint8Array(a);
+  let maxLen = 0;
+  let kraft = 0;
+  for (let s = 0; s < a; s++) {
+    const len = r.read(4);
+    if (len > TABLE_MAX_CODE) throw r.corrupt(`table code length ${len} exceeds ${TABLE_MAX_CODE}`);
+    lengths[s] = len;
+    if (len > maxLen) maxLen = len;
+    if (len) kraft += 2 ** (TABLE_MAX_CODE - len);
+  }
+  if (kraft > 2 ** TABLE_MAX_CODE || maxLen === 0) throw r.corrupt('table code lengths do not form a prefix code');
+  const codes = canonicalCodes(lengths);
+  // one table for every sequence (decoding is synchronous and sequences are not nested): a fresh
+  // 8 KiB table per run cost the float layout 15 % of its decoding speed
+  const lookup = tableLookup;
+  lookup.fill(0, 0, 1 << maxLen);
+  for (let s = 0; s < a; s++) {
+    const len = lengths[s]!;
+    if (!len) continue;
+    const first = codes[s]! << (maxLen - len);
+    lookup.fill((s << 4) | len, first, first + (1 << (maxLen - len)));
+  }
+  return { min, maxLen, lookup };
+}
+
 /**
  * Reads the header of a DENSE partition into `h`: whether its values are zigzagged around a
  * median, its base (a delta from the previous partition's `h.base`) and its Rice parameter.
@@ -317,7 +457,11 @@ function partitionHeader(r: BitReader, h: { zig: boolean; base: number; k: numbe
 export function decodeIntSeqSparse(r: BitReader, out: Float64Array, start: number, n: number): SparseSeq | null {
   const mode = r.read(2);
   if (mode === SEQ_CONST || mode === SEQ_SPARSE) return readSparse(r, mode, n);
-  if (mode !== SEQ_DENSE) throw r.corrupt(`unknown integer sequence layout ${mode}`);
+  if (mode === SEQ_TABLE) {
+    const t = readTable(r);
+    r.tableBlock(out, start, n, t.lookup, t.maxLen, t.min, 0, 0);
+    return null;
+  }
   const h = { zig: false, base: 0, k: 0 };
   for (let p = 0; p < n; p += PARTITION) {
     partitionHeader(r, h);
@@ -362,7 +506,10 @@ export function decodeIntSeqSums(r: BitReader, out: Float64Array, start: number,
     }
     return acc;
   }
-  if (mode !== SEQ_DENSE) throw r.corrupt(`unknown integer sequence layout ${mode}`);
+  if (mode === SEQ_TABLE) {
+    const t = readTable(r);
+    return r.tableBlock(out, start, n, t.lookup, t.maxLen, t.min, acc, div);
+  }
   const h = { zig: false, base: 0, k: 0 };
   for (let p = 0; p < n; p += PARTITION) {
     partitionHeader(r, h);

@@ -8,11 +8,15 @@
  *        | u32 rawLen, lz4 block of the plain body            (encoding bit 7 set)
  * encoding = tsLayout | valueLayout << 3 | lz4 << 7
  * ```
+ *
+ * Format version 2: a run whose timestamps are shared with other series of its index page has
+ * tsLayout {@link TS_SHARED} (0) and a body of its value section alone; the timestamp section is
+ * kept once in the page ({@link SharedTimestamps}) and given to the decoder.
  */
 import { compressSync, uncompressSync } from 'lz4-napi';
-import { InvalidArgumentError } from '../errors.js';
+import { type CorruptionError, InvalidArgumentError } from '../errors.js';
 import { ByteReader, ByteWriter, MEMORY, type Origin } from './bytes.js';
-import { decodeTimestamps, encodeTimestamps } from './timestamps.js';
+import { decodeTimestamps, encodeTimestamps, TS_RAW } from './timestamps.js';
 import { decodeValues, encodeValues } from './values.js';
 
 /** Bit of the encoding byte that marks an lz4-compressed body. */
@@ -28,6 +32,21 @@ const MAX_BYTES_PER_SAMPLE = 17;
  * run costs a few bytes whatever its length, so the count cannot be bounded by the run's size.
  */
 export const MAX_RUN_SAMPLES = 1 << 24;
+
+/** Timestamp layout of a run whose timestamps are kept in its index page (format version 2). */
+export const TS_SHARED = 0;
+
+/** A timestamp section kept apart from its runs: the one of an index page's shared vectors. */
+export interface SharedTimestamps {
+  /** Timestamp layout (1..3, see timestamps.ts). */
+  readonly layout: number;
+  /** Number of timestamps. */
+  readonly count: number;
+  /** The timestamp section. */
+  readonly bytes: Uint8Array;
+  /** Where `bytes[0]` is, for errors. */
+  readonly origin: Origin;
+}
 
 /** Samples of one series: strictly increasing int64 ms timestamps and float64 values. */
 export interface Samples {
@@ -103,6 +122,7 @@ let rangeScratch = new BigInt64Array(1024);
  */
 export function runTimeRange(buf: Uint8Array, origin: Origin = MEMORY): { count: number; first: bigint; last: bigint } {
   const { enc, n, body } = openRun(new ByteReader(buf, origin));
+  if ((enc & 7) === TS_SHARED) throw noTimestamps(body);
   const tsLen = sectionLength(body);
   if (rangeScratch.length < n) rangeScratch = new BigInt64Array(Math.max(n, 2 * rangeScratch.length));
   decodeTimestamps(new ByteReader(body.buf, body.origin, body.pos, body.pos + tsLen), enc & 7, n, rangeScratch, 0);
@@ -114,12 +134,19 @@ export function runTimeRange(buf: Uint8Array, origin: Origin = MEMORY): { count:
  * timestamp section (timestamps in a run ascend). For a run whose time range straddles a bound
  * of a read: a gap in the series may leave no sample inside.
  */
-export function runHasSampleIn(buf: Uint8Array, origin: Origin, start: bigint, end: bigint): boolean {
+export function runHasSampleIn(buf: Uint8Array, origin: Origin, start: bigint, end: bigint, shared: SharedTimestamps | null = null): boolean {
   if (end <= start) return false;
   const { enc, n, body } = openRun(new ByteReader(buf, origin));
-  const tsLen = sectionLength(body);
   if (rangeScratch.length < n) rangeScratch = new BigInt64Array(Math.max(n, 2 * rangeScratch.length));
-  decodeTimestamps(new ByteReader(body.buf, body.origin, body.pos, body.pos + tsLen), enc & 7, n, rangeScratch, 0);
+  if ((enc & 7) === TS_SHARED) {
+    // the run's timestamps are its page's vector
+    if (!shared) throw noTimestamps(body);
+    if (shared.count !== n) throw body.corrupt(`run of ${n} samples refers to ${shared.count} shared timestamps`, 0);
+    decodeTimestamps(new ByteReader(shared.bytes, shared.origin), shared.layout, n, rangeScratch, 0);
+  } else {
+    const tsLen = sectionLength(body);
+    decodeTimestamps(new ByteReader(body.buf, body.origin, body.pos, body.pos + tsLen), enc & 7, n, rangeScratch, 0);
+  }
   let lo = 0;
   let hi = n;
   while (lo < hi) {
@@ -169,6 +196,11 @@ function openRun(r: ByteReader): { enc: number; n: number; body: ByteReader } {
   return { enc, n, body: new ByteReader(plain, { object: r.origin.object, offset: r.origin.offset }) };
 }
 
+/** The error for a {@link TS_SHARED} run decoded without the timestamps of its index page. */
+function noTimestamps(body: ByteReader): CorruptionError {
+  return body.corrupt('run keeps its timestamps in an index page, but none were given', 0);
+}
+
 /** Reads the timestamp section length of a plain body and checks that the section is there. */
 function sectionLength(br: ByteReader): number {
   const tsLen = br.uvarint('timestamp section length');
@@ -185,15 +217,70 @@ function decodeSections(br: ByteReader, enc: number, n: number, tsLen: number, t
 
 /**
  * Decodes a whole run. Consumes `buf` exactly; any structural problem throws a CorruptionError
- * that names `origin` and the absolute offset.
+ * that names `origin` and the absolute offset. A run with shared timestamps ({@link TS_SHARED})
+ * needs them in `shared` (from its index page), and a run with its own must come without.
  */
-export function decodeRun(buf: Uint8Array, origin: Origin = MEMORY): Samples {
+export function decodeRun(buf: Uint8Array, origin: Origin = MEMORY, shared: SharedTimestamps | null = null): Samples {
   const { enc, n, body } = openRun(new ByteReader(buf, origin));
-  const tsLen = sectionLength(body);
   const timestamps = new BigInt64Array(n);
   const values = new Float64Array(n);
+  if ((enc & 7) === TS_SHARED) {
+    if (!shared) throw noTimestamps(body);
+    if (shared.count !== n) throw body.corrupt(`run of ${n} samples refers to ${shared.count} shared timestamps`, 0);
+    decodeTimestamps(new ByteReader(shared.bytes, shared.origin), shared.layout, n, timestamps, 0);
+    decodeValues(body, (enc >> 3) & 15, n, values, 0);
+    return { timestamps, values };
+  }
+  if (shared) throw body.corrupt('run has timestamps of its own, but its index entry shares a vector', 0);
+  const tsLen = sectionLength(body);
   decodeSections(body, enc, n, tsLen, timestamps, values, 0);
   return { timestamps, values };
+}
+
+/** A run split by {@link splitRun}. */
+export interface SplitRun {
+  /** The timestamp section (a view), its layout and count. */
+  readonly layout: number;
+  readonly count: number;
+  readonly timestamps: Uint8Array;
+  /** The same run without its timestamps ({@link TS_SHARED}), plain (no lz4). */
+  readonly valuesRun: Uint8Array;
+}
+
+/**
+ * Splits a run with its own timestamps (plain or lz4) into its timestamp section and a run of its
+ * values alone, without decoding samples: what a block writer needs to share timestamp vectors.
+ */
+export function splitRun(buf: Uint8Array, origin: Origin = MEMORY): SplitRun {
+  const { enc, n, body } = openRun(new ByteReader(buf, origin));
+  const layout = enc & 7;
+  if (layout === TS_SHARED || layout > TS_RAW) throw body.corrupt(`cannot split a run of timestamp layout ${layout}`, 0);
+  const tsLen = sectionLength(body);
+  const timestamps = body.buf.subarray(body.pos, body.pos + tsLen);
+  const values = body.buf.subarray(body.pos + tsLen, body.end);
+  const out = new ByteWriter(values.length + 8);
+  out.u8((enc & ~RUN_LZ4 & ~7) | TS_SHARED);
+  out.uvarint(n);
+  out.bytes(values);
+  return { layout, count: n, timestamps, valuesRun: out.finish() };
+}
+
+/**
+ * The self-contained run (plain) of a {@link TS_SHARED} run and its shared timestamps: what a
+ * client that has no index page decodes.
+ */
+export function joinRun(shared: SharedTimestamps, valuesRun: Uint8Array, origin: Origin = MEMORY): Uint8Array {
+  const { enc, n, body } = openRun(new ByteReader(valuesRun, origin));
+  if ((enc & 7) !== TS_SHARED) throw body.corrupt('run has timestamps of its own already', 0);
+  if (shared.count !== n) throw body.corrupt(`run of ${n} samples refers to ${shared.count} shared timestamps`, 0);
+  const values = body.buf.subarray(body.pos, body.end);
+  const out = new ByteWriter(shared.bytes.length + values.length + 16);
+  out.u8((enc & ~RUN_LZ4) | shared.layout);
+  out.uvarint(n);
+  out.uvarint(shared.bytes.length);
+  out.bytes(shared.bytes);
+  out.bytes(values);
+  return out.finish();
 }
 
 /**
@@ -206,6 +293,7 @@ export function decodeRun(buf: Uint8Array, origin: Origin = MEMORY): Samples {
 export function decodeRunInto(buf: Uint8Array, origin: Origin, timestamps: BigInt64Array, values: Float64Array, offset: number): number {
   if (!Number.isSafeInteger(offset) || offset < 0) throw new InvalidArgumentError('offset', `${offset} is not a non-negative integer`);
   const { enc, n, body } = openRun(new ByteReader(buf, origin));
+  if ((enc & 7) === TS_SHARED) throw noTimestamps(body);
   const tsLen = sectionLength(body);
   if (offset + n > timestamps.length) throw new InvalidArgumentError('timestamps', `no room for ${n} samples at offset ${offset} in ${timestamps.length}`);
   if (offset + n > values.length) throw new InvalidArgumentError('values', `no room for ${n} samples at offset ${offset} in ${values.length}`);

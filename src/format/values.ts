@@ -10,6 +10,19 @@
  * - FLOAT  (4): fallback for true floats: the bit patterns are mapped to order-preserving 64-bit
  *   integers, delta coded; the high part of each zigzagged delta goes through the integer
  *   sequence coder and its low `s` bits are stored verbatim.
+ *
+ * - NEAR   (5, format version 2): decimals computed in floating point, such as CPU seconds summed
+ *   from ticks (0.010000000000000009, 13.543000000000001): every value is m/D for D = 10^e, moved
+ *   by a few units in the last place (ulps). The m are delta coded as in SCALED and the ulp
+ *   residuals go through the integer sequence coder (mostly 0 and ±1..±8). Tried only where FLOAT
+ *   would be used, and kept when smaller; on the real dataset it takes such series from about 3.7
+ *   to 0.83 bytes per sample.
+ *
+ * Format version 2 adds exceptions ({@link V_EXCEPTIONS} set on one of the layouts above): a short
+ * list of values stored aside (NaN payloads such as Prometheus' stale marker, ±Inf, -0, and
+ * outliers that fit no common denominator). Those at the run's edges are left out of the layout's
+ * data and those inside are replaced there by their predecessor, so a stale marker at the end of a
+ * counter costs 3 bytes instead of the whole run's compact layout.
  */
 import { BitReader, BitWriter } from './bits.js';
 import { ByteReader, ByteWriter } from './bytes.js';
@@ -19,6 +32,31 @@ export const V_CONST = 1;
 export const V_SCALED = 2;
 export const V_RATIO = 3;
 export const V_FLOAT = 4;
+export const V_NEAR = 5;
+/** Flag on a value layout (format version 2): an exception list precedes the layout's data. */
+export const V_EXCEPTIONS = 8;
+
+/** Exception classes (low 3 bits of an exception entry); RAW is followed by the 8 value bytes. */
+export const EXC_RAW = 0;
+export const EXC_STALE = 1;
+export const EXC_NAN = 2;
+export const EXC_POS_INF = 3;
+export const EXC_NEG_INF = 4;
+export const EXC_NEG_ZERO = 5;
+/** Bit patterns of the classes EXC_STALE..EXC_NEG_ZERO as [hi, lo] 32-bit halves. */
+const EXC_BITS: readonly (readonly [number, number])[] = [
+  [0, 0],
+  [0x7ff00000, 2], // Prometheus' stale marker 0x7ff0000000000002
+  [0x7ff80000, 0], // the canonical quiet NaN 0x7ff8000000000000
+  [0x7ff00000, 0], // +Inf
+  [0xfff00000, 0], // -Inf
+  [0x80000000, 0], // -0
+];
+const EXC_CLASSES = EXC_BITS.length;
+/** Exceptions are tried only when they are at most this share of the values. */
+const MAX_EXCEPTION_SHARE = 1 / 8;
+/** Largest common denominator of a SCALED layout that has outliers as exceptions. */
+const MAX_LOOSE_DEN = 2 ** 20;
 
 /** Largest |m| of a SCALED or RATIO value. */
 const M_LIMIT = 2 ** 50;
@@ -27,6 +65,12 @@ const MAX_DEN = 2 ** 32;
 /** Largest per-sample denominator tried for RATIO. */
 const MAX_RATIO_DEN = 2 ** 24;
 const TWO32 = 4294967296;
+/** NEAR: largest decimal exponent tried, and bound on |ulp residual|. */
+const MAX_NEAR_EXP = 9;
+const NEAR_LIMIT = 2 ** 20;
+/** NEAR: candidate exponents encoded in full (the smallest ones that fit), keeping the smallest. */
+const NEAR_TRIES = 3;
+const POW10 = Array.from({ length: MAX_NEAR_EXP + 1 }, (_, e) => 10 ** e);
 
 let ints = new Float64Array(1024);
 let ints2 = new Float64Array(1024);
@@ -258,11 +302,8 @@ function readIntDeltas(br: BitReader, dst: Float64Array, n: number): void {
   decodeIntSeqSums(br, dst, 1, n - 1, x0, 1);
 }
 
-/**
- * Appends the value section for `values[0..n)` to `out` and returns its layout id.
- * `values` must be 8-byte aligned (any Float64Array is).
- */
-export function encodeValues(out: ByteWriter, values: Float64Array, n: number): number {
+/** Writes `values[0..n)` in the cheapest layout without exceptions and returns its id. */
+function encodePlain(out: ByteWriter, values: Float64Array, n: number): number {
   if (sameBits(values, n)) {
     const b = new Uint32Array(values.buffer, values.byteOffset, 2);
     out.u32(b[0]!);
@@ -281,8 +322,8 @@ export function encodeValues(out: ByteWriter, values: Float64Array, n: number): 
     // a huge denominator may lose to the float layout
     const scaledBytes = out.finish().slice(start);
     out.length = start;
-    encodeFloat(out, values, n);
-    if (out.length - start <= scaledBytes.length) return V_FLOAT;
+    const mode = encodeFloatLike(out, values, n);
+    if (out.length - start <= scaledBytes.length) return mode;
     out.length = start;
     out.bytes(scaledBytes);
     return V_SCALED;
@@ -295,18 +336,325 @@ export function encodeValues(out: ByteWriter, values: Float64Array, n: number): 
     for (let i = 0; i < n; i++) ints2[i] = ints[i]! - ints2[i]!;
     writeIntDeltas(w, ints2, n);
     const ratioBytes = w.finish().slice();
-    encodeFloat(out, values, n);
-    if (out.length - start <= ratioBytes.length) return V_FLOAT;
+    const mode = encodeFloatLike(out, values, n);
+    if (out.length - start <= ratioBytes.length) return mode;
     out.length = start;
     out.bytes(ratioBytes);
     return V_RATIO;
   }
+  return encodeFloatLike(out, values, n);
+}
+
+const nearQ = new Float64Array(1);
+const nearQBits = new Uint32Array(nearQ.buffer);
+
+/** Order-preserving map of the float64 half `hi` (with low half `lo`) to [ordered hi, ordered lo]. */
+function orderedHi(hi: number): number {
+  return hi & 0x80000000 ? ~hi >>> 0 : (hi | 0x80000000) >>> 0;
+}
+function orderedLo(hi: number, lo: number): number {
+  return hi & 0x80000000 ? ~lo >>> 0 : lo >>> 0;
+}
+
+/**
+ * Fills `ints` with m = round(v * d) and `ints2` with the ulp distance from m / d to v for the
+ * first `n` values; false when some value has |m| >= 2^50 or lies more than NEAR_LIMIT ulps away
+ * (NaN, ±Inf, or a true float).
+ */
+function nearResiduals(values: Float64Array, bits: Uint32Array, n: number, d: number): boolean {
+  for (let i = 0; i < n; i++) {
+    const m = Math.round(values[i]! * d) + 0; // + 0: -0 becomes 0, -0 itself is one ulp from 0
+    if (!(Math.abs(m) < M_LIMIT)) return false;
+    nearQ[0] = m / d;
+    const hi = bits[2 * i + 1]!;
+    const lo = bits[2 * i]!;
+    const qh = nearQBits[1]!;
+    const ql = nearQBits[0]!;
+    const r = (orderedHi(hi) - orderedHi(qh)) * TWO32 + (orderedLo(hi, lo) - orderedLo(qh, ql));
+    if (!(Math.abs(r) <= NEAR_LIMIT)) return false;
+    ints[i] = m;
+    ints2[i] = r;
+  }
+  return true;
+}
+
+/** The NEAR section of the values (the smallest over a few exponents), or null when none fits. */
+function encodeNear(values: Float64Array, n: number): Uint8Array | null {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, 2 * n);
+  grow(n);
+  let best: Uint8Array | null = null;
+  let tried = 0;
+  for (let e = 0; e <= MAX_NEAR_EXP && tried < NEAR_TRIES; e++) {
+    const d = POW10[e]!;
+    // a prefix first: true floats fail there, cheaply
+    if (!nearResiduals(values, bits, Math.min(n, 16), d) || !nearResiduals(values, bits, n, d)) continue;
+    tried++;
+    const w = new BitWriter(n * 4);
+    writeIntDeltas(w, ints, n);
+    encodeIntSeq(w, ints2, 0, n);
+    const body = w.finish();
+    const out = new ByteWriter(body.length + 8);
+    out.uvarint(d);
+    out.bytes(body);
+    if (!best || out.length < best.length) best = out.finish().slice();
+  }
+  return best;
+}
+
+/** Writes FLOAT or, when smaller, NEAR; returns the layout id. */
+function encodeFloatLike(out: ByteWriter, values: Float64Array, n: number): number {
+  const start = out.length;
   encodeFloat(out, values, n);
-  return V_FLOAT;
+  const near = encodeNear(values, n);
+  if (!near || near.length >= out.length - start) return V_FLOAT;
+  out.length = start;
+  out.bytes(near);
+  return V_NEAR;
+}
+
+/** Moves the float64 at halves `bits[2i]`, `bits[2i+1]` by `r` ulps (any sign, |r| < 2^51). */
+function addUlps(bits: Uint32Array, i: number, r: number): void {
+  const hi = bits[2 * i + 1]!;
+  const lo = bits[2 * i]!;
+  const rhi = Math.floor(r / TWO32);
+  let sl = orderedLo(hi, lo) + (r - rhi * TWO32);
+  const carry = sl >= TWO32 ? 1 : 0;
+  sl -= carry * TWO32;
+  const sh = (orderedHi(hi) + rhi + carry) >>> 0;
+  // back from the ordered map: a set top bit means a clear sign bit
+  if (sh & 0x80000000) {
+    bits[2 * i + 1] = sh & 0x7fffffff;
+    bits[2 * i] = sl;
+  } else {
+    bits[2 * i + 1] = ~sh;
+    bits[2 * i] = ~sl;
+  }
+}
+
+let excIdx = new Int32Array(64);
+let excLo = new Uint32Array(64);
+let excHi = new Uint32Array(64);
+let filled = new Float64Array(1024);
+const candidate = new ByteWriter(4096);
+
+function growExceptions(count: number): void {
+  if (excIdx.length < count) {
+    excIdx = new Int32Array(2 * count);
+    excLo = new Uint32Array(2 * count);
+    excHi = new Uint32Array(2 * count);
+  }
+}
+
+/** Whether `v` can only be an exception: a NaN of any payload, ±Inf or -0. */
+function isSpecial(v: number): boolean {
+  return !Number.isFinite(v) || isNegZero(v);
+}
+
+/** Lists the special values (see {@link isSpecial}) in `excIdx`; -1 when there are over `limit`. */
+function findSpecials(values: Float64Array, n: number, limit: number): number {
+  let count = 0;
+  for (let i = 0; i < n; i++) {
+    if (!isSpecial(values[i]!)) continue;
+    if (count >= limit) return -1;
+    growExceptions(count + 1);
+    excIdx[count++] = i;
+  }
+  return count;
+}
+
+/**
+ * Lists in `excIdx` the values that keep the others from being m/D for one denominator
+ * D <= 2^20: the special ones and outliers (a full-precision float among 2-decimal values).
+ * Returns their number, or -1 when there are over `limit`.
+ */
+function findOutliers(values: Float64Array, n: number, limit: number): number {
+  let d = 1;
+  let misses = 0;
+  for (let i = 0; i < n; i++) {
+    const v = values[i]!;
+    if (isSpecial(v)) continue;
+    const m = Math.round(v * d);
+    if (m / d === v && Math.abs(m) < M_LIMIT) continue;
+    const q = denominatorOf(v, MAX_LOOSE_DEN);
+    const d2 = q === 0 ? 0 : (d / gcd(d, q)) * q;
+    if (d2 === 0 || d2 > MAX_LOOSE_DEN || Math.abs(Math.round(v * d2)) >= M_LIMIT) {
+      if (++misses > limit) return -1;
+      continue;
+    }
+    d = d2;
+  }
+  // with the final D, exactly as the decoder computes
+  let count = 0;
+  for (let i = 0; i < n; i++) {
+    const v = values[i]!;
+    const m = Math.round(v * d);
+    if (!isSpecial(v) && m / d === v && Math.abs(m) < M_LIMIT) continue;
+    if (count >= limit) return -1;
+    growExceptions(count + 1);
+    excIdx[count++] = i;
+  }
+  return count;
+}
+
+/** Class of the bit pattern `hi`:`lo` (EXC_RAW when it has no short form). */
+function exceptionClass(hi: number, lo: number): number {
+  for (let c = 1; c < EXC_CLASSES; c++) if (EXC_BITS[c]![0] === hi && EXC_BITS[c]![1] === lo) return c;
+  return EXC_RAW;
+}
+
+/**
+ * Writes the exceptions `excIdx[0..count)` of `values` (0 < count < n) and the layout of the
+ * values from the first to the last that is not an exception, each exception among them replaced
+ * by the value before it, to `w`; returns the layout id with {@link V_EXCEPTIONS} set.
+ */
+function encodeWithExceptions(w: ByteWriter, values: Float64Array, n: number, count: number): number {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, 2 * n);
+  w.uvarint(count);
+  let prevIdx = -1;
+  for (let e = 0; e < count; e++) {
+    const i = excIdx[e]!;
+    const lo = bits[2 * i]!;
+    const hi = bits[2 * i + 1]!;
+    const c = exceptionClass(hi, lo);
+    w.uvarint((i - prevIdx - 1) * 8 + c);
+    if (c === EXC_RAW) {
+      w.u32(lo);
+      w.u32(hi);
+    }
+    prevIdx = i;
+  }
+  // exceptions at the edges are left out of the layout; inner ones take the value before them
+  const { lead, tail } = edgeExceptions(n, count);
+  const m = n - lead - tail;
+  if (filled.length < m) filled = new Float64Array(Math.max(m, 2 * filled.length));
+  let prev = values[lead]!;
+  for (let i = lead, e = lead, j = 0; i < n - tail; i++, j++) {
+    if (e < count && excIdx[e] === i) {
+      filled[j] = prev;
+      e++;
+    } else {
+      prev = values[i]!;
+      filled[j] = prev;
+    }
+  }
+  if (sameBits(filled, m)) {
+    const b = new Uint32Array(filled.buffer, filled.byteOffset, 2);
+    w.u32(b[0]!);
+    w.u32(b[1]!);
+    return V_EXCEPTIONS | V_CONST;
+  }
+  return V_EXCEPTIONS | encodePlain(w, filled, m);
+}
+
+/**
+ * How many of the exceptions `excIdx[0..count)` (count < n) are the run's first values (`lead`)
+ * and its last values (`tail`): those are not in the layout's data at all.
+ */
+function edgeExceptions(n: number, count: number): { lead: number; tail: number } {
+  let lead = 0;
+  while (lead < count && excIdx[lead] === lead) lead++;
+  let tail = 0;
+  while (tail < count - lead && excIdx[count - 1 - tail] === n - 1 - tail) tail++;
+  return { lead, tail };
+}
+
+/**
+ * Encodes `values` with the exceptions listed in `excIdx[0..count)` and keeps the result in place
+ * of the section written at `out[start..)` (layout `best`) when it is smaller; returns the layout
+ * id of what `out` now holds.
+ */
+function tryExceptions(out: ByteWriter, start: number, best: number, values: Float64Array, n: number, count: number): number {
+  candidate.reset();
+  const mode = encodeWithExceptions(candidate, values, n, count);
+  if (candidate.length >= out.length - start) return best;
+  out.length = start;
+  out.bytes(candidate.finish());
+  return mode;
+}
+
+/**
+ * Appends the value section for `values[0..n)` to `out` and returns its layout id: the cheapest of
+ * the plain layouts and, when some values are special or outliers (at most 1/8 of them), the same
+ * layouts with those values as exceptions. `values` must be 8-byte aligned (any Float64Array is).
+ */
+export function encodeValues(out: ByteWriter, values: Float64Array, n: number): number {
+  const start = out.length;
+  let best = encodePlain(out, values, n);
+  if (best === V_CONST) return best;
+  const limit = Math.floor(n * MAX_EXCEPTION_SHARE);
+  if (limit < 1) return best;
+  const specials = findSpecials(values, n, limit);
+  if (specials > 0) best = tryExceptions(out, start, best, values, n, specials);
+  if ((best & 7) !== V_SCALED) {
+    const outliers = findOutliers(values, n, limit);
+    if (outliers > specials && outliers > 0) best = tryExceptions(out, start, best, values, n, outliers);
+  }
+  return best;
+}
+
+/**
+ * Reads the exception list of a layout with {@link V_EXCEPTIONS} into `excIdx`, `excLo`, `excHi`
+ * and returns its length.
+ */
+function readExceptions(r: ByteReader, n: number): number {
+  const count = r.uvarint('exception count');
+  if (count < 1 || count >= n) throw r.corrupt(`${count} exceptions for ${n} values`);
+  growExceptions(count);
+  let i = -1;
+  for (let e = 0; e < count; e++) {
+    const x = r.uvarint('exception');
+    const c = x % 8;
+    i += (x - c) / 8 + 1;
+    if (i >= n) throw r.corrupt(`exception index ${i} beyond ${n} values`);
+    if (c >= EXC_CLASSES) throw r.corrupt(`unknown exception class ${c}`);
+    excIdx[e] = i;
+    if (c === EXC_RAW) {
+      r.need(8, 'exception value');
+      excLo[e] = r.u32();
+      excHi[e] = r.u32();
+    } else {
+      excHi[e] = EXC_BITS[c]![0];
+      excLo[e] = EXC_BITS[c]![1];
+    }
+  }
+  return count;
 }
 
 /** Decodes a value section of layout `mode` covering `r.pos..r.end` into `out[at..at+n)`. */
 export function decodeValues(r: ByteReader, mode: number, n: number, out: Float64Array, at = 0): void {
+  if (mode & V_EXCEPTIONS) {
+    const count = readExceptions(r, n);
+    const { lead, tail } = edgeExceptions(n, count);
+    decodePlain(r, mode & ~V_EXCEPTIONS, n - lead - tail, out, at + lead); // leaves the exception list alone
+    const bits = new Uint32Array(out.buffer, out.byteOffset + 8 * at, 2 * n);
+    for (let e = 0; e < count; e++) {
+      const i = excIdx[e]!;
+      bits[2 * i] = excLo[e]!;
+      bits[2 * i + 1] = excHi[e]!;
+    }
+    return;
+  }
+  decodePlain(r, mode, n, out, at);
+}
+
+/**
+ * Reads the denominator D and the m[i] of a SCALED or NEAR section into `out[at..at+n)` as m / D,
+ * and returns the bit reader positioned after the m (NEAR's residuals follow).
+ */
+function readScaled(r: ByteReader, n: number, out: Float64Array, at: number): BitReader {
+  const d = r.uvarint('denominator');
+  if (d < 1 || d > MAX_DEN) throw r.corrupt(`denominator ${d} outside 1..2^32`);
+  const br = BitReader.shared(r.buf, r.pos, r.end, r.origin);
+  // m[0], then the running sums of the deltas are the m[i]; value = m / D
+  const z = br.varBits();
+  const m0 = z % 2 === 0 ? z / 2 : -(z + 1) / 2;
+  out[at] = m0 / d;
+  decodeIntSeqSums(br, out, at + 1, n - 1, m0, d);
+  return br;
+}
+
+/** {@link decodeValues} of a layout without exceptions. */
+function decodePlain(r: ByteReader, mode: number, n: number, out: Float64Array, at: number): void {
   switch (mode) {
     case V_CONST: {
       const lo = r.u32('constant value');
@@ -323,14 +671,7 @@ export function decodeValues(r: ByteReader, mode: number, n: number, out: Float6
       return;
     }
     case V_SCALED: {
-      const d = r.uvarint('denominator');
-      if (d < 1 || d > MAX_DEN) throw r.corrupt(`denominator ${d} outside 1..2^32`);
-      const br = BitReader.shared(r.buf, r.pos, r.end, r.origin);
-      // m[0], then the running sums of the deltas are the m[i]; value = m / D
-      const z = br.varBits();
-      const m0 = z % 2 === 0 ? z / 2 : -(z + 1) / 2;
-      out[at] = m0 / d;
-      decodeIntSeqSums(br, out, at + 1, n - 1, m0, d);
+      const br = readScaled(r, n, out, at);
       br.expectEnd('scaled values');
       r.pos = r.end;
       return;
@@ -352,6 +693,16 @@ export function decodeValues(r: ByteReader, mode: number, n: number, out: Float6
     case V_FLOAT:
       decodeFloat(r, n, out, at);
       return;
+    case V_NEAR: {
+      const br = readScaled(r, n, out, at);
+      grow(n);
+      decodeIntSeq(br, ints, 0, n);
+      br.expectEnd('near values');
+      r.pos = r.end;
+      const bits = new Uint32Array(out.buffer, out.byteOffset + 8 * at, 2 * n);
+      for (let i = 0; i < n; i++) if (ints[i] !== 0) addUlps(bits, i, ints[i]!);
+      return;
+    }
     default:
       throw r.corrupt(`unknown value layout ${mode}`);
   }

@@ -5,21 +5,37 @@
  * full first series ID, the absolute offset of their first run and a base time.
  *
  * ```
- * page   := u8 flags, uvarint count, u64 firstId, uvarint firstRunOffset, i64 baseTime, entry*count
- * entry  := uvarint idDelta, uvarint runLength, uvarint sampleCount, times, u32 runCrc
+ * page   := u8 flags, uvarint count, u64 firstId, uvarint firstRunOffset, i64 baseTime,
+ *           [vectors], entry*count
+ * vectors:= uvarint vectorCount, vector*vectorCount                      (flags bit 1: SHARED)
+ * vector := u8 tsLayout, uvarint sampleCount, times, uvarint length, timestamp section[length]
+ * entry  := uvarint idDelta, uvarint runLength, own, u32 runCrc             (flags bit 1 clear)
+ *         | uvarint idDelta, uvarint runLength, uvarint tsRef, [own], u32 runCrc   (SHARED)
+ * own    := uvarint sampleCount, times                                     (SHARED: only when tsRef = 0)
  * times  := uvarint (minTime - baseTime), uvarint (maxTime - minTime)   (flags bit 0 clear)
  *         | i64 minTime, i64 maxTime                                    (flags bit 0 set: WIDE)
  * ```
  * idDelta is 0 for the first entry and > 0 after it. Run offsets are firstRunOffset plus the
- * lengths of the runs before.
+ * lengths of the runs before. tsRef (only in SHARED pages, format version 2) is 0 for a run with
+ * its own timestamps, else 1 + the index of the page's vector that holds them; such an entry's
+ * sample count and times are the vector's.
  */
-import { ByteReader, ByteWriter, type Origin } from '../format/bytes.js';
+import { ByteReader, ByteWriter, MEMORY, type Origin } from '../format/bytes.js';
+import type { SharedTimestamps } from '../format/run.js';
+import { TS_GRID, TS_RAW } from '../format/timestamps.js';
 import { InvalidArgumentError } from '../errors.js';
 
 /** Page flag: times are stored as raw int64 (spans of 2^53 ms or more). */
 export const PAGE_WIDE_TIMES = 1;
+/** Page flag (format version 2): the page holds timestamp vectors shared by its runs. */
+export const PAGE_SHARED_TIMES = 2;
 const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 const TWO32 = 4294967296;
+
+/** Whether series `next` may follow `prev` in one page (ids are stored as deltas below 2^53). */
+export function idGapFits(prev: bigint, next: bigint): boolean {
+  return next - prev <= SAFE;
+}
 
 /** One series' entry while building a page. */
 export interface IndexEntry {
@@ -30,11 +46,36 @@ export interface IndexEntry {
   readonly minTime: bigint;
   readonly maxTime: bigint;
   readonly crc: number;
+  /** 0 when the run holds its timestamps, else 1 + the index of a vector of {@link PageBuilder.vector}. */
+  readonly tsRef?: number;
+}
+
+/** A timestamp vector of a page: a timestamp section and its first and last timestamp. */
+export interface PageVector extends SharedTimestamps {
+  readonly minTime: bigint;
+  readonly maxTime: bigint;
 }
 
 /** Accumulates entries for one page. */
 export class PageBuilder {
   private entries: IndexEntry[] = [];
+  private vectors: PageVector[] = [];
+  private vectorRefs = new Map<string, number>();
+
+  /**
+   * The tsRef of a timestamp section of `layout` and `count` samples from `minTime` to `maxTime`,
+   * added to the page's vectors unless an identical section is there.
+   */
+  vector(layout: number, count: number, section: Uint8Array, minTime: bigint, maxTime: bigint): number {
+    const key = `${layout}/${count}/${Buffer.from(section.buffer, section.byteOffset, section.length).toString('latin1')}`;
+    let ref = this.vectorRefs.get(key);
+    if (ref === undefined) {
+      this.vectors.push({ layout, count, bytes: section, origin: MEMORY, minTime, maxTime });
+      ref = this.vectors.length;
+      this.vectorRefs.set(key, ref);
+    }
+    return ref;
+  }
 
   get count(): number {
     return this.entries.length;
@@ -55,7 +96,7 @@ export class PageBuilder {
   accepts(e: IndexEntry): boolean {
     const last = this.entries[this.entries.length - 1];
     if (!last) return true;
-    return e.id - last.id <= SAFE;
+    return idGapFits(last.id, e.id);
   }
 
   add(e: IndexEntry): void {
@@ -75,28 +116,55 @@ export class PageBuilder {
     let wide = false;
     for (const e of es) if (e.minTime < base) base = e.minTime;
     for (const e of es) if (e.minTime - base > SAFE || e.maxTime - e.minTime > SAFE) wide = true;
+    const shared = this.vectors.length > 0;
     const w = new ByteWriter(16 + es.length * 16);
-    w.u8(wide ? PAGE_WIDE_TIMES : 0);
+    const times = (minTime: bigint, maxTime: bigint): void => {
+      if (wide) {
+        w.i64(minTime);
+        w.i64(maxTime);
+      } else {
+        w.uvarint(Number(minTime - base));
+        w.uvarint(Number(maxTime - minTime));
+      }
+    };
+    w.u8((wide ? PAGE_WIDE_TIMES : 0) | (shared ? PAGE_SHARED_TIMES : 0));
     w.uvarint(es.length);
     w.u64(es[0]!.id);
     w.uvarint(es[0]!.runOffset);
     w.i64(base);
+    if (shared) {
+      w.uvarint(this.vectors.length);
+      for (const v of this.vectors) {
+        w.u8(v.layout);
+        w.uvarint(v.count);
+        times(v.minTime, v.maxTime);
+        w.uvarint(v.bytes.length);
+        w.bytes(v.bytes);
+      }
+    }
     let prev = es[0]!.id;
     for (const e of es) {
       w.uvarint(Number(e.id - prev));
       prev = e.id;
       w.uvarint(e.runLength);
-      w.uvarint(e.sampleCount);
-      if (wide) {
-        w.i64(e.minTime);
-        w.i64(e.maxTime);
+      const ref = e.tsRef ?? 0;
+      if (shared) w.uvarint(ref);
+      else if (ref) throw new RangeError(`entry of series ${e.id} refers to timestamp vector ${ref} of a page without vectors`);
+      const v = ref ? this.vectors[ref - 1] : undefined;
+      if (ref && !v) throw new RangeError(`entry of series ${e.id} refers to timestamp vector ${ref} of ${this.vectors.length}`);
+      if (v) {
+        if (v.count !== e.sampleCount || v.minTime !== e.minTime || v.maxTime !== e.maxTime) {
+          throw new RangeError(`entry of series ${e.id} disagrees with its timestamp vector ${ref}`);
+        }
       } else {
-        w.uvarint(Number(e.minTime - base));
-        w.uvarint(Number(e.maxTime - e.minTime));
+        w.uvarint(e.sampleCount);
+        times(e.minTime, e.maxTime);
       }
       w.u32(e.crc);
     }
     this.entries = [];
+    this.vectors = [];
+    this.vectorRefs = new Map();
     return w.finish().slice();
   }
 }
@@ -112,6 +180,10 @@ export interface IndexPage {
   readonly minTimes: BigInt64Array;
   readonly maxTimes: BigInt64Array;
   readonly crcs: Uint32Array;
+  /** Per entry: 0, or 1 + the index in `vectors` of its shared timestamps. */
+  readonly tsRefs: Uint32Array;
+  /** The page's shared timestamp vectors (views of the page's bytes). */
+  readonly vectors: readonly PageVector[];
 }
 
 /** Adds a safe non-negative `delta` to the 64-bit value in halves h[2i], h[2i+1] from (lo, hi). */
@@ -129,7 +201,7 @@ function setSum(h: Uint32Array, i: number, lo: number, hi: number, delta: number
 export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number): IndexPage {
   const r = new ByteReader(buf, origin);
   const flags = r.u8('page flags');
-  if (flags & ~PAGE_WIDE_TIMES) throw r.corrupt(`unknown page flags ${flags}`, 0);
+  if (flags & ~(PAGE_WIDE_TIMES | PAGE_SHARED_TIMES)) throw r.corrupt(`unknown page flags ${flags}`, 0);
   const count = r.uvarint('page entry count');
   if (count === 0 || count > buf.length) throw r.corrupt(`page claims ${count} entries in ${buf.length} bytes`, 0);
   const firstId = r.u64('first series id');
@@ -150,6 +222,47 @@ export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number):
   const baseHi = Number(BigInt.asUintN(32, base >> 32n));
   let idLo = Number(BigInt.asUintN(32, firstId));
   let idHi = Number(firstId >> 32n);
+  // times into halves h[2i], h[2i+1] of `minh`/`maxh` (entries) or of a vector's own arrays
+  const readTimes = (mh: Uint32Array, xh: Uint32Array, i: number): void => {
+    if (wide) {
+      r.need(16, 'min and max time');
+      mh[2 * i] = r.u32();
+      mh[2 * i + 1] = r.u32();
+      xh[2 * i] = r.u32();
+      xh[2 * i + 1] = r.u32();
+    } else {
+      const dMin = r.uvarint('min time');
+      const span = r.uvarint('time span');
+      setSum(mh, i, baseLo, baseHi, dMin);
+      setSum(xh, i, mh[2 * i]!, mh[2 * i + 1]!, span);
+    }
+  };
+  const shared = (flags & PAGE_SHARED_TIMES) !== 0;
+  const vectors: PageVector[] = [];
+  if (shared) {
+    const at = r.pos;
+    const vectorCount = r.uvarint('timestamp vector count');
+    if (vectorCount === 0 || vectorCount > count) throw r.corrupt(`page of ${count} entries claims ${vectorCount} timestamp vectors`, at);
+    const vt = new BigInt64Array(2);
+    const vh = new Uint32Array(vt.buffer);
+    const vmin = vh.subarray(0, 2);
+    const vmax = vh.subarray(2, 4);
+    for (let v = 0; v < vectorCount; v++) {
+      const vat = r.pos;
+      const layout = r.u8('timestamp vector layout');
+      if (layout < TS_GRID || layout > TS_RAW) throw r.corrupt(`timestamp vector ${v} has unknown layout ${layout}`, vat);
+      const n = r.uvarint('timestamp vector sample count');
+      if (n === 0) throw r.corrupt(`timestamp vector ${v} is empty`, vat);
+      readTimes(vmin, vmax, 0);
+      if (vt[1]! < vt[0]!) throw r.corrupt(`timestamp vector ${v} has max time before min time`, vat);
+      const len = r.uvarint('timestamp vector length');
+      const pos = r.pos;
+      // a copy: a decoded page is cached and must not keep the (maybe larger) read buffer alive
+      const bytes = r.bytes(len, `timestamp vector ${v}`).slice();
+      vectors.push({ layout, count: n, bytes, origin: { object: origin.object, offset: origin.offset + pos }, minTime: vt[0]!, maxTime: vt[1]! });
+    }
+  }
+  const tsRefs = new Uint32Array(count);
   for (let i = 0; i < count; i++) {
     const at = r.pos;
     const delta = r.uvarint('series id delta');
@@ -159,27 +272,37 @@ export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number):
     idLo = idh[2 * i]!;
     idHi = idh[2 * i + 1]!;
     const len = r.uvarint('run length');
-    const n = r.uvarint('sample count');
-    if (len === 0 || n === 0) throw r.corrupt(`empty run at entry ${i}`, at);
+    if (len === 0) throw r.corrupt(`empty run at entry ${i}`, at);
     if (offset + len > samplesEnd) throw r.corrupt(`run ${offset}+${len} of entry ${i} runs past the sample section`, at);
     offsets[i] = offset;
     lengths[i] = len;
-    sampleCounts[i] = n;
     offset += len;
-    if (wide) {
-      minTimes[i] = r.i64('min time');
-      maxTimes[i] = r.i64('max time');
+    const ref = shared ? r.uvarint('timestamp vector reference') : 0;
+    if (ref > vectors.length) throw r.corrupt(`entry ${i} refers to timestamp vector ${ref} of ${vectors.length}`, at);
+    tsRefs[i] = ref;
+    if (ref > 0) {
+      const v = vectors[ref - 1]!;
+      sampleCounts[i] = v.count;
+      minTimes[i] = v.minTime;
+      maxTimes[i] = v.maxTime;
     } else {
-      const dMin = r.uvarint('min time');
-      const span = r.uvarint('time span');
-      setSum(minh, i, baseLo, baseHi, dMin);
-      setSum(maxh, i, minh[2 * i]!, minh[2 * i + 1]!, span);
+      const n = r.uvarint('sample count');
+      if (n === 0) throw r.corrupt(`empty run at entry ${i}`, at);
+      sampleCounts[i] = n;
+      readTimes(minh, maxh, i);
+      if (maxTimes[i]! < minTimes[i]!) throw r.corrupt(`entry ${i} has max time before min time`, at);
     }
-    if (maxTimes[i]! < minTimes[i]!) throw r.corrupt(`entry ${i} has max time before min time`, at);
     crcs[i] = r.u32('run checksum');
   }
   r.expectEnd('index page');
-  return { count, ids, offsets, lengths, sampleCounts, minTimes, maxTimes, crcs };
+  return { count, ids, offsets, lengths, sampleCounts, minTimes, maxTimes, crcs, tsRefs, vectors };
+}
+
+/** Bytes a decoded page holds in its timestamp vectors (for caches that charge by size). */
+export function vectorBytes(page: IndexPage): number {
+  let n = 0;
+  for (const v of page.vectors) n += v.bytes.length;
+  return n;
 }
 
 /** Index of `id` in the page, or -1. */

@@ -27,7 +27,7 @@ import { bucketSource } from '../block/source.js';
 import { BlockWriter } from '../block/writer.js';
 import { CorruptionError, ErrorCode, hasCode, StrataError } from '../errors.js';
 import { blockKey } from '../format/key.js';
-import { decodeRun, lz4Run, runTimeRange, type Samples } from '../format/run.js';
+import { decodeRun, runTimeRange, type Samples } from '../format/run.js';
 import type { Bucket } from '../objstore/bucket.js';
 import { scanBlock } from './block-scan.js';
 import { mergeSamples } from './merge.js';
@@ -415,7 +415,8 @@ export class Flusher {
           const origin = { object: `${only.name} series ${min} run 0`, offset: 0 };
           const run = only.runs[0]!;
           const range = runTimeRange(run, origin);
-          await writer.addEncoded(min, writer.lz4 ? lz4Run(run, origin) : run, range.count, range.first, range.last);
+          // the writer packs the plain WAL run with lz4 (or shares its timestamps) as add() would
+          await writer.addEncoded(min, run, range.count, range.first, range.last);
         } else {
           const parts: Samples[] = [];
           for (const p of taken) {

@@ -39,7 +39,7 @@ import { BlockReader } from '../block/reader.js';
 import { CorruptionError, ErrorCode, StrataError, hasCode } from '../errors.js';
 import { decodeFooter, FOOTER_LEN, type Footer } from '../format/footer.js';
 import { decodeIoi, type IndexOfIndex } from '../index/ioi.js';
-import type { IndexPage } from '../index/page.js';
+import { type IndexPage, vectorBytes } from '../index/page.js';
 import type { BucketReader, RangeResult } from '../objstore/bucket.js';
 import type { CacheStore } from './cache/store.js';
 import type { RangeFetcher } from './fetcher.js';
@@ -147,8 +147,12 @@ const OPEN_BLOCK_OVERHEAD = 3 * 1024;
 const PAGE_OVERHEAD = 1152;
 /** Bytes of one page's slot in OpenBlock.pageKeys and its key string once made. */
 const PAGE_KEY_BYTES = 64;
-/** Bytes of one decoded page entry: id, offset, length, count, min/max time (8 each), crc (4). */
-const PAGE_ENTRY_BYTES = 52;
+/** Bytes of one decoded page entry: id, offset, length, count, min/max time (8 each), crc and timestamp vector reference (4 each). */
+const PAGE_ENTRY_BYTES = 56;
+/** What a decoded page is charged in the page budget. */
+function pageCharge(page: IndexPage): number {
+  return PAGE_OVERHEAD + page.count * PAGE_ENTRY_BYTES + vectorBytes(page);
+}
 /** Reads of the tail tried before giving up on an object that keeps changing under us. */
 const TAIL_ATTEMPTS = 3;
 
@@ -315,7 +319,7 @@ export class BlockDirectory {
         const i = missing[j]!;
         const p = nos[i]!;
         const page = BlockReader.decodePageBytes(block.key, ioi, p, got[j]!, block.footer.samples.length);
-        this.pages_.set(pageKey(block, p), page, PAGE_OVERHEAD + page.count * PAGE_ENTRY_BYTES);
+        this.pages_.set(pageKey(block, p), page, pageCharge(page));
         out[i] = page;
       }
       return out;
@@ -462,7 +466,7 @@ export class BlockDirectory {
       if (err instanceof StrataError) return; // a read of the page reports it, naming the block
       throw err;
     }
-    this.pages_.set(pageKey(block, p), page, PAGE_OVERHEAD + page.count * PAGE_ENTRY_BYTES);
+    this.pages_.set(pageKey(block, p), page, pageCharge(page));
     for (let e = 0; e < page.count; e++) {
       const off = page.offsets[e]!;
       const run = object.subarray(off, off + page.lengths[e]!);

@@ -15,9 +15,11 @@
  * that has to wait returns a promise, and only then is the call's signal asked for and raced.
  */
 import { status } from '@grpc/grpc-js';
+import { crc32c } from '@node-rs/crc32';
 import { checkRunBytes, decodeLocatedRun, locationOf, sliceSamples, type RunLocation } from '../block/reader.js';
 import { GrpcError } from '../common/status.js';
 import { CorruptionError } from '../errors.js';
+import { joinRun } from '../format/run.js';
 import { findPage } from '../index/ioi.js';
 import { findInPage, type IndexPage } from '../index/page.js';
 import { runHasSampleIn } from '../format/run.js';
@@ -91,6 +93,16 @@ class RunWant implements RangeWant {
   }
 }
 
+/**
+ * A run whose timestamps its index page keeps (format version 2), made self-contained for a client
+ * that has no index page: the page's timestamp section joined to the run, with its own checksum.
+ */
+function joinedRun(name: string, loc: RunLocation, run: Buffer): SeriesRun {
+  const joined = joinRun(loc.timestamps!, run, { object: name, offset: loc.offset });
+  const buf = Buffer.from(joined.buffer, joined.byteOffset, joined.length);
+  return { id: loc.id, run: buf, crc: crc32c(buf) };
+}
+
 /** Waits for `p`, or rejects when the source's signal aborts first. */
 function raced<T>(p: Promise<T>, signal: SignalSource): Promise<T> {
   return raceSignal(p, signal());
@@ -137,8 +149,9 @@ export class BlockReadExecutor {
         // a run reaching past a bound of the range may have no sample inside (a gap): such a
         // series is left out, as read.proto promises (runs inside the range need no decoding)
         const inside = l.minTime >= start && l.maxTime < end;
-        if (!inside && !runHasSampleIn(runs[i]!, { object: block.key, offset: l.offset }, start, end)) continue;
-        items.push({ id: l.id, run: runs[i]!, crc: l.crc });
+        if (!inside && !runHasSampleIn(runs[i]!, { object: block.key, offset: l.offset }, start, end, l.timestamps)) continue;
+        // a run sharing its page's timestamps is sent whole, with them (and its own CRC)
+        items.push(l.timestamps ? joinedRun(block.key, l, runs[i]!) : { id: l.id, run: runs[i]!, crc: l.crc });
         counts.push(l.sampleCount);
       }
       return new RunsAnswer(block.blockId, items, counts, max);
@@ -241,7 +254,8 @@ export class BlockReadExecutor {
       const loc = locationOf(page, p, e);
       locs.push(loc);
       samples += loc.sampleCount;
-      bytes += q.encoding === 'runs' ? loc.length : loc.sampleCount * 16;
+      // a run sent with the timestamps its page shares carries them itself (joinedRun)
+      bytes += q.encoding === 'runs' ? loc.length + (loc.timestamps ? loc.timestamps.bytes.length + 8 : 0) : loc.sampleCount * 16;
     }
     if (samples > this.limits.maxSamplesPerResponse) {
       throw new GrpcError(

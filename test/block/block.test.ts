@@ -164,12 +164,13 @@ t.test('objects that are not blocks are rejected', async (t) => {
   await t.rejects(BlockReader.open(fileSource(join(dir, 'missing.block'))), { code: 'ERR_STRATA_NOT_FOUND' });
 });
 
-t.test('the writer streams: the sink receives the samples before finish()', async (t) => {
+t.test('the writer streams: the sink receives the samples of each closed page before finish()', async (t) => {
   const chunks: number[] = [];
   const w = new BlockWriter(
     { write: async (c) => void chunks.push(c.length), complete: async () => {}, abort: async () => {} },
     META,
-    { bufferBytes: 64 * 1024 },
+    // the runs of one page are held until it closes (its series may share timestamps)
+    { bufferBytes: 64 * 1024, seriesPerPage: 50 },
   );
   const series = dataset(400);
   for (const s of series) await w.add(s.id, s.samples);

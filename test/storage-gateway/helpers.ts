@@ -14,7 +14,7 @@ import type { Bucket, BucketConfig } from '../../src/objstore/index.js';
 import { parseGatewayConfig, type GatewayConfig } from '../../src/storage-gateway/config.js';
 import { startGateway, type GatewayOptions, type RunningGateway } from '../../src/storage-gateway/gateway.js';
 import { createTestBucket, s3BucketConfig, s3TestEnv } from '../helpers/s3env.js';
-import { bytesOf, KINDS, makeSeries, prng } from '../support/series.js';
+import { bytesOf, KINDS, makeSeries, prng, scrapeTarget } from '../support/series.js';
 
 export const D = BigInt(DEFAULT_BLOCK_DURATION_MS);
 /** First window of the data set (2026-11-21T00:00:00Z, aligned to 4 h). */
@@ -44,7 +44,7 @@ function setBits(values: Float64Array, i: number, bits: bigint): void {
  * `n` series with random 64-bit ids (a few near 2^64), each present in a random subset of the
  * windows with a random number of samples, stale-marker NaNs, -0 and infinities sprinkled in.
  */
-export function makeDataSet(opts: { seed: number; n: number; numShards: number; windows: number; tenant?: string; maxSamples?: number }): DataSet {
+export function makeDataSet(opts: { seed: number; n: number; numShards: number; windows: number; tenant?: string; maxSamples?: number; targets?: number }): DataSet {
   const r = prng(opts.seed);
   const ids = new Set<bigint>();
   const u64 = (): bigint => (BigInt(Math.floor(r() * 2 ** 32)) << 32n) | BigInt(Math.floor(r() * 2 ** 32));
@@ -56,8 +56,15 @@ export function makeDataSet(opts: { seed: number; n: number; numShards: number; 
     const parts: Samples[] = [];
     for (let w = 0; w < opts.windows; w++) {
       if (r() < 0.15) continue; // absent from this window
-      const n = 1 + Math.floor(r() * (opts.maxSamples ?? 960));
-      const s = makeSeries(KINDS[k % KINDS.length]!, n, W0 + BigInt(w) * D, opts.seed * 1000 + k * 10 + w);
+      let n = 1 + Math.floor(r() * (opts.maxSamples ?? 960));
+      let s = makeSeries(KINDS[k % KINDS.length]!, n, W0 + BigInt(w) * D, opts.seed * 1000 + k * 10 + w);
+      if (opts.targets) {
+        // series of one scrape target share their timestamps in each window (format version 2
+        // keeps them once per index page)
+        const g = k % opts.targets;
+        n = 200 + 37 * g;
+        s = { timestamps: scrapeTarget(1, n, W0 + BigInt(w) * D, opts.seed * 100 + g * 10 + w)[0]!.timestamps, values: makeSeries(KINDS[k % KINDS.length]!, n, W0, k).values };
+      }
       if (r() < 0.3) setBits(s.values, Math.floor(r() * n), STALE_NAN_BITS);
       if (r() < 0.2) s.values[Math.floor(r() * n)] = -0;
       if (r() < 0.1) s.values[Math.floor(r() * n)] = -Infinity;

@@ -66,3 +66,19 @@ export function sameSamples(a: Samples, b: Samples): boolean {
 export function bytesOf(v: Float64Array): Buffer {
   return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
 }
+
+/**
+ * Series as one scrape target exposes them: `count` series of every kind (counters, gauges, ...)
+ * that share one vector of timestamps, 15 s apart with ±1..5 ms jitter on `jitterShare` of the
+ * scrapes (in Prometheus every series of one scrape carries that scrape's timestamp).
+ */
+export function scrapeTarget(count: number, n: number, startMs: bigint, seed: number, jitterShare = 0.5): Samples[] {
+  const r = prng(seed);
+  const timestamps = new BigInt64Array(n);
+  const phase = BigInt(5 + Math.floor(r() * 1000));
+  for (let i = 0; i < n; i++) {
+    const jitter = r() < jitterShare ? Math.floor(r() * 5 + 1) * (r() < 0.5 ? -1 : 1) : 0;
+    timestamps[i] = startMs + phase + BigInt(i * 15000 + jitter);
+  }
+  return Array.from({ length: count }, (_, k) => ({ timestamps, values: makeSeries(KINDS[k % KINDS.length]!, n, startMs, seed * 1000 + k).values }));
+}
