@@ -280,6 +280,16 @@ class ReadAuthContext implements AuthContext {
   }
 }
 
+/**
+ * Memory a message holds until the transport has sent it: the gateway's encoding and the framed
+ * copy grpc-js makes of it (the encoding is garbage once copied, but stays until a GC). Measured:
+ * with each message charged once, 255 unread 2 MB answers holding 256 MiB of budget grew the
+ * gateway's RSS by 597 MiB.
+ */
+function heldBytes(msg: Buffer): number {
+  return 2 * msg.length;
+}
+
 /** Messages a call may have made that the transport has not sent yet; then it waits. */
 const MESSAGES_AHEAD = 2;
 /**
@@ -331,7 +341,7 @@ class SendWindow {
 
   /** Writes `msg`, whose bytes the caller has taken from the budget. */
   write(msg: Buffer): void {
-    const size = msg.length;
+    const size = heldBytes(msg);
     this.sent++;
     this.pending++;
     this.bytes += size;
@@ -467,10 +477,10 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
         end.check();
         if (sending.sent === 0) {
           // the first message must fit the budgets now: a call holding nothing does not queue
-          const refused = inFlight.refusal(tenant, msg.length);
+          const refused = inFlight.refusal(tenant, heldBytes(msg));
           if (refused) throw refused;
-          inFlight.take(tenant, msg.length);
-        } else await inFlight.wait(tenant, msg.length, end.signal);
+          inFlight.take(tenant, heldBytes(msg));
+        } else await inFlight.wait(tenant, heldBytes(msg), end.signal);
         sending.write(msg);
         if (sending.pending >= MESSAGES_AHEAD) await sending.drained(MESSAGES_AHEAD - 1, end.signal);
         else if (turn.spent()) await yieldLoop(); // a long answer of a fast client: let others run
