@@ -32,6 +32,7 @@ import type { AggregatorConfig } from './config.js';
 import type { TenantBuckets } from './flush.js';
 import { AggregatorMetrics } from './metrics.js';
 import { registryAuth, writerService, type AuthHook, type ServerState } from './service.js';
+import { DeletionMarkWatcher } from '../tenancy/deletion-marks.js';
 
 /** Full name of the write service (also its health service name). */
 export const WRITER_SERVICE = 'strata.write.v1.Writer';
@@ -69,6 +70,8 @@ export interface RunningAggregator {
   readonly health: HealthState;
   /** The tenant registry in force (authentication, buckets, reloads). */
   readonly tenants: TenantRegistry;
+  /** The tenant deletion marks as this aggregator last read them (re-read every deletionMarksPollMs). */
+  readonly deletionMarks: DeletionMarkWatcher;
   /** The engine (null until WAL recovery finished). */
   aggregator(): Aggregator | null;
   /** Resolves once the WAL is recovered and the server is SERVING. */
@@ -124,6 +127,7 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
   const ownRegistry = opts.tenants === undefined;
   const buckets: TenantBuckets = { acquire: (tenant) => registry.acquireBucket(tenant) };
   const tenantLabel = (tenant: string): string => registry.label(tenant);
+  const deletionMarks = new DeletionMarkWatcher(() => registry.defaultBucket(), { pollMs: config.deletionMarksPollMs, logger });
   let creds;
   try {
     creds = withHandshakeTimeout(serverCredentials(config.tls), config.handshakeTimeoutMs);
@@ -139,7 +143,16 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
   });
   server.addService(
     tolerantRequests(writerServiceDefinition()),
-    writerService({ config, metrics, logger, authorize: opts.authorize ?? registryAuth(registry), tenantLabel, aggregator: () => agg, state: () => state }),
+    writerService({
+      config,
+      metrics,
+      logger,
+      authorize: opts.authorize ?? registryAuth(registry),
+      tenantLabel,
+      aggregator: () => agg,
+      state: () => state,
+      refusal: (tenant) => deletionMarks.refusal(tenant),
+    }),
   );
   addHealthService(server, health);
   const { host, port } = splitListen(config.grpcListen);
@@ -177,6 +190,7 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
     'aggregator listening; recovering wal',
   );
   if (ownRegistry && config.tenantsFile !== undefined) registry.watch(config.tenantsFile);
+  void deletionMarks.start();
   const stopRetryOnSwap = registry.onSwap(() => {
     const n = agg?.flusher.retryWaiting() ?? 0;
     if (n > 0) logger.info({ flushes: n }, 'tenants config changed; retrying failed flushes now');
@@ -205,6 +219,7 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
       await drainServer(server, config.shutdownGraceMs, () => logger.warn({ graceMs: config.shutdownGraceMs }, 'in-flight requests did not finish in time; cancelling them'));
       await ready.catch(() => undefined);
       stopRetryOnSwap();
+      await deletionMarks.close();
       if (agg) await agg.close();
       health.close();
       await metricsServer.close();
@@ -212,5 +227,5 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
       logger.info('aggregator stopped');
     })());
 
-  return { grpcPort, metricsPort: metricsServer.port, metrics, health, tenants: registry, aggregator: () => agg, ready, shutdown };
+  return { grpcPort, metricsPort: metricsServer.port, metrics, health, tenants: registry, deletionMarks, aggregator: () => agg, ready, shutdown };
 }

@@ -26,7 +26,7 @@ import type { BucketReader } from '../objstore/bucket.js';
 import { blockKey } from '../format/key.js';
 import { splitListen } from '../common/config.js';
 import { describeBucket, openBucket, type Bucket, type BucketConfig } from '../objstore/index.js';
-import { loadTenantsFile, openTenantsConfig } from '../tenancy/config.js';
+import { loadTenantsFile, openTenantsConfig, retentionOf } from '../tenancy/config.js';
 import { TenantRegistry } from '../tenancy/tenants.js';
 import { BlockDirectory, type BlockAddress } from './blocks.js';
 import { HotRangeCache } from './cache/hot.js';
@@ -202,7 +202,20 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
   });
   server.addService(
     tolerantRequests(readServiceDefinition()),
-    readService({ config, metrics, logger, authorize: opts.authorize ?? registryAuth(registry), resolve, tenantLabel: (t) => registry.label(t), executor, serving: () => serving }),
+    readService({
+      config,
+      metrics,
+      logger,
+      authorize: opts.authorize ?? registryAuth(registry),
+      resolve,
+      tenantLabel: (t) => registry.label(t),
+      executor,
+      serving: () => serving,
+      expired: (tenant, windowEnd) => {
+        const retention = retentionOf(registry.config, tenant);
+        return retention !== null && windowEnd + BigInt(retention) <= BigInt(Math.floor(now()));
+      },
+    }),
   );
   addHealthService(server, health);
   const closeOwned = async (): Promise<void> => {

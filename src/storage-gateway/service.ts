@@ -179,6 +179,11 @@ export interface ReadServiceOptions {
   readonly executor: BlockReadExecutor;
   /** False while draining: new calls get UNAVAILABLE. */
   readonly serving: () => boolean;
+  /**
+   * Whether the window ending at `windowEnd` is past `tenant`'s retention: such a read is answered
+   * with no data without touching the block, the same answer as once the block is deleted.
+   */
+  readonly expired?: (tenant: string, windowEnd: bigint) => boolean;
 }
 
 /** Milliseconds left until the call's deadline (Infinity when it has none). */
@@ -453,7 +458,8 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
         numShards: parsed.numShards,
         ids: parsed.ids,
         start: parsed.start,
-        end: parsed.end,
+        // an empty range: answered with no data, without reading the block
+        end: opts.expired?.(tenant, block.windowEnd) === true ? parsed.start : parsed.end,
         encoding: parsed.encoding,
       };
       if (turn.spent()) {
