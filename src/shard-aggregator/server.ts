@@ -190,7 +190,8 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
     'aggregator listening; recovering wal',
   );
   if (ownRegistry && config.tenantsFile !== undefined) registry.watch(config.tenantsFile);
-  void deletionMarks.start();
+  // the first read of the marks finishes before the aggregator serves (a failed read is logged and retried)
+  const marksRead = deletionMarks.start();
   const stopRetryOnSwap = registry.onSwap(() => {
     const n = agg?.flusher.retryWaiting() ?? 0;
     if (n > 0) logger.info({ flushes: n }, 'tenants config changed; retrying failed flushes now');
@@ -199,7 +200,7 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
   let shuttingDown: Promise<void> | null = null;
   const ready = (async () => {
     const t0 = performance.now();
-    const a = await Aggregator.open({ config, buckets, tenantLabel, logger, metrics, ...(opts.now ? { now: opts.now } : {}) });
+    const [a] = await Promise.all([Aggregator.open({ config, buckets, tenantLabel, logger, metrics, ...(opts.now ? { now: opts.now } : {}) }), marksRead]);
     if (state !== 'starting') {
       await a.close();
       return;
