@@ -14,21 +14,15 @@ import { Command, Option } from 'commander';
 import { BlockReader } from '../block/reader.js';
 import { bucketSource } from '../block/source.js';
 import { DEFAULT_BLOCK_DURATION_MS, parseBlockKey } from '../format/key.js';
-import { distinctBuckets, runLifecyclePass } from '../lifecycle/job.js';
+import { distinctBuckets, runLifecyclePass, type BlockDeletion } from '../lifecycle/job.js';
 import { openBucket, type Bucket } from '../objstore/index.js';
 import { loadTenantsFile, openTenantsConfig } from '../tenancy/config.js';
 import { TenantRegistry } from '../tenancy/tenants.js';
-import { addBucketOptions, bucketConfigFromFlags } from './block.js';
+import { addBucketOptions, bucketConfigFromFlags, type BucketFlags } from './block.js';
 
 /** Flags choosing the buckets. */
-export interface BucketsFlags {
+export interface BucketsFlags extends BucketFlags {
   tenantsFile?: string;
-  bucketPath: string;
-  s3Endpoint?: string;
-  s3Bucket?: string;
-  s3Region: string;
-  s3Prefix?: string;
-  s3PathStyle?: boolean;
   json?: boolean;
   tenant?: string;
 }
@@ -58,14 +52,8 @@ async function withBuckets(name: string, f: BucketsFlags, fn: (r: TenantRegistry
   }
 }
 
-interface BlockEntry {
-  readonly bucket: string;
-  readonly key: string;
-  readonly tenant: string;
-  readonly shard: number;
-  readonly windowStartMs: number;
-  readonly bytes: number;
-}
+/** A block as listed: what a deletion names, but no reason. */
+type BlockEntry = Omit<BlockDeletion, 'reason'>;
 
 /** Every block of the registry's buckets (of one tenant when `tenant` is given). */
 async function* blocksOf(r: TenantRegistry, tenant: string | undefined): AsyncGenerator<BlockEntry & { readonly reader: Bucket }> {
