@@ -180,10 +180,11 @@ export interface ReadServiceOptions {
   /** False while draining: new calls get UNAVAILABLE. */
   readonly serving: () => boolean;
   /**
-   * Whether the window ending at `windowEnd` is past `tenant`'s retention: such a read is answered
-   * with no data without touching the block, the same answer as once the block is deleted.
+   * Whether a read of `tenant`'s window ending at `windowEnd` is answered with no data without
+   * touching the block (the window is past the tenant's retention, or the tenant is marked for
+   * deletion): the same answer as once the block is deleted.
    */
-  readonly expired?: (tenant: string, windowEnd: bigint) => boolean;
+  readonly noData?: (tenant: string, windowEnd: bigint) => boolean;
 }
 
 /** Milliseconds left until the call's deadline (Infinity when it has none). */
@@ -459,7 +460,7 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
         ids: parsed.ids,
         start: parsed.start,
         // an empty range: answered with no data, without reading the block
-        end: opts.expired?.(tenant, block.windowEnd) === true ? parsed.start : parsed.end,
+        end: opts.noData?.(tenant, block.windowEnd) === true ? parsed.start : parsed.end,
         encoding: parsed.encoding,
       };
       if (turn.spent()) {

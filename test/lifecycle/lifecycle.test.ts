@@ -5,7 +5,8 @@
  * replicas (one works, the other takes over only after expiry, the old one then stops); tenant
  * deletion with its report; abandoned multipart uploads and filesystem temp files removed past
  * their bound only; `strata bucket retention --dry-run`; and a gateway given the same tenants file
- * answering an expired window exactly as a window without a block, before and after the deletion.
+ * answering an expired window, or any window of a tenant marked for deletion, exactly as a window
+ * without a block, before and after the deletion.
  *
  * Run alone: node scripts/with-rgw.mjs -- tap test/lifecycle/lifecycle.test.ts
  */
@@ -289,4 +290,15 @@ t.test('a gateway with the same tenants file answers an expired window as a wind
   t.equal((await role.tick()).pass?.blocksDeleted.retention, 1);
   t.same(await read(expiredWindow), noBlock, 'after the deletion: the same answer');
   t.same(await read(liveWindow), live, 'the live window is unchanged');
+
+  // a tenant marked for deletion reads as no data at once (a gateway reads the marks before serving)
+  await markTenantDeleted(def, 'acme', NOW);
+  const gw2 = await startTestGateway(t, testConfig({ type: 'filesystem', path: dir }, join(dir, 'cache2'), { bucket: undefined, tenantsFile: file }), { now: clock.now });
+  const read2 = (windowStart: bigint) =>
+    rawRead(gw2.grpcPort, { tenant: 'acme', shard: 0, num_shards: NUM_SHARDS, window_start_ms: String(windowStart), series_ids: idBytes(ids), start_ms: '0', end_ms: String(NOW), encoding: 'RAW' });
+  const noBlock2 = await read2(W0 + 2n * D);
+  t.same(await read2(liveWindow), noBlock2, "a marked tenant's live window reads as no data");
+  clock.advance(6 * HOUR);
+  t.equal((await role.tick()).pass?.blocksDeleted.tenant_deleted, 1, 'then its block is deleted');
+  t.same(await read2(liveWindow), noBlock2, 'with the same answer');
 });
