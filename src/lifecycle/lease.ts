@@ -54,6 +54,14 @@ export type LeaseState = { readonly held: true; readonly record: LeaseRecord } |
 /** One replica's side of the lease; see the module comment. */
 export class Lease {
   #mine: LeaseRecord | null = null;
+  /** Writes of the lease object one at a time (a renewal must not undo a recorded run). */
+  #queue: Promise<unknown> = Promise.resolve();
+
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.#queue.then(fn, fn);
+    this.#queue = next.catch(() => undefined);
+    return next;
+  }
 
   constructor(
     private readonly bucket: Bucket,
@@ -88,7 +96,11 @@ export class Lease {
   }
 
   /** Renews the lease held, or takes it when it is free or expired. */
-  async acquire(): Promise<LeaseState> {
+  acquire(): Promise<LeaseState> {
+    return this.#serial(() => this.#acquire());
+  }
+
+  async #acquire(): Promise<LeaseState> {
     const newest = await this.newest();
     const now = this.now();
     if (newest !== null && this.#mine !== null && newest.term === this.#mine.term && newest.holder === this.holder) {
@@ -96,7 +108,7 @@ export class Lease {
         // ran out before renewing: another replica may take over at any moment; take the next term like anyone else
         this.#mine = null;
       } else {
-        const renewed = { ...newest, expiresMs: now + this.durationMs };
+        const renewed = { ...newest, lastRunMs: this.#mine.lastRunMs, expiresMs: now + this.durationMs };
         await this.bucket.put(leaseKey(renewed.term), Buffer.from(`${JSON.stringify(renewed)}\n`));
         const after = await this.newest();
         if (after === null || after.term !== renewed.term) {
@@ -123,7 +135,11 @@ export class Lease {
   }
 
   /** Records that a run started at `startedMs` finished (only while the lease is held). */
-  async recordRun(startedMs: number): Promise<boolean> {
+  recordRun(startedMs: number): Promise<boolean> {
+    return this.#serial(() => this.#recordRun(startedMs));
+  }
+
+  async #recordRun(startedMs: number): Promise<boolean> {
     if (!this.held() || this.#mine === null) return false;
     const rec = { ...this.#mine, lastRunMs: startedMs };
     await this.bucket.put(leaseKey(rec.term), Buffer.from(`${JSON.stringify(rec)}\n`));
@@ -132,7 +148,11 @@ export class Lease {
   }
 
   /** Gives the lease up (at shutdown) so another replica need not wait for it to expire. */
-  async release(): Promise<void> {
+  release(): Promise<void> {
+    return this.#serial(() => this.#release());
+  }
+
+  async #release(): Promise<void> {
     if (!this.held() || this.#mine === null) return;
     const rec = { ...this.#mine, expiresMs: this.now() };
     this.#mine = null;

@@ -143,11 +143,15 @@ t.test('two replicas: one works; the other takes over only after the lease expir
   const rb = await b.tick();
   t.equal(rb.held, false, 'b does not get the lease while it is valid');
   t.equal(rb.pass, null, 'b does no work');
+  clock.advance(30_000);
+  t.equal((await a.tick()).held, true, 'a renews its lease');
+  t.equal(a.lease.record?.expiresMs, NOW + 90_000, 'for another leaseDurationMs');
+  t.equal(a.lease.record?.lastRunMs, NOW, 'keeping the time of its last run');
   clock.advance(59_000);
   t.equal((await b.tick()).held, false, 'not even a second before it expires');
   clock.advance(1_000);
   const taken = await b.tick();
-  t.equal(taken.held, true, 'b takes the lease once it expired (a did not renew)');
+  t.equal(taken.held, true, 'b takes the lease once it expired (a did not renew again)');
   t.equal(b.lease.record?.term, 2, 'in a new term');
   t.equal(b.lease.record?.lastRunMs, NOW, "b knows a's last run: no pass before intervalMs");
   t.equal(taken.pass, null);
