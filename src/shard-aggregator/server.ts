@@ -25,7 +25,7 @@ import { loadProto } from '../common/proto.js';
 import { serverCredentials } from '../common/tls.js';
 import { splitListen } from '../common/config.js';
 import { describeBucket, openBucket, type Bucket, type BucketConfig, type S3Hooks } from '../objstore/index.js';
-import { loadTenantsFile, openTenantsConfig } from '../tenancy/config.js';
+import { loadTenantsFile, openTenantsConfig, retentionOf } from '../tenancy/config.js';
 import { TenantRegistry } from '../tenancy/tenants.js';
 import { Aggregator } from './aggregator.js';
 import type { AggregatorConfig } from './config.js';
@@ -200,7 +200,7 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
   let shuttingDown: Promise<void> | null = null;
   const ready = (async () => {
     const t0 = performance.now();
-    const [a] = await Promise.all([Aggregator.open({ config, buckets, tenantLabel, logger, metrics, ...(opts.now ? { now: opts.now } : {}) }), marksRead]);
+    const [a] = await Promise.all([Aggregator.open({ config, buckets, tenantLabel, logger, metrics, retentionOf: (t) => retentionOf(registry.config, t), ...(opts.now ? { now: opts.now } : {}) }), marksRead]);
     if (state !== 'starting') {
       await a.close();
       return;

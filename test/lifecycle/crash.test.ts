@@ -25,6 +25,7 @@ import type { Bucket } from '../../src/objstore/index.js';
 import { deletionMarkKey, markTenantDeleted, readDeletionReport } from '../../src/tenancy/deletion-marks.js';
 import { collect, inBatches } from '../helpers/async.js';
 import { createTestBucket } from '../helpers/s3env.js';
+import { credentialEnvRefs, s3TenantBucket } from '../helpers/tenancy.js';
 import { bitsBytes, bitsOf, eventually, openTestBucket, RawClient, s3ConfigFor, startAggregator, tempDir, tsBytes } from '../shard-aggregator/helpers.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -64,6 +65,22 @@ t.test('an aggregator refuses writes of a marked tenant with FAILED_PRECONDITION
   });
   t.equal(later.code, status.FAILED_PRECONDITION, 'marked while running: refused after the next poll');
   t.match(later.details, /tenant "acme" is marked for deletion/);
+});
+
+t.test("an aggregator refuses samples of windows already past the tenant's retention", async (t) => {
+  const name = await createTestBucket(t, { tag: 'lc-ret' });
+  const dir = tempDir('lc-ret');
+  const tenantsFile = join(dir, 'tenants.json');
+  // W is two days ago: past a 1-day retention, within a 30-day one
+  writeFileSync(tenantsFile, JSON.stringify({ authRequired: false, retentionMs: 24 * 3600 * 1000, defaultBucket: s3TenantBucket(name, credentialEnvRefs(1)), tenants: { long: { retentionMs: 30 * 24 * 3600 * 1000 } } }));
+  const agg = await startAggregator(t, { walDir: tempDir('lc-ret-wal'), tenantsFile, numShards: 1, flushIdleMs: 3600 * 1000 });
+  const client = new RawClient(t, agg.address);
+  const write = (tenant: string) =>
+    client.call('Write', { series: [{ id: '7', timestamps: tsBytes([W, W + 1000n]), values: bitsBytes([bitsOf(1), bitsOf(2)]) }] }, { 'x-strata-tenant': tenant, 'x-strata-shard': '0' });
+  const refused = await write('short');
+  t.equal(refused.err?.code, status.INVALID_ARGUMENT, 'a window past the default retention is refused');
+  t.match(refused.err?.details, /outside the accepted range/);
+  t.equal((await write('long')).err, null, "a tenant whose own retention covers it writes");
 });
 
 t.test('SIGKILL of the lifecycle role during a tenant deletion: nothing partial, nothing else lost, the rerun finishes', async (t) => {
