@@ -12,6 +12,7 @@ import t from 'tap';
 import { aggregatorConfigSchema, constantCase, ENV_PREFIX } from '../src/shard-aggregator/config.js';
 import { gatewayConfigSchema, ENV_PREFIX as GATEWAY_ENV_PREFIX } from '../src/storage-gateway/config.js';
 import { tenantsFileSchema } from '../src/tenancy/config.js';
+import { lifecycleConfigSchema, ENV_PREFIX as LIFECYCLE_ENV_PREFIX } from '../src/lifecycle/config.js';
 
 const doc = readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', 'docs', 'config.md'), 'utf8');
 
@@ -122,6 +123,19 @@ t.test('every gateway option has a row with its environment variable, and nothin
   for (const k of keys) {
     t.ok(documented.has(k), `${k} is documented`);
     if (!k.includes('.')) t.match(documented.get(k) ?? '', `\`${GATEWAY_ENV_PREFIX}${constantCase(k)}\``, `${k}: environment variable named`);
+  }
+  t.same([...documented.keys()].filter((k) => !keys.includes(k)), [], 'no documented key outside the schema');
+  t.end();
+});
+
+t.test('every lifecycle option has a row with its environment variable, and nothing else does', (t) => {
+  const lifecycle = section('Lifecycle role');
+  const documented = rows(lifecycle.split(/^### /m).find((p) => p.startsWith('Lifecycle options')) ?? '');
+  const keys = keyPaths(lifecycleConfigSchema);
+  t.ok(keys.length >= 11, `${keys.length} keys found in the schema`);
+  for (const k of keys) {
+    t.ok(documented.has(k), `${k} is documented`);
+    if (!k.includes('.')) t.match(documented.get(k) ?? '', `\`${LIFECYCLE_ENV_PREFIX}${constantCase(k)}\``, `${k}: environment variable named`);
   }
   t.same([...documented.keys()].filter((k) => !keys.includes(k)), [], 'no documented key outside the schema');
   t.end();

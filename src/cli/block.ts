@@ -12,7 +12,8 @@ import { InvalidArgumentError } from '../errors.js';
 import { openBucket, type Bucket, type BucketConfig } from '../objstore/index.js';
 import { RUN_LZ4 } from '../format/run.js';
 
-interface BucketFlags {
+/** The flags of {@link addBucketOptions}. */
+export interface BucketFlags {
   bucketPath: string;
   s3Endpoint?: string;
   s3Bucket?: string;

@@ -11,9 +11,11 @@ import { registerGatewayCommands } from './gateway.js';
 import { registerQueryCommands } from './query.js';
 import { registerServeCommands } from './serve.js';
 import { registerDemoCommands } from './demo.js';
+import { registerLifecycleCommands } from './lifecycle.js';
+import { registerBucketCommands } from './bucket.js';
 import { versionLine } from '../common/version.js';
 // command modules: one import and one register call each, in this order
-// (block) (aggregator, push) (gateway, query) (serve, demo)
+// (block) (aggregator, push) (gateway, query) (serve, demo) (lifecycle, bucket)
 
 const program = new Command('strata')
   .description('Strata: a lossless time-series sample store on S3-compatible object storage')
@@ -27,5 +29,7 @@ registerGatewayCommands(program);
 registerQueryCommands(program);
 registerServeCommands(program);
 registerDemoCommands(program);
+registerLifecycleCommands(program);
+registerBucketCommands(program);
 
 await program.parseAsync(process.argv);

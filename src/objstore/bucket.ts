@@ -92,3 +92,33 @@ export interface Bucket extends BucketReader {
   /** Releases sockets and handles. */
   close(): Promise<void>;
 }
+
+/**
+ * Debris of a write that never completed: an unfinished S3 multipart upload, or a temp file of the
+ * filesystem bucket left by a crash. Invisible to readers and to `list`, but it takes space.
+ */
+export interface IncompleteUpload {
+  /** The key the write was for (the temp file's own path, relative to the bucket, on disk). */
+  readonly key: string;
+  /** The provider's id of the write (S3 upload id; the temp file's relative path). */
+  readonly id: string;
+  /** When the write started (S3 `Initiated`; the temp file's mtime), ms since the epoch. */
+  readonly startedMs: number;
+}
+
+/**
+ * Finding and discarding {@link IncompleteUpload}s; both providers implement it. Discarding one
+ * that is in fact still in progress makes that write fail, never publish a partial object, so a
+ * sweeper only discards writes older than any write may take.
+ */
+export interface IncompleteUploads {
+  /** The incomplete writes under `prefix` (same prefix rules as `list`), in no set order. */
+  listIncompleteUploads(prefix: string): AsyncIterable<IncompleteUpload>;
+  /** Discards one; one already gone is not an error. */
+  discardIncompleteUpload(upload: IncompleteUpload): Promise<void>;
+}
+
+/** Whether `b` can list and discard its incomplete writes. */
+export function hasIncompleteUploads<B extends object>(b: B): b is B & IncompleteUploads {
+  return typeof (b as Partial<IncompleteUploads>).listIncompleteUploads === 'function' && typeof (b as Partial<IncompleteUploads>).discardIncompleteUpload === 'function';
+}

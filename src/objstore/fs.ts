@@ -8,8 +8,9 @@
  *
  * Differences from S3, inherent to a file tree: an object `a` and an object `a/b` cannot both
  * exist (the second write fails with STORAGE); key segments starting with `.strata-tmp-` are
- * reserved (InvalidArgumentError); temp files left by a crash are not swept (they are skipped by
- * `list`). Empty directories are removed after `delete`.
+ * reserved (InvalidArgumentError); temp files left by a crash are skipped by `list` and found by
+ * `listIncompleteUploads` (the lifecycle role sweeps old ones). Empty directories are removed after
+ * `delete`.
  *
  * An aborted `signal` rejects with its reason (an AbortError), not with an ObjectStoreError.
  */
@@ -21,7 +22,7 @@ import type { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { ErrorCode, InvalidArgumentError, ObjectStoreError } from '../errors.js';
 import { errorMessage, isAbortError, putViaUpload, withSecondaryError } from './body.js';
-import type { Bucket, ByteRange, ObjectInfo, ObjectUpload, PutOptions, RangeResult } from './bucket.js';
+import type { Bucket, ByteRange, IncompleteUpload, IncompleteUploads, ObjectInfo, ObjectUpload, PutOptions, RangeResult } from './bucket.js';
 import { compareUtf8, formatRange, normalizeKeyPrefix, resolveRange, validateKey, validateListPrefix, validateRange } from './keys.js';
 
 /** Name prefix of in-flight temp files; key segments may not start with it. */
@@ -39,7 +40,7 @@ export interface FilesystemBucketConfig {
 }
 
 /** A {@link Bucket} on a local directory. See the module comment for the on-disk contract. */
-export class FilesystemBucket implements Bucket {
+export class FilesystemBucket implements Bucket, IncompleteUploads {
   readonly name: string;
   readonly #root: string;
   readonly #prefix: string;
@@ -150,6 +151,65 @@ export class FilesystemBucket implements Bucket {
 
   async close(): Promise<void> {
     this.#closed = true;
+  }
+
+  /** Temp files (`.strata-tmp-*`) in the directories under `prefix`; `startedMs` is their mtime. */
+  async *listIncompleteUploads(prefix: string): AsyncIterable<IncompleteUpload> {
+    validateListPrefix(prefix);
+    this.#checkOpen(prefix);
+    const full = this.#prefix + prefix;
+    const slash = full.lastIndexOf('/');
+    yield* this.#walkTemps(slash < 0 ? '' : full.slice(0, slash), full.slice(slash + 1));
+  }
+
+  async discardIncompleteUpload(upload: IncompleteUpload): Promise<void> {
+    const segs = upload.id.split('/');
+    const last = segs[segs.length - 1] ?? '';
+    validateKey(segs.slice(0, -1).concat(['x']).join('/'), 'upload.id');
+    if (!last.startsWith(FS_TEMP_PREFIX) || last.includes('\\') || last.includes('\0')) {
+      throw new InvalidArgumentError('upload.id', `${JSON.stringify(upload.id)} is not a temp file of this bucket`);
+    }
+    this.#checkOpen(upload.id);
+    const path = join(this.#root, this.#prefix + upload.id);
+    const doing = `removing the temp file "${upload.id}" from ${this.name}`;
+    try {
+      await unlink(path);
+    } catch (err) {
+      const code = errnoOf(err);
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      throw fsError(doing, this.name, upload.id, err);
+    }
+    await this.#pruneEmptyDirs(dirname(path), doing, upload.id);
+  }
+
+  /** Yields the temp files under `<root>/<dirRel>` (first level: names starting with `namePrefix`). */
+  async *#walkTemps(dirRel: string, namePrefix: string): AsyncGenerator<IncompleteUpload> {
+    const dir = dirRel === '' ? this.#root : join(this.#root, dirRel);
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      const code = errnoOf(err);
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      throw fsError(`listing temp files in ${this.name}: reading directory ${dir}`, this.name, dirRel, err);
+    }
+    for (const e of entries) {
+      const rel = dirRel === '' ? e.name : `${dirRel}/${e.name}`;
+      if (e.isDirectory() && e.name.startsWith(namePrefix) && !e.name.startsWith(FS_TEMP_PREFIX)) {
+        yield* this.#walkTemps(rel, '');
+        continue;
+      }
+      if (!e.isFile() || !e.name.startsWith(FS_TEMP_PREFIX)) continue;
+      let st: Stats;
+      try {
+        st = await stat(join(this.#root, rel));
+      } catch (err) {
+        if (errnoOf(err) === 'ENOENT') continue; // published or removed meanwhile
+        throw fsError(`listing temp files in ${this.name}: reading ${rel}`, this.name, rel, err);
+      }
+      const key = rel.slice(this.#prefix.length);
+      yield { key, id: key, startedMs: Math.floor(st.mtimeMs) };
+    }
   }
 
   /** Removes now-empty directories from `dir` up to (not including) the bucket's own directory. */

@@ -4,11 +4,11 @@
  * added, so no key can reach outside it; `list` strips the prefix from returned keys.
  */
 import type { Readable } from 'node:stream';
-import type { Bucket, ByteRange, ObjectInfo, ObjectUpload, PutOptions, RangeResult } from './bucket.js';
+import { hasIncompleteUploads, type Bucket, type ByteRange, type IncompleteUpload, type IncompleteUploads, type ObjectInfo, type ObjectUpload, type PutOptions, type RangeResult } from './bucket.js';
 import { normalizeKeyPrefix, validateKey, validateListPrefix } from './keys.js';
 
 /** A {@link Bucket} view of `inner` under `prefix` (`a/b` or `a/b/`; must be a valid key path). */
-export class PrefixedBucket implements Bucket {
+export class PrefixedBucket implements Bucket, IncompleteUploads {
   readonly name: string;
   readonly #inner: Bucket;
   readonly #prefix: string;
@@ -63,6 +63,21 @@ export class PrefixedBucket implements Bucket {
 
   async delete(key: string): Promise<void> {
     return this.#inner.delete(this.#key(key));
+  }
+
+  /** The inner bucket's incomplete writes under the prefix (none if it cannot list them). */
+  async *listIncompleteUploads(prefix: string): AsyncIterable<IncompleteUpload> {
+    validateListPrefix(prefix);
+    if (!hasIncompleteUploads(this.#inner)) return;
+    for await (const u of this.#inner.listIncompleteUploads(this.#prefix + prefix)) {
+      yield { ...u, key: u.key.slice(this.#prefix.length), id: u.id.startsWith(this.#prefix) ? u.id.slice(this.#prefix.length) : u.id };
+    }
+  }
+
+  async discardIncompleteUpload(upload: IncompleteUpload): Promise<void> {
+    if (!hasIncompleteUploads(this.#inner)) return;
+    const id = upload.id === upload.key || upload.id.includes('/') ? this.#prefix + upload.id : upload.id;
+    await this.#inner.discardIncompleteUpload({ ...upload, key: this.#key(upload.key), id });
   }
 
   async close(): Promise<void> {

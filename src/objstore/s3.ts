@@ -39,6 +39,7 @@ import {
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -48,7 +49,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { ErrorCode, InvalidArgumentError, ObjectStoreError } from '../errors.js';
 import { isAbortError, putViaUpload, withSecondaryError } from './body.js';
-import type { Bucket, ByteRange, ObjectInfo, ObjectUpload, PutOptions, RangeResult } from './bucket.js';
+import type { Bucket, ByteRange, IncompleteUpload, IncompleteUploads, ObjectInfo, ObjectUpload, PutOptions, RangeResult } from './bucket.js';
 import { formatRange, normalizeKeyPrefix, resolveRange, validateKey, validateListPrefix, validateRange } from './keys.js';
 import { backoffDelayMs, DEFAULT_RETRY_POLICY, type RetryPolicy } from './retry.js';
 
@@ -96,6 +97,7 @@ export type S3Operation =
   | 'uploadPart'
   | 'completeMultipart'
   | 'abortMultipart'
+  | 'listMultipart'
   | 'list'
   | 'delete';
 
@@ -304,7 +306,7 @@ function classify(err: unknown): Classified {
 }
 
 /** A {@link Bucket} on an S3-compatible server. See the module comment for the contract. */
-export class S3Bucket implements Bucket {
+export class S3Bucket implements Bucket, IncompleteUploads {
   readonly name: string;
   readonly #client: S3Client;
   readonly #bucket: string;
@@ -582,6 +584,43 @@ export class S3Bucket implements Bucket {
       return { ...info, size };
     }
     return { key, size, lastModifiedMs: Date.now(), etag: res.ETag };
+  }
+
+  /** Unfinished multipart uploads under `prefix` (ListMultipartUploads, paged). */
+  async *listIncompleteUploads(prefix: string): AsyncIterable<IncompleteUpload> {
+    validateListPrefix(prefix);
+    this.#checkOpen(prefix);
+    let keyMarker: string | undefined;
+    let idMarker: string | undefined;
+    for (;;) {
+      const page = await this.#call('listMultipart', prefix, `listing unfinished multipart uploads of "${prefix}" in ${this.name}`, undefined, () =>
+        this.#client.send(
+          new ListMultipartUploadsCommand({
+            Bucket: this.#bucket,
+            Prefix: this.#prefix + prefix,
+            MaxUploads: this.#pageSize,
+            ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
+            ...(idMarker !== undefined ? { UploadIdMarker: idMarker } : {}),
+          }),
+        ),
+      );
+      for (const u of page.Uploads ?? []) {
+        const k = u.Key ?? '';
+        if (!k.startsWith(this.#prefix) || u.UploadId === undefined) continue;
+        yield { key: k.slice(this.#prefix.length), id: u.UploadId, startedMs: u.Initiated?.getTime() ?? 0 };
+      }
+      if (page.IsTruncated !== true) return;
+      if (page.NextKeyMarker === undefined || page.NextKeyMarker === '') {
+        throw new ObjectStoreError(ErrorCode.STORAGE, this.name, prefix, `listing unfinished multipart uploads of "${prefix}" in ${this.name}: truncated page without a marker`);
+      }
+      keyMarker = page.NextKeyMarker;
+      idMarker = page.NextUploadIdMarker;
+    }
+  }
+
+  /** AbortMultipartUpload; an upload already gone is not an error. */
+  async discardIncompleteUpload(upload: IncompleteUpload): Promise<void> {
+    await this.abortMultipart(upload.key, this.#fullKey(upload.key), upload.id);
   }
 
   /** @internal */

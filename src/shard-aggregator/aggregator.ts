@@ -3,6 +3,7 @@
  * WALs, seals windows, decides when windows are flushed, and reports its state. The gRPC
  * handlers (service.ts) are a thin layer over it.
  */
+import { windowStartOf } from '../format/key.js';
 import { availableParallelism } from 'node:os';
 import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
@@ -34,6 +35,11 @@ export interface AggregatorOptions {
   readonly now?: () => number;
   /** Run the automatic flush check every `flushCheckIntervalMs` (default true; tests call tick()). */
   readonly autoFlush?: boolean;
+  /**
+   * A tenant's retention (ms) or null (kept forever): samples of windows already past it are
+   * refused like samples older than maxSampleAgeMs (they would never be served). Default: none.
+   */
+  readonly retentionOf?: (tenant: string) => number | null;
 }
 
 /** One WAL generation, for the status RPC. */
@@ -68,6 +74,7 @@ export class Aggregator {
   private readonly logger: Logger;
   private readonly metrics: AggregatorMetrics;
   private readonly now: () => number;
+  private readonly retentionOf: (tenant: string) => number | null;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   /** Validates and encodes requests on worker threads (config `encodeThreads`). */
@@ -81,6 +88,7 @@ export class Aggregator {
     this.logger = opts.logger;
     this.metrics = opts.metrics;
     this.now = opts.now ?? Date.now;
+    this.retentionOf = opts.retentionOf ?? (() => null);
     const buckets = opts.buckets ?? (opts.bucket ? singleBucket(opts.bucket) : null);
     if (!buckets) throw new TypeError('Aggregator needs `buckets` or `bucket`');
     this.flusher = new Flusher({
@@ -138,14 +146,25 @@ export class Aggregator {
     return self;
   }
 
-  /** What requests for `shard` are checked against, as of now. */
-  ingestContext(shard: number): IngestContext {
+  /**
+   * What requests for `shard` (of `tenant`, whose retention narrows the accepted range) are checked
+   * against, as of now.
+   */
+  ingestContext(shard: number, tenant?: string): IngestContext {
     const now = this.now();
+    let min = now - this.config.maxSampleAgeMs;
+    const retention = tenant === undefined ? null : this.retentionOf(tenant);
+    if (retention !== null) {
+      // the first window that has not ended `retention` ago starts after now - retention - duration
+      const d = this.config.blockDurationMs;
+      const expiredUpTo = now - retention - d;
+      min = Math.max(min, Number(windowStartOf(BigInt(expiredUpTo), d)) + d);
+    }
     return {
       shard,
       numShards: this.config.numShards,
       blockDurationMs: this.config.blockDurationMs,
-      minTimestampMs: now - this.config.maxSampleAgeMs,
+      minTimestampMs: min,
       maxTimestampMs: now + this.config.maxSampleFutureMs,
     };
   }
@@ -157,7 +176,7 @@ export class Aggregator {
    */
   async write(tenant: string, shard: number, series: readonly WireSeries[]): Promise<{ samples: number; series: number }> {
     if (this.closed) throw new RangeError('the aggregator is closed');
-    const prepared = await this.encoder.prepare(series, this.ingestContext(shard));
+    const prepared = await this.encoder.prepare(series, this.ingestContext(shard, tenant));
     const byWindow = new Map<bigint, WalEntry[]>();
     for (const r of prepared.runs) {
       let list = byWindow.get(r.windowStart);

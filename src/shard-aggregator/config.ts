@@ -50,6 +50,8 @@ export const aggregatorConfigSchema = z.strictObject({
   /** ...and it received no write for flushIdleMs. */
   flushIdleMs: nonNegInt.default(2 * 60 * 1000),
   flushCheckIntervalMs: timerMsSchema.default(5000),
+  /** How often the tenant deletion marks are re-read from the default bucket (writes of marked tenants are refused). */
+  deletionMarksPollMs: timerMsSchema.default(10_000),
   /** Flushes running at once. */
   flushConcurrency: posInt.default(2),
   /** Backoff of failed flushes: base, doubled per failure up to the max. */
@@ -105,6 +107,7 @@ const KINDS: Record<AggregatorConfigKey, OptionKind> = {
   flushDelayMs: 'int',
   flushIdleMs: 'int',
   flushCheckIntervalMs: 'int',
+  deletionMarksPollMs: 'int',
   flushConcurrency: 'int',
   flushRetryBaseMs: 'int',
   flushRetryMaxMs: 'int',

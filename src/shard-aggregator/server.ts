@@ -25,13 +25,14 @@ import { loadProto } from '../common/proto.js';
 import { serverCredentials } from '../common/tls.js';
 import { splitListen } from '../common/config.js';
 import { describeBucket, openBucket, type Bucket, type BucketConfig, type S3Hooks } from '../objstore/index.js';
-import { loadTenantsFile, openTenantsConfig } from '../tenancy/config.js';
+import { loadTenantsFile, openTenantsConfig, retentionOf } from '../tenancy/config.js';
 import { TenantRegistry } from '../tenancy/tenants.js';
 import { Aggregator } from './aggregator.js';
 import type { AggregatorConfig } from './config.js';
 import type { TenantBuckets } from './flush.js';
 import { AggregatorMetrics } from './metrics.js';
 import { registryAuth, writerService, type AuthHook, type ServerState } from './service.js';
+import { DeletionMarkWatcher } from '../tenancy/deletion-marks.js';
 
 /** Full name of the write service (also its health service name). */
 export const WRITER_SERVICE = 'strata.write.v1.Writer';
@@ -69,6 +70,8 @@ export interface RunningAggregator {
   readonly health: HealthState;
   /** The tenant registry in force (authentication, buckets, reloads). */
   readonly tenants: TenantRegistry;
+  /** The tenant deletion marks as this aggregator last read them (re-read every deletionMarksPollMs). */
+  readonly deletionMarks: DeletionMarkWatcher;
   /** The engine (null until WAL recovery finished). */
   aggregator(): Aggregator | null;
   /** Resolves once the WAL is recovered and the server is SERVING. */
@@ -124,6 +127,7 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
   const ownRegistry = opts.tenants === undefined;
   const buckets: TenantBuckets = { acquire: (tenant) => registry.acquireBucket(tenant) };
   const tenantLabel = (tenant: string): string => registry.label(tenant);
+  const deletionMarks = new DeletionMarkWatcher(() => registry.defaultBucket(), { pollMs: config.deletionMarksPollMs, logger });
   let creds;
   try {
     creds = withHandshakeTimeout(serverCredentials(config.tls), config.handshakeTimeoutMs);
@@ -139,7 +143,16 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
   });
   server.addService(
     tolerantRequests(writerServiceDefinition()),
-    writerService({ config, metrics, logger, authorize: opts.authorize ?? registryAuth(registry), tenantLabel, aggregator: () => agg, state: () => state }),
+    writerService({
+      config,
+      metrics,
+      logger,
+      authorize: opts.authorize ?? registryAuth(registry),
+      tenantLabel,
+      aggregator: () => agg,
+      state: () => state,
+      refusal: (tenant) => deletionMarks.refusal(tenant),
+    }),
   );
   addHealthService(server, health);
   const { host, port } = splitListen(config.grpcListen);
@@ -177,6 +190,8 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
     'aggregator listening; recovering wal',
   );
   if (ownRegistry && config.tenantsFile !== undefined) registry.watch(config.tenantsFile);
+  // the first read of the marks finishes before the aggregator serves (a failed read is logged and retried)
+  const marksRead = deletionMarks.start();
   const stopRetryOnSwap = registry.onSwap(() => {
     const n = agg?.flusher.retryWaiting() ?? 0;
     if (n > 0) logger.info({ flushes: n }, 'tenants config changed; retrying failed flushes now');
@@ -185,7 +200,7 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
   let shuttingDown: Promise<void> | null = null;
   const ready = (async () => {
     const t0 = performance.now();
-    const a = await Aggregator.open({ config, buckets, tenantLabel, logger, metrics, ...(opts.now ? { now: opts.now } : {}) });
+    const [a] = await Promise.all([Aggregator.open({ config, buckets, tenantLabel, logger, metrics, retentionOf: (t) => retentionOf(registry.config, t), ...(opts.now ? { now: opts.now } : {}) }), marksRead]);
     if (state !== 'starting') {
       await a.close();
       return;
@@ -205,6 +220,7 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
       await drainServer(server, config.shutdownGraceMs, () => logger.warn({ graceMs: config.shutdownGraceMs }, 'in-flight requests did not finish in time; cancelling them'));
       await ready.catch(() => undefined);
       stopRetryOnSwap();
+      await deletionMarks.close();
       if (agg) await agg.close();
       health.close();
       await metricsServer.close();
@@ -212,5 +228,5 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
       logger.info('aggregator stopped');
     })());
 
-  return { grpcPort, metricsPort: metricsServer.port, metrics, health, tenants: registry, aggregator: () => agg, ready, shutdown };
+  return { grpcPort, metricsPort: metricsServer.port, metrics, health, tenants: registry, deletionMarks, aggregator: () => agg, ready, shutdown };
 }

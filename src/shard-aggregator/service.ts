@@ -92,6 +92,8 @@ export interface WriterServiceOptions {
   /** The engine once it is ready, and the server state. */
   readonly aggregator: () => Aggregator | null;
   readonly state: () => ServerState;
+  /** Why writes of `tenant` are refused (it is marked for deletion), or null. */
+  readonly refusal?: (tenant: string) => string | null;
 }
 
 interface WireWriteRequest {
@@ -169,6 +171,12 @@ function wireBlock(b: FlushedBlock): Record<string, unknown> {
   };
 }
 
+/** FAILED_PRECONDITION when `tenant` is marked for deletion. */
+function refuseMarked(o: WriterServiceOptions, tenant: string | null): void {
+  const why = tenant === null ? null : (o.refusal?.(tenant) ?? null);
+  if (why !== null) throw new GrpcError(status.FAILED_PRECONDITION, why);
+}
+
 /** Builds the handlers of the Writer service. */
 export function writerService(o: WriterServiceOptions): UntypedServiceImplementation {
   let inflight = 0;
@@ -214,6 +222,7 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
       const md = call.metadata;
       const tenant = tenantOf(md);
       const grant = await o.authorize({ method: 'Write', tenant, token: tokenOf(md), peer: call.getPeer() });
+      refuseMarked(o, tenant);
       const shard = shardOf(md, o.config, agg.owned);
       const series = call.request.series ?? [];
       const samples = countSamples(series);
@@ -260,6 +269,7 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
       const md = call.metadata;
       const tenant = tenantOf(md);
       await o.authorize({ method: 'Seal', tenant, token: tokenOf(md), peer: call.getPeer() });
+      refuseMarked(o, tenant);
       const shard = shardOf(md, o.config, agg.owned);
       const raw = call.request.window_start_ms ?? '0';
       const windowStart = BigInt(raw);

@@ -67,6 +67,8 @@ export const gatewayConfigSchema = z.strictObject({
   negativeTtlMs: nonNegInt.default(5_000),
   /** ...which is one that ended less than this ago (older windows use closedStalenessMs). */
   uploadGraceMs: nonNegInt.default(6 * 3600 * 1000),
+  /** How often the tenant deletion marks are re-read (a marked tenant's reads answer no data). */
+  deletionMarksPollMs: timerMsSchema.default(10_000),
   /** Series ids in one request. */
   maxSeriesPerRequest: posInt.default(10_000),
   /** Samples (of the runs touched) in one response. */
@@ -117,6 +119,7 @@ const KINDS: Record<GatewayConfigKey, OptionKind> = {
   maxStaleMs: 'int',
   negativeTtlMs: 'int',
   uploadGraceMs: 'int',
+  deletionMarksPollMs: 'int',
   maxSeriesPerRequest: 'int',
   maxSamplesPerResponse: 'int',
   maxBytesPerResponse: 'int',

@@ -26,7 +26,8 @@ import type { BucketReader } from '../objstore/bucket.js';
 import { blockKey } from '../format/key.js';
 import { splitListen } from '../common/config.js';
 import { describeBucket, openBucket, type Bucket, type BucketConfig } from '../objstore/index.js';
-import { loadTenantsFile, openTenantsConfig } from '../tenancy/config.js';
+import { loadTenantsFile, openTenantsConfig, retentionOf } from '../tenancy/config.js';
+import { DeletionMarkWatcher } from '../tenancy/deletion-marks.js';
 import { TenantRegistry } from '../tenancy/tenants.js';
 import { BlockDirectory, type BlockAddress } from './blocks.js';
 import { HotRangeCache } from './cache/hot.js';
@@ -174,6 +175,8 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
       return tb;
     });
   };
+  // tenants marked for deletion read as "no data" at once, as they will once their blocks are gone
+  const deletionMarks = new DeletionMarkWatcher(() => registry.defaultBucket(), { pollMs: config.deletionMarksPollMs, logger });
   const fetcher = new RangeFetcher({ store, hot: config.hotRangesMaxBytes > 0 ? store : undefined, metrics, coalesce: { maxGapBytes: config.coalesceGapBytes, maxGetBytes: config.maxGetBytes } });
   const directory = new BlockDirectory(
     { store, fetcher, metrics, now, logger },
@@ -206,11 +209,26 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
   });
   server.addService(
     tolerantRequests(readServiceDefinition()),
-    readService({ config, metrics, logger, authorize: opts.authorize ?? registryAuth(registry), resolve, tenantLabel: (t) => registry.label(t), executor, serving: () => serving }),
+    readService({
+      config,
+      metrics,
+      logger,
+      authorize: opts.authorize ?? registryAuth(registry),
+      resolve,
+      tenantLabel: (t) => registry.label(t),
+      executor,
+      serving: () => serving,
+      noData: (tenant, windowEnd) => {
+        if (deletionMarks.markOf(tenant) !== undefined) return true;
+        const retention = retentionOf(registry.config, tenant);
+        return retention !== null && windowEnd + BigInt(retention) <= BigInt(Math.floor(now()));
+      },
+    }),
   );
   addHealthService(server, health);
   const closeOwned = async (): Promise<void> => {
     try {
+      await deletionMarks.close();
       await store.close();
     } finally {
       await registry.close();
@@ -232,6 +250,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     await closeOwned();
     throw err;
   }
+  await deletionMarks.start();
   serving = true;
   health.setAll('SERVING');
   const tc = registry.config;

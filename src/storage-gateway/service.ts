@@ -179,6 +179,12 @@ export interface ReadServiceOptions {
   readonly executor: BlockReadExecutor;
   /** False while draining: new calls get UNAVAILABLE. */
   readonly serving: () => boolean;
+  /**
+   * Whether a read of `tenant`'s window ending at `windowEnd` is answered with no data without
+   * touching the block (the window is past the tenant's retention, or the tenant is marked for
+   * deletion): the same answer as once the block is deleted.
+   */
+  readonly noData?: (tenant: string, windowEnd: bigint) => boolean;
 }
 
 /** Milliseconds left until the call's deadline (Infinity when it has none). */
@@ -463,7 +469,8 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
         numShards: parsed.numShards,
         ids: parsed.ids,
         start: parsed.start,
-        end: parsed.end,
+        // an empty range: answered with no data, without reading the block
+        end: opts.noData?.(tenant, block.windowEnd) === true ? parsed.start : parsed.end,
         encoding: parsed.encoding,
       };
       if (turn.spent()) {

@@ -44,7 +44,12 @@ const limits = z.strictObject({
   maxSeriesPerRead: z.number().int().positive().optional(),
 });
 
+/** A retention period: whole milliseconds, at least one minute. */
+const retentionMsSchema = z.number().int().min(60_000, 'must be an integer of at least 60000 ms (one minute)').max(Number.MAX_SAFE_INTEGER);
+
 const tenant = z.strictObject({
+  /** Blocks of windows that ended longer ago are deleted (and not served); overrides the default. */
+  retentionMs: retentionMsSchema.optional(),
   tokens: z.array(z.string().regex(TOKEN_HASH_PATTERN, 'must be "sha256:<64 hex digits>" (see `strata tenant token`)')).default([]),
   bucket: bucketRef.optional(),
   limits: limits.default({}),
@@ -53,6 +58,8 @@ const tenant = z.strictObject({
 export const tenantsFileSchema = z.strictObject({
   /** When false, calls need no token (local development only). */
   authRequired: z.boolean().default(true),
+  /** Retention of every tenant without its own `retentionMs`; none: data is kept. */
+  retentionMs: retentionMsSchema.optional(),
   defaultBucket: bucketRef,
   tenants: z
     .record(z.string(), tenant)
@@ -74,6 +81,8 @@ export interface TenantEntry {
   /** The tenant's own bucket, or null for the default bucket. */
   readonly bucket: BucketConfig | null;
   readonly limits: { readonly maxSamplesPerWrite?: number; readonly maxSeriesPerRead?: number };
+  /** The tenant's own retention (ms), or null for the file's default. */
+  readonly retentionMs: number | null;
 }
 
 /** A loaded, validated tenants file. */
@@ -81,6 +90,8 @@ export interface TenantsConfig {
   readonly authRequired: boolean;
   readonly defaultBucket: BucketConfig;
   readonly tenants: ReadonlyMap<string, TenantEntry>;
+  /** Retention (ms) of tenants without their own, or null: data is kept forever. */
+  readonly retentionMs: number | null;
   /** Files the secrets were read from (watched for changes by TenantRegistry.watch). */
   readonly secretFiles: readonly string[];
 }
@@ -155,10 +166,11 @@ export async function parseTenantsConfig(raw: unknown, source: string, env: Node
         ...(t.limits.maxSamplesPerWrite !== undefined ? { maxSamplesPerWrite: t.limits.maxSamplesPerWrite } : {}),
         ...(t.limits.maxSeriesPerRead !== undefined ? { maxSeriesPerRead: t.limits.maxSeriesPerRead } : {}),
       },
+      retentionMs: t.retentionMs ?? null,
     });
   }
   const defaultBucket = await resolveBucket(f.defaultBucket, 'defaultBucket', source, env, files);
-  return { authRequired: f.authRequired, defaultBucket, tenants, secretFiles: [...new Set(files)] };
+  return { authRequired: f.authRequired, defaultBucket, tenants, retentionMs: f.retentionMs ?? null, secretFiles: [...new Set(files)] };
 }
 
 /** Reads and validates a tenants file (`.json`, else YAML). */
@@ -182,7 +194,15 @@ export async function loadTenantsFile(path: string, env: NodeJS.ProcessEnv = pro
 
 /** The config used when no tenants file is given: any valid tenant id, no tokens, one bucket. */
 export function openTenantsConfig(defaultBucket: BucketConfig): TenantsConfig {
-  return { authRequired: false, defaultBucket, tenants: new Map(), secretFiles: [] };
+  return { authRequired: false, defaultBucket, tenants: new Map(), retentionMs: null, secretFiles: [] };
+}
+
+/**
+ * The retention of `tenant` under `cfg` (ms): its own `retentionMs`, else the file's default, or
+ * null when its data is kept forever.
+ */
+export function retentionOf(cfg: TenantsConfig, tenant: string): number | null {
+  return cfg.tenants.get(tenant)?.retentionMs ?? cfg.retentionMs;
 }
 
 /** SHA-256 of a token, in the form the tenants file stores. */

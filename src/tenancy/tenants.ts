@@ -159,7 +159,10 @@ export class TenantRegistry {
   }
 
   private slotFor(tenant: string): BucketSlot {
-    const cfg = this.bucketConfigOf(tenant);
+    return this.slotOf(this.bucketConfigOf(tenant));
+  }
+
+  private slotOf(cfg: BucketConfig): BucketSlot {
     const key = bucketKey(cfg);
     let slot = this.buckets.get(key);
     if (!slot) {
@@ -186,6 +189,14 @@ export class TenantRegistry {
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /**
+   * The default bucket (where tenant deletion marks and the lifecycle role's lease live), shared
+   * and reused like {@link bucketFor}'s.
+   */
+  defaultBucket(): Promise<Bucket> {
+    return this.slotOf(this.cfg.defaultBucket).bucket;
   }
 
   /**

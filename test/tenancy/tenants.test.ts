@@ -6,7 +6,7 @@ import { status } from '@grpc/grpc-js';
 import { GrpcError } from '../../src/common/status.js';
 import { ErrorCode, InvalidArgumentError, StrataError } from '../../src/errors.js';
 import type { Bucket, BucketConfig } from '../../src/objstore/index.js';
-import { hashToken, loadTenantsFile, newToken, parseTenantsConfig } from '../../src/tenancy/config.js';
+import { hashToken, loadTenantsFile, newToken, parseTenantsConfig, retentionOf } from '../../src/tenancy/config.js';
 import { OTHER_TENANT_LABEL, TenantRegistry } from '../../src/tenancy/tenants.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'strata-tenancy-'));
@@ -87,6 +87,9 @@ t.test('the tenants file is validated with the offending path named and no secre
     ['missing secret file', { ...fileConfig(), tenants: { acme: { bucket: { type: 's3', region: 'r', bucket: 'bkt', credentials: { accessKeyId: { file: '/nonexistent/id' }, secretAccessKey: { env: 'ACME_SECRET' } } } } } }, /accessKeyId: cannot read file \/nonexistent\/id/],
     ['duplicate token', { ...fileConfig(), tenants: { a: { tokens: [hashToken(TOKEN_A)] }, b: { tokens: [hashToken(TOKEN_A)] } } }, /tenants\.b\.tokens: a token hash is also listed for tenant a/],
     ['bad bucket type', { ...fileConfig(), defaultBucket: { type: 'ftp' } }, /defaultBucket/],
+    ['retention below a minute', fileConfig({ retentionMs: 59_999 }), /retentionMs: must be an integer of at least 60000 ms/],
+    ['retention as a string', fileConfig({ retentionMs: '7d' }), /retentionMs/],
+    ["a tenant's fractional retention", { ...fileConfig(), tenants: { acme: { retentionMs: 86_400_000.5 } } }, /tenants\.acme\.retentionMs/],
   ];
   for (const [name, raw, re] of bad) {
     const err = await parseTenantsConfig(raw, 'tenants.yaml', ENV).then(() => null, (e: unknown) => e);
@@ -95,6 +98,12 @@ t.test('the tenants file is validated with the offending path named and no secre
     t.notMatch((err as Error).message, SECRET, `${name}: no secret in the message`);
     t.notMatch((err as Error).message, TOKEN_A, `${name}: no token in the message`);
   }
+  // retention: the tenant's own, else the file's default, else none
+  const withRetention = await parseTenantsConfig({ ...fileConfig({ retentionMs: 7 * 86_400_000 }), tenants: { acme: { retentionMs: 86_400_000 }, beta: {} } }, 'test', {});
+  t.equal(retentionOf(withRetention, 'acme'), 86_400_000, "a tenant's own retention wins");
+  t.equal(retentionOf(withRetention, 'beta'), 7 * 86_400_000, 'a tenant without one has the default');
+  t.equal(retentionOf(withRetention, 'unlisted'), 7 * 86_400_000, 'so has a tenant not in the file');
+  t.equal(retentionOf(await parseTenantsConfig(fileConfig(), 'test', ENV), 'acme'), null, 'no retention anywhere: kept');
   // secrets by file (a mounted Kubernetes Secret)
   writeFileSync(join(dir, 'key-id'), 'AKIDFILE\n');
   writeFileSync(join(dir, 'secret'), `${SECRET}\n`);

@@ -1,0 +1,204 @@
+/**
+ * The lifecycle role (`strata lifecycle`): runs the lifecycle pass (src/lifecycle/job.ts) every
+ * `intervalMs` on the one replica holding the lease (src/lifecycle/lease.ts). The time of the last
+ * pass is kept in the lease object, so a restart or a change of replica does not restart the
+ * schedule. Every deletion and discarded upload is logged (one line each) and counted.
+ *
+ * The lease is renewed every third of `leaseDurationMs`, also while a pass runs; the pass asks the
+ * lease before each batch of deletions and stops once it is lost (or at shutdown). Shutdown stops
+ * the pass, gives the lease up and closes the bucket clients.
+ */
+import { hostname } from 'node:os';
+import { splitListen } from '../common/config.js';
+import { createLogger, type Logger } from '../common/logger.js';
+import { startMetricsServer, type MetricsServer } from '../common/metrics-server.js';
+import type { Bucket } from '../objstore/index.js';
+import { describeBucket, openBucket } from '../objstore/index.js';
+import { loadTenantsFile, openTenantsConfig } from '../tenancy/config.js';
+import { TenantRegistry } from '../tenancy/tenants.js';
+import type { LifecycleConfig } from './config.js';
+import { LifecyclePassStopped, runLifecyclePass, type LifecyclePassResult } from './job.js';
+import { Lease } from './lease.js';
+import { LifecycleMetrics } from './metrics.js';
+
+export interface LifecycleOptions {
+  readonly config: LifecycleConfig;
+  readonly logger?: Logger;
+  /** The clock (ms since the epoch); default Date.now. */
+  readonly now?: () => number;
+  /** Without a tenants file: use this bucket instead of opening `config.bucket` (not closed at shutdown). */
+  readonly bucket?: Bucket;
+  /** Run the timer (default true); tests drive {@link RunningLifecycle.tick} themselves. */
+  readonly timer?: boolean;
+  readonly defaultMetrics?: boolean;
+}
+
+/** What one {@link RunningLifecycle.tick} did. */
+export interface TickResult {
+  readonly held: boolean;
+  /** The pass run by this tick (null: none was due, or the lease is elsewhere). */
+  readonly pass: LifecyclePassResult | null;
+}
+
+export interface RunningLifecycle {
+  readonly metricsPort: number;
+  readonly metrics: LifecycleMetrics;
+  readonly lease: Lease;
+  /** Renews or takes the lease and, when a pass is due, runs it to the end. */
+  tick(): Promise<TickResult>;
+  /** Stops (see the module comment); idempotent. */
+  shutdown(): Promise<void>;
+}
+
+/** Starts the role. */
+export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLifecycle> {
+  const { config } = opts;
+  const logger = opts.logger ?? createLogger({ level: config.logLevel, name: 'lifecycle' });
+  const now = opts.now ?? Date.now;
+  const metrics = new LifecycleMetrics({ defaultMetrics: opts.defaultMetrics ?? true });
+  let tenantsConfig;
+  if (config.tenantsFile !== undefined) tenantsConfig = await loadTenantsFile(config.tenantsFile);
+  else if (config.bucket !== undefined) tenantsConfig = openTenantsConfig(config.bucket);
+  else throw new TypeError('the lifecycle config has neither bucket nor tenantsFile');
+  const given = opts.bucket;
+  const registry = new TenantRegistry(tenantsConfig, {
+    logger,
+    openBucket: (cfg) => (given ? Promise.resolve(given) : openBucket(cfg)),
+  });
+  const closeRegistry = async (): Promise<void> => {
+    if (!given) await registry.close();
+  };
+  let metricsServer: MetricsServer;
+  let lease: Lease;
+  try {
+    const holder = config.instanceId ?? `${hostname()}-${process.pid}`;
+    lease = new Lease(await registry.defaultBucket(), holder, config.leaseDurationMs, now);
+    const m = splitListen(config.metricsListen);
+    metricsServer = await startMetricsServer(metrics.registry, m.host, m.port);
+  } catch (err) {
+    await closeRegistry();
+    throw err;
+  }
+  if (config.tenantsFile !== undefined) registry.watch(config.tenantsFile);
+
+  let stopping = false;
+  let pass: Promise<LifecyclePassResult | null> | null = null;
+
+  const runPass = async (): Promise<LifecyclePassResult | null> => {
+    const started = now();
+    const endTimer = metrics.passDuration.startTimer();
+    logger.info({ term: lease.record?.term, holder: lease.holder }, 'lifecycle pass starting');
+    try {
+      const result = await runLifecyclePass(registry, started, {
+        blockDurationMs: config.blockDurationMs,
+        retentionGraceMs: config.retentionGraceMs,
+        incompleteUploadMaxAgeMs: config.incompleteUploadMaxAgeMs,
+        deleteConcurrency: config.deleteConcurrency,
+        shouldContinue: () => !stopping && lease.held(),
+        onBlock: (d) => {
+          metrics.blocksDeleted.inc({ reason: d.reason });
+          metrics.bytesDeleted.inc({ reason: d.reason }, d.bytes);
+          logger.info({ bucket: d.bucket, key: d.key, tenant: d.tenant, shard: d.shard, windowStart: new Date(d.windowStartMs).toISOString(), bytes: d.bytes, reason: d.reason }, 'block deleted');
+        },
+        onDebris: (d) => {
+          metrics.incompleteUploadsRemoved.inc();
+          logger.info({ bucket: d.bucket, key: d.upload.key, uploadId: d.upload.id, started: new Date(d.upload.startedMs).toISOString() }, 'incomplete upload discarded');
+        },
+        onError: (e) => {
+          metrics.deleteErrors.inc();
+          logger.warn({ bucket: e.bucket, key: e.key, err: (e.err as Error).message }, 'deletion failed; the next pass retries it');
+        },
+      });
+      for (const r of result.reports) {
+        metrics.tenantBlocksLeft.set({ tenant: r.tenant }, r.blocksLeft);
+        logger.info({ ...r, marked: new Date(r.markedMs).toISOString() }, r.blocksLeft === 0 ? 'tenant deletion complete' : 'tenant deletion incomplete; the next pass continues');
+      }
+      await lease.recordRun(started);
+      metrics.passes.inc({ result: 'ok' });
+      metrics.lastPassTimestamp.set(started / 1000);
+      logger.info(
+        { blocksDeleted: result.blocksDeleted, bytesDeleted: result.bytesDeleted, incompleteUploadsRemoved: result.debrisRemoved, failures: result.failures, buckets: result.buckets },
+        'lifecycle pass done',
+      );
+      return result;
+    } catch (err) {
+      const stopped = err instanceof LifecyclePassStopped;
+      metrics.passes.inc({ result: stopped ? 'stopped' : 'failed' });
+      if (stopped) logger.warn('lifecycle pass stopped: the lease is no longer held');
+      else logger.error({ err }, 'lifecycle pass failed; retried at the next tick');
+      return null;
+    } finally {
+      endTimer();
+    }
+  };
+
+  const step = async (): Promise<boolean> => {
+    let held = false;
+    try {
+      const state = await lease.acquire();
+      held = state.held;
+      if (state.held) logger.debug({ term: state.record.term, expires: new Date(state.record.expiresMs).toISOString() }, 'lifecycle lease held');
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, 'cannot renew or take the lifecycle lease');
+      held = lease.held();
+    }
+    metrics.leaseHeld.set(held ? 1 : 0);
+    if (!held || stopping || pass !== null) return held;
+    const last = lease.record?.lastRunMs ?? null;
+    if (last !== null && now() < last + config.intervalMs) return held;
+    pass = runPass().finally(() => {
+      pass = null;
+    });
+    return held;
+  };
+
+  let timer: NodeJS.Timeout | null = null;
+  const schedule = (): void => {
+    if (stopping) return;
+    timer = setTimeout(() => {
+      void step().then(schedule);
+    }, Math.max(1000, Math.floor(config.leaseDurationMs / 3)));
+  };
+  if (opts.timer ?? true) void step().then(schedule);
+
+  logger.info(
+    {
+      metricsPort: metricsServer.port,
+      bucket: given ? given.name : describeBucket(registry.config.defaultBucket),
+      tenantsFile: config.tenantsFile ?? null,
+      holder: lease.holder,
+      intervalMs: config.intervalMs,
+      leaseDurationMs: config.leaseDurationMs,
+    },
+    'lifecycle role started',
+  );
+
+  let stopped: Promise<void> | null = null;
+  return {
+    metricsPort: metricsServer.port,
+    metrics,
+    lease,
+    async tick() {
+      const held = await step();
+      const p = pass;
+      return { held, pass: p ? await p : null };
+    },
+    shutdown: () =>
+      (stopped ??= (async () => {
+        stopping = true;
+        if (timer) clearTimeout(timer);
+        await pass;
+        try {
+          await lease.release();
+        } catch (err) {
+          logger.warn({ err: (err as Error).message }, 'cannot give the lifecycle lease up; it expires by itself');
+        }
+        try {
+          await closeRegistry();
+        } finally {
+          await metricsServer.close();
+        }
+        logger.info('lifecycle role stopped');
+      })()),
+  };
+}

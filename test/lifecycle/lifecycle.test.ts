@@ -1,0 +1,308 @@
+/**
+ * The lifecycle role against Ceph RGW, with an injected clock: retention per tenant and by
+ * default, in the default bucket and in a tenant's own bucket (of another RGW user), the exact
+ * boundary; the schedule kept in the lease object across a restart; the lease between two
+ * replicas (one works, the other takes over only after expiry, the old one then stops); tenant
+ * deletion with its report; abandoned multipart uploads and filesystem temp files removed past
+ * their bound only; `strata bucket retention --dry-run`; and a gateway given the same tenants file
+ * answering an expired window, or any window of a tenant marked for deletion, exactly as a window
+ * without a block, before and after the deletion.
+ *
+ * Run alone: node scripts/with-rgw.mjs -- tap test/lifecycle/lifecycle.test.ts
+ */
+import { execFile } from 'node:child_process';
+import { mkdirSync, utimesSync, writeFileSync, existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { CreateMultipartUploadCommand } from '@aws-sdk/client-s3';
+import t, { type Test } from 'tap';
+import { stringify as toYaml } from 'yaml';
+import { blockKey } from '../../src/format/key.js';
+import { parseLifecycleConfig } from '../../src/lifecycle/config.js';
+import { runLifecyclePass } from '../../src/lifecycle/job.js';
+import { leaseKey } from '../../src/lifecycle/lease.js';
+import { startLifecycle, type RunningLifecycle } from '../../src/lifecycle/service.js';
+import { FilesystemBucket, FS_TEMP_PREFIX, type Bucket } from '../../src/objstore/index.js';
+import { S3Bucket } from '../../src/objstore/s3.js';
+import { openTenantsConfig } from '../../src/tenancy/config.js';
+import { markTenantDeleted, readDeletionReport } from '../../src/tenancy/deletion-marks.js';
+import { TenantRegistry } from '../../src/tenancy/tenants.js';
+import { collect } from '../helpers/async.js';
+import { adminClient, createTestBucket, pendingMultipartUploads, s3BucketConfig, s3TestEnv, type TestUser } from '../helpers/s3env.js';
+import { credentialEnvRefs, s3TenantBucket } from '../helpers/tenancy.js';
+import { D, idBytes, makeDataSet, manualClock, rawRead, startTestGateway, tempDir, testConfig, W0, writeBlock } from '../storage-gateway/helpers.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const run = promisify(execFile);
+const env = s3TestEnv();
+const DAY = 24 * 3600 * 1000;
+const HOUR = 3600 * 1000;
+/** The clock of the tests: 30 days after the data set's first window. */
+const NOW = Number(W0) + 30 * DAY;
+const NUM_SHARDS = 4;
+
+function open(bucket: string, user: TestUser): S3Bucket {
+  const b = new S3Bucket(s3BucketConfig(env, bucket, {}, user));
+  t.teardown(() => b.close());
+  return b;
+}
+
+/** Samples of the blocks written by {@link block}, by key. */
+const samplesOf = new Map<string, number>();
+
+/** Writes a small real block of `tenant` for the window starting at `windowStart`. */
+async function block(bucket: Bucket, tenant: string, shard: number, windowStart: bigint, seed = 1): Promise<string> {
+  const ds = makeDataSet({ seed, n: 16, numShards: NUM_SHARDS, windows: 1, tenant, maxSamples: 20 });
+  const members = ds.series.filter((s) => s.id % BigInt(NUM_SHARDS) === BigInt(shard) && s.samples.timestamps.length > 0);
+  if (members.length === 0) throw new Error(`seed ${seed} has no series of shard ${shard}`);
+  samplesOf.set(blockKey(tenant, shard, windowStart), members.reduce((n, s) => n + s.samples.timestamps.length, 0));
+  const shifted = members.map((s) => ({ id: s.id, samples: { timestamps: s.samples.timestamps.map((ts) => ts - W0 + windowStart), values: s.samples.values } }));
+  const [key] = await writeBlock(bucket, tenant, shard, NUM_SHARDS, windowStart, shifted);
+  return key;
+}
+
+async function keys(bucket: Bucket, prefix = 'blocks/'): Promise<string[]> {
+  return (await collect(bucket.list(prefix))).map((i) => i.key);
+}
+
+function writeTenants(dir: string, doc: Record<string, unknown>): string {
+  const file = join(dir, 'tenants.yaml');
+  writeFileSync(file, toYaml(doc));
+  return file;
+}
+
+const baseConfig = (tenantsFile: string, extra: Record<string, unknown> = {}) =>
+  parseLifecycleConfig({ tenantsFile, metricsListen: '127.0.0.1:0', logLevel: 'silent', retentionGraceMs: HOUR, intervalMs: 6 * HOUR, leaseDurationMs: 60_000, ...extra });
+
+async function startRole(tt: Test, tenantsFile: string, now: () => number, extra: Record<string, unknown> = {}): Promise<RunningLifecycle> {
+  const role = await startLifecycle({ config: baseConfig(tenantsFile, extra), now, timer: false, defaultMetrics: false });
+  tt.teardown(() => role.shutdown());
+  return role;
+}
+
+t.test('retention deletes expired blocks in the default and own buckets, at the exact boundary; the schedule survives a restart', async (t) => {
+  const defName = await createTestBucket(t, { user: 1, tag: 'lc-def' });
+  const ownName = await createTestBucket(t, { user: 2, tag: 'lc-own' });
+  const def = open(defName, 1);
+  const own = open(ownName, 2);
+  const dir = tempDir(t, 'lc');
+  const file = writeTenants(dir, {
+    authRequired: false,
+    retentionMs: 7 * DAY,
+    defaultBucket: s3TenantBucket(defName, credentialEnvRefs(1)),
+    tenants: {
+      short: { retentionMs: DAY },
+      own: { bucket: s3TenantBucket(ownName, credentialEnvRefs(2)) },
+    },
+  });
+  // with retentionGraceMs 0: deleted once windowEnd + retention <= NOW
+  const boundary = BigInt(NOW - 7 * DAY) - D; // ends exactly retention before NOW
+  const expired = [await block(def, 'acme', 0, W0), await block(def, 'acme', 3, boundary), await block(def, 'short', 0, W0 + 28n * BigInt(DAY)), await block(own, 'own', 1, W0 + D)];
+  const kept = [
+    await block(def, 'acme', 0, boundary + D), // one window later: not yet
+    await block(def, 'acme', 1, W0 + 29n * BigInt(DAY)),
+    await block(def, 'short', 0, W0 + 29n * BigInt(DAY)), // ends 20 h before NOW: within its 1 d
+    await block(own, 'own', 1, W0 + 25n * BigInt(DAY)),
+  ];
+  t.equal(boundary % D, 0n, 'the boundary window is aligned');
+  const clock = manualClock(NOW);
+  const role = await startRole(t, file, clock.now, { retentionGraceMs: 0 });
+  const first = await role.tick();
+  t.equal(first.held, true, 'the only replica takes the lease');
+  t.same(first.pass?.blocksDeleted, { retention: 4, tenant_deleted: 0 }, 'four blocks past retention deleted');
+  t.equal(first.pass?.buckets, 2, 'the default bucket and the own bucket were visited');
+  t.same([...(await keys(def)), ...(await keys(own))].sort(), [...kept].sort(), 'exactly the blocks within retention are left');
+  for (const k of expired) t.notOk((await keys(def)).includes(k) || (await keys(own)).includes(k), `${k} is gone`);
+  t.equal(await role.metrics.blocksDeleted.get().then((m) => m.values.find((v) => v.labels.reason === 'retention')?.value), 4, 'metric counts the deletions');
+
+  t.equal((await role.tick()).pass, null, 'no second pass within intervalMs');
+  await role.shutdown();
+  const restarted = await startRole(t, file, clock.now, { retentionGraceMs: 0 });
+  const again = await restarted.tick();
+  t.equal(again.held, true, 'the restarted role takes the released lease');
+  t.equal(again.pass, null, 'the schedule survived the restart: no pass before intervalMs');
+  clock.advance(6 * HOUR);
+  const later = await restarted.tick();
+  t.same(later.pass?.blocksDeleted, { retention: 2, tenant_deleted: 0 }, 'after intervalMs a pass runs; two more windows expired meanwhile');
+  t.same([...(await keys(def)), ...(await keys(own))].sort(), [kept[1]!, kept[3]!].sort(), 'the next acme window and the short window went at their boundaries');
+});
+
+t.test('two replicas: one works; the other takes over only after the lease expired; the old holder then stops', async (t) => {
+  const defName = await createTestBucket(t, { user: 1, tag: 'lc-lease' });
+  const def = open(defName, 1);
+  const dir = tempDir(t, 'lc');
+  const file = writeTenants(dir, { authRequired: false, retentionMs: DAY, defaultBucket: s3TenantBucket(defName, credentialEnvRefs(1)) });
+  await block(def, 'acme', 0, W0);
+  const clock = manualClock(NOW);
+  const a = await startRole(t, file, clock.now, { instanceId: 'replica-a' });
+  const b = await startRole(t, file, clock.now, { instanceId: 'replica-b' });
+  const ra = await a.tick();
+  t.equal(ra.held, true, 'a holds the lease');
+  t.equal(ra.pass?.blocksDeleted.retention, 1, 'a ran the pass');
+  const rb = await b.tick();
+  t.equal(rb.held, false, 'b does not get the lease while it is valid');
+  t.equal(rb.pass, null, 'b does no work');
+  clock.advance(30_000);
+  t.equal((await a.tick()).held, true, 'a renews its lease');
+  t.equal(a.lease.record?.expiresMs, NOW + 90_000, 'for another leaseDurationMs');
+  t.equal(a.lease.record?.lastRunMs, NOW, 'keeping the time of its last run');
+  clock.advance(59_000);
+  t.equal((await b.tick()).held, false, 'not even a second before it expires');
+  clock.advance(1_000);
+  const taken = await b.tick();
+  t.equal(taken.held, true, 'b takes the lease once it expired (a did not renew again)');
+  t.equal(b.lease.record?.term, 2, 'in a new term');
+  t.equal(b.lease.record?.lastRunMs, NOW, "b knows a's last run: no pass before intervalMs");
+  t.equal(taken.pass, null);
+  const back = await a.tick();
+  t.equal(back.held, false, 'a sees the newer term and stops working');
+  t.equal(a.lease.held(), false);
+  t.ok(await def.head(leaseKey(2)), 'the lease term is an object in the default bucket');
+});
+
+t.test('tenant deletion removes every block of the tenant in its own bucket, reports it, and resumes', async (t) => {
+  const defName = await createTestBucket(t, { user: 1, tag: 'lc-del' });
+  const ownName = await createTestBucket(t, { user: 2, tag: 'lc-delown' });
+  const def = open(defName, 1);
+  const own = open(ownName, 2);
+  const dir = tempDir(t, 'lc');
+  const file = writeTenants(dir, {
+    authRequired: false,
+    defaultBucket: s3TenantBucket(defName, credentialEnvRefs(1)),
+    tenants: { gone: { bucket: s3TenantBucket(ownName, credentialEnvRefs(2)) } },
+  });
+  const goneKeys: string[] = [];
+  for (let w = 0; w < 5; w++) goneKeys.push(await block(own, 'gone', w % 2, W0 + BigInt(w) * D, w + 1));
+  goneKeys.push(await block(def, 'gone', 0, W0)); // written before it had its own bucket
+  const others = [await block(def, 'acme', 0, W0), await block(own, 'stay', 0, W0)];
+  const listed = (await collect(own.list('blocks/gone/'))).concat(await collect(def.list('blocks/gone/')));
+  t.equal(listed.length, 6, 'six blocks of the tenant (one key in both buckets)');
+  const { created } = await markTenantDeleted(def, 'gone', NOW - HOUR);
+  t.equal(created, true);
+  t.equal((await markTenantDeleted(def, 'gone', NOW)).created, false, 'marking twice keeps the first mark');
+
+  const role = await startRole(t, file, manualClock(NOW).now);
+  const r = await role.tick();
+  t.same(r.pass?.blocksDeleted, { retention: 0, tenant_deleted: 6 }, 'every block of the tenant in both buckets');
+  t.same(await keys(own, 'blocks/gone/'), [], 'none left in its own bucket');
+  t.same(await keys(def, 'blocks/gone/'), [], 'none left in the default bucket');
+  t.same([...(await keys(def)), ...(await keys(own))].sort(), [...others].sort(), "other tenants' blocks are untouched");
+  const report = await readDeletionReport(def, 'gone');
+  const bytes = listed.reduce((a, b) => a + b.size, 0);
+  t.same(report, { tenant: 'gone', markedMs: NOW - HOUR, blocksRemoved: 6, bytesRemoved: bytes, lastPassMs: NOW, blocksLeft: 0 }, 'the report says what was removed');
+
+  // a block flushed after the mark (an aggregator that had not seen it yet) goes at the next pass
+  await block(own, 'gone', 0, W0 + 9n * D);
+  const clock2 = manualClock(NOW + 6 * HOUR);
+  const role2 = await startRole(t, file, clock2.now, { instanceId: 'other' });
+  await role.shutdown();
+  const r2 = await role2.tick();
+  t.equal(r2.pass?.blocksDeleted.tenant_deleted, 1, 'the late block is deleted too');
+  t.match(await readDeletionReport(def, 'gone'), { blocksRemoved: 7, blocksLeft: 0 }, 'the report adds up over passes');
+});
+
+t.test('abandoned multipart uploads and filesystem temp files are removed past their bound only', async (t) => {
+  const name = await createTestBucket(t, { user: 1, tag: 'lc-debris' });
+  const client = adminClient(env, 1);
+  t.teardown(() => client.destroy());
+  await client.send(new CreateMultipartUploadCommand({ Bucket: name, Key: blockKey('acme', 0, W0) }));
+  t.same(await pendingMultipartUploads(client, name), [blockKey('acme', 0, W0)], 'one abandoned upload');
+  const s3 = open(name, 1);
+  const dir = tempDir(t, 'lc-fs');
+  const fs = new FilesystemBucket({ path: dir });
+  const tmpDir = join(dir, 'blocks', 'acme', String(W0).padStart(16, '0'));
+  mkdirSync(tmpDir, { recursive: true });
+  const oldTmp = join(tmpDir, `${FS_TEMP_PREFIX}old`);
+  const newTmp = join(tmpDir, `${FS_TEMP_PREFIX}new`);
+  writeFileSync(oldTmp, 'left by a crash');
+  writeFileSync(newTmp, 'being written');
+  const realNow = Date.now();
+  utimesSync(oldTmp, (realNow - 3 * HOUR) / 1000, (realNow - 3 * HOUR) / 1000);
+  t.same((await collect(fs.listIncompleteUploads(''))).map((u) => u.key).sort(), [`blocks/acme/${String(W0).padStart(16, '0')}/${FS_TEMP_PREFIX}new`, `blocks/acme/${String(W0).padStart(16, '0')}/${FS_TEMP_PREFIX}old`]);
+  const opts = { blockDurationMs: Number(D), retentionGraceMs: 0, incompleteUploadMaxAgeMs: 2 * HOUR, deleteConcurrency: 4 };
+  const fsRegistry = new TenantRegistry(openTenantsConfig({ type: 'filesystem', path: dir }));
+  t.teardown(() => fsRegistry.close());
+  const fsPass = await runLifecyclePass(fsRegistry, realNow, opts);
+  t.equal(fsPass.debrisRemoved, 1, 'the temp file older than the bound is removed');
+  t.notOk(existsSync(oldTmp), 'old temp file gone');
+  t.ok(existsSync(newTmp), 'a recent temp file (a write in progress) stays');
+
+  const s3Registry = new TenantRegistry(openTenantsConfig({ type: 's3', ...s3BucketConfig(env, name) }));
+  t.teardown(() => s3Registry.close());
+  const young = await runLifecyclePass(s3Registry, realNow, opts);
+  t.equal(young.debrisRemoved, 0, 'an upload younger than the bound stays');
+  t.equal((await pendingMultipartUploads(client, name)).length, 1);
+  const removed: string[] = [];
+  const old = await runLifecyclePass(s3Registry, realNow + 3 * HOUR, { ...opts, onDebris: (d) => removed.push(d.upload.key) });
+  t.equal(old.debrisRemoved, 1, 'past the bound it is aborted');
+  t.same(removed, [blockKey('acme', 0, W0)]);
+  t.same(await pendingMultipartUploads(client, name), [], 'RGW has no unfinished upload left');
+  t.same(await keys(s3), [], 'and no object appeared');
+});
+
+t.test('strata bucket retention --dry-run, ls and usage show what is there and what would go, deleting nothing', async (t) => {
+  const dir = tempDir(t, 'lc-cli');
+  const bucketDir = join(dir, 'bucket');
+  const fs = new FilesystemBucket({ path: bucketDir });
+  const now = Date.now();
+  const oldWindow = BigInt(now - 40 * DAY) - (BigInt(now - 40 * DAY) % D);
+  const newWindow = BigInt(now) - (BigInt(now) % D);
+  const oldKey = await block(fs, 'acme', 0, oldWindow);
+  const newKey = await block(fs, 'acme', 0, newWindow, 2);
+  const file = writeTenants(dir, { authRequired: false, retentionMs: 30 * DAY, defaultBucket: { type: 'filesystem', path: bucketDir } });
+  const cli = (...args: string[]) => run(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts'), ...args], { cwd: ROOT });
+  const dry = await cli('bucket', 'retention', '--dry-run', '--json', '--tenants-file', file);
+  const lines = dry.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.same(lines.map((l) => [l['key'], l['reason']]), [[oldKey, 'retention']], 'the expired block, and only it');
+  t.match(dry.stderr, /1 blocks .* would be removed/);
+  t.same(await keys(fs), [oldKey, newKey].sort(), 'nothing deleted');
+  const ls = await cli('bucket', 'ls', '--json', '--tenants-file', file);
+  t.same(ls.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { key: string }).key), [oldKey, newKey].sort());
+  const usage = JSON.parse((await cli('bucket', 'usage', '--json', '--bucket-path', bucketDir)).stdout) as Record<string, number>;
+  t.equal(usage['blocks'], 2);
+  t.equal(usage['samples'], samplesOf.get(oldKey)! + samplesOf.get(newKey)!, 'samples summed from the block footers');
+  t.ok(usage['samples']! > 0);
+  const verify = await cli('bucket', 'verify', '--no-progress', '--bucket-path', bucketDir);
+  t.match(verify.stdout, /2 blocks checked, \d+ bytes, 0 corrupt/);
+  const refused = await cli('bucket', 'retention', '--tenants-file', file).then(
+    () => null,
+    (e: { stderr: string }) => e.stderr,
+  );
+  t.match(refused, /--dry-run/, 'without --dry-run it refuses');
+});
+
+t.test('a gateway with the same tenants file answers an expired window as a window without a block, before and after the deletion', async (t) => {
+  const name = await createTestBucket(t, { user: 1, tag: 'lc-gw' });
+  const def = open(name, 1);
+  const dir = tempDir(t, 'lc-gw');
+  const file = writeTenants(dir, { authRequired: false, retentionMs: 7 * DAY, defaultBucket: s3TenantBucket(name, credentialEnvRefs(1)) });
+  const expiredWindow = W0; // ends 30 days - 4 h before NOW
+  const liveWindow = W0 + 28n * BigInt(DAY);
+  await block(def, 'acme', 0, expiredWindow);
+  await block(def, 'acme', 0, liveWindow);
+  const ids = makeDataSet({ seed: 1, n: 16, numShards: NUM_SHARDS, windows: 1, tenant: 'acme', maxSamples: 20 }).series.map((s) => s.id).filter((id) => id % BigInt(NUM_SHARDS) === 0n);
+  const clock = manualClock(NOW);
+  const gw = await startTestGateway(t, testConfig({ type: 'filesystem', path: dir }, join(dir, 'cache'), { bucket: undefined, tenantsFile: file }), { now: clock.now });
+  const read = (windowStart: bigint) =>
+    rawRead(gw.grpcPort, { tenant: 'acme', shard: 0, num_shards: NUM_SHARDS, window_start_ms: String(windowStart), series_ids: idBytes(ids), start_ms: '0', end_ms: String(NOW), encoding: 'RAW' });
+  const noBlock = await read(W0 + 2n * D);
+  const live = await read(liveWindow);
+  t.notSame(live, noBlock, 'a window within retention has data');
+  t.same(await read(expiredWindow), noBlock, 'an expired window (block still there) reads as no data');
+  const role = await startRole(t, file, clock.now);
+  t.equal((await role.tick()).pass?.blocksDeleted.retention, 1);
+  t.same(await read(expiredWindow), noBlock, 'after the deletion: the same answer');
+  t.same(await read(liveWindow), live, 'the live window is unchanged');
+
+  // a tenant marked for deletion reads as no data at once (a gateway reads the marks before serving)
+  await markTenantDeleted(def, 'acme', NOW);
+  const gw2 = await startTestGateway(t, testConfig({ type: 'filesystem', path: dir }, join(dir, 'cache2'), { bucket: undefined, tenantsFile: file }), { now: clock.now });
+  const read2 = (windowStart: bigint) =>
+    rawRead(gw2.grpcPort, { tenant: 'acme', shard: 0, num_shards: NUM_SHARDS, window_start_ms: String(windowStart), series_ids: idBytes(ids), start_ms: '0', end_ms: String(NOW), encoding: 'RAW' });
+  const noBlock2 = await read2(W0 + 2n * D);
+  t.same(await read2(liveWindow), noBlock2, "a marked tenant's live window reads as no data");
+  clock.advance(6 * HOUR);
+  t.equal((await role.tick()).pass?.blocksDeleted.tenant_deleted, 1, 'then its block is deleted');
+  t.same(await read2(liveWindow), noBlock2, 'with the same answer');
+});
