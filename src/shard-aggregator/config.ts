@@ -76,7 +76,7 @@ export const aggregatorConfigSchema = z.strictObject({
   /** LevelDB write buffer of each WAL. */
   walWriteBufferBytes: posInt.min(64 * 1024).default(16 * MiB),
   /** WAL segments a flush holds open at once; a larger WAL is merged through spill files. */
-  flushMaxOpenSegments: posInt.min(2).max(4096).default(32),
+  flushMaxOpenSegments: posInt.min(2).max(4096).default(64),
   /** Worker threads that validate and encode write requests (0: on the main thread; absent: one per core). */
   encodeThreads: nonNegInt.max(256).optional(),
   /** WAL databases kept open at once (idle ones are closed beyond that). */

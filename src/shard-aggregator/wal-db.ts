@@ -111,7 +111,7 @@ const MEMTABLE_ENTRY_OVERHEAD = 64;
 export const REMAP_BYTES = 64 * 1024 * 1024;
 const U64_MAX = (1n << 64n) - 1n;
 /** Segments a read holds open at once by default (see WalDb.series). */
-export const MAX_OPEN_SEGMENTS = 32;
+export const MAX_OPEN_SEGMENTS = 64;
 /** Directories of a read's spill files (removed when the read ends, and at start-up). */
 const SPILL_PREFIX = 'spill-';
 /** Segment directory names: 6 decimal digits. */
