@@ -126,12 +126,6 @@ export class BitWriter {
   }
 }
 
-/** Cost in bits of {@link BitWriter.rice}. */
-export function riceCost(z: number, k: number): number {
-  const q = k === 0 ? z : Math.floor(z / 2 ** k);
-  return q < RICE_ESCAPE ? q + 1 + k : RICE_ESCAPE + 6 + bitLength(z);
-}
-
 /** True on little-endian hosts, whose Uint32Array words need a byte swap to read big-endian. */
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 /** Longest stream (bytes) that {@link BitReader.shared} loads into the shared word buffer. */

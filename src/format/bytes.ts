@@ -3,7 +3,7 @@
  * reader. Varints are LEB128 (7 bits per byte, low group first) and carry integers up to 2^53
  * (`number`) without loss; 64-bit fields are written as two 32-bit halves.
  */
-import { CorruptionError, InvalidArgumentError } from '../errors.js';
+import { CorruptionError } from '../errors.js';
 
 const TWO32 = 4294967296;
 
@@ -234,9 +234,4 @@ export function unzigzag(z: number): number {
 export function bitLength(v: number): number {
   if (v < TWO32) return 32 - Math.clz32(v);
   return 64 - Math.clz32(Math.floor(v / TWO32));
-}
-
-/** Throws InvalidArgumentError unless `v` is a safe non-negative integer. */
-export function checkUint(field: string, v: number): void {
-  if (!Number.isSafeInteger(v) || v < 0) throw new InvalidArgumentError(field, `${v} is not a non-negative safe integer`);
 }

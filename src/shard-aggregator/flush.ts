@@ -30,6 +30,7 @@ import { blockKey } from '../format/key.js';
 import { decodeRun, runTimeRange, type Samples } from '../format/run.js';
 import type { Bucket } from '../objstore/bucket.js';
 import { scanBlock } from './block-scan.js';
+import { deferred, type Deferred } from '../common/deferred.js';
 import { mergeSamples } from './merge.js';
 import type { AggregatorMetrics } from './metrics.js';
 import type { WalDb } from './wal-db.js';
@@ -112,22 +113,6 @@ export interface FlusherOptions {
   readonly metrics: AggregatorMetrics;
 }
 
-interface Deferred<T> {
-  promise: Promise<T>;
-  resolve(v: T): void;
-  reject(err: unknown): void;
-}
-
-function deferred<T>(): Deferred<T> {
-  let resolve!: (v: T) => void;
-  let reject!: (err: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  promise.catch(() => undefined); // a run nobody waits for must not be an unhandled rejection
-  return { promise, resolve, reject };
-}
 
 interface Job {
   readonly key: WindowKey;

@@ -18,6 +18,7 @@ import type { CacheStore } from './cache/store.js';
 import { planGets, type CoalesceOptions } from './coalesce.js';
 import type { Counted, GatewayMetrics } from './metrics.js';
 import { raceSignal } from './single-flight.js';
+import { deferred, type Deferred } from '../common/deferred.js';
 
 /** A range to fetch and the CRC32C its bytes must have. `what` names it in errors. */
 export interface RangeWant {
@@ -40,22 +41,6 @@ export class RangeCheckError extends Error {
   }
 }
 
-interface Deferred {
-  readonly promise: Promise<Buffer>;
-  resolve(b: Buffer): void;
-  reject(err: unknown): void;
-}
-
-function deferred(): Deferred {
-  let resolve!: (b: Buffer) => void;
-  let reject!: (err: unknown) => void;
-  const promise = new Promise<Buffer>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  promise.catch(() => undefined); // waiters handle it; an unwaited failure is not unhandled
-  return { promise, resolve, reject };
-}
 
 /** Dependencies of a {@link RangeFetcher}. */
 export interface RangeFetcherDeps {
@@ -72,13 +57,13 @@ export interface RangeFetcherDeps {
 /** A miss this call fetches itself (the others join a flight already running). */
 interface Member {
   readonly want: RangeWant;
-  readonly flight: Deferred;
+  readonly flight: Deferred<Buffer>;
   readonly key: string;
 }
 
 /** See the module comment. */
 export class RangeFetcher {
-  private readonly flights = new Map<string, Deferred>();
+  private readonly flights = new Map<string, Deferred<Buffer>>();
   private readonly hitsHot: Counted;
   private readonly missesHot: Counted;
   private readonly hitsRange: Counted;
@@ -150,7 +135,7 @@ export class RangeFetcher {
       if (flight) {
         metrics.singleFlightJoins.inc();
       } else {
-        flight = deferred();
+        flight = deferred<Buffer>();
         this.flights.set(key, flight);
         (toFetch ??= []).push({ want: w, flight, key });
       }
@@ -212,7 +197,7 @@ export class RangeFetcher {
     m.flight.resolve(bytes);
   }
 
-  private release(key: string, flight: Deferred): void {
+  private release(key: string, flight: Deferred<Buffer>): void {
     if (this.flights.get(key) === flight) this.flights.delete(key);
   }
 
