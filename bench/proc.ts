@@ -39,6 +39,13 @@ export function writeBytes(pid: number): number {
   return Number(/write_bytes:\s+(\d+)/.exec(s)?.[1] ?? 0);
 }
 
+/** The q-quantile (0..1, nearest rank: the ceil(q*n)-th smallest) of `xs`; NaN when empty. */
+export function quantile(xs: readonly number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
+}
+
 /** The p-th percentile (nearest rank) of `xs`. */
 export function percentile(xs: readonly number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -41,7 +41,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -53,6 +53,7 @@ import { decodeFooter, encodeFooter, FOOTER_LEN } from '../src/format/footer.js'
 import { blockKey, DEFAULT_BLOCK_DURATION_MS } from '../src/format/key.js';
 import { openBucket, type Bucket, type BucketConfig } from '../src/objstore/index.js';
 import { loadDataset, median, type Dataset, type Series } from './dataset.js';
+import { flag, quantile, rssMiB } from './proc.js';
 import { vmPeer } from './vm-peer.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -60,17 +61,6 @@ const ROOT = join(here, '..', '..');
 const D = BigInt(DEFAULT_BLOCK_DURATION_MS);
 const CASES = ['1x4h', '100x4h', '1x30d'] as const;
 type Case = (typeof CASES)[number];
-
-function flag(argv: string[], name: string, def: string): string {
-  const f = argv.find((a) => a.startsWith(`--${name}=`));
-  return f ? f.slice(name.length + 3) : def;
-}
-
-function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
-}
 
 const round = (x: number): number => Number(x.toFixed(3));
 
@@ -413,7 +403,7 @@ async function unreadStreams(gw: GatewayProcess, full: Dataset, shards: number, 
   const frame = Buffer.alloc(5 + body.length);
   frame.writeUInt32BE(body.length, 1);
   frame.set(body, 5);
-  const before = rssOf(gw.pid);
+  const before = rssMiB(gw.pid).now;
   let refused = 0;
   let answered = 0;
   const sessions = Array.from({ length: Math.ceil(n / 100) }, () => connect(`http://127.0.0.1:${gw.grpcPort}`, { settings: { initialWindowSize: 65535 } }));
@@ -433,13 +423,13 @@ async function unreadStreams(gw: GatewayProcess, full: Dataset, shards: number, 
   // every call answered with headers (held) or refused
   for (let i = 0; i < 600 && answered + refused < n; i++) await new Promise((r) => setTimeout(r, 100));
   await new Promise((r) => setTimeout(r, 1000));
-  const held = rssOf(gw.pid);
+  const held = rssMiB(gw.pid).now;
   const m = await scrape(gw.metricsPort);
   const inFlight = m.get('strata_gateway_bytes_in_flight') ?? 0;
   for (const st of streams) st.close();
   for (const s of sessions) s.destroy();
   await new Promise((r) => setTimeout(r, 2000));
-  const after = rssOf(gw.pid);
+  const after = rssMiB(gw.pid).now;
   console.log(
     `unread: ${n} streams of a 2 MB answer that nobody reads: ${answered} held, ${refused} refused (RESOURCE_EXHAUSTED); gateway RSS ${before.toFixed(0)} -> ${held.toFixed(0)} MiB ` +
       `(bytes in flight ${(inFlight / 2 ** 20).toFixed(1)} MiB), ${after.toFixed(0)} MiB 2 s after they left`,
@@ -447,11 +437,6 @@ async function unreadStreams(gw: GatewayProcess, full: Dataset, shards: number, 
   return { unread_streams: n, unread_held: answered, unread_refused: refused, unread_rss_mib: round(held), unread_rss_before_mib: round(before), unread_rss_after_mib: round(after) };
 }
 
-/** Resident set of a process, MiB. */
-function rssOf(pid: number): number {
-  const s = readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+) kB/.exec(s)?.[1] ?? 0) / 1024;
-}
 
 /** The machine's floor: an empty HTTP/2 exchange with a process on loopback, `width` at a time. */
 interface Floor {

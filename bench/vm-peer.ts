@@ -19,11 +19,8 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Dataset } from './dataset.js';
+import { quantile } from './proc.js';
 
-function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
-}
 const round = (x: number): number => Number(x.toFixed(3));
 
 function freePort(): Promise<number> {

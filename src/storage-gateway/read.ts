@@ -3,8 +3,8 @@
  * locate their runs, check the limits, fetch the runs (cache, coalesced GETs), then build the
  * response messages (RAW: decoded and cut to the range; RUNS: the stored runs as they are).
  *
- * Everything is fetched and checked (each run's length and checksum) before the first message is
- * made, so a damaged block fails the call before any sample leaves; the messages themselves are
+ * Everything is fetched and checked (each run's length and checksum, by the fetcher) before the
+ * first message is made, so a damaged block fails the call before any sample leaves; the messages themselves are
  * made one at a time as the stream takes them (wire.ts: {@link Answer}), RAW runs decoded series by
  * series. When fresh bytes fail their check, the block's tail is read
  * again: a new block id means the object was replaced mid-read and the read restarts once on the
@@ -16,7 +16,7 @@
  */
 import { status } from '@grpc/grpc-js';
 import { crc32c } from '@node-rs/crc32';
-import { checkRunBytes, decodeLocatedRun, locationOf, sliceSamples, type RunLocation } from '../block/reader.js';
+import { decodeLocatedRun, locationOf, sliceSamples, type RunLocation } from '../block/reader.js';
 import { GrpcError } from '../common/status.js';
 import { CorruptionError } from '../errors.js';
 import { joinRun } from '../format/run.js';
@@ -132,15 +132,15 @@ export class BlockReadExecutor {
     return found instanceof Promise ? found.then((f) => this.answer(q, f, start, end)) : this.answer(q, found, start, end);
   }
 
-  /** The answer of located runs (their bytes checked here; RAW decoded as the messages are made). */
+  /** The answer of located runs (RAW decoded as the messages are made). */
   private answer(q: ReadQuery, found: Located | null, start: bigint, end: bigint): ReadResult {
     const max = this.limits.maxMessageBytes;
     if (!found) {
       this.deps.metrics.blocksMissing.inc();
       return emptyAnswer(max);
     }
+    // every run's length and CRC were checked by the fetcher (fresh, cached or hot) before this
     const { block, locs, runs } = found;
-    for (let i = 0; i < locs.length; i++) checkRunBytes(block.key, locs[i]!, runs[i]!);
     if (q.encoding === 'runs') {
       const items: SeriesRun[] = [];
       const counts: number[] = [];
