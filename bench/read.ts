@@ -47,7 +47,7 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { BlockWriter, type ByteSink } from '../src/block/writer.js';
-import { encodeReadRequest, ENCODING_RAW, READ_METHOD_PATH } from '../src/client/query-codec.js';
+import { encodeReadRequest, ENCODING_RAW, READ_METHOD_PATH } from '../src/api/read-codec.js';
 import { QueryClient, DEFAULT_ENCODING, type ReadEncoding, type SeriesSamples } from '../src/client/query.js';
 import { decodeFooter, encodeFooter, FOOTER_LEN } from '../src/format/footer.js';
 import { blockKey, DEFAULT_BLOCK_DURATION_MS } from '../src/format/key.js';
@@ -55,6 +55,7 @@ import { openBucket, type Bucket, type BucketConfig } from '../src/objstore/inde
 import { loadDataset, median, type Dataset, type Series } from './dataset.js';
 import { flag, quantile, rssMiB } from './proc.js';
 import { vmPeer } from './vm-peer.js';
+import { encodeFrame } from '../src/api/grpc-frame.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(here, '..', '..');
@@ -400,9 +401,7 @@ async function unreadStreams(gw: GatewayProcess, full: Dataset, shards: number, 
   const idBytes = Buffer.alloc(ids.length * 8);
   ids.forEach((id, i) => idBytes.writeBigUInt64LE(id, i * 8));
   const body = encodeReadRequest({ tenant: 'bench', shard: 0, numShards: shards, windowStartMs: windowStart, seriesIds: idBytes, startMs: windowStart, endMs: windowStart + D, encoding: ENCODING_RAW });
-  const frame = Buffer.alloc(5 + body.length);
-  frame.writeUInt32BE(body.length, 1);
-  frame.set(body, 5);
+  const frame = encodeFrame(body);
   const before = rssMiB(gw.pid).now;
   let refused = 0;
   let answered = 0;

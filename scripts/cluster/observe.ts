@@ -4,7 +4,7 @@
  */
 import { Client, credentials, Metadata, type MethodDefinition, type ServiceError } from '@grpc/grpc-js';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { loadProto } from '../../src/common/proto.js';
+import { loadProto } from '../../src/api/proto.js';
 
 type HealthMethods = Record<'Check', MethodDefinition<{ service: string }, { status: string }>>;
 let healthMethods: HealthMethods | null = null;

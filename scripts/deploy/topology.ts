@@ -8,11 +8,9 @@
  * there shows up here instead of drifting.
  */
 import { parseAggregatorConfig } from '../../src/shard-aggregator/config.js';
-import { WRITER_SERVICE } from '../../src/shard-aggregator/server.js';
-import { SHARD_HEADER } from '../../src/shard-aggregator/service.js';
+import { READ_SERVICE, WRITER_SERVICE } from '../../src/api/services.js';
+import { BLOCK_HEADER, SHARD_HEADER } from '../../src/api/headers.js';
 import { parseGatewayConfig } from '../../src/storage-gateway/config.js';
-import { READ_SERVICE } from '../../src/storage-gateway/gateway.js';
-import { BLOCK_HEADER } from '../../src/storage-gateway/service.js';
 
 /** Everything the Envoy config depends on. */
 export interface Topology {

@@ -8,6 +8,8 @@ import { crc32c } from '@node-rs/crc32';
 import { CorruptionError } from '../errors.js';
 import { decodeFooter, FOOTER_LEN, type Footer } from '../format/footer.js';
 import { decodeRun, type Samples, type SharedTimestamps } from '../format/run.js';
+import { sliceSamples, type TimeRange } from '../format/slice.js';
+
 import { decodeIoi, findPage, type IndexOfIndex } from '../index/ioi.js';
 import { decodePage, findInPage, type IndexPage } from '../index/page.js';
 import type { RangeSource } from './source.js';
@@ -37,11 +39,6 @@ export interface RunLocation {
   readonly timestamps: SharedTimestamps | null;
 }
 
-/** Half-open time range `[start, end)` in ms. */
-export interface TimeRange {
-  readonly start: bigint;
-  readonly end: bigint;
-}
 
 /** Reads one block through a {@link RangeSource}. */
 export class BlockReader {
@@ -242,21 +239,3 @@ export function decodeLocatedRun(name: string, loc: RunLocation, bytes: Uint8Arr
   return s;
 }
 
-/** The samples of `s` inside `[range.start, range.end)` (views, no copy). */
-export function sliceSamples(s: Samples, range: TimeRange): Samples {
-  const ts = s.timestamps;
-  const lower = (t: bigint) => {
-    let lo = 0;
-    let hi = ts.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (ts[mid]! < t) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  };
-  const a = lower(range.start);
-  const b = Math.max(a, lower(range.end));
-  if (a === 0 && b === ts.length) return s;
-  return { timestamps: ts.subarray(a, b), values: s.values.subarray(a, b) };
-}

@@ -31,7 +31,8 @@ import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHt
 import { status } from '@grpc/grpc-js';
 import type { ClientTlsOptions } from '../common/tls.js';
 import { backoffDelayMs, type RetryPolicy } from '../objstore/retry.js';
-import { ERROR_CODE_TRAILER } from '../common/status.js';
+import { encodeFrame, FrameDecoder, FrameError } from '../api/grpc-frame.js';
+import { ERROR_CODE_TRAILER } from '../api/headers.js';
 
 const {
   HTTP2_HEADER_STATUS,
@@ -359,11 +360,7 @@ export class H2Channel {
       let details = '';
       let strataCode: string | undefined;
       let transportError: Error | null = null;
-      // framing state: the chunks of a partial prefix or message, their length, and the length
-      // that completes it (5 for a prefix, 5 + the message length once the prefix is there)
-      let parts: Buffer[] = [];
-      let held = 0;
-      let needed = 0;
+      const frames = new FrameDecoder(this.maxMessage);
 
       const finish = (err: unknown): void => {
         if (settled) return;
@@ -403,44 +400,13 @@ export class H2Channel {
 
       stream.on('data', (chunk: Buffer) => {
         if (settled) return;
-        let buf: Buffer;
-        if (held === 0) buf = chunk;
-        else {
-          // bytes of an unfinished prefix or message: joined once it is complete (no quadratic copying)
-          parts.push(chunk);
-          held += chunk.length;
-          if (held < needed) return;
-          buf = Buffer.concat(parts, held);
-          parts = [];
-          held = 0;
-        }
-        let at = 0;
-        while (buf.length - at >= 5) {
-          const flag = buf[at]!;
-          const len = buf.readUInt32BE(at + 1);
-          if (flag !== 0) {
-            cancel(new GrpcCallError(status.INTERNAL, `a response message from ${this.endpoint} is compressed (flag ${flag}), and no compression was offered`));
-            return;
-          }
-          if (len > this.maxMessage) {
-            cancel(new GrpcCallError(status.RESOURCE_EXHAUSTED, `a response message of ${len} bytes from ${this.endpoint} is over the limit of ${this.maxMessage}`));
-            return;
-          }
-          if (buf.length - at - 5 < len) break;
-          const msg = buf.subarray(at + 5, at + 5 + len);
-          at += 5 + len;
-          try {
-            call.onMessage(msg);
-          } catch (err) {
-            cancel(err);
-            return;
-          }
-        }
-        if (at < buf.length) {
-          const rest = buf.subarray(at);
-          parts = [rest];
-          held = rest.length;
-          needed = held >= 5 ? 5 + rest.readUInt32BE(1) : 5;
+        try {
+          frames.push(chunk, (msg) => call.onMessage(msg));
+        } catch (err) {
+          if (err instanceof FrameError) {
+            const code = err.reason === 'compressed' ? status.INTERNAL : status.RESOURCE_EXHAUSTED;
+            cancel(new GrpcCallError(code, `${this.endpoint}: ${err.message}`));
+          } else cancel(err);
         }
       });
 
@@ -458,7 +424,7 @@ export class H2Channel {
       stream.on('close', () => {
         if (settled) return;
         if (code !== null) {
-          if (code === status.OK && held > 0) {
+          if (code === status.OK && frames.partial) {
             finish(new GrpcCallError(status.INTERNAL, `the response from ${this.endpoint} ended inside a message`));
           } else finish(code === status.OK ? null : new GrpcCallError(code, details, { strataCode }));
           return;
@@ -480,11 +446,7 @@ export class H2Channel {
         finish(new GrpcCallError(status.UNKNOWN, `the response from ${this.endpoint} ended without a gRPC status`));
       });
 
-      const frame = Buffer.allocUnsafe(5 + call.message.length);
-      frame[0] = 0;
-      frame.writeUInt32BE(call.message.length, 1);
-      frame.set(call.message, 5);
-      stream.end(frame);
+      stream.end(encodeFrame(call.message));
     });
   }
 }

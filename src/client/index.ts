@@ -28,12 +28,12 @@ export {
   type ReadRequestFields,
   type ReadResponseParts,
   type ReadResponseView,
-} from './query-codec.js';
+} from '../api/read-codec.js';
 export { BlockAssembler, mergeSeries, ResponseFormatError } from './query-wire.js';
 export { planQuery, rankEndpoints, type BlockLayout, type BlockRequest } from './query-plan.js';
 export { decodeRun, type Samples } from '../format/run.js';
 export { blockKey, DEFAULT_BLOCK_DURATION_MS, MAX_SHARDS, TENANT_PATTERN } from '../format/key.js';
-export { ERROR_CODE_TRAILER, errorCodeOfTrailers } from '../common/status.js';
+export { ERROR_CODE_TRAILER, errorCodeOfTrailers } from '../api/headers.js';
 export type { ClientTlsConfig } from '../common/tls.js';
 export { ErrorCode, StrataError, CorruptionError, InvalidArgumentError, UnsupportedVersionError, hasCode } from '../errors.js';
 export { buildInfo, type BuildInfo } from '../common/version.js';

@@ -2,6 +2,7 @@
  * Planning of a query: (tenant, series ids, `[start, end)`) → one request per (window, shard)
  * block that can hold samples, and the routing of each request to a gateway. Pure.
  */
+import { blockRoutingKey } from '../api/headers.js';
 import { InvalidArgumentError } from '../errors.js';
 import { validateTenant, windowStartOf } from '../format/key.js';
 
@@ -70,7 +71,7 @@ export function planQuery(
     const s0 = from > ws ? from : ws;
     const e0 = end < ws + d ? end : ws + d;
     for (const shard of shardOrder) {
-      out.push({ tenant, shard, windowStart: ws, ids: byShard.get(shard)!, start: s0, end: e0, routingKey: `${tenant}/${shard}/${ws}` });
+      out.push({ tenant, shard, windowStart: ws, ids: byShard.get(shard)!, start: s0, end: e0, routingKey: blockRoutingKey(tenant, shard, ws) });
     }
   }
   return out;

@@ -5,9 +5,9 @@
  * here (src/format/run.ts), then cut to the request's range.
  */
 import { crc32c } from '@node-rs/crc32';
-import { sliceSamples } from '../block/reader.js';
+import { sliceSamples } from '../format/slice.js';
 import { decodeRunInto, readRunHeader } from '../format/run.js';
-import type { ReadResponseView } from './query-codec.js';
+import type { ReadResponseView } from '../api/read-codec.js';
 
 /** A response that breaks the protocol (a gateway bug or a damaged stream). */
 export class ResponseFormatError extends Error {

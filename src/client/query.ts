@@ -20,7 +20,8 @@ import { InvalidArgumentError } from '../errors.js';
 import { DEFAULT_BLOCK_DURATION_MS } from '../format/key.js';
 import { planQuery, rankEndpoints, type BlockRequest } from './query-plan.js';
 import { GrpcCallError, H2Channel } from './grpc-h2.js';
-import { decodeReadResponse, encodeReadRequest, ENCODING_RAW, ENCODING_RUNS, ProtoDecodeError, READ_METHOD_PATH } from './query-codec.js';
+import { AUTH_HEADER, bearerHeader, BLOCK_HEADER, TENANT_HEADER } from '../api/headers.js';
+import { decodeReadResponse, encodeReadRequest, ENCODING_RAW, ENCODING_RUNS, ProtoDecodeError, READ_METHOD_PATH } from '../api/read-codec.js';
 import { BlockAssembler, mergeSeries, ResponseFormatError, type SeriesSamples } from './query-wire.js';
 
 export type { SeriesSamples } from './query-wire.js';
@@ -218,8 +219,8 @@ export class QueryClient {
       endMs: req.end,
       encoding: this.encoding === 'runs' ? ENCODING_RUNS : ENCODING_RAW,
     });
-    const headers: Record<string, string> = { 'x-strata-block': req.routingKey, 'x-strata-tenant': req.tenant };
-    if (this.opts.token !== undefined) headers['authorization'] = `Bearer ${this.opts.token}`;
+    const headers: Record<string, string> = { [BLOCK_HEADER]: req.routingKey, [TENANT_HEADER]: req.tenant };
+    if (this.opts.token !== undefined) headers[AUTH_HEADER] = bearerHeader(this.opts.token);
     const asm = new BlockAssembler(req.ids, this.encoding, { start: req.start, end: req.end }, req.routingKey);
     await this.channel(endpoint).serverStream({
       path: READ_METHOD_PATH,

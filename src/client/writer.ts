@@ -17,9 +17,10 @@
  */
 import { endianness } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Client, Metadata, status, type MethodDefinition, type ServiceError } from '@grpc/grpc-js';
-import { loadProto } from '../common/proto.js';
-import { errorCodeOfTrailers } from '../common/status.js';
+import { Client, Metadata, status, type ServiceError } from '@grpc/grpc-js';
+import { bearerHeader, SHARD_HEADER, TENANT_HEADER, AUTH_HEADER } from '../api/headers.js';
+import { writerServiceDefinition, type WriterMethods } from '../api/services.js';
+import { errorCodeOfTrailers } from '../api/headers.js';
 import { clientChannelSecurity, type ClientChannelSecurity, type ClientTlsConfig } from '../common/tls.js';
 import { InvalidArgumentError } from '../errors.js';
 import { validateTenant } from '../format/key.js';
@@ -122,16 +123,6 @@ interface WireBlock {
   replaced: boolean;
 }
 
-type Methods = Record<'Write' | 'Seal' | 'Status', MethodDefinition<unknown, unknown>>;
-
-let methodsCache: Methods | null = null;
-function methods(): Methods {
-  if (!methodsCache) {
-    const pkg = loadProto('write.proto') as unknown as { strata: { write: { v1: { Writer: { service: Methods } } } } };
-    methodsCache = pkg.strata.write.v1.Writer.service;
-  }
-  return methodsCache;
-}
 
 const LITTLE_ENDIAN = endianness() === 'LE';
 const RETRYABLE = new Set<number>([status.UNAVAILABLE, status.RESOURCE_EXHAUSTED]);
@@ -211,14 +202,14 @@ export class WriterClient {
 
   private metadata(shard: number | null): Metadata {
     const md = new Metadata();
-    md.set('x-strata-tenant', this.tenant);
-    if (shard !== null) md.set('x-strata-shard', String(shard));
-    if (this.opts.authToken !== undefined) md.set('authorization', `Bearer ${this.opts.authToken}`);
+    md.set(TENANT_HEADER, this.tenant);
+    if (shard !== null) md.set(SHARD_HEADER, String(shard));
+    if (this.opts.authToken !== undefined) md.set(AUTH_HEADER, bearerHeader(this.opts.authToken));
     return md;
   }
 
-  private unary<Res>(client: Client, method: keyof Methods, req: unknown, md: Metadata, deadlineMs: number): Promise<Res> {
-    const def = methods()[method];
+  private unary<Res>(client: Client, method: keyof WriterMethods, req: unknown, md: Metadata, deadlineMs: number): Promise<Res> {
+    const def = writerServiceDefinition()[method] as WriterMethods[typeof method];
     return new Promise<Res>((resolve, reject) => {
       client.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, req, md, { deadline: Date.now() + deadlineMs }, (err, res) => {
         if (!err) return resolve(res as Res);

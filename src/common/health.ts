@@ -3,7 +3,7 @@
  * The empty service name reports the whole server.
  */
 import { status, type Server, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData, type ServiceDefinition } from '@grpc/grpc-js';
-import { loadProto } from './proto.js';
+import { loadProto } from '../api/proto.js';
 
 export type ServingStatus = 'SERVING' | 'NOT_SERVING';
 

@@ -6,10 +6,9 @@
  * (ERR_STRATA_UNSUPPORTED_VERSION) although both are DATA_LOSS.
  */
 import { Metadata, status, type MethodDefinition, type ServiceDefinition, type ServiceError } from '@grpc/grpc-js';
+import { ERROR_CODE_TRAILER } from '../api/headers.js';
 import { ErrorCode, InvalidArgumentError, StrataError } from '../errors.js';
 
-/** The trailer (gRPC response metadata) that carries a refused call's `ERR_STRATA_*` code. */
-export const ERROR_CODE_TRAILER = 'strata-error-code';
 
 /** The code of a refusal that has only a gRPC status (see {@link GrpcError}). */
 const codeOfStatus: Partial<Record<status, ErrorCode>> = {
@@ -89,15 +88,6 @@ export function toServiceError(err: unknown): Partial<ServiceError> {
   return { code, details, message: details, metadata };
 }
 
-/**
- * The `ERR_STRATA_*` code a server sent in the {@link ERROR_CODE_TRAILER} trailer of a failed
- * call (grpc-js: `err.metadata`), or undefined when it sent none (a proxy, an older server, a
- * transport failure).
- */
-export function errorCodeOfTrailers(trailers: { get(key: string): unknown[] } | undefined): string | undefined {
-  const v = trailers?.get(ERROR_CODE_TRAILER)[0];
-  return typeof v === 'string' && v !== '' ? v : undefined;
-}
 
 /** A request message that did not decode (see {@link tolerantRequests}). */
 export class MalformedRequest {

@@ -21,7 +21,7 @@ import { grpcServerOptions, guardHandshakes, withHandshakeTimeout } from '../com
 import { createLogger } from '../common/logger.js';
 import { drainServer } from '../common/signals.js';
 import { startMetricsServer, type MetricsServer } from '../common/metrics-server.js';
-import { loadProto } from '../common/proto.js';
+import { WRITER_SERVICE, writerServiceDefinition } from '../api/services.js';
 import { serverCredentials } from '../common/tls.js';
 import { splitListen } from '../common/config.js';
 import { describeBucket, openBucket, type Bucket, type BucketConfig, type S3Hooks } from '../objstore/index.js';
@@ -34,14 +34,6 @@ import { AggregatorMetrics } from './metrics.js';
 import { registryAuth, writerService, type AuthHook, type ServerState } from './service.js';
 import { DeletionMarkWatcher } from '../tenancy/deletion-marks.js';
 
-/** Full name of the write service (also its health service name). */
-export const WRITER_SERVICE = 'strata.write.v1.Writer';
-
-/** Loads the Writer service definition from proto/write.proto. */
-export function writerServiceDefinition(): ServiceDefinition {
-  const pkg = loadProto('write.proto') as unknown as { strata: { write: { v1: { Writer: { service: ServiceDefinition } } } } };
-  return pkg.strata.write.v1.Writer.service;
-}
 
 /** Options of {@link startAggregatorServer}. */
 export interface AggregatorServerOptions {

@@ -17,18 +17,13 @@ import type { Logger } from 'pino';
 import { checkWellFormed, GrpcError, grpcStatusOf, toServiceError } from '../common/status.js';
 import { InvalidArgumentError } from '../errors.js';
 import { validateTenant } from '../format/key.js';
+import { bearerToken, headerValue, SHARD_HEADER, TENANT_HEADER } from '../api/headers.js';
 import type { Aggregator } from './aggregator.js';
 import type { AggregatorConfig } from './config.js';
 import type { FlushedBlock } from './flush.js';
 import { countSamples, type WireSeries } from './ingest.js';
 import type { AggregatorMetrics } from './metrics.js';
 
-/** Header naming the tenant. */
-export const TENANT_HEADER = 'x-strata-tenant';
-/** Header naming the shard (the proxy routes on it). */
-export const SHARD_HEADER = 'x-strata-shard';
-/** Header carrying the auth token (`Bearer <token>`). */
-export const AUTH_HEADER = 'authorization';
 
 /** What the auth hook is told about a call. */
 export interface AuthContext {
@@ -104,15 +99,9 @@ interface WireSealRequest {
   no_wait: boolean;
 }
 
-function header(md: Metadata, name: string): string | null {
-  const v = md.get(name);
-  if (v.length === 0) return null;
-  if (v.length > 1) throw new InvalidArgumentError(name, 'header given more than once');
-  return typeof v[0] === 'string' ? v[0] : v[0]!.toString('utf8');
-}
 
 function tenantOf(md: Metadata): string {
-  const t = header(md, TENANT_HEADER);
+  const t = headerValue(md, TENANT_HEADER);
   if (t === null || t === '') throw new InvalidArgumentError(TENANT_HEADER, 'missing header');
   try {
     validateTenant(t);
@@ -123,16 +112,9 @@ function tenantOf(md: Metadata): string {
   return t;
 }
 
-function tokenOf(md: Metadata): string | null {
-  const a = header(md, AUTH_HEADER);
-  if (a === null) return null;
-  const m = /^Bearer\s+(.+)$/i.exec(a);
-  if (!m) throw new GrpcError(status.UNAUTHENTICATED, `${AUTH_HEADER} header must be "Bearer <token>"`);
-  return m[1]!;
-}
 
 function shardOf(md: Metadata, cfg: AggregatorConfig, owned: ReadonlySet<number>): number {
-  const s = header(md, SHARD_HEADER);
+  const s = headerValue(md, SHARD_HEADER);
   if (s === null || s === '') throw new InvalidArgumentError(SHARD_HEADER, 'missing header');
   if (!/^\d{1,6}$/.test(s) || Number(s) >= cfg.numShards) {
     throw new InvalidArgumentError(SHARD_HEADER, `"${s.slice(0, 32)}" is not a shard number in 0..${cfg.numShards - 1}`);
@@ -221,7 +203,7 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
       const agg = ready();
       const md = call.metadata;
       const tenant = tenantOf(md);
-      const grant = await o.authorize({ method: 'Write', tenant, token: tokenOf(md), peer: call.getPeer() });
+      const grant = await o.authorize({ method: 'Write', tenant, token: bearerToken(md), peer: call.getPeer() });
       refuseMarked(o, tenant);
       const shard = shardOf(md, o.config, agg.owned);
       const series = call.request.series ?? [];
@@ -268,7 +250,7 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
       const agg = ready();
       const md = call.metadata;
       const tenant = tenantOf(md);
-      await o.authorize({ method: 'Seal', tenant, token: tokenOf(md), peer: call.getPeer() });
+      await o.authorize({ method: 'Seal', tenant, token: bearerToken(md), peer: call.getPeer() });
       refuseMarked(o, tenant);
       const shard = shardOf(md, o.config, agg.owned);
       const raw = call.request.window_start_ms ?? '0';
@@ -279,7 +261,7 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
     }),
 
     Status: unary<Record<string, never>, Record<string, unknown>>('Status', async (call) => {
-      const grant = await o.authorize({ method: 'Status', tenant: null, token: tokenOf(call.metadata), peer: call.getPeer() });
+      const grant = await o.authorize({ method: 'Status', tenant: null, token: bearerToken(call.metadata), peer: call.getPeer() });
       const scope = grant?.tenant ?? null;
       const agg = o.aggregator();
       const st = o.state();

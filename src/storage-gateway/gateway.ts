@@ -21,7 +21,7 @@ import { createLogger } from '../common/logger.js';
 import { drainServer } from '../common/signals.js';
 import { startMetricsServer, type MetricsServer } from '../common/metrics-server.js';
 import { serverCredentials } from '../common/tls.js';
-import { READ_METHOD } from '../client/query-codec.js';
+import { READ_SERVICE, readServiceDefinition } from '../api/services.js';
 import type { BucketReader } from '../objstore/bucket.js';
 import { blockKey } from '../format/key.js';
 import { splitListen } from '../common/config.js';
@@ -40,16 +40,6 @@ import { GatewayMetrics } from './metrics.js';
 import { BlockReadExecutor } from './read.js';
 import { readService, registryAuth, type AuthHook, type TenantBucket } from './service.js';
 
-/** Full name of the read service (also its health service name). */
-export const READ_SERVICE = 'strata.read.v1.Read';
-
-/**
- * The Read service (proto/read.proto) with the read API's own codec as serializers
- * (src/client/query-codec.ts; a test checks it against the .proto).
- */
-export function readServiceDefinition(): ServiceDefinition {
-  return { Read: READ_METHOD } as ServiceDefinition;
-}
 
 /** Options of {@link startGateway}. */
 export interface GatewayOptions {

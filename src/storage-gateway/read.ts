@@ -16,7 +16,8 @@
  */
 import { status } from '@grpc/grpc-js';
 import { crc32c } from '@node-rs/crc32';
-import { decodeLocatedRun, locationOf, sliceSamples, type RunLocation } from '../block/reader.js';
+import { decodeLocatedRun, locationOf, type RunLocation } from '../block/reader.js';
+import { sliceSamples } from '../format/slice.js';
 import { GrpcError } from '../common/status.js';
 import { CorruptionError } from '../errors.js';
 import { joinRun } from '../format/run.js';

@@ -15,7 +15,8 @@ import { setImmediate as yieldLoop } from 'node:timers/promises';
 import { finished } from 'node:stream/promises';
 import { status, type Metadata, type ServerWritableStream, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { ENCODING_RAW, ENCODING_RUNS, type ReadRequestFields } from '../client/query-codec.js';
+import { BLOCK_HEADER, bearerToken, blockRoutingKey, headerValue, TENANT_HEADER } from '../api/headers.js';
+import { ENCODING_RAW, ENCODING_RUNS, type ReadRequestFields } from '../api/read-codec.js';
 import { checkWellFormed, GrpcError, grpcStatusOf, toServiceError } from '../common/status.js';
 import { InvalidArgumentError } from '../errors.js';
 import { blockKey, MAX_SHARDS, validateTenant } from '../format/key.js';
@@ -25,13 +26,6 @@ import { InFlightBudget } from './budget.js';
 import type { GatewayConfig } from './config.js';
 import type { Counted, GatewayMetrics } from './metrics.js';
 import type { BlockReadExecutor, ReadQuery } from './read.js';
-
-/** Header naming the block read: `<tenant>/<shard>/<windowStartMs>` (Envoy hashes it). */
-export const BLOCK_HEADER = 'x-strata-block';
-/** Header naming the tenant. */
-export const TENANT_HEADER = 'x-strata-tenant';
-/** Header carrying the auth token (`Bearer <token>`). */
-export const AUTH_HEADER = 'authorization';
 
 /** What the auth hook is told about a call. */
 export interface AuthContext {
@@ -84,26 +78,8 @@ export interface TenantBucket {
   readonly scope: string;
 }
 
-/** The value of the block routing header for a block. */
-export function blockHeaderValue(tenant: string, shard: number, windowStartMs: bigint): string {
-  return `${tenant}/${shard}/${windowStartMs}`;
-}
 
-function header(md: Metadata, name: string): string | null {
-  const v = md.get(name);
-  if (v.length === 0) return null;
-  if (v.length > 1) throw new InvalidArgumentError(name, 'header given more than once');
-  return typeof v[0] === 'string' ? v[0] : v[0]!.toString('utf8');
-}
 
-/** The bearer token of a call, or null when it sent none. */
-function tokenOf(md: Metadata): string | null {
-  const a = header(md, AUTH_HEADER);
-  if (a === null) return null;
-  const m = /^Bearer\s+(.+)$/i.exec(a);
-  if (!m) throw new GrpcError(status.UNAUTHENTICATED, `${AUTH_HEADER} header must be "Bearer <token>"`);
-  return m[1]!;
-}
 
 /** A validated request before its tenant's bucket is known. */
 export type ParsedRead = Omit<ReadQuery, 'block'> & {
@@ -118,7 +94,7 @@ export type ParsedRead = Omit<ReadQuery, 'block'> & {
  */
 export function parseReadRequest(req: ReadRequestFields, md: Metadata, cfg: Pick<GatewayConfig, 'blockDurationMs' | 'maxSeriesPerRequest'>): ParsedRead {
   validateTenant(req.tenant);
-  const headerTenant = header(md, TENANT_HEADER);
+  const headerTenant = headerValue(md, TENANT_HEADER);
   if (headerTenant !== null && headerTenant !== req.tenant) {
     throw new InvalidArgumentError(TENANT_HEADER, `header names tenant "${headerTenant}", the request "${req.tenant}"`);
   }
@@ -129,8 +105,8 @@ export function parseReadRequest(req: ReadRequestFields, md: Metadata, cfg: Pick
   if (windowStart < 0n || windowStart % d !== 0n) {
     throw new InvalidArgumentError('window_start_ms', `${windowStart} is not a non-negative multiple of the block duration (${cfg.blockDurationMs} ms)`);
   }
-  const routed = header(md, BLOCK_HEADER);
-  const expected = blockHeaderValue(req.tenant, req.shard, windowStart);
+  const routed = headerValue(md, BLOCK_HEADER);
+  const expected = blockRoutingKey(req.tenant, req.shard, windowStart);
   if (routed !== null && routed !== expected) {
     throw new InvalidArgumentError(BLOCK_HEADER, `header names block "${routed}", the request "${expected}"`);
   }
@@ -448,7 +424,7 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
       parsed = parseReadRequest(call.request, call.metadata, config);
       const tenant = parsed.block.tenant;
       tenantLabel = opts.tenantLabel(tenant);
-      const auth = opts.authorize(new ReadAuthContext(tenant, parsed.headerTenant, tokenOf(call.metadata), call));
+      const auth = opts.authorize(new ReadAuthContext(tenant, parsed.headerTenant, bearerToken(call.metadata), call));
       const grant = auth instanceof Promise ? await auth : auth;
       if (grant?.tenant !== undefined && grant.tenant !== tenant) throw new GrpcError(status.PERMISSION_DENIED, `the token does not grant access to tenant "${tenant}"`);
       const mine = activeOf.get(tenant) ?? 0;

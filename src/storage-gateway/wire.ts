@@ -8,7 +8,7 @@
  * answer, and RAW runs are decoded series by series as the messages need them.
  */
 import { endianness } from 'node:os';
-import { encodeReadResponse } from '../client/query-codec.js';
+import { encodeReadResponse } from '../api/read-codec.js';
 import type { Samples } from '../format/run.js';
 
 // typed arrays are sent as they are in memory: the wire format is little-endian

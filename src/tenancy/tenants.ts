@@ -6,8 +6,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
-import { status } from '@grpc/grpc-js';
-import { GrpcError } from '../common/status.js';
+import { TENANT_HEADER } from '../api/headers.js';
 import type { Logger } from '../common/logger.js';
 import { ErrorCode, InvalidArgumentError, StrataError } from '../errors.js';
 import { TENANT_PATTERN } from '../format/key.js';
@@ -56,13 +55,13 @@ export function bucketLocationOf(cfg: BucketConfig): string {
  * digest (no early exit). No token, or one no tenant owns → UNAUTHENTICATED.
  */
 function ownerOf(cfg: TenantsConfig, token: string | null): TenantEntry {
-  if (!token) throw new GrpcError(status.UNAUTHENTICATED, 'missing bearer token');
+  if (!token) throw new StrataError(ErrorCode.UNAUTHENTICATED, 'missing bearer token');
   const digest = createHash('sha256').update(token, 'utf8').digest();
   let owner: TenantEntry | null = null;
   for (const t of cfg.tenants.values()) {
     for (const d of t.tokenDigests) if (timingSafeEqual(d, digest)) owner = t;
   }
-  if (!owner) throw new GrpcError(status.UNAUTHENTICATED, 'invalid bearer token');
+  if (!owner) throw new StrataError(ErrorCode.UNAUTHENTICATED, 'invalid bearer token');
   return owner;
 }
 
@@ -113,13 +112,13 @@ export class TenantRegistry {
    * configured digest.
    */
   authenticate(tenant: string | null, token: string | null): TenantContext {
-    if (tenant === null || tenant === '') throw new InvalidArgumentError('x-strata-tenant', 'header is missing');
-    if (!TENANT_PATTERN.test(tenant)) throw new InvalidArgumentError('x-strata-tenant', 'must be 1-64 characters of a-z, 0-9, "_" and "-", starting with a letter or digit');
+    if (tenant === null || tenant === '') throw new InvalidArgumentError(TENANT_HEADER, 'header is missing');
+    if (!TENANT_PATTERN.test(tenant)) throw new InvalidArgumentError(TENANT_HEADER, 'must be 1-64 characters of a-z, 0-9, "_" and "-", starting with a letter or digit');
     const cfg = this.cfg;
     const entry = cfg.tenants.get(tenant);
     if (!cfg.authRequired) return { tenant, limits: entry?.limits ?? {} };
     const owner = ownerOf(cfg, token);
-    if (owner.id !== tenant) throw new GrpcError(status.PERMISSION_DENIED, `the token does not grant access to tenant "${tenant}"`);
+    if (owner.id !== tenant) throw new StrataError(ErrorCode.PERMISSION_DENIED, `the token does not grant access to tenant "${tenant}"`);
     return { tenant, limits: owner.limits };
   }
 

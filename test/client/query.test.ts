@@ -12,9 +12,9 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Server, ServerCredentials, status, type ServerWritableStream } from '@grpc/grpc-js';
 import { QueryClient, QueryError } from '../../src/client/query.js';
-import { encodeReadResponse } from '../../src/client/query-codec.js';
+import { encodeReadResponse } from '../../src/api/read-codec.js';
 import { openBucket } from '../../src/objstore/index.js';
-import { readServiceDefinition } from '../../src/storage-gateway/gateway.js';
+import { readServiceDefinition } from '../../src/api/services.js';
 import { D, expected, makeDataSet, mismatches, rgwBucket, startTestGateway, STALE_NAN_BITS, tempDir, testConfig, W0, writeBlock, writeDataSet } from '../storage-gateway/helpers.js';
 import { makeSeries } from '../support/series.js';
 

@@ -19,7 +19,8 @@ import { createLogger } from '../../src/common/logger.js';
 import { blockKey } from '../../src/format/key.js';
 import { FilesystemBucket } from '../../src/objstore/fs.js';
 import { parseAggregatorConfig } from '../../src/shard-aggregator/config.js';
-import { startAggregatorServer, writerServiceDefinition } from '../../src/shard-aggregator/server.js';
+import { writerServiceDefinition } from '../../src/api/services.js';
+import { startAggregatorServer } from '../../src/shard-aggregator/server.js';
 import { tempDir } from '../shard-aggregator/helpers.js';
 
 const H = 4 * 3600 * 1000;

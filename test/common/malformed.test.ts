@@ -8,12 +8,13 @@ import { connect } from 'node:http2';
 import { join } from 'node:path';
 import { Client, credentials, Metadata, status, type MethodDefinition, type ServiceError } from '@grpc/grpc-js';
 import t from 'tap';
-import { encodeReadRequest, ENCODING_RAW, READ_METHOD_PATH } from '../../src/client/query-codec.js';
+import { encodeReadRequest, ENCODING_RAW, READ_METHOD_PATH } from '../../src/api/read-codec.js';
 import { createLogger } from '../../src/common/logger.js';
-import { loadProto } from '../../src/common/proto.js';
+import { loadProto } from '../../src/api/proto.js';
 import { parseAggregatorConfig } from '../../src/shard-aggregator/config.js';
 import { startAggregatorServer } from '../../src/shard-aggregator/server.js';
 import { startTestGateway, tempDir, testConfig } from '../storage-gateway/helpers.js';
+import { encodeFrame } from '../../src/api/grpc-frame.js';
 
 /** A protobuf field 1 (length-delimited) claiming far more bytes than follow. */
 const GARBAGE = Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01, 0x02]);
@@ -64,11 +65,7 @@ async function flaggedCall(port: number, path: string, body: Buffer, headers: Re
   const session = connect(`http://127.0.0.1:${port}`);
   try {
     const stream = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers', ...headers });
-    const frame = Buffer.alloc(5 + body.length);
-    frame[0] = 1; // Compressed-Flag
-    frame.writeUInt32BE(body.length, 1);
-    body.copy(frame, 5);
-    stream.end(frame);
+    stream.end(encodeFrame(body, 1)); // Compressed-Flag set
     stream.resume();
     // the status comes in trailers, or in the headers of a trailers-only answer
     let got: Record<string, unknown> = {};

@@ -17,11 +17,12 @@ import { parse, parseAllDocuments } from 'yaml';
 import { QueryClient } from '../../src/client/query.js';
 import { WriterClient } from '../../src/client/writer.js';
 import { createLogger } from '../../src/common/logger.js';
-import { loadProto } from '../../src/common/proto.js';
+import { loadProto } from '../../src/api/proto.js';
 import { ordinalFromHostname, ownedShards, parseAggregatorConfig } from '../../src/shard-aggregator/config.js';
-import { startAggregatorServer, writerServiceDefinition } from '../../src/shard-aggregator/server.js';
+import { readServiceDefinition, writerServiceDefinition } from '../../src/api/services.js';
+import { startAggregatorServer } from '../../src/shard-aggregator/server.js';
 import { parseGatewayConfig } from '../../src/storage-gateway/config.js';
-import { readServiceDefinition, startGateway } from '../../src/storage-gateway/gateway.js';
+import { startGateway } from '../../src/storage-gateway/gateway.js';
 import { DEFAULT_TOPOLOGY } from '../../scripts/deploy/topology.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');

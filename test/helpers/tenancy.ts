@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { renameSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:http2';
 import { s3TestEnv, type TestUser } from './s3env.js';
+import { encodeFrame } from '../../src/api/grpc-frame.js';
 
 /** Writes `text` to `path` through a temp file and a rename (one atomic replace). */
 export function replaceFile(path: string, text: string): void {
@@ -71,10 +72,7 @@ export async function rawGrpcCall(address: string, path: string, headers: Record
   session.on('error', () => undefined);
   try {
     const req = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers', ...headers });
-    const frame = Buffer.alloc(5 + message.length);
-    frame.writeUInt32BE(message.length, 1);
-    message.copy(frame, 5);
-    req.end(frame);
+    req.end(encodeFrame(message));
     return await new Promise((resolve, reject) => {
       let meta: Record<string, unknown> = {};
       req.on('response', (h) => (meta = { ...meta, ...h }));

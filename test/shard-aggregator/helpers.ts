@@ -14,7 +14,7 @@ import { Client, credentials, Metadata, type MethodDefinition, type ServiceError
 import type { Test } from 'tap';
 import { BlockReader } from '../../src/block/reader.js';
 import { bucketSource } from '../../src/block/source.js';
-import { loadProto } from '../../src/common/proto.js';
+import { loadProto } from '../../src/api/proto.js';
 import type { Samples } from '../../src/format/run.js';
 import type { Bucket } from '../../src/objstore/bucket.js';
 import { S3Bucket, type S3BucketConfig } from '../../src/objstore/s3.js';

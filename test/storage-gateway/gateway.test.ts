@@ -9,7 +9,7 @@
 import t, { type Test } from 'tap';
 import { constants, connect } from 'node:http2';
 import { status, type ServiceError } from '@grpc/grpc-js';
-import { encodeReadRequest, ENCODING_RAW, READ_METHOD_PATH, type ReadRequestFields } from '../../src/client/query-codec.js';
+import { encodeReadRequest, ENCODING_RAW, READ_METHOD_PATH, type ReadRequestFields } from '../../src/api/read-codec.js';
 import type { RunningGateway } from '../../src/storage-gateway/gateway.js';
 import { eventually } from '../shard-aggregator/helpers.js';
 import { QueryClient, QueryError } from '../../src/client/query.js';
@@ -39,6 +39,7 @@ import {
   writeDataSet,
   type SeriesData,
 } from './helpers.js';
+import { encodeFrame } from '../../src/api/grpc-frame.js';
 
 /** 400 series of one block (shard 0 of 1), 16 per index page: 25 pages. */
 const BIG: SeriesData[] = Array.from({ length: 400 }, (_, i) => ({ id: BigInt(1000 + i), samples: makeSeries(KINDS[i % KINDS.length]!, 960, W0, i) }));
@@ -376,10 +377,7 @@ function unreadCall(t: Test, port: number, fields: ReadRequestFields): { cancel(
   t.teardown(() => session.destroy());
   const stream = session.request({ ':method': 'POST', ':path': READ_METHOD_PATH, 'content-type': 'application/grpc', te: 'trailers' });
   const body = encodeReadRequest(fields);
-  const frame = Buffer.alloc(5 + body.length);
-  frame.writeUInt32BE(body.length, 1);
-  frame.set(body, 5);
-  stream.end(frame);
+  stream.end(encodeFrame(body));
   stream.pause();
   stream.on('error', () => undefined); // cancelled below
   return { cancel: () => stream.close(constants.NGHTTP2_CANCEL) };

@@ -252,7 +252,7 @@ export function idBytes(ids: readonly bigint[]): Buffer {
  */
 export async function rawRead(port: number, req: RawReadRequest, headers: Record<string, string> = {}): Promise<Record<string, unknown>[]> {
   const { credentials, Metadata } = await import('@grpc/grpc-js');
-  const { loadProto } = await import('../../src/common/proto.js');
+  const { loadProto } = await import('../../src/api/proto.js');
   type Ctor = new (addr: string, creds: unknown) => {
     Read(r: RawReadRequest, md: InstanceType<typeof Metadata>): AsyncIterable<Record<string, unknown>>;
     close(): void;

@@ -13,7 +13,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { credentials } from '@grpc/grpc-js';
 import { QueryClient } from '../../src/client/query.js';
-import { loadProto } from '../../src/common/proto.js';
+import { loadProto } from '../../src/api/proto.js';
 import { openBucket } from '../../src/objstore/index.js';
 import { D, expected, makeDataSet, mismatches, rgwBucket, tempDir, W0, writeDataSet } from './helpers.js';
 

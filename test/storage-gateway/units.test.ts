@@ -4,7 +4,7 @@
  */
 import t from 'tap';
 import fc from 'fast-check';
-import { decodeReadResponse } from '../../src/client/query-codec.js';
+import { decodeReadResponse } from '../../src/api/read-codec.js';
 import { planGets } from '../../src/storage-gateway/coalesce.js';
 import { ENV_PREFIX, configFromEnv, parseGatewayConfig } from '../../src/storage-gateway/config.js';
 import { serveConfigs } from '../../src/cli/serve.js';

@@ -20,7 +20,7 @@ import { Writable } from 'node:stream';
 import { status } from '@grpc/grpc-js';
 import t from 'tap';
 import { stringify as toYaml } from 'yaml';
-import { encodeReadRequest, ENCODING_RAW, READ_METHOD_PATH } from '../../src/client/query-codec.js';
+import { encodeReadRequest, ENCODING_RAW, READ_METHOD_PATH } from '../../src/api/read-codec.js';
 import { QueryClient, QueryError } from '../../src/client/query.js';
 import { createLogger } from '../../src/common/logger.js';
 import { S3Bucket } from '../../src/objstore/s3.js';

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
-import { GrpcError } from '../../src/common/status.js';
+import { grpcStatusOf } from '../../src/common/status.js';
 import { ErrorCode, InvalidArgumentError, StrataError } from '../../src/errors.js';
 import type { Bucket, BucketConfig } from '../../src/objstore/index.js';
 import { hashToken, loadTenantsFile, newToken, parseTenantsConfig, retentionOf } from '../../src/tenancy/config.js';
@@ -38,8 +38,8 @@ function grpcCode(fn: () => unknown): string {
     fn();
     return 'OK';
   } catch (err) {
-    if (err instanceof GrpcError) return status[err.grpcCode];
     if (err instanceof InvalidArgumentError) return `INVALID_ARGUMENT(${err.field})`;
+    if (err instanceof StrataError) return status[grpcStatusOf(err)];
     throw err;
   }
 }

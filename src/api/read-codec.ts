@@ -4,7 +4,7 @@
  * serializers. `proto/read.proto` stays the contract; this codec exists because the generic
  * proto-loader path costs more than the read itself on warm reads (int64 fields through Long,
  * bytes fields copied twice): see src/storage-gateway/README.md for the measurements. The tests
- * check it against protobufjs loading the .proto (test/client/query-codec.test.ts).
+ * check it against protobufjs loading the .proto (test/api/read-codec.test.ts).
  *
  * Responses are encoded from chunks (the gateway's column or run bytes are copied once, into the
  * message) and decoded into views of the received buffer (no copy).

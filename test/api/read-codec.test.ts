@@ -1,5 +1,5 @@
 /**
- * The read API's own protobuf codec (src/client/query-codec.ts) against the reference: the
+ * The read API's own protobuf codec (src/api/read-codec.ts) against the reference: the
  * serializers @grpc/proto-loader generates from proto/read.proto. Both directions, random
  * messages (negative and 64-bit times, empty and large byte fields), unknown fields skipped,
  * malformed input refused.
@@ -8,7 +8,7 @@ import t from 'tap';
 import fc from 'fast-check';
 import { join } from 'node:path';
 import { loadSync, type MethodDefinition } from '@grpc/proto-loader';
-import { PROTO_DIR } from '../../src/common/proto.js';
+import { PROTO_DIR } from '../../src/api/proto.js';
 import {
   decodeReadRequest,
   decodeReadResponse,
@@ -17,7 +17,7 @@ import {
   ProtoDecodeError,
   READ_METHOD,
   type ReadRequestFields,
-} from '../../src/client/query-codec.js';
+} from '../../src/api/read-codec.js';
 
 const def = loadSync(join(PROTO_DIR, 'read.proto'), { keepCase: true, longs: String, enums: Number, defaults: true, includeDirs: [PROTO_DIR] });
 const ref = (def['strata.read.v1.Read'] as Record<string, MethodDefinition<object, object>>)['Read']!;
