@@ -99,8 +99,8 @@ const writePath: Dashboard = {
           title: 'Object store retries and failures /s',
           unit: 'ops',
           queries: [
-            q(sumRate('strata_aggregator_upload_retries_total', 'operation'), 'retry {{operation}}'),
-            q(sumRate('strata_aggregator_upload_errors_total', 'operation'), 'failed {{operation}}'),
+            q(sumRate('strata_bucket_s3_retries_total', 'operation'), 'retry {{operation}}'),
+            q(sumRate('strata_bucket_operation_failures_total', 'operation', `${I}, code!="ERR_STRATA_NOT_FOUND"`), 'failed {{operation}}'),
           ],
         },
         BUILDS_PANEL,
@@ -161,7 +161,7 @@ const readPath: Dashboard = {
         { title: 'GETs /s by kind', unit: 'ops', queries: [q(sumRate('strata_gateway_s3_gets_total', 'kind'), '{{kind}}')] },
         { title: 'GET bytes /s by kind', unit: 'Bps', queries: [q(sumRate('strata_gateway_s3_get_bytes_total', 'kind'), '{{kind}}')] },
         { title: 'Failed GETs /s by code', unit: 'ops', queries: [q(sumRate('strata_gateway_s3_get_errors_total', 'code'), '{{code}}')] },
-        { title: 'S3 attempts /s by outcome', unit: 'ops', queries: [q(sumRate('strata_gateway_s3_requests_total', 'operation, outcome'), '{{operation}} {{outcome}}')] },
+        { title: 'S3 attempts /s by outcome', unit: 'ops', queries: [q(sumRate('strata_bucket_s3_requests_total', 'operation, outcome'), '{{operation}} {{outcome}}')] },
         {
           title: 'GETs saved /s',
           unit: 'ops',

@@ -13,9 +13,9 @@ import { splitListen } from '../common/config.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { startMetricsServer, type MetricsServer } from '../common/metrics-server.js';
 import type { Bucket } from '../objstore/index.js';
-import { describeBucket, openBucket } from '../objstore/index.js';
-import { loadTenantsFile, openTenantsConfig } from '../tenancy/config.js';
-import { TenantRegistry } from '../tenancy/tenants.js';
+import { describeBucket } from '../objstore/index.js';
+import { BucketMetrics } from '../objstore/decorators.js';
+import { openTenantRegistry } from '../common/service-runtime.js';
 import type { LifecycleConfig } from './config.js';
 import { LifecyclePassStopped, runLifecyclePass, type LifecyclePassResult } from './job.js';
 import { Lease } from './lease.js';
@@ -56,18 +56,9 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
   const logger = opts.logger ?? createLogger({ level: config.logLevel, name: 'lifecycle' });
   const now = opts.now ?? Date.now;
   const metrics = new LifecycleMetrics({ defaultMetrics: opts.defaultMetrics ?? true });
-  let tenantsConfig;
-  if (config.tenantsFile !== undefined) tenantsConfig = await loadTenantsFile(config.tenantsFile);
-  else if (config.bucket !== undefined) tenantsConfig = openTenantsConfig(config.bucket);
-  else throw new TypeError('the lifecycle config has neither bucket nor tenantsFile');
   const given = opts.bucket;
-  const registry = new TenantRegistry(tenantsConfig, {
-    logger,
-    openBucket: (cfg) => (given ? Promise.resolve(given) : openBucket(cfg)),
-  });
-  const closeRegistry = async (): Promise<void> => {
-    if (!given) await registry.close();
-  };
+  const registry = await openTenantRegistry({ role: 'lifecycle', config, logger, bucketMetrics: new BucketMetrics(metrics.registry), given });
+  const closeRegistry = (): Promise<void> => registry.close();
   let metricsServer: MetricsServer;
   let lease: Lease;
   try {

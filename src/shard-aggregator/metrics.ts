@@ -27,8 +27,6 @@ export class AggregatorMetrics {
   readonly flushErrors: Counter<'tenant' | 'reason'>;
   readonly tenantReloads: Counter<'result'>;
   readonly flushSeries: Counter;
-  readonly uploadRetries: Counter<'operation'>;
-  readonly uploadErrors: Counter<'operation'>;
   readonly inflightBytes: Gauge;
   readonly walDiskBytes: Gauge;
   readonly walQuotaBytes: Gauge;
@@ -80,8 +78,6 @@ export class AggregatorMetrics {
     });
     this.tenantReloads = new Counter({ name: `${p}tenants_reloads_total`, help: 'Reloads of the tenants file by result (ok, refused).', labelNames: ['result'], registers });
     this.flushSeries = new Counter({ name: `${p}flush_series_total`, help: 'Series in uploaded blocks.', registers });
-    this.uploadRetries = new Counter({ name: `${p}upload_retries_total`, help: 'Object store requests retried.', labelNames: ['operation'], registers });
-    this.uploadErrors = new Counter({ name: `${p}upload_errors_total`, help: 'Object store operations that failed for good.', labelNames: ['operation'], registers });
     this.inflightBytes = new Gauge({ name: `${p}inflight_bytes`, help: 'Payload bytes of requests being processed.', registers });
     const walDisk = (): number => this.walDiskSource?.() ?? 0;
     this.walDiskBytes = new Gauge({

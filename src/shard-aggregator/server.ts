@@ -13,20 +13,15 @@
  * shutdownGraceMs, then cancel them) → stop flushes (their WALs stay) → close the WALs (pending
  * groups are written first) → close the bucket clients and the metrics server.
  */
-import { Server, type ServiceDefinition } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { addHealthService, HealthState } from '../common/health.js';
-import { tolerantRequests } from '../common/status.js';
-import { grpcServerOptions, guardHandshakes, withHandshakeTimeout } from '../common/connections.js';
 import { createLogger } from '../common/logger.js';
-import { drainServer } from '../common/signals.js';
-import { startMetricsServer, type MetricsServer } from '../common/metrics-server.js';
 import { WRITER_SERVICE, writerServiceDefinition } from '../api/services.js';
-import { serverCredentials } from '../common/tls.js';
-import { splitListen } from '../common/config.js';
-import { describeBucket, openBucket, type Bucket, type BucketConfig, type S3Hooks } from '../objstore/index.js';
-import { loadTenantsFile, openTenantsConfig, retentionOf } from '../tenancy/config.js';
-import { TenantRegistry } from '../tenancy/tenants.js';
+import { HealthState } from '../common/health.js';
+import { drain, listen, listeningFields, openTenantRegistry, type Listening } from '../common/service-runtime.js';
+import { BucketMetrics } from '../objstore/decorators.js';
+import type { Bucket } from '../objstore/index.js';
+import { retentionOf } from '../tenancy/config.js';
+import type { TenantRegistry } from '../tenancy/tenants.js';
 import { Aggregator } from './aggregator.js';
 import type { AggregatorConfig } from './config.js';
 import type { TenantBuckets } from './flush.js';
@@ -85,102 +80,48 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
   let state: ServerState = 'starting';
   let agg: Aggregator | null = null;
 
-  const s3Hooks: S3Hooks = {
-    onRetry: (e) => metrics.uploadRetries.inc({ operation: e.operation }),
-    onRequest: (e) => {
-      if (e.outcome === 'error' && e.httpStatus !== 404) metrics.uploadErrors.inc({ operation: e.operation });
-    },
-  };
-  let registry: TenantRegistry;
-  if (opts.tenants) registry = opts.tenants;
-  else {
-    let tenantsConfig;
-    if (config.tenantsFile !== undefined) tenantsConfig = await loadTenantsFile(config.tenantsFile);
-    else if (config.bucket !== undefined) tenantsConfig = openTenantsConfig(config.bucket);
-    else throw new TypeError('the aggregator config has neither bucket nor tenantsFile');
-    const given = opts.bucket;
-    if (given && config.tenantsFile !== undefined) throw new TypeError('the `bucket` option is for runs without a tenants file');
-    // a given bucket is shared with its owner: the registry must not close it
-    const shared: Bucket | null = given
-      ? new Proxy(given, {
-          get(target, prop) {
-            if (prop === 'close') return () => Promise.resolve();
-            const v: unknown = Reflect.get(target, prop, target);
-            return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
-          },
-        })
-      : null;
-    registry = new TenantRegistry(tenantsConfig, {
+  const bucketMetrics = new BucketMetrics(metrics.registry);
+  const registry =
+    opts.tenants ??
+    (await openTenantRegistry({
+      role: 'aggregator',
+      config,
       logger,
-      openBucket: (cfg) => (shared ? Promise.resolve(shared) : openBucket(cfg, { s3Hooks })),
+      bucketMetrics,
+      given: opts.bucket,
       onReload: (ok) => metrics.tenantReloads.inc({ result: ok ? 'ok' : 'refused' }),
-    });
-  }
+    }));
   const ownRegistry = opts.tenants === undefined;
   const buckets: TenantBuckets = { acquire: (tenant) => registry.acquireBucket(tenant) };
   const tenantLabel = (tenant: string): string => registry.label(tenant);
   const deletionMarks = new DeletionMarkWatcher(() => registry.defaultBucket(), { pollMs: config.deletionMarksPollMs, logger });
-  let creds;
+  let listening: Listening;
   try {
-    creds = withHandshakeTimeout(serverCredentials(config.tls), config.handshakeTimeoutMs);
+    listening = await listen(config, {
+      services: [
+        {
+          definition: writerServiceDefinition(),
+          implementation: writerService({
+            config,
+            metrics,
+            logger,
+            authorize: opts.authorize ?? registryAuth(registry),
+            tenantLabel,
+            aggregator: () => agg,
+            state: () => state,
+            refusal: (tenant) => deletionMarks.refusal(tenant),
+          }),
+        },
+      ],
+      health,
+      metrics: metrics.registry,
+      serverOptions: { 'grpc.max_receive_message_length': config.maxRequestBytes, 'grpc.max_send_message_length': 16 * 1024 * 1024 },
+    });
   } catch (err) {
     if (ownRegistry) await registry.close();
     throw err;
   }
-
-  const server = new Server({
-    ...grpcServerOptions(config),
-    'grpc.max_receive_message_length': config.maxRequestBytes,
-    'grpc.max_send_message_length': 16 * 1024 * 1024,
-  });
-  server.addService(
-    tolerantRequests(writerServiceDefinition()),
-    writerService({
-      config,
-      metrics,
-      logger,
-      authorize: opts.authorize ?? registryAuth(registry),
-      tenantLabel,
-      aggregator: () => agg,
-      state: () => state,
-      refusal: (tenant) => deletionMarks.refusal(tenant),
-    }),
-  );
-  addHealthService(server, health);
-  const { host, port } = splitListen(config.grpcListen);
-  let grpcPort: number;
-  let metricsServer: MetricsServer;
-  try {
-    grpcPort = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, creds, (err, p) => (err ? reject(err) : resolve(p))),
-    );
-    guardHandshakes(server, config.handshakeTimeoutMs);
-    try {
-      const m = splitListen(config.metricsListen);
-      metricsServer = await startMetricsServer(metrics.registry, m.host, m.port);
-    } catch (err) {
-      server.forceShutdown();
-      throw err;
-    }
-  } catch (err) {
-    if (ownRegistry) await registry.close();
-    throw err;
-  }
-  const tc = registry.config;
-  logger.info(
-    {
-      grpcPort,
-      metricsPort: metricsServer.port,
-      tls: config.tls ? (config.tls.clientCaFile !== undefined ? 'mtls' : 'tls') : 'off',
-      walDir: config.walDir,
-      bucket: describeBucket(tc.defaultBucket),
-      tenantsFile: config.tenantsFile ?? null,
-      tenants: tc.tenants.size,
-      authRequired: tc.authRequired,
-      numShards: config.numShards,
-    },
-    'aggregator listening; recovering wal',
-  );
+  logger.info({ ...listeningFields(listening, config, registry), walDir: config.walDir, numShards: config.numShards }, 'aggregator listening; recovering wal');
   if (ownRegistry && config.tenantsFile !== undefined) registry.watch(config.tenantsFile);
   // the first read of the marks finishes before the aggregator serves (a failed read is logged and retried)
   const marksRead = deletionMarks.start();
@@ -208,17 +149,16 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
     (shuttingDown ??= (async () => {
       logger.info('aggregator draining');
       state = 'draining';
-      health.setAll('NOT_SERVING');
-      await drainServer(server, config.shutdownGraceMs, () => logger.warn({ graceMs: config.shutdownGraceMs }, 'in-flight requests did not finish in time; cancelling them'));
+      await drain(listening, health, config.shutdownGraceMs, logger, 'in-flight requests');
       await ready.catch(() => undefined);
       stopRetryOnSwap();
       await deletionMarks.close();
       if (agg) await agg.close();
       health.close();
-      await metricsServer.close();
+      await listening.metricsServer.close();
       if (ownRegistry) await registry.close();
       logger.info('aggregator stopped');
     })());
 
-  return { grpcPort, metricsPort: metricsServer.port, metrics, health, tenants: registry, deletionMarks, aggregator: () => agg, ready, shutdown };
+  return { grpcPort: listening.grpcPort, metricsPort: listening.metricsPort, metrics, health, tenants: registry, deletionMarks, aggregator: () => agg, ready, shutdown };
 }

@@ -12,23 +12,18 @@
  * and the metrics server are closed.
  */
 import { createHash } from 'node:crypto';
-import { Server, type ServiceDefinition } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { addHealthService, HealthState } from '../common/health.js';
-import { tolerantRequests } from '../common/status.js';
-import { grpcServerOptions, guardHandshakes, withHandshakeTimeout } from '../common/connections.js';
 import { createLogger } from '../common/logger.js';
-import { drainServer } from '../common/signals.js';
-import { startMetricsServer, type MetricsServer } from '../common/metrics-server.js';
-import { serverCredentials } from '../common/tls.js';
 import { READ_SERVICE, readServiceDefinition } from '../api/services.js';
+import { HealthState } from '../common/health.js';
+import { drain, listen, listeningFields, openTenantRegistry, type Listening } from '../common/service-runtime.js';
+import { BucketMetrics } from '../objstore/decorators.js';
+import type { Bucket } from '../objstore/index.js';
+import { retentionOf } from '../tenancy/config.js';
+import type { TenantRegistry } from '../tenancy/tenants.js';
 import type { BucketReader } from '../objstore/bucket.js';
 import { blockKey } from '../format/key.js';
-import { splitListen } from '../common/config.js';
-import { describeBucket, openBucket, type Bucket, type BucketConfig } from '../objstore/index.js';
-import { loadTenantsFile, openTenantsConfig, retentionOf } from '../tenancy/config.js';
 import { DeletionMarkWatcher } from '../tenancy/deletion-marks.js';
-import { TenantRegistry } from '../tenancy/tenants.js';
 import { BlockDirectory, type BlockAddress } from './blocks.js';
 import { HotRangeCache } from './cache/hot.js';
 import { LmdbCacheStore } from './cache/lmdb.js';
@@ -108,26 +103,13 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
   metrics.cacheSource = store;
   let registry: TenantRegistry;
   try {
-    let tenantsConfig;
-    if (config.tenantsFile !== undefined) tenantsConfig = await loadTenantsFile(config.tenantsFile);
-    else if (config.bucket !== undefined) tenantsConfig = openTenantsConfig(config.bucket);
-    else throw new TypeError('the gateway config has neither bucket nor tenantsFile');
-    const given = opts.bucket;
-    if (given && config.tenantsFile !== undefined) throw new TypeError('the `bucket` option is for runs without a tenants file');
-    // a given bucket is shared with its owner: the registry must not close it
-    const shared: Bucket | null = given
-      ? (new Proxy(given, {
-          get(target, prop) {
-            if (prop === 'close') return () => Promise.resolve();
-            const v: unknown = Reflect.get(target, prop, target);
-            return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
-          },
-        }) as unknown as Bucket)
-      : null;
-    registry = new TenantRegistry(tenantsConfig, {
+    registry = await openTenantRegistry({
+      role: 'gateway',
+      config,
       logger,
-      openBucket: (cfg) =>
-        shared ? Promise.resolve(shared) : openBucket(cfg, { s3Hooks: { onRequest: (e) => metrics.s3Requests.inc({ operation: e.operation, outcome: e.outcome }) } }),
+      bucketMetrics: new BucketMetrics(metrics.registry),
+      // the gateway only reads it
+      given: opts.bucket as Bucket | undefined,
       onReload: (ok) => metrics.tenantReloads.inc({ result: ok ? 'ok' : 'refused' }),
     });
   } catch (err) {
@@ -190,32 +172,6 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     { maxSamplesPerResponse: config.maxSamplesPerResponse, maxBytesPerResponse: config.maxBytesPerResponse, maxMessageBytes: config.maxMessageBytes },
   );
   let serving = false;
-  const server = new Server({
-    ...grpcServerOptions(config),
-    'grpc.max_send_message_length': config.maxMessageBytes + 1024,
-    'grpc.max_receive_message_length': 16 * 1024 * 1024,
-    // nothing reads channelz; with it on, grpc-js keeps per-call and per-message statistics
-    'grpc.enable_channelz': 0,
-  });
-  server.addService(
-    tolerantRequests(readServiceDefinition()),
-    readService({
-      config,
-      metrics,
-      logger,
-      authorize: opts.authorize ?? registryAuth(registry),
-      resolve,
-      tenantLabel: (t) => registry.label(t),
-      executor,
-      serving: () => serving,
-      noData: (tenant, windowEnd) => {
-        if (deletionMarks.markOf(tenant) !== undefined) return true;
-        const retention = retentionOf(registry.config, tenant);
-        return retention !== null && windowEnd + BigInt(retention) <= BigInt(Math.floor(now()));
-      },
-    }),
-  );
-  addHealthService(server, health);
   const closeOwned = async (): Promise<void> => {
     try {
       await deletionMarks.close();
@@ -224,35 +180,48 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
       await registry.close();
     }
   };
-  let metricsServer: MetricsServer;
-  let grpcPort: number;
+  let listening: Listening;
   try {
-    const creds = withHandshakeTimeout(serverCredentials(config.tls), config.handshakeTimeoutMs);
-    const { host, port } = splitListen(config.grpcListen);
-    grpcPort = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, creds, (err, p) => (err ? reject(err) : resolve(p))),
-    );
-    guardHandshakes(server, config.handshakeTimeoutMs);
-    const m = splitListen(config.metricsListen);
-    metricsServer = await startMetricsServer(metrics.registry, m.host, m.port);
+    listening = await listen(config, {
+      services: [
+        {
+          definition: readServiceDefinition(),
+          implementation: readService({
+            config,
+            metrics,
+            logger,
+            authorize: opts.authorize ?? registryAuth(registry),
+            resolve,
+            tenantLabel: (t) => registry.label(t),
+            executor,
+            serving: () => serving,
+            noData: (tenant, windowEnd) => {
+              if (deletionMarks.markOf(tenant) !== undefined) return true;
+              const retention = retentionOf(registry.config, tenant);
+              return retention !== null && windowEnd + BigInt(retention) <= BigInt(Math.floor(now()));
+            },
+          }),
+        },
+      ],
+      health,
+      metrics: metrics.registry,
+      serverOptions: {
+        'grpc.max_send_message_length': config.maxMessageBytes + 1024,
+        'grpc.max_receive_message_length': 16 * 1024 * 1024,
+        // nothing reads channelz; with it on, grpc-js keeps per-call and per-message statistics
+        'grpc.enable_channelz': 0,
+      },
+    });
   } catch (err) {
-    server.forceShutdown();
     await closeOwned();
     throw err;
   }
   await deletionMarks.start();
   serving = true;
   health.setAll('SERVING');
-  const tc = registry.config;
   logger.info(
     {
-      grpcPort,
-      metricsPort: metricsServer.port,
-      tls: config.tls ? (config.tls.clientCaFile !== undefined ? 'mtls' : 'tls') : 'off',
-      bucket: opts.bucket ? opts.bucket.name : describeBucket(tc.defaultBucket),
-      tenantsFile: config.tenantsFile ?? null,
-      tenants: tc.tenants.size,
-      authRequired: tc.authRequired,
+      ...listeningFields(listening, config, registry, opts.bucket?.name),
       cacheType: config.cacheType,
       cacheDir: config.cacheDir,
       cacheBytes: store.usedBytes,
@@ -268,13 +237,12 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     (stopping ??= (async () => {
       logger.info('gateway draining');
       serving = false;
-      health.setAll('NOT_SERVING');
-      await drainServer(server, config.shutdownGraceMs, () => logger.warn({ graceMs: config.shutdownGraceMs }, 'in-flight reads did not finish in time; cancelling them'));
+      await drain(listening, health, config.shutdownGraceMs, logger, 'in-flight reads');
       health.close();
       try {
         await closeOwned();
       } finally {
-        await metricsServer.close();
+        await listening.metricsServer.close();
       }
       logger.info('gateway stopped');
     })());
@@ -285,5 +253,5 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     return { tenant, shard, windowStart: windowStartMs, windowEnd, key: blockKey(tenant, shard, windowStartMs), bucket, scope };
   };
 
-  return { grpcPort, metricsPort: metricsServer.port, metrics, health, store, directory, tenants: registry, address, shutdown };
+  return { grpcPort: listening.grpcPort, metricsPort: listening.metricsPort, metrics, health, store, directory, tenants: registry, address, shutdown };
 }

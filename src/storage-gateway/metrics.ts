@@ -79,8 +79,6 @@ export class GatewayMetrics {
   readonly s3Gets: Counter<'kind'>;
   readonly s3GetBytes: Counter<'kind'>;
   readonly s3GetErrors: Counter<'code'>;
-  /** HTTP attempts and retries underneath (S3 buckets only). */
-  readonly s3Requests: Counter<'operation' | 'outcome'>;
   readonly coalescedRanges: Counter;
   readonly singleFlightJoins: Counter;
   /** Where the cache gauges read their values at scrape time (set once the store exists). */
@@ -158,12 +156,6 @@ export class GatewayMetrics {
     this.s3Gets = counter({ name: `${p}s3_gets_total`, help: 'GETs issued to the bucket by kind (suffix, range).', labelNames: ['kind'], registers });
     this.s3GetBytes = counter({ name: `${p}s3_get_bytes_total`, help: 'Bytes received from the bucket by kind.', labelNames: ['kind'], registers });
     this.s3GetErrors = counter({ name: `${p}s3_get_errors_total`, help: 'Failed GETs by error code (not found included).', labelNames: ['code'], registers });
-    this.s3Requests = counter({
-      name: `${p}s3_requests_total`,
-      help: 'HTTP attempts to S3 by operation and outcome (ok, retry, error).',
-      labelNames: ['operation', 'outcome'],
-      registers,
-    });
     this.coalescedRanges = counter({ name: `${p}coalesced_ranges_total`, help: 'Ranges fetched by a GET shared with another range.', registers });
     this.singleFlightJoins = counter({ name: `${p}single_flight_joins_total`, help: 'Misses that joined a fetch already in flight.', registers });
     registerBuildInfo(this.registry);

@@ -49,7 +49,7 @@ t.test('an object store outage during a flush keeps the WAL and the flush succee
   t.match(st.last_flushes[0]?.error ?? '', /\S/, 'the failed flush is reported by Status');
   const metrics = await (await fetch(`http://127.0.0.1:${agg.metricsPort}/metrics`)).text();
   t.match(metrics, /strata_aggregator_flushes_total\{result="error"\} [1-9]/);
-  t.match(metrics, /strata_aggregator_upload_retries_total\{operation="[a-zA-Z]+"\} [1-9]/);
+  t.match(metrics, /strata_bucket_s3_retries_total\{operation="[a-zA-Z]+"\} [1-9]/);
 
   failing = false;
   st = await eventually('the background retry to flush the window', async () => {
