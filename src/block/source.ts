@@ -2,10 +2,11 @@
  * Where a block reader gets its bytes: exact range reads of one object, from a bucket or a local
  * file. The gateway wraps these with its caches.
  */
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ErrorCode, ObjectStoreError } from '../errors.js';
+import { renameDurable, writeFully } from '../common/durable-fs.js';
 import type { BucketReader, ByteRange, RangeResult } from '../objstore/bucket.js';
 import type { ByteSink } from './writer.js';
 
@@ -70,24 +71,12 @@ export async function fileSink(path: string): Promise<ByteSink> {
   const fh = await open(tmp, 'wx');
   let closed = false;
   return {
-    async write(chunk) {
-      let done = 0;
-      while (done < chunk.length) {
-        const { bytesWritten } = await fh.write(chunk, done, chunk.length - done);
-        done += bytesWritten;
-      }
-    },
+    write: (chunk) => writeFully(fh, chunk),
     async complete() {
       await fh.sync();
       await fh.close();
       closed = true;
-      await rename(tmp, path);
-      const dir = await open(dirname(path), 'r');
-      try {
-        await dir.sync();
-      } finally {
-        await dir.close();
-      }
+      await renameDurable(tmp, path);
     },
     async abort() {
       if (!closed) {

@@ -20,7 +20,7 @@
  * answered within `keepaliveTimeoutMs` closes it (calls on it fail UNAVAILABLE, the next call
  * connects anew), so a silently dead peer costs seconds, not every call's deadline. A connection
  * attempt that fails makes the next one wait: exponential backoff with full jitter
- * (src/objstore/retry.ts), reset by a connection that succeeds. A call made during the wait
+ * (src/common/backoff.ts), reset by a connection that succeeds. A call made during the wait
  * starts once it is over, or fails UNAVAILABLE at once when its deadline comes first.
  *
  * Errors are {@link GrpcCallError}s with `code` (a grpc-js `status`) and `details`, the shape of
@@ -30,7 +30,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
 import { status } from '@grpc/grpc-js';
 import type { ClientTlsOptions } from '../common/tls.js';
-import { backoffDelayMs, type RetryPolicy } from '../objstore/retry.js';
+import { backoffDelayMs, type RetryPolicy } from '../common/backoff.js';
 import { encodeFrame, FrameDecoder, FrameError } from '../api/grpc-frame.js';
 import { ERROR_CODE_TRAILER } from '../api/headers.js';
 

@@ -20,6 +20,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { bearerHeader, SHARD_HEADER, TENANT_HEADER, AUTH_HEADER } from '../api/headers.js';
 import { writerServiceDefinition, type WriterMethods } from '../api/services.js';
+import { backoffDelayMs, type RetryPolicy } from '../common/backoff.js';
 import { errorCodeOfTrailers } from '../api/headers.js';
 import { clientChannelSecurity, type ClientChannelSecurity, type ClientTlsConfig } from '../common/tls.js';
 import { InvalidArgumentError } from '../errors.js';
@@ -223,18 +224,16 @@ export class WriterClient {
   /** Runs one call with the retry policy; returns the result and the attempts used. */
   private async withRetries<T>(fn: () => Promise<T>): Promise<{ value: T; attempts: number }> {
     const r = this.opts.retry ?? {};
-    const maxAttempts = r.maxAttempts ?? 8;
-    const base = r.baseDelayMs ?? 100;
-    const max = r.maxDelayMs ?? 5000;
+    const policy: RetryPolicy = { maxAttempts: r.maxAttempts ?? 8, baseDelayMs: r.baseDelayMs ?? 100, maxDelayMs: r.maxDelayMs ?? 5000 };
     for (let attempt = 1; ; attempt++) {
       try {
         return { value: await fn(), attempts: attempt };
       } catch (err) {
-        if (attempt >= maxAttempts || !isRetryable(err)) {
+        if (attempt >= policy.maxAttempts || !isRetryable(err)) {
           (err as { attempts?: number }).attempts = attempt;
           throw err;
         }
-        await sleep(Math.random() * Math.min(max, base * 2 ** (attempt - 1)));
+        await sleep(backoffDelayMs(policy, attempt));
       }
     }
   }

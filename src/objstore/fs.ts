@@ -24,6 +24,7 @@ import { ErrorCode, InvalidArgumentError, ObjectStoreError } from '../errors.js'
 import { errorMessage, isAbortError, putViaUpload, withSecondaryError } from './body.js';
 import type { Bucket, ByteRange, IncompleteUpload, IncompleteUploads, ObjectInfo, ObjectUpload, PutOptions, RangeResult } from './bucket.js';
 import { compareUtf8, formatRange, normalizeKeyPrefix, resolveRange, validateKey, validateListPrefix, validateRange } from './keys.js';
+import { fsyncDir, writeFully } from '../common/durable-fs.js';
 
 /** Name prefix of in-flight temp files; key segments may not start with it. */
 export const FS_TEMP_PREFIX = '.strata-tmp-';
@@ -315,12 +316,7 @@ class FsUpload implements ObjectUpload {
     this.#enter('write');
     try {
       this.#signal?.throwIfAborted();
-      const fh = await this.#file();
-      let done = 0;
-      while (done < chunk.length) {
-        const { bytesWritten } = await fh.write(chunk, done, chunk.length - done);
-        done += bytesWritten;
-      }
+      await writeFully(await this.#file(), chunk);
       this.#state = 'open';
     } catch (err) {
       throw await this.#fail(`writing "${this.#key}" to ${this.#bucket}`, err);
@@ -409,7 +405,7 @@ class FsUpload implements ObjectUpload {
       }
       dirs.push(dirname(this.#createdDir));
     }
-    for (const d of dirs) await withFile(d, 'r', (fh) => fh.sync());
+    for (const d of dirs) await fsyncDir(d);
   }
 
   /** Cleans up after an error and returns the error to throw. */

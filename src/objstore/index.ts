@@ -28,7 +28,7 @@ export {
   type S3RetryEvent,
   type S3Stats,
 } from './s3.js';
-export { DEFAULT_RETRY_POLICY, type RetryPolicy } from './retry.js';
+export { DEFAULT_RETRY_POLICY, type RetryPolicy } from '../common/backoff.js';
 export { validateKey, validateListPrefix, MAX_KEY_BYTES } from './keys.js';
 
 /** Config of the embedded filesystem bucket. */

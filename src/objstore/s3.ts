@@ -51,7 +51,7 @@ import { ErrorCode, InvalidArgumentError, ObjectStoreError } from '../errors.js'
 import { isAbortError, putViaUpload, withSecondaryError } from './body.js';
 import type { Bucket, ByteRange, IncompleteUpload, IncompleteUploads, ObjectInfo, ObjectUpload, PutOptions, RangeResult } from './bucket.js';
 import { formatRange, normalizeKeyPrefix, resolveRange, validateKey, validateListPrefix, validateRange } from './keys.js';
-import { backoffDelayMs, DEFAULT_RETRY_POLICY, type RetryPolicy } from './retry.js';
+import { backoffDelayMs, DEFAULT_RETRY_POLICY, type RetryPolicy } from '../common/backoff.js';
 
 const MiB = 1024 * 1024;
 /** S3's smallest part (all but the last part of a multipart upload). */

@@ -1,6 +1,6 @@
 /**
  * Key, prefix and range rules shared by the bucket providers (src/objstore/keys.ts), and the
- * backoff formula (src/objstore/retry.ts).
+ * backoff formula (src/common/backoff.ts).
  */
 import fc from 'fast-check';
 import t from 'tap';
@@ -14,7 +14,7 @@ import {
   validateListPrefix,
   validateRange,
 } from '../../src/objstore/keys.js';
-import { backoffDelayMs } from '../../src/objstore/retry.js';
+import { backoffDelayMs } from '../../src/common/backoff.js';
 import { INVALID_KEYS } from './acceptance.js';
 
 function codeOf(fn: () => unknown): string | undefined {

@@ -1,5 +1,6 @@
 /**
- * Retry policy of the S3 bucket: exponential backoff with full jitter
+ * The one backoff of Strata (S3 requests, the query client's reconnects, the write client's
+ * retries, failed flushes): exponential backoff with full jitter
  * (delay = random(0, min(maxDelayMs, baseDelayMs * 2^(attempt-1)))), bounded attempts.
  * Pure apart from the injected random source.
  */
