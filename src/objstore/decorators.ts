@@ -19,7 +19,7 @@ import {
   type PutOptions,
   type RangeResult,
 } from './bucket.js';
-import type { S3Hooks } from './s3.js';
+import type { S3Hooks } from './s3/index.js';
 
 /** Forwards every call to `inner`; the base of the decorators. */
 class ForwardingBucket implements Bucket {

@@ -8,7 +8,7 @@ import { ErrorCode, StrataError } from '../errors.js';
 import type { Bucket } from './bucket.js';
 import { errorMessage } from './body.js';
 import { FilesystemBucket } from './fs.js';
-import { S3_OPTION_RANGES, S3Bucket, type S3BucketConfig, type S3Hooks } from './s3.js';
+import { S3_OPTION_RANGES, S3Bucket, type S3BucketConfig, type S3Hooks } from './s3/index.js';
 
 export type { Bucket, BucketReader, ByteRange, IncompleteUpload, IncompleteUploads, ObjectInfo, ObjectUpload, PutOptions, RangeResult } from './bucket.js';
 export { hasIncompleteUploads } from './bucket.js';
@@ -27,7 +27,7 @@ export {
   type S3RequestEvent,
   type S3RetryEvent,
   type S3Stats,
-} from './s3.js';
+} from './s3/index.js';
 export { DEFAULT_RETRY_POLICY, type RetryPolicy } from '../common/backoff.js';
 export { validateKey, validateListPrefix, MAX_KEY_BYTES } from './keys.js';
 

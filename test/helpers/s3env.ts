@@ -18,7 +18,7 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import type { Test } from 'tap';
-import type { S3BucketConfig } from '../../src/objstore/s3.js';
+import type { S3BucketConfig } from '../../src/objstore/s3/index.js';
 import { inBatches } from './async.js';
 
 /** Connection facts of the test S3 server and its two users. */

@@ -24,7 +24,7 @@ import { runLifecyclePass } from '../../src/lifecycle/job.js';
 import { leaseKey } from '../../src/lifecycle/lease.js';
 import { startLifecycle, type RunningLifecycle } from '../../src/lifecycle/service.js';
 import { FilesystemBucket, FS_TEMP_PREFIX, type Bucket } from '../../src/objstore/index.js';
-import { S3Bucket } from '../../src/objstore/s3.js';
+import { S3Bucket } from '../../src/objstore/s3/index.js';
 import { openTenantsConfig } from '../../src/tenancy/config.js';
 import { markTenantDeleted, readDeletionReport } from '../../src/tenancy/deletion-marks.js';
 import { TenantRegistry } from '../../src/tenancy/tenants.js';

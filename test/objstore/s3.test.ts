@@ -8,7 +8,7 @@
 import t, { type Test } from 'tap';
 import { ErrorCode, ObjectStoreError } from '../../src/errors.js';
 import { openBucket } from '../../src/objstore/index.js';
-import { S3_MIN_PART_BYTES, S3Bucket, type S3BucketConfig, type S3RequestEvent, type S3RetryEvent } from '../../src/objstore/s3.js';
+import { S3_MIN_PART_BYTES, S3Bucket, type S3BucketConfig, type S3RequestEvent, type S3RetryEvent } from '../../src/objstore/s3/index.js';
 import { collect } from '../helpers/async.js';
 import { sameBytes, seededBytes } from '../helpers/bytes.js';
 import { FORWARD, startFaultProxy } from '../helpers/faultproxy.js';

@@ -17,7 +17,7 @@ import { bucketSource } from '../../src/block/source.js';
 import { loadProto } from '../../src/api/proto.js';
 import type { Samples } from '../../src/format/run.js';
 import type { Bucket } from '../../src/objstore/bucket.js';
-import { S3Bucket, type S3BucketConfig } from '../../src/objstore/s3.js';
+import { S3Bucket, type S3BucketConfig } from '../../src/objstore/s3/index.js';
 import { s3BucketConfig, s3TestEnv } from '../helpers/s3env.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');

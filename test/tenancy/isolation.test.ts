@@ -17,7 +17,7 @@ import { status } from '@grpc/grpc-js';
 import t from 'tap';
 import { stringify as toYaml } from 'yaml';
 import { blockKey, DEFAULT_BLOCK_DURATION_MS } from '../../src/format/key.js';
-import { S3Bucket } from '../../src/objstore/s3.js';
+import { S3Bucket } from '../../src/objstore/s3/index.js';
 import { writerServiceDefinition } from '../../src/api/services.js';
 import { hashToken, newToken } from '../../src/tenancy/config.js';
 import { adminClient, createTestBucket, s3BucketConfig, s3TestEnv, type TestUser } from '../helpers/s3env.js';

@@ -23,7 +23,7 @@ import { stringify as toYaml } from 'yaml';
 import { encodeReadRequest, ENCODING_RAW, READ_METHOD_PATH } from '../../src/api/read-codec.js';
 import { QueryClient, QueryError } from '../../src/client/query.js';
 import { createLogger } from '../../src/common/logger.js';
-import { S3Bucket } from '../../src/objstore/s3.js';
+import { S3Bucket } from '../../src/objstore/s3/index.js';
 import { parseGatewayConfig } from '../../src/storage-gateway/config.js';
 import { hashToken, newToken } from '../../src/tenancy/config.js';
 import { makeTestCerts } from '../helpers/certs.js';

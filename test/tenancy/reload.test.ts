@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import t, { type Test } from 'tap';
 import { blockKey, DEFAULT_BLOCK_DURATION_MS } from '../../src/format/key.js';
-import { S3Bucket } from '../../src/objstore/s3.js';
+import { S3Bucket } from '../../src/objstore/s3/index.js';
 import { hashToken, newToken } from '../../src/tenancy/config.js';
 import { createTestBucket, s3BucketConfig, s3TestEnv } from '../helpers/s3env.js';
 import { credentialEnvRefs, leakedSecrets, metricValue, replaceFile, s3Secrets, s3TenantBucket, scrape } from '../helpers/tenancy.js';
