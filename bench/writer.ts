@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { BlockReader } from '../src/block/reader.js';
 import { fileSink, fileSource } from '../src/block/source.js';
 import { BlockWriter } from '../src/block/writer.js';
-import { synth } from '../src/cli/synth.js';
+import { synth } from '../src/common/series-gen.js';
 
 function flag(argv: string[], name: string, def: string): string {
   const f = argv.find((a) => a.startsWith(`--${name}=`));

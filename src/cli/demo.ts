@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import { QueryClient } from '../client/query.js';
 import { WriterClient } from '../client/writer.js';
 import { DEFAULT_BLOCK_DURATION_MS, windowStartOf } from '../format/key.js';
-import { synth } from './synth.js';
+import { synth } from '../common/series-gen.js';
 
 export interface DemoFlags {
   write: string;
