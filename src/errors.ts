@@ -1,6 +1,6 @@
 /**
  * Strata's error types and codes. Errors raised on purpose are either a {@link StrataError} with a
- * stable `code`, or a refusal with an explicit gRPC status (`GrpcError` in src/common/status.ts:
+ * stable `code`, or a refusal with an explicit gRPC status (`GrpcError` in src/common/grpc-status.ts:
  * authentication, ownership, limits, draining) whose code follows from that status. Every code is
  * listed in `docs/errors.md` (a test keeps the list and this file in sync) and reaches clients in
  * the `strata-error-code` trailer. Programmer mistakes (wrong argument types, impossible states)

@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { status } from '@grpc/grpc-js';
 import { ErrorCode, StrataError } from '../src/errors.js';
-import { grpcStatusOf } from '../src/common/status.js';
+import { grpcStatusOf } from '../src/common/grpc-status.js';
 
 const doc = readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', 'docs', 'errors.md'), 'utf8');
 

@@ -10,7 +10,7 @@ import { decodeFooter, FOOTER_LEN, type Footer } from '../format/footer.js';
 import { decodeRun, type Samples, type SharedTimestamps } from '../format/run.js';
 import { sliceSamples, type TimeRange } from '../format/slice.js';
 
-import { decodeIoi, findPage, type IndexOfIndex } from '../index/ioi.js';
+import { decodeIoi, findPage, type IndexOfIndex } from '../index/index-of-index.js';
 import { decodePage, findInPage, type IndexPage } from '../index/page.js';
 import type { RangeSource } from './source.js';
 

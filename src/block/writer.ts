@@ -13,7 +13,7 @@ import { ByteWriter } from '../format/bytes.js';
 import { encodeFooter, FOOTER_LEN, FORMAT_VERSION, IOI_ENTRY_BYTES, MAX_TENANT_BYTES, type Footer } from '../format/footer.js';
 import { validateTenant } from '../format/key.js';
 import { encodeRun, lz4Run, RUN_LZ4, splitRun, type Samples, type SplitRun } from '../format/run.js';
-import { encodeIoi, type PageRef } from '../index/ioi.js';
+import { encodeIoi, type PageRef } from '../index/index-of-index.js';
 import { decodePage, idGapFits, PageBuilder } from '../index/page.js';
 
 /** Where block bytes go. `ObjectUpload` of the bucket layer satisfies it. */

@@ -29,7 +29,7 @@ export {
   type ReadResponseParts,
   type ReadResponseView,
 } from '../api/read-codec.js';
-export { BlockAssembler, mergeSeries, ResponseFormatError } from './query-wire.js';
+export { BlockAssembler, mergeSeries, ResponseFormatError } from './block-assembler.js';
 export { planQuery, rankEndpoints, type BlockLayout, type BlockRequest } from './query-plan.js';
 export { decodeRun, type Samples } from '../format/run.js';
 export { blockKey, DEFAULT_BLOCK_DURATION_MS, MAX_SHARDS, TENANT_PATTERN } from '../format/key.js';

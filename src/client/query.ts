@@ -11,7 +11,7 @@
  *   same gateway by rendezvous hashing (so its cache stays warm) and a retry to the next one;
  * - keeps at most `concurrency` requests in flight; the whole query shares one deadline;
  * - retries a request once on UNAVAILABLE (its partial response is dropped);
- * - merges each series' samples in time order (query-wire.ts).
+ * - merges each series' samples in time order (block-assembler.ts).
  */
 import { setMaxListeners } from 'node:events';
 import { status } from '@grpc/grpc-js';
@@ -22,9 +22,9 @@ import { planQuery, rankEndpoints, type BlockRequest } from './query-plan.js';
 import { GrpcCallError, H2Channel } from './grpc-h2.js';
 import { AUTH_HEADER, bearerHeader, BLOCK_HEADER, TENANT_HEADER } from '../api/headers.js';
 import { decodeReadResponse, encodeReadRequest, ENCODING_RAW, ENCODING_RUNS, ProtoDecodeError, READ_METHOD_PATH } from '../api/read-codec.js';
-import { BlockAssembler, mergeSeries, ResponseFormatError, type SeriesSamples } from './query-wire.js';
+import { BlockAssembler, mergeSeries, ResponseFormatError, type SeriesSamples } from './block-assembler.js';
 
-export type { SeriesSamples } from './query-wire.js';
+export type { SeriesSamples } from './block-assembler.js';
 
 /** How samples travel from the gateway (see the gateway README for the measurements). */
 export type ReadEncoding = 'raw' | 'runs';

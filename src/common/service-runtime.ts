@@ -21,7 +21,7 @@ import { addHealthService, type HealthState } from './health.js';
 import type { Logger } from './logger.js';
 import { startMetricsServer, type MetricsServer } from './metrics-server.js';
 import { drainServer } from './signals.js';
-import { tolerantRequests } from './status.js';
+import { tolerantRequests } from './grpc-status.js';
 import { serverCredentials, type ServerTlsConfig } from './tls.js';
 
 /** Where a role's tenants and buckets come from. */

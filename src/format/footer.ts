@@ -192,5 +192,5 @@ export function decodeFooter(buf: Uint8Array, at: number, objectSize: number, or
   };
 }
 
-/** Bytes per page in the index of index (see src/index/ioi.ts). */
+/** Bytes per page in the index of index (see src/index/index-of-index.ts). */
 export const IOI_ENTRY_BYTES = 36;

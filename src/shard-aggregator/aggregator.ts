@@ -7,7 +7,7 @@ import { windowStartOf } from '../format/key.js';
 import { availableParallelism } from 'node:os';
 import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { GrpcError } from '../common/status.js';
+import { GrpcError } from '../common/grpc-status.js';
 import { InvalidArgumentError } from '../errors.js';
 import type { Bucket } from '../objstore/bucket.js';
 import { OTHER_TENANT_LABEL } from '../tenancy/tenants.js';

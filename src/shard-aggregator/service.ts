@@ -1,6 +1,6 @@
 /**
  * gRPC handlers of `strata.write.v1.Writer` (proto/write.proto): headers, auth hook, ownership,
- * limits, then the engine (aggregator.ts). Errors become statuses in src/common/status.ts.
+ * limits, then the engine (aggregator.ts). Errors become statuses in src/common/grpc-status.ts.
  *
  * Order of checks for Write: state (UNAVAILABLE while starting or draining) → x-strata-tenant →
  * auth hook → x-strata-shard (INVALID_ARGUMENT if malformed, FAILED_PRECONDITION if not owned) →
@@ -14,7 +14,7 @@
  */
 import { Metadata, status, type sendUnaryData, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { checkWellFormed, GrpcError, grpcStatusOf, toServiceError } from '../common/status.js';
+import { checkWellFormed, GrpcError, grpcStatusOf, toServiceError } from '../common/grpc-status.js';
 import { InvalidArgumentError } from '../errors.js';
 import { validateTenant } from '../format/key.js';
 import { bearerToken, headerValue, SHARD_HEADER, TENANT_HEADER } from '../api/headers.js';

@@ -8,7 +8,7 @@
  * call streaming its answer waits for room here ({@link wait}); waiters are woken in arrival order
  * among those that fit.
  */
-import { GrpcError } from '../common/status.js';
+import { GrpcError } from '../common/grpc-status.js';
 import { status } from '@grpc/grpc-js';
 
 interface Waiter {

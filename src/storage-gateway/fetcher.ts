@@ -85,7 +85,7 @@ export class RangeFetcher {
   /**
    * The bytes of each wanted range of the block stored at `objectKey` in `bucket`, in input order.
    * `blockId` is its id in the byte cache (and for single flight): the block's cacheId, which
-   * names the bucket location as well as the block (see blocks.ts). The bytes must not be
+   * names the bucket location as well as the block (see block-directory.ts). The bytes must not be
    * written to (ranges from the hot layer are shared).
    * @throws RangeCheckError when fresh bytes fail their check; bucket errors as they come.
    */

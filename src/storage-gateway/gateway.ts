@@ -24,7 +24,7 @@ import type { TenantRegistry } from '../tenancy/tenants.js';
 import type { BucketReader } from '../objstore/bucket.js';
 import { blockKey } from '../format/key.js';
 import { DeletionMarkWatcher } from '../tenancy/deletion-marks.js';
-import { BlockDirectory, type BlockAddress } from './blocks.js';
+import { BlockDirectory, type BlockAddress } from './block-directory.js';
 import { HotRangeCache } from './cache/hot.js';
 import { LmdbCacheStore } from './cache/lmdb.js';
 import { MemoryCacheStore } from './cache/memory.js';

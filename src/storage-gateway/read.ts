@@ -5,7 +5,7 @@
  *
  * Everything is fetched and checked (each run's length and checksum, by the fetcher) before the
  * first message is made, so a damaged block fails the call before any sample leaves; the messages themselves are
- * made one at a time as the stream takes them (wire.ts: {@link Answer}), RAW runs decoded series by
+ * made one at a time as the stream takes them (answers.ts: {@link Answer}), RAW runs decoded series by
  * series. When fresh bytes fail their check, the block's tail is read
  * again: a new block id means the object was replaced mid-read and the read restarts once on the
  * new block; the same block id means the object is damaged: DATA_LOSS naming it.
@@ -18,17 +18,17 @@ import { status } from '@grpc/grpc-js';
 import { crc32c } from '@node-rs/crc32';
 import { decodeLocatedRun, locationOf, type RunLocation } from '../block/reader.js';
 import { sliceSamples } from '../format/slice.js';
-import { GrpcError } from '../common/status.js';
+import { GrpcError } from '../common/grpc-status.js';
 import { CorruptionError } from '../errors.js';
 import { joinRun } from '../format/run.js';
-import { findPage } from '../index/ioi.js';
+import { findPage } from '../index/index-of-index.js';
 import { findInPage, type IndexPage } from '../index/page.js';
 import { runHasSampleIn } from '../format/run.js';
-import type { BlockAddress, BlockDirectory, OpenBlock } from './blocks.js';
+import type { BlockAddress, BlockDirectory, OpenBlock } from './block-directory.js';
 import { RangeCheckError, type RangeFetcher, type RangeWant } from './fetcher.js';
 import type { GatewayMetrics } from './metrics.js';
 import { raceSignal } from './single-flight.js';
-import { RawAnswer, RunsAnswer, type Answer, type SeriesRun } from './wire.js';
+import { RawAnswer, RunsAnswer, type Answer, type SeriesRun } from './answers.js';
 
 /** A validated read of one block. */
 export interface ReadQuery {

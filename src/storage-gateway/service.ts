@@ -1,7 +1,7 @@
 /**
  * The Read gRPC handler (proto/read.proto): thin. It validates the request and its headers, asks
  * the auth hook, runs the read, writes the messages with backpressure, and maps errors to a
- * status in one place (src/common/status.ts). A call ends at the earlier of the client's deadline
+ * status in one place (src/common/grpc-status.ts). A call ends at the earlier of the client's deadline
  * and `requestTimeoutMs`.
  *
  * Tenancy. The request's tenant is the block's tenant: the block key is computed from it, and
@@ -17,11 +17,11 @@ import { status, type Metadata, type ServerWritableStream, type UntypedServiceIm
 import type { Logger } from 'pino';
 import { BLOCK_HEADER, bearerToken, blockRoutingKey, headerValue, TENANT_HEADER } from '../api/headers.js';
 import { ENCODING_RAW, ENCODING_RUNS, type ReadRequestFields } from '../api/read-codec.js';
-import { checkWellFormed, GrpcError, grpcStatusOf, toServiceError } from '../common/status.js';
+import { checkWellFormed, GrpcError, grpcStatusOf, toServiceError } from '../common/grpc-status.js';
 import { InvalidArgumentError } from '../errors.js';
 import { blockKey, MAX_SHARDS, validateTenant } from '../format/key.js';
 import type { BucketReader } from '../objstore/bucket.js';
-import type { BlockLocation } from './blocks.js';
+import type { BlockLocation } from './block-directory.js';
 import { InFlightBudget } from './budget.js';
 import type { GatewayConfig } from './config.js';
 import type { Counted, GatewayMetrics } from './metrics.js';
@@ -72,7 +72,7 @@ export function registryAuth(registry: TenantAuthenticator): AuthHook {
   return (ctx) => registry.authenticate(registry.config.authRequired ? ctx.headerTenant : ctx.tenant, ctx.token);
 }
 
-/** Where a tenant's blocks are read from (see BlockAddress in blocks.ts). */
+/** Where a tenant's blocks are read from (see BlockAddress in block-directory.ts). */
 export interface TenantBucket {
   readonly bucket: BucketReader;
   readonly scope: string;

@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import t, { type Test } from 'tap';
 import { createLogger } from '../../src/common/logger.js';
-import { GrpcError } from '../../src/common/status.js';
+import { GrpcError } from '../../src/common/grpc-status.js';
 import { ErrorCode, StrataError } from '../../src/errors.js';
 import { blockKey } from '../../src/format/key.js';
 import { FilesystemBucket } from '../../src/objstore/fs.js';

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
-import { grpcStatusOf } from '../../src/common/status.js';
+import { grpcStatusOf } from '../../src/common/grpc-status.js';
 import { ErrorCode, InvalidArgumentError, StrataError } from '../../src/errors.js';
 import type { Bucket, BucketConfig } from '../../src/objstore/index.js';
 import { hashToken, loadTenantsFile, newToken, parseTenantsConfig, retentionOf } from '../../src/tenancy/config.js';

@@ -26,7 +26,7 @@ import { RecencyMap } from '../lru.js';
 
 /** Where a block stands in an object, as last read from the bucket. */
 export interface BlockPointer {
-  /** Id of the block found there (32 hex digits; the gateway stores its cache id, see blocks.ts). */
+  /** Id of the block found there (32 hex digits; the gateway stores its cache id, see block-directory.ts). */
   readonly blockId: string;
   /** When the object was last read from the bucket and held this block (ms since the epoch). */
   readonly checkedAtMs: number;

@@ -38,7 +38,7 @@ import type { Logger } from 'pino';
 import { BlockReader } from '../block/reader.js';
 import { CorruptionError, ErrorCode, StrataError, hasCode } from '../errors.js';
 import { decodeFooter, FOOTER_LEN, type Footer } from '../format/footer.js';
-import { decodeIoi, type IndexOfIndex } from '../index/ioi.js';
+import { decodeIoi, type IndexOfIndex } from '../index/index-of-index.js';
 import { type IndexPage, vectorBytes } from '../index/page.js';
 import type { BucketReader, RangeResult } from '../objstore/bucket.js';
 import type { CacheStore } from './cache/store.js';
