@@ -73,6 +73,15 @@ export interface TenantRegistryOptions {
   readonly retireAfterMs?: number;
   /** Called after every reload attempt (for metrics). */
   readonly onReload?: (ok: boolean) => void;
+  /** Runs `fn` after `ms` and returns its cancel function (default: an unref'd setTimeout; tests step it by hand). */
+  readonly schedule?: (fn: () => void, ms: number) => () => void;
+}
+
+/** The default of {@link TenantRegistryOptions.schedule}. */
+function scheduleTimeout(fn: () => void, ms: number): () => void {
+  const timer = setTimeout(fn, ms);
+  timer.unref();
+  return () => clearTimeout(timer);
 }
 
 /** See the module comment. */
@@ -86,7 +95,9 @@ export class TenantRegistry {
   private readonly logger: Logger | undefined;
   private readonly retireAfterMs: number;
   private readonly onReload: ((ok: boolean) => void) | undefined;
-  private readonly timers = new Set<NodeJS.Timeout>();
+  /** Cancel functions of the pending retirements. */
+  private readonly timers = new Set<() => void>();
+  private readonly schedule: (fn: () => void, ms: number) => () => void;
   private reloading: Promise<void> = Promise.resolve();
   /** Successful and refused reloads (for metrics and tests). */
   readonly reloads = { ok: 0, failed: 0 };
@@ -96,6 +107,7 @@ export class TenantRegistry {
     this.open = opts.openBucket ?? ((c) => openBucket(c));
     this.logger = opts.logger;
     this.retireAfterMs = opts.retireAfterMs ?? 60_000;
+    this.schedule = opts.schedule ?? scheduleTimeout;
     this.onReload = opts.onReload;
   }
 
@@ -262,13 +274,12 @@ export class TenantRegistry {
       if (live.has(key)) continue;
       this.buckets.delete(key);
       this.retired.add(slot);
-      const timer = setTimeout(() => {
-        this.timers.delete(timer);
+      const cancel = this.schedule(() => {
+        this.timers.delete(cancel);
         slot.closeDue = true;
         if (slot.leases === 0) this.closeSlot(slot);
       }, this.retireAfterMs);
-      timer.unref();
-      this.timers.add(timer);
+      this.timers.add(cancel);
     }
     this.syncWatchers();
     for (const l of this.swapListeners) {
@@ -382,7 +393,7 @@ export class TenantRegistry {
   async close(): Promise<void> {
     this.stopWatching();
     await this.reloading;
-    for (const t of this.timers) clearTimeout(t);
+    for (const cancel of this.timers) cancel();
     this.timers.clear();
     const slots = [...this.buckets.values(), ...this.retired];
     this.buckets.clear();

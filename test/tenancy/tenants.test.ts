@@ -33,6 +33,24 @@ function fileConfig(extra: Record<string, unknown> = {}): Record<string, unknown
   };
 }
 
+/** A schedule() for TenantRegistry whose timers fire only when the test says so. */
+function manualTimers(): { schedule: (fn: () => void, ms: number) => () => void; pending(): number[]; fire(): Promise<void> } {
+  const due = new Map<() => void, number>();
+  return {
+    schedule: (fn, ms) => {
+      due.set(fn, ms);
+      return () => due.delete(fn);
+    },
+    pending: () => [...due.values()],
+    async fire() {
+      const fns = [...due.keys()];
+      due.clear();
+      for (const fn of fns) fn();
+      await new Promise((r) => setImmediate(r)); // closes run as promises
+    },
+  };
+}
+
 function grpcCode(fn: () => unknown): string {
   try {
     fn();
@@ -125,7 +143,8 @@ t.test('bucket clients are created once per distinct configuration and retired a
     return Promise.resolve({ name, close: async () => void closed.push(name) } as unknown as Bucket);
   };
   const cfg = await parseTenantsConfig({ ...fileConfig(), tenants: { ...(fileConfig()['tenants'] as object), gamma: {} } }, 'test', ENV);
-  const reg = new TenantRegistry(cfg, { openBucket: fake, retireAfterMs: 1 });
+  const timers = manualTimers();
+  const reg = new TenantRegistry(cfg, { openBucket: fake, retireAfterMs: 60_000, schedule: timers.schedule });
   const acme = await reg.bucketFor('acme');
   t.equal(await reg.bucketFor('acme'), acme, 'reused');
   t.equal(await reg.bucketFor('beta'), await reg.bucketFor('gamma'), 'tenants on the default bucket share one client');
@@ -137,7 +156,9 @@ t.test('bucket clients are created once per distinct configuration and retired a
   const acme2 = await reg.bucketFor('acme');
   t.not(acme2, acme, 'new client after credential rotation');
   t.equal((acme2 as unknown as { name: string }).name, 's3:acme-metrics:AKIDNEW');
-  await new Promise((r) => setTimeout(r, 20));
+  t.same(closed, [], 'the old client stays open for the retire delay');
+  t.same(timers.pending(), [60_000]);
+  await timers.fire();
   t.same(closed, ['s3:acme-metrics:AKIDACME'], 'the old client is closed after the retire delay');
   await reg.close();
   t.equal(closed.length, 3);
@@ -187,11 +208,12 @@ t.test('acquireBucket() keeps a retired client open until its lease ends; a tena
     const name = cfg.type === 's3' ? `s3:${cfg.bucket}:${cfg.credentials?.accessKeyId}` : `fs:${cfg.path}`;
     return Promise.resolve({ name, close: async () => void closed.push(name) } as unknown as Bucket);
   };
-  const reg = new TenantRegistry(await parseTenantsConfig(fileConfig(), 'test', ENV), { openBucket: fake, retireAfterMs: 1 });
+  const timers = manualTimers();
+  const reg = new TenantRegistry(await parseTenantsConfig(fileConfig(), 'test', ENV), { openBucket: fake, retireAfterMs: 1000, schedule: timers.schedule });
   const lease = await reg.acquireBucket('acme');
   t.equal(lease.bucket.name, 's3:acme-metrics:AKIDACME');
   reg.swap(await parseTenantsConfig(fileConfig(), 'test', { ...ENV, ACME_KEY_ID: 'AKIDNEW' }));
-  await new Promise((r) => setTimeout(r, 20));
+  await timers.fire();
   t.same(closed, [], 'the retire delay passed, but the lease holds the old client open');
   const lease2 = await reg.acquireBucket('acme');
   t.equal(lease2.bucket.name, 's3:acme-metrics:AKIDNEW', 'a new lease gets the new client');
