@@ -4,9 +4,7 @@
  */
 import { hostname } from 'node:os';
 import type { Command } from 'commander';
-import { createLogger } from '../common/logger.js';
-import { exitOnSignals } from '../common/signals.js';
-import { loadServiceConfig, serviceCommand, startService } from './service-command.js';
+import { runService, serviceCommand } from './service-command.js';
 import { ErrorCode, StrataError } from '../errors.js';
 import {
   ENV_CONFIG_FILE,
@@ -78,12 +76,9 @@ export function registerAggregatorCommands(program: Command): void {
         .option('--replicas <n>', 'StatefulSet replica count')
         .option('--ordinal-from-hostname', 'take the ordinal from the host name suffix (pod-name-<n>)'),
   ).action(async (flags: AggregatorFlags) => {
-    const config = await loadServiceConfig('aggregator', flags, () => aggregatorConfigFrom(flags, process.env));
-    if (!config) return;
-    const logger = createLogger({ level: config.logLevel, name: 'aggregator' });
-    const running = await startService('aggregator', logger, () => startAggregatorServer({ config, logger }));
-    if (!running) return;
-    exitOnSignals(logger, () => running.shutdown());
+    const service = await runService('aggregator', flags, () => aggregatorConfigFrom(flags, process.env), (config, logger) => startAggregatorServer({ config, logger }));
+    if (!service) return;
+    const { running, logger } = service;
     try {
       await running.ready;
     } catch (err) {

@@ -3,9 +3,7 @@
  * Config: defaults < JSON file (--config or STRATA_GATEWAY_CONFIG) < STRATA_GATEWAY_* < flags.
  */
 import type { Command } from 'commander';
-import { createLogger } from '../common/logger.js';
-import { exitOnSignals } from '../common/signals.js';
-import { loadServiceConfig, serviceCommand, startService } from './service-command.js';
+import { runService, serviceCommand } from './service-command.js';
 import { ENV_CONFIG_FILE, gatewayConfigLayers, parseGatewayConfig, type GatewayConfig } from '../storage-gateway/config.js';
 import { startGateway } from '../storage-gateway/gateway.js';
 
@@ -60,11 +58,6 @@ export function registerGatewayCommands(program: Command): void {
         .option('--cache-type <type>', 'lmdb or memory (cacheType)')
         .option('--staleness-ms <ms>', 'serve a replaced block within this (stalenessMs)'),
   ).action(async (flags: GatewayFlags) => {
-    const config = await loadServiceConfig('gateway', flags, () => gatewayConfigFrom(flags, process.env));
-    if (!config) return;
-    const logger = createLogger({ level: config.logLevel, name: 'gateway' });
-    const running = await startService('gateway', logger, () => startGateway({ config, logger }));
-    if (!running) return;
-    exitOnSignals(logger, () => running.shutdown());
+    await runService('gateway', flags, () => gatewayConfigFrom(flags, process.env), (config, logger) => startGateway({ config, logger }));
   });
 }

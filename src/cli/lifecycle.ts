@@ -4,11 +4,9 @@
  * Config: defaults < JSON file (--config or STRATA_LIFECYCLE_CONFIG) < STRATA_LIFECYCLE_* < flags.
  */
 import type { Command } from 'commander';
-import { createLogger } from '../common/logger.js';
-import { exitOnSignals } from '../common/signals.js';
 import { ENV_CONFIG_FILE, lifecycleConfigLayers, parseLifecycleConfig, type LifecycleConfig } from '../lifecycle/config.js';
 import { startLifecycle } from '../lifecycle/service.js';
-import { loadServiceConfig, startService } from './service-command.js';
+import { runService } from './service-command.js';
 
 interface LifecycleFlags {
   config?: string;
@@ -49,19 +47,15 @@ export function registerLifecycleCommands(program: Command): void {
     .option('--set <key=value>', 'set any config option (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--print-config', 'print the validated config (secrets hidden) and exit')
     .action(async (flags: LifecycleFlags) => {
-      const config = await loadServiceConfig('lifecycle', flags, () => lifecycleConfigFrom(flags, process.env));
-      if (!config) return;
-      const logger = createLogger({ level: config.logLevel, name: 'lifecycle' });
-      const running = await startService('lifecycle', logger, () => startLifecycle({ config, logger, timer: flags.once !== true }));
-      if (!running) return;
-      if (flags.once) {
-        const r = await running.tick();
-        await running.shutdown();
-        if (r.pass === null) process.stderr.write(r.held ? 'strata lifecycle: no pass due (see intervalMs)\n' : 'strata lifecycle: another replica holds the lease\n');
-        else process.stdout.write(`${JSON.stringify(r.pass)}\n`);
-        if (r.pass !== null && r.pass.failures > 0) process.exitCode = 1;
-        return;
-      }
-      exitOnSignals(logger, () => running.shutdown());
+      const once = flags.once === true;
+      const service = await runService('lifecycle', flags, () => lifecycleConfigFrom(flags, process.env), (config, logger) => startLifecycle({ config, logger, timer: !once }), {
+        untilSignal: !once,
+      });
+      if (!service || !once) return;
+      const r = await service.running.tick();
+      await service.running.shutdown();
+      if (r.pass === null) process.stderr.write(r.held ? 'strata lifecycle: no pass due (see intervalMs)\n' : 'strata lifecycle: another replica holds the lease\n');
+      else process.stdout.write(`${JSON.stringify(r.pass)}\n`);
+      if (r.pass !== null && r.pass.failures > 0) process.exitCode = 1;
     });
 }

@@ -8,7 +8,8 @@
  */
 import type { Command } from 'commander';
 import { redactSecrets } from '../common/config.js';
-import type { Logger } from '../common/logger.js';
+import { createLogger, type Logger } from '../common/logger.js';
+import { exitOnSignals } from '../common/signals.js';
 import { ErrorCode, StrataError } from '../errors.js';
 import { loadTenantsFile } from '../tenancy/config.js';
 
@@ -82,3 +83,25 @@ export async function startService<R>(name: string, logger: Logger, start: () =>
     process.exit(1); // what did start (servers, stores) must not keep the process alive
   }
 }
+
+/**
+ * The body of a service command: config (or `--print-config`), logger, start, and a graceful stop
+ * on SIGTERM/SIGINT. Returns the running service, or null when the command is done (see
+ * {@link loadServiceConfig} and {@link startService}). `start` gets the config and the logger.
+ */
+export async function runService<C extends { readonly tenantsFile?: string | undefined; readonly logLevel: string }, R extends { shutdown(): Promise<unknown> }>(
+  name: string,
+  flags: { readonly printConfig?: boolean },
+  build: () => Promise<C>,
+  start: (config: C, logger: Logger) => Promise<R>,
+  opts: { readonly untilSignal?: boolean } = {},
+): Promise<{ running: R; logger: Logger } | null> {
+  const config = await loadServiceConfig(name, flags, build);
+  if (!config) return null;
+  const logger = createLogger({ level: config.logLevel, name });
+  const running = await startService(name, logger, () => start(config, logger));
+  if (!running) return null;
+  if (opts.untilSignal ?? true) exitOnSignals(logger, () => running.shutdown());
+  return { running, logger };
+}
+
