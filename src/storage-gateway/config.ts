@@ -48,6 +48,8 @@ export const gatewayConfigSchema = z.strictObject({
   pagesMaxBytes: posInt.default(256 * MiB),
   /** Memory for hot run and page bytes already checked, in front of the byte cache (0: none). */
   hotRangesMaxBytes: nonNegInt.default(64 * MiB),
+  /** Bytes of cache writes that may wait in memory for the LMDB commit; ranges beyond are not cached. */
+  cachePendingMaxBytes: posInt.default(64 * MiB),
   /** Size of the first read of a block (footer + index of index, often index pages too). */
   suffixBytes: posInt.min(4 * KiB).default(64 * KiB),
   /** Ranges closer than this share one GET... */
@@ -111,6 +113,7 @@ const KINDS: Record<GatewayConfigKey, OptionKind> = {
   openBlocksMaxBytes: 'int',
   pagesMaxBytes: 'int',
   hotRangesMaxBytes: 'int',
+  cachePendingMaxBytes: 'int',
   suffixBytes: 'int',
   coalesceGapBytes: 'int',
   maxGetBytes: 'int',

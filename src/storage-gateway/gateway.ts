@@ -97,6 +97,8 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
           now,
           onEvict,
           onReset: (reason) => logger.warn({ reason, dir: config.cacheDir }, 'cache reset'),
+          maxPendingBytes: config.cachePendingMaxBytes,
+          onWriteSkipped: () => metrics.cacheWritesSkipped.inc(),
         });
   // the hot-range layer wraps the byte cache: every write or drop through `store` reaches both
   const store = new HotRangeCache(byteCache, config.hotRangesMaxBytes);

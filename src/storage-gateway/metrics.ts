@@ -65,6 +65,7 @@ export class GatewayMetrics {
   readonly cacheBytes: Gauge;
   readonly cacheBlocks: Gauge;
   readonly cacheEvictions: Counter;
+  readonly cacheWritesSkipped: Counter;
   readonly cacheEvictedBytes: Counter;
   readonly negativeHits: Counter;
   /** Bytes charged to each in-memory budget, read at scrape time ({@link watchMemory}). */
@@ -138,6 +139,11 @@ export class GatewayMetrics {
       },
     });
     this.cacheEvictions = counter({ name: `${p}cache_evictions_total`, help: 'Blocks evicted from the byte cache to fit its budget.', registers });
+    this.cacheWritesSkipped = counter({
+      name: `${p}cache_writes_skipped_total`,
+      help: 'Ranges not cached because cachePendingMaxBytes of writes were waiting for the disk.',
+      registers,
+    });
     this.cacheEvictedBytes = counter({ name: `${p}cache_evicted_bytes_total`, help: 'Bytes evicted from the byte cache.', registers });
     const pools = this.memoryPools;
     this.memoryBytes = new Gauge({

@@ -101,3 +101,22 @@ t.test('LmdbCacheStore starts empty when it finds another schema', async (t) => 
   t.equal(s2.getRange('a'.repeat(32), 0, 10), undefined);
   t.equal(s2.usedBytes, 0);
 });
+
+t.test('LmdbCacheStore holds at most maxPendingBytes of uncommitted writes; caching resumes once they commit', async (t) => {
+  const skipped: number[] = [];
+  const s = await LmdbCacheStore.open({ dir: tempDir(t, 'lmdb'), maxBytes: 10_000_000, maxPendingBytes: 50_000, onWriteSkipped: (n) => skipped.push(n) });
+  t.teardown(() => s.close());
+  const id = (i: number): string => String(i % 10).repeat(32);
+  // written in one turn: nothing can have committed in between
+  for (let i = 0; i < 8; i++) s.putRange(id(i), 0, Buffer.alloc(20_000, i));
+  t.equal(s.pendingBytes, 40_000, 'two ranges of 20000 fit in 50000, a third would not');
+  t.same(skipped, [20_000, 20_000, 20_000, 20_000, 20_000, 20_000], 'the other six were not cached');
+  t.ok(s.getRange(id(1), 0, 20_000), 'what was taken is readable before its commit');
+  t.equal(s.getRange(id(2), 0, 20_000), undefined, 'what was skipped is a miss');
+  await s.flush();
+  t.equal(s.pendingBytes, 0, 'the commits caught up');
+  s.putRange(id(2), 0, Buffer.alloc(20_000, 2));
+  t.equal(skipped.length, 6, 'writes are taken again');
+  await s.flush();
+  t.equal(Buffer.compare(s.getRange(id(2), 0, 20_000)!, Buffer.alloc(20_000, 2)), 0);
+});

@@ -50,7 +50,17 @@ export interface LmdbCacheStoreOptions extends CacheStoreOptions {
   readonly dir: string;
   /** Called when the store found an incompatible or unreadable schema and started empty. */
   readonly onReset?: (reason: string) => void;
+  /**
+   * Bytes of range writes that may wait for LMDB's commit (held in memory until then; default
+   * 64 MiB). A range that would go over it is not cached (the read is served all the same, and a
+   * later read caches it once the commits caught up); `onWriteSkipped` counts those.
+   */
+  readonly maxPendingBytes?: number;
+  readonly onWriteSkipped?: (bytes: number) => void;
 }
+
+/** Default of {@link LmdbCacheStoreOptions.maxPendingBytes}. */
+export const DEFAULT_MAX_PENDING_BYTES = 64 * 1024 * 1024;
 
 function rangeKey(blockId: string, offset: number, length: number): string {
   return `${blockId}/${offset}/${length}`;
@@ -100,6 +110,8 @@ export class LmdbCacheStore implements CacheStore {
   private readonly now: () => number;
   private readonly onEvict: CacheStoreOptions['onEvict'];
   private readonly pageSize: number;
+  private readonly maxPending: number;
+  private readonly onWriteSkipped: ((bytes: number) => void) | undefined;
   private closed = false;
   /** First failed write (reported by flush and close). */
   private writeError: unknown = null;
@@ -115,6 +127,8 @@ export class LmdbCacheStore implements CacheStore {
     this.now = opts.now ?? Date.now;
     this.onEvict = opts.onEvict;
     this.pageSize = (env.getStats() as { pageSize: number }).pageSize;
+    this.maxPending = opts.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES;
+    this.onWriteSkipped = opts.onWriteSkipped;
   }
 
   /** Opens (or creates) the store in `opts.dir` and restores its bookkeeping. */
@@ -244,6 +258,11 @@ export class LmdbCacheStore implements CacheStore {
     // a range of a block id never changes, so an entry that is there stays
     if (this.ledger.get(blockId) && this.exists(key)) {
       this.ledger.touch(blockId, this.now());
+      return;
+    }
+    if (this.pending + bytes.length > this.maxPending) {
+      // the disk is behind: hold no more in memory; this range is fetched again when next needed
+      this.onWriteSkipped?.(bytes.length);
       return;
     }
     const copy = Buffer.from(bytes);
