@@ -11,7 +11,6 @@
  * shutdownGraceMs, then they are cancelled) → the byte cache is flushed and closed → the bucket
  * and the metrics server are closed.
  */
-import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { createLogger } from '../common/logger.js';
 import { READ_SERVICE, readServiceDefinition } from '../api/services.js';
@@ -34,6 +33,7 @@ import { RangeFetcher } from './fetcher.js';
 import { GatewayMetrics } from './metrics.js';
 import { BlockReadExecutor } from './read.js';
 import { readService, registryAuth, type AuthHook, type TenantBucket } from './service.js';
+import { TenantBucketResolver } from './tenant-buckets.js';
 
 
 /** Options of {@link startGateway}. */
@@ -67,14 +67,6 @@ export interface RunningGateway {
   address(tenant: string, shard: number, windowStartMs: bigint): Promise<BlockAddress>;
   /** Graceful shutdown (see the module comment); idempotent. */
   shutdown(): Promise<void>;
-}
-
-/** Tenants whose bucket and scope {@link startGateway}'s resolver remembers at most. */
-const RESOLVED_TENANTS_MAX = 10_000;
-
-/** The cache scope of a bucket location: 32 hex digits (see blocks.ts and docs/format/cache.md). */
-function scopeOf(location: string): string {
-  return createHash('sha256').update(location).digest('hex').slice(0, 32);
 }
 
 /** Starts a gateway; it is SERVING when this resolves. */
@@ -118,37 +110,8 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     await store.close();
     throw err;
   }
-  // A tenant's bucket and scope only change when the registry's config does (a reload swaps the
-  // config object), so they are remembered per config: a warm call resolves with one Map lookup
-  // instead of a location string, a SHA-256 and a promise.
-  let resolvedFor: unknown = null;
-  const resolved = new Map<string, TenantBucket>();
-  const resolve = (tenant: string): TenantBucket | Promise<TenantBucket> => {
-    const cfg = registry.config;
-    if (cfg !== resolvedFor) {
-      resolved.clear();
-      resolvedFor = cfg;
-    }
-    const known = resolved.get(tenant);
-    if (known) return known;
-    let scope: string;
-    let bucket: Promise<BucketReader>;
-    try {
-      // location and client are read from the same config (no await in between)
-      scope = scopeOf(registry.bucketLocation(tenant));
-      bucket = registry.bucketFor(tenant);
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    return bucket.then((b) => {
-      const tb: TenantBucket = { bucket: b, scope };
-      if (registry.config === cfg) {
-        if (resolved.size >= RESOLVED_TENANTS_MAX) resolved.clear(); // without auth any tenant id comes in
-        resolved.set(tenant, tb);
-      }
-      return tb;
-    });
-  };
+  const tenantBuckets = new TenantBucketResolver(registry);
+  const resolve = (tenant: string): TenantBucket | Promise<TenantBucket> => tenantBuckets.resolve(tenant);
   // tenants marked for deletion read as "no data" at once, as they will once their blocks are gone
   const deletionMarks = new DeletionMarkWatcher(() => registry.defaultBucket(), { pollMs: config.deletionMarksPollMs, logger });
   const fetcher = new RangeFetcher({ store, hot: config.hotRangesMaxBytes > 0 ? store : undefined, metrics, coalesce: { maxGapBytes: config.coalesceGapBytes, maxGetBytes: config.maxGetBytes } });

@@ -1,0 +1,58 @@
+/**
+ * Where each tenant's blocks are read from: its bucket client and its cache scope (a hash of the
+ * bucket's location, so two tenants' blocks in different buckets never share cache entries; see
+ * docs/format/cache.md).
+ *
+ * A tenant's bucket and scope only change when the registry's config does (a reload swaps the
+ * config object), so they are remembered per config: a warm call resolves with one Map lookup
+ * instead of a location string, a SHA-256 and a promise.
+ */
+import { createHash } from 'node:crypto';
+import type { BucketReader } from '../objstore/bucket.js';
+import type { TenantRegistry } from '../tenancy/tenants.js';
+import type { TenantBucket } from './service.js';
+
+/** Tenants whose bucket and scope are remembered at most (without auth any tenant id comes in). */
+const RESOLVED_TENANTS_MAX = 10_000;
+
+/** The cache scope of a bucket location: 32 hex digits (see block-directory.ts and docs/format/cache.md). */
+export function scopeOf(location: string): string {
+  return createHash('sha256').update(location).digest('hex').slice(0, 32);
+}
+
+/** Resolves tenants to their bucket and scope; see the module comment. */
+export class TenantBucketResolver {
+  private resolvedFor: unknown = null;
+  private readonly resolved = new Map<string, TenantBucket>();
+
+  constructor(private readonly registry: Pick<TenantRegistry, 'config' | 'bucketLocation' | 'bucketFor'>) {}
+
+  /** The tenant's bucket and scope: at once when remembered, else once its bucket is open. */
+  resolve(tenant: string): TenantBucket | Promise<TenantBucket> {
+    const registry = this.registry;
+    const cfg = registry.config;
+    if (cfg !== this.resolvedFor) {
+      this.resolved.clear();
+      this.resolvedFor = cfg;
+    }
+    const known = this.resolved.get(tenant);
+    if (known) return known;
+    let scope: string;
+    let bucket: Promise<BucketReader>;
+    try {
+      // location and client are read from the same config (no await in between)
+      scope = scopeOf(registry.bucketLocation(tenant));
+      bucket = registry.bucketFor(tenant);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return bucket.then((b) => {
+      const tb: TenantBucket = { bucket: b, scope };
+      if (registry.config === cfg) {
+        if (this.resolved.size >= RESOLVED_TENANTS_MAX) this.resolved.clear();
+        this.resolved.set(tenant, tb);
+      }
+      return tb;
+    });
+  }
+}
