@@ -1,7 +1,15 @@
 /**
  * Benchmark entry point: `npm run bench -- <name> [flags]`. Each benchmark prints a readable
  * report and, as its last line, one JSON object with its figures.
+ *
+ * `--record` also appends that JSON line, with the date, the commit and the machine's load, to
+ * `bench/results/<name>.jsonl`; `npm run figures` renders the latest record of every benchmark
+ * into docs/figures.md, the one place the documentation takes its figures from.
  */
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { benchRecord, RESULTS_DIR } from './record.js';
+
 const benches: Record<string, () => Promise<{ main(argv: string[]): Promise<void> }>> = {
   format: () => import('./format.js'),
   read: () => import('./read.js'),
@@ -17,10 +25,34 @@ const benches: Record<string, () => Promise<{ main(argv: string[]): Promise<void
   // one line per benchmark module
 };
 
-const [name, ...rest] = process.argv.slice(2);
+const [name, ...args] = process.argv.slice(2);
 const load = name ? benches[name] : undefined;
 if (!load) {
-  console.error(`usage: npm run bench -- <${Object.keys(benches).join('|')}> [flags]`);
+  console.error(`usage: npm run bench -- <${Object.keys(benches).join('|')}> [--record] [flags]`);
   process.exit(2);
 }
+const record = args.includes('--record');
+const rest = args.filter((a) => a !== '--record');
+// the last line printed that is a JSON object: the benchmark's figures
+let last: string | null = null;
+let partial = '';
+const write = process.stdout.write.bind(process.stdout);
+process.stdout.write = ((chunk: string | Uint8Array, ...more: unknown[]) => {
+  partial += typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
+  const lines = partial.split('\n');
+  partial = lines.pop() ?? '';
+  for (const l of lines) if (l.startsWith('{') && l.endsWith('}')) last = l;
+  return (write as (...a: unknown[]) => boolean)(chunk, ...more);
+}) as typeof process.stdout.write;
 await (await load()).main(rest);
+const figures = last as string | null;
+if (record && name !== undefined) {
+  if (figures === null) {
+    console.error(`bench ${name}: no JSON line to record`);
+    process.exit(1);
+  }
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const file = join(RESULTS_DIR, `${name}.jsonl`);
+  appendFileSync(file, `${JSON.stringify(benchRecord(name, rest, JSON.parse(figures) as Record<string, unknown>))}\n`);
+  console.error(`bench ${name}: recorded in ${file}`);
+}
