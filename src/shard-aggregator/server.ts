@@ -29,7 +29,7 @@ import { loadTenantsFile, openTenantsConfig, retentionOf } from '../tenancy/conf
 import { TenantRegistry } from '../tenancy/tenants.js';
 import { Aggregator } from './aggregator.js';
 import type { AggregatorConfig } from './config.js';
-import type { TenantBuckets } from './flush.js';
+import type { TenantBuckets } from './flush-scheduler.js';
 import { AggregatorMetrics } from './metrics.js';
 import { registryAuth, writerService, type AuthHook, type ServerState } from './service.js';
 import { DeletionMarkWatcher } from '../tenancy/deletion-marks.js';

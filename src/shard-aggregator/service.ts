@@ -19,7 +19,7 @@ import { InvalidArgumentError } from '../errors.js';
 import { validateTenant } from '../format/key.js';
 import type { Aggregator } from './aggregator.js';
 import type { AggregatorConfig } from './config.js';
-import type { FlushedBlock } from './flush.js';
+import type { FlushedBlock } from './flush-scheduler.js';
 import { countSamples, type WireSeries } from './ingest.js';
 import type { AggregatorMetrics } from './metrics.js';
 
