@@ -193,7 +193,7 @@ export class BuildPool {
     const m = task.msg;
     const p =
       m.type === 'build'
-        ? buildBlock(m.input, task.sink!, m.old === null ? null : task.source, cancelled)
+        ? buildBlock(m.input, writesOnly(task.sink!), m.old === null ? null : task.source, cancelled)
         : verifyBlock(task.source!, m.expected, m.mode, cancelled).then(() => null);
     p.then(
       (block) => task.resolve({ block, heap: heapNow() }),
@@ -301,6 +301,11 @@ export class BuildPool {
     this.cancelAll();
     await Promise.all([...this.workers].map((w) => w.worker.terminate()));
   }
+}
+
+/** The writes of `sink`: completing or aborting it is the caller's (as with a worker). */
+function writesOnly(sink: ByteSink): ByteSink {
+  return { write: (chunk) => sink.write(chunk), complete: () => Promise.resolve(), abort: () => Promise.resolve() };
 }
 
 /** `b` as bytes that own their whole ArrayBuffer (so it can be transferred), copied if needed. */
