@@ -71,7 +71,9 @@ export async function startAggregator(config: object, dir: string, prefix: reado
   // STRATA_BENCH_NODE_ARGS: extra node flags for the service (e.g. --cpu-prof for profiling)
   const nodeArgs = (process.env['STRATA_BENCH_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
   const cmd = [...prefix, process.execPath, ...nodeArgs, ...args, 'aggregator', '--config', file];
-  const proc = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
+  // the environment of the container image (Dockerfile): glibc malloc with at most 2 arenas
+  const env = { ...process.env, MALLOC_ARENA_MAX: process.env['MALLOC_ARENA_MAX'] ?? '2' };
+  const proc = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'inherit'], env });
   let buf = '';
   let onPort: (p: number) => void = () => undefined;
   let onServing: () => void = () => undefined;

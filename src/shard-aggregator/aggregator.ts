@@ -13,7 +13,7 @@ import type { Bucket } from '../objstore/bucket.js';
 import { OTHER_TENANT_LABEL } from '../tenancy/tenants.js';
 import type { AggregatorConfig } from './config.js';
 import { ownedShards } from './config.js';
-import { Flusher, singleBucket, type FlushedBlock, type FlushRecord, type TenantBuckets } from './flush.js';
+import { Flusher, singleBucket, type FlushedBlock, type FlushRecord, type TenantBuckets } from './flush-scheduler.js';
 import { EncodePool } from './encode-pool.js';
 import type { IngestContext, WireSeries } from './ingest.js';
 import type { AggregatorMetrics } from './metrics.js';
@@ -99,6 +99,8 @@ export class Aggregator {
       blockDurationMs: opts.config.blockDurationMs,
       concurrency: opts.config.flushConcurrency,
       verify: opts.config.verifyUpload,
+      wal: { writeBufferBytes: opts.config.walWriteBufferBytes, maxOpenSegments: opts.config.flushMaxOpenSegments },
+      threads: opts.config.flushThreads ?? opts.config.flushConcurrency,
       retryBaseMs: opts.config.flushRetryBaseMs,
       retryMaxMs: opts.config.flushRetryMaxMs,
       now: this.now,

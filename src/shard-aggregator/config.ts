@@ -79,6 +79,8 @@ export const aggregatorConfigSchema = z.strictObject({
   flushMaxOpenSegments: posInt.min(2).max(4096).default(64),
   /** Worker threads that validate and encode write requests (0: on the main thread; absent: one per core). */
   encodeThreads: nonNegInt.max(256).optional(),
+  /** Worker threads that build and verify blocks (0: on the main thread; absent: flushConcurrency). */
+  flushThreads: nonNegInt.max(256).optional(),
   /** WAL databases kept open at once (idle ones are closed beyond that). */
   maxOpenWals: posInt.default(8),
   /** Time allowed for in-flight requests at shutdown. */
@@ -124,6 +126,7 @@ const KINDS: Record<AggregatorConfigKey, OptionKind> = {
   flushMaxOpenSegments: 'int',
   maxOpenWals: 'int',
   encodeThreads: 'int',
+  flushThreads: 'int',
   shutdownGraceMs: 'int',
   ...connectionKinds,
   logLevel: 'string',

@@ -24,7 +24,7 @@ import { retentionOf } from '../tenancy/config.js';
 import type { TenantRegistry } from '../tenancy/tenants.js';
 import { Aggregator } from './aggregator.js';
 import type { AggregatorConfig } from './config.js';
-import type { TenantBuckets } from './flush.js';
+import type { TenantBuckets } from './flush-scheduler.js';
 import { AggregatorMetrics } from './metrics.js';
 import { registryAuth, writerService, type AuthHook, type ServerState } from './service.js';
 import { DeletionMarkWatcher } from '../tenancy/deletion-marks.js';

@@ -20,7 +20,7 @@ import { validateTenant } from '../format/key.js';
 import { bearerToken, headerValue, SHARD_HEADER, TENANT_HEADER } from '../api/headers.js';
 import type { Aggregator } from './aggregator.js';
 import type { AggregatorConfig } from './config.js';
-import type { FlushedBlock } from './flush.js';
+import type { FlushedBlock } from './flush-scheduler.js';
 import { countSamples, type WireSeries } from './ingest.js';
 import type { AggregatorMetrics } from './metrics.js';
 

@@ -108,7 +108,7 @@ export const SEGMENT_MAX_L0 = 2;
 /** LevelDB's memtable bytes per entry beyond its key and value (skip-list node, sequence, varints). */
 const MEMTABLE_ENTRY_OVERHEAD = 64;
 /** A read closes and reopens the segments after this many bytes (see WalDb.series). */
-export const REMAP_BYTES = 64 * 1024 * 1024;
+export const REMAP_BYTES = 32 * 1024 * 1024;
 const U64_MAX = (1n << 64n) - 1n;
 /** Segments a read holds open at once by default (see WalDb.series). */
 export const MAX_OPEN_SEGMENTS = 64;
@@ -856,8 +856,12 @@ export class WalDb {
     try {
       for (;;) {
         // LevelDB maps its tables into memory: what a read has touched stays resident (as file
-        // pages) until the database is closed. So the segments are closed and reopened after
-        // every REMAP_BYTES read, and the read goes on after the last series it yielded.
+        // pages) until the database is closed. So after every REMAP_BYTES read the segments read
+        // beyond their first read-ahead batch are closed and reopened, and the read goes on after
+        // the last series it yielded. A segment still waiting at its first series (its ids come
+        // later: segments of a push in id order hold disjoint ranges) has mapped at most one
+        // read-ahead batch and stays open, so a remap costs an open of the few segments being read,
+        // not of all of them (every open of a LevelDB writes and syncs a new manifest).
         let last: bigint | null = null;
         let remap = false;
         for await (const s of this.mergedFrom(segs, readAhead, from)) {
@@ -869,7 +873,7 @@ export class WalDb {
           }
         }
         if (!remap || last === null || last === U64_MAX) return;
-        for (const g of segs) await g.close();
+        for (const g of segs) if (g.bytesRead > readAhead) await g.close();
         from = last + 1n;
       }
     } finally {

@@ -1,18 +1,22 @@
 /**
- * Flush: turns the sealed WAL generations of one (tenant, shard, window) into its block.
+ * Flush scheduling: *when* the sealed WAL generations of one (tenant, shard, window) become its
+ * block, and what happens around the build. The build itself (merge, write, verify) is
+ * block-builder.ts, run on worker threads by build-pool.ts; this module runs on the main thread
+ * and does only the scheduling and the bucket's I/O.
  *
  * ```
- * sealed gens ──┐
- * old block? ───┴─ merge by series id (block < gen 1 < gen 2 ..., last write wins)
- *                  └─ BlockWriter ─ bucket.upload(key) ─ complete (atomic publish, replaces)
- *                                                          └─ verify (read back) ─ delete WALs
+ * request ─ job (one per window) ─ slot (≤ concurrency) ─ seal gens ─ lease bucket ─ old block?
+ *   ─ close gens ─ build on a worker (WAL merge, block chunks ─▶ bucket.upload(key))
+ *   ─ complete (atomic publish, replaces) ─ verify on a worker (reads ◀─ bucket) ─ delete WALs
+ *   failure: abort the upload, keep the WALs, retry after exponential backoff
  * ```
  *
  * Crash safety: a flush only deletes a WAL after the block holding its samples is published and
  * verified. If the process dies anywhere before that, the WAL is still sealed on disk and the
  * flush runs again after restart; it then merges the WAL into the block it may already have
  * published, which is idempotent because merging dedupes by (series, timestamp) with the WAL
- * winning. So every acknowledged sample ends up in the block exactly once.
+ * winning. So every acknowledged sample ends up in the block exactly once. A worker that dies
+ * fails its flush like any other error: the WALs are kept and the flush is retried.
  *
  * One flush per window at a time, at most `concurrency` flushes at once. A failed flush keeps
  * the WALs and is retried with exponential backoff.
@@ -24,14 +28,12 @@
 import type { Logger } from 'pino';
 import { BlockReader } from '../block/reader.js';
 import { bucketSource } from '../block/source.js';
-import { BlockWriter } from '../block/writer.js';
 import { CorruptionError, ErrorCode, hasCode, StrataError } from '../errors.js';
 import { blockKey } from '../format/key.js';
-import { decodeRun, runTimeRange, type Samples } from '../format/run.js';
-import type { Bucket } from '../objstore/bucket.js';
-import { scanBlock } from './block-scan.js';
+import type { Bucket, ObjectUpload } from '../objstore/bucket.js';
 import { deferred, type Deferred } from '../common/deferred.js';
-import { mergeSamples } from './merge.js';
+import { BuildCancelled, type WalReadOptions } from './block-builder.js';
+import { BuildPool } from './build-pool.js';
 import type { AggregatorMetrics } from './metrics.js';
 import type { WalDb } from './wal-db.js';
 import { windowId, type WalStore, type WindowKey } from './wal-store.js';
@@ -106,6 +108,10 @@ export interface FlusherOptions {
   readonly blockDurationMs: number;
   readonly concurrency: number;
   readonly verify: 'full' | 'footer';
+  /** How the builder reads the WALs. */
+  readonly wal: WalReadOptions;
+  /** Worker threads that build and verify blocks (0: on the main thread). */
+  readonly threads: number;
   readonly retryBaseMs: number;
   readonly retryMaxMs: number;
   readonly now: () => number;
@@ -126,15 +132,7 @@ interface Job {
 }
 
 /** Thrown into a flush that is stopped by shutdown. */
-class FlushStopped extends Error {
-  constructor() {
-    super('flush stopped by shutdown');
-    this.name = 'FlushStopped';
-  }
-}
-
-/** Series merged between two checks for shutdown. */
-const STOP_CHECK_EVERY = 256;
+const FlushStopped = BuildCancelled;
 /** Flush records kept for the status RPC. */
 const RECENT_FLUSHES = 32;
 
@@ -146,11 +144,14 @@ export class Flusher {
   private running = 0;
   private stopping = false;
   private readonly active = new Set<Promise<unknown>>();
+  /** Builds and verifies blocks (on worker threads unless `threads` is 0). */
+  readonly pool: BuildPool;
   /** Most recent flushes, newest first. */
   readonly recent: FlushRecord[] = [];
 
   constructor(opts: FlusherOptions) {
     this.o = opts;
+    this.pool = new BuildPool(opts.threads, opts.logger);
   }
 
   /** True while a flush of `key` runs, is queued, or waits for its retry. */
@@ -277,7 +278,7 @@ export class Flusher {
     const windowEnd = key.windowStart + BigInt(this.o.blockDurationMs);
     const tenantLabel = this.o.tenantLabel(key.tenant);
     for (const g of gens) g.users++;
-    let writer: BlockWriter | null = null;
+    let upload: ObjectUpload | null = null;
     let lease: BucketLease | null = null;
     try {
       for (const g of gens) await g.seal(this.o.now()); // completes a seal a failure interrupted
@@ -300,16 +301,26 @@ export class Flusher {
         }
       }
       logger.info({ window: id, tenant: key.tenant, bucket: bucket.name, key: objectKey, generations: gens.map((g) => g.identity.generation), replacing: old !== null }, 'flush started');
-      const upload = bucket.upload(objectKey);
-      writer = new BlockWriter(
+      // the builder opens the generations itself (LevelDB allows one opener per process); sealed,
+      // they take no writes, and nothing here opens them again while the flush holds its use
+      for (const g of gens) await g.close();
+      if (this.stopping) throw new FlushStopped();
+      upload = bucket.upload(objectKey);
+      const built = await this.pool.build(
+        {
+          meta: { tenant: key.tenant, shard: key.shard, numShards: this.o.numShards, windowStart: key.windowStart, windowEnd },
+          gens: gens.map((g) => g.dir),
+          wal: this.o.wal,
+          expectedSeries: old?.footer.seriesCount ?? 0,
+        },
         upload,
-        { tenant: key.tenant, shard: key.shard, numShards: this.o.numShards, windowStart: key.windowStart, windowEnd },
-        old ? { expectedSeries: old.footer.seriesCount } : {},
+        old ? bucketSource(bucket, objectKey) : null,
       );
-      await this.merge(writer, old, gens);
-      const { footer, size } = await writer.finish();
-      writer = null;
-      await this.verify(bucket, objectKey, footer.blockId, footer.seriesCount, footer.sampleCount, size);
+      const { footer, size } = built.block;
+      await upload.complete();
+      upload = null;
+      if (this.stopping) throw new FlushStopped();
+      const verified = await this.pool.verify(bucketSource(bucket, objectKey), { blockId: footer.blockId, series: footer.seriesCount, samples: footer.sampleCount, size }, this.o.verify);
       for (const g of gens) await this.o.store.remove(g);
       const block: FlushedBlock = {
         tenant: key.tenant,
@@ -329,11 +340,28 @@ export class Flusher {
       metrics.flushSamples.inc({ tenant: tenantLabel }, footer.sampleCount);
       metrics.flushSeries.inc(footer.seriesCount);
       this.record({ window: key, block, finishedAtMs: this.o.now(), durationS: seconds, error: null });
-      logger.info({ window: id, tenant: key.tenant, bucket: bucket.name, key: objectKey, blockId: footer.blockId, series: footer.seriesCount, samples: footer.sampleCount, bytes: size, seconds, replaced: old !== null }, 'flush done');
+      const MiB = 2 ** 20;
+      logger.info(
+        {
+          window: id,
+          tenant: key.tenant,
+          bucket: bucket.name,
+          key: objectKey,
+          blockId: footer.blockId,
+          series: footer.seriesCount,
+          samples: footer.sampleCount,
+          bytes: size,
+          seconds,
+          replaced: old !== null,
+          builderHeapMiB: Math.round(Math.max(built.heap.totalHeapBytes, verified.totalHeapBytes) / MiB),
+          builderMallocPeakMiB: Math.round(Math.max(built.heap.peakMallocedBytes, verified.peakMallocedBytes) / MiB),
+        },
+        'flush done',
+      );
       return block;
     } catch (err) {
-      if (writer) {
-        await writer.abort().catch((e: unknown) => logger.warn({ window: id, key: objectKey, err: e }, 'aborting the block upload'));
+      if (upload) {
+        await upload.abort().catch((e: unknown) => logger.warn({ window: id, key: objectKey, err: e }, 'aborting the block upload'));
       }
       const seconds = (performance.now() - t0) / 1000;
       if (!(err instanceof FlushStopped)) {
@@ -354,93 +382,6 @@ export class Flusher {
     }
   }
 
-  /**
-   * Merges the old block (if any) and the generations, series by series, into `writer`. A series
-   * that is one WAL run and nothing else (the usual case: a batch node pushes each series' window
-   * once) is copied as it is, lz4 applied, without decoding its samples; every other series is
-   * decoded, merged (last write wins) and encoded again.
-   */
-  private async merge(writer: BlockWriter, old: BlockReader | null, gens: WalDb[]): Promise<void> {
-    type Head = { id: bigint; samples: Samples | null; runs: Uint8Array[] };
-    type Source = { it: AsyncIterator<Head>; head: Head | null; name: string };
-    const sources: Source[] = [];
-    if (old) {
-      const it = (async function* () {
-        for await (const s of scanBlock(old)) yield { id: s.id, samples: s.samples, runs: [] };
-      })();
-      sources.push({ it, head: null, name: old.source.name });
-    }
-    for (const g of gens) {
-      const it = (async function* () {
-        for await (const s of g.series()) yield { id: s.id, samples: null, runs: s.runs };
-      })();
-      sources.push({ it, head: null, name: g.dir });
-    }
-    try {
-      for (const s of sources) {
-        const r = await s.it.next();
-        s.head = r.done ? null : r.value;
-      }
-      let n = 0;
-      for (;;) {
-        let min: bigint | null = null;
-        for (const s of sources) if (s.head && (min === null || s.head.id < min)) min = s.head.id;
-        if (min === null) break;
-        // sources are in age order (block, then generations), so parts are oldest first
-        const taken: { samples: Samples | null; runs: Uint8Array[]; name: string }[] = [];
-        for (const s of sources) {
-          if (s.head && s.head.id === min) {
-            taken.push({ samples: s.head.samples, runs: s.head.runs, name: s.name });
-            const r = await s.it.next();
-            s.head = r.done ? null : r.value;
-          }
-        }
-        const only = taken.length === 1 && taken[0]!.samples === null && taken[0]!.runs.length === 1 ? taken[0]! : null;
-        if (only) {
-          const origin = { object: `${only.name} series ${min} run 0`, offset: 0 };
-          const run = only.runs[0]!;
-          const range = runTimeRange(run, origin);
-          // the writer packs the plain WAL run with lz4 (or shares its timestamps) as add() would
-          await writer.addEncoded(min, run, range.count, range.first, range.last);
-        } else {
-          const parts: Samples[] = [];
-          for (const p of taken) {
-            if (p.samples) parts.push(p.samples);
-            p.runs.forEach((r, i) => parts.push(decodeRun(r, { object: `${p.name} series ${min} run ${i}`, offset: 0 })));
-          }
-          const merged = mergeSamples(parts);
-          if (merged.timestamps.length > 0) await writer.add(min, merged);
-        }
-        if (++n % STOP_CHECK_EVERY === 0 && this.stopping) throw new FlushStopped();
-      }
-    } finally {
-      for (const s of sources) await s.it.return?.(undefined);
-    }
-  }
-
-  /** Reads the published block back and checks it is the one just written. */
-  private async verify(bucket: Bucket, objectKey: string, blockId: string, series: number, samples: number, size: number): Promise<void> {
-    const r = await BlockReader.open(bucketSource(bucket, objectKey));
-    const f = r.footer;
-    if (f.blockId !== blockId || f.seriesCount !== series || f.sampleCount !== samples || r.size !== size) {
-      throw new CorruptionError(
-        objectKey,
-        r.size,
-        `uploaded block does not match what was written: block id ${f.blockId} vs ${blockId}, ${f.seriesCount} vs ${series} series, ${f.sampleCount} vs ${samples} samples, ${r.size} vs ${size} bytes`,
-      );
-    }
-    if (this.o.verify === 'footer') return;
-    let gotSeries = 0;
-    let gotSamples = 0;
-    for await (const s of scanBlock(r)) {
-      gotSeries++;
-      gotSamples += s.samples.timestamps.length;
-    }
-    if (gotSeries !== series || gotSamples !== samples) {
-      throw new CorruptionError(objectKey, 0, `uploaded block holds ${gotSeries} series / ${gotSamples} samples, expected ${series} / ${samples}`);
-    }
-  }
-
   private record(r: FlushRecord): void {
     this.recent.unshift(r);
     if (this.recent.length > RECENT_FLUSHES) this.recent.length = RECENT_FLUSHES;
@@ -457,6 +398,8 @@ export class Flusher {
       this.running++; // queued runs get a slot, see `stopping` and give it back
       w();
     }
+    this.pool.cancelAll();
     await Promise.allSettled([...this.active]);
+    await this.pool.close();
   }
 }
