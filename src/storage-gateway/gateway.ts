@@ -205,7 +205,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     {
       blockDurationMs: config.blockDurationMs,
       dayBlocksAfterMs: config.dayBlocksAfterMs,
-      recheckMs: config.negativeTtlMs,
+      recheckMs: config.closedStalenessMs,
       maxMessageBytes: config.maxMessageBytes,
       maxSamplesPerResponse: config.maxSamplesPerResponse,
     },

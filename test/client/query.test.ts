@@ -15,7 +15,7 @@ import { QueryClient, QueryError } from '../../src/client/query.js';
 import { encodeReadResponse } from '../../src/client/query-codec.js';
 import { openBucket } from '../../src/objstore/index.js';
 import { readServiceDefinition } from '../../src/storage-gateway/gateway.js';
-import { D, expected, makeDataSet, mismatches, rgwBucket, startTestGateway, STALE_NAN_BITS, tempDir, testConfig, W0, writeBlock, writeDataSet } from '../storage-gateway/helpers.js';
+import { D, expected, makeDataSet, mismatches, rgwBucket, startTestGateway, STALE_NAN_BITS, tempDir, testConfig, W0, writeBlock, writeDataSet, dataSetClock } from '../storage-gateway/helpers.js';
 import { makeSeries } from '../support/series.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -56,7 +56,7 @@ t.test('a static list of gateways: each block always goes to the same gateway', 
   await writeDataSet(bucket, ds);
   const a = await startTestGateway(t, testConfig(bucketConfig, tempDir(t)));
   const b = await startTestGateway(t, testConfig(bucketConfig, tempDir(t)));
-  const client = new QueryClient({ endpoints: [`127.0.0.1:${a.grpcPort}`, `127.0.0.1:${b.grpcPort}`], numShards: 8, encoding: 'raw' });
+  const client = new QueryClient({ endpoints: [`127.0.0.1:${a.grpcPort}`, `127.0.0.1:${b.grpcPort}`], numShards: 8, encoding: 'raw', now: dataSetClock() });
   t.teardown(() => client.close());
   const ids = ds.series.map((s) => s.id);
   const r1 = await client.query(ds.tenant, ids, { start: W0, end: W0 + 2n * D });
