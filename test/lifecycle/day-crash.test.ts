@@ -172,14 +172,14 @@ t.test('SIGKILL of the lifecycle role mid-merge and mid-deletion: nothing partia
   t.ok(a.days >= 4 && a.days <= 5, `${a.days} day blocks published, each whole`);
   await checkReaders(t, name, 'after the kill mid-merge');
 
-  // 2. restarted (same instance id: it takes its lease back at once): finishes the merges, then
-  //    killed while deleting 4-hour blocks
+  // 2. restarted (same instance id: it takes its lease back at once): deletes the 4-hour blocks
+  //    of the days merged (grace 0) and merges the others; killed while deleting
   let deleted = 0;
   const deleting = runRole(t, cfgFile, (rec) => rec['msg'] === 'day source deleted' && ++deleted === 10, 'SIGKILL');
   t.equal(await deleting.done, 'SIGKILL', 'killed mid-deletion');
   const b = await checkObjects(t, bucket);
-  t.equal(b.days, DAYS, 'every day merged');
-  t.equal(b.manifests, DAYS);
+  t.ok(b.days >= a.days, `${b.days} day blocks`);
+  t.equal(b.manifests, b.days, 'each with its manifest');
   t.ok(b.blocks < 180 && b.blocks >= 180 - 11, `${180 - b.blocks} 4-hour blocks deleted before the kill`);
   await checkReaders(t, name, 'after the kill mid-deletion');
 
