@@ -75,6 +75,7 @@ export class DayRouter {
       end: q.end < q.block.windowEnd ? q.end : q.block.windowEnd,
     };
     if (inDay.end <= inDay.start || q.ids.length === 0) return executor.readNow(inDay, signal);
+    if (q.narrowed === true && q.encoding === 'runs') return this.narrowedAnswer(q, signal, inDay);
     const got = executor.readNow(inDay, signal);
     const pick = (a: ReadResult): ReadResult | Promise<ReadResult> => {
       if (a.blockId !== '') {
@@ -84,6 +85,17 @@ export class DayRouter {
       return isDay ? this.blocksAnswer(q, signal, inDay) : this.blockAnswer(q, signal, inDay);
     };
     return got instanceof Promise ? got.then(pick) : pick(got);
+  }
+
+  /**
+   * A RUNS read whose range the gateway narrowed (retention): the stored runs hold samples the
+   * client would keep, so the day block's samples are cut to the range and sent re-encoded.
+   */
+  private async narrowedAnswer(q: ReadQuery, signal: SignalSource, inDay: ReadQuery): Promise<ReadResult> {
+    const got = await this.deps.executor.samples(inDay, signal);
+    if (got === null) return this.blocksAnswer(q, signal, inDay);
+    this.fromDay.inc();
+    return this.encode(q, got.blockId, got.ids, got.samples);
   }
 
   /** A block's window of a closed day without a day block: the 4-hour block, or the day block after all. */
@@ -149,7 +161,11 @@ export class DayRouter {
       );
     }
     const ids = [...byId.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-    const samples = ids.map((id) => concat(byId.get(id)!));
+    return this.encode(q, blockId, ids, ids.map((id) => concat(byId.get(id)!)));
+  }
+
+  /** The answer of decoded samples (ids ascending): columns (RAW) or one fresh run per series (RUNS). */
+  private encode(q: ReadQuery, blockId: string, ids: readonly bigint[], samples: readonly Samples[]): ReadResult {
     if (q.encoding === 'raw') return new RawAnswer(blockId, ids.length, (i) => ids[i]!, (i) => samples[i]!, this.opts.maxMessageBytes);
     const runs: SeriesRun[] = [];
     const counts: number[] = [];

@@ -39,6 +39,11 @@ export interface ReadQuery {
   readonly start: bigint;
   readonly end: bigint;
   readonly encoding: 'raw' | 'runs';
+  /**
+   * The range was narrowed by the gateway (retention cut a day read): RUNS answers must then be
+   * cut to it too (re-encoded), since the client cuts only to the range it asked for.
+   */
+  readonly narrowed?: boolean;
 }
 
 /** Limits of one response. */

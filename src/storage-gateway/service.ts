@@ -486,14 +486,16 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
       const resolved = opts.resolve(tenant);
       const { bucket, scope } = resolved instanceof Promise ? await resolved : resolved;
       const { block } = parsed;
+      // windows with no data to answer (retention, deleted tenant) are cut off the range
+      const start = noDataUntil(opts.noData, tenant, block.windowStart, block.windowEnd, BigInt(config.blockDurationMs), parsed.start);
       const query: ReadQuery = {
         block: { tenant: block.tenant, shard: block.shard, windowStart: block.windowStart, windowEnd: block.windowEnd, key: block.key, bucket, scope },
         numShards: parsed.numShards,
         ids: parsed.ids,
-        // windows with no data to answer (retention, deleted tenant) are cut off the range
-        start: noDataUntil(opts.noData, tenant, block.windowStart, block.windowEnd, BigInt(config.blockDurationMs), parsed.start),
+        start,
         end: opts.noData?.(tenant, block.windowEnd) === true ? parsed.start : parsed.end,
         encoding: parsed.encoding,
+        ...(start !== parsed.start ? { narrowed: true } : {}),
       };
       if (turn.spent()) {
         await yieldLoop();

@@ -17,7 +17,11 @@
  *
  * Run alone: node scripts/with-rgw.mjs -- tap test/lifecycle/day.test.ts
  */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import t, { type Test } from 'tap';
+import { createTestBucket, s3BucketConfig, s3TestEnv } from '../helpers/s3env.js';
+import { credentialEnvRefs, s3TenantBucket } from '../helpers/tenancy.js';
 import { BlockReader } from '../../src/block/reader.js';
 import { bucketSource } from '../../src/block/source.js';
 import { planQuery } from '../../src/client/query-plan.js';
@@ -271,6 +275,33 @@ t.test('a read racing the deletion of a 4-hour block finds the day block with a 
   t.same(await check(c, ds, W0, W0 + DAY), [], 'the whole day, exact: the missing 4-hour blocks sent the gateway to the bucket for the day block');
   t.equal(await gw.metrics.total('strata_gateway_day_reads_total', { source: 'day' }), 1, 'answered from the day block');
   t.same(await check(c, ds, W0, W0 + DAY), [], 'and again');
+});
+
+t.test('retention cuts a day read at the first window within retention, from the day block as from 4-hour requests', async (t) => {
+  const name = await createTestBucket(t, { user: 1, tag: 'day-ret' });
+  const dir = tempDir(t, 'day-ret');
+  const now = Number(W0) + DAY_MS + MERGE_AFTER;
+  const tenantsFile = join(dir, 'tenants.json');
+  // windows 0 and 1 of the day are past retention at `now`, window 2 is not
+  writeFileSync(tenantsFile, JSON.stringify({ authRequired: false, retentionMs: now - Number(W0 + 2n * D), defaultBucket: s3TenantBucket(name, credentialEnvRefs(1)) }));
+  const ds = makeDataSet({ seed: 53, n: 20, numShards: 1, windows: 6 });
+  const bucketConfig = { type: 's3', ...s3BucketConfig(s3TestEnv(), name, {}, 1) } as BucketConfig;
+  const bucket = await openBucket(bucketConfig);
+  t.teardown(() => bucket.close());
+  await writeDataSet(bucket, ds);
+  const registry = new TenantRegistry(openTenantsConfig(bucketConfig));
+  t.teardown(() => registry.close());
+  const s: Setup = { bucketConfig, bucket, registry, clock: manualClock(now), work: tempDir(t, 'day-ret-work') };
+  t.equal((await pass(s)).dayMerges, 1);
+  const gw = await startTestGateway(t, testConfig({ type: 'filesystem', path: dir }, join(dir, 'cache'), { bucket: undefined, tenantsFile, dayBlocksAfterMs: MERGE_AFTER }), { now: s.clock.now });
+  const ids = ds.series.map((x) => x.id);
+  const want = expected(ds, ids, W0 + 2n * D, W0 + DAY);
+  t.same(await check(client(t, gw, ds, s.clock.now), ds, W0, W0 + DAY, want), [], 'a day request: the expired windows are left out');
+  const perBlock = new QueryClient({ endpoints: [`127.0.0.1:${gw.grpcPort}`], numShards: 1, dayRequestsAfterMs: null });
+  t.teardown(() => perBlock.close());
+  const r = await perBlock.query(ds.tenant, ids, { start: W0, end: W0 + DAY });
+  t.same(mismatches(r.series, want), [], '4-hour requests: the same answer');
+  t.ok((await gw.metrics.total('strata_gateway_day_reads_total', { source: 'day' })) >= 2, 'both answered from the day block');
 });
 
 t.test('config: the day options are validated', async (t) => {
