@@ -8,7 +8,9 @@
  * a filesystem bucket and into Ceph RGW (started here with scripts/rgw/rgw.mjs).
  *
  * Cases: `1x4h` (1 series x 4 h), `100x4h` (the 100 series of one scrape target x 4 h), `1x30d`
- * (1 series x 30 days: 180 blocks). Warm: every block already read once (caches filled),
+ * (1 series x 30 days after compaction to day blocks by the lifecycle's day merge: 30 requests,
+ * one day block each), `1x30d_4h` (the same read of the 180 4-hour blocks, one request each, as
+ * before compaction). `cold_<case>_gets`: bucket GETs per cold query. Warm: every block already read once (caches filled),
  * `--warm-reps` queries per case. Cold: each query reads blocks the gateway never saw (copies of
  * the blocks under other tenants, with their own block ids), `--cold-reps` per case.
  *
@@ -51,6 +53,10 @@ import { encodeReadRequest, ENCODING_RAW, READ_METHOD_PATH } from '../src/api/re
 import { QueryClient, DEFAULT_ENCODING, type ReadEncoding, type SeriesSamples } from '../src/client/query.js';
 import { decodeFooter, encodeFooter, FOOTER_LEN } from '../src/format/footer.js';
 import { blockKey, DEFAULT_BLOCK_DURATION_MS } from '../src/format/key.js';
+import { DAY_MS, dayBlockKey } from '../src/format/day-key.js';
+import { runLifecyclePass } from '../src/lifecycle/job.js';
+import { openTenantsConfig } from '../src/tenancy/config.js';
+import { TenantRegistry } from '../src/tenancy/tenants.js';
 import { openBucket, type Bucket, type BucketConfig } from '../src/objstore/index.js';
 import { loadDataset, median, type Dataset, type Series } from './dataset.js';
 import { flag, quantile, rssMiB } from './proc.js';
@@ -60,7 +66,12 @@ import { encodeFrame } from '../src/api/grpc-frame.js';
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(here, '..', '..');
 const D = BigInt(DEFAULT_BLOCK_DURATION_MS);
-const CASES = ['1x4h', '100x4h', '1x30d'] as const;
+/**
+ * `1x30d`: one series over 30 days after compaction to day blocks (the lifecycle role's merge:
+ * tenant `bench30d`, one request per day); `1x30d_4h`: the same read of the 4-hour blocks alone
+ * (tenant `bench30`, one request per block: the read before compaction).
+ */
+const CASES = ['1x4h', '100x4h', '1x30d', '1x30d_4h'] as const;
 type Case = (typeof CASES)[number];
 
 const round = (x: number): number => Number(x.toFixed(3));
@@ -238,9 +249,39 @@ async function runBackend(
       return { tenant, ids: t.map((s) => s.id), start: fullStart, end: fullStart + D, want: t, blocks: shards };
     }
     const s = dayProbe(i % 10);
-    return { tenant, ids: [s.id], start: daysStart, end: daysEnd, want: [s], blocks: Number((daysEnd - daysStart) / D) };
+    // 1x30d: one request per day, each answered by one day block
+    return { tenant, ids: [s.id], start: daysStart, end: daysEnd, want: [s], blocks: c === '1x30d' ? Number((daysEnd - daysStart) / BigInt(DAY_MS)) : Number((daysEnd - daysStart) / D) };
   };
-  const mainTenant = (c: Case): string => (c === '1x30d' ? 'bench30' : 'bench');
+  const mainTenant = (c: Case): string => (c === '1x30d' ? 'bench30d' : c === '1x30d_4h' ? 'bench30' : 'bench');
+
+  // compaction: the 30 days as tenant bench30d, merged into day blocks by the lifecycle's pass
+  // (alone in the bucket, so the pass merges nothing else), the 4-hour blocks then deleted
+  const tc = performance.now();
+  const dayParts: [string, Buffer][] = [];
+  for (const [key, bytes] of blocks) {
+    const m = /^blocks\/bench30\/(\d+)\/(\d+)\.block$/.exec(key);
+    if (m) dayParts.push([blockKey('bench30d', Number(m[2]), BigInt(m[1]!)), copyAs(bytes, 'bench30d')]);
+  }
+  await inParallel(dayParts, 16, ([k, b]) => bucket.put(k, b));
+  const registry = new TenantRegistry(openTenantsConfig(bucketConfig));
+  const work = mkdtempSync(join(tmpdir(), `strata-bench-day-${name}-`));
+  try {
+    const passOpts = { blockDurationMs: Number(D), retentionGraceMs: 0, incompleteUploadMaxAgeMs: 24 * 3600 * 1000, deleteConcurrency: 16, days: { dayMergeAfterMs: 0, daySourceGraceMs: 0, workDir: work, now: Date.now } };
+    const merged = await runLifecyclePass(registry, Date.now(), passOpts);
+    const deleted = await runLifecyclePass(registry, Date.now(), passOpts);
+    if (merged.failures + deleted.failures > 0 || deleted.daySourcesDeleted !== dayParts.length) throw new Error(`compaction: ${merged.dayMerges} merges, ${deleted.daySourcesDeleted} of ${dayParts.length} blocks deleted, ${merged.failures + deleted.failures} failures`);
+    console.log(`[${name}] compacted ${dayParts.length} blocks into ${merged.dayMerges} day blocks in ${((performance.now() - tc) / 1000).toFixed(1)} s`);
+  } finally {
+    await registry.close();
+    rmSync(work, { recursive: true, force: true });
+  }
+  const dayBlocks = new Map<string, Buffer>();
+  for (const [key] of dayParts) {
+    const m = /^blocks\/bench30d\/(\d+)\/(\d+)\.block$/.exec(key)!;
+    const day = BigInt(m[1]!) - (BigInt(m[1]!) % BigInt(DAY_MS));
+    const dk = dayBlockKey('bench30d', Number(m[2]), day);
+    if (!dayBlocks.has(dk)) dayBlocks.set(dk, await bucket.get(dk));
+  }
 
   // upload: the main blocks, then the copies for cold reads
   const t0 = performance.now();
@@ -249,12 +290,12 @@ async function runBackend(
   for (const c of CASES) {
     for (let k = 0; k < reps.cold[c]; k++) {
       const tenant = `cold-${c.toLowerCase()}-${k}`;
-      const probeShard = c === '1x4h' ? Number(probe.id % BigInt(shards)) : c === '1x30d' ? Number(dayProbe(k % 10).id % BigInt(shards)) : -1;
-      for (const [key, bytes] of blocks) {
-        const m = /^blocks\/([^/]+)\/(\d+)\/(\d+)\.block$/.exec(key)!;
+      const probeShard = c === '1x4h' ? Number(probe.id % BigInt(shards)) : c.startsWith('1x30d') ? Number(dayProbe(k % 10).id % BigInt(shards)) : -1;
+      for (const [key, bytes] of c === '1x30d' ? dayBlocks : blocks) {
+        const m = /^blocks\/([^/]+)\/(\d+)\/(\d+)\.(day\.)?block$/.exec(key)!;
         if (m[1] !== mainTenant(c)) continue;
         if (probeShard >= 0 && Number(m[3]) !== probeShard) continue;
-        copies.push([blockKey(tenant, Number(m[3]), BigInt(m[2]!)), () => copyAs(bytes, tenant)]);
+        copies.push([m[4] ? dayBlockKey(tenant, Number(m[3]), BigInt(m[2]!)) : blockKey(tenant, Number(m[3]), BigInt(m[2]!)), () => copyAs(bytes, tenant)]);
       }
     }
   }
@@ -284,7 +325,10 @@ async function runBackend(
   const out: Record<string, number> = {};
   let exact = true;
   const clients = new Map(encodings.map((e) => [e, new QueryClient({ endpoints: [`127.0.0.1:${gw.grpcPort}`], numShards: shards, encoding: e, concurrency: 64 })]));
-  const run = async (client: QueryClient, query: Query): Promise<number> => {
+  // the reads before compaction: one request per 4-hour block
+  const perBlock = new Map(encodings.map((e) => [e, new QueryClient({ endpoints: [`127.0.0.1:${gw.grpcPort}`], numShards: shards, encoding: e, concurrency: 64, dayRequestsAfterMs: null })]));
+  const run = async (client0: QueryClient, query: Query, c?: Case): Promise<number> => {
+    const client = c === '1x30d_4h' ? perBlock.get([...clients].find(([, v]) => v === client0)![0])! : client0;
     const s = performance.now();
     const r = await client.query(query.tenant, query.ids, { start: query.start, end: query.end });
     const ms = performance.now() - s;
@@ -297,7 +341,7 @@ async function runBackend(
   try {
     // fill the caches: every warm query once
     const def = clients.get(DEFAULT_ENCODING) ?? clients.values().next().value!;
-    for (const c of CASES) for (let i = 0; i < 10; i++) await run(def, q(c, i, mainTenant(c)));
+    for (const c of CASES) for (let i = 0; i < 10; i++) await run(def, q(c, i, mainTenant(c)), c);
 
     // warm, each encoding: a floor exchange before each query, in rounds
     let loopP99 = 0;
@@ -312,7 +356,7 @@ async function runBackend(
         for (let i = 0; i < reps.warm[c]; i++) {
           const query = q(c, i, mainTenant(c));
           floorLat.push(await floor.exchange(FLOOR_WIDTH[c]));
-          lat.push(await run(client, query));
+          lat.push(await run(client, query, c));
           blocksTouched += query.blocks;
           if ((i + 1) % perRound === 0 || i + 1 === reps.warm[c]) {
             const from = Math.floor(i / perRound) * perRound;
@@ -356,7 +400,7 @@ async function runBackend(
       for (let k = 0; k < reps.cold[c]; k++) {
         const query = q(c, k, `cold-${c.toLowerCase()}-${k}`);
         const before = await scrape(gw.metricsPort);
-        lat.push(await run(def, query));
+        lat.push(await run(def, query, c));
         const after = await scrape(gw.metricsPort);
         getsTotal += (after.get('strata_gateway_s3_gets_total') ?? 0) - (before.get('strata_gateway_s3_gets_total') ?? 0);
         blocksTouched += query.blocks;
@@ -372,6 +416,7 @@ async function runBackend(
       out[`cold_${c}_p50_ms`] = round(quantile(lat, 0.5));
       out[`cold_${c}_p99_ms`] = round(quantile(lat, 0.99));
       out[`gets_per_block_cold_${c}`] = round(getsTotal / blocksTouched);
+      out[`cold_${c}_gets`] = round(getsTotal / reps.cold[c]);
       console.log(`[${name}] cold ${c.padEnd(6)}: p50 ${quantile(lat, 0.5).toFixed(2)} ms, p99 ${quantile(lat, 0.99).toFixed(2)} ms, ${(getsTotal / blocksTouched).toFixed(2)} GETs per block (${reps.cold[c]} queries)`);
     }
     out['gets_per_block_cold'] = out['gets_per_block_cold_1x4h']!;
@@ -383,6 +428,7 @@ async function runBackend(
     );
   } finally {
     for (const c of clients.values()) c.close();
+    for (const c of perBlock.values()) c.close();
     await gw.stop();
     rmSync(dir, { recursive: true, force: true });
   }
@@ -500,7 +546,7 @@ async function loopbackFloor(floor: Floor): Promise<Record<string, number>> {
 }
 
 /** Floor exchanges as wide as the requests a query of case `c` sends at once. */
-const FLOOR_WIDTH: Record<Case, number> = { '1x4h': 1, '100x4h': 8, '1x30d': 8 };
+const FLOOR_WIDTH: Record<Case, number> = { '1x4h': 1, '100x4h': 8, '1x30d': 8, '1x30d_4h': 8 };
 /** Rounds of warm queries; the p99 ratio to the floor is the median of the rounds' ratios. */
 const ROUNDS = 5;
 
@@ -541,8 +587,8 @@ export async function main(argv: string[]): Promise<void> {
   const unread = Number(flag(argv, 'unread', '500'));
   const gatewayNodeArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
   const reps = {
-    warm: { '1x4h': Math.round(500 * warmScale), '100x4h': Math.round(200 * warmScale), '1x30d': Math.round(50 * warmScale) },
-    cold: { '1x4h': Math.round(30 * coldScale), '100x4h': Math.round(20 * coldScale), '1x30d': Math.round(10 * coldScale) },
+    warm: { '1x4h': Math.round(500 * warmScale), '100x4h': Math.round(200 * warmScale), '1x30d': Math.round(200 * warmScale), '1x30d_4h': Math.round(50 * warmScale) },
+    cold: { '1x4h': Math.round(30 * coldScale), '100x4h': Math.round(20 * coldScale), '1x30d': Math.round(10 * coldScale), '1x30d_4h': Math.round(10 * coldScale) },
   };
   const full = loadDataset(fullDir, ['--size=full', '--seed=42', '--start=2026-11-01T00:00:00Z']);
   const days = loadDataset(daysDir, ['--series=200', '--hours=720', '--seed=42', '--start=2026-10-02T00:00:00Z']);

@@ -17,12 +17,13 @@ export const AUTH_HEADER = 'authorization';
 export const ERROR_CODE_TRAILER = 'strata-error-code';
 
 /**
- * The routing key of a block: the value of {@link BLOCK_HEADER}, `<tenant>/<shard>/<windowStart>`.
- * Clients send it and the gateway checks it against the request; the load balancer hashes it, so
- * every read of one block reaches the same gateway and its cache.
+ * The routing key of a block: the value of {@link BLOCK_HEADER}, `<tenant>/<shard>/<windowStart>`
+ * for a 4-hour block, `<tenant>/<shard>/<dayStart>/<windowMs>` for a request of a whole day
+ * (`windowMs` given). Clients send it and the gateway checks it against the request; the load
+ * balancer hashes it, so every read of one block reaches the same gateway and its cache.
  */
-export function blockRoutingKey(tenant: string, shard: number, windowStartMs: bigint | number): string {
-  return `${tenant}/${shard}/${windowStartMs}`;
+export function blockRoutingKey(tenant: string, shard: number, windowStartMs: bigint | number, windowMs?: bigint | number): string {
+  return windowMs === undefined ? `${tenant}/${shard}/${windowStartMs}` : `${tenant}/${shard}/${windowStartMs}/${windowMs}`;
 }
 
 /** The `authorization` header value for a token. */

@@ -30,6 +30,8 @@ export interface ReadRequestFields {
   readonly endMs: bigint;
   /** ENCODING_RAW or ENCODING_RUNS (other values are passed through for the server to refuse). */
   readonly encoding: number;
+  /** Window length (0 or absent: one block's window; DAY_MS: a day). */
+  readonly windowMs?: bigint;
 }
 
 /** ReadResponse fields to encode, bytes fields as lists of chunks (concatenated). */
@@ -202,6 +204,8 @@ export function encodeReadRequest(r: ReadRequestFields): Buffer {
   if (r.startMs !== 0n) size += 1 + int64Size(r.startMs);
   if (r.endMs !== 0n) size += 1 + int64Size(r.endMs);
   if (r.encoding !== 0) size += 1 + varintSize(r.encoding);
+  const windowMs = r.windowMs ?? 0n;
+  if (windowMs !== 0n) size += 1 + int64Size(windowMs);
   const w = new Writer(Buffer.allocUnsafe(size));
   if (tenant.length > 0) w.chunks(1, [tenant], tenant.length);
   if (r.shard !== 0) (w.tag(2, WIRE_VARINT), w.varint(r.shard));
@@ -211,6 +215,7 @@ export function encodeReadRequest(r: ReadRequestFields): Buffer {
   if (r.startMs !== 0n) (w.tag(6, WIRE_VARINT), w.int64(r.startMs));
   if (r.endMs !== 0n) (w.tag(7, WIRE_VARINT), w.int64(r.endMs));
   if (r.encoding !== 0) (w.tag(8, WIRE_VARINT), w.varint(r.encoding));
+  if (windowMs !== 0n) (w.tag(9, WIRE_VARINT), w.int64(windowMs));
   return w.buf;
 }
 
@@ -220,7 +225,7 @@ export function encodeReadRequest(r: ReadRequestFields): Buffer {
  */
 export function decodeReadRequest(buf: Buffer): ReadRequestFields {
   const r = new Reader(buf);
-  const out = { tenant: '', shard: 0, numShards: 0, windowStartMs: 0n, seriesIds: EMPTY as Uint8Array, startMs: 0n, endMs: 0n, encoding: 0 };
+  const out = { tenant: '', shard: 0, numShards: 0, windowStartMs: 0n, seriesIds: EMPTY as Uint8Array, startMs: 0n, endMs: 0n, encoding: 0, windowMs: 0n };
   while (!r.done) {
     const [field, wire] = r.tag();
     switch (field) {
@@ -255,6 +260,10 @@ export function decodeReadRequest(buf: Buffer): ReadRequestFields {
       case 8:
         expectWire(field, wire, WIRE_VARINT);
         out.encoding = Number(BigInt.asIntN(32, r.int64()));
+        break;
+      case 9:
+        expectWire(field, wire, WIRE_VARINT);
+        out.windowMs = r.int64();
         break;
       default:
         r.skip(wire);

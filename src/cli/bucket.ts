@@ -14,6 +14,7 @@ import { Command, Option } from 'commander';
 import { BlockReader } from '../block/reader.js';
 import { bucketSource } from '../block/source.js';
 import { DEFAULT_BLOCK_DURATION_MS, parseBlockKey } from '../format/key.js';
+import { parseDayKey } from '../format/day-key.js';
 import { distinctBuckets, runLifecyclePass, type BlockDeletion } from '../lifecycle/job.js';
 import { openBucket, type Bucket } from '../objstore/index.js';
 import { loadTenantsFile, openTenantsConfig } from '../tenancy/config.js';
@@ -60,8 +61,10 @@ async function* blocksOf(r: TenantRegistry, tenant: string | undefined): AsyncGe
   for (const { name, bucket } of await distinctBuckets(r)) {
     for await (const info of bucket.list(tenant !== undefined ? `blocks/${tenant}/` : 'blocks/')) {
       const p = parseBlockKey(info.key);
-      if (!p) continue;
-      yield { bucket: name, key: info.key, tenant: p.tenant, shard: p.shard, windowStartMs: Number(p.windowStartMs), bytes: info.size, reader: bucket };
+      // day blocks too (src/lifecycle/README.md, "Day blocks"): listed, measured and verified like the others
+      const d = p ? null : parseDayKey(info.key);
+      if (p) yield { bucket: name, key: info.key, tenant: p.tenant, shard: p.shard, windowStartMs: Number(p.windowStartMs), bytes: info.size, reader: bucket };
+      else if (d?.kind === 'block') yield { bucket: name, key: info.key, tenant: d.tenant, shard: d.shard, windowStartMs: Number(d.dayStartMs), bytes: info.size, reader: bucket };
     }
   }
 }

@@ -5,6 +5,7 @@
 import { blockRoutingKey } from '../api/headers.js';
 import { InvalidArgumentError } from '../errors.js';
 import { validateTenant, windowStartOf } from '../format/key.js';
+import { DAY_MS, dayBlocksFit } from '../format/day-key.js';
 
 const U64_MAX = (1n << 64n) - 1n;
 
@@ -12,6 +13,12 @@ const U64_MAX = (1n << 64n) - 1n;
 export interface BlockLayout {
   readonly numShards: number;
   readonly blockDurationMs: number;
+  /**
+   * Days that ended at least `dayRequestsAfterMs` before `nowMs` are read with one request per
+   * (day, shard) (the gateway answers it from the day block, or from the day's blocks while there
+   * is none); absent: one request per block window, as before day blocks.
+   */
+  readonly days?: { readonly nowMs: number; readonly dayRequestsAfterMs: number };
 }
 
 /** One request of a plan: some series of one block, over the part of the range in its window. */
@@ -24,8 +31,13 @@ export interface BlockRequest {
   /** `[start, end)` clipped to the window. */
   readonly start: bigint;
   readonly end: bigint;
-  /** Value of the `x-strata-block` routing header: `<tenant>/<shard>/<windowStart>`. */
+  /**
+   * Value of the `x-strata-block` routing header: `<tenant>/<shard>/<windowStart>`, and
+   * `<tenant>/<shard>/<dayStart>/86400000` for a day request.
+   */
   readonly routingKey: string;
+  /** DAY_MS for a request of a whole day (windowStart is the day's start); absent for a block window. */
+  readonly windowMs?: number;
 }
 
 /**
@@ -60,19 +72,37 @@ export function planQuery(
     if (!list) byShard.set(s, (list = []));
     list.push(id);
   }
+  // windows of days closed for reading are read a day at a time
+  const day = BigInt(DAY_MS);
+  // closedBefore: the start of the last day closed for reading (it ended dayRequestsAfterMs ago)
+  const closedBefore = layout.days && dayBlocksFit(layout.blockDurationMs) ? windowStartOf(BigInt(Math.floor(layout.days.nowMs - layout.days.dayRequestsAfterMs)) - day, DAY_MS) : null;
+  const isClosed = (ws: bigint): boolean => closedBefore !== null && ws - (ws % day) <= closedBefore;
   const first = windowStartOf(from, layout.blockDurationMs);
-  const windows = (end - 1n - first) / d + 1n;
-  if (windows * BigInt(byShard.size) > BigInt(maxBlocks)) {
-    throw new InvalidArgumentError('range', `[${start}, ${end}) over ${byShard.size} shards is ${windows * BigInt(byShard.size)} block requests, more than ${maxBlocks}`);
+  // requests per shard: the closed days touched, then the windows after them
+  const closedEnd = closedBefore === null ? first : closedBefore + day; // start of the first day not closed
+  let units = 0n;
+  if (first < closedEnd) units += ((end < closedEnd ? end : closedEnd) - 1n) / day - first / day + 1n;
+  const openFrom = first > closedEnd ? first : closedEnd;
+  if (openFrom < end) units += (end - 1n - openFrom) / d + 1n;
+  if (units * BigInt(byShard.size) > BigInt(maxBlocks)) {
+    throw new InvalidArgumentError('range', `[${start}, ${end}) over ${byShard.size} shards is ${units * BigInt(byShard.size)} block requests, more than ${maxBlocks}`);
   }
   const shardOrder = [...byShard.keys()].sort((a, b) => a - b);
   const out: BlockRequest[] = [];
-  for (let ws = first; ws < end; ws += d) {
-    const s0 = from > ws ? from : ws;
-    const e0 = end < ws + d ? end : ws + d;
+  for (let ws = first; ws < end; ) {
+    const closed = isClosed(ws);
+    const unitStart = closed ? ws - (ws % day) : ws;
+    const unitEnd = closed ? unitStart + day : ws + d;
+    const s0 = from > unitStart ? from : unitStart;
+    const e0 = end < unitEnd ? end : unitEnd;
     for (const shard of shardOrder) {
-      out.push({ tenant, shard, windowStart: ws, ids: byShard.get(shard)!, start: s0, end: e0, routingKey: blockRoutingKey(tenant, shard, ws) });
+      out.push(
+        closed
+          ? { tenant, shard, windowStart: unitStart, ids: byShard.get(shard)!, start: s0, end: e0, routingKey: blockRoutingKey(tenant, shard, unitStart, DAY_MS), windowMs: DAY_MS }
+          : { tenant, shard, windowStart: ws, ids: byShard.get(shard)!, start: s0, end: e0, routingKey: blockRoutingKey(tenant, shard, ws) },
+      );
     }
+    ws = unitEnd;
   }
   return out;
 }

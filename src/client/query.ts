@@ -2,7 +2,8 @@
  * Query client for the query service: reads the samples of series ids over `[start, end)` from
  * the storage gateways (proto/read.proto).
  *
- * - splits the query into one request per (window, shard) block (query-plan.ts);
+ * - splits the query into one request per (window, shard) block, and per (day, shard) for days
+ *   closed `dayRequestsAfterMs` ago (query-plan.ts; the gateway answers those from day blocks);
  * - sets `x-strata-block` (Envoy's Maglev hash key), `x-strata-tenant` and, when given,
  *   `authorization: Bearer <token>`;
  * - speaks gRPC over node:http2 itself (grpc-h2.ts: measured half the client CPU of grpc-js),
@@ -52,7 +53,18 @@ export interface QueryClientOptions {
   readonly maxReceiveMessageBytes?: number;
   /** Largest number of block requests one query may need (default 1,000,000). */
   readonly maxBlocksPerQuery?: number;
+  /**
+   * Days that ended this long ago are read with one request per (day, shard) (answered from the
+   * day block; see the gateway's dayBlocksAfterMs, which should be the same); default 8 h; null:
+   * one request per block window always.
+   */
+  readonly dayRequestsAfterMs?: number | null;
+  /** The clock deciding which days are closed (ms since the epoch; default Date.now). */
+  readonly now?: () => number;
 }
+
+/** Default of {@link QueryClientOptions.dayRequestsAfterMs}: the gateway's default dayBlocksAfterMs. */
+export const DEFAULT_DAY_REQUESTS_AFTER_MS = 8 * 3600 * 1000;
 
 /** Per-call options. */
 export interface QueryOptions {
@@ -123,7 +135,9 @@ export class QueryClient {
    */
   async query(tenant: string, ids: readonly bigint[], range: { readonly start: bigint; readonly end: bigint }, opts: QueryOptions = {}): Promise<QueryResult> {
     if (opts.signal?.aborted) throw opts.signal.reason;
-    const plan = planQuery(tenant, ids, range.start, range.end, { numShards: this.opts.numShards, blockDurationMs: this.blockDurationMs }, this.opts.maxBlocksPerQuery);
+    const after = this.opts.dayRequestsAfterMs === undefined ? DEFAULT_DAY_REQUESTS_AFTER_MS : this.opts.dayRequestsAfterMs;
+    const layout = { numShards: this.opts.numShards, blockDurationMs: this.blockDurationMs, ...(after !== null ? { days: { nowMs: (this.opts.now ?? Date.now)(), dayRequestsAfterMs: after } } : {}) };
+    const plan = planQuery(tenant, ids, range.start, range.end, layout, this.opts.maxBlocksPerQuery);
     const wanted = [...new Set(ids)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     const deadline = Date.now() + (opts.deadlineMs ?? this.deadlineMs);
     const ac = new AbortController();
@@ -218,6 +232,7 @@ export class QueryClient {
       startMs: req.start,
       endMs: req.end,
       encoding: this.encoding === 'runs' ? ENCODING_RUNS : ENCODING_RAW,
+      ...(req.windowMs !== undefined ? { windowMs: BigInt(req.windowMs) } : {}),
     });
     const headers: Record<string, string> = { [BLOCK_HEADER]: req.routingKey, [TENANT_HEADER]: req.tenant };
     if (this.opts.token !== undefined) headers[AUTH_HEADER] = bearerHeader(this.opts.token);

@@ -30,6 +30,14 @@ export const lifecycleConfigSchema = z.strictObject({
   incompleteUploadMaxAgeMs: posInt.default(24 * 3600 * 1000),
   /** Deletions in flight at once. */
   deleteConcurrency: posInt.max(256).default(8),
+  /** Merge the 4-hour blocks of each closed (tenant, shard, day) into a day block (src/lifecycle/day.ts). */
+  dayBlocks: z.boolean().default(true),
+  /** A day is merged once it ended this long ago (after the late-data window; gateways' dayBlocksAfterMs must not exceed it by more than daySourceGraceMs - closedStalenessMs). */
+  dayMergeAfterMs: z.number().int().nonnegative().default(8 * 3600 * 1000),
+  /** A 4-hour block held by a day block is deleted this long after that day block was published (longer than any gateway's staleness bound). */
+  daySourceGraceMs: z.number().int().nonnegative().default(3 * 3600 * 1000),
+  /** Local directory for the day block being merged (a file as large as the day block); default the system's temp dir. */
+  dayWorkDir: z.string().min(1).optional(),
   /** This replica's name in the lease; default `<hostname>-<pid>`. */
   instanceId: z.string().min(1).max(200).optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -49,6 +57,10 @@ const KINDS: Record<LifecycleConfigKey, OptionKind> = {
   retentionGraceMs: 'int',
   incompleteUploadMaxAgeMs: 'int',
   deleteConcurrency: 'int',
+  dayBlocks: 'bool',
+  dayMergeAfterMs: 'int',
+  daySourceGraceMs: 'int',
+  dayWorkDir: 'string',
   instanceId: 'string',
   logLevel: 'string',
 };

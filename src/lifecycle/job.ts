@@ -20,8 +20,10 @@ import { bucketLocationOf } from '../tenancy/tenants.js';
 import { retentionOf, type TenantsConfig } from '../tenancy/config.js';
 import { listDeletionMarks, readDeletionReport, writeDeletionReport, type DeletionMark, type DeletionReport } from '../tenancy/deletion-marks.js';
 import { parseBlockKey } from '../format/key.js';
-import { hasIncompleteUploads, type Bucket, type IncompleteUpload } from '../objstore/index.js';
+import { DAY_MS, dayBlockKey, dayBlocksFit, dayManifestKey, parseDayKey } from '../format/day-key.js';
+import { hasIncompleteUploads, type Bucket, type IncompleteUpload, type ObjectInfo } from '../objstore/index.js';
 import { StrataError, ErrorCode } from '../errors.js';
+import { currentManifest, dayClosed, DayGroups, DayMergeStopped, deletableSources, deleteSource, mergeDay, needsMerge, readDayManifest, type DayGroup, type DayMergeResult } from './day.js';
 
 /** Why a block is deleted. */
 export type DeletionReason = 'retention' | 'tenant_deleted';
@@ -63,6 +65,23 @@ export interface LifecycleJobOptions {
   readonly onDebris?: (d: DebrisRemoval) => void;
   /** A deletion that failed (the pass goes on; the next pass retries it). */
   readonly onError?: (what: { bucket: string; key: string; err: unknown }) => void;
+  /** Day blocks (src/lifecycle/day.ts); absent: none are made. */
+  readonly days?: DayPassOptions;
+}
+
+/** The day-block part of a pass. */
+export interface DayPassOptions {
+  readonly dayMergeAfterMs: number;
+  readonly daySourceGraceMs: number;
+  readonly workDir: string;
+  /** The role's clock (the merge's publication times). */
+  readonly now: () => number;
+  /** Before a day merge reads anything. */
+  readonly onMergeStart?: (what: { bucket: string; key: string; tenant: string; shard: number; dayStartMs: number; sources: number; replacing: boolean }) => void;
+  readonly onMerge?: (what: DayMergeResult & { bucket: string }) => void;
+  readonly onMergeError?: (what: { bucket: string; key: string; tenant: string; shard: number; dayStartMs: number; err: unknown }) => void;
+  /** A 4-hour block deleted because its day block holds it. */
+  readonly onSourceDeleted?: (what: { bucket: string; key: string; tenant: string; shard: number; dayStartMs: number; bytes: number }) => void;
 }
 
 /** What a pass did. */
@@ -72,6 +91,9 @@ export interface LifecyclePassResult {
   readonly bytesDeleted: { readonly retention: number; readonly tenant_deleted: number };
   readonly debrisRemoved: number;
   readonly failures: number;
+  /** Day blocks written (new or with late data folded in), and 4-hour blocks deleted as held by one. */
+  readonly dayMerges: number;
+  readonly daySourcesDeleted: number;
   readonly reports: readonly DeletionReport[];
 }
 
@@ -110,12 +132,15 @@ export function deletionReason(
   nowMs: number,
   opts: { readonly blockDurationMs: number; readonly retentionGraceMs: number },
 ): DeletionReason | null {
-  const p = parseBlockKey(key);
+  const b = parseBlockKey(key);
+  const d = b ? null : parseDayKey(key);
+  const p = b ?? d;
   if (!p) return null;
   if (marked.has(p.tenant)) return 'tenant_deleted';
   const retention = retentionOf(cfg, p.tenant);
   if (retention === null) return null;
-  const windowEnd = Number(p.windowStartMs) + opts.blockDurationMs;
+  // a day block and its manifest go with their whole day
+  const windowEnd = b ? Number(b.windowStartMs) + opts.blockDurationMs : Number(d!.dayStartMs) + DAY_MS;
   return windowEnd + retention + opts.retentionGraceMs <= nowMs ? 'retention' : null;
 }
 
@@ -130,6 +155,9 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
   const bytes = { retention: 0, tenant_deleted: 0 };
   let debris = 0;
   let failures = 0;
+  let dayMerges = 0;
+  let daySourcesDeleted = 0;
+  const days = opts.days && dayBlocksFit(opts.blockDurationMs) && !opts.dryRun ? opts.days : null;
   const go = (): void => {
     if (opts.shouldContinue && !opts.shouldContinue()) throw new LifecyclePassStopped();
   };
@@ -169,14 +197,37 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
       if (pt) pt.left++;
       return { bucket: name, key: x.key };
     };
+    const groups = new DayGroups();
     for await (const info of bucket.list('blocks/')) {
       const reason = deletionReason(info.key, cfg, marked, nowMs, opts);
-      if (reason === null) continue;
-      const p = parseBlockKey(info.key)!;
-      batch.push({ bucket: name, key: info.key, tenant: p.tenant, shard: p.shard, windowStartMs: Number(p.windowStartMs), bytes: info.size, reason });
+      if (reason === null) {
+        if (days) {
+          const b = parseBlockKey(info.key);
+          if (b) {
+            if (dayClosed(b.windowStartMs - (b.windowStartMs % BigInt(DAY_MS)), nowMs, days.dayMergeAfterMs)) groups.addSource(b.tenant, b.shard, b.windowStartMs, info);
+          } else {
+            const d = parseDayKey(info.key);
+            if (d) groups.addDay(d.tenant, d.shard, d.dayStartMs, d.kind, info);
+          }
+        }
+        continue;
+      }
+      const b = parseBlockKey(info.key);
+      const d = b ? null : parseDayKey(info.key)!;
+      const windowStartMs = Number(b ? b.windowStartMs : d!.dayStartMs);
+      batch.push({ bucket: name, key: info.key, tenant: (b ?? d)!.tenant, shard: (b ?? d)!.shard, windowStartMs, bytes: info.size, reason });
       if (batch.length >= concurrency) await drain(batch, (x) => bucket.delete(x.key), failBlock, doneBlock);
     }
     await drain(batch, (x) => bucket.delete(x.key), failBlock, doneBlock);
+
+    if (days) {
+      const r = await dayStep(bucket, name, groups, nowMs, days, concurrency, go, (e) => {
+        failures++;
+        days.onMergeError?.(e);
+      });
+      dayMerges += r.merges;
+      daySourcesDeleted += r.deleted;
+    }
 
     if (hasIncompleteUploads(bucket)) {
       const cutoff = nowMs - opts.incompleteUploadMaxAgeMs;
@@ -212,5 +263,80 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
     }
     reports.push(report);
   }
-  return { buckets: buckets.length, blocksDeleted: blocks, bytesDeleted: bytes, debrisRemoved: debris, failures, reports };
+  return { buckets: buckets.length, blocksDeleted: blocks, bytesDeleted: bytes, debrisRemoved: debris, failures, reports, dayMerges, daySourcesDeleted };
+}
+
+/**
+ * The day-block step of a pass over one bucket (src/lifecycle/day.ts): for every closed day
+ * listed, merge when the day block does not hold every 4-hour block listed, else delete the
+ * 4-hour blocks it has held for `daySourceGraceMs`. Merges run one at a time; the lease is asked
+ * before each merge and each batch of deletions. A failed merge is reported and left to the next
+ * pass; nothing of it is visible.
+ */
+async function dayStep(
+  bucket: Bucket,
+  name: string,
+  groups: DayGroups,
+  nowMs: number,
+  days: DayPassOptions,
+  concurrency: number,
+  go: () => void,
+  onMergeError: (e: { bucket: string; key: string; tenant: string; shard: number; dayStartMs: number; err: unknown }) => void,
+): Promise<{ merges: number; deleted: number }> {
+  let merges = 0;
+  let deleted = 0;
+  const toDelete: { g: DayGroup; info: ObjectInfo }[] = [];
+  const drainDeletes = async (): Promise<void> => {
+    if (toDelete.length === 0) return;
+    go();
+    const items = toDelete.splice(0);
+    const results = await Promise.allSettled(items.map((x) => deleteSource(bucket, x.info)));
+    results.forEach((r, i) => {
+      const { g, info } = items[i]!;
+      if (r.status === 'rejected') {
+        onMergeError({ bucket: name, key: info.key, tenant: g.tenant, shard: g.shard, dayStartMs: Number(g.dayStartMs), err: r.reason });
+      } else if (r.value) {
+        deleted++;
+        days.onSourceDeleted?.({ bucket: name, key: info.key, tenant: g.tenant, shard: g.shard, dayStartMs: Number(g.dayStartMs), bytes: info.size });
+      }
+    });
+  };
+  for (const g of groups.groups.values()) {
+    if (!dayClosed(g.dayStartMs, nowMs, days.dayMergeAfterMs)) continue;
+    if (g.day === null && g.sources.size === 0) continue;
+    // a manifest written after the day block, with no 4-hour block left, needs no read
+    if (g.sources.size === 0 && g.manifest !== null && g.day !== null && g.manifest.lastModifiedMs >= g.day.lastModifiedMs) continue;
+    const key = dayManifestKey(g.tenant, g.shard, g.dayStartMs);
+    const where = { bucket: name, key: dayBlockKey(g.tenant, g.shard, g.dayStartMs), tenant: g.tenant, shard: g.shard, dayStartMs: Number(g.dayStartMs) };
+    try {
+      const m = g.day !== null && g.manifest !== null ? await readDayManifest(bucket, key) : null;
+      if (needsMerge(g, m)) {
+        go();
+        const r = await mergeDay(bucket, g, m, {
+          ...days,
+          shouldContinue: () => {
+            try {
+              go();
+              return true;
+            } catch {
+              return false;
+            }
+          },
+          onStart: () => days.onMergeStart?.({ ...where, sources: g.sources.size, replacing: currentManifest(g, m) !== null || g.day !== null }),
+        });
+        merges++;
+        days.onMerge?.({ ...r, bucket: name });
+      } else {
+        for (const info of deletableSources(g, m, nowMs, days.daySourceGraceMs)) {
+          toDelete.push({ g, info });
+          if (toDelete.length >= concurrency) await drainDeletes();
+        }
+      }
+    } catch (err) {
+      if (err instanceof LifecyclePassStopped || err instanceof DayMergeStopped) throw new LifecyclePassStopped();
+      onMergeError({ ...where, err });
+    }
+  }
+  await drainDeletes();
+  return { merges, deleted };
 }

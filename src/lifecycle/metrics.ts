@@ -16,6 +16,11 @@ export class LifecycleMetrics {
   readonly leaseHeld: Gauge<string>;
   readonly lastPassTimestamp: Gauge<string>;
   readonly tenantBlocksLeft: Gauge<'tenant'>;
+  readonly dayMerges: Counter<'result'>;
+  readonly dayMergeDuration: Histogram<string>;
+  readonly dayMergedSamples: Counter<string>;
+  readonly dayBytesWritten: Counter<string>;
+  readonly daySourcesDeleted: Counter<string>;
 
   constructor(opts: { readonly defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -29,6 +34,11 @@ export class LifecycleMetrics {
     this.passDuration = new Histogram({ name: 'strata_lifecycle_pass_duration_seconds', help: 'Duration of a pass.', buckets: [0.1, 1, 10, 60, 300, 1800, 7200], registers });
     this.leaseHeld = new Gauge({ name: 'strata_lifecycle_lease_held', help: '1 while this replica holds the lease.', registers });
     this.lastPassTimestamp = new Gauge({ name: 'strata_lifecycle_last_pass_timestamp_seconds', help: 'When the last successful pass of this replica started.', registers });
+    this.dayMerges = new Counter({ name: 'strata_lifecycle_day_merges_total', help: 'Day block merges, by result (new: a first day block; late: late data folded into one; failed).', labelNames: ['result'], registers });
+    this.dayMergeDuration = new Histogram({ name: 'strata_lifecycle_day_merge_duration_seconds', help: 'Duration of a day merge (read, merge, verify, publish).', buckets: [0.1, 0.5, 1, 5, 30, 120, 600, 3600], registers });
+    this.dayMergedSamples = new Counter({ name: 'strata_lifecycle_day_merged_samples_total', help: 'Samples in the day blocks written.', registers });
+    this.dayBytesWritten = new Counter({ name: 'strata_lifecycle_day_bytes_written_total', help: 'Bytes of the day blocks written.', registers });
+    this.daySourcesDeleted = new Counter({ name: 'strata_lifecycle_day_sources_deleted_total', help: '4-hour blocks deleted because a day block has held them for daySourceGraceMs.', registers });
     this.tenantBlocksLeft = new Gauge({ name: 'strata_lifecycle_deleted_tenant_blocks_left', help: 'Blocks of a tenant marked for deletion left after the last pass (0: deleted).', labelNames: ['tenant'], registers });
   }
 }

@@ -8,7 +8,8 @@
  * lease before each batch of deletions and stops once it is lost (or at shutdown). Shutdown stops
  * the pass, gives the lease up and closes the bucket clients.
  */
-import { hostname } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { splitListen } from '../common/config.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { startMetricsServer, type MetricsServer } from '../common/metrics-server.js';
@@ -17,6 +18,7 @@ import { describeBucket } from '../objstore/index.js';
 import { BucketMetrics } from '../objstore/decorators.js';
 import { openTenantRegistry } from '../common/service-runtime.js';
 import type { LifecycleConfig } from './config.js';
+import { cleanWorkDir } from './day.js';
 import { LifecyclePassStopped, runLifecyclePass, type LifecyclePassResult } from './job.js';
 import { Lease } from './lease.js';
 import { LifecycleMetrics } from './metrics.js';
@@ -61,7 +63,9 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
   const closeRegistry = (): Promise<void> => registry.close();
   let metricsServer: MetricsServer;
   let lease: Lease;
+  const dayWorkDir = config.dayWorkDir ?? join(tmpdir(), 'strata-lifecycle');
   try {
+    if (config.dayBlocks) await cleanWorkDir(dayWorkDir); // files of merges a crash interrupted
     const holder = config.instanceId ?? `${hostname()}-${process.pid}`;
     lease = new Lease(await registry.defaultBucket(), holder, config.leaseDurationMs, now);
     const m = splitListen(config.metricsListen);
@@ -99,6 +103,35 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
           metrics.deleteErrors.inc();
           logger.warn({ bucket: e.bucket, key: e.key, err: (e.err as Error).message }, 'deletion failed; the next pass retries it');
         },
+        ...(config.dayBlocks
+          ? {
+              days: {
+                dayMergeAfterMs: config.dayMergeAfterMs,
+                daySourceGraceMs: config.daySourceGraceMs,
+                workDir: dayWorkDir,
+                now,
+                onMergeStart: (d) => logger.info({ ...d, day: new Date(d.dayStartMs).toISOString() }, 'day merge started'),
+                onMerge: (d) => {
+                  metrics.dayMerges.inc({ result: d.replaced ? 'late' : 'new' });
+                  metrics.dayMergeDuration.observe(d.durationMs / 1000);
+                  metrics.dayMergedSamples.inc(d.samples);
+                  metrics.dayBytesWritten.inc(d.bytes);
+                  logger.info(
+                    { bucket: d.bucket, key: d.key, tenant: d.tenant, shard: d.shard, day: new Date(d.dayStartMs).toISOString(), blockId: d.blockId, series: d.series, samples: d.samples, bytes: d.bytes, sourcesMerged: d.sourcesMerged, replaced: d.replaced, durationMs: Math.round(d.durationMs) },
+                    'day block published',
+                  );
+                },
+                onMergeError: (e) => {
+                  metrics.dayMerges.inc({ result: 'failed' });
+                  logger.warn({ bucket: e.bucket, key: e.key, tenant: e.tenant, shard: e.shard, day: new Date(e.dayStartMs).toISOString(), err: (e.err as Error).message }, 'day merge or deletion failed; the next pass retries it');
+                },
+                onSourceDeleted: (d) => {
+                  metrics.daySourcesDeleted.inc();
+                  logger.info({ bucket: d.bucket, key: d.key, tenant: d.tenant, shard: d.shard, day: new Date(d.dayStartMs).toISOString(), bytes: d.bytes }, 'day source deleted');
+                },
+              },
+            }
+          : {}),
       });
       for (const r of result.reports) {
         metrics.tenantBlocksLeft.set({ tenant: r.tenant }, r.blocksLeft);
@@ -108,7 +141,7 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
       metrics.passes.inc({ result: 'ok' });
       metrics.lastPassTimestamp.set(started / 1000);
       logger.info(
-        { blocksDeleted: result.blocksDeleted, bytesDeleted: result.bytesDeleted, incompleteUploadsRemoved: result.debrisRemoved, failures: result.failures, buckets: result.buckets },
+        { blocksDeleted: result.blocksDeleted, bytesDeleted: result.bytesDeleted, incompleteUploadsRemoved: result.debrisRemoved, dayMerges: result.dayMerges, daySourcesDeleted: result.daySourcesDeleted, failures: result.failures, buckets: result.buckets },
         'lifecycle pass done',
       );
       return result;

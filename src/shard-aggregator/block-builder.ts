@@ -24,8 +24,8 @@ import type { RangeSource } from '../block/source.js';
 import { BlockWriter, type BlockMeta, type ByteSink, type WrittenBlock } from '../block/writer.js';
 import { CorruptionError } from '../errors.js';
 import { decodeRun, runTimeRange, type Samples } from '../format/run.js';
-import { scanBlock } from './block-scan.js';
-import { mergeSamples } from './merge.js';
+import { scanBlock } from '../block/scan.js';
+import { mergeSamples } from '../format/merge.js';
 import { WalDb } from './wal-db.js';
 
 /** How the builder opens and reads the WAL generations (a subset of WalDbOptions). */

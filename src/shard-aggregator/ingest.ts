@@ -9,7 +9,7 @@
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { InvalidArgumentError } from '../errors.js';
 import { encodeRun, type Samples } from '../format/run.js';
-import { normalizeSamples } from './merge.js';
+import { normalizeSamples } from '../format/merge.js';
 
 /** One series of a request as it comes off the wire (ids as decimal strings from proto-loader). */
 export interface WireSeries {

@@ -69,6 +69,12 @@ export const gatewayConfigSchema = z.strictObject({
   negativeTtlMs: nonNegInt.default(5_000),
   /** ...which is one that ended less than this ago (older windows use closedStalenessMs). */
   uploadGraceMs: nonNegInt.default(6 * 3600 * 1000),
+  /**
+   * A read of a day that ended this long ago looks for the day block first (and answers from the
+   * 4-hour blocks when there is none); keep it at most the lifecycle's dayMergeAfterMs +
+   * daySourceGraceMs - closedStalenessMs.
+   */
+  dayBlocksAfterMs: nonNegInt.default(8 * 3600 * 1000),
   /** How often the tenant deletion marks are re-read (a marked tenant's reads answer no data). */
   deletionMarksPollMs: timerMsSchema.default(10_000),
   /** Series ids in one request. */
@@ -122,6 +128,7 @@ const KINDS: Record<GatewayConfigKey, OptionKind> = {
   maxStaleMs: 'int',
   negativeTtlMs: 'int',
   uploadGraceMs: 'int',
+  dayBlocksAfterMs: 'int',
   deletionMarksPollMs: 'int',
   maxSeriesPerRequest: 'int',
   maxSamplesPerResponse: 'int',

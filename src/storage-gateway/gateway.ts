@@ -32,6 +32,7 @@ import type { GatewayConfig } from './config.js';
 import { RangeFetcher } from './fetcher.js';
 import { GatewayMetrics } from './metrics.js';
 import { BlockReadExecutor } from './read.js';
+import { DayRouter } from './day.js';
 import { readService, registryAuth, type AuthHook, type TenantBucket } from './service.js';
 import { TenantBucketResolver } from './tenant-buckets.js';
 
@@ -136,6 +137,16 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     { directory, fetcher, metrics },
     { maxSamplesPerResponse: config.maxSamplesPerResponse, maxBytesPerResponse: config.maxBytesPerResponse, maxMessageBytes: config.maxMessageBytes },
   );
+  const router = new DayRouter(
+    { executor, directory, metrics, now },
+    {
+      blockDurationMs: config.blockDurationMs,
+      dayBlocksAfterMs: config.dayBlocksAfterMs,
+      recheckMs: config.closedStalenessMs,
+      maxMessageBytes: config.maxMessageBytes,
+      maxSamplesPerResponse: config.maxSamplesPerResponse,
+    },
+  );
   let serving = false;
   const closeOwned = async (): Promise<void> => {
     try {
@@ -158,7 +169,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
             authorize: opts.authorize ?? registryAuth(registry),
             resolve,
             tenantLabel: (t) => registry.label(t),
-            executor,
+            executor: router,
             serving: () => serving,
             noData: (tenant, windowEnd) => {
               if (deletionMarks.markOf(tenant) !== undefined) return true;

@@ -20,7 +20,7 @@ import { decodeLocatedRun, locationOf, type RunLocation } from '../block/reader.
 import { sliceSamples } from '../format/slice.js';
 import { GrpcError } from '../common/grpc-status.js';
 import { CorruptionError } from '../errors.js';
-import { joinRun } from '../format/run.js';
+import { joinRun, type Samples } from '../format/run.js';
 import { findPage } from '../index/index-of-index.js';
 import { findInPage, type IndexPage } from '../index/page.js';
 import { runHasSampleIn } from '../format/run.js';
@@ -40,6 +40,11 @@ export interface ReadQuery {
   readonly start: bigint;
   readonly end: bigint;
   readonly encoding: 'raw' | 'runs';
+  /**
+   * The range was narrowed by the gateway (retention cut a day read): RUNS answers must then be
+   * cut to it too (re-encoded), since the client cuts only to the range it asked for.
+   */
+  readonly narrowed?: boolean;
 }
 
 /** Limits of one response. */
@@ -131,6 +136,32 @@ export class BlockReadExecutor {
     if (end <= start || q.ids.length === 0) return emptyAnswer(this.limits.maxMessageBytes);
     const found = this.locate(q, start, end, signal);
     return found instanceof Promise ? found.then((f) => this.answer(q, f, start, end)) : this.answer(q, found, start, end);
+  }
+
+  /**
+   * The samples of the query's series in its block, decoded and cut to the range (for answers
+   * made of several blocks: a day read from its blocks, day.ts). Null when the block does not
+   * exist; no series when the range misses the window.
+   */
+  async samples(q: ReadQuery, signal: SignalSource): Promise<{ readonly blockId: string; readonly ids: bigint[]; readonly samples: Samples[] } | null> {
+    const start = q.start > q.block.windowStart ? q.start : q.block.windowStart;
+    const end = q.end < q.block.windowEnd ? q.end : q.block.windowEnd;
+    if (end <= start || q.ids.length === 0) return { blockId: '', ids: [], samples: [] };
+    const found = await this.locate(q, start, end, signal);
+    if (!found) {
+      this.deps.metrics.blocksMissing.inc();
+      return null;
+    }
+    const ids: bigint[] = [];
+    const samples: Samples[] = [];
+    const range = { start, end };
+    for (let i = 0; i < found.locs.length; i++) {
+      const s = sliceSamples(decodeLocatedRun(found.block.key, found.locs[i]!, found.runs[i]!), range);
+      if (s.timestamps.length === 0) continue;
+      ids.push(found.locs[i]!.id);
+      samples.push(s);
+    }
+    return { blockId: found.block.blockId, ids, samples };
   }
 
   /** The answer of located runs (RAW decoded as the messages are made). */

@@ -20,12 +20,13 @@ import { ENCODING_RAW, ENCODING_RUNS, type ReadRequestFields } from '../api/read
 import { checkWellFormed, GrpcError, grpcStatusOf, toServiceError } from '../common/grpc-status.js';
 import { InvalidArgumentError } from '../errors.js';
 import { blockKey, MAX_SHARDS, validateTenant } from '../format/key.js';
+import { DAY_MS, dayBlockKey, dayBlocksFit } from '../format/day-key.js';
 import type { BucketReader } from '../objstore/bucket.js';
 import type { BlockLocation } from './block-directory.js';
 import { InFlightBudget } from './budget.js';
 import type { GatewayConfig } from './config.js';
 import type { Counted, GatewayMetrics } from './metrics.js';
-import type { BlockReadExecutor, ReadQuery } from './read.js';
+import type { ReadQuery, ReadResult, SignalSource } from './read.js';
 
 /** What the auth hook is told about a call. */
 export interface AuthContext {
@@ -101,12 +102,17 @@ export function parseReadRequest(req: ReadRequestFields, md: Metadata, cfg: Pick
   if (req.numShards < 1 || req.numShards > MAX_SHARDS) throw new InvalidArgumentError('num_shards', `${req.numShards} is outside 1..${MAX_SHARDS}`);
   if (req.shard >= req.numShards) throw new InvalidArgumentError('shard', `${req.shard} is not below num_shards (${req.numShards})`);
   const windowStart = req.windowStartMs;
-  const d = BigInt(cfg.blockDurationMs);
+  const windowMs = req.windowMs ?? 0n;
+  const day = windowMs === BigInt(DAY_MS) && windowMs !== BigInt(cfg.blockDurationMs);
+  if (windowMs !== 0n && windowMs !== BigInt(cfg.blockDurationMs) && !(day && dayBlocksFit(cfg.blockDurationMs))) {
+    throw new InvalidArgumentError('window_ms', `${windowMs} is neither the block duration (${cfg.blockDurationMs} ms) nor a day (${DAY_MS} ms, with a block duration dividing it)`);
+  }
+  const d = day ? BigInt(DAY_MS) : BigInt(cfg.blockDurationMs);
   if (windowStart < 0n || windowStart % d !== 0n) {
-    throw new InvalidArgumentError('window_start_ms', `${windowStart} is not a non-negative multiple of the block duration (${cfg.blockDurationMs} ms)`);
+    throw new InvalidArgumentError('window_start_ms', `${windowStart} is not a non-negative multiple of the ${day ? 'day' : 'block duration'} (${d} ms)`);
   }
   const routed = headerValue(md, BLOCK_HEADER);
-  const expected = blockRoutingKey(req.tenant, req.shard, windowStart);
+  const expected = blockRoutingKey(req.tenant, req.shard, windowStart, day ? DAY_MS : undefined);
   if (routed !== null && routed !== expected) {
     throw new InvalidArgumentError(BLOCK_HEADER, `header names block "${routed}", the request "${expected}"`);
   }
@@ -132,7 +138,7 @@ export function parseReadRequest(req: ReadRequestFields, md: Metadata, cfg: Pick
   for (let i = 0; i < n; i++) if (i === 0 || all[i] !== all[i - 1]) all[m++] = all[i]!;
   if (req.encoding !== ENCODING_RAW && req.encoding !== ENCODING_RUNS) throw new InvalidArgumentError('encoding', `unknown encoding ${req.encoding}`);
   return {
-    block: { tenant: req.tenant, shard: req.shard, windowStart, windowEnd: windowStart + d, key: blockKey(req.tenant, req.shard, windowStart) },
+    block: { tenant: req.tenant, shard: req.shard, windowStart, windowEnd: windowStart + d, key: day ? dayBlockKey(req.tenant, req.shard, windowStart) : blockKey(req.tenant, req.shard, windowStart) },
     numShards: req.numShards,
     ids: m === n ? all : all.slice(0, m),
     start,
@@ -152,7 +158,8 @@ export interface ReadServiceOptions {
   readonly resolve: (tenant: string) => TenantBucket | Promise<TenantBucket>;
   /** Bounded metric label of a tenant. */
   readonly tenantLabel: (tenant: string) => string;
-  readonly executor: BlockReadExecutor;
+  /** Answers a read (of a block's window, or of a day: src/storage-gateway/day.ts). */
+  readonly executor: { readNow(q: ReadQuery, signal: SignalSource): ReadResult | Promise<ReadResult> };
   /** False while draining: new calls get UNAVAILABLE. */
   readonly serving: () => boolean;
   /**
@@ -161,6 +168,18 @@ export interface ReadServiceOptions {
    * deletion): the same answer as once the block is deleted.
    */
   readonly noData?: (tenant: string, windowEnd: bigint) => boolean;
+}
+
+/**
+ * The start of the range to answer: `start`, moved past the windows of `[windowStart, windowEnd)`
+ * (one block's window, or a day of them) that `noData` answers with no data (past retention: the
+ * earliest windows first). A read of one block's window keeps `start` (its end says it all).
+ */
+function noDataUntil(noData: ReadServiceOptions['noData'], tenant: string, windowStart: bigint, windowEnd: bigint, blockMs: bigint, start: bigint): bigint {
+  if (!noData || windowEnd - windowStart <= blockMs) return start;
+  let w = windowStart;
+  while (w < windowEnd && noData(tenant, w + blockMs)) w += blockMs;
+  return w > start ? w : start;
 }
 
 /** Milliseconds left until the call's deadline (Infinity when it has none). */
@@ -440,14 +459,16 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
       const resolved = opts.resolve(tenant);
       const { bucket, scope } = resolved instanceof Promise ? await resolved : resolved;
       const { block } = parsed;
+      // windows with no data to answer (retention, deleted tenant) are cut off the range
+      const start = noDataUntil(opts.noData, tenant, block.windowStart, block.windowEnd, BigInt(config.blockDurationMs), parsed.start);
       const query: ReadQuery = {
         block: { tenant: block.tenant, shard: block.shard, windowStart: block.windowStart, windowEnd: block.windowEnd, key: block.key, bucket, scope },
         numShards: parsed.numShards,
         ids: parsed.ids,
-        start: parsed.start,
-        // an empty range: answered with no data, without reading the block
+        start,
         end: opts.noData?.(tenant, block.windowEnd) === true ? parsed.start : parsed.end,
         encoding: parsed.encoding,
+        ...(start !== parsed.start ? { narrowed: true } : {}),
       };
       if (turn.spent()) {
         await yieldLoop();

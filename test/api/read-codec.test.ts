@@ -32,6 +32,7 @@ const request = fc.record({
   startMs: int64,
   endMs: int64,
   encoding: fc.constantFrom(0, 1),
+  windowMs: int64,
 });
 const bytes = fc.uint8Array({ maxLength: 5000 });
 
@@ -54,6 +55,7 @@ t.test('ReadRequest: our bytes parse with the reference and the reference bytes 
         start_ms: r.startMs.toString(),
         end_ms: r.endMs.toString(),
         encoding: r.encoding,
+        window_ms: r.windowMs!.toString(),
       });
       // (protobufjs also writes fields that hold their default value; both forms are valid)
       const back = ref.requestDeserialize(mine) as Record<string, unknown>;
@@ -66,6 +68,7 @@ t.test('ReadRequest: our bytes parse with the reference and the reference bytes 
         back['start_ms'] === r.startMs.toString() &&
         back['end_ms'] === r.endMs.toString() &&
         back['encoding'] === r.encoding &&
+        back['window_ms'] === r.windowMs!.toString() &&
         Buffer.compare(back['series_ids'] as Buffer, Buffer.from(r.seriesIds)) === 0 &&
         ours.tenant === r.tenant &&
         ours.shard === r.shard &&
@@ -74,6 +77,7 @@ t.test('ReadRequest: our bytes parse with the reference and the reference bytes 
         ours.startMs === r.startMs &&
         ours.endMs === r.endMs &&
         ours.encoding === r.encoding &&
+        ours.windowMs === r.windowMs &&
         Buffer.compare(Buffer.from(ours.seriesIds), Buffer.from(r.seriesIds)) === 0
       );
     }),

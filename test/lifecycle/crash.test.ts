@@ -97,7 +97,7 @@ t.test('SIGKILL of the lifecycle role during a tenant deletion: nothing partial,
   await markTenantDeleted(bucket, 'doomed', Date.now());
   const dir = tempDir('lc-kill');
   const cfgFile = join(dir, 'lifecycle.json');
-  writeFileSync(cfgFile, JSON.stringify({ bucket: s3ConfigFor(name), metricsListen: '127.0.0.1:0', deleteConcurrency: 1, instanceId: 'lc-test', leaseDurationMs: 60_000, logLevel: 'info' }));
+  writeFileSync(cfgFile, JSON.stringify({ bucket: s3ConfigFor(name), metricsListen: '127.0.0.1:0', deleteConcurrency: 1, instanceId: 'lc-test', leaseDurationMs: 60_000, logLevel: 'info', dayBlocks: false }));
   const cli = [process.execPath, '--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts'), 'lifecycle', '--config', cfgFile] as const;
   const proc = spawn(cli[0], cli.slice(1), { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' } });
   const exited = new Promise<NodeJS.Signals | null>((resolve) => proc.on('exit', (_c, s) => resolve(s)));

@@ -73,7 +73,8 @@ function writeTenants(dir: string, doc: Record<string, unknown>): string {
 }
 
 const baseConfig = (tenantsFile: string, extra: Record<string, unknown> = {}) =>
-  parseLifecycleConfig({ tenantsFile, metricsListen: '127.0.0.1:0', logLevel: 'silent', retentionGraceMs: HOUR, intervalMs: 6 * HOUR, leaseDurationMs: 60_000, ...extra });
+  // day blocks have their own tests (day.test.ts): these count and list the 4-hour blocks
+  parseLifecycleConfig({ tenantsFile, metricsListen: '127.0.0.1:0', logLevel: 'silent', retentionGraceMs: HOUR, intervalMs: 6 * HOUR, leaseDurationMs: 60_000, dayBlocks: false, ...extra });
 
 async function startRole(tt: Test, tenantsFile: string, now: () => number, extra: Record<string, unknown> = {}): Promise<RunningLifecycle> {
   const role = await startLifecycle({ config: baseConfig(tenantsFile, extra), now, timer: false, defaultMetrics: false });

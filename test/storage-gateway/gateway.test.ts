@@ -52,7 +52,8 @@ async function setup(t: Test): Promise<{ bucketConfig: BucketConfig; bucket: Buc
 }
 
 function clientFor(t: Test, port: number, numShards: number, extra: Partial<ConstructorParameters<typeof QueryClient>[0]> = {}): QueryClient {
-  const c = new QueryClient({ endpoints: [`127.0.0.1:${port}`], numShards, ...extra });
+  // one request per block window: these tests count the GETs and requests of single blocks
+  const c = new QueryClient({ endpoints: [`127.0.0.1:${port}`], numShards, dayRequestsAfterMs: null, ...extra });
   t.teardown(() => c.close());
   return c;
 }

@@ -182,7 +182,11 @@ export function tempDir(t: Test, tag = 'gw'): string {
   return dir;
 }
 
-/** Gateway config for tests: loopback, free ports, silent, LMDB in `cacheDir`. */
+/**
+ * Gateway config for tests: loopback, free ports, silent, LMDB in `cacheDir`. Days count as closed
+ * for day blocks only when a test says so (`dayBlocksAfterMs`): the tests of one block's reads
+ * count their GETs, and a look-up of a day block is one more.
+ */
 export function testConfig(bucket: BucketConfig, cacheDir: string, overrides: Record<string, unknown> = {}): GatewayConfig {
   return parseGatewayConfig({
     bucket,
@@ -190,6 +194,7 @@ export function testConfig(bucket: BucketConfig, cacheDir: string, overrides: Re
     grpcListen: '127.0.0.1:0',
     metricsListen: '127.0.0.1:0',
     logLevel: process.env['STRATA_TEST_GATEWAY_LOG'] ?? 'silent',
+    dayBlocksAfterMs: 1000 * 24 * 3600 * 1000,
     ...overrides,
   });
 }

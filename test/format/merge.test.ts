@@ -5,7 +5,7 @@
 import fc from 'fast-check';
 import t from 'tap';
 import type { Samples } from '../../src/format/run.js';
-import { isStrictlyIncreasing, mergeSamples, normalizeSamples } from '../../src/shard-aggregator/merge.js';
+import { isStrictlyIncreasing, mergeSamples, normalizeSamples } from '../../src/format/merge.js';
 
 /** Samples from (timestamp, value bit pattern) pairs. */
 function make(pairs: readonly (readonly [bigint, bigint])[]): Samples {

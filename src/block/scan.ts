@@ -3,7 +3,7 @@
  * sequential range reads (not one request per series), for merging late samples into a
  * replacement block. Every run is checked against its CRC before it is decoded.
  */
-import { BlockReader, decodeCheckedRun, type RunLocation } from '../block/reader.js';
+import { BlockReader, decodeCheckedRun, type RunLocation } from './reader.js';
 import type { Samples } from '../format/run.js';
 
 /** Bytes fetched per range read of the sample section. */

@@ -9,7 +9,7 @@
  * Values are copied as raw 64-bit patterns (two 32-bit halves), never through a JS number, so NaN
  * payloads and -0 survive bit-exactly.
  */
-import type { Samples } from '../format/run.js';
+import type { Samples } from './run.js';
 
 /** True when `ts` strictly increases. */
 export function isStrictlyIncreasing(ts: BigInt64Array): boolean {

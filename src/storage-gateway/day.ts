@@ -1,0 +1,195 @@
+/**
+ * Reads of closed days: which source answers a read, the day block or the 4-hour blocks. The
+ * protocol (src/lifecycle/README.md, "Day blocks") makes a day block hold every sample of the
+ * 4-hour blocks it was merged from, and deletes those only `daySourceGraceMs` after it was
+ * published, longer than this gateway's staleness bounds. So each read is answered from exactly
+ * one source, never both:
+ *
+ * - a window of a day that ended less than `dayBlocksAfterMs` ago: its 4-hour block(s), as always;
+ * - a window (one block's, or the whole day's) of a closed day: the day block when it exists
+ *   (cut to the window and range); otherwise the 4-hour blocks. When one of those is missing too,
+ *   the day block is looked up once more in the bucket (not from the negative cache), so a read
+ *   racing the deletion of a 4-hour block after a long stall still finds its samples in the day
+ *   block;
+ * - a day read answered from its 4-hour blocks is one answer: each series' samples of the blocks,
+ *   concatenated in time order (the windows are disjoint), sent as one run per series (RUNS:
+ *   re-encoded) or as columns (RAW), exactly as one block's answer looks.
+ */
+import { crc32c } from '@node-rs/crc32';
+import { status } from '@grpc/grpc-js';
+import { GrpcError } from '../common/grpc-status.js';
+import { DAY_MS, dayBlockKey, dayBlocksFit, dayStartOf } from '../format/day-key.js';
+import { blockKey } from '../format/key.js';
+import { encodeRun, type Samples } from '../format/run.js';
+import type { BlockAddress, BlockDirectory } from './block-directory.js';
+import type { GatewayMetrics } from './metrics.js';
+import type { BlockReadExecutor, ReadQuery, ReadResult, SignalSource } from './read.js';
+import { RawAnswer, RunsAnswer, type SeriesRun } from './answers.js';
+
+export interface DayRouterOptions {
+  readonly blockDurationMs: number;
+  readonly dayBlocksAfterMs: number;
+  /** How long a fresh look-up of a day block (after a missing 4-hour block) is not repeated. */
+  readonly recheckMs: number;
+  readonly maxMessageBytes: number;
+  readonly maxSamplesPerResponse: number;
+}
+
+/** Day keys looked up again recently, at most (then forgotten at once). */
+const MAX_RECHECKS = 100_000;
+
+/** See the module comment. */
+export class DayRouter {
+  private readonly rechecked = new Map<string, number>();
+  private readonly fromDay;
+  private readonly fromBlocks;
+  private readonly day: bigint;
+  private readonly blockMs: bigint;
+  private readonly enabled: boolean;
+
+  constructor(
+    private readonly deps: { readonly executor: BlockReadExecutor; readonly directory: BlockDirectory; readonly metrics: GatewayMetrics; readonly now: () => number },
+    private readonly opts: DayRouterOptions,
+  ) {
+    this.fromDay = deps.metrics.dayReads.labels('day');
+    this.fromBlocks = deps.metrics.dayReads.labels('blocks');
+    this.day = BigInt(DAY_MS);
+    this.blockMs = BigInt(opts.blockDurationMs);
+    this.enabled = dayBlocksFit(opts.blockDurationMs);
+  }
+
+  /** Answers `q` (a block's window, or a day's); synchronously when nothing has to be fetched. */
+  readNow(q: ReadQuery, signal: SignalSource): ReadResult | Promise<ReadResult> {
+    const { executor } = this.deps;
+    if (!this.enabled) return executor.readNow(q, signal);
+    const isDay = q.block.windowEnd - q.block.windowStart === this.day;
+    const dayStart = dayStartOf(q.block.windowStart);
+    if (dayStart + this.day + BigInt(this.opts.dayBlocksAfterMs) > BigInt(Math.floor(this.deps.now()))) {
+      return isDay ? this.blocksAnswer(q, signal, null) : executor.readNow(q, signal);
+    }
+    const dayAddr: BlockAddress = { ...q.block, windowStart: dayStart, windowEnd: dayStart + this.day, key: dayBlockKey(q.block.tenant, q.block.shard, dayStart) };
+    const inDay: ReadQuery = {
+      ...q,
+      block: dayAddr,
+      start: q.start > q.block.windowStart ? q.start : q.block.windowStart,
+      end: q.end < q.block.windowEnd ? q.end : q.block.windowEnd,
+    };
+    if (inDay.end <= inDay.start || q.ids.length === 0) return executor.readNow(inDay, signal);
+    if (q.narrowed === true && q.encoding === 'runs') return this.narrowedAnswer(q, signal, inDay);
+    const got = executor.readNow(inDay, signal);
+    const pick = (a: ReadResult): ReadResult | Promise<ReadResult> => {
+      if (a.blockId !== '') {
+        this.fromDay.inc();
+        return a;
+      }
+      return isDay ? this.blocksAnswer(q, signal, inDay) : this.blockAnswer(q, signal, inDay);
+    };
+    return got instanceof Promise ? got.then(pick) : pick(got);
+  }
+
+  /**
+   * A RUNS read whose range the gateway narrowed (retention): the stored runs hold samples the
+   * client would keep, so the day block's samples are cut to the range and sent re-encoded.
+   */
+  private async narrowedAnswer(q: ReadQuery, signal: SignalSource, inDay: ReadQuery): Promise<ReadResult> {
+    const got = await this.deps.executor.samples(inDay, signal);
+    if (got === null) return this.blocksAnswer(q, signal, inDay);
+    this.fromDay.inc();
+    return this.encode(q, got.blockId, got.ids, got.samples);
+  }
+
+  /** A block's window of a closed day without a day block: the 4-hour block, or the day block after all. */
+  private async blockAnswer(q: ReadQuery, signal: SignalSource, inDay: ReadQuery): Promise<ReadResult> {
+    const r = this.deps.executor.readNow(q, signal);
+    const a = r instanceof Promise ? await r : r;
+    if (a.blockId === '' && (await this.dayAppeared(inDay.block, signal))) return this.fromDayNow(inDay, signal);
+    this.fromBlocks.inc();
+    return a;
+  }
+
+  /** Reads `inDay` from the day block that a fresh look-up just found. */
+  private async fromDayNow(inDay: ReadQuery, signal: SignalSource): Promise<ReadResult> {
+    this.fromDay.inc();
+    const r = this.deps.executor.readNow(inDay, signal);
+    return r instanceof Promise ? r : Promise.resolve(r);
+  }
+
+  /** Whether a fresh look-up finds the day block (at most once per `recheckMs` per day block). */
+  private async dayAppeared(addr: BlockAddress, signal: SignalSource): Promise<boolean> {
+    const now = this.deps.now();
+    const k = `${addr.scope}/${addr.key}`;
+    const until = this.rechecked.get(k);
+    if (until !== undefined && until > now) return false;
+    if (this.rechecked.size >= MAX_RECHECKS) this.rechecked.clear();
+    this.rechecked.set(k, now + this.opts.recheckMs);
+    return (await this.deps.directory.refresh(addr, signal())) !== null;
+  }
+
+  /**
+   * A day read from its 4-hour blocks (`inDay`: the same read of the day block, for a closed day;
+   * null for a day not closed yet).
+   */
+  private async blocksAnswer(q: ReadQuery, signal: SignalSource, inDay: ReadQuery | null): Promise<ReadResult> {
+    const { executor } = this.deps;
+    const parts: Promise<Awaited<ReturnType<BlockReadExecutor['samples']>>>[] = [];
+    for (let w = q.block.windowStart; w < q.block.windowEnd; w += this.blockMs) {
+      if (w + this.blockMs <= q.start || w >= q.end) continue;
+      const block: BlockAddress = { ...q.block, windowStart: w, windowEnd: w + this.blockMs, key: blockKey(q.block.tenant, q.block.shard, w) };
+      parts.push(executor.samples({ ...q, block }, signal));
+    }
+    const got = await Promise.all(parts);
+    if (inDay !== null && got.some((g) => g === null) && (await this.dayAppeared(inDay.block, signal))) return this.fromDayNow(inDay, signal);
+    if (inDay !== null) this.fromBlocks.inc();
+    // series in id order, each one's pieces in window order
+    const byId = new Map<bigint, Samples[]>();
+    let blockId = '';
+    let total = 0;
+    for (const g of got) {
+      if (g === null) continue;
+      if (blockId === '') blockId = g.blockId;
+      for (let i = 0; i < g.ids.length; i++) {
+        let list = byId.get(g.ids[i]!);
+        if (!list) byId.set(g.ids[i]!, (list = []));
+        list.push(g.samples[i]!);
+        total += g.samples[i]!.timestamps.length;
+      }
+    }
+    if (total > this.opts.maxSamplesPerResponse) {
+      throw new GrpcError(
+        status.RESOURCE_EXHAUSTED,
+        `response would hold ${total} samples, over the gateway's maxSamplesPerResponse (${this.opts.maxSamplesPerResponse}); ask for fewer series_ids or a shorter range`,
+      );
+    }
+    const ids = [...byId.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    return this.encode(q, blockId, ids, ids.map((id) => concat(byId.get(id)!)));
+  }
+
+  /** The answer of decoded samples (ids ascending): columns (RAW) or one fresh run per series (RUNS). */
+  private encode(q: ReadQuery, blockId: string, ids: readonly bigint[], samples: readonly Samples[]): ReadResult {
+    if (q.encoding === 'raw') return new RawAnswer(blockId, ids.length, (i) => ids[i]!, (i) => samples[i]!, this.opts.maxMessageBytes);
+    const runs: SeriesRun[] = [];
+    const counts: number[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      const run = encodeRun(samples[i]!);
+      runs.push({ id: ids[i]!, run, crc: crc32c(run) });
+      counts.push(samples[i]!.timestamps.length);
+    }
+    return new RunsAnswer(blockId, runs, counts, this.opts.maxMessageBytes);
+  }
+}
+
+/** Pieces of one series in time order, concatenated (values copied as raw bits). */
+function concat(parts: readonly Samples[]): Samples {
+  if (parts.length === 1) return parts[0]!;
+  let n = 0;
+  for (const p of parts) n += p.timestamps.length;
+  const timestamps = new BigInt64Array(n);
+  const values = new Float64Array(n);
+  let at = 0;
+  for (const p of parts) {
+    timestamps.set(p.timestamps, at);
+    values.set(p.values, at); // same element type: a byte copy, NaN payloads kept
+    at += p.timestamps.length;
+  }
+  return { timestamps, values };
+}
