@@ -19,10 +19,12 @@ export interface RetryPolicy {
 export const DEFAULT_RETRY_POLICY: RetryPolicy = { maxAttempts: 6, baseDelayMs: 100, maxDelayMs: 5_000 };
 
 /**
- * The delay before retry number `retry` (1 for the first retry): full jitter over the exponential
- * ceiling. `random` returns a number in [0, 1).
+ * The delay before retry number `retry` (1 for the first retry): jitter over the exponential
+ * ceiling `min(maxDelayMs, baseDelayMs * 2^(retry-1))`. `full` jitter draws from [0, ceiling)
+ * (requests: spreads retries best); `equal` from [ceiling/2, ceiling) (background jobs that must
+ * not come back at once, such as failed flushes). `random` returns a number in [0, 1).
  */
-export function backoffDelayMs(policy: RetryPolicy, retry: number, random: () => number = Math.random): number {
-  const ceiling = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** Math.max(0, retry - 1));
-  return Math.floor(random() * ceiling);
+export function backoffDelayMs(policy: RetryPolicy, retry: number, random: () => number = Math.random, jitter: 'full' | 'equal' = 'full'): number {
+  const ceiling = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** Math.min(Math.max(0, retry - 1), 52));
+  return jitter === 'full' ? Math.floor(random() * ceiling) : Math.floor(ceiling / 2 + (random() * ceiling) / 2);
 }

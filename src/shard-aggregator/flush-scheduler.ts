@@ -37,6 +37,7 @@ import { BuildPool } from './build-pool.js';
 import type { AggregatorMetrics } from './metrics.js';
 import type { WalDb } from './wal-db.js';
 import { windowId, type WalStore, type WindowKey } from './wal-store.js';
+import { backoffDelayMs } from '../common/backoff.js';
 
 /** What a successful flush wrote. */
 export interface FlushedBlock {
@@ -246,7 +247,7 @@ export class Flusher {
 
   private scheduleRetry(job: Job): void {
     if (this.stopping || job.retry) return;
-    const delay = Math.min(this.o.retryMaxMs, this.o.retryBaseMs * 2 ** Math.min(job.failures - 1, 30));
+    const delay = backoffDelayMs({ maxAttempts: Infinity, baseDelayMs: this.o.retryBaseMs, maxDelayMs: this.o.retryMaxMs }, job.failures, Math.random, 'equal');
     this.o.logger.info({ window: job.id, delayMs: delay, failures: job.failures }, 'flush will be retried');
     job.retry = setTimeout(() => {
       job.retry = null;

@@ -23,7 +23,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { CorruptionError } from '../errors.js';
@@ -51,6 +51,8 @@ import {
   type WalCounters,
   type WalIdentity,
 } from './wal-codec.js';
+import { fsyncDir, mkdirDurable } from '../common/durable-fs.js';
+
 
 /** Tuning of one WAL. */
 export interface WalDbOptions {
@@ -121,15 +123,6 @@ const KEY_IDENTITY = metaKey(META_IDENTITY);
 const KEY_COUNTERS = metaKey(META_COUNTERS);
 const KEY_SEALED = metaKey(META_SEALED);
 
-/** fsyncs a directory so that entries created or removed in it are durable. */
-export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
 
 /** The directory name of segment `n`. */
 export function segmentName(n: number): string {
@@ -916,15 +909,3 @@ export class WalDb {
   }
 }
 
-/** mkdir -p, fsyncing the parent of every directory it creates. */
-export async function mkdirDurable(dir: string): Promise<void> {
-  if (existsSync(dir)) return;
-  await mkdirDurable(dirname(dir));
-  try {
-    await mkdir(dir);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    return;
-  }
-  await fsyncDir(dirname(dir));
-}

@@ -15,7 +15,8 @@ import { lstat, readdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { ErrorCode, StrataError } from '../errors.js';
-import { IncompleteWalError, mkdirDurable, WalDb, type WalDbOptions } from './wal-db.js';
+import { mkdirDurable } from '../common/durable-fs.js';
+import { IncompleteWalError, WalDb, type WalDbOptions } from './wal-db.js';
 
 /** Names one (tenant, shard, window). */
 export interface WindowKey {

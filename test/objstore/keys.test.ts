@@ -95,3 +95,12 @@ t.test('backoffDelayMs() is full jitter under a doubling, capped ceiling', async
   t.equal(backoffDelayMs(policy, 5, () => 0.999), 999, 'capped at maxDelayMs');
   t.equal(backoffDelayMs(policy, 60, () => 0.5), 500, 'no overflow for large retry numbers');
 });
+
+t.test('backoffDelayMs() with equal jitter waits at least half the ceiling', async (t) => {
+  const policy = { maxAttempts: Infinity, baseDelayMs: 100, maxDelayMs: 1000 };
+  t.equal(backoffDelayMs(policy, 1, () => 0, 'equal'), 50, 'first retry: from 50 ms...');
+  t.equal(backoffDelayMs(policy, 1, () => 0.999, 'equal'), 99, '...to below 100 ms');
+  t.equal(backoffDelayMs(policy, 3, () => 0, 'equal'), 200);
+  t.equal(backoffDelayMs(policy, 9, () => 0, 'equal'), 500, 'capped ceiling');
+  t.equal(backoffDelayMs({ ...policy, baseDelayMs: 60_000, maxDelayMs: 60_000 }, 1, () => 0, 'equal'), 30_000);
+});

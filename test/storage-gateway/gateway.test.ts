@@ -15,7 +15,6 @@ import { eventually } from '../shard-aggregator/helpers.js';
 import { QueryClient, QueryError } from '../../src/client/query.js';
 import { GrpcError } from '../../src/common/grpc-status.js';
 import { FOOTER_LEN } from '../../src/format/footer.js';
-import { blockKey } from '../../src/format/key.js';
 import { blockCacheId } from '../../src/storage-gateway/block-directory.js';
 import { openBucket, type Bucket, type BucketConfig } from '../../src/objstore/index.js';
 import { KINDS, makeSeries } from '../support/series.js';
