@@ -11,9 +11,24 @@ import { bytesOf, KINDS, makeSeries, prng, sameSamples } from '../support/series
 const I64_MIN = -(2n ** 63n);
 const I64_MAX = 2n ** 63n - 1n;
 
-function fromBits(hi: number, lo: number): number {
-  const b = new Uint32Array([lo >>> 0, hi >>> 0]);
-  return new Float64Array(b.buffer)[0]!;
+/** A value given by its bits: [high 32, low 32]. */
+type Bits = readonly [number, number];
+
+/**
+ * Float64Array of `values`, those given as bits written as bits: a NaN's payload does not survive
+ * a trip through a JS number or array (V8 may canonicalize it), only a typed array keeps it.
+ */
+function f64(values: readonly (number | Bits)[]): Float64Array {
+  const out = new Float64Array(values.length);
+  const words = new Uint32Array(out.buffer);
+  values.forEach((v, i) => {
+    if (typeof v === 'number') out[i] = v;
+    else {
+      words[2 * i] = v[1] >>> 0;
+      words[2 * i + 1] = v[0] >>> 0;
+    }
+  });
+  return out;
 }
 
 function layout(run: Uint8Array): { ts: number; val: number; lz4: boolean } {
@@ -92,18 +107,18 @@ t.test('encodeIntSeq() round-trips constant, sparse and dense sequences and cons
 });
 
 t.test('encodeRun() round-trips special float values bit for bit', (t) => {
-  const specials = [
-    fromBits(0x7ff00000, 0x00000002), // Prometheus stale marker
-    fromBits(0x7ff80000, 0x00000000), // quiet NaN
-    fromBits(0xfff80000, 0x12345678), // negative NaN with payload
-    fromBits(0x7ff00000, 0x00000001), // signalling NaN
+  const specials: (number | Bits)[] = [
+    [0x7ff00000, 0x00000002], // Prometheus stale marker
+    [0x7ff80000, 0x00000000], // quiet NaN
+    [0xfff80000, 0x12345678], // negative NaN with payload
+    [0x7ff00000, 0x00000001], // signalling NaN
     -0,
     0,
     Infinity,
     -Infinity,
     Number.MIN_VALUE, // smallest subnormal
     -Number.MIN_VALUE,
-    fromBits(0x000fffff, 0xffffffff), // largest subnormal
+    [0x000fffff, 0xffffffff], // largest subnormal
     Number.MAX_VALUE,
     -Number.MAX_VALUE,
     Number.EPSILON,
@@ -114,12 +129,13 @@ t.test('encodeRun() round-trips special float values bit for bit', (t) => {
   ];
   const n = specials.length;
   const ts = BigInt64Array.from({ length: n }, (_, i) => BigInt(i * 1000));
-  roundTrip(t, { timestamps: ts, values: Float64Array.from(specials) }, 'all specials in one run');
+  roundTrip(t, { timestamps: ts, values: f64(specials) }, 'all specials in one run');
   for (const v of specials) {
-    const s = { timestamps: ts.slice(0, 3), values: Float64Array.from([v, v, v]) };
-    const run = roundTrip(t, s, `constant run of ${Object.is(v, -0) ? '-0' : String(v)}`);
+    const name = typeof v === 'number' ? (Object.is(v, -0) ? '-0' : String(v)) : `bits ${v[0].toString(16)}:${v[1].toString(16)}`;
+    const s = { timestamps: ts.slice(0, 3), values: f64([v, v, v]) };
+    const run = roundTrip(t, s, `constant run of ${name}`);
     t.equal(layout(run).val, V_CONST);
-    roundTrip(t, { timestamps: ts.slice(0, 3), values: Float64Array.from([1, v, 2.5]) }, `${String(v)} among decimals`);
+    roundTrip(t, { timestamps: ts.slice(0, 3), values: f64([1, v, 2.5]) }, `${name} among decimals`);
   }
   t.end();
 });
@@ -130,7 +146,7 @@ t.test('encodeRun() round-trips arbitrary bit patterns and int64 timestamps (pro
     .map((a) => BigInt64Array.from(a.sort((x, y) => (x < y ? -1 : x > y ? 1 : 0))));
   fc.assert(
     fc.property(tsArb, fc.array(fc.tuple(fc.integer(), fc.integer()), { minLength: 300, maxLength: 300 }), (ts, bits) => {
-      const values = Float64Array.from({ length: ts.length }, (_, i) => fromBits(bits[i]![0], bits[i]![1]));
+      const values = f64(Array.from({ length: ts.length }, (_, i): Bits => [bits[i]![0], bits[i]![1]]));
       const s = { timestamps: ts, values };
       return sameSamples(decodeRun(encodeRun(s)), s);
     }),
@@ -287,8 +303,8 @@ t.test('corruption errors name the object and an offset inside the run', (t) => 
 });
 
 t.test('values are compared bit-exactly, not with ==', (t) => {
-  const a = Float64Array.from([fromBits(0x7ff00000, 2)]);
-  const b = Float64Array.from([fromBits(0x7ff80000, 0)]);
+  const a = f64([[0x7ff00000, 2]]);
+  const b = f64([[0x7ff80000, 0]]);
   t.not(Buffer.compare(bytesOf(a), bytesOf(b)), 0, 'two NaNs with different payloads differ');
   t.end();
 });
