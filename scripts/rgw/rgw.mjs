@@ -31,7 +31,7 @@ export const USERS = [
   { uid: 'strata-test', accessKey: 'STRATATESTACCESSKEY1', secretKey: 'strata-test-secret-key-1' },
   { uid: 'strata-test-2', accessKey: 'STRATATESTACCESSKEY2', secretKey: 'strata-test-secret-key-2' },
 ];
-/** Bucket created for user 1 at start-up (tests normally create their own; see test/helpers/s3env.ts). */
+/** Bucket created for user 1 at start-up (tests normally create their own; see test/support/s3env.ts). */
 export const DEFAULT_BUCKET = 'strata-test';
 export const REGION = 'us-east-1';
 

@@ -1,7 +1,7 @@
 /**
  * The bucket layer: the one small interface every object store implements. Two providers:
  * `fs` (the embedded default, a directory on local disk) and `s3` (any S3-compatible server).
- * Both pass the same acceptance suite (`test/objstore/acceptance.ts`).
+ * Both pass the same acceptance suite (`test/support/bucket-acceptance.ts`).
  *
  * Keys are `/`-separated relative paths: no leading `/`, no empty, `.` or `..` segments, no
  * backslash or NUL. Implementations reject other keys with an InvalidArgumentError.

@@ -7,7 +7,7 @@ import { bucketSource, type RangeSource } from '../../src/block/source.js';
 import { BlockWriter, type BlockMeta } from '../../src/block/writer.js';
 import { blockKey } from '../../src/format/key.js';
 import { FilesystemBucket, S3Bucket, type Bucket } from '../../src/objstore/index.js';
-import { createTestBucket, s3BucketConfig, s3TestEnv } from '../helpers/s3env.js';
+import { createTestBucket, s3BucketConfig, s3TestEnv } from '../support/s3env.js';
 import { KINDS, makeSeries, sameSamples } from '../support/series.js';
 import type { Samples } from '../../src/format/run.js';
 

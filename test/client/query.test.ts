@@ -15,7 +15,7 @@ import { QueryClient, QueryError } from '../../src/client/query.js';
 import { encodeReadResponse } from '../../src/api/read-codec.js';
 import { openBucket } from '../../src/objstore/index.js';
 import { readServiceDefinition } from '../../src/api/services.js';
-import { D, expected, makeDataSet, mismatches, rgwBucket, startTestGateway, STALE_NAN_BITS, tempDir, testConfig, W0, writeBlock, writeDataSet, dataSetClock } from '../storage-gateway/helpers.js';
+import { D, expected, makeDataSet, mismatches, rgwBucket, startTestGateway, STALE_NAN_BITS, tempDir, testConfig, W0, writeBlock, writeDataSet, dataSetClock } from '../support/gateway.js';
 import { makeSeries } from '../support/series.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');

@@ -21,7 +21,7 @@ import { FilesystemBucket } from '../../src/objstore/fs.js';
 import { parseAggregatorConfig } from '../../src/shard-aggregator/config.js';
 import { writerServiceDefinition } from '../../src/api/services.js';
 import { startAggregatorServer } from '../../src/shard-aggregator/server.js';
-import { tempDir } from '../shard-aggregator/helpers.js';
+import { tempDir } from '../support/aggregator.js';
 
 const H = 4 * 3600 * 1000;
 const W = (BigInt(Date.now() - 24 * 3600 * 1000) / BigInt(H)) * BigInt(H);

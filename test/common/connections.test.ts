@@ -10,8 +10,8 @@ import t, { type Test } from 'tap';
 import { createLogger } from '../../src/common/logger.js';
 import { parseAggregatorConfig } from '../../src/shard-aggregator/config.js';
 import { startAggregatorServer } from '../../src/shard-aggregator/server.js';
-import { startTestGateway, tempDir, testConfig } from '../storage-gateway/helpers.js';
-import { makeTestCerts } from '../helpers/certs.js';
+import { startTestGateway, tempDir, testConfig } from '../support/gateway.js';
+import { makeTestCerts } from '../support/certs.js';
 
 const hygiene = { idleTimeoutMs: 300, maxConcurrentStreams: 7, keepaliveTimeMs: 60_000, keepaliveTimeoutMs: 5_000, handshakeTimeoutMs: 400 };
 

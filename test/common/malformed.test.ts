@@ -13,7 +13,7 @@ import { createLogger } from '../../src/common/logger.js';
 import { loadProto } from '../../src/api/proto.js';
 import { parseAggregatorConfig } from '../../src/shard-aggregator/config.js';
 import { startAggregatorServer } from '../../src/shard-aggregator/server.js';
-import { startTestGateway, tempDir, testConfig } from '../storage-gateway/helpers.js';
+import { startTestGateway, tempDir, testConfig } from '../support/gateway.js';
 import { encodeFrame } from '../../src/api/grpc-frame.js';
 
 /** A protobuf field 1 (length-delimited) claiming far more bytes than follow. */

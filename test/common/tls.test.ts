@@ -22,8 +22,8 @@ import { FilesystemBucket } from '../../src/objstore/fs.js';
 import { parseAggregatorConfig } from '../../src/shard-aggregator/config.js';
 import { startAggregatorServer, type RunningAggregator } from '../../src/shard-aggregator/server.js';
 import { hashToken, newToken } from '../../src/tenancy/config.js';
-import { makeTestCerts } from '../helpers/certs.js';
-import { tempDir } from '../shard-aggregator/helpers.js';
+import { makeTestCerts } from '../support/certs.js';
+import { tempDir } from '../support/aggregator.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const H = BigInt(DEFAULT_BLOCK_DURATION_MS);

@@ -21,8 +21,8 @@ import { parse, stringify } from 'yaml';
 import { QueryClient, QueryError } from '../../src/client/query.js';
 import { WriterClient } from '../../src/client/writer.js';
 import { DEFAULT_BLOCK_DURATION_MS } from '../../src/format/key.js';
-import { createTestBucket, s3TestEnv } from '../helpers/s3env.js';
-import { startServiceProcess } from '../helpers/service-process.js';
+import { createTestBucket, s3TestEnv } from '../support/s3env.js';
+import { startServiceProcess } from '../support/service-process.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const strata = (...args: string[]) => promisify(execFile)(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts'), ...args], { cwd: ROOT });

@@ -30,7 +30,7 @@ import { startCluster, REPO_ROOT, type Cluster, type ServiceNode } from '../../s
 import { scrapeMetrics, sumMetric } from '../../scripts/cluster/observe.js';
 import { tailFile } from '../../scripts/cluster/process.js';
 import { findProxyTools } from '../../scripts/cluster/tools.js';
-import { createTestBucket, s3BucketConfig, s3TestEnv } from '../helpers/s3env.js';
+import { createTestBucket, s3BucketConfig, s3TestEnv } from '../support/s3env.js';
 
 const TENANT = 'e2e';
 const NUM_SHARDS = 16;

@@ -11,7 +11,7 @@ import t from 'tap';
 import { lifecycleConfigFrom } from '../../src/cli/lifecycle.js';
 import { parseLifecycleConfig } from '../../src/lifecycle/config.js';
 import { ErrorCode, StrataError } from '../../src/errors.js';
-import { tempDir } from '../storage-gateway/helpers.js';
+import { tempDir } from '../support/gateway.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const run = promisify(execFile);

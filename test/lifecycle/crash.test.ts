@@ -23,10 +23,10 @@ import { blockKey, DEFAULT_BLOCK_DURATION_MS } from '../../src/format/key.js';
 import { BlockWriter } from '../../src/block/writer.js';
 import type { Bucket } from '../../src/objstore/index.js';
 import { deletionMarkKey, markTenantDeleted, readDeletionReport } from '../../src/tenancy/deletion-marks.js';
-import { collect, inBatches } from '../helpers/async.js';
-import { createTestBucket } from '../helpers/s3env.js';
-import { credentialEnvRefs, s3TenantBucket } from '../helpers/tenancy.js';
-import { bitsBytes, bitsOf, eventually, openTestBucket, RawClient, s3ConfigFor, startAggregator, tempDir, tsBytes } from '../shard-aggregator/helpers.js';
+import { collect, inBatches } from '../support/async.js';
+import { createTestBucket } from '../support/s3env.js';
+import { credentialEnvRefs, s3TenantBucket } from '../support/tenancy.js';
+import { bitsBytes, bitsOf, eventually, openTestBucket, RawClient, s3ConfigFor, startAggregator, tempDir, tsBytes } from '../support/aggregator.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const run = promisify(execFile);

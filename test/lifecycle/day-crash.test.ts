@@ -19,10 +19,10 @@ import { QueryClient } from '../../src/client/query.js';
 import { DAY_MS, dayStartOf, parseDayKey } from '../../src/format/day-key.js';
 import { blockKey, DEFAULT_BLOCK_DURATION_MS, parseBlockKey } from '../../src/format/key.js';
 import type { Bucket } from '../../src/objstore/index.js';
-import { collect, inBatches } from '../helpers/async.js';
-import { createTestBucket, s3BucketConfig, s3TestEnv } from '../helpers/s3env.js';
-import { openTestBucket, s3ConfigFor, tempDir } from '../shard-aggregator/helpers.js';
-import { mismatches, startTestGateway, testConfig, type SeriesData } from '../storage-gateway/helpers.js';
+import { collect, inBatches } from '../support/async.js';
+import { createTestBucket, s3BucketConfig, s3TestEnv } from '../support/s3env.js';
+import { openTestBucket, s3ConfigFor, tempDir } from '../support/aggregator.js';
+import { mismatches, startTestGateway, testConfig, type SeriesData } from '../support/gateway.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const H = BigInt(DEFAULT_BLOCK_DURATION_MS);

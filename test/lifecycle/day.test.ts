@@ -20,8 +20,8 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { createTestBucket, s3BucketConfig, s3TestEnv } from '../helpers/s3env.js';
-import { credentialEnvRefs, s3TenantBucket } from '../helpers/tenancy.js';
+import { createTestBucket, s3BucketConfig, s3TestEnv } from '../support/s3env.js';
+import { credentialEnvRefs, s3TenantBucket } from '../support/tenancy.js';
 import { BlockReader } from '../../src/block/reader.js';
 import { bucketSource } from '../../src/block/source.js';
 import { planQuery } from '../../src/client/query-plan.js';
@@ -38,8 +38,8 @@ import { parseGatewayConfig } from '../../src/storage-gateway/config.js';
 import type { RunningGateway } from '../../src/storage-gateway/gateway.js';
 import { openTenantsConfig } from '../../src/tenancy/config.js';
 import { TenantRegistry } from '../../src/tenancy/tenants.js';
-import { collect } from '../helpers/async.js';
-import { concat, D, expected, makeDataSet, manualClock, mismatches, rgwBucket, slice, startTestGateway, tempDir, testConfig, W0, writeBlock, writeDataSet, type DataSet, type SeriesData } from '../storage-gateway/helpers.js';
+import { collect } from '../support/async.js';
+import { concat, D, expected, makeDataSet, manualClock, mismatches, rgwBucket, slice, startTestGateway, tempDir, testConfig, W0, writeBlock, writeDataSet, type DataSet, type SeriesData } from '../support/gateway.js';
 
 const HOUR = 3600 * 1000;
 const DAY = BigInt(DAY_MS);

@@ -28,10 +28,10 @@ import { S3Bucket } from '../../src/objstore/s3/index.js';
 import { openTenantsConfig } from '../../src/tenancy/config.js';
 import { markTenantDeleted, readDeletionReport } from '../../src/tenancy/deletion-marks.js';
 import { TenantRegistry } from '../../src/tenancy/tenants.js';
-import { collect } from '../helpers/async.js';
-import { adminClient, createTestBucket, pendingMultipartUploads, s3BucketConfig, s3TestEnv, type TestUser } from '../helpers/s3env.js';
-import { credentialEnvRefs, s3TenantBucket } from '../helpers/tenancy.js';
-import { D, idBytes, makeDataSet, manualClock, rawRead, startTestGateway, tempDir, testConfig, W0, writeBlock } from '../storage-gateway/helpers.js';
+import { collect } from '../support/async.js';
+import { adminClient, createTestBucket, pendingMultipartUploads, s3BucketConfig, s3TestEnv, type TestUser } from '../support/s3env.js';
+import { credentialEnvRefs, s3TenantBucket } from '../support/tenancy.js';
+import { D, idBytes, makeDataSet, manualClock, rawRead, startTestGateway, tempDir, testConfig, W0, writeBlock } from '../support/gateway.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const run = promisify(execFile);

@@ -22,7 +22,7 @@ import { startAggregatorServer } from '../../src/shard-aggregator/server.js';
 import { parseGatewayConfig } from '../../src/storage-gateway/config.js';
 import { startGateway } from '../../src/storage-gateway/gateway.js';
 import { DASHBOARDS, dashboardJson } from '../../scripts/monitoring/dashboards.js';
-import { scrape } from '../helpers/tenancy.js';
+import { scrape } from '../support/tenancy.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const KIT = join(ROOT, 'monitoring');

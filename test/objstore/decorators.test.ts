@@ -13,7 +13,7 @@ import { hasIncompleteUploads, type Bucket } from '../../src/objstore/bucket.js'
 import { openBucket } from '../../src/objstore/index.js';
 import { ErrorCode, hasCode } from '../../src/errors.js';
 import { S3Bucket } from '../../src/objstore/s3/index.js';
-import { createTestBucket, s3BucketConfig, s3TestEnv } from '../helpers/s3env.js';
+import { createTestBucket, s3BucketConfig, s3TestEnv } from '../support/s3env.js';
 
 async function counts(reg: Registry, name: string): Promise<Record<string, number>> {
   const m = (await reg.getMetricsAsJSON()).find((x) => x.name === name);

@@ -11,9 +11,9 @@ import { ErrorCode } from '../../src/errors.js';
 import { FilesystemBucket, FS_TEMP_PREFIX } from '../../src/objstore/fs.js';
 import { openBucket, parseBucketConfig, S3_OPTION_RANGES, S3Bucket } from '../../src/objstore/index.js';
 import { compareUtf8, validateListPrefix } from '../../src/objstore/keys.js';
-import { collect } from '../helpers/async.js';
-import { sameBytes, seededBytes } from '../helpers/bytes.js';
-import { bucketAcceptance, expectCode } from './acceptance.js';
+import { collect } from '../support/async.js';
+import { sameBytes, seededBytes } from '../support/bytes.js';
+import { bucketAcceptance, expectCode } from '../support/bucket-acceptance.js';
 
 async function tempRoot(t: Test): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'strata-fs-bucket-'));

@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import t from 'tap';
 import { ErrorCode } from '../../src/errors.js';
 import { FilesystemBucket, FS_TEMP_PREFIX, hasIncompleteUploads, PrefixedBucket } from '../../src/objstore/index.js';
-import { collect } from '../helpers/async.js';
-import { tempDir } from '../storage-gateway/helpers.js';
+import { collect } from '../support/async.js';
+import { tempDir } from '../support/gateway.js';
 
 t.test('filesystem temp files are incomplete uploads; a PrefixedBucket maps them to its own keys', async (t) => {
   const root = tempDir(t, 'incomplete');

@@ -15,7 +15,7 @@ import {
   validateRange,
 } from '../../src/objstore/keys.js';
 import { backoffDelayMs } from '../../src/common/backoff.js';
-import { INVALID_KEYS } from './acceptance.js';
+import { INVALID_KEYS } from '../support/bucket-acceptance.js';
 
 function codeOf(fn: () => unknown): string | undefined {
   try {

@@ -9,11 +9,11 @@ import t, { type Test } from 'tap';
 import { ErrorCode, ObjectStoreError } from '../../src/errors.js';
 import { openBucket } from '../../src/objstore/index.js';
 import { S3_MIN_PART_BYTES, S3Bucket, type S3BucketConfig, type S3RequestEvent, type S3RetryEvent } from '../../src/objstore/s3/index.js';
-import { collect } from '../helpers/async.js';
-import { sameBytes, seededBytes } from '../helpers/bytes.js';
-import { FORWARD, startFaultProxy } from '../helpers/faultproxy.js';
-import { adminClient, createTestBucket, pendingMultipartUploads, s3BucketConfig, s3TestEnv, uniqueBucketName } from '../helpers/s3env.js';
-import { bucketAcceptance, expectCode } from './acceptance.js';
+import { collect } from '../support/async.js';
+import { sameBytes, seededBytes } from '../support/bytes.js';
+import { FORWARD, startFaultProxy } from '../support/faultproxy.js';
+import { adminClient, createTestBucket, pendingMultipartUploads, s3BucketConfig, s3TestEnv, uniqueBucketName } from '../support/s3env.js';
+import { bucketAcceptance, expectCode } from '../support/bucket-acceptance.js';
 
 const env = s3TestEnv(); // fails this file with instructions when the RGW env is missing
 const PART = S3_MIN_PART_BYTES;

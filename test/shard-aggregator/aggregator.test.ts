@@ -18,7 +18,7 @@ import { parseAggregatorConfig } from '../../src/shard-aggregator/config.js';
 import type { WireSeries } from '../../src/shard-aggregator/ingest.js';
 import { AggregatorMetrics } from '../../src/shard-aggregator/metrics.js';
 import { startAggregatorServer } from '../../src/shard-aggregator/server.js';
-import { bitsBytes, bitsOf, RawClient, tempDir, tsBytes } from './helpers.js';
+import { bitsBytes, bitsOf, RawClient, tempDir, tsBytes } from '../support/aggregator.js';
 
 const H = 4 * 3600 * 1000;
 const W = 1793491200000; // a window start

@@ -8,7 +8,7 @@ import t from 'tap';
 import { aggregatorConfigFrom } from '../../src/cli/aggregator.js';
 import { ErrorCode, StrataError } from '../../src/errors.js';
 import { configFromEnv, constantCase, ordinalFromHostname, ownedShards, parseAggregatorConfig } from '../../src/shard-aggregator/config.js';
-import { tempDir } from './helpers.js';
+import { tempDir } from '../support/aggregator.js';
 
 const base = { walDir: '/tmp/wal', bucket: { type: 'filesystem', path: '/tmp/b' }, numShards: 8 };
 const configError = { constructor: StrataError, code: ErrorCode.CONFIG };

@@ -16,8 +16,8 @@ import { BlockReader } from '../../src/block/reader.js';
 import { WriterClient } from '../../src/client/writer.js';
 import { bucketSource } from '../../src/block/source.js';
 import { blockKey, DEFAULT_BLOCK_DURATION_MS } from '../../src/format/key.js';
-import { createTestBucket } from '../helpers/s3env.js';
-import { bitsBytes, bitsOf, kill9, openTestBucket, RawClient, s3ConfigFor, startAggregator, tempDir, tsBytes, type AggProcess } from './helpers.js';
+import { createTestBucket } from '../support/s3env.js';
+import { bitsBytes, bitsOf, kill9, openTestBucket, RawClient, s3ConfigFor, startAggregator, tempDir, tsBytes, type AggProcess } from '../support/aggregator.js';
 import { prng } from '../../src/common/series-gen.js';
 
 const TENANT = 'crash';

@@ -27,7 +27,7 @@ import { Aggregator } from '../../src/shard-aggregator/aggregator.js';
 import { parseAggregatorConfig } from '../../src/shard-aggregator/config.js';
 import type { WireSeries } from '../../src/shard-aggregator/ingest.js';
 import { AggregatorMetrics } from '../../src/shard-aggregator/metrics.js';
-import { bitsBytes, bitsOf, readBlock, tempDir, tsBytes } from './helpers.js';
+import { bitsBytes, bitsOf, readBlock, tempDir, tsBytes } from '../support/aggregator.js';
 
 const H = 4 * 3600 * 1000;
 const W = 1793491200000;

@@ -6,7 +6,7 @@ import t from 'tap';
 import { InvalidArgumentError } from '../../src/errors.js';
 import { decodeRun } from '../../src/format/run.js';
 import { countSamples, prepareWrite, type IngestContext, type WireSeries } from '../../src/shard-aggregator/ingest.js';
-import { bitsBytes, bitsOf, tsBytes } from './helpers.js';
+import { bitsBytes, bitsOf, tsBytes } from '../support/aggregator.js';
 
 const H = 4 * 3600 * 1000;
 const W = 1793491200000; // aligned to 4 h

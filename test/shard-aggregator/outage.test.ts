@@ -8,9 +8,9 @@
 import { status } from '@grpc/grpc-js';
 import t from 'tap';
 import { blockKey, DEFAULT_BLOCK_DURATION_MS } from '../../src/format/key.js';
-import { FORWARD, startFaultProxy } from '../helpers/faultproxy.js';
-import { createTestBucket, s3TestEnv } from '../helpers/s3env.js';
-import { bitsBytes, bitsOf, eventually, openTestBucket, RawClient, readBlock, s3ConfigFor, startAggregator, tempDir, tsBytes } from './helpers.js';
+import { FORWARD, startFaultProxy } from '../support/faultproxy.js';
+import { createTestBucket, s3TestEnv } from '../support/s3env.js';
+import { bitsBytes, bitsOf, eventually, openTestBucket, RawClient, readBlock, s3ConfigFor, startAggregator, tempDir, tsBytes } from '../support/aggregator.js';
 
 const H = BigInt(DEFAULT_BLOCK_DURATION_MS);
 const W = ((BigInt(Date.now()) - 24n * 3600n * 1000n) / H) * H;

@@ -8,8 +8,8 @@
 import { status } from '@grpc/grpc-js';
 import t from 'tap';
 import { blockKey, DEFAULT_BLOCK_DURATION_MS } from '../../src/format/key.js';
-import { createTestBucket } from '../helpers/s3env.js';
-import { collect } from '../helpers/async.js';
+import { createTestBucket } from '../support/s3env.js';
+import { collect } from '../support/async.js';
 import {
   bitsBytes,
   bitsOf,
@@ -20,7 +20,7 @@ import {
   startAggregator,
   tempDir,
   tsBytes,
-} from './helpers.js';
+} from '../support/aggregator.js';
 
 const H = BigInt(DEFAULT_BLOCK_DURATION_MS);
 const NOW = BigInt(Date.now());

@@ -12,7 +12,7 @@ import { ErrorCode, StrataError } from '../../src/errors.js';
 import { decodeRun, encodeRun } from '../../src/format/run.js';
 import { WalDb, type WalDbOptions } from '../../src/shard-aggregator/wal-db.js';
 import { WalStore, type WindowKey } from '../../src/shard-aggregator/wal-store.js';
-import { tempDir } from './helpers.js';
+import { tempDir } from '../support/aggregator.js';
 
 const H = 4 * 3600 * 1000;
 const W = 1793491200000n;

@@ -13,7 +13,7 @@ import { decodeReadResponse, encodeReadRequest, ENCODING_RAW, READ_METHOD_PATH }
 import { READ_SERVICE } from '../../src/api/services.js';
 import { openBucket } from '../../src/objstore/index.js';
 import { KINDS, makeSeries } from '../support/series.js';
-import { idBytes, rgwBucket, startTestGateway, tempDir, testConfig, W0, D, writeBlock, type SeriesData } from './helpers.js';
+import { idBytes, rgwBucket, startTestGateway, tempDir, testConfig, W0, D, writeBlock, type SeriesData } from '../support/gateway.js';
 
 const SERIES = 1100;
 const READS = 8;

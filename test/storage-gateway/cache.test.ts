@@ -7,8 +7,8 @@ import t from 'tap';
 import { open } from 'lmdb';
 import { CACHE_SCHEMA, lmdbEntryCharge, LmdbCacheStore } from '../../src/storage-gateway/cache/lmdb.js';
 import { MemoryCacheStore } from '../../src/storage-gateway/cache/memory.js';
-import { cacheStoreContract } from './cache-contract.js';
-import { tempDir } from './helpers.js';
+import { cacheStoreContract } from '../support/cache-contract.js';
+import { tempDir } from '../support/gateway.js';
 
 t.test('MemoryCacheStore passes the cache store contract', async (t) => {
   cacheStoreContract(t, async (_t, opts) => new MemoryCacheStore(opts));

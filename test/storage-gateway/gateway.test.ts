@@ -11,14 +11,14 @@ import { constants, connect } from 'node:http2';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { encodeReadRequest, ENCODING_RAW, READ_METHOD_PATH, type ReadRequestFields } from '../../src/api/read-codec.js';
 import type { RunningGateway } from '../../src/storage-gateway/gateway.js';
-import { eventually } from '../shard-aggregator/helpers.js';
+import { eventually } from '../support/aggregator.js';
 import { QueryClient, QueryError } from '../../src/client/query.js';
 import { GrpcError } from '../../src/common/grpc-status.js';
 import { FOOTER_LEN } from '../../src/format/footer.js';
 import { blockCacheId } from '../../src/storage-gateway/block-directory.js';
 import { openBucket, type Bucket, type BucketConfig } from '../../src/objstore/index.js';
 import { KINDS, makeSeries } from '../support/series.js';
-import { FORWARD, startFaultProxy } from '../helpers/faultproxy.js';
+import { FORWARD, startFaultProxy } from '../support/faultproxy.js';
 import {
   D,
   expected,
@@ -37,7 +37,7 @@ import {
   writeBlock,
   writeDataSet,
   type SeriesData,
-} from './helpers.js';
+} from '../support/gateway.js';
 import { encodeFrame } from '../../src/api/grpc-frame.js';
 
 /** 400 series of one block (shard 0 of 1), 16 per index page: 25 pages. */

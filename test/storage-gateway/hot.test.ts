@@ -29,8 +29,8 @@ import { GatewayMetrics } from '../../src/storage-gateway/metrics.js';
 import { BlockReadExecutor, type ReadQuery } from '../../src/storage-gateway/read.js';
 import { drain, type Answer } from '../../src/storage-gateway/answers.js';
 import { KINDS, makeSeries } from '../support/series.js';
-import { cacheStoreContract } from './cache-contract.js';
-import { D, expected, mismatches, rgwBucket, startTestGateway, tempDir, testConfig, W0, writeBlock, type SeriesData } from './helpers.js';
+import { cacheStoreContract } from '../support/cache-contract.js';
+import { D, expected, mismatches, rgwBucket, startTestGateway, tempDir, testConfig, W0, writeBlock, type SeriesData } from '../support/gateway.js';
 
 const A = 'a'.repeat(32);
 const B = 'b'.repeat(32);

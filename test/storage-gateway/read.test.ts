@@ -11,7 +11,7 @@ import { QueryClient } from '../../src/client/query.js';
 import { openBucket } from '../../src/objstore/index.js';
 import { prng } from '../support/series.js';
 import { join } from 'node:path';
-import { D, expected, idBytes, makeDataSet, mismatches, rawRead, rgwBucket, startTestGateway, tempDir, testConfig, W0, writeBlock, writeDataSet, dataSetClock } from './helpers.js';
+import { D, expected, idBytes, makeDataSet, mismatches, rawRead, rgwBucket, startTestGateway, tempDir, testConfig, W0, writeBlock, writeDataSet, dataSetClock } from '../support/gateway.js';
 
 const DS = makeDataSet({ seed: 7, n: 80, numShards: 4, windows: 3 });
 

@@ -15,7 +15,7 @@ import { credentials } from '@grpc/grpc-js';
 import { QueryClient } from '../../src/client/query.js';
 import { loadProto } from '../../src/api/proto.js';
 import { openBucket } from '../../src/objstore/index.js';
-import { D, expected, makeDataSet, mismatches, rgwBucket, tempDir, W0, writeDataSet } from './helpers.js';
+import { D, expected, makeDataSet, mismatches, rgwBucket, tempDir, W0, writeDataSet } from '../support/gateway.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 

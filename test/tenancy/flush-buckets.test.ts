@@ -19,7 +19,7 @@ import { AggregatorMetrics } from '../../src/shard-aggregator/metrics.js';
 import { startAggregatorServer } from '../../src/shard-aggregator/server.js';
 import { hashToken, newToken, parseTenantsConfig } from '../../src/tenancy/config.js';
 import { TenantRegistry } from '../../src/tenancy/tenants.js';
-import { bitsBytes, bitsOf, tempDir, tsBytes } from '../shard-aggregator/helpers.js';
+import { bitsBytes, bitsOf, tempDir, tsBytes } from '../support/aggregator.js';
 
 const H = 4 * 3600 * 1000;
 const W = 1793491200000;

@@ -20,9 +20,9 @@ import { blockKey, DEFAULT_BLOCK_DURATION_MS } from '../../src/format/key.js';
 import { S3Bucket } from '../../src/objstore/s3/index.js';
 import { writerServiceDefinition } from '../../src/api/services.js';
 import { hashToken, newToken } from '../../src/tenancy/config.js';
-import { adminClient, createTestBucket, s3BucketConfig, s3TestEnv, type TestUser } from '../helpers/s3env.js';
-import { credentialEnvRefs, leakedSecrets, metricValue, rawGrpcCall, s3Secrets, s3TenantBucket, scrape } from '../helpers/tenancy.js';
-import { bitsBytes, bitsOf, RawClient, readBlock, startAggregator, tempDir, tsBytes } from '../shard-aggregator/helpers.js';
+import { adminClient, createTestBucket, s3BucketConfig, s3TestEnv, type TestUser } from '../support/s3env.js';
+import { credentialEnvRefs, leakedSecrets, metricValue, rawGrpcCall, s3Secrets, s3TenantBucket, scrape } from '../support/tenancy.js';
+import { bitsBytes, bitsOf, RawClient, readBlock, startAggregator, tempDir, tsBytes } from '../support/aggregator.js';
 
 const H = BigInt(DEFAULT_BLOCK_DURATION_MS);
 const W = ((BigInt(Date.now()) - 2n * 24n * 3600n * 1000n) / H) * H;

@@ -26,11 +26,11 @@ import { createLogger } from '../../src/common/logger.js';
 import { S3Bucket } from '../../src/objstore/s3/index.js';
 import { parseGatewayConfig } from '../../src/storage-gateway/config.js';
 import { hashToken, newToken } from '../../src/tenancy/config.js';
-import { makeTestCerts } from '../helpers/certs.js';
-import { createTestBucket, s3BucketConfig, s3TestEnv, type TestUser } from '../helpers/s3env.js';
-import { credentialEnvRefs, leakedSecrets, metricValue, rawGrpcCall, replaceFile, s3Secrets, s3TenantBucket, scrape } from '../helpers/tenancy.js';
-import { eventually } from '../shard-aggregator/helpers.js';
-import { D, expected, idBytes, makeDataSet, mismatches, rawRead, startTestGateway, tempDir, W0, writeBlock, writeDataSet, type DataSet } from '../storage-gateway/helpers.js';
+import { makeTestCerts } from '../support/certs.js';
+import { createTestBucket, s3BucketConfig, s3TestEnv, type TestUser } from '../support/s3env.js';
+import { credentialEnvRefs, leakedSecrets, metricValue, rawGrpcCall, replaceFile, s3Secrets, s3TenantBucket, scrape } from '../support/tenancy.js';
+import { eventually } from '../support/aggregator.js';
+import { D, expected, idBytes, makeDataSet, mismatches, rawRead, startTestGateway, tempDir, W0, writeBlock, writeDataSet, type DataSet } from '../support/gateway.js';
 
 const env = s3TestEnv();
 const TOKENS = { alpha: newToken(), beta: newToken(), gamma: newToken(), limited: newToken(), delta: newToken(), mover: newToken() };

@@ -19,9 +19,9 @@ import t, { type Test } from 'tap';
 import { blockKey, DEFAULT_BLOCK_DURATION_MS } from '../../src/format/key.js';
 import { S3Bucket } from '../../src/objstore/s3/index.js';
 import { hashToken, newToken } from '../../src/tenancy/config.js';
-import { createTestBucket, s3BucketConfig, s3TestEnv } from '../helpers/s3env.js';
-import { credentialEnvRefs, leakedSecrets, metricValue, replaceFile, s3Secrets, s3TenantBucket, scrape } from '../helpers/tenancy.js';
-import { bitsBytes, bitsOf, eventually, RawClient, readBlock, startAggregator, tempDir, tsBytes, type StatusResponse } from '../shard-aggregator/helpers.js';
+import { createTestBucket, s3BucketConfig, s3TestEnv } from '../support/s3env.js';
+import { credentialEnvRefs, leakedSecrets, metricValue, replaceFile, s3Secrets, s3TenantBucket, scrape } from '../support/tenancy.js';
+import { bitsBytes, bitsOf, eventually, RawClient, readBlock, startAggregator, tempDir, tsBytes, type StatusResponse } from '../support/aggregator.js';
 
 const H = BigInt(DEFAULT_BLOCK_DURATION_MS);
 const W = ((BigInt(Date.now()) - 24n * 3600n * 1000n) / H) * H;

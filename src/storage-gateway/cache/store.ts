@@ -1,7 +1,7 @@
 /**
  * The gateway's byte cache: a small interface with two implementations, LMDB on local disk
  * ({@link LmdbCacheStore}, the default; survives restarts) and memory ({@link MemoryCacheStore}),
- * both run through one contract suite (test/storage-gateway/cache-contract.ts).
+ * both run through one contract suite (test/support/cache-contract.ts).
  *
  * What it holds (key schema: docs/format/cache.md):
  * - **pointers**: object key → the block id last seen there, when it was checked, and where its

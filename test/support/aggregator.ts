@@ -18,7 +18,7 @@ import { loadProto } from '../../src/api/proto.js';
 import type { Samples } from '../../src/format/run.js';
 import type { Bucket } from '../../src/objstore/bucket.js';
 import { S3Bucket, type S3BucketConfig } from '../../src/objstore/s3/index.js';
-import { s3BucketConfig, s3TestEnv } from '../helpers/s3env.js';
+import { s3BucketConfig, s3TestEnv } from './s3env.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 

@@ -15,8 +15,8 @@ import { ErrorCode, ObjectStoreError, StrataError } from '../../src/errors.js';
 import type { Bucket, ByteRange } from '../../src/objstore/bucket.js';
 import { compareUtf8 } from '../../src/objstore/keys.js';
 import { PrefixedBucket } from '../../src/objstore/prefixed.js';
-import { collect, inBatches } from '../helpers/async.js';
-import { allByteValues, sameBytes, seededBytes } from '../helpers/bytes.js';
+import { collect, inBatches } from './async.js';
+import { allByteValues, sameBytes, seededBytes } from './bytes.js';
 
 /** Views over one fresh, empty storage area. */
 export interface AcceptanceTarget {

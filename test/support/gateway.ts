@@ -13,8 +13,8 @@ import { blockKey, DEFAULT_BLOCK_DURATION_MS } from '../../src/format/key.js';
 import type { Bucket, BucketConfig } from '../../src/objstore/index.js';
 import { parseGatewayConfig, type GatewayConfig } from '../../src/storage-gateway/config.js';
 import { startGateway, type GatewayOptions, type RunningGateway } from '../../src/storage-gateway/gateway.js';
-import { createTestBucket, s3BucketConfig, s3TestEnv } from '../helpers/s3env.js';
-import { bytesOf, KINDS, makeSeries, prng, scrapeTarget } from '../support/series.js';
+import { createTestBucket, s3BucketConfig, s3TestEnv } from './s3env.js';
+import { bytesOf, KINDS, makeSeries, prng, scrapeTarget } from './series.js';
 
 export const D = BigInt(DEFAULT_BLOCK_DURATION_MS);
 /** First window of the data set (2026-11-21T00:00:00Z, aligned to 4 h). */
