@@ -100,6 +100,24 @@ export class BitWriter {
     }
   }
 
+  /**
+   * Rice codes with parameter k of `x[off + i] - base` (`zig` false: all >= 0) or of their
+   * zigzag (`zig` true), for i in 0..len; the same bits as {@link rice} in a loop.
+   */
+  riceBlock(x: Float64Array, off: number, len: number, k: number, base: number, zig: boolean): void {
+    for (let i = 0; i < len; i++) {
+      const d = x[off + i]! - base;
+      this.rice(zig ? (d >= 0 ? d * 2 : -d * 2 - 1) : d, k);
+    }
+  }
+
+  /** Empties the writer for reuse (the bytes of an earlier {@link finish} are overwritten). */
+  reset(): void {
+    this.pos = 0;
+    this.acc = 0;
+    this.nacc = 0;
+  }
+
   /** Width-prefixed integer: 6 bits of width, then the value. */
   varBits(z: number): void {
     const w = bitLength(z);

@@ -24,11 +24,16 @@ const TWO32 = 4294967296;
 
 let offs = new Float64Array(1024);
 let resid = new Float64Array(1024);
+let dods = new Float64Array(1024);
+/** Bit writers reused by the encoder (finished and copied out before their next use). */
+const gridWriter = new BitWriter(1024);
+const dodWriter = new BitWriter(1024);
 
 function grow(n: number): void {
   if (offs.length < n) {
     offs = new Float64Array(n);
     resid = new Float64Array(n);
+    dods = new Float64Array(n);
   }
 }
 
@@ -126,10 +131,12 @@ export function encodeTimestamps(out: ByteWriter, ts: BigInt64Array, n: number):
   }
   if (nz * 4 > n && n > 2) {
     // irregular: compare with delta-of-delta on the exact encoded sizes
-    const grid = new BitWriter(n);
+    const grid = gridWriter;
+    grid.reset();
     encodeIntSeq(grid, resid, 0, n);
-    const dod = new BitWriter(n);
-    const x = new Float64Array(n - 1);
+    const dod = dodWriter;
+    dod.reset();
+    const x = dods;
     x[0] = offs[1]! - offs[0]!;
     for (let i = 2; i < n; i++) x[i - 1] = offs[i]! - 2 * offs[i - 1]! + offs[i - 2]!;
     encodeIntSeq(dod, x, 0, n - 1);
@@ -146,7 +153,8 @@ export function encodeTimestamps(out: ByteWriter, ts: BigInt64Array, n: number):
   }
   out.varint(base);
   out.uvarint(step);
-  const w = new BitWriter(16 + (nz >> 1));
+  const w = gridWriter;
+  w.reset();
   encodeIntSeq(w, resid, 0, n);
   out.bytes(w.finish());
   return TS_GRID;
