@@ -222,8 +222,11 @@ function decodeSections(br: ByteReader, enc: number, n: number, tsLen: number, t
  */
 export function decodeRun(buf: Uint8Array, origin: Origin = MEMORY, shared: SharedTimestamps | null = null): Samples {
   const { enc, n, body } = openRun(new ByteReader(buf, origin));
-  const timestamps = new BigInt64Array(n);
-  const values = new Float64Array(n);
+  // each array has an ArrayBuffer of its own, as callers expect of `.buffer`; not zero-filled
+  // (every element is written before the arrays are returned): half the cost of decoding
+  // a typical run went into zeroing two fresh arrays
+  const timestamps = new BigInt64Array(Buffer.allocUnsafeSlow(8 * n).buffer, 0, n);
+  const values = new Float64Array(Buffer.allocUnsafeSlow(8 * n).buffer, 0, n);
   if ((enc & 7) === TS_SHARED) {
     if (!shared) throw noTimestamps(body);
     if (shared.count !== n) throw body.corrupt(`run of ${n} samples refers to ${shared.count} shared timestamps`, 0);

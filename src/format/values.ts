@@ -642,6 +642,9 @@ function readExceptions(r: ByteReader, n: number): number {
 
 /** Decodes a value section of layout `mode` covering `r.pos..r.end` into `out[at..at+n)`. */
 export function decodeValues(r: ByteReader, mode: number, n: number, out: Float64Array, at = 0): void {
+  // reserved codes (0, 6, 7 and the same with exceptions) are refused before anything is read
+  const plain = mode & ~V_EXCEPTIONS;
+  if (plain < V_CONST || plain > V_NEAR || mode > (V_EXCEPTIONS | V_NEAR)) throw r.corrupt(`unknown value layout ${mode}`);
   if (mode & V_EXCEPTIONS) {
     const count = readExceptions(r, n);
     const { lead, tail } = edgeExceptions(n, count);
