@@ -371,8 +371,9 @@ export class BitReader {
     const w = this.w;
     const sh = 31 - k;
     let pos = this.pos;
-    // the same loop twice: leaving out the division when div is 1 (integer counters) pays
-    if (div === 1) {
+    // the same loop four times: leaving out the division when div is 1 (integer counters) and
+    // the zigzag test from the loop pays
+    if (zig && div === 1) {
       for (let i = 0; i < len; i++) {
         const r = pos & 31;
         const j = pos >>> 5;
@@ -382,10 +383,47 @@ export class BitReader {
         if (z < fast) {
           const v = ((z - 1) << k) + ((win << z) >>> sh);
           pos += z + 1 + k;
-          x = base + (zig ? (v >>> 1) ^ -(v & 1) : v);
+          x = base + ((v >>> 1) ^ -(v & 1));
         } else {
           this.pos = pos;
-          x = this.riceValue(k, base, zig);
+          x = this.riceValue(k, base, true);
+          pos = this.pos;
+        }
+        acc = x + acc;
+        out[off + i] = acc;
+      }
+    } else if (zig) {
+      for (let i = 0; i < len; i++) {
+        const r = pos & 31;
+        const j = pos >>> 5;
+        const win = (w[j]! << r) | ((w[j + 1]! >>> 1) >>> (31 - r));
+        const z = Math.clz32(win);
+        let x: number;
+        if (z < fast) {
+          const v = ((z - 1) << k) + ((win << z) >>> sh);
+          pos += z + 1 + k;
+          x = base + ((v >>> 1) ^ -(v & 1));
+        } else {
+          this.pos = pos;
+          x = this.riceValue(k, base, true);
+          pos = this.pos;
+        }
+        acc = x + acc;
+        out[off + i] = acc / div;
+      }
+    } else if (div === 1) {
+      for (let i = 0; i < len; i++) {
+        const r = pos & 31;
+        const j = pos >>> 5;
+        const win = (w[j]! << r) | ((w[j + 1]! >>> 1) >>> (31 - r));
+        const z = Math.clz32(win);
+        let x: number;
+        if (z < fast) {
+          pos += z + 1 + k;
+          x = base + (((z - 1) << k) + ((win << z) >>> sh));
+        } else {
+          this.pos = pos;
+          x = this.riceValue(k, base, false);
           pos = this.pos;
         }
         acc = x + acc;
@@ -399,12 +437,11 @@ export class BitReader {
         const z = Math.clz32(win);
         let x: number;
         if (z < fast) {
-          const v = ((z - 1) << k) + ((win << z) >>> sh);
           pos += z + 1 + k;
-          x = base + (zig ? (v >>> 1) ^ -(v & 1) : v);
+          x = base + (((z - 1) << k) + ((win << z) >>> sh));
         } else {
           this.pos = pos;
-          x = this.riceValue(k, base, zig);
+          x = this.riceValue(k, base, false);
           pos = this.pos;
         }
         acc = x + acc;
