@@ -469,19 +469,29 @@ export class BitReader {
    */
   tableBlock(out: Float64Array, off: number, len: number, lookup: Uint16Array, maxLen: number, base: number, acc: number, div: number): number {
     let pos = this.pos;
-    for (let i = 0; i < len; i++) {
-      const e = lookup[this.bitsAt(pos, maxLen)]!;
-      if (e === 0) {
-        this.pos = pos;
-        throw this.corrupt('table sequence holds a code that is not in its table');
-      }
-      pos += e & 15;
-      // past the end the words read as zero (or stale, in a shared buffer): the check below
-      // rejects the whole block then
-      if (div > 0) {
+    // past the end the words read as zero (or stale, in a shared buffer): the check below
+    // rejects the whole block then
+    if (div > 0) {
+      for (let i = 0; i < len; i++) {
+        const e = lookup[this.bitsAt(pos, maxLen)]!;
+        if (e === 0) {
+          this.pos = pos;
+          throw this.corrupt('table sequence holds a code that is not in its table');
+        }
+        pos += e & 15;
         acc = base + (e >>> 4) + acc;
         out[off + i] = acc / div;
-      } else out[off + i] = base + (e >>> 4);
+      }
+    } else {
+      for (let i = 0; i < len; i++) {
+        const e = lookup[this.bitsAt(pos, maxLen)]!;
+        if (e === 0) {
+          this.pos = pos;
+          throw this.corrupt('table sequence holds a code that is not in its table');
+        }
+        pos += e & 15;
+        out[off + i] = base + (e >>> 4);
+      }
     }
     this.pos = pos;
     if (pos > this.total) throw this.corrupt('bit stream truncated');

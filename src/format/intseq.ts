@@ -465,13 +465,15 @@ interface TableCode {
 }
 
 const tableLookup = new Uint16Array(1 << TABLE_MAX_CODE);
+/** Code lengths of the TABLE sequence being read. */
+const tableLengthsIn = new Uint8Array(TABLE_MAX_SYMBOLS);
 
 /** Reads the header of a TABLE sequence (after its layout field) and builds its lookup table. */
 function readTable(r: BitReader): TableCode {
   const min = unzigzag(r.varBits());
   const a = r.read(6) + 1;
   if (a < 2) throw r.corrupt('table sequence of one symbol');
-  const lengths = new Uint8Array(a);
+  const lengths = tableLengthsIn.subarray(0, a);
   let maxLen = 0;
   let kraft = 0;
   for (let s = 0; s < a; s++) {
