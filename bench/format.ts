@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { BlockReader } from '../src/block/reader.js';
 import { fileSink, fileSource } from '../src/block/source.js';
 import { BlockWriter } from '../src/block/writer.js';
-import { decodeRun, encodeRun } from '../src/format/run.js';
+import { decodeRun, decodeRunInto, encodeRun } from '../src/format/run.js';
 import { loadDataset, median, type Series } from './dataset.js';
 import { measurePrometheus, measureVictoriaMetrics } from './peers.js';
 import { loadReal, REAL_DATA_DIR } from './real.js';
@@ -105,8 +105,19 @@ export async function main(argv: string[]): Promise<void> {
     for (const run of runs) decodeRun(run);
     decTimes.push(Number(process.hrtime.bigint() - t0) / 1e9);
   }
+  // the same runs decoded as the query client does: back to back into one allocation
+  const intoTs = new BigInt64Array(total);
+  const intoVs = new Float64Array(total);
+  const intoTimes: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    const t0 = process.hrtime.bigint();
+    let at = 0;
+    for (const run of runs) at += decodeRunInto(run, { object: 'bench', offset: 0 }, intoTs, intoVs, at);
+    intoTimes.push(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
   const encodeRate = total / median(encTimes);
   const decodeRate = total / median(decTimes);
+  const decodeIntoRate = total / median(intoTimes);
 
   // one block for the whole dataset, written to a file
   const tmp = mkdtempSync(join(tmpdir(), 'strata-bench-'));
@@ -198,11 +209,12 @@ export async function main(argv: string[]): Promise<void> {
   Object.assign(result, {
     encode_samples_per_s: Math.round(encodeRate),
     decode_samples_per_s: Math.round(decodeRate),
+    decode_into_samples_per_s: Math.round(decodeIntoRate),
     range_reads_cold: coldReads,
     range_reads_warm: warmReads,
     roundtrip_exact: exact,
   });
-  console.log(`encode ${(encodeRate / 1e6).toFixed(2)} M samples/s, decode ${(decodeRate / 1e6).toFixed(2)} M samples/s (one core, median of ${reps})`);
+  console.log(`encode ${(encodeRate / 1e6).toFixed(2)} M samples/s, decode ${(decodeRate / 1e6).toFixed(2)} M samples/s into fresh arrays per run, ${(decodeIntoRate / 1e6).toFixed(2)} M samples/s into one allocation (one core, median of ${reps})`);
   console.log(`one-series read: ${coldReads} range reads cold, ${warmReads} warm; round trip exact: ${exact}`);
   for (const line of variantLines) console.log(line);
   console.log(`real data ${realDir}: ${real.series.length} series, ${real.sampleCount} samples (${result['real_stale_markers']} stale markers) in ${rw.blocks} blocks of ${REAL_SHARDS} shards: ${(rw.bytes / real.sampleCount).toFixed(3)} bytes/sample, round trip exact: ${rw.exact}`);

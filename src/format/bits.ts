@@ -100,6 +100,24 @@ export class BitWriter {
     }
   }
 
+  /**
+   * Rice codes with parameter k of `x[off + i] - base` (`zig` false: all >= 0) or of their
+   * zigzag (`zig` true), for i in 0..len; the same bits as {@link rice} in a loop.
+   */
+  riceBlock(x: Float64Array, off: number, len: number, k: number, base: number, zig: boolean): void {
+    for (let i = 0; i < len; i++) {
+      const d = x[off + i]! - base;
+      this.rice(zig ? (d >= 0 ? d * 2 : -d * 2 - 1) : d, k);
+    }
+  }
+
+  /** Empties the writer for reuse (the bytes of an earlier {@link finish} are overwritten). */
+  reset(): void {
+    this.pos = 0;
+    this.acc = 0;
+    this.nacc = 0;
+  }
+
   /** Width-prefixed integer: 6 bits of width, then the value. */
   varBits(z: number): void {
     const w = bitLength(z);
@@ -353,8 +371,9 @@ export class BitReader {
     const w = this.w;
     const sh = 31 - k;
     let pos = this.pos;
-    // the same loop twice: leaving out the division when div is 1 (integer counters) pays
-    if (div === 1) {
+    // the same loop four times: leaving out the division when div is 1 (integer counters) and
+    // the zigzag test from the loop pays
+    if (zig && div === 1) {
       for (let i = 0; i < len; i++) {
         const r = pos & 31;
         const j = pos >>> 5;
@@ -364,10 +383,47 @@ export class BitReader {
         if (z < fast) {
           const v = ((z - 1) << k) + ((win << z) >>> sh);
           pos += z + 1 + k;
-          x = base + (zig ? (v >>> 1) ^ -(v & 1) : v);
+          x = base + ((v >>> 1) ^ -(v & 1));
         } else {
           this.pos = pos;
-          x = this.riceValue(k, base, zig);
+          x = this.riceValue(k, base, true);
+          pos = this.pos;
+        }
+        acc = x + acc;
+        out[off + i] = acc;
+      }
+    } else if (zig) {
+      for (let i = 0; i < len; i++) {
+        const r = pos & 31;
+        const j = pos >>> 5;
+        const win = (w[j]! << r) | ((w[j + 1]! >>> 1) >>> (31 - r));
+        const z = Math.clz32(win);
+        let x: number;
+        if (z < fast) {
+          const v = ((z - 1) << k) + ((win << z) >>> sh);
+          pos += z + 1 + k;
+          x = base + ((v >>> 1) ^ -(v & 1));
+        } else {
+          this.pos = pos;
+          x = this.riceValue(k, base, true);
+          pos = this.pos;
+        }
+        acc = x + acc;
+        out[off + i] = acc / div;
+      }
+    } else if (div === 1) {
+      for (let i = 0; i < len; i++) {
+        const r = pos & 31;
+        const j = pos >>> 5;
+        const win = (w[j]! << r) | ((w[j + 1]! >>> 1) >>> (31 - r));
+        const z = Math.clz32(win);
+        let x: number;
+        if (z < fast) {
+          pos += z + 1 + k;
+          x = base + (((z - 1) << k) + ((win << z) >>> sh));
+        } else {
+          this.pos = pos;
+          x = this.riceValue(k, base, false);
           pos = this.pos;
         }
         acc = x + acc;
@@ -381,12 +437,11 @@ export class BitReader {
         const z = Math.clz32(win);
         let x: number;
         if (z < fast) {
-          const v = ((z - 1) << k) + ((win << z) >>> sh);
           pos += z + 1 + k;
-          x = base + (zig ? (v >>> 1) ^ -(v & 1) : v);
+          x = base + (((z - 1) << k) + ((win << z) >>> sh));
         } else {
           this.pos = pos;
-          x = this.riceValue(k, base, zig);
+          x = this.riceValue(k, base, false);
           pos = this.pos;
         }
         acc = x + acc;
@@ -414,19 +469,29 @@ export class BitReader {
    */
   tableBlock(out: Float64Array, off: number, len: number, lookup: Uint16Array, maxLen: number, base: number, acc: number, div: number): number {
     let pos = this.pos;
-    for (let i = 0; i < len; i++) {
-      const e = lookup[this.bitsAt(pos, maxLen)]!;
-      if (e === 0) {
-        this.pos = pos;
-        throw this.corrupt('table sequence holds a code that is not in its table');
-      }
-      pos += e & 15;
-      // past the end the words read as zero (or stale, in a shared buffer): the check below
-      // rejects the whole block then
-      if (div > 0) {
+    // past the end the words read as zero (or stale, in a shared buffer): the check below
+    // rejects the whole block then
+    if (div > 0) {
+      for (let i = 0; i < len; i++) {
+        const e = lookup[this.bitsAt(pos, maxLen)]!;
+        if (e === 0) {
+          this.pos = pos;
+          throw this.corrupt('table sequence holds a code that is not in its table');
+        }
+        pos += e & 15;
         acc = base + (e >>> 4) + acc;
         out[off + i] = acc / div;
-      } else out[off + i] = base + (e >>> 4);
+      }
+    } else {
+      for (let i = 0; i < len; i++) {
+        const e = lookup[this.bitsAt(pos, maxLen)]!;
+        if (e === 0) {
+          this.pos = pos;
+          throw this.corrupt('table sequence holds a code that is not in its table');
+        }
+        pos += e & 15;
+        out[off + i] = base + (e >>> 4);
+      }
     }
     this.pos = pos;
     if (pos > this.total) throw this.corrupt('bit stream truncated');

@@ -48,32 +48,72 @@ let scratch = new Float64Array(PARTITION);
 let sel = new Float64Array(PARTITION);
 let excIdx = new Float64Array(64);
 let excVal = new Float64Array(64);
+/** Per-partition plans of the sequence being encoded: mode (1: median), base and Rice k. */
+let planMedian = new Uint8Array(64);
+let planBase = new Float64Array(64);
+let planK = new Uint8Array(64);
+/** Counts per symbol of a TABLE candidate. */
+const tableFreq = new Float64Array(TABLE_MAX_SYMBOLS);
+
+/** The k of the last {@link bestRice} result. */
+let riceK = 0;
 
 /**
- * Best Rice cost of the non-negative `u[0..n)` over k in {k0-1, k0, k0+1} (k0 estimated from
- * the mean), computed in one pass; returns [bits, k].
+ * Best Rice cost in bits of the non-negative `u[0..n)` (all at most `max`) over k in
+ * {k0-1, k0, k0+1} (k0 estimated from the mean), computed in one pass; the k is left in
+ * {@link riceK}. Values below 2^31 (nearly always) take an int32 loop.
  */
-function bestRice(u: Float64Array, n: number, sum: number): [number, number] {
+function bestRice(u: Float64Array, n: number, sum: number, max: number): number {
   const k0 = kFromMean(sum / n);
   const kLo = k0 > 0 ? k0 - 1 : 0;
-  const div = 2 ** kLo;
   let c0 = 0, c1 = 0, c2 = 0;
-  for (let i = 0; i < n; i++) {
-    const v = u[i]!;
-    const q0 = Math.floor(v / div);
-    const q1 = Math.floor(q0 / 2);
-    const q2 = Math.floor(q1 / 2);
-    c0 += q0 < RICE_ESCAPE ? q0 + 1 : RICE_ESCAPE + 6 + bitLength(v) - kLo;
-    c1 += q1 < RICE_ESCAPE ? q1 + 1 : RICE_ESCAPE + 6 + bitLength(v) - kLo - 1;
-    c2 += q2 < RICE_ESCAPE ? q2 + 1 : RICE_ESCAPE + 6 + bitLength(v) - kLo - 2;
+  if (max < 0x80000000 && kLo < 29) {
+    // escape cost RICE_ESCAPE + 6 + bitLength(v) - k, with the n * k added below
+    const e0 = RICE_ESCAPE + 6 + 32 - kLo;
+    for (let i = 0; i < n; i++) {
+      const v = u[i]! | 0;
+      const q0 = v >>> kLo;
+      if (q0 < RICE_ESCAPE) {
+        const q1 = q0 >>> 1;
+        c0 += q0 + 1;
+        c1 += q1 + 1;
+        c2 += (q1 >>> 1) + 1;
+      } else {
+        const w = e0 - Math.clz32(v);
+        c0 += w;
+        const q1 = q0 >>> 1;
+        c1 += q1 < RICE_ESCAPE ? q1 + 1 : w - 1;
+        const q2 = q1 >>> 1;
+        c2 += q2 < RICE_ESCAPE ? q2 + 1 : w - 2;
+      }
+    }
+  } else {
+    const div = 2 ** kLo;
+    for (let i = 0; i < n; i++) {
+      const v = u[i]!;
+      const q0 = Math.floor(v / div);
+      const q1 = Math.floor(q0 / 2);
+      const q2 = Math.floor(q1 / 2);
+      c0 += q0 < RICE_ESCAPE ? q0 + 1 : RICE_ESCAPE + 6 + bitLength(v) - kLo;
+      c1 += q1 < RICE_ESCAPE ? q1 + 1 : RICE_ESCAPE + 6 + bitLength(v) - kLo - 1;
+      c2 += q2 < RICE_ESCAPE ? q2 + 1 : RICE_ESCAPE + 6 + bitLength(v) - kLo - 2;
+    }
   }
   c0 += n * kLo;
   c1 += n * (kLo + 1);
   c2 += n * (kLo + 2);
   if (kLo + 2 > 52) c2 = Infinity;
   if (kLo + 1 > 52) c1 = Infinity;
-  if (c0 <= c1 && c0 <= c2) return [c0, kLo];
-  return c1 <= c2 ? [c1, kLo + 1] : [c2, kLo + 2];
+  if (c0 <= c1 && c0 <= c2) {
+    riceK = kLo;
+    return c0;
+  }
+  if (c1 <= c2) {
+    riceK = kLo + 1;
+    return c1;
+  }
+  riceK = kLo + 2;
+  return c2;
 }
 
 /** The element of rank `k` of `a[0..n)` (reorders `a`). */
@@ -102,14 +142,11 @@ function quickselect(a: Float64Array, n: number, k: number): number {
   return a[k]!;
 }
 
-interface PartitionPlan {
-  median: boolean;
-  base: number;
-  k: number;
-  bits: number;
-}
-
-function planPartition(x: ArrayLike<number>, start: number, n: number): PartitionPlan {
+/**
+ * Plans partition `p` of a DENSE sequence (`x[start, start+n)`): stores its mode, base and k in
+ * {@link planMedian}, {@link planBase}, {@link planK} and returns its data bits (without header).
+ */
+function planPartition(x: Float64Array, start: number, n: number, p: number): number {
   if (scratch.length < n) {
     scratch = new Float64Array(n);
     sel = new Float64Array(n);
@@ -128,9 +165,12 @@ function planPartition(x: ArrayLike<number>, start: number, n: number): Partitio
     scratch[i] = u;
     sum += u;
   }
-  const [forBits, forK] = bestRice(scratch, n, sum);
-  let plan: PartitionPlan = { median: false, base: min, k: forK, bits: forBits };
-  if (max - min > 0) {
+  const range = max - min;
+  let bits = bestRice(scratch, n, sum, range);
+  planMedian[p] = 0;
+  planBase[p] = min;
+  planK[p] = riceK;
+  if (range > 0) {
     // zigzag around the median: about a bit cheaper for symmetric noise, and robust to a few
     // outliers (counter resets) that stretch the range
     const median = quickselect(sel, n, n >> 1);
@@ -141,27 +181,34 @@ function planPartition(x: ArrayLike<number>, start: number, n: number): Partitio
       scratch[i] = z;
       sum += z;
     }
-    const [medBits, medK] = bestRice(scratch, n, sum);
-    if (medBits < forBits) plan = { median: true, base: median, k: medK, bits: medBits };
+    const medBits = bestRice(scratch, n, sum, 2 * range);
+    if (medBits < bits) {
+      bits = medBits;
+      planMedian[p] = 1;
+      planBase[p] = median;
+      planK[p] = riceK;
+    }
   }
-  return plan;
+  return bits;
 }
 
-interface SparsePlan {
-  base: number;
-  count: number;
-  kGap: number;
-  kVal: number;
-  bits: number;
-}
+/** The plan of {@link planSparse}. */
+let sparseBase = 0;
+let sparseCount = 0;
+let sparseKGap = 0;
+let sparseKVal = 0;
 
-function planSparse(x: ArrayLike<number>, start: number, n: number): SparsePlan | null {
+/**
+ * Bits of the SPARSE layout of `x[start, start+n)`, its plan left in {@link sparseBase} and the
+ * next variables; Infinity when the layout does not fit (over half the elements are exceptions).
+ */
+function planSparse(x: Float64Array, start: number, n: number): number {
   // sparse pays only when one value fills most of the sequence; try a few candidates, giving up
   // on a candidate as soon as it cannot cover half the elements
-  const candidates = [x[start]!, x[start + (n >> 1)]!, x[start + n - 1]!];
   let base = 0;
   let count = (n >> 1) + 1;
-  for (const c of candidates) {
+  for (let ci = 0; ci < 3; ci++) {
+    const c = x[start + (ci === 0 ? 0 : ci === 1 ? n >> 1 : n - 1)]!;
     let cnt = 0;
     for (let i = 0; i < n && cnt < count; i++) if (x[start + i] !== c) cnt++;
     if (cnt < count) {
@@ -169,13 +216,15 @@ function planSparse(x: ArrayLike<number>, start: number, n: number): SparsePlan 
       base = c;
     }
   }
-  if (count * 2 > n) return null;
+  if (count * 2 > n) return Infinity;
   if (excIdx.length < count) {
     excIdx = new Float64Array(count * 2);
     excVal = new Float64Array(count * 2);
   }
   let gapSum = 0;
   let valSum = 0;
+  let gapMax = 0;
+  let valMax = 0;
   let prev = -1;
   for (let i = 0, e = 0; i < n; i++) {
     const v = x[start + i]!;
@@ -186,24 +235,23 @@ function planSparse(x: ArrayLike<number>, start: number, n: number): SparsePlan 
       excVal[e++] = z;
       gapSum += gap;
       valSum += z;
+      if (gap > gapMax) gapMax = gap;
+      if (z > valMax) valMax = z;
       prev = i;
     }
   }
   const header = 2 + VARBITS_COST(zigzag(base)) + VARBITS_COST(count) + 5 + 6;
-  if (count === 0) return { base, count, kGap: 0, kVal: 0, bits: header };
-  const [gapBits, kGap] = bestRice(excIdx, count, gapSum);
-  const [valBits, kVal] = bestRice(excVal, count, valSum);
-  if (kGap > 31) return null;
-  return { base, count, kGap, kVal, bits: header + gapBits + valBits };
-}
-
-interface TablePlan {
-  min: number;
-  /** Code length per symbol (0: absent). */
-  lengths: Uint8Array;
-  /** Canonical code per symbol. */
-  codes: Uint32Array;
-  bits: number;
+  sparseBase = base;
+  sparseCount = count;
+  sparseKGap = 0;
+  sparseKVal = 0;
+  if (count === 0) return header;
+  const gapBits = bestRice(excIdx, count, gapSum, gapMax);
+  sparseKGap = riceK;
+  const valBits = bestRice(excVal, count, valSum, valMax);
+  sparseKVal = riceK;
+  if (sparseKGap > 31) return Infinity;
+  return header + gapBits + valBits;
 }
 
 /** Huffman code lengths for `freq` (at least two non-zero), or null when one exceeds TABLE_MAX_CODE. */
@@ -253,81 +301,95 @@ function canonicalCodes(lengths: Uint8Array): Uint32Array {
   return codes;
 }
 
-function planTable(x: ArrayLike<number>, start: number, n: number): TablePlan | null {
-  let min = Infinity;
-  let max = -Infinity;
-  for (let i = 0; i < n; i++) {
-    const v = x[start + i]!;
-    if (v < min) min = v;
-    if (v > max) max = v;
-  }
+/** The plan of {@link planTable}. */
+let tableMin = 0;
+let tableLengths: Uint8Array = new Uint8Array(0);
+
+/**
+ * Bits of the TABLE layout of `x[start, start+n)` (whose smallest and largest elements are `min`
+ * and `max`), its plan left in {@link tableMin} and {@link tableLengths}; Infinity when the
+ * layout does not fit.
+ */
+function planTable(x: Float64Array, start: number, n: number, min: number, max: number): number {
   const a = max - min + 1;
-  if (!(a >= 2 && a <= TABLE_MAX_SYMBOLS)) return null;
-  const freq = new Float64Array(a);
+  if (!(a >= 2 && a <= TABLE_MAX_SYMBOLS)) return Infinity;
+  const freq = tableFreq;
+  freq.fill(0, 0, a);
   for (let i = 0; i < n; i++) freq[x[start + i]! - min]!++;
   const lengths = huffmanLengths(freq, a);
-  if (!lengths) return null;
+  if (!lengths) return Infinity;
   let bits = 2 + VARBITS_COST(zigzag(min)) + 6 + 4 * a;
   for (let s = 0; s < a; s++) bits += freq[s]! * lengths[s]!;
-  return { min, lengths, codes: canonicalCodes(lengths), bits };
+  tableMin = min;
+  tableLengths = lengths;
+  return bits;
 }
 
 /**
  * Writes `x[start, start+n)` to `w` in the cheapest layout. Every element must be a safe integer
  * with |x| < {@link INTSEQ_LIMIT} (callers guarantee it). n may be 0 (nothing is written).
  */
-export function encodeIntSeq(w: BitWriter, x: ArrayLike<number>, start: number, n: number): void {
+export function encodeIntSeq(w: BitWriter, x: Float64Array, start: number, n: number): void {
   if (n === 0) return;
   const first = x[start]!;
-  let allEqual = true;
+  let min = first;
+  let max = first;
   for (let i = 1; i < n; i++) {
-    if (x[start + i] !== first) {
-      allEqual = false;
-      break;
-    }
+    const v = x[start + i]!;
+    if (v < min) min = v;
+    else if (v > max) max = v;
   }
-  if (allEqual) {
+  if (min === max) {
     w.write(SEQ_CONST, 2);
     w.varBits(zigzag(first));
     return;
   }
-  const sparse = planSparse(x, start, n);
-  const plans: PartitionPlan[] = [];
+  const sparseBits = planSparse(x, start, n);
+  const parts = Math.ceil(n / PARTITION);
+  if (planBase.length < parts) {
+    planMedian = new Uint8Array(2 * parts);
+    planBase = new Float64Array(2 * parts);
+    planK = new Uint8Array(2 * parts);
+  }
   let denseBits = 2;
   let prevBase = 0;
-  for (let p = 0; p < n; p += PARTITION) {
+  for (let pi = 0, p = 0; p < n; pi++, p += PARTITION) {
     const len = Math.min(PARTITION, n - p);
-    const plan = planPartition(x, start + p, len);
-    denseBits += 1 + VARBITS_COST(zigzag(plan.base - prevBase)) + 6 + plan.bits;
-    prevBase = plan.base;
-    plans.push(plan);
-    if (sparse && denseBits >= sparse.bits) break;
+    const bits = planPartition(x, start + p, len, pi);
+    denseBits += 1 + VARBITS_COST(zigzag(planBase[pi]! - prevBase)) + 6 + bits;
+    prevBase = planBase[pi]!;
+    if (denseBits >= sparseBits) break;
   }
-  const table = planTable(x, start, n);
-  if (table && table.bits < denseBits && (!sparse || table.bits < sparse.bits)) {
+  const tableBits = planTable(x, start, n, min, max);
+  if (tableBits < denseBits && tableBits < sparseBits) {
     w.write(SEQ_TABLE, 2);
-    w.varBits(zigzag(table.min));
-    const a = table.lengths.length;
+    w.varBits(zigzag(tableMin));
+    const lengths = tableLengths;
+    const a = lengths.length;
+    const codes = canonicalCodes(lengths);
     w.write(a - 1, 6);
-    for (let s = 0; s < a; s++) w.write(table.lengths[s]!, 4);
+    for (let s = 0; s < a; s++) w.write(lengths[s]!, 4);
     for (let i = 0; i < n; i++) {
-      const s = x[start + i]! - table.min;
-      w.write(table.codes[s]!, table.lengths[s]!);
+      const s = x[start + i]! - tableMin;
+      w.write(codes[s]!, lengths[s]!);
     }
     return;
   }
-  if (sparse && sparse.bits <= denseBits) {
+  if (sparseBits <= denseBits) {
+    const base = sparseBase;
+    const kGap = sparseKGap;
+    const kVal = sparseKVal;
     w.write(SEQ_SPARSE, 2);
-    w.varBits(zigzag(sparse.base));
-    w.varBits(sparse.count);
-    w.write(sparse.kGap, 5);
-    w.write(sparse.kVal, 6);
+    w.varBits(zigzag(base));
+    w.varBits(sparseCount);
+    w.write(kGap, 5);
+    w.write(kVal, 6);
     let prev = -1;
     for (let i = 0; i < n; i++) {
       const v = x[start + i]!;
-      if (v !== sparse.base) {
-        w.rice(i - prev - 1, sparse.kGap);
-        w.rice(zigzag(v - sparse.base) - 1, sparse.kVal);
+      if (v !== base) {
+        w.rice(i - prev - 1, kGap);
+        w.rice(zigzag(v - base) - 1, kVal);
         prev = i;
       }
     }
@@ -337,16 +399,14 @@ export function encodeIntSeq(w: BitWriter, x: ArrayLike<number>, start: number, 
   prevBase = 0;
   for (let pi = 0, p = 0; p < n; pi++, p += PARTITION) {
     const len = Math.min(PARTITION, n - p);
-    const plan = plans[pi]!;
-    w.write(plan.median ? 1 : 0, 1);
-    w.varBits(zigzag(plan.base - prevBase));
-    w.write(plan.k, 6);
-    prevBase = plan.base;
-    const k = plan.k;
-    const base = plan.base;
-    const off = start + p;
-    if (plan.median) for (let i = 0; i < len; i++) w.rice(zigzag(x[off + i]! - base), k);
-    else for (let i = 0; i < len; i++) w.rice(x[off + i]! - base, k);
+    const median = planMedian[pi] === 1;
+    const base = planBase[pi]!;
+    const k = planK[pi]!;
+    w.write(median ? 1 : 0, 1);
+    w.varBits(zigzag(base - prevBase));
+    w.write(k, 6);
+    prevBase = base;
+    w.riceBlock(x, start + p, len, k, base, median);
   }
 }
 
@@ -405,13 +465,15 @@ interface TableCode {
 }
 
 const tableLookup = new Uint16Array(1 << TABLE_MAX_CODE);
+/** Code lengths of the TABLE sequence being read. */
+const tableLengthsIn = new Uint8Array(TABLE_MAX_SYMBOLS);
 
 /** Reads the header of a TABLE sequence (after its layout field) and builds its lookup table. */
 function readTable(r: BitReader): TableCode {
   const min = unzigzag(r.varBits());
   const a = r.read(6) + 1;
   if (a < 2) throw r.corrupt('table sequence of one symbol');
-  const lengths = new Uint8Array(a);
+  const lengths = tableLengthsIn.subarray(0, a);
   let maxLen = 0;
   let kraft = 0;
   for (let s = 0; s < a; s++) {

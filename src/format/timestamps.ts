@@ -24,11 +24,19 @@ const TWO32 = 4294967296;
 
 let offs = new Float64Array(1024);
 let resid = new Float64Array(1024);
+/** Residuals of the other grid the encoder tries (swapped with {@link resid} when it wins). */
+let residAlt = new Float64Array(1024);
+let dods = new Float64Array(1024);
+/** Bit writers reused by the encoder (finished and copied out before their next use). */
+const gridWriter = new BitWriter(1024);
+const dodWriter = new BitWriter(1024);
 
 function grow(n: number): void {
   if (offs.length < n) {
     offs = new Float64Array(n);
     resid = new Float64Array(n);
+    residAlt = new Float64Array(n);
+    dods = new Float64Array(n);
   }
 }
 
@@ -38,7 +46,7 @@ function halves(ts: BigInt64Array): Int32Array {
 }
 
 /** Grid residuals for `base`/`step` into `resid`; returns the number of non-zero residuals. */
-function gridResiduals(n: number, base: number, step: number): number {
+function gridResiduals(resid: Float64Array, n: number, base: number, step: number): number {
   let g = base;
   let nz = 0;
   for (let i = 0; i < n; i++) {
@@ -62,6 +70,7 @@ function gridResiduals(n: number, base: number, step: number): number {
 const STEP_SAMPLE = 64;
 /** Distinct deltas among the first ones tried as the step. */
 const STEP_CANDIDATES = 16;
+const stepDeltas = new Float64Array(STEP_SAMPLE);
 
 /**
  * Most common delta among the first {@link STEP_SAMPLE} (the scrape interval), chosen among the
@@ -71,15 +80,19 @@ const STEP_CANDIDATES = 16;
 function guessStep(n: number): number {
   if (n < 2) return 0;
   const m = Math.min(n - 1, STEP_SAMPLE);
-  let best = offs[1]! - offs[0]!;
+  // no code that only rare runs reach (V8 kept deoptimizing the encoder on such code): the
+  // deltas first, in a loop that always runs
+  const deltas = stepDeltas;
+  for (let i = 0; i < m; i++) deltas[i] = offs[i + 1]! - offs[i]!;
+  let best = deltas[0]!;
   let bestCount = 0;
-  for (let c = 0; c < Math.min(m, STEP_CANDIDATES) && 2 * bestCount <= m; c++) {
-    const d = offs[c + 1]! - offs[c]!;
-    let seen = false;
-    for (let j = 0; j < c && !seen; j++) seen = offs[j + 1]! - offs[j]! === d;
-    if (seen) continue;
+  const candidates = Math.min(m, STEP_CANDIDATES);
+  for (let c = 0; c < candidates && 2 * bestCount <= m; c++) {
+    // counted over all deltas: a delta seen before counts the same again and does not win the
+    // tie, so the earlier one is kept (and every candidate runs the same code as the first)
+    const d = deltas[c]!;
     let count = 0;
-    for (let i = c; i < m; i++) if (offs[i + 1]! - offs[i]! === d) count++;
+    for (let i = 0; i < m; i++) if (deltas[i] === d) count++;
     if (count > bestCount) {
       bestCount = count;
       best = d;
@@ -114,22 +127,28 @@ export function encodeTimestamps(out: ByteWriter, ts: BigInt64Array, n: number):
   out.i64(ts[0]!);
   const step = guessStep(n);
   let base = 0;
-  let nz = gridResiduals(n, 0, step);
+  let nz = gridResiduals(resid, n, 0, step);
   if (n > 1 && offs[1]! !== step) {
-    // the first sample may itself be jittered: try the grid through the second one
+    // the first sample may itself be jittered: try the grid through the second one (no call in
+    // the branch taken when it wins: V8 kept deoptimizing the encoder on such a call)
     const alt = offs[1]! - step;
-    const nzAlt = gridResiduals(n, alt, step);
+    const nzAlt = gridResiduals(residAlt, n, alt, step);
     if (nzAlt < nz) {
+      const t = resid;
+      resid = residAlt;
+      residAlt = t;
       base = alt;
       nz = nzAlt;
-    } else gridResiduals(n, 0, step);
+    }
   }
   if (nz * 4 > n && n > 2) {
     // irregular: compare with delta-of-delta on the exact encoded sizes
-    const grid = new BitWriter(n);
+    const grid = gridWriter;
+    grid.reset();
     encodeIntSeq(grid, resid, 0, n);
-    const dod = new BitWriter(n);
-    const x = new Float64Array(n - 1);
+    const dod = dodWriter;
+    dod.reset();
+    const x = dods;
     x[0] = offs[1]! - offs[0]!;
     for (let i = 2; i < n; i++) x[i - 1] = offs[i]! - 2 * offs[i - 1]! + offs[i - 2]!;
     encodeIntSeq(dod, x, 0, n - 1);
@@ -146,7 +165,8 @@ export function encodeTimestamps(out: ByteWriter, ts: BigInt64Array, n: number):
   }
   out.varint(base);
   out.uvarint(step);
-  const w = new BitWriter(16 + (nz >> 1));
+  const w = gridWriter;
+  w.reset();
   encodeIntSeq(w, resid, 0, n);
   out.bytes(w.finish());
   return TS_GRID;

@@ -170,14 +170,25 @@ function toOrdered(hi: number, lo: number, out: Uint32Array, i: number): void {
 }
 
 let ordBuf = new Uint32Array(2048);
+let zhi = new Uint32Array(1024);
+let zlo = new Uint32Array(1024);
+/** Counts of the zigzagged float deltas by bit length (0..64). */
+const widthCounts = new Int32Array(65);
+/** Bit writers reused by the encoders (each finished and copied out before its next use). */
+const intWriter = new BitWriter(4096);
+const floatWriter = new BitWriter(8192);
+const nearWriter = new BitWriter(4096);
+let deltaBuf = new Float64Array(1024);
 
 function encodeFloat(out: ByteWriter, values: Float64Array, n: number): void {
   const bits = new Uint32Array(values.buffer, values.byteOffset, n * 2);
   if (ordBuf.length < 2 * n) ordBuf = new Uint32Array(2 * n);
   for (let i = 0; i < n; i++) toOrdered(bits[2 * i + 1]!, bits[2 * i]!, ordBuf, i);
   // zigzag deltas of the ordered integers, as hi/lo halves
-  const zhi = new Uint32Array(n);
-  const zlo = new Uint32Array(n);
+  if (zhi.length < n) {
+    zhi = new Uint32Array(2 * n);
+    zlo = new Uint32Array(2 * n);
+  }
   for (let i = 1; i < n; i++) {
     const alo = ordBuf[2 * i]!, ahi = ordBuf[2 * i + 1]!;
     const blo = ordBuf[2 * i - 2]!, bhi = ordBuf[2 * i - 1]!;
@@ -203,10 +214,14 @@ function encodeFloat(out: ByteWriter, values: Float64Array, n: number): void {
   const m = n - 1;
   let s = 13;
   if (m > 0) {
-    const widths = new Float64Array(m);
-    for (let i = 1; i < n; i++) widths[i - 1] = zhi[i] ? 64 - Math.clz32(zhi[i]!) : 32 - Math.clz32(zlo[i]!);
-    widths.sort();
-    const med = widths[m >> 1]!;
+    // the median width: the one where the count of smaller widths first exceeds m / 2
+    widthCounts.fill(0);
+    for (let i = 1; i < n; i++) widthCounts[zhi[i] ? 64 - Math.clz32(zhi[i]!) : 32 - Math.clz32(zlo[i]!)]!++;
+    let med = 0;
+    for (let seen = 0; med <= 64; med++) {
+      seen += widthCounts[med]!;
+      if (seen > m >> 1) break;
+    }
     s = Math.max(13, Math.min(32, med - 6));
   }
   out.u32(bits[0]!);
@@ -216,7 +231,8 @@ function encodeFloat(out: ByteWriter, values: Float64Array, n: number): void {
   const hiDiv = 2 ** s;
   const hiMul = 2 ** (32 - s);
   for (let i = 1; i < n; i++) ints[i - 1] = zhi[i]! * hiMul + Math.floor(zlo[i]! / hiDiv);
-  const w = new BitWriter(n * 8);
+  const w = floatWriter;
+  w.reset();
   encodeIntSeq(w, ints, 0, m);
   const lowMask = s === 32 ? 0xffffffff : 2 ** s - 1;
   for (let i = 1; i < n; i++) w.write((zlo[i]! & lowMask) >>> 0, s);
@@ -289,7 +305,8 @@ function sameBits(values: Float64Array, n: number): boolean {
 
 /** Writes m0 and the deltas of `ints[0..n)` as one bit stream. */
 function writeIntDeltas(w: BitWriter, src: Float64Array, n: number): void {
-  const deltas = new Float64Array(Math.max(n - 1, 0));
+  if (deltaBuf.length < n) deltaBuf = new Float64Array(2 * n);
+  const deltas = deltaBuf;
   for (let i = 1; i < n; i++) deltas[i - 1] = src[i]! - src[i - 1]!;
   w.varBits(src[0]! >= 0 ? src[0]! * 2 : -src[0]! * 2 - 1);
   encodeIntSeq(w, deltas, 0, n - 1);
@@ -315,7 +332,8 @@ function encodePlain(out: ByteWriter, values: Float64Array, n: number): number {
   if (d > 0) {
     const start = out.length;
     out.uvarint(d);
-    const w = new BitWriter(n * 2);
+    const w = intWriter;
+    w.reset();
     writeIntDeltas(w, ints, n);
     out.bytes(w.finish());
     if (d <= 1 << 20) return V_SCALED;
@@ -330,7 +348,8 @@ function encodePlain(out: ByteWriter, values: Float64Array, n: number): number {
   }
   if (denominatorOf(values[0]!, MAX_RATIO_DEN) !== 0 && findRatio(values, n)) {
     const start = out.length;
-    const w = new BitWriter(n * 4);
+    const w = intWriter;
+    w.reset();
     writeIntDeltas(w, ints, n);
     // numerators as distance from the denominator, which is small for ratios near one
     for (let i = 0; i < n; i++) ints2[i] = ints[i]! - ints2[i]!;
@@ -389,7 +408,8 @@ function encodeNear(values: Float64Array, n: number): Uint8Array | null {
     // a prefix first: true floats fail there, cheaply
     if (!nearResiduals(values, bits, Math.min(n, 16), d) || !nearResiduals(values, bits, n, d)) continue;
     tried++;
-    const w = new BitWriter(n * 4);
+    const w = nearWriter;
+    w.reset();
     writeIntDeltas(w, ints, n);
     encodeIntSeq(w, ints2, 0, n);
     const body = w.finish();
@@ -622,6 +642,9 @@ function readExceptions(r: ByteReader, n: number): number {
 
 /** Decodes a value section of layout `mode` covering `r.pos..r.end` into `out[at..at+n)`. */
 export function decodeValues(r: ByteReader, mode: number, n: number, out: Float64Array, at = 0): void {
+  // reserved codes (0, 6, 7 and the same with exceptions) are refused before anything is read
+  const plain = mode & ~V_EXCEPTIONS;
+  if (plain < V_CONST || plain > V_NEAR || mode > (V_EXCEPTIONS | V_NEAR)) throw r.corrupt(`unknown value layout ${mode}`);
   if (mode & V_EXCEPTIONS) {
     const count = readExceptions(r, n);
     const { lead, tail } = edgeExceptions(n, count);

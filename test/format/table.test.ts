@@ -8,7 +8,7 @@ import { prng, sameSamples } from '../support/series.js';
 
 function encode(x: number[]): Uint8Array {
   const w = new BitWriter();
-  encodeIntSeq(w, x, 0, x.length);
+  encodeIntSeq(w, Float64Array.from(x), 0, x.length);
   return w.finish();
 }
 
