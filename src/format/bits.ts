@@ -371,9 +371,8 @@ export class BitReader {
     const w = this.w;
     const sh = 31 - k;
     let pos = this.pos;
-    // the same loop four times: leaving out the division when div is 1 (integer counters) and
-    // the zigzag test from the loop pays
-    if (zig && div === 1) {
+    // the same loop twice: leaving out the division when div is 1 (integer counters) pays
+    if (div === 1) {
       for (let i = 0; i < len; i++) {
         const r = pos & 31;
         const j = pos >>> 5;
@@ -383,47 +382,10 @@ export class BitReader {
         if (z < fast) {
           const v = ((z - 1) << k) + ((win << z) >>> sh);
           pos += z + 1 + k;
-          x = base + ((v >>> 1) ^ -(v & 1));
+          x = base + (zig ? (v >>> 1) ^ -(v & 1) : v);
         } else {
           this.pos = pos;
-          x = this.riceValue(k, base, true);
-          pos = this.pos;
-        }
-        acc = x + acc;
-        out[off + i] = acc;
-      }
-    } else if (zig) {
-      for (let i = 0; i < len; i++) {
-        const r = pos & 31;
-        const j = pos >>> 5;
-        const win = (w[j]! << r) | ((w[j + 1]! >>> 1) >>> (31 - r));
-        const z = Math.clz32(win);
-        let x: number;
-        if (z < fast) {
-          const v = ((z - 1) << k) + ((win << z) >>> sh);
-          pos += z + 1 + k;
-          x = base + ((v >>> 1) ^ -(v & 1));
-        } else {
-          this.pos = pos;
-          x = this.riceValue(k, base, true);
-          pos = this.pos;
-        }
-        acc = x + acc;
-        out[off + i] = acc / div;
-      }
-    } else if (div === 1) {
-      for (let i = 0; i < len; i++) {
-        const r = pos & 31;
-        const j = pos >>> 5;
-        const win = (w[j]! << r) | ((w[j + 1]! >>> 1) >>> (31 - r));
-        const z = Math.clz32(win);
-        let x: number;
-        if (z < fast) {
-          pos += z + 1 + k;
-          x = base + (((z - 1) << k) + ((win << z) >>> sh));
-        } else {
-          this.pos = pos;
-          x = this.riceValue(k, base, false);
+          x = this.riceValue(k, base, zig);
           pos = this.pos;
         }
         acc = x + acc;
@@ -437,11 +399,12 @@ export class BitReader {
         const z = Math.clz32(win);
         let x: number;
         if (z < fast) {
+          const v = ((z - 1) << k) + ((win << z) >>> sh);
           pos += z + 1 + k;
-          x = base + (((z - 1) << k) + ((win << z) >>> sh));
+          x = base + (zig ? (v >>> 1) ^ -(v & 1) : v);
         } else {
           this.pos = pos;
-          x = this.riceValue(k, base, false);
+          x = this.riceValue(k, base, zig);
           pos = this.pos;
         }
         acc = x + acc;
@@ -469,29 +432,19 @@ export class BitReader {
    */
   tableBlock(out: Float64Array, off: number, len: number, lookup: Uint16Array, maxLen: number, base: number, acc: number, div: number): number {
     let pos = this.pos;
-    // past the end the words read as zero (or stale, in a shared buffer): the check below
-    // rejects the whole block then
-    if (div > 0) {
-      for (let i = 0; i < len; i++) {
-        const e = lookup[this.bitsAt(pos, maxLen)]!;
-        if (e === 0) {
-          this.pos = pos;
-          throw this.corrupt('table sequence holds a code that is not in its table');
-        }
-        pos += e & 15;
+    for (let i = 0; i < len; i++) {
+      const e = lookup[this.bitsAt(pos, maxLen)]!;
+      if (e === 0) {
+        this.pos = pos;
+        throw this.corrupt('table sequence holds a code that is not in its table');
+      }
+      pos += e & 15;
+      // past the end the words read as zero (or stale, in a shared buffer): the check below
+      // rejects the whole block then
+      if (div > 0) {
         acc = base + (e >>> 4) + acc;
         out[off + i] = acc / div;
-      }
-    } else {
-      for (let i = 0; i < len; i++) {
-        const e = lookup[this.bitsAt(pos, maxLen)]!;
-        if (e === 0) {
-          this.pos = pos;
-          throw this.corrupt('table sequence holds a code that is not in its table');
-        }
-        pos += e & 15;
-        out[off + i] = base + (e >>> 4);
-      }
+      } else out[off + i] = base + (e >>> 4);
     }
     this.pos = pos;
     if (pos > this.total) throw this.corrupt('bit stream truncated');
