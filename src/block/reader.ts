@@ -80,18 +80,20 @@ export class BlockReader {
       reads++;
       ioiBytes = r.data;
     }
-    if (ioiBytes.length !== footer.ioi.length) {
-      throw new CorruptionError(source.name, footer.ioi.offset, `index of index read returned ${ioiBytes.length} of ${footer.ioi.length} bytes`);
-    }
-    if (crc32c(ioiBytes) !== footer.ioi.crc) throw new CorruptionError(source.name, footer.ioi.offset, 'index of index checksum mismatch');
-    const ioi = decodeIoi(
-      ioiBytes,
-      footer.pageCount,
-      { object: source.name, offset: footer.ioi.offset },
-      footer.index.offset,
-      footer.index.offset + footer.index.length,
-    );
+    const ioi = BlockReader.decodeIndexOfIndex(source.name, footer, ioiBytes);
     return new BlockReader(source, footer, ioi, size, reads, opts.pageCacheSize ?? 64);
+  }
+
+  /**
+   * Checks (length, CRC) and decodes the index of index of a block with `footer`: the one
+   * decoder of a block's tail, for this reader and for the gateway's cached tails.
+   */
+  static decodeIndexOfIndex(name: string, footer: Footer, bytes: Uint8Array): IndexOfIndex {
+    if (bytes.length !== footer.ioi.length) {
+      throw new CorruptionError(name, footer.ioi.offset, `index of index read returned ${bytes.length} of ${footer.ioi.length} bytes`);
+    }
+    if (crc32c(bytes) !== footer.ioi.crc) throw new CorruptionError(name, footer.ioi.offset, 'index of index checksum mismatch');
+    return decodeIoi(bytes, footer.pageCount, { object: name, offset: footer.ioi.offset }, footer.index.offset, footer.index.offset + footer.index.length);
   }
 
   /** Checks and decodes index page `i` (exact range read, then CRC). */

@@ -18,7 +18,7 @@ import { EncodePool } from './encode-pool.js';
 import type { IngestContext, WireSeries } from './ingest.js';
 import type { AggregatorMetrics } from './metrics.js';
 import type { WalDb, WalEntry } from './wal-db.js';
-import { WalStore, windowId, type WindowKey } from './wal-store.js';
+import { WalStore, windowId, type WalUse, type WindowKey } from './wal-store.js';
 
 /** Dependencies of an {@link Aggregator}. */
 export interface AggregatorOptions {
@@ -189,20 +189,20 @@ export class Aggregator {
     // it spans (maxOpenWals holds inside a request, and waiting for a slot cannot deadlock)
     for (const [windowStart, entries] of byWindow) {
       for (;;) {
-        let w: WalDb;
+        let use: WalUse;
         try {
-          w = await this.store.acquireWritable({ tenant, shard, windowStart });
+          use = await this.store.acquireWritable({ tenant, shard, windowStart });
         } catch (err) {
           throw this.walWriteError(tenant, shard, windowStart, err);
         }
         try {
-          if (w.sealed) continue; // sealed while it was being opened: the next generation
-          await w.append(entries, this.now());
+          if (use.wal.sealed) continue; // sealed while it was being opened: the next generation
+          await use.wal.append(entries, this.now());
           break;
         } catch (err) {
           throw this.walWriteError(tenant, shard, windowStart, err);
         } finally {
-          this.store.releaseWritable(w);
+          use.release();
         }
       }
     }

@@ -278,7 +278,7 @@ export class Flusher {
     const objectKey = blockKey(key.tenant, key.shard, key.windowStart);
     const windowEnd = key.windowStart + BigInt(this.o.blockDurationMs);
     const tenantLabel = this.o.tenantLabel(key.tenant);
-    for (const g of gens) g.users++;
+    const uses = gens.map((g) => this.o.store.use(g));
     let upload: ObjectUpload | null = null;
     let lease: BucketLease | null = null;
     try {
@@ -379,7 +379,7 @@ export class Flusher {
       throw err;
     } finally {
       lease?.release();
-      for (const g of gens) if (g.users > 0) this.o.store.release(g);
+      for (const u of uses) u.release();
     }
   }
 

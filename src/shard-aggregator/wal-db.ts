@@ -124,6 +124,13 @@ const KEY_COUNTERS = metaKey(META_COUNTERS);
 const KEY_SEALED = metaKey(META_SEALED);
 
 
+/** A use of a {@link WalDb} (see {@link WalDb.acquire}). */
+export interface WalDbUse {
+  readonly wal: WalDb;
+  /** Gives the use back; later calls do nothing. */
+  release(nowMs: number): void;
+}
+
 /** The directory name of segment `n`. */
 export function segmentName(n: number): string {
   return String(n).padStart(6, '0');
@@ -543,7 +550,7 @@ export class WalDb {
   private sealedAt: number | null;
   private listeners: (() => void)[] = [];
   /** Writers and flushes currently using this log (it is not closed while > 0). */
-  users = 0;
+  private uses = 0;
   /** Writers among them (a seal waits for them). */
   private writers = 0;
   /** Last time it was used (for closing idle databases). */
@@ -744,11 +751,31 @@ export class WalDb {
     return this.rotating;
   }
 
-  /** Gives back a use taken by a writer or a flush. */
-  release(nowMs: number): void {
-    this.users--;
-    this.lastUsedMs = nowMs;
-    this.notify();
+  /** Writers and flushes currently using this log. */
+  get users(): number {
+    return this.uses;
+  }
+
+  /**
+   * Takes a use of the log: it is not closed while a use is held, and a writer's use also holds
+   * off a seal. The use is given back by the returned handle's `release` (once; later calls do
+   * nothing).
+   */
+  acquire(as: 'writer' | 'reader'): WalDbUse {
+    this.uses++;
+    if (as === 'writer') this.writers++;
+    let held = true;
+    return {
+      wal: this,
+      release: (nowMs: number) => {
+        if (!held) return;
+        held = false;
+        if (as === 'writer') this.writers--;
+        this.uses--;
+        this.lastUsedMs = nowMs;
+        this.notify();
+      },
+    };
   }
 
   private notify(): void {
@@ -775,12 +802,12 @@ export class WalDb {
     this.sealing = true;
     this.sealP ??= (async () => {
       await this.until(() => this.writers === 0 && this.quiet);
-      this.users++;
+      const use = this.acquire('reader');
       try {
         await this.segments.at(-1)!.writeSealed(nowMs);
         this.sealedAt = nowMs;
       } finally {
-        this.release(nowMs);
+        use.release(nowMs);
       }
     })().finally(() => {
       this.sealP = null;
@@ -788,17 +815,6 @@ export class WalDb {
     await this.sealP;
   }
 
-  /** Takes a use as a writer (seal waits for writers; flushes only take plain uses). */
-  acquireWriter(): void {
-    this.users++;
-    this.writers++;
-  }
-
-  /** Gives back a writer's use. */
-  releaseWriter(nowMs: number): void {
-    this.writers--;
-    this.release(nowMs);
-  }
 
   /**
    * Every series of the log in id order with its runs in sequence order (oldest first): the
@@ -889,7 +905,7 @@ export class WalDb {
 
   /** Closes its databases unless someone uses it; false when it was in use (or not open). */
   async closeIfIdle(): Promise<boolean> {
-    if (this.users > 0 || !this.quiet || !this.isOpen) return false;
+    if (this.uses > 0 || !this.quiet || !this.isOpen) return false;
     for (const s of this.segments) await s.closeNow();
     return true;
   }

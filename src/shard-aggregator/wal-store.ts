@@ -18,6 +18,12 @@ import { ErrorCode, StrataError } from '../errors.js';
 import { mkdirDurable } from '../common/durable-fs.js';
 import { IncompleteWalError, WalDb, type WalDbOptions } from './wal-db.js';
 
+/** A use of a WAL taken from the store; `release()` gives it back (once; later calls do nothing). */
+export interface WalUse {
+  readonly wal: WalDb;
+  release(): void;
+}
+
 /** Names one (tenant, shard, window). */
 export interface WindowKey {
   readonly tenant: string;
@@ -247,26 +253,27 @@ export class WalStore {
   }
 
   /**
-   * The log taking writes for `key`, creating it if needed, open and with a use taken: call
-   * {@link releaseWritable} when done. It is not sealed when returned.
+   * The log taking writes for `key`, creating it if needed, open and with a writer's use taken:
+   * give it back with the returned use's `release()`. It is not sealed when returned.
    *
    * At most `maxOpen` logs taking writes are open at once: when that many are open and none is
    * idle, this waits until one is given back. A caller holds at most one at a time, so waiting
    * cannot deadlock.
    */
-  async acquireWritable(key: WindowKey): Promise<WalDb> {
+  async acquireWritable(key: WindowKey): Promise<WalUse> {
     for (;;) {
       if (this.closed) throw new RangeError('the WAL store is closed');
       let w = this.openGen(key);
       const reserve = !w || !w.isOpen;
       if (reserve) await this.reserveSlot();
+      let use: WalUse;
       try {
         if (!w) w = await this.create(key);
-        w.acquireWriter();
+        use = this.take(w, 'writer');
         try {
           await w.ensureOpen();
         } catch (err) {
-          this.releaseWritable(w);
+          use.release();
           throw err;
         }
       } finally {
@@ -277,9 +284,9 @@ export class WalStore {
       }
       if (!w.sealed) {
         void this.enforceOpenLimit().catch((err: unknown) => this.opts.logger.error({ err }, 'closing idle wal databases'));
-        return w;
+        return use;
       }
-      this.releaseWritable(w); // sealed while it was being opened: take the next generation
+      use.release(); // sealed while it was being opened: take the next generation
     }
   }
 
@@ -340,16 +347,20 @@ export class WalStore {
     return p;
   }
 
-  /** Gives back the writer's use of `w` taken by {@link acquireWritable}. */
-  releaseWritable(w: WalDb): void {
-    w.releaseWriter(this.opts.now());
-    this.wake();
+  /** A plain use of `w` (flushes): it stays open until the use is released. */
+  use(w: WalDb): WalUse {
+    return this.take(w, 'reader');
   }
 
-  /** Gives back a plain use of `w` (flushes). */
-  release(w: WalDb): void {
-    w.release(this.opts.now());
-    this.wake();
+  private take(w: WalDb, as: 'writer' | 'reader'): WalUse {
+    const use = w.acquire(as);
+    return {
+      wal: w,
+      release: () => {
+        use.release(this.opts.now());
+        this.wake();
+      },
+    };
   }
 
   /** Seals the open generation of `key`, if any. */

@@ -38,7 +38,7 @@ import type { Logger } from 'pino';
 import { BlockReader } from '../block/reader.js';
 import { CorruptionError, ErrorCode, StrataError, hasCode } from '../errors.js';
 import { decodeFooter, FOOTER_LEN, type Footer } from '../format/footer.js';
-import { decodeIoi, type IndexOfIndex } from '../index/index-of-index.js';
+import type { IndexOfIndex } from '../index/index-of-index.js';
 import { type IndexPage, vectorBytes } from '../index/page.js';
 import type { BucketReader, RangeResult } from '../objstore/bucket.js';
 import type { CacheStore } from './cache/store.js';
@@ -492,9 +492,7 @@ export function decodeTail(addr: BlockAddress, tail: Uint8Array, tailOffset: num
       `footer names tenant ${footer.tenant}, shard ${footer.shard}, window ${footer.windowStart}; the key names tenant ${addr.tenant}, shard ${addr.shard}, window ${addr.windowStart}`,
     );
   }
-  const ioiBytes = tail.subarray(0, footer.ioi.length);
-  if (crc32c(ioiBytes) !== footer.ioi.crc) throw new CorruptionError(addr.key, tailOffset, 'index of index checksum mismatch');
-  const ioi = decodeIoi(ioiBytes, footer.pageCount, { object: addr.key, offset: tailOffset }, footer.index.offset, footer.index.offset + footer.index.length);
+  const ioi = BlockReader.decodeIndexOfIndex(addr.key, footer, tail.subarray(0, footer.ioi.length));
   return {
     key: addr.key,
     scopedKey: scopedKey(addr),

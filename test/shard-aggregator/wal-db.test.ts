@@ -33,11 +33,11 @@ async function collectSeries(w: WalDb): Promise<{ id: bigint; values: number[] }
 t.test('WalDb: concurrent appends share synced writes; read back in (series, seq) order', async (t) => {
   const dir = join(tempDir('waldb'), 'db');
   const w = await WalDb.create(dir, identity, dbOpts);
-  w.acquireWriter();
+  const wUse = w.acquire('writer');
   const n = 50;
   // request i writes series (i % 5) * 4 + 1 and series 1
   await Promise.all(Array.from({ length: n }, (_, i) => w.append([{ id: BigInt((i % 5) * 4 + 1), run: run((i % 5) * 4 + 1, i), samples: 1 }, { id: 1n, run: run(1, 100 + i), samples: 1 }], 1000 + i)));
-  w.releaseWriter(2000);
+  wUse.release(2000);
   t.equal(w.requests, n);
   t.ok(w.syncs < n, `${w.syncs} synced writes for ${n} requests`);
   t.equal(w.counters.entries, 2 * n);
@@ -54,9 +54,9 @@ t.test('WalDb: concurrent appends share synced writes; read back in (series, seq
   t.same(again.counters, w.counters, 'counters survive a reopen');
   t.same(await collectSeries(again), before, 'same entries after a reopen');
   // sequence numbers continue after a reopen: new entries sort after old ones
-  again.acquireWriter();
+  const againUse = again.acquire('writer');
   await again.append([{ id: 1n, run: run(1, 999), samples: 1 }], 3000);
-  again.releaseWriter(3000);
+  againUse.release(3000);
   t.equal((await collectSeries(again))[0]!.values.at(-1), 1999);
   await again.close();
 });
@@ -64,12 +64,12 @@ t.test('WalDb: concurrent appends share synced writes; read back in (series, seq
 t.test('WalDb: seal waits for writers, stops appends and survives a reopen', async (t) => {
   const dir = join(tempDir('waldb'), 'db');
   const w = await WalDb.create(dir, identity, dbOpts);
-  w.acquireWriter();
+  const wUse = w.acquire('writer');
   const sealing = w.seal(5);
   t.equal(w.sealed, true, 'sealed for new writers at once');
   t.equal(w.sealedAtMs, null, 'marker not yet written while a writer is inside');
   t.throws(() => w.append([{ id: 1n, run: run(1, 1), samples: 1 }], 1), RangeError);
-  w.releaseWriter(5);
+  wUse.release(5);
   await sealing;
   t.equal(w.sealedAtMs, 5);
   await w.close();
@@ -83,8 +83,8 @@ t.test('WalStore: recovery removes interrupted creations, seals stray generation
   const wdir = join(root, 'wal', 'acme', W.toString().padStart(16, '0'));
   let store = await WalStore.open(opts);
   const g1 = await store.acquireWritable(key);
-  await g1.append([{ id: 1n, run: run(1, 1), samples: 1 }], 1);
-  store.releaseWritable(g1);
+  await g1.wal.append([{ id: 1n, run: run(1, 1), samples: 1 }], 1);
+  g1.release();
   await store.close();
   // a second generation left unsealed next to the first (cannot happen normally), and two
   // interrupted creations: an empty directory and a LevelDB without identity
@@ -112,20 +112,23 @@ t.test('WalStore: at most maxOpen databases stay open; closed ones reopen on use
   const keys = Array.from({ length: 5 }, (_, i) => ({ tenant: 'acme', shard: 1, windowStart: W + BigInt(i * H) }));
   for (const [i, key] of keys.entries()) {
     const w = await store.acquireWritable(key);
-    await w.append([{ id: 1n, run: run(1, i), samples: 1 }], i);
-    store.releaseWritable(w);
+    await w.wal.append([{ id: 1n, run: run(1, i), samples: 1 }], i);
+    w.release();
   }
   const count = () => store.all().flatMap((ww) => ww.gens).filter((g) => g.isOpen).length;
   // closing is asynchronous: the next acquisition settles it
-  const again = await store.acquireWritable(keys[0]!);
+  const againUse = await store.acquireWritable(keys[0]!);
+  const again = againUse.wal;
   t.equal(again.isOpen, true, 'a closed log reopens for a writer');
   await again.append([{ id: 5n, run: run(5, 9), samples: 1 }], 9);
-  store.releaseWritable(again);
-  await store.acquireWritable(keys[1]!).then((w) => store.releaseWritable(w));
+  againUse.release();
+  againUse.release(); // a second release gives nothing back twice
+  t.equal(again.users, 0, 'every use given back');
+  await store.acquireWritable(keys[1]!).then((w) => w.release());
   t.ok(count() <= 3, `${count()} databases open`);
   t.equal(again.counters.entries, 2);
   await again.seal(10);
-  again.users++;
+  store.use(again);
   await store.remove(again);
   t.equal(store.gens(keys[0]!).length, 0, 'forgotten');
   t.notOk(existsSync(again.dir), 'directory gone');
@@ -137,7 +140,7 @@ t.test('WalDb: a WAL many times the write buffer rolls over to new segments, nev
   const dir = join(tempDir('waldb-seg'), 'gen');
   const opts: WalDbOptions = { writeBufferBytes: 64 * 1024, sync: false, remapBytes: 200 * 1024 };
   const w = await WalDb.create(dir, identity, opts);
-  w.acquireWriter();
+  const wUse = w.acquire('writer');
   // 40 requests; request r writes series (r * 7 + k) % 60 for k < 30, one run each
   const want = new Map<bigint, number[]>();
   for (let r = 0; r < 40; r++) {
@@ -148,7 +151,7 @@ t.test('WalDb: a WAL many times the write buffer rolls over to new segments, nev
     });
     await w.append(entries, r);
   }
-  w.releaseWriter(100);
+  wUse.release(100);
   const segments = w.segmentDirs;
   t.ok(segments.length >= 4, `${segments.length} segments`);
   await w.close();
@@ -171,7 +174,7 @@ t.test('WalDb: a WAL of more segments than maxOpenSegments reads back the same t
   const dir = join(tempDir('waldb-spill'), 'gen');
   const opts: WalDbOptions = { writeBufferBytes: 64 * 1024, sync: false, remapBytes: 200 * 1024 };
   const w = await WalDb.create(dir, identity, opts);
-  w.acquireWriter();
+  const wUse = w.acquire('writer');
   for (let r = 0; r < 60; r++) {
     const entries = Array.from({ length: 30 }, (_, k) => ({
       id: BigInt((r * 11 + k) % 90),
@@ -180,7 +183,7 @@ t.test('WalDb: a WAL of more segments than maxOpenSegments reads back the same t
     }));
     await w.append(entries, r);
   }
-  w.releaseWriter(100);
+  wUse.release(100);
   const segments = w.segmentDirs.length;
   t.ok(segments >= 6, `${segments} segments`);
   await w.close();
