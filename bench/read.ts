@@ -62,6 +62,7 @@ import { loadDataset, median, type Dataset, type Series } from './dataset.js';
 import { flag, quantile, rssMiB } from './proc.js';
 import { vmPeer } from './vm-peer.js';
 import { encodeFrame } from '../src/api/grpc-frame.js';
+import { lowerBound } from '../src/format/slice.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(here, '..', '..');
@@ -94,17 +95,6 @@ function memorySink(): ByteSink & { bytes(): Buffer } {
   };
 }
 
-/** Index of the first timestamp >= t. */
-function lowerBound(ts: BigInt64Array, t: bigint): number {
-  let lo = 0;
-  let hi = ts.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (ts[mid]! < t) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
 
 /** The dataset's blocks (tenant, shards, every window it covers), in memory, by key. */
 export async function buildBlocks(ds: Dataset, tenant: string, numShards: number): Promise<Map<string, Buffer>> {

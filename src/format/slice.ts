@@ -1,6 +1,6 @@
 /**
- * Cutting decoded samples to a time range. Pure; shared by the block reader, the gateway and the
- * query client.
+ * Cutting decoded samples to a time range and joining pieces of one series. Pure; shared by the
+ * block reader, the gateway, the query client, tests and benches.
  */
 import type { Samples } from './run.js';
 
@@ -11,7 +11,7 @@ export interface TimeRange {
 }
 
 /** The first index of `ts` (sorted ascending) whose timestamp is ≥ `t`. */
-function lowerBound(ts: BigInt64Array, t: bigint): number {
+export function lowerBound(ts: BigInt64Array, t: bigint): number {
   let lo = 0;
   let hi = ts.length;
   while (lo < hi) {
@@ -29,4 +29,20 @@ export function sliceSamples(s: Samples, range: TimeRange): Samples {
   const b = Math.max(a, lowerBound(ts, range.end));
   if (a === 0 && b === ts.length) return s;
   return { timestamps: ts.subarray(a, b), values: s.values.subarray(a, b) };
+}
+
+/** Pieces of one series in time order, concatenated (values copied as raw bits, NaN payloads kept). */
+export function concatSamples(parts: readonly Samples[]): Samples {
+  if (parts.length === 1) return parts[0]!;
+  let n = 0;
+  for (const p of parts) n += p.timestamps.length;
+  const timestamps = new BigInt64Array(n);
+  const values = new Float64Array(n);
+  let at = 0;
+  for (const p of parts) {
+    timestamps.set(p.timestamps, at);
+    values.set(p.values, at); // same element type: a byte copy
+    at += p.timestamps.length;
+  }
+  return { timestamps, values };
 }

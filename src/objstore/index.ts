@@ -14,20 +14,7 @@ export type { Bucket, BucketReader, ByteRange, IncompleteUpload, IncompleteUploa
 export { hasIncompleteUploads } from './bucket.js';
 export { FilesystemBucket, FS_TEMP_PREFIX, type FilesystemBucketConfig } from './fs.js';
 export { PrefixedBucket } from './prefixed.js';
-export {
-  S3Bucket,
-  S3_MAX_PARTS,
-  S3_MAX_PUT_BYTES,
-  S3_MIN_PART_BYTES,
-  S3_OPTION_RANGES,
-  type S3BucketConfig,
-  type S3Credentials,
-  type S3Hooks,
-  type S3Operation,
-  type S3RequestEvent,
-  type S3RetryEvent,
-  type S3Stats,
-} from './s3/index.js';
+export * from './s3/index.js';
 export { DEFAULT_RETRY_POLICY, type RetryPolicy } from '../common/backoff.js';
 export { validateKey, validateListPrefix, MAX_KEY_BYTES } from './keys.js';
 

@@ -17,7 +17,7 @@ import { Flusher, singleBucket, type FlushedBlock, type FlushRecord, type Tenant
 import { EncodePool } from './encode-pool.js';
 import type { IngestContext, WireSeries } from './ingest.js';
 import type { AggregatorMetrics } from './metrics.js';
-import type { WalDb, WalEntry } from './wal-db.js';
+import type { WalEntry } from './wal-db.js';
 import { WalStore, windowId, type WalUse, type WindowKey } from './wal-store.js';
 
 /** Dependencies of an {@link Aggregator}. */

@@ -20,6 +20,7 @@ import { status } from '@grpc/grpc-js';
 import { GrpcError } from '../common/grpc-status.js';
 import { DAY_MS, dayBlockKey, dayBlocksFit, dayStartOf } from '../format/day-key.js';
 import { blockKey } from '../format/key.js';
+import { concatSamples } from '../format/slice.js';
 import { encodeRun, type Samples } from '../format/run.js';
 import type { BlockAddress, BlockDirectory } from './block-directory.js';
 import type { GatewayMetrics } from './metrics.js';
@@ -161,7 +162,7 @@ export class DayRouter {
       );
     }
     const ids = [...byId.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-    return this.encode(q, blockId, ids, ids.map((id) => concat(byId.get(id)!)));
+    return this.encode(q, blockId, ids, ids.map((id) => concatSamples(byId.get(id)!)));
   }
 
   /** The answer of decoded samples (ids ascending): columns (RAW) or one fresh run per series (RUNS). */
@@ -178,18 +179,3 @@ export class DayRouter {
   }
 }
 
-/** Pieces of one series in time order, concatenated (values copied as raw bits). */
-function concat(parts: readonly Samples[]): Samples {
-  if (parts.length === 1) return parts[0]!;
-  let n = 0;
-  for (const p of parts) n += p.timestamps.length;
-  const timestamps = new BigInt64Array(n);
-  const values = new Float64Array(n);
-  let at = 0;
-  for (const p of parts) {
-    timestamps.set(p.timestamps, at);
-    values.set(p.values, at); // same element type: a byte copy, NaN payloads kept
-    at += p.timestamps.length;
-  }
-  return { timestamps, values };
-}

@@ -15,6 +15,7 @@ import { parseGatewayConfig, type GatewayConfig } from '../../src/storage-gatewa
 import { startGateway, type GatewayOptions, type RunningGateway } from '../../src/storage-gateway/gateway.js';
 import { createTestBucket, s3BucketConfig, s3TestEnv } from './s3env.js';
 import { bytesOf, KINDS, makeSeries, prng, scrapeTarget } from './series.js';
+import { concatSamples } from '../../src/format/slice.js';
 
 export const D = BigInt(DEFAULT_BLOCK_DURATION_MS);
 /** First window of the data set (2026-11-21T00:00:00Z, aligned to 4 h). */
@@ -76,19 +77,7 @@ export function makeDataSet(opts: { seed: number; n: number; numShards: number; 
 }
 
 /** Concatenation of sample sets. */
-export function concat(parts: readonly Samples[]): Samples {
-  let n = 0;
-  for (const p of parts) n += p.timestamps.length;
-  const timestamps = new BigInt64Array(n);
-  const values = new Float64Array(n);
-  let at = 0;
-  for (const p of parts) {
-    timestamps.set(p.timestamps, at);
-    values.set(p.values, at);
-    at += p.timestamps.length;
-  }
-  return { timestamps, values };
-}
+export const concat = concatSamples;
 
 /** The samples of `s` in `[start, end)`. */
 export function slice(s: Samples, start: bigint, end: bigint): Samples {
