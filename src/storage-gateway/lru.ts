@@ -1,9 +1,10 @@
 /**
- * Recency bookkeeping for the gateway's in-memory caches: {@link RecencyMap}, a map that keeps its
- * entries in least-recently-used order, and {@link ByteLru}, an LRU bounded by bytes (each value's
- * size is given by the caller) built on it. Used for the opened blocks (footer + index of index),
- * the decoded index pages and the byte cache's per-block ledger (cache/store.ts); the hot-range
- * layer (cache/hot.ts) links its entries the same way.
+ * Recency bookkeeping for the gateway's in-memory caches, in one place: {@link RecencyList}, the
+ * intrusive list every cache orders its entries with; {@link RecencyMap}, a map on it that keeps
+ * its entries in least-recently-used order; and {@link ByteLru}, an LRU bounded by bytes (each
+ * value's size is given by the caller) built on that. Used for the opened blocks (footer + index
+ * of index), the decoded index pages, the byte cache's per-block ledger (cache/store.ts) and the
+ * hot-range layer (cache/hot.ts, whose entries are list nodes themselves).
  *
  * Why not a plain Map re-inserted on every use (delete, then set): each such use leaves a deleted
  * slot in V8's ordered hash table, and the cost grew with the number of entries (measured with
@@ -11,14 +12,62 @@
  * Here a use only relinks a list node; the Map changes only when an entry is added or removed.
  */
 
-/** A node of the recency list (internal). */
-interface Node<K, V> {
+/** A node of a {@link RecencyList}: any object with these two links (the list owns them). */
+export interface RecencyNode<N> {
+  /** Towards the least recently used end. */
+  prev: N | null;
+  /** Towards the most recently used end. */
+  next: N | null;
+}
+
+/**
+ * The one recency list of the gateway's caches: an intrusive doubly linked list whose nodes are
+ * the caller's own entries, least recently used at the head. Every operation is O(1) and
+ * allocates nothing. {@link RecencyMap} keys it with a Map; the hot-range layer (cache/hot.ts)
+ * keeps its entries in a two-level map (block id, offset) and links them here.
+ */
+export class RecencyList<N extends RecencyNode<N>> {
+  /** Least recently used. */
+  head: N | null = null;
+  /** Most recently used. */
+  tail: N | null = null;
+
+  /** Adds `n` (not in the list) at the most recently used end. */
+  append(n: N): void {
+    n.prev = this.tail;
+    n.next = null;
+    if (this.tail) this.tail.next = n;
+    else this.head = n;
+    this.tail = n;
+  }
+
+  /** Moves `n` (in the list) to the most recently used end. */
+  touch(n: N): void {
+    if (n === this.tail) return;
+    this.remove(n);
+    this.append(n);
+  }
+
+  /** Takes `n` (in the list) out. */
+  remove(n: N): void {
+    if (n.prev) n.prev.next = n.next;
+    else this.head = n.next;
+    if (n.next) n.next.prev = n.prev;
+    else this.tail = n.prev;
+    n.prev = null;
+    n.next = null;
+  }
+
+  clear(): void {
+    this.head = null;
+    this.tail = null;
+  }
+}
+
+/** A node of a RecencyMap (internal). */
+interface Node<K, V> extends RecencyNode<Node<K, V>> {
   readonly key: K;
   value: V;
-  /** Towards the least recently used end. */
-  prev: Node<K, V> | null;
-  /** Towards the most recently used end. */
-  next: Node<K, V> | null;
 }
 
 /**
@@ -28,10 +77,7 @@ interface Node<K, V> {
  */
 export class RecencyMap<K, V> {
   private readonly map = new Map<K, Node<K, V>>();
-  /** Least recently used. */
-  private head: Node<K, V> | null = null;
-  /** Most recently used. */
-  private tail: Node<K, V> | null = null;
+  private readonly list = new RecencyList<Node<K, V>>();
 
   get size(): number {
     return this.map.size;
@@ -50,7 +96,7 @@ export class RecencyMap<K, V> {
   touch(key: K): V | undefined {
     const n = this.map.get(key);
     if (n === undefined) return undefined;
-    this.moveToTail(n);
+    this.list.touch(n);
     return n.value;
   }
 
@@ -59,13 +105,11 @@ export class RecencyMap<K, V> {
     const n = this.map.get(key);
     if (n !== undefined) {
       n.value = value;
-      this.moveToTail(n);
+      this.list.touch(n);
       return;
     }
-    const node: Node<K, V> = { key, value, prev: this.tail, next: null };
-    if (this.tail) this.tail.next = node;
-    else this.head = node;
-    this.tail = node;
+    const node: Node<K, V> = { key, value, prev: null, next: null };
+    this.list.append(node);
     this.map.set(key, node);
   }
 
@@ -74,48 +118,29 @@ export class RecencyMap<K, V> {
     const n = this.map.get(key);
     if (n === undefined) return undefined;
     this.map.delete(key);
-    this.unlink(n);
+    this.list.remove(n);
     return n.value;
   }
 
   /** The least recently used entry, or undefined when empty. */
   oldest(): [K, V] | undefined {
-    return this.head ? [this.head.key, this.head.value] : undefined;
+    const h = this.list.head;
+    return h ? [h.key, h.value] : undefined;
   }
 
   clear(): void {
     this.map.clear();
-    this.head = null;
-    this.tail = null;
+    this.list.clear();
   }
 
   /** Keys, least recently used first. Do not modify the map while iterating. */
   *keys(): IterableIterator<K> {
-    for (let n = this.head; n; n = n.next) yield n.key;
+    for (let n = this.list.head; n; n = n.next) yield n.key;
   }
 
   /** Entries, least recently used first. Do not modify the map while iterating. */
   *entries(): IterableIterator<[K, V]> {
-    for (let n = this.head; n; n = n.next) yield [n.key, n.value];
-  }
-
-  private moveToTail(n: Node<K, V>): void {
-    if (n === this.tail) return;
-    this.unlink(n);
-    n.prev = this.tail;
-    n.next = null;
-    if (this.tail) this.tail.next = n;
-    else this.head = n;
-    this.tail = n;
-  }
-
-  private unlink(n: Node<K, V>): void {
-    if (n.prev) n.prev.next = n.next;
-    else this.head = n.next;
-    if (n.next) n.next.prev = n.prev;
-    else this.tail = n.prev;
-    n.prev = null;
-    n.next = null;
+    for (let n = this.list.head; n; n = n.next) yield [n.key, n.value];
   }
 }
 

@@ -18,6 +18,7 @@
  *
  * Bytes returned by {@link get} are shared, not copies: callers must not write to them.
  */
+import { RecencyList, type RecencyNode } from '../lru.js';
 import type { BlockPointer, CacheStore } from './store.js';
 
 /**
@@ -27,14 +28,12 @@ import type { BlockPointer, CacheStore } from './store.js';
  */
 export const HOT_ENTRY_OVERHEAD = 768;
 
-/** One hot range, and its place in the recency list (least recently used at the head). */
-interface HotEntry {
+/** One hot range; it is its own node of the recency list. */
+interface HotEntry extends RecencyNode<HotEntry> {
   readonly blockId: string;
   readonly offset: number;
   readonly bytes: Buffer;
   readonly charge: number;
-  prev: HotEntry | null;
-  next: HotEntry | null;
 }
 
 /** The hot ranges of one block, looked up once per read of the block (see {@link HotRangeCache.block}). */
@@ -51,8 +50,7 @@ export class HotRangeCache implements CacheStore {
    * string. The entries are also the nodes of the recency list, so a hit moves no Map entry.
    */
   private readonly blocks = new Map<string, HotBlockEntries>();
-  private head: HotEntry | null = null;
-  private tail: HotEntry | null = null;
+  private readonly recency = new RecencyList<HotEntry>();
   private used = 0;
   private count = 0;
 
@@ -106,28 +104,17 @@ export class HotRangeCache implements CacheStore {
     }
     const old = entries.map.get(offset);
     if (old) this.remove(old);
-    const e: HotEntry = { blockId, offset, bytes: own, charge, prev: this.tail, next: null };
-    if (this.tail) this.tail.next = e;
-    else this.head = e;
-    this.tail = e;
+    const e: HotEntry = { blockId, offset, bytes: own, charge, prev: null, next: null };
+    this.recency.append(e);
     entries.map.set(offset, e);
     this.used += charge;
     this.count++;
-    while (this.used > this.hotMaxBytes && this.head) this.remove(this.head);
+    while (this.used > this.hotMaxBytes && this.recency.head) this.remove(this.recency.head);
   }
 
   /** Makes `e` the most recently used (for HotBlockEntries, on a hit). @internal */
   markUsed(e: HotEntry): void {
-    if (e === this.tail) return;
-    // unlink (e is not the tail, so e.next exists)
-    if (e.prev) e.prev.next = e.next;
-    else this.head = e.next;
-    e.next!.prev = e.prev;
-    // append
-    e.prev = this.tail;
-    e.next = null;
-    this.tail!.next = e;
-    this.tail = e;
+    this.recency.touch(e);
   }
 
   // --- CacheStore, passed through (writes drop the hot copy first) ---
@@ -190,8 +177,7 @@ export class HotRangeCache implements CacheStore {
 
   async close(): Promise<void> {
     this.blocks.clear();
-    this.head = null;
-    this.tail = null;
+    this.recency.clear();
     this.used = 0;
     this.count = 0;
     await this.inner.close();
@@ -205,12 +191,7 @@ export class HotRangeCache implements CacheStore {
 
   /** Takes an entry out of the list, the block's map and the accounting. */
   private remove(e: HotEntry): void {
-    if (e.prev) e.prev.next = e.next;
-    else this.head = e.next;
-    if (e.next) e.next.prev = e.prev;
-    else this.tail = e.prev;
-    e.prev = null;
-    e.next = null;
+    this.recency.remove(e);
     this.used -= e.charge;
     this.count--;
     const entries = this.blocks.get(e.blockId);
