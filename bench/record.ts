@@ -8,6 +8,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { describeTarget, meets, TARGETS } from './targets.js';
 
 /** The repository root (from bench/ and from dist/bench/). */
 const ROOT = (() => {
@@ -55,8 +56,12 @@ export function readRecords(dir = RESULTS_DIR): Map<string, BenchRecord[]> {
   return out;
 }
 
+function num(v: number): string {
+  return Number.isInteger(v) ? String(v) : String(Math.round(v * 1000) / 1000);
+}
+
 function cell(v: unknown): string {
-  if (typeof v === 'number') return Number.isInteger(v) ? String(v) : String(Math.round(v * 1000) / 1000);
+  if (typeof v === 'number') return num(v);
   if (typeof v === 'string' || typeof v === 'boolean') return String(v);
   return `\`${JSON.stringify(v)}\``;
 }
@@ -71,17 +76,22 @@ export function renderFigures(records: Map<string, BenchRecord[]>): string {
     'The latest recorded run of each benchmark (`npm run bench -- <name> --record`). The machines',
     'are shared: every record carries the load average at its end, and latency figures are only',
     'compared with peers and floors measured in the same run. Design notes and issues quote these',
-    'keys instead of keeping figures of their own.',
+    'keys instead of keeping figures of their own. Targets come from bench/targets.ts; a bound',
+    'named by a key is that figure of the same run (a peer or a floor measured beside it).',
     '',
   ];
   for (const [bench, runs] of [...records].sort(([a], [b]) => a.localeCompare(b))) {
     const r = runs[runs.length - 1]!;
     out.push(`## \`npm run bench -- ${[bench, ...r.args].join(' ')}\``, '');
     out.push(`Recorded ${r.at.slice(0, 16).replace('T', ' ')} UTC at commit \`${r.commit}\`, ${r.cores} cores, load ${r.load1}; ${runs.length} run(s) on record.`, '');
-    out.push('| key | value |', '|---|---:|');
+    const targets = TARGETS[bench] ?? {};
+    out.push('| key | value | target | met |', '|---|---:|---|---|');
     for (const [k, v] of Object.entries(r.figures)) {
       if (v !== null && typeof v === 'object') continue; // nested detail stays in the JSON line
-      out.push(`| \`${k}\` | ${cell(v)} |`);
+      const t = targets[k];
+      const met = t === undefined ? undefined : meets(t, v, r.figures);
+      const target = t === undefined ? '' : describeTarget(t, r.figures, num);
+      out.push(`| \`${k}\` | ${cell(v)} | ${target} | ${met === undefined ? '' : met ? 'yes' : '**no**'} |`);
     }
     out.push('');
   }

@@ -5,6 +5,7 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { FIGURES_FILE, readRecords, renderFigures } from '../../bench/record.js';
+import { describeTarget, meets } from '../../bench/targets.js';
 
 t.test('docs/figures.md matches the recorded runs', async (t) => {
   const records = readRecords();
@@ -26,4 +27,23 @@ t.test('renderFigures() shows the latest run of each benchmark, scalar figures o
   t.match(md, /Recorded 2026-01-02 03:04 UTC at commit `abcdef0`, 2 cores, load 2.5; 2 run\(s\) on record/);
   t.match(md, /\| `warm_p50_ms` \| 1.235 \|/);
   t.notMatch(md, /runs/, 'nested values stay in the JSON line');
+});
+
+t.test('each figure with a target shows it and whether the run met it', async (t) => {
+  const rec = (figures: Record<string, unknown>) => ({ bench: 'read', args: [], at: '2026-01-01T00:00:00.000Z', commit: 'abcdef0', load1: 1, cores: 2, figures });
+  const md = renderFigures(new Map([['read', [rec({ event_loop_p99_ms: 21.5, warm_1x4h_p50_ms: 1.5, vm_native_1x4h_p50_ms: 1.25, cold_1x30d_gets: 60, other: 3 })]]]));
+  t.match(md, /\| `event_loop_p99_ms` \| 21\.5 \| ≤ 20 \| \*\*no\*\* \|/);
+  t.match(md, /\| `warm_1x4h_p50_ms` \| 1\.5 \| ≤ `vm_native_1x4h_p50_ms` \(1\.25\) \| \*\*no\*\* \|/, 'a bound named by a key is that figure of the same run');
+  t.match(md, /\| `cold_1x30d_gets` \| 60 \| ≤ 60 \| yes \|/, 'a bound is inclusive');
+  t.match(md, /\| `other` \| 3 \|  \|  \|/, 'no target, no verdict');
+
+  const fmt = (v: number) => String(v);
+  t.equal(describeTarget({ min: 1.7 }, {}, fmt), '≥ 1.7');
+  t.equal(describeTarget({ min: 1, max: 2 }, {}, fmt), '≥ 1, ≤ 2');
+  t.equal(describeTarget({ max: 'peer' }, {}, fmt), '≤ `peer`', 'a missing peer is named without a value');
+  t.equal(meets({ min: 1.7 }, 1.7, {}), true);
+  t.equal(meets({ min: 1.7 }, 1.69, {}), false);
+  t.equal(meets({ max: 'peer' }, 1, {}), undefined, 'no verdict without the peer');
+  t.equal(meets({ max: 'peer' }, 1, { peer: 0.5 }), false);
+  t.equal(meets({ max: 2 }, 'x', {}), undefined, 'no verdict on a non-number');
 });
