@@ -10,6 +10,7 @@ export class LifecycleMetrics {
   readonly blocksDeleted: Counter<'reason'>;
   readonly bytesDeleted: Counter<'reason'>;
   readonly incompleteUploadsRemoved: Counter<string>;
+  readonly bucketsDropped: Counter<'reason'>;
   readonly deleteErrors: Counter<string>;
   readonly passes: Counter<'result'>;
   readonly passDuration: Histogram<string>;
@@ -29,6 +30,7 @@ export class LifecycleMetrics {
     this.blocksDeleted = new Counter({ name: 'strata_lifecycle_blocks_deleted_total', help: 'Blocks deleted, by reason (retention, tenant_deleted).', labelNames: ['reason'], registers });
     this.bytesDeleted = new Counter({ name: 'strata_lifecycle_bytes_deleted_total', help: 'Bytes of the blocks deleted, by reason.', labelNames: ['reason'], registers });
     this.incompleteUploadsRemoved = new Counter({ name: 'strata_lifecycle_incomplete_uploads_removed_total', help: 'Abandoned multipart uploads and temp files discarded.', registers });
+    this.bucketsDropped = new Counter({ name: 'strata_lifecycle_buckets_dropped_total', help: 'Time-partitioned tenant buckets dropped whole, by reason (retention, tenant_deleted).', labelNames: ['reason'], registers });
     this.deleteErrors = new Counter({ name: 'strata_lifecycle_delete_errors_total', help: 'Deletions that failed (retried by the next pass).', registers });
     this.passes = new Counter({ name: 'strata_lifecycle_passes_total', help: 'Passes run, by result (ok, failed, stopped: the lease was lost).', labelNames: ['result'], registers });
     this.passDuration = new Histogram({ name: 'strata_lifecycle_pass_duration_seconds', help: 'Duration of a pass.', buckets: [0.1, 1, 10, 60, 300, 1800, 7200], registers });

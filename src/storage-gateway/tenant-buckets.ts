@@ -6,10 +6,11 @@
  * A tenant's bucket and scope only change when the registry's config does (a reload swaps the
  * config object), so they are remembered per config: a warm call resolves with one Map lookup
  * instead of a location string, a SHA-256 and a promise. A tenant with time-partitioned buckets
- * (src/tenancy/partitions.ts) has one bucket per partition: remembered per window.
+ * (src/tenancy/partitions.ts) has one bucket per partition: remembered per partition.
  */
 import { createHash } from 'node:crypto';
 import type { BucketReader } from '../objstore/bucket.js';
+import { partitionOf } from '../tenancy/partitions.js';
 import type { TenantRegistry } from '../tenancy/tenants.js';
 import type { TenantBucket } from './service.js';
 
@@ -36,7 +37,8 @@ export class TenantBucketResolver {
       this.resolved.clear();
       this.resolvedFor = cfg;
     }
-    const id = cfg.tenants.get(tenant)?.partitions ? `${tenant} ${windowStart}` : tenant;
+    const partitions = cfg.tenants.get(tenant)?.partitions;
+    const id = partitions ? `${tenant} ${partitionOf(partitions, windowStart).name}` : tenant;
     const known = this.resolved.get(id);
     if (known) return known;
     let scope: string;

@@ -216,7 +216,8 @@ function adminClient(cfg: S3BucketOptions): S3Client {
     ...(cfg.endpoint !== undefined ? { endpoint: cfg.endpoint } : {}),
     region: cfg.region,
     forcePathStyle: cfg.forcePathStyle ?? false,
-    ...(cfg.credentials ? { credentials: cfg.credentials } : {}),
+    // a copy: the SDK marks the object it is given (a `$source` member), and the config must stay as parsed
+    ...(cfg.credentials ? { credentials: { ...cfg.credentials } } : {}),
     maxAttempts: 3,
   });
 }
