@@ -26,7 +26,7 @@ import { partitionLastWindowEnd, type Partition } from '../tenancy/partitions.js
 import { retentionOf, type TenantsConfig } from '../tenancy/config.js';
 import { listDeletionMarks, readDeletionReport, writeDeletionReport, type DeletionMark, type DeletionReport } from '../tenancy/deletion-marks.js';
 import { parseBlockKey } from '../format/key.js';
-import { DAY_MS, dayBlockKey, dayBlocksFit, dayManifestKey, parseDayKey } from '../format/day-key.js';
+import { DAY_MS, dayBlockKey, dayBlocksFit, dayManifestKey, dayStartOf, parseDayKey } from '../format/day-key.js';
 import { hasIncompleteUploads, type Bucket, type IncompleteUpload, type ObjectInfo } from '../objstore/index.js';
 import { StrataError, ErrorCode } from '../errors.js';
 import { currentManifest, dayClosed, DayGroups, DayMergeStopped, deletableSources, deleteSource, mergeDay, needsMerge, readDayManifest, type DayGroup, type DayMergeResult } from './day.js';
@@ -319,8 +319,32 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
       opts.onBucketDropped?.({ bucket: name, tenant: partition.tenant, startMs: partition.p.startMs, endMs: partition.p.endMs, reason: dropReason, objects, bytes: objectBytes, existed });
       continue;
     }
-    const groups = new DayGroups();
+    // Keys are listed in order and a (tenant, day)'s keys are contiguous (blocks/<tenant>/<window
+    // start, 16 digits>/...), so each day's groups are handed to the day step as soon as the
+    // listing has passed the day: at most one (tenant, day)'s keys are held, never the listing.
+    let groups = new DayGroups();
+    let listedDay: string | null = null;
+    const dayDone = async (): Promise<void> => {
+      if (!days || groups.groups.size === 0) return;
+      const done = groups;
+      groups = new DayGroups();
+      const r = await dayStep(bucket, name, done, nowMs, days, concurrency, go, (e) => {
+        failures++;
+        days.onMergeError?.(e);
+      });
+      dayMerges += r.merges;
+      daySourcesDeleted += r.deleted;
+    };
     for await (const info of bucket.list('blocks/')) {
+      if (days) {
+        const k = parseBlockKey(info.key);
+        const dk = k ? null : parseDayKey(info.key);
+        const day: string | null = k ? `${k.tenant}/${dayStartOf(k.windowStartMs)}` : dk ? `${dk.tenant}/${dk.dayStartMs}` : listedDay;
+        if (day !== listedDay) {
+          await dayDone();
+          listedDay = day;
+        }
+      }
       const reason = deletionReason(info.key, cfg, marked, nowMs, opts);
       if (reason === null) {
         if (days) {
@@ -341,15 +365,7 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
       if (batch.length >= concurrency) await drain(batch, (x) => bucket.delete(x.key), failBlock, doneBlock);
     }
     await drain(batch, (x) => bucket.delete(x.key), failBlock, doneBlock);
-
-    if (days) {
-      const r = await dayStep(bucket, name, groups, nowMs, days, concurrency, go, (e) => {
-        failures++;
-        days.onMergeError?.(e);
-      });
-      dayMerges += r.merges;
-      daySourcesDeleted += r.deleted;
-    }
+    await dayDone();
 
     if (hasIncompleteUploads(bucket)) {
       const cutoff = nowMs - opts.incompleteUploadMaxAgeMs;
