@@ -329,19 +329,24 @@ export class DayMergeStopped extends StrataError {
   }
 }
 
+/** What {@link deleteSource} did: deleted it, found it replaced since the listing (kept), or found it gone. */
+export type SourceDeletion = 'deleted' | 'changed' | 'gone';
+
 /**
  * Deletes a 4-hour block held by a day block, unless it changed since it was listed (late data
- * replaced it: a HEAD just before the DELETE). Returns whether it was deleted.
+ * replaced it): a HEAD just before the DELETE, with nothing awaited in between. S3 has no
+ * conditional DELETE, so a replacement stored between the two requests is deleted with its late
+ * samples: docs/decisions/0007-day-source-delete-race.md gives the window and why it stays.
  */
-export async function deleteSource(bucket: Bucket, info: ObjectInfo): Promise<boolean> {
+export async function deleteSource(bucket: Bucket, info: ObjectInfo): Promise<SourceDeletion> {
   let now: ObjectInfo;
   try {
     now = await bucket.head(info.key);
   } catch (err) {
-    if (hasCode(err, ErrorCode.NOT_FOUND)) return false;
+    if (hasCode(err, ErrorCode.NOT_FOUND)) return 'gone';
     throw err;
   }
-  if (now.etag !== info.etag) return false;
+  if (now.etag !== info.etag) return 'changed';
   await bucket.delete(info.key);
-  return true;
+  return 'deleted';
 }

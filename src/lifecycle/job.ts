@@ -115,8 +115,10 @@ export interface DayPassOptions {
   readonly onMergeStart?: (what: { bucket: string; key: string; tenant: string; shard: number; dayStartMs: number; sources: number; replacing: boolean }) => void;
   readonly onMerge?: (what: DayMergeResult & { bucket: string }) => void;
   readonly onMergeError?: (what: { bucket: string; key: string; tenant: string; shard: number; dayStartMs: number; err: unknown }) => void;
-  /** A 4-hour block deleted because its day block holds it. */
-  readonly onSourceDeleted?: (what: { bucket: string; key: string; tenant: string; shard: number; dayStartMs: number; bytes: number }) => void;
+  /** A 4-hour block deleted because its day block holds it (`etag`: the version the day block holds). */
+  readonly onSourceDeleted?: (what: { bucket: string; key: string; tenant: string; shard: number; dayStartMs: number; bytes: number; etag: string }) => void;
+  /** A 4-hour block due for deletion found replaced (late data) just before its DELETE: kept. */
+  readonly onSourceChanged?: (what: { bucket: string; key: string; tenant: string; shard: number; dayStartMs: number; bytes: number; etag: string }) => void;
 }
 
 /** What a pass did. */
@@ -433,9 +435,12 @@ async function dayStep(
       const { g, info } = items[i]!;
       if (r.status === 'rejected') {
         onMergeError({ bucket: name, key: info.key, tenant: g.tenant, shard: g.shard, dayStartMs: Number(g.dayStartMs), err: r.reason });
-      } else if (r.value) {
+      } else if (r.value === 'deleted') {
         deleted++;
-        days.onSourceDeleted?.({ bucket: name, key: info.key, tenant: g.tenant, shard: g.shard, dayStartMs: Number(g.dayStartMs), bytes: info.size });
+        days.onSourceDeleted?.({ bucket: name, key: info.key, tenant: g.tenant, shard: g.shard, dayStartMs: Number(g.dayStartMs), bytes: info.size, etag: info.etag });
+      } else if (r.value === 'changed') {
+        // late data replaced it since the listing: kept, and folded into the day block by the next pass
+        days.onSourceChanged?.({ bucket: name, key: info.key, tenant: g.tenant, shard: g.shard, dayStartMs: Number(g.dayStartMs), bytes: info.size, etag: info.etag });
       }
     });
   };

@@ -131,7 +131,11 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
                 },
                 onSourceDeleted: (d) => {
                   metrics.daySourcesDeleted.inc();
-                  logger.info({ bucket: d.bucket, key: d.key, tenant: d.tenant, shard: d.shard, day: new Date(d.dayStartMs).toISOString(), bytes: d.bytes }, 'day source deleted');
+                  logger.info({ bucket: d.bucket, key: d.key, etag: d.etag, tenant: d.tenant, shard: d.shard, day: new Date(d.dayStartMs).toISOString(), bytes: d.bytes }, 'day source deleted');
+                },
+                onSourceChanged: (d) => {
+                  metrics.daySourcesChanged.inc();
+                  logger.warn({ bucket: d.bucket, key: d.key, listedEtag: d.etag, tenant: d.tenant, shard: d.shard, day: new Date(d.dayStartMs).toISOString() }, 'day source replaced by late data before its deletion; kept, merged by the next pass');
                 },
               },
             }
