@@ -2,7 +2,7 @@
  * Time-partitioned tenant buckets (src/tenancy/partitions.ts): templates parsed and refused with
  * the field named; ISO weeks at year boundaries; and against Ceph RGW, with real buckets created
  * and deleted: the aggregator's flush creates the bucket of each block's window, the gateway's
- * resolver reads a window from its partition (a missing partition reads as no block), the bucket
+ * resolver and a gateway read a window from its partition (a missing partition reads as no block), the bucket
  * tool's listing spans the partitions, retention drops a partition whole once every window it can
  * hold has expired (and not a minute before), a second pass finds nothing to do, and tenant
  * deletion drops every partition left.
@@ -10,9 +10,11 @@
  * Run alone: node scripts/with-rgw.mjs -- tap test/tenancy/partitions.test.ts
  */
 import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HeadBucketCommand } from '@aws-sdk/client-s3';
 import t from 'tap';
+import { stringify as toYaml } from 'yaml';
 import { BlockReader } from '../../src/block/reader.js';
 import { bucketSource } from '../../src/block/source.js';
 import { createLogger } from '../../src/common/logger.js';
@@ -28,6 +30,7 @@ import { markTenantDeleted } from '../../src/tenancy/deletion-marks.js';
 import { isoWeekOf, isoWeekStart, parseBucketTemplate, parsePartitionName, partitionLastWindowEnd, partitionOf } from '../../src/tenancy/partitions.js';
 import { TenantRegistry } from '../../src/tenancy/tenants.js';
 import { bitsBytes, bitsOf, tempDir, tsBytes } from '../support/aggregator.js';
+import { idBytes, rawRead, startTestGateway, testConfig } from '../support/gateway.js';
 import { adminClient, s3TestEnv } from '../support/s3env.js';
 import { credentialEnvRefs, s3TenantBucket } from '../support/tenancy.js';
 
@@ -98,15 +101,13 @@ t.test('on RGW: flushes create partitions, reads and the bucket tool find them, 
     );
   const w44 = `${tag}-acme-2026-w44`;
   const w45 = `${tag}-acme-2026-w45`;
-  const cfg = await parseTenantsConfig(
-    {
-      authRequired: false,
-      retentionMs: 10 * DAY,
-      defaultBucket: { type: 'filesystem', path: join(dir, 'default') },
-      tenants: { acme: { bucket: s3TenantBucket(template, credentialEnvRefs(2)) } },
-    },
-    'test',
-  );
+  const tenantsDoc = {
+    authRequired: false,
+    retentionMs: 10 * DAY,
+    defaultBucket: { type: 'filesystem', path: join(dir, 'default') },
+    tenants: { acme: { bucket: s3TenantBucket(template, credentialEnvRefs(2)) } },
+  };
+  const cfg = await parseTenantsConfig(tenantsDoc, 'test');
   const reg = new TenantRegistry(cfg, { retireAfterMs: 1 });
   t.teardown(async () => {
     // whatever a failed run left behind
@@ -159,6 +160,20 @@ t.test('on RGW: flushes create partitions, reads and the bucket tool find them, 
   const r47 = await resolver.resolve('acme', BigInt(W + 15 * DAY));
   await t.rejects(r47.bucket.get(blockKey('acme', 0, BigInt(W + 15 * DAY))), { code: 'ERR_STRATA_NOT_FOUND' }, 'a missing partition: no block');
   t.same(await collectKeys(r47.bucket), [], 'and an empty listing');
+
+  // a gateway given the same tenants file: each window from its partition, a missing partition as a window without a block
+  const file = join(dir, 'tenants.yaml');
+  writeFileSync(file, toYaml(tenantsDoc));
+  const gw = await startTestGateway(t, testConfig({ type: 'filesystem', path: dir }, join(dir, 'cache'), { bucket: undefined, tenantsFile: file }), { now: () => W + DAY + H4 + 1000 });
+  const read = (windowStart: number) =>
+    rawRead(gw.grpcPort, { tenant: 'acme', shard: 0, num_shards: 1, window_start_ms: String(windowStart), series_ids: idBytes([1n]), start_ms: '0', end_ms: String(W + 30 * DAY), encoding: 'RAW' });
+  const noBlock = await read(W + DAY + 2 * H4); // week 45 exists, this window has no block
+  const sunday = await read(W);
+  const monday = await read(W + DAY);
+  t.notSame(sunday, noBlock, 'the Sunday window is read from week 44');
+  t.notSame(monday, noBlock, 'the Monday window from week 45');
+  t.notSame(sunday, monday);
+  t.same(await read(W + 15 * DAY), noBlock, 'a window of a week without a bucket reads as a window without a block');
 
   // the bucket tool's listing spans the partitions (the default bucket first)
   t.same((await reg.partitionsOf('acme')).map((p) => p.name), [w44, w45]);
