@@ -10,8 +10,11 @@
  * Run alone: node scripts/with-rgw.mjs -- tap test/tenancy/partitions.test.ts
  */
 import { randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { HeadBucketCommand } from '@aws-sdk/client-s3';
 import t from 'tap';
 import { stringify as toYaml } from 'yaml';
@@ -34,6 +37,8 @@ import { idBytes, rawRead, startTestGateway, testConfig } from '../support/gatew
 import { adminClient, s3TestEnv } from '../support/s3env.js';
 import { credentialEnvRefs, s3TenantBucket } from '../support/tenancy.js';
 
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const run = promisify(execFile);
 const DAY = 24 * 3600 * 1000;
 const H4 = 4 * 3600 * 1000;
 /** Sunday 2026-11-01 00:00 UTC: the last day of ISO week 2026-W44; the next day starts W45. */
@@ -180,6 +185,16 @@ t.test('on RGW: flushes create partitions, reads and the bucket tool find them, 
   t.same(
     (await distinctBuckets(reg)).map((b) => b.partition?.p.name ?? 'default'),
     ['default', w44, w45],
+  );
+  const ls = await run(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts'), 'bucket', 'ls', '--json', '--tenants-file', file], { cwd: ROOT });
+  t.same(
+    ls.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { bucket: string; key: string })
+      .map((e) => [e.bucket, e.key]),
+    [[`s3://${w44}`, b44!.key], [`s3://${w44}`, b44last!.key], [`s3://${w45}`, b45!.key]],
+    'strata bucket ls lists every partition',
   );
 
   // retention 10 days (+ 1 hour of grace): week 44's last window ends at W + 1 day
