@@ -296,12 +296,18 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
       await drain(batch, (x) => bucket.delete(x.key), failBlock, doneDropped);
       await drain(others, (x) => bucket.delete(x.key), (x) => ({ bucket: name, key: x.key }), doneOther);
       if (hasIncompleteUploads(bucket)) {
-        const all: IncompleteUpload[] = [];
-        for await (const u of bucket.listIncompleteUploads('')) all.push(u);
-        await drain(all, (x) => bucket.discardIncompleteUpload(x), (x) => ({ bucket: name, key: x.key }), (u) => {
-          debris++;
-          opts.onDebris?.({ bucket: name, upload: u });
-        });
+        // every incomplete upload, whatever its age: the bucket goes
+        const uploads: IncompleteUpload[] = [];
+        const discard = (): Promise<void> =>
+          drain(uploads, (x) => bucket.discardIncompleteUpload(x), (x) => ({ bucket: name, key: x.key }), (u) => {
+            debris++;
+            opts.onDebris?.({ bucket: name, upload: u });
+          });
+        for await (const u of bucket.listIncompleteUploads('')) {
+          uploads.push(u);
+          if (uploads.length >= concurrency) await discard();
+        }
+        await discard();
       }
       let existed = true;
       if (failures > failedBefore) continue; // some object is left: the next pass tries again
