@@ -13,6 +13,7 @@
  * A day block lies in one UTC day, so it lies in one partition of every kind.
  */
 import {
+  type BucketLocationConstraint,
   CreateBucketCommand,
   DeleteBucketCommand,
   HeadBucketCommand,
@@ -233,6 +234,15 @@ function storageError(what: string, bucket: string, err: unknown): ObjectStoreEr
 }
 
 /**
+ * Whether a new bucket needs its region as LocationConstraint: AWS S3 outside us-east-1 (other
+ * servers, e.g. Ceph RGW, take their zone group's default without one).
+ */
+export function needsLocationConstraint(cfg: S3BucketOptions): boolean {
+  const aws = cfg.endpoint === undefined || /\.amazonaws\.com(\.cn)?(:\d+)?$/.test(new URL(cfg.endpoint).host);
+  return aws && cfg.region !== 'us-east-1';
+}
+
+/**
  * Creates bucket `cfg.bucket` when it does not exist (a HEAD first: the writer's credentials need
  * s3:CreateBucket only when it is missing). Another writer creating it at the same time is fine.
  */
@@ -248,7 +258,7 @@ export async function ensureBucket(cfg: S3BucketOptions): Promise<void> {
       }
     }
     try {
-      await client.send(new CreateBucketCommand({ Bucket: cfg.bucket }));
+      await client.send(new CreateBucketCommand({ Bucket: cfg.bucket, ...(needsLocationConstraint(cfg) ? { CreateBucketConfiguration: { LocationConstraint: cfg.region as BucketLocationConstraint } } : {}) }));
     } catch (err) {
       if (s3Name(err) !== 'BucketAlreadyOwnedByYou') throw storageError('creating', cfg.bucket, err);
     }

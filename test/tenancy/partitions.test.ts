@@ -30,7 +30,7 @@ import { AggregatorMetrics } from '../../src/shard-aggregator/metrics.js';
 import { TenantBucketResolver } from '../../src/storage-gateway/tenant-buckets.js';
 import { parseTenantsConfig } from '../../src/tenancy/config.js';
 import { markTenantDeleted } from '../../src/tenancy/deletion-marks.js';
-import { isoWeekOf, isoWeekStart, parseBucketTemplate, parsePartitionName, partitionLastWindowEnd, partitionOf } from '../../src/tenancy/partitions.js';
+import { isoWeekOf, isoWeekStart, needsLocationConstraint, parseBucketTemplate, parsePartitionName, partitionLastWindowEnd, partitionOf } from '../../src/tenancy/partitions.js';
 import { TenantRegistry } from '../../src/tenancy/tenants.js';
 import { bitsBytes, bitsOf, tempDir, tsBytes } from '../support/aggregator.js';
 import { idBytes, rawRead, startTestGateway, testConfig } from '../support/gateway.js';
@@ -64,6 +64,11 @@ t.test('templates: kinds, ISO weeks at year ends, names parsed back', async (t) 
   const day = parseBucketTemplate('d-{year}{month}{day}-{tenant}', 'acme');
   t.same(partitionOf(day, W + 20 * H4 / 5), { name: 'd-20261101-acme', startMs: W, endMs: W + DAY });
   t.equal(parsePartitionName(day, 'd-20260230-acme'), null, 'no 30 February');
+  // a new partition on AWS outside us-east-1 names its region; RGW and us-east-1 do not
+  t.equal(needsLocationConstraint({ type: 's3', region: 'eu-west-1', bucket: 'x' }), true);
+  t.equal(needsLocationConstraint({ type: 's3', region: 'eu-west-1', bucket: 'x', endpoint: 'https://s3.eu-west-1.amazonaws.com' }), true);
+  t.equal(needsLocationConstraint({ type: 's3', region: 'us-east-1', bucket: 'x' }), false);
+  t.equal(needsLocationConstraint({ type: 's3', region: 'default', bucket: 'x', endpoint: 'http://rgw.storage.svc:7480' }), false);
   // the last window a partition holds: 4-hour blocks end at its end; 5-hour blocks (starting at
   // multiples of 5 hours since the epoch) may run past it: the last one starts at W + 23 h
   t.equal(partitionLastWindowEnd({ name: '', startMs: W, endMs: W + DAY }, H4), W + DAY);
