@@ -170,11 +170,6 @@ export class TenantRegistry {
     return entry?.bucket ?? this.cfg.defaultBucket;
   }
 
-  /** Whether `tenant`'s buckets are time-partitioned (its bucket depends on the window). */
-  partitioned(tenant: string): boolean {
-    return this.cfg.tenants.get(tenant)?.partitions != null;
-  }
-
   /**
    * The partitions of a time-partitioned tenant that exist now (S3 ListBuckets with the tenant's
    * credentials, names its template renders), oldest first. Empty for other tenants.
