@@ -309,8 +309,8 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
         }
         await discard();
       }
-      let existed = true;
       if (failures > failedBefore) continue; // some object is left: the next pass tries again
+      let existed = true;
       if (!opts.dryRun) {
         go();
         try {
