@@ -29,6 +29,8 @@ import { Command } from 'commander';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { aggregatorConfigFrom, registerAggregatorCommands } from '../../src/cli/aggregator.js';
 import { gatewayConfigFrom, registerGatewayCommands } from '../../src/cli/gateway.js';
+import { lifecycleConfigFrom, registerLifecycleCommands } from '../../src/cli/lifecycle.js';
+import type { LifecycleConfig } from '../../src/lifecycle/config.js';
 import type { AggregatorConfig } from '../../src/shard-aggregator/config.js';
 import type { GatewayConfig } from '../../src/storage-gateway/config.js';
 import { parseTenantsConfig } from '../../src/tenancy/config.js';
@@ -544,8 +546,8 @@ export async function validateK8sDir(dir: string, opts: K8sValidateOptions = {})
   interface StrataPod {
     w: Workload;
     c: Obj;
-    role: 'aggregator' | 'gateway';
-    config: AggregatorConfig | GatewayConfig;
+    role: 'aggregator' | 'gateway' | 'lifecycle';
+    config: AggregatorConfig | GatewayConfig | LifecycleConfig;
   }
   const strataPods: StrataPod[] = [];
   const tmp = await mkdtemp(join(tmpdir(), 'strata-k8s-validate-'));
@@ -561,10 +563,11 @@ export async function validateK8sDir(dir: string, opts: K8sValidateOptions = {})
         const args = arr(c['args']).map((a) => String(a));
         if (c['command'] !== undefined) report(at, 'Strata containers use the image entrypoint (node bin/strata.js); give args only');
         const role = args[0];
-        if (role !== 'aggregator' && role !== 'gateway') {
-          report(at, `args must start with "aggregator" or "gateway", got ${JSON.stringify(role)}`);
+        if (role !== 'aggregator' && role !== 'gateway' && role !== 'lifecycle') {
+          report(at, `args must start with "aggregator", "gateway" or "lifecycle", got ${JSON.stringify(role)}`);
           continue;
         }
+        const envConfigVar = `STRATA_${role.toUpperCase()}_CONFIG`;
         if (w.podSpec['enableServiceLinks'] !== false) report(w.where, `enableServiceLinks must be false: Service variables would land in the STRATA_${role.toUpperCase()}_ namespace of config variables`);
         const parsed = await parseStrataArgs(args, at, report);
         if (!parsed) continue;
@@ -581,7 +584,7 @@ export async function validateK8sDir(dir: string, opts: K8sValidateOptions = {})
           await writeFile(p, text);
           return p;
         };
-        const envFile = env[role === 'aggregator' ? 'STRATA_AGGREGATOR_CONFIG' : 'STRATA_GATEWAY_CONFIG'];
+        const envFile = env[envConfigVar];
         const flags = parsed as Record<string, unknown> & { config?: string };
         if (flags.config !== undefined) {
           const p = await mountFile(flags.config);
@@ -590,12 +593,17 @@ export async function validateK8sDir(dir: string, opts: K8sValidateOptions = {})
         } else if (envFile !== undefined) {
           const p = await mountFile(envFile);
           if (p === null) continue;
-          env[role === 'aggregator' ? 'STRATA_AGGREGATOR_CONFIG' : 'STRATA_GATEWAY_CONFIG'] = p;
+          env[envConfigVar] = p;
         }
         const podFlags = flags as unknown as Parameters<typeof aggregatorConfigFrom>[0] & Parameters<typeof gatewayConfigFrom>[0];
-        let config: AggregatorConfig | GatewayConfig;
+        let config: AggregatorConfig | GatewayConfig | LifecycleConfig;
         try {
-          config = role === 'aggregator' ? await aggregatorConfigFrom(podFlags, env, `${w.name}-0`) : await gatewayConfigFrom(podFlags, env);
+          config =
+            role === 'aggregator'
+              ? await aggregatorConfigFrom(podFlags, env, `${w.name}-0`)
+              : role === 'gateway'
+                ? await gatewayConfigFrom(podFlags, env)
+                : await lifecycleConfigFrom(podFlags as unknown as Parameters<typeof lifecycleConfigFrom>[0], env);
         } catch (err) {
           report(at, `strata ${role} rejects its config: ${(err as Error).message}`);
           continue;
@@ -622,7 +630,8 @@ export async function validateK8sDir(dir: string, opts: K8sValidateOptions = {})
           }
         }
         strataPods.push({ w, c, role, config });
-        checkStrataPod(w, c, role, config, at, report, opts);
+        if (role === 'lifecycle') checkLifecyclePod(w, c, config as LifecycleConfig, at, report);
+        else checkStrataPod(w, c, role, config as AggregatorConfig | GatewayConfig, at, report, opts);
         // every pod's config must be valid (each takes its own ordinal from its name)
         for (let o = 1; role === 'aggregator' && o < (num(w.spec['replicas']) ?? 1); o++) {
           try {
@@ -646,6 +655,14 @@ export async function validateK8sDir(dir: string, opts: K8sValidateOptions = {})
   if (agg && gw && (JSON.stringify(agg.config.bucket) !== JSON.stringify(gw.config.bucket) || agg.config.tenantsFile !== gw.config.tenantsFile)) {
     report('(strata containers)', 'the aggregators and the gateways must use the same bucket or tenants file');
   }
+  // the lifecycle role (optional) deletes what the others write: it must see the same buckets
+  const lcs = strataPods.filter((p) => p.role === 'lifecycle');
+  if (lcs.length > 1) report('(strata containers)', `expected at most one lifecycle workload (its replicas share a lease), found ${lcs.length}`);
+  for (const lc of lcs) {
+    if (agg && (JSON.stringify(agg.config.bucket) !== JSON.stringify(lc.config.bucket) || agg.config.tenantsFile !== lc.config.tenantsFile)) {
+      report(lc.w.where, 'the lifecycle role must use the same bucket or tenants file as the aggregators and gateways');
+    }
+  }
 
   // ---- Envoy ----
   let topology: Topology | null = null;
@@ -656,12 +673,13 @@ export async function validateK8sDir(dir: string, opts: K8sValidateOptions = {})
     const at = `${w.where} container ${String(c['name'])}`;
     const ports = new Map(portsOf(c).map((p) => [p.name, p.port]));
     const aggCfg = agg.config as AggregatorConfig;
+    const gwCfg = gw.config as GatewayConfig;
     topology = {
       namespace,
       clusterDomain: 'cluster.local',
       numShards: aggCfg.numShards,
       aggregator: { name: agg.w.name, service: str(agg.w.spec['serviceName']) ?? '', replicas: num(agg.w.spec['replicas']) ?? 1, grpcPort: portOf(aggCfg.grpcListen) },
-      gateway: { name: gw.w.name, service: str(gw.w.spec['serviceName']) ?? '', replicas: num(gw.w.spec['replicas']) ?? 1, grpcPort: portOf(gw.config.grpcListen) },
+      gateway: { name: gw.w.name, service: str(gw.w.spec['serviceName']) ?? '', replicas: num(gw.w.spec['replicas']) ?? 1, grpcPort: portOf(gwCfg.grpcListen) },
       envoy: { writePort: ports.get('grpc-write') ?? -1, readPort: ports.get('grpc-read') ?? -1, adminPort: 9901, statsPort: ports.get('metrics') ?? -1 },
     };
     for (const p of ['grpc-write', 'grpc-read', 'metrics']) if (!ports.has(p)) report(at, `Envoy needs a container port named ${p}`);
@@ -714,6 +732,7 @@ async function parseStrataArgs(args: string[], at: string, report: (p: string, m
   const program = new Command('strata').exitOverride();
   registerAggregatorCommands(program);
   registerGatewayCommands(program);
+  registerLifecycleCommands(program);
   let captured: Record<string, unknown> | null = null;
   let errors = '';
   for (const sub of program.commands) {
@@ -787,5 +806,35 @@ function checkStrataPod(w: Workload, c: Obj, role: 'aggregator' | 'gateway', con
     const g = config as GatewayConfig;
     if (g.cacheType === 'lmdb') onClaim(g.cacheDir ?? '', 'cacheDir', g.cacheMaxBytes, 'cacheMaxBytes');
     if (w.kind !== 'StatefulSet') report(w.where, 'gateways must run as a StatefulSet (stable names for Maglev, cache volumes)');
+  }
+}
+
+/**
+ * The lifecycle role: its metrics port and liveness probe, and its day work directory on a
+ * writable volume (the root filesystem is read-only).
+ */
+function checkLifecyclePod(w: Workload, c: Obj, config: LifecycleConfig, at: string, report: (p: string, m: string) => void): void {
+  const metricsPort = portOf(config.metricsListen);
+  const ports = arr(c['ports']).map(obj);
+  const named = num(ports.find((p) => p['name'] === 'metrics')?.['containerPort']);
+  if (named !== metricsPort) report(at, `container port "metrics" must be ${metricsPort} (metricsListen), is ${String(named)}`);
+  const lp = obj(obj(c['livenessProbe'])['httpGet']);
+  if (lp['port'] === undefined || (lp['port'] !== 'metrics' && lp['port'] !== metricsPort)) report(at, 'livenessProbe.httpGet must target the metrics port (/healthz)');
+  if (w.kind !== 'Deployment') report(w.where, 'the lifecycle role runs as a Deployment (no state of its own: the lease and the schedule are in the bucket)');
+  if (config.dayBlocks) {
+    const dir = config.dayWorkDir;
+    const m =
+      dir === undefined
+        ? undefined
+        : arr(c['volumeMounts'])
+            .map(obj)
+            .find((x) => {
+              const mp = (str(x['mountPath']) ?? '').replace(/\/$/, '');
+              return dir === mp || dir.startsWith(`${mp}/`);
+            });
+    const vol = m ? arr(w.podSpec['volumes']).map(obj).find((v) => v['name'] === m['name']) : undefined;
+    if (!vol || (vol['emptyDir'] === undefined && vol['persistentVolumeClaim'] === undefined && vol['ephemeral'] === undefined) || m?.['readOnly'] === true) {
+      report(at, `dayWorkDir ${String(dir)} must be on a writable emptyDir or claim (a day block of one shard is built there)`);
+    }
   }
 }

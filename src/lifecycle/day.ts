@@ -10,7 +10,8 @@
  * 2. **Merge**: the current day block (if any, oldest) and the listed 4-hour blocks are read
  *    series by series and merged bit-exactly (src/shard-aggregator/merge.ts: later sources win on
  *    a repeated timestamp) into a local file, which is verified whole (every checksum, every run
- *    decoded, the counts) before anything is published.
+ *    decoded, the counts; read in pieces of at most 8 MiB, src/lifecycle/verify.ts) before anything
+ *    is published.
  * 3. **Publish**: one PUT of the file at the deterministic day key (atomic: readers see the old
  *    day block, or none, or the new one), then read back (footer: block id, size) and only then
  *    the manifest is written: the day block's ETag, block id, and every 4-hour block version
@@ -36,6 +37,7 @@ import type { Samples } from '../format/run.js';
 import type { Bucket, ObjectInfo } from '../objstore/index.js';
 import { scanBlock } from '../block/scan.js';
 import { mergeSamples } from '../format/merge.js';
+import { verifyBlockInPieces } from './verify.js';
 
 /** Manifest format version written. */
 export const DAY_MANIFEST_VERSION = 1;
@@ -100,6 +102,8 @@ export interface DayOptions {
   /** Local directory for the merge's file. */
   readonly workDir: string;
   readonly now: () => number;
+  /** Most bytes the verification of a merged day block reads at once (default VERIFY_CHUNK_BYTES, verify.ts). */
+  readonly verifyChunkBytes?: number;
 }
 
 /** Reads the manifest at `key`, or null when it is missing or does not parse (it is rewritten). */
@@ -268,9 +272,9 @@ export async function mergeDay(
       samples += merged.timestamps.length;
     }
     const written = await writer.finish();
-    // verify the whole file before anything is visible: checksums, every run decoded, counts
+    // verify the whole file before anything is visible: checksums, every run decoded, counts (read in pieces: verify.ts)
     const local = await BlockReader.open(fileSource(file));
-    const checked = await local.verify();
+    const checked = await verifyBlockInPieces(local, opts.verifyChunkBytes);
     if (checked.series !== series || checked.samples !== samples || local.footer.blockId !== written.footer.blockId) {
       throw new CorruptionError(file, 0, `merged day block holds ${checked.series} series and ${checked.samples} samples, ${series} and ${samples} were written`);
     }
@@ -325,19 +329,24 @@ export class DayMergeStopped extends StrataError {
   }
 }
 
+/** What {@link deleteSource} did: deleted it, found it replaced since the listing (kept), or found it gone. */
+export type SourceDeletion = 'deleted' | 'changed' | 'gone';
+
 /**
  * Deletes a 4-hour block held by a day block, unless it changed since it was listed (late data
- * replaced it: a HEAD just before the DELETE). Returns whether it was deleted.
+ * replaced it): a HEAD just before the DELETE, with nothing awaited in between. S3 has no
+ * conditional DELETE, so a replacement stored between the two requests is deleted with its late
+ * samples: docs/decisions/0008-day-source-delete-race.md gives the window and why it stays.
  */
-export async function deleteSource(bucket: Bucket, info: ObjectInfo): Promise<boolean> {
+export async function deleteSource(bucket: Bucket, info: ObjectInfo): Promise<SourceDeletion> {
   let now: ObjectInfo;
   try {
     now = await bucket.head(info.key);
   } catch (err) {
-    if (hasCode(err, ErrorCode.NOT_FOUND)) return false;
+    if (hasCode(err, ErrorCode.NOT_FOUND)) return 'gone';
     throw err;
   }
-  if (now.etag !== info.etag) return false;
+  if (now.etag !== info.etag) return 'changed';
   await bucket.delete(info.key);
-  return true;
+  return 'deleted';
 }

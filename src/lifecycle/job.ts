@@ -11,16 +11,22 @@
  * 3. **Cleanup**: incomplete writes (S3 multipart uploads, filesystem temp files) that started
  *    `incompleteUploadMaxAgeMs` ago or more are discarded.
  *
+ * A tenant with time-partitioned buckets (src/tenancy/partitions.ts) has each existing partition
+ * visited like a bucket of its own; a partition is dropped whole (every object and incomplete
+ * upload deleted, then the bucket) once every window it can hold is due for retention, or when the
+ * tenant is marked for deletion. A partition that does not exist (dropped meanwhile) is skipped.
+ *
  * Everything it deletes is due for deletion whatever happens later, so a pass stopped part-way
  * (crash, lost lease) leaves only objects the next pass deletes, and a pass done twice deletes
  * nothing more. Deletions go out `deleteConcurrency` at a time; `shouldContinue` is asked before
  * each batch (the lease). With `dryRun` nothing is deleted or written; the events say what would be.
  */
 import { bucketLocationOf } from '../tenancy/tenants.js';
+import { partitionLastWindowEnd, type Partition } from '../tenancy/partitions.js';
 import { retentionOf, type TenantsConfig } from '../tenancy/config.js';
 import { listDeletionMarks, readDeletionReport, writeDeletionReport, type DeletionMark, type DeletionReport } from '../tenancy/deletion-marks.js';
 import { parseBlockKey } from '../format/key.js';
-import { DAY_MS, dayBlockKey, dayBlocksFit, dayManifestKey, parseDayKey } from '../format/day-key.js';
+import { DAY_MS, dayBlockKey, dayBlocksFit, dayManifestKey, dayStartOf, parseDayKey } from '../format/day-key.js';
 import { hasIncompleteUploads, type Bucket, type IncompleteUpload, type ObjectInfo } from '../objstore/index.js';
 import { StrataError, ErrorCode } from '../errors.js';
 import { currentManifest, dayClosed, DayGroups, DayMergeStopped, deletableSources, deleteSource, mergeDay, needsMerge, readDayManifest, type DayGroup, type DayMergeResult } from './day.js';
@@ -51,6 +57,33 @@ export interface LifecycleBuckets {
   defaultBucket(): Promise<Bucket>;
   /** The bucket of a tenant of the config (its own, or the default one). */
   bucketFor(tenant: string): Promise<Bucket>;
+  /** The existing partitions of a tenant with time-partitioned buckets (empty for others). */
+  partitionsOf?(tenant: string): Promise<Partition[]>;
+  /** The bucket of one partition. */
+  partitionBucket?(tenant: string, name: string): Promise<Bucket>;
+  /** Deletes the (empty) bucket of a partition; false when it did not exist. */
+  dropPartition?(tenant: string, name: string): Promise<boolean>;
+}
+
+/** A partition dropped whole (or, in a dry run, due to be). */
+export interface BucketDrop {
+  readonly bucket: string;
+  readonly tenant: string;
+  readonly startMs: number;
+  readonly endMs: number;
+  readonly reason: DeletionReason;
+  /** Objects deleted from it (blocks, day manifests, anything else) and their bytes. */
+  readonly objects: number;
+  readonly bytes: number;
+  /** False when the bucket was already gone. */
+  readonly existed: boolean;
+}
+
+/** One bucket a pass visits: the default one, a tenant's own, or one partition of a tenant's. */
+export interface LifecycleBucket {
+  readonly name: string;
+  readonly bucket: Bucket;
+  readonly partition?: { readonly tenant: string; readonly p: Partition };
 }
 
 export interface LifecycleJobOptions {
@@ -63,6 +96,8 @@ export interface LifecycleJobOptions {
   readonly shouldContinue?: () => boolean;
   readonly onBlock?: (d: BlockDeletion) => void;
   readonly onDebris?: (d: DebrisRemoval) => void;
+  /** A partition dropped whole. */
+  readonly onBucketDropped?: (d: BucketDrop) => void;
   /** A deletion that failed (the pass goes on; the next pass retries it). */
   readonly onError?: (what: { bucket: string; key: string; err: unknown }) => void;
   /** Day blocks (src/lifecycle/day.ts); absent: none are made. */
@@ -80,8 +115,10 @@ export interface DayPassOptions {
   readonly onMergeStart?: (what: { bucket: string; key: string; tenant: string; shard: number; dayStartMs: number; sources: number; replacing: boolean }) => void;
   readonly onMerge?: (what: DayMergeResult & { bucket: string }) => void;
   readonly onMergeError?: (what: { bucket: string; key: string; tenant: string; shard: number; dayStartMs: number; err: unknown }) => void;
-  /** A 4-hour block deleted because its day block holds it. */
-  readonly onSourceDeleted?: (what: { bucket: string; key: string; tenant: string; shard: number; dayStartMs: number; bytes: number }) => void;
+  /** A 4-hour block deleted because its day block holds it (`etag`: the version the day block holds). */
+  readonly onSourceDeleted?: (what: { bucket: string; key: string; tenant: string; shard: number; dayStartMs: number; bytes: number; etag: string }) => void;
+  /** A 4-hour block due for deletion found replaced (late data) just before its DELETE: kept. */
+  readonly onSourceChanged?: (what: { bucket: string; key: string; tenant: string; shard: number; dayStartMs: number; bytes: number; etag: string }) => void;
 }
 
 /** What a pass did. */
@@ -90,6 +127,8 @@ export interface LifecyclePassResult {
   readonly blocksDeleted: { readonly retention: number; readonly tenant_deleted: number };
   readonly bytesDeleted: { readonly retention: number; readonly tenant_deleted: number };
   readonly debrisRemoved: number;
+  /** Partitions (time-partitioned tenant buckets) dropped whole. */
+  readonly bucketsDropped: number;
   readonly failures: number;
   /** Day blocks written (new or with late data folded in), and 4-hour blocks deleted as held by one. */
   readonly dayMerges: number;
@@ -104,14 +143,25 @@ export class LifecyclePassStopped extends StrataError {
   }
 }
 
-/** The distinct buckets of the config (default first), each with a description for logs. */
-export async function distinctBuckets(b: LifecycleBuckets): Promise<{ name: string; bucket: Bucket }[]> {
+/**
+ * The distinct buckets of the config (default first), each with a description for logs; a tenant
+ * with time-partitioned buckets contributes every partition that exists.
+ */
+export async function distinctBuckets(b: LifecycleBuckets): Promise<LifecycleBucket[]> {
   const cfg = b.config;
   const seen = new Set<string>([bucketLocationOf(cfg.defaultBucket)]);
   const def = await b.defaultBucket();
-  const out = [{ name: def.name, bucket: def }];
+  const out: LifecycleBucket[] = [{ name: def.name, bucket: def }];
   for (const t of cfg.tenants.values()) {
     if (!t.bucket) continue;
+    if (t.partitions) {
+      if (!b.partitionsOf || !b.partitionBucket) throw new StrataError(ErrorCode.CONFIG, `tenant "${t.id}" has time-partitioned buckets, which this tool cannot list`);
+      for (const p of await b.partitionsOf(t.id)) {
+        const bucket = await b.partitionBucket(t.id, p.name);
+        out.push({ name: bucket.name, bucket, partition: { tenant: t.id, p } });
+      }
+      continue;
+    }
     const loc = bucketLocationOf(t.bucket);
     if (seen.has(loc)) continue;
     seen.add(loc);
@@ -119,6 +169,24 @@ export async function distinctBuckets(b: LifecycleBuckets): Promise<{ name: stri
     out.push({ name: bucket.name, bucket });
   }
   return out;
+}
+
+/**
+ * Why partition `p` of `tenant` is dropped whole at `nowMs`, or null: the tenant is marked, or
+ * every window the partition can hold ended `retention + retentionGraceMs` ago.
+ */
+export function partitionDropReason(
+  tenant: string,
+  p: Partition,
+  cfg: TenantsConfig,
+  marked: ReadonlySet<string>,
+  nowMs: number,
+  opts: { readonly blockDurationMs: number; readonly retentionGraceMs: number },
+): DeletionReason | null {
+  if (marked.has(tenant)) return 'tenant_deleted';
+  const retention = retentionOf(cfg, tenant);
+  if (retention === null) return null;
+  return partitionLastWindowEnd(p, opts.blockDurationMs) + retention + opts.retentionGraceMs <= nowMs ? 'retention' : null;
 }
 
 /**
@@ -154,6 +222,7 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
   const blocks = { retention: 0, tenant_deleted: 0 };
   const bytes = { retention: 0, tenant_deleted: 0 };
   let debris = 0;
+  let dropped = 0;
   let failures = 0;
   let dayMerges = 0;
   let daySourcesDeleted = 0;
@@ -180,7 +249,7 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
   };
 
   const buckets = await distinctBuckets(b);
-  for (const { name, bucket } of buckets) {
+  for (const { name, bucket, partition } of buckets) {
     const batch: BlockDeletion[] = [];
     const doneBlock = (d: BlockDeletion): void => {
       blocks[d.reason]++;
@@ -197,8 +266,93 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
       if (pt) pt.left++;
       return { bucket: name, key: x.key };
     };
-    const groups = new DayGroups();
+    const dropReason = partition ? partitionDropReason(partition.tenant, partition.p, cfg, marked, nowMs, opts) : null;
+    if (partition && dropReason !== null) {
+      // the whole partition goes: every object (blocks first, counted as such), every incomplete upload, then the bucket
+      const failedBefore = failures;
+      let objects = 0;
+      let objectBytes = 0;
+      const others: ObjectInfo[] = [];
+      const counted = (size: number): void => {
+        objects++;
+        objectBytes += size;
+      };
+      const doneOther = (info: ObjectInfo): void => counted(info.size);
+      const doneDropped = (d: BlockDeletion): void => {
+        counted(d.bytes);
+        doneBlock(d);
+      };
+      for await (const info of bucket.list('')) {
+        const p = parseBlockKey(info.key) ?? parseDayKey(info.key);
+        if (p && p.tenant === partition.tenant) {
+          const windowStartMs = Number('windowStartMs' in p ? p.windowStartMs : p.dayStartMs);
+          batch.push({ bucket: name, key: info.key, tenant: p.tenant, shard: p.shard, windowStartMs, bytes: info.size, reason: dropReason });
+          if (batch.length >= concurrency) await drain(batch, (x) => bucket.delete(x.key), failBlock, doneDropped);
+        } else {
+          others.push(info);
+          if (others.length >= concurrency) await drain(others, (x) => bucket.delete(x.key), (x) => ({ bucket: name, key: x.key }), doneOther);
+        }
+      }
+      await drain(batch, (x) => bucket.delete(x.key), failBlock, doneDropped);
+      await drain(others, (x) => bucket.delete(x.key), (x) => ({ bucket: name, key: x.key }), doneOther);
+      if (hasIncompleteUploads(bucket)) {
+        // every incomplete upload, whatever its age: the bucket goes
+        const uploads: IncompleteUpload[] = [];
+        const discard = (): Promise<void> =>
+          drain(uploads, (x) => bucket.discardIncompleteUpload(x), (x) => ({ bucket: name, key: x.key }), (u) => {
+            debris++;
+            opts.onDebris?.({ bucket: name, upload: u });
+          });
+        for await (const u of bucket.listIncompleteUploads('')) {
+          uploads.push(u);
+          if (uploads.length >= concurrency) await discard();
+        }
+        await discard();
+      }
+      if (failures > failedBefore) continue; // some object is left: the next pass tries again
+      let existed = true;
+      if (!opts.dryRun) {
+        go();
+        try {
+          existed = b.dropPartition ? await b.dropPartition(partition.tenant, partition.p.name) : true;
+        } catch (err) {
+          failures++;
+          const pt = perTenant.get(partition.tenant);
+          if (pt) pt.left++;
+          opts.onError?.({ bucket: name, key: '', err });
+          continue;
+        }
+      }
+      dropped++;
+      opts.onBucketDropped?.({ bucket: name, tenant: partition.tenant, startMs: partition.p.startMs, endMs: partition.p.endMs, reason: dropReason, objects, bytes: objectBytes, existed });
+      continue;
+    }
+    // Keys are listed in order and a (tenant, day)'s keys are contiguous (blocks/<tenant>/<window
+    // start, 16 digits>/...), so each day's groups are handed to the day step as soon as the
+    // listing has passed the day: at most one (tenant, day)'s keys are held, never the listing.
+    let groups = new DayGroups();
+    let listedDay: string | null = null;
+    const dayDone = async (): Promise<void> => {
+      if (!days || groups.groups.size === 0) return;
+      const done = groups;
+      groups = new DayGroups();
+      const r = await dayStep(bucket, name, done, nowMs, days, concurrency, go, (e) => {
+        failures++;
+        days.onMergeError?.(e);
+      });
+      dayMerges += r.merges;
+      daySourcesDeleted += r.deleted;
+    };
     for await (const info of bucket.list('blocks/')) {
+      if (days) {
+        const k = parseBlockKey(info.key);
+        const dk = k ? null : parseDayKey(info.key);
+        const day: string | null = k ? `${k.tenant}/${dayStartOf(k.windowStartMs)}` : dk ? `${dk.tenant}/${dk.dayStartMs}` : listedDay;
+        if (day !== listedDay) {
+          await dayDone();
+          listedDay = day;
+        }
+      }
       const reason = deletionReason(info.key, cfg, marked, nowMs, opts);
       if (reason === null) {
         if (days) {
@@ -219,15 +373,7 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
       if (batch.length >= concurrency) await drain(batch, (x) => bucket.delete(x.key), failBlock, doneBlock);
     }
     await drain(batch, (x) => bucket.delete(x.key), failBlock, doneBlock);
-
-    if (days) {
-      const r = await dayStep(bucket, name, groups, nowMs, days, concurrency, go, (e) => {
-        failures++;
-        days.onMergeError?.(e);
-      });
-      dayMerges += r.merges;
-      daySourcesDeleted += r.deleted;
-    }
+    await dayDone();
 
     if (hasIncompleteUploads(bucket)) {
       const cutoff = nowMs - opts.incompleteUploadMaxAgeMs;
@@ -263,7 +409,7 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
     }
     reports.push(report);
   }
-  return { buckets: buckets.length, blocksDeleted: blocks, bytesDeleted: bytes, debrisRemoved: debris, failures, reports, dayMerges, daySourcesDeleted };
+  return { buckets: buckets.length, blocksDeleted: blocks, bytesDeleted: bytes, debrisRemoved: debris, bucketsDropped: dropped, failures, reports, dayMerges, daySourcesDeleted };
 }
 
 /**
@@ -295,9 +441,12 @@ async function dayStep(
       const { g, info } = items[i]!;
       if (r.status === 'rejected') {
         onMergeError({ bucket: name, key: info.key, tenant: g.tenant, shard: g.shard, dayStartMs: Number(g.dayStartMs), err: r.reason });
-      } else if (r.value) {
+      } else if (r.value === 'deleted') {
         deleted++;
-        days.onSourceDeleted?.({ bucket: name, key: info.key, tenant: g.tenant, shard: g.shard, dayStartMs: Number(g.dayStartMs), bytes: info.size });
+        days.onSourceDeleted?.({ bucket: name, key: info.key, tenant: g.tenant, shard: g.shard, dayStartMs: Number(g.dayStartMs), bytes: info.size, etag: info.etag });
+      } else if (r.value === 'changed') {
+        // late data replaced it since the listing: kept, and folded into the day block by the next pass
+        days.onSourceChanged?.({ bucket: name, key: info.key, tenant: g.tenant, shard: g.shard, dayStartMs: Number(g.dayStartMs), bytes: info.size, etag: info.etag });
       }
     });
   };

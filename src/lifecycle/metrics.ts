@@ -10,6 +10,7 @@ export class LifecycleMetrics {
   readonly blocksDeleted: Counter<'reason'>;
   readonly bytesDeleted: Counter<'reason'>;
   readonly incompleteUploadsRemoved: Counter<string>;
+  readonly bucketsDropped: Counter<'reason'>;
   readonly deleteErrors: Counter<string>;
   readonly passes: Counter<'result'>;
   readonly passDuration: Histogram<string>;
@@ -21,6 +22,7 @@ export class LifecycleMetrics {
   readonly dayMergedSamples: Counter<string>;
   readonly dayBytesWritten: Counter<string>;
   readonly daySourcesDeleted: Counter<string>;
+  readonly daySourcesChanged: Counter<string>;
 
   constructor(opts: { readonly defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -29,6 +31,7 @@ export class LifecycleMetrics {
     this.blocksDeleted = new Counter({ name: 'strata_lifecycle_blocks_deleted_total', help: 'Blocks deleted, by reason (retention, tenant_deleted).', labelNames: ['reason'], registers });
     this.bytesDeleted = new Counter({ name: 'strata_lifecycle_bytes_deleted_total', help: 'Bytes of the blocks deleted, by reason.', labelNames: ['reason'], registers });
     this.incompleteUploadsRemoved = new Counter({ name: 'strata_lifecycle_incomplete_uploads_removed_total', help: 'Abandoned multipart uploads and temp files discarded.', registers });
+    this.bucketsDropped = new Counter({ name: 'strata_lifecycle_buckets_dropped_total', help: 'Time-partitioned tenant buckets dropped whole, by reason (retention, tenant_deleted).', labelNames: ['reason'], registers });
     this.deleteErrors = new Counter({ name: 'strata_lifecycle_delete_errors_total', help: 'Deletions that failed (retried by the next pass).', registers });
     this.passes = new Counter({ name: 'strata_lifecycle_passes_total', help: 'Passes run, by result (ok, failed, stopped: the lease was lost).', labelNames: ['result'], registers });
     this.passDuration = new Histogram({ name: 'strata_lifecycle_pass_duration_seconds', help: 'Duration of a pass.', buckets: [0.1, 1, 10, 60, 300, 1800, 7200], registers });
@@ -39,6 +42,7 @@ export class LifecycleMetrics {
     this.dayMergedSamples = new Counter({ name: 'strata_lifecycle_day_merged_samples_total', help: 'Samples in the day blocks written.', registers });
     this.dayBytesWritten = new Counter({ name: 'strata_lifecycle_day_bytes_written_total', help: 'Bytes of the day blocks written.', registers });
     this.daySourcesDeleted = new Counter({ name: 'strata_lifecycle_day_sources_deleted_total', help: '4-hour blocks deleted because a day block has held them for daySourceGraceMs.', registers });
+    this.daySourcesChanged = new Counter({ name: 'strata_lifecycle_day_sources_changed_total', help: '4-hour blocks due for deletion found replaced by late data just before the DELETE (kept; docs/decisions/0008-day-source-delete-race.md).', registers });
     this.tenantBlocksLeft = new Gauge({ name: 'strata_lifecycle_deleted_tenant_blocks_left', help: 'Blocks of a tenant marked for deletion left after the last pass (0: deleted).', labelNames: ['tenant'], registers });
   }
 }

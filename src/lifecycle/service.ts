@@ -99,6 +99,10 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
           metrics.incompleteUploadsRemoved.inc();
           logger.info({ bucket: d.bucket, key: d.upload.key, uploadId: d.upload.id, started: new Date(d.upload.startedMs).toISOString() }, 'incomplete upload discarded');
         },
+        onBucketDropped: (d) => {
+          metrics.bucketsDropped.inc({ reason: d.reason });
+          logger.info({ bucket: d.bucket, tenant: d.tenant, start: new Date(d.startMs).toISOString(), end: new Date(d.endMs).toISOString(), reason: d.reason, objects: d.objects, bytes: d.bytes, existed: d.existed }, 'partition bucket dropped');
+        },
         onError: (e) => {
           metrics.deleteErrors.inc();
           logger.warn({ bucket: e.bucket, key: e.key, err: (e.err as Error).message }, 'deletion failed; the next pass retries it');
@@ -127,7 +131,11 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
                 },
                 onSourceDeleted: (d) => {
                   metrics.daySourcesDeleted.inc();
-                  logger.info({ bucket: d.bucket, key: d.key, tenant: d.tenant, shard: d.shard, day: new Date(d.dayStartMs).toISOString(), bytes: d.bytes }, 'day source deleted');
+                  logger.info({ bucket: d.bucket, key: d.key, etag: d.etag, tenant: d.tenant, shard: d.shard, day: new Date(d.dayStartMs).toISOString(), bytes: d.bytes }, 'day source deleted');
+                },
+                onSourceChanged: (d) => {
+                  metrics.daySourcesChanged.inc();
+                  logger.warn({ bucket: d.bucket, key: d.key, listedEtag: d.etag, tenant: d.tenant, shard: d.shard, day: new Date(d.dayStartMs).toISOString() }, 'day source replaced by late data before its deletion; kept, merged by the next pass');
                 },
               },
             }
@@ -141,7 +149,7 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
       metrics.passes.inc({ result: 'ok' });
       metrics.lastPassTimestamp.set(started / 1000);
       logger.info(
-        { blocksDeleted: result.blocksDeleted, bytesDeleted: result.bytesDeleted, incompleteUploadsRemoved: result.debrisRemoved, dayMerges: result.dayMerges, daySourcesDeleted: result.daySourcesDeleted, failures: result.failures, buckets: result.buckets },
+        { blocksDeleted: result.blocksDeleted, bytesDeleted: result.bytesDeleted, bucketsDropped: result.bucketsDropped, incompleteUploadsRemoved: result.debrisRemoved, dayMerges: result.dayMerges, daySourcesDeleted: result.daySourcesDeleted, failures: result.failures, buckets: result.buckets },
         'lifecycle pass done',
       );
       return result;

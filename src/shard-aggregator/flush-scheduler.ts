@@ -71,8 +71,8 @@ export interface BucketLease {
 
 /** Where each tenant's blocks go (the tenant registry, or one bucket for all). */
 export interface TenantBuckets {
-  /** The bucket of `tenant` as of now; rejects if it cannot be resolved (the flush is retried). */
-  acquire(tenant: string): Promise<BucketLease>;
+  /** The bucket of `tenant`'s window as of now; rejects if it cannot be resolved (the flush is retried). */
+  acquire(tenant: string, windowStart: bigint): Promise<BucketLease>;
 }
 
 /** One bucket for every tenant. */
@@ -287,7 +287,7 @@ export class Flusher {
         for (const g of gens) await this.o.store.remove(g);
         return null;
       }
-      lease = await this.o.buckets.acquire(key.tenant);
+      lease = await this.o.buckets.acquire(key.tenant, key.windowStart);
       const bucket = lease.bucket;
       let old: BlockReader | null = null;
       try {

@@ -92,7 +92,7 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
       onReload: (ok) => metrics.tenantReloads.inc({ result: ok ? 'ok' : 'refused' }),
     }));
   const ownRegistry = opts.tenants === undefined;
-  const buckets: TenantBuckets = { acquire: (tenant) => registry.acquireBucket(tenant) };
+  const buckets: TenantBuckets = { acquire: (tenant, windowStart) => registry.acquireBucket(tenant, windowStart) };
   const tenantLabel = (tenant: string): string => registry.label(tenant);
   const deletionMarks = new DeletionMarkWatcher(() => registry.defaultBucket(), { pollMs: config.deletionMarksPollMs, logger });
   let listening: Listening;

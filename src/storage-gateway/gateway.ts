@@ -112,7 +112,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     throw err;
   }
   const tenantBuckets = new TenantBucketResolver(registry);
-  const resolve = (tenant: string): TenantBucket | Promise<TenantBucket> => tenantBuckets.resolve(tenant);
+  const resolve = (tenant: string, windowStart: bigint): TenantBucket | Promise<TenantBucket> => tenantBuckets.resolve(tenant, windowStart);
   // tenants marked for deletion read as "no data" at once, as they will once their blocks are gone
   const deletionMarks = new DeletionMarkWatcher(() => registry.defaultBucket(), { pollMs: config.deletionMarksPollMs, logger });
   const fetcher = new RangeFetcher({ store, hot: config.hotRangesMaxBytes > 0 ? store : undefined, metrics, coalesce: { maxGapBytes: config.coalesceGapBytes, maxGetBytes: config.maxGetBytes } });
@@ -224,7 +224,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     })());
 
   const address = async (tenant: string, shard: number, windowStartMs: bigint): Promise<BlockAddress> => {
-    const { bucket, scope } = await resolve(tenant);
+    const { bucket, scope } = await resolve(tenant, windowStartMs);
     const windowEnd = windowStartMs + BigInt(config.blockDurationMs);
     return { tenant, shard, windowStart: windowStartMs, windowEnd, key: blockKey(tenant, shard, windowStartMs), bucket, scope };
   };

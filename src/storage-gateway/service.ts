@@ -155,7 +155,7 @@ export interface ReadServiceOptions {
   readonly logger: Logger;
   readonly authorize: AuthHook;
   /** The bucket a tenant's blocks are read from, resolved per call (at once when it is known). */
-  readonly resolve: (tenant: string) => TenantBucket | Promise<TenantBucket>;
+  readonly resolve: (tenant: string, windowStart: bigint) => TenantBucket | Promise<TenantBucket>;
   /** Bounded metric label of a tenant. */
   readonly tenantLabel: (tenant: string) => string;
   /** Answers a read (of a block's window, or of a day: src/storage-gateway/day.ts). */
@@ -456,7 +456,7 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
       if (maxSeries !== undefined && parsed.ids.length > maxSeries) {
         throw new GrpcError(status.RESOURCE_EXHAUSTED, `request names ${parsed.ids.length} series, more than the limit maxSeriesPerRead (${maxSeries}) of tenant "${tenant}"; split it`);
       }
-      const resolved = opts.resolve(tenant);
+      const resolved = opts.resolve(tenant, parsed.block.windowStart);
       const { bucket, scope } = resolved instanceof Promise ? await resolved : resolved;
       const { block } = parsed;
       // windows with no data to answer (retention, deleted tenant) are cut off the range

@@ -5,10 +5,12 @@
  *
  * A tenant's bucket and scope only change when the registry's config does (a reload swaps the
  * config object), so they are remembered per config: a warm call resolves with one Map lookup
- * instead of a location string, a SHA-256 and a promise.
+ * instead of a location string, a SHA-256 and a promise. A tenant with time-partitioned buckets
+ * (src/tenancy/partitions.ts) has one bucket per partition: remembered per partition.
  */
 import { createHash } from 'node:crypto';
 import type { BucketReader } from '../objstore/bucket.js';
+import { partitionOf } from '../tenancy/partitions.js';
 import type { TenantRegistry } from '../tenancy/tenants.js';
 import type { TenantBucket } from './service.js';
 
@@ -27,22 +29,24 @@ export class TenantBucketResolver {
 
   constructor(private readonly registry: Pick<TenantRegistry, 'config' | 'bucketLocation' | 'bucketFor'>) {}
 
-  /** The tenant's bucket and scope: at once when remembered, else once its bucket is open. */
-  resolve(tenant: string): TenantBucket | Promise<TenantBucket> {
+  /** The bucket and scope of the tenant's window: at once when remembered, else once its bucket is open. */
+  resolve(tenant: string, windowStart: bigint): TenantBucket | Promise<TenantBucket> {
     const registry = this.registry;
     const cfg = registry.config;
     if (cfg !== this.resolvedFor) {
       this.resolved.clear();
       this.resolvedFor = cfg;
     }
-    const known = this.resolved.get(tenant);
+    const partitions = cfg.tenants.get(tenant)?.partitions;
+    const id = partitions ? `${tenant} ${partitionOf(partitions, windowStart).name}` : tenant;
+    const known = this.resolved.get(id);
     if (known) return known;
     let scope: string;
     let bucket: Promise<BucketReader>;
     try {
       // location and client are read from the same config (no await in between)
-      scope = scopeOf(registry.bucketLocation(tenant));
-      bucket = registry.bucketFor(tenant);
+      scope = scopeOf(registry.bucketLocation(tenant, windowStart));
+      bucket = registry.bucketFor(tenant, windowStart);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -50,7 +54,7 @@ export class TenantBucketResolver {
       const tb: TenantBucket = { bucket: b, scope };
       if (registry.config === cfg) {
         if (this.resolved.size >= RESOLVED_TENANTS_MAX) this.resolved.clear();
-        this.resolved.set(tenant, tb);
+        this.resolved.set(id, tb);
       }
       return tb;
     });

@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { ErrorCode, StrataError } from '../errors.js';
 import { TENANT_PATTERN } from '../format/key.js';
 import { parseBucketConfig, s3TuningShape, type BucketConfig } from '../objstore/index.js';
+import { isBucketTemplate, parseBucketTemplate, parsePartitionName, type BucketTemplate } from './partitions.js';
 
 /** A reference to a secret: an environment variable or a file (trailing newline trimmed). */
 const secretRef = z.union([z.strictObject({ env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name') }), z.strictObject({ file: z.string().min(1) })]);
@@ -83,6 +84,11 @@ export interface TenantEntry {
   readonly limits: { readonly maxSamplesPerWrite?: number; readonly maxSeriesPerRead?: number };
   /** The tenant's own retention (ms), or null for the file's default. */
   readonly retentionMs: number | null;
+  /**
+   * The template of the tenant's time-partitioned buckets (src/tenancy/partitions.ts), or null.
+   * When set, `bucket.bucket` is the template as written, never a bucket name.
+   */
+  readonly partitions: BucketTemplate | null;
 }
 
 /** A loaded, validated tenants file. */
@@ -158,9 +164,19 @@ export async function parseTenantsConfig(raw: unknown, source: string, env: Node
       if (other) throw configError(source, `tenants.${id}.tokens: a token hash is also listed for tenant ${other}`);
       seen.set(h, id);
     }
+    let partitions: BucketTemplate | null = null;
+    if (t.bucket?.type === 's3' && isBucketTemplate(t.bucket.bucket)) {
+      try {
+        partitions = parseBucketTemplate(t.bucket.bucket, id);
+      } catch (err) {
+        throw configError(source, `tenants.${id}.bucket.bucket: ${(err as Error).message}`);
+      }
+      if (t.bucket.prefix !== undefined) throw configError(source, `tenants.${id}.bucket.prefix: not allowed with a bucket name template (time-partitioned buckets hold one tenant's blocks only and are dropped whole)`);
+    }
     tenants.set(id, {
       id,
       tokenDigests,
+      partitions,
       bucket: t.bucket ? await resolveBucket(t.bucket, `tenants.${id}.bucket`, source, env, files) : null,
       limits: {
         ...(t.limits.maxSamplesPerWrite !== undefined ? { maxSamplesPerWrite: t.limits.maxSamplesPerWrite } : {}),
@@ -169,8 +185,36 @@ export async function parseTenantsConfig(raw: unknown, source: string, env: Node
       retentionMs: t.retentionMs ?? null,
     });
   }
+  if (f.defaultBucket.type === 's3' && isBucketTemplate(f.defaultBucket.bucket)) {
+    throw configError(source, 'defaultBucket.bucket: a bucket name template ("{") is only allowed in a tenant\'s bucket');
+  }
   const defaultBucket = await resolveBucket(f.defaultBucket, 'defaultBucket', source, env, files);
+  checkPartitionsApart(tenants, defaultBucket, source);
   return { authRequired: f.authRequired, defaultBucket, tenants, retentionMs: f.retentionMs ?? null, secretFiles: [...new Set(files)] };
+}
+
+/**
+ * Two tenants' templates must not render the same names, and no fixed bucket may look like a
+ * partition of a template on the same server: the lifecycle role drops partitions whole.
+ */
+function checkPartitionsApart(tenants: ReadonlyMap<string, TenantEntry>, defaultBucket: BucketConfig, source: string): void {
+  const server = (c: BucketConfig): string => (c.type === 's3' ? c.endpoint ?? `aws:${c.region}` : 'fs');
+  const fixed: { what: string; cfg: BucketConfig }[] = [{ what: 'defaultBucket.bucket', cfg: defaultBucket }];
+  for (const t of tenants.values()) if (t.bucket && !t.partitions) fixed.push({ what: `tenants.${t.id}.bucket.bucket`, cfg: t.bucket });
+  const seen = new Map<string, string>();
+  for (const t of tenants.values()) {
+    if (!t.partitions || !t.bucket) continue;
+    const where = `tenants.${t.id}.bucket.bucket`;
+    const same = `${server(t.bucket)} ${JSON.stringify(t.partitions.parts)}`;
+    const other = seen.get(same);
+    if (other) throw configError(source, `${where}: renders the same bucket names as ${other}`);
+    seen.set(same, where);
+    for (const f of fixed) {
+      if (f.cfg.type === 's3' && server(f.cfg) === server(t.bucket) && parsePartitionName(t.partitions, f.cfg.bucket)) {
+        throw configError(source, `${where}: "${t.partitions.source}" renders "${f.cfg.bucket}", the bucket of ${f.what}`);
+      }
+    }
+  }
 }
 
 /** Reads and validates a tenants file (`.json`, else YAML). */

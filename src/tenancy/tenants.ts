@@ -12,6 +12,7 @@ import { ErrorCode, InvalidArgumentError, StrataError } from '../errors.js';
 import { TENANT_PATTERN } from '../format/key.js';
 import { openBucket, type Bucket, type BucketConfig } from '../objstore/index.js';
 import { loadTenantsFile, type TenantEntry, type TenantsConfig } from './config.js';
+import { deleteBucket, ensureBucket, listBucketNames, parsePartitionName, partitionConfig, partitionOf, PartitionBucket, windowNeeded, type Partition } from './partitions.js';
 
 /** What a service knows about an authenticated call. */
 export interface TenantContext {
@@ -28,7 +29,13 @@ interface BucketSlot {
   leases: number;
   /** Set once the slot left the config and its retire delay passed: close when leases reach 0. */
   closeDue: boolean;
+  /** A partition's slot: the key of its tenant's template config (live while that is), and whether the bucket is known to exist. */
+  readonly templateKey?: string;
+  ensured?: Promise<void> | null;
 }
+
+/** A window's start (ms since the epoch), as the block keys and footers have it. */
+export type WindowStart = number | bigint;
 
 /** A bucket lent for one long operation (a flush); call `release()` exactly once when done. */
 export interface BucketLease {
@@ -151,12 +158,48 @@ export class TenantRegistry {
    * tenant that is not in the config has no bucket (StrataError CONFIG): data of a tenant removed
    * from the file, e.g. one with its own bucket, must not silently go to the default bucket.
    */
-  private bucketConfigOf(tenant: string): BucketConfig {
+  private bucketConfigOf(tenant: string, windowStart?: WindowStart): BucketConfig {
     const entry = this.cfg.tenants.get(tenant);
     if (!entry && this.cfg.authRequired) {
       throw new StrataError(ErrorCode.CONFIG, `tenant "${tenant}" is not in the tenants config, so it has no bucket; add it back (its own bucket if it had one) and reload`);
     }
+    if (entry?.partitions && entry.bucket?.type === 's3') {
+      if (windowStart === undefined) throw windowNeeded(tenant);
+      return partitionConfig(entry.bucket, partitionOf(entry.partitions, windowStart).name);
+    }
     return entry?.bucket ?? this.cfg.defaultBucket;
+  }
+
+  /**
+   * The partitions of a time-partitioned tenant that exist now (S3 ListBuckets with the tenant's
+   * credentials, names its template renders), oldest first. Empty for other tenants.
+   */
+  async partitionsOf(tenant: string): Promise<Partition[]> {
+    const entry = this.cfg.tenants.get(tenant);
+    if (!entry?.partitions || entry.bucket?.type !== 's3') return [];
+    const t = entry.partitions;
+    const out: Partition[] = [];
+    for (const name of await listBucketNames(entry.bucket)) {
+      const p = parsePartitionName(t, name);
+      if (p) out.push(p);
+    }
+    return out.sort((a, b) => a.startMs - b.startMs);
+  }
+
+  /** The bucket of partition `name` of `tenant` (shared and reused like {@link bucketFor}'s). */
+  partitionBucket(tenant: string, name: string): Promise<Bucket> {
+    const entry = this.cfg.tenants.get(tenant);
+    if (!entry?.partitions || entry.bucket?.type !== 's3') return Promise.reject(new StrataError(ErrorCode.CONFIG, `tenant "${tenant}" has no time-partitioned buckets`));
+    return this.slotOf(partitionConfig(entry.bucket, name), bucketKey(entry.bucket)).bucket;
+  }
+
+  /** Deletes the (empty) bucket of partition `name` of `tenant`; false when it did not exist. */
+  async dropPartition(tenant: string, name: string): Promise<boolean> {
+    const entry = this.cfg.tenants.get(tenant);
+    if (!entry?.partitions || entry.bucket?.type !== 's3' || !parsePartitionName(entry.partitions, name)) {
+      throw new StrataError(ErrorCode.CONFIG, `"${name}" is not a partition of tenant "${tenant}"`);
+    }
+    return deleteBucket(partitionConfig(entry.bucket, name));
   }
 
   /**
@@ -165,20 +208,31 @@ export class TenantRegistry {
    * one tenant before and after a reload, have the same location only when their blocks are in
    * the same place. Same errors as {@link bucketFor}.
    */
-  bucketLocation(tenant: string): string {
-    return bucketLocationOf(this.bucketConfigOf(tenant));
+  bucketLocation(tenant: string, windowStart?: WindowStart): string {
+    return bucketLocationOf(this.bucketConfigOf(tenant, windowStart));
   }
 
-  private slotFor(tenant: string): BucketSlot {
-    return this.slotOf(this.bucketConfigOf(tenant));
+  private slotFor(tenant: string, windowStart?: WindowStart): BucketSlot {
+    const cfg = this.bucketConfigOf(tenant, windowStart);
+    const entry = this.cfg.tenants.get(tenant);
+    return this.slotOf(cfg, entry?.partitions && entry.bucket ? bucketKey(entry.bucket) : undefined);
   }
 
-  private slotOf(cfg: BucketConfig): BucketSlot {
+  private slotOf(cfg: BucketConfig, templateKey?: string): BucketSlot {
     const key = bucketKey(cfg);
     let slot = this.buckets.get(key);
     if (!slot) {
-      const bucket = this.open(cfg);
-      const created: BucketSlot = { bucket, leases: 0, closeDue: false };
+      // a partition that does not exist reads as empty (src/tenancy/partitions.ts)
+      const bucket =
+        templateKey === undefined
+          ? this.open(cfg)
+          : this.open(cfg).then(
+              (b) =>
+                new PartitionBucket(b, () => {
+                  created.ensured = null; // dropped since it was created: the next write creates it again
+                }),
+            );
+      const created: BucketSlot = { bucket, leases: 0, closeDue: false, ...(templateKey !== undefined ? { templateKey, ensured: null } : {}) };
       bucket.catch(() => {
         if (this.buckets.get(key) === created) this.buckets.delete(key); // a failed open is retried next time
       });
@@ -194,9 +248,9 @@ export class TenantRegistry {
    * {@link acquireBucket}. Rejects with StrataError CONFIG for a tenant not in the config while
    * auth is required.
    */
-  bucketFor(tenant: string): Promise<Bucket> {
+  bucketFor(tenant: string, windowStart?: WindowStart): Promise<Bucket> {
     try {
-      return this.slotFor(tenant).bucket;
+      return this.slotFor(tenant, windowStart).bucket;
     } catch (err) {
       return Promise.reject(err);
     }
@@ -215,12 +269,21 @@ export class TenantRegistry {
    * config changes meanwhile (a flush may take longer than `retireAfterMs`). Resolved at call
    * time: a reload affects the next acquisition, never one in progress.
    */
-  async acquireBucket(tenant: string): Promise<BucketLease> {
-    const slot = this.slotFor(tenant);
+  async acquireBucket(tenant: string, windowStart?: WindowStart): Promise<BucketLease> {
+    const cfg = this.bucketConfigOf(tenant, windowStart);
+    const slot = this.slotFor(tenant, windowStart);
     slot.leases++;
     let bucket: Bucket;
     try {
       bucket = await slot.bucket;
+      // a writer creates the partition of the window when it is missing (once per client)
+      if (slot.templateKey !== undefined && cfg.type === 's3') {
+        slot.ensured ??= ensureBucket(cfg).catch((err: unknown) => {
+          slot.ensured = null;
+          throw err;
+        });
+        await slot.ensured;
+      }
     } catch (err) {
       this.releaseSlot(slot);
       throw err;
@@ -271,7 +334,7 @@ export class TenantRegistry {
     const live = new Set<string>([bucketKey(next.defaultBucket)]);
     for (const t of next.tenants.values()) if (t.bucket) live.add(bucketKey(t.bucket));
     for (const [key, slot] of this.buckets) {
-      if (live.has(key)) continue;
+      if (live.has(key) || (slot.templateKey !== undefined && live.has(slot.templateKey))) continue;
       this.buckets.delete(key);
       this.retired.add(slot);
       const cancel = this.schedule(() => {

@@ -24,6 +24,7 @@ t.test('k8s/ validates and describes the topology envoy/strata.yaml was generate
   const kinds = r.objects.map((o) => `${String(o.data['kind'])}/${String((o.data['metadata'] as Record<string, unknown>)['name'])}`).sort();
   t.same(kinds, [
     'Deployment/strata-envoy',
+    'Deployment/strata-lifecycle',
     'Namespace/strata',
     'PodDisruptionBudget/strata-aggregator',
     'PodDisruptionBudget/strata-envoy',
@@ -111,6 +112,11 @@ const breakages: Breakage[] = [
   { name: 'root pod', file: 'envoy.yaml', from: 'runAsNonRoot: true', to: 'runAsNonRoot: false', expect: /runAsNonRoot must be true/ },
   { name: 'StatefulSet without a headless Service', file: 'aggregator.yaml', from: 'clusterIP: None', to: 'clusterIP: 10.0.0.10', expect: /must be headless/ },
   { name: 'config file that is not YAML', file: 'config/tenants.yaml', from: 'tenants: {}', to: 'tenants: {', expect: /config\/tenants\.yaml: not valid YAML/ },
+  { name: 'lifecycle config with an unknown key', file: 'config/lifecycle.json', from: '"logLevel": "info"', to: '"logLevl": "info"', expect: /strata lifecycle rejects its config: .*logLevl/ },
+  { name: 'lifecycle role on another tenants file', file: 'config/lifecycle.json', from: '/etc/strata/tenants/tenants.yaml', to: '/etc/strata/tenants/other.yaml', expect: /Deployment\/strata-lifecycle: the lifecycle role must use the same bucket or tenants file as the aggregators and gateways/ },
+  { name: 'lifecycle metrics port not the config\'s', file: 'lifecycle.yaml', from: 'containerPort: 9403', to: 'containerPort: 9404', expect: /container lifecycle: container port "metrics" must be 9403 \(metricsListen\), is 9404/ },
+  { name: 'lifecycle day work dir on the read-only root', file: 'config/lifecycle.json', from: '/var/lib/strata-lifecycle/day', to: '/var/lib/elsewhere/day', expect: /dayWorkDir \/var\/lib\/elsewhere\/day must be on a writable emptyDir or claim/ },
+  { name: 'lifecycle as a StatefulSet', file: 'lifecycle.yaml', from: 'kind: Deployment', to: 'kind: StatefulSet', expect: /the lifecycle role runs as a Deployment/ },
   { name: 'stale Envoy ConfigMap', file: 'generated/envoy.yaml', from: 'header_name: x-strata-block', to: 'header_name: x-strata-tenant', expect: /hashes "x-strata-tenant", but the query client sends "x-strata-block"/ },
 ];
 

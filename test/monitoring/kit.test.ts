@@ -2,8 +2,8 @@
  * The monitoring kit (monitoring/): the rules pass `promtool check rules` and their unit tests
  * (`promtool test rules`), the committed dashboards are what scripts/monitoring/dashboards.ts
  * renders, every alert links to a section of docs/runbook.md that exists, and every metric a
- * dashboard or rule queries is exported by a running aggregator and gateway (or recorded by a
- * rule of the kit).
+ * dashboard or rule queries is exported by a running aggregator, gateway and lifecycle role (or
+ * recorded by a rule of the kit).
  *
  * Needs promtool (Debian: apt-get install prometheus; .ci/run installs it when missing).
  */
@@ -21,6 +21,8 @@ import { parseAggregatorConfig } from '../../src/shard-aggregator/config.js';
 import { startAggregatorServer } from '../../src/shard-aggregator/server.js';
 import { parseGatewayConfig } from '../../src/storage-gateway/config.js';
 import { startGateway } from '../../src/storage-gateway/gateway.js';
+import { parseLifecycleConfig } from '../../src/lifecycle/config.js';
+import { startLifecycle } from '../../src/lifecycle/service.js';
 import { DASHBOARDS, dashboardJson } from '../../scripts/monitoring/dashboards.js';
 import { scrape } from '../support/tenancy.js';
 
@@ -34,7 +36,9 @@ interface Rule {
   readonly expr: string;
   readonly annotations?: Record<string, string>;
 }
-const rules: Rule[] = RULE_FILES.flatMap((f) => (parse(readFileSync(f, 'utf8')) as { groups: { rules: Rule[] }[] }).groups.flatMap((g) => g.rules));
+const rulesOf = (f: string): Rule[] => (parse(readFileSync(f, 'utf8')) as { groups: { rules: Rule[] }[] }).groups.flatMap((g) => g.rules);
+const rules: Rule[] = RULE_FILES.flatMap(rulesOf);
+const TEST_FILES = readdirSync(join(KIT, 'tests')).filter((f) => f.endsWith('.test.yaml')).map((f) => join(KIT, 'tests', f));
 
 async function promtool(...args: string[]): Promise<string> {
   try {
@@ -77,10 +81,14 @@ t.test('promtool check rules and promtool test rules pass', async (t) => {
   const checked = await promtool('check', 'rules', ...RULE_FILES);
   t.match(checked, /SUCCESS: 10 rules found/, 'the alerting rules');
   t.match(checked, /SUCCESS: 14 rules found/, 'the recording rules');
+  t.match(checked, /strata-lifecycle\.rules\.yaml\n\s+SUCCESS: 5 rules found/, 'the lifecycle role\'s alerting rules');
   const tested = await promtool('test', 'rules', join(KIT, 'tests', 'strata-alerts.test.yaml'));
   t.match(tested, /SUCCESS/);
+  const testedAll = await promtool('test', 'rules', ...TEST_FILES);
+  t.notMatch(testedAll, /FAILED/, 'every test file passes');
+  t.equal(TEST_FILES.length, 2);
   // every alert has a unit test
-  const tests = readFileSync(join(KIT, 'tests', 'strata-alerts.test.yaml'), 'utf8');
+  const tests = TEST_FILES.map((f) => readFileSync(f, 'utf8')).join('\n');
   for (const r of rules) if (r.alert !== undefined) t.match(tests, new RegExp(`alertname: ${r.alert}\\n`), `${r.alert} is tested`);
 });
 
@@ -93,7 +101,9 @@ t.test('every alert links to a section of docs/runbook.md', (t) => {
   const runbook = readFileSync(join(ROOT, 'docs', 'runbook.md'), 'utf8');
   const anchors = new Set([...runbook.matchAll(/^#{2,3} (.+)$/gm)].map((m) => anchorOf(m[1]!)));
   const alerts = rules.filter((r) => r.alert !== undefined);
-  t.equal(alerts.length, 10);
+  t.equal(rulesOf(join(KIT, 'rules', 'strata-alerts.rules.yaml')).filter((r) => r.alert !== undefined).length, 10);
+  t.equal(rulesOf(join(KIT, 'rules', 'strata-lifecycle.rules.yaml')).filter((r) => r.alert !== undefined).length, 5);
+  t.equal(alerts.length, 15);
   for (const r of alerts) {
     const url = r.annotations?.['runbook_url'] ?? '';
     const m = /^docs\/runbook\.md#([a-z0-9-]+)$/.exec(url);
@@ -104,7 +114,7 @@ t.test('every alert links to a section of docs/runbook.md', (t) => {
   t.end();
 });
 
-t.test('every metric the dashboards and rules use is exported by a running aggregator and gateway', async (t) => {
+t.test('every metric the dashboards and rules use is exported by a running aggregator, gateway and lifecycle role', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'strata-kit-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const bucket = { type: 'filesystem', path: join(dir, 'bucket') };
@@ -120,10 +130,16 @@ t.test('every metric the dashboards and rules use is exported by a running aggre
     logger,
   });
   t.teardown(() => gateway.shutdown());
+  const lifecycle = await startLifecycle({
+    config: parseLifecycleConfig({ bucket, metricsListen: '127.0.0.1:0', logLevel: 'silent', dayWorkDir: join(dir, 'day-work') }),
+    logger,
+    timer: false,
+  });
+  t.teardown(() => lifecycle.shutdown());
 
   // a metric is exported when /metrics declares its type (labelled counters show no sample before their first event)
   const exported = new Map<string, string>();
-  const texts = [await scrape(aggregator.metricsPort), await scrape(gateway.metricsPort)];
+  const texts = [await scrape(aggregator.metricsPort), await scrape(gateway.metricsPort), await scrape(lifecycle.metricsPort)];
   for (const text of texts) for (const m of text.matchAll(/^# TYPE (\S+) (\S+)$/gm)) exported.set(m[1]!, m[2]!);
   const { version, commit } = buildInfo();
   for (const text of texts) t.match(text, `\nstrata_build_info{version="${version}",commit="${commit}"} 1\n`, 'strata_build_info on /metrics');
@@ -145,7 +161,7 @@ t.test('every metric the dashboards and rules use is exported by a running aggre
   }
   t.same(missing, [], 'every name is exported or recorded');
   t.ok(used.size > 50, `${used.size} names checked`);
-  for (const name of ['strata_aggregator_wal_disk_bytes', 'strata_aggregator_flush_errors_total', 'strata_gateway_cache_hits_total', 'strata_gateway_requests_total', 'strata_build_info']) {
+  for (const name of ['strata_aggregator_wal_disk_bytes', 'strata_aggregator_flush_errors_total', 'strata_gateway_cache_hits_total', 'strata_gateway_requests_total', 'strata_build_info', 'strata_lifecycle_lease_held', 'strata_lifecycle_day_merges_total']) {
     t.ok(used.has(name), `the kit uses ${name}`);
   }
 });
