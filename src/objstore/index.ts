@@ -47,7 +47,7 @@ const ranged = (name: keyof typeof S3_OPTION_RANGES) => {
  * The tuning options of an S3 bucket, each range-checked (shared with the tenants file's bucket
  * schema, so every bucket anywhere in the config is checked at start-up alike).
  */
-export const s3TuningShape = {
+const s3TuningShape = {
   partSizeBytes: ranged('partSizeBytes'),
   multipartThresholdBytes: ranged('multipartThresholdBytes'),
   partConcurrency: ranged('partConcurrency'),
@@ -65,29 +65,37 @@ export const s3TuningShape = {
   maxSockets: ranged('maxSockets'),
 };
 
-const bucketConfigSchema = z.discriminatedUnion('type', [
+/**
+ * The bucket schema, with `credentials` given as `credentials` says: inline values here, references
+ * to secrets in the tenants file (src/tenancy/config.ts). One schema for both, so the two cannot drift.
+ */
+export function bucketSchema<C extends z.ZodType>(credentials: C) {
+  return z.discriminatedUnion('type', [
+    z.strictObject({
+      type: z.literal('filesystem'),
+      path: z.string().min(1),
+      prefix: z.string().optional(),
+    }),
+    z.strictObject({
+      type: z.literal('s3'),
+      endpoint: z.string().url().optional(),
+      region: z.string().min(1),
+      bucket: z.string().min(3),
+      prefix: z.string().optional(),
+      forcePathStyle: z.boolean().optional(),
+      credentials: credentials.optional(),
+      ...s3TuningShape,
+    }),
+  ]);
+}
+
+const bucketConfigSchema = bucketSchema(
   z.strictObject({
-    type: z.literal('filesystem'),
-    path: z.string().min(1),
-    prefix: z.string().optional(),
+    accessKeyId: z.string().min(1),
+    secretAccessKey: z.string().min(1),
+    sessionToken: z.string().min(1).optional(),
   }),
-  z.strictObject({
-    type: z.literal('s3'),
-    endpoint: z.string().url().optional(),
-    region: z.string().min(1),
-    bucket: z.string().min(3),
-    prefix: z.string().optional(),
-    forcePathStyle: z.boolean().optional(),
-    credentials: z
-      .strictObject({
-        accessKeyId: z.string().min(1),
-        secretAccessKey: z.string().min(1),
-        sessionToken: z.string().min(1).optional(),
-      })
-      .optional(),
-    ...s3TuningShape,
-  }),
-]);
+);
 
 /**
  * Validates untyped bucket config (e.g. parsed from a file or the environment).

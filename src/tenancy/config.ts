@@ -10,7 +10,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ErrorCode, StrataError } from '../errors.js';
 import { TENANT_PATTERN } from '../format/key.js';
-import { parseBucketConfig, s3TuningShape, type BucketConfig } from '../objstore/index.js';
+import { bucketSchema, parseBucketConfig, type BucketConfig } from '../objstore/index.js';
 import { isBucketTemplate, parseBucketTemplate, parsePartitionName, type BucketTemplate } from './partitions.js';
 
 /** A reference to a secret: an environment variable or a file (trailing newline trimmed). */
@@ -22,20 +22,7 @@ const credentialsRef = z.strictObject({
   sessionToken: secretRef.optional(),
 });
 
-
-const bucketRef = z.discriminatedUnion('type', [
-  z.strictObject({ type: z.literal('filesystem'), path: z.string().min(1), prefix: z.string().optional() }),
-  z.strictObject({
-    type: z.literal('s3'),
-    endpoint: z.string().url().optional(),
-    region: z.string().min(1),
-    bucket: z.string().min(3),
-    prefix: z.string().optional(),
-    forcePathStyle: z.boolean().optional(),
-    credentials: credentialsRef.optional(),
-    ...s3TuningShape,
-  }),
-]);
+const bucketRef = bucketSchema(credentialsRef);
 
 /** `sha256:` followed by 64 lowercase hex digits: the SHA-256 of a token. */
 export const TOKEN_HASH_PATTERN = /^sha256:[0-9a-f]{64}$/;
