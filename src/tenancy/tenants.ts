@@ -82,7 +82,21 @@ export interface TenantRegistryOptions {
   readonly onReload?: (ok: boolean) => void;
   /** Runs `fn` after `ms` and returns its cancel function (default: an unref'd setTimeout; tests step it by hand). */
   readonly schedule?: (fn: () => void, ms: number) => () => void;
+  /**
+   * At most this many clients of time-partitioned buckets are kept open (default
+   * {@link MAX_PARTITION_CLIENTS}); beyond it the least recently used one is retired like a client
+   * that left the config (closed `retireAfterMs` later, once its leases are released).
+   */
+  readonly maxPartitionClients?: number;
 }
+
+/**
+ * The default bound on open clients of time-partitioned buckets, per process. A tenant with one
+ * bucket per week would otherwise keep a client (and its sockets) for every week ever read or
+ * written; reads and writes mostly touch the newest few partitions, so a least recently used one
+ * is retired and reopened on its next use.
+ */
+export const MAX_PARTITION_CLIENTS = 32;
 
 /** The default of {@link TenantRegistryOptions.schedule}. */
 function scheduleTimeout(fn: () => void, ms: number): () => void {
@@ -95,6 +109,9 @@ function scheduleTimeout(fn: () => void, ms: number): () => void {
 export class TenantRegistry {
   private cfg: TenantsConfig;
   private readonly buckets = new Map<string, BucketSlot>();
+  /** The open partition slots by key, least recently used first (a subset of {@link buckets}). */
+  private readonly partitionSlots = new Map<string, BucketSlot>();
+  private readonly maxPartitionClients: number;
   /** Slots no longer in the config that are not closed yet. */
   private readonly retired = new Set<BucketSlot>();
   private readonly swapListeners = new Set<(cfg: TenantsConfig) => void>();
@@ -116,6 +133,10 @@ export class TenantRegistry {
     this.retireAfterMs = opts.retireAfterMs ?? 60_000;
     this.schedule = opts.schedule ?? scheduleTimeout;
     this.onReload = opts.onReload;
+    this.maxPartitionClients = opts.maxPartitionClients ?? MAX_PARTITION_CLIENTS;
+    if (!Number.isSafeInteger(this.maxPartitionClients) || this.maxPartitionClients < 1) {
+      throw new RangeError(`maxPartitionClients must be a positive integer, got ${opts.maxPartitionClients}`);
+    }
   }
 
   /** The config in force. */
@@ -221,6 +242,11 @@ export class TenantRegistry {
   private slotOf(cfg: BucketConfig, templateKey?: string): BucketSlot {
     const key = bucketKey(cfg);
     let slot = this.buckets.get(key);
+    if (slot && slot.templateKey !== undefined) {
+      // most recently used partition last
+      this.partitionSlots.delete(key);
+      this.partitionSlots.set(key, slot);
+    }
     if (!slot) {
       // a partition that does not exist reads as empty (src/tenancy/partitions.ts)
       const bucket =
@@ -234,12 +260,38 @@ export class TenantRegistry {
             );
       const created: BucketSlot = { bucket, leases: 0, closeDue: false, ...(templateKey !== undefined ? { templateKey, ensured: null } : {}) };
       bucket.catch(() => {
-        if (this.buckets.get(key) === created) this.buckets.delete(key); // a failed open is retried next time
+        // a failed open is retried next time
+        if (this.buckets.get(key) === created) this.buckets.delete(key);
+        if (this.partitionSlots.get(key) === created) this.partitionSlots.delete(key);
       });
       slot = created;
       this.buckets.set(key, slot);
+      if (templateKey !== undefined) {
+        this.partitionSlots.set(key, slot);
+        for (const [oldest, old] of this.partitionSlots) {
+          if (this.partitionSlots.size <= this.maxPartitionClients) break;
+          this.retire(oldest, old);
+        }
+      }
     }
     return slot;
+  }
+
+  /**
+   * Takes a slot out of use: new calls open a new client, and this one is closed `retireAfterMs`
+   * later, once its last lease is released (calls holding it finish first).
+   */
+  private retire(key: string, slot: BucketSlot): void {
+    this.retirements++;
+    if (this.buckets.get(key) === slot) this.buckets.delete(key);
+    if (this.partitionSlots.get(key) === slot) this.partitionSlots.delete(key);
+    this.retired.add(slot);
+    const cancel = this.schedule(() => {
+      this.timers.delete(cancel);
+      slot.closeDue = true;
+      if (slot.leases === 0) this.closeSlot(slot);
+    }, this.retireAfterMs);
+    this.timers.add(cancel);
   }
 
   /**
@@ -319,6 +371,17 @@ export class TenantRegistry {
     return this.cfg.tenants.has(tenant) ? tenant : OTHER_TENANT_LABEL;
   }
 
+  /**
+   * Counts the clients retired so far (after a swap, or beyond {@link MAX_PARTITION_CLIENTS}).
+   * Whoever remembers a client from {@link bucketFor} forgets it when this changes: a retired
+   * client is closed `retireAfterMs` later.
+   */
+  get clientRetirements(): number {
+    return this.retirements;
+  }
+
+  private retirements = 0;
+
   /** Number of bucket clients open now. */
   get openBuckets(): number {
     return this.buckets.size;
@@ -335,14 +398,7 @@ export class TenantRegistry {
     for (const t of next.tenants.values()) if (t.bucket) live.add(bucketKey(t.bucket));
     for (const [key, slot] of this.buckets) {
       if (live.has(key) || (slot.templateKey !== undefined && live.has(slot.templateKey))) continue;
-      this.buckets.delete(key);
-      this.retired.add(slot);
-      const cancel = this.schedule(() => {
-        this.timers.delete(cancel);
-        slot.closeDue = true;
-        if (slot.leases === 0) this.closeSlot(slot);
-      }, this.retireAfterMs);
-      this.timers.add(cancel);
+      this.retire(key, slot);
     }
     this.syncWatchers();
     for (const l of this.swapListeners) {
@@ -460,6 +516,7 @@ export class TenantRegistry {
     this.timers.clear();
     const slots = [...this.buckets.values(), ...this.retired];
     this.buckets.clear();
+    this.partitionSlots.clear();
     this.retired.clear();
     for (const s of slots) {
       const b = await s.bucket.catch(() => null);

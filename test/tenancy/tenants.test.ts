@@ -1,4 +1,5 @@
 import t from 'tap';
+import { TenantBucketResolver } from '../../src/storage-gateway/tenant-buckets.js';
 import { mkdtempSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -162,6 +163,55 @@ t.test('bucket clients are created once per distinct configuration and retired a
   t.same(closed, ['s3:acme-metrics:AKIDACME'], 'the old client is closed after the retire delay');
   await reg.close();
   t.equal(closed.length, 3);
+});
+
+t.test('clients of time-partitioned buckets are bounded: the least recently used one is retired', async (t) => {
+  const closed: string[] = [];
+  const opened: string[] = [];
+  const fake = (cfg: BucketConfig): Promise<Bucket> => {
+    const name = cfg.type === 's3' ? cfg.bucket : cfg.path;
+    opened.push(name);
+    return Promise.resolve({ name, close: async () => void closed.push(name) } as unknown as Bucket);
+  };
+  const base = fileConfig() as { tenants: Record<string, { bucket: Record<string, unknown> }> };
+  base.tenants['acme']!.bucket['bucket'] = 'm-{tenant}-{isoyear}-w{isoweek}';
+  const cfg = await parseTenantsConfig(base, 'test', ENV);
+  const timers = manualTimers();
+  const reg = new TenantRegistry(cfg, { openBucket: fake, retireAfterMs: 1000, schedule: timers.schedule, maxPartitionClients: 2 });
+  const WEEK = 7 * 24 * 3600 * 1000;
+  const W44 = Date.UTC(2026, 9, 26); // Monday of 2026-W44
+  const name = async (windowStart: number) => ((await reg.bucketFor('acme', windowStart)) as unknown as { name: string }).name;
+  t.equal(await name(W44), 'm-acme-2026-w44');
+  t.equal(await name(W44 + WEEK), 'm-acme-2026-w45');
+  t.equal(await name(W44), 'm-acme-2026-w44', 'reused, and now the most recently used');
+  t.equal(reg.openBuckets, 2);
+  t.equal(await name(W44 + 2 * WEEK), 'm-acme-2026-w46');
+  t.equal(reg.openBuckets, 2, 'a third partition retires one: the bound holds');
+  t.same(timers.pending(), [1000], 'the retired client stays open for the retire delay');
+  t.same(closed, []);
+  await timers.fire();
+  t.same(closed, ['m-acme-2026-w45'], 'the least recently used partition is closed, not the one just used');
+  t.equal(await name(W44 + WEEK), 'm-acme-2026-w45', 'a retired partition opens again on its next use');
+  t.same(opened, ['m-acme-2026-w44', 'm-acme-2026-w45', 'm-acme-2026-w46', 'm-acme-2026-w45']);
+  t.equal(reg.openBuckets, 2);
+  await timers.fire();
+  t.same(closed, ['m-acme-2026-w45', 'm-acme-2026-w44']);
+  t.equal(await name(W44 + 2 * WEEK), 'm-acme-2026-w46', 'still open');
+  // the gateway's resolver remembers clients per partition: it forgets a retired one
+  const resolver = new TenantBucketResolver(reg);
+  const viaResolver = async (windowStart: number) => ((await resolver.resolve('acme', BigInt(windowStart))).bucket as unknown as { name: string; closed?: boolean });
+  const w46 = await viaResolver(W44 + 2 * WEEK);
+  t.equal(w46.name, 'm-acme-2026-w46');
+  t.equal(await viaResolver(W44 + 2 * WEEK), w46, 'remembered');
+  t.equal((await viaResolver(W44 + 3 * WEEK)).name, 'm-acme-2026-w47'); // retires w45
+  t.equal((await viaResolver(W44)).name, 'm-acme-2026-w44'); // retires w46, the resolver's remembered one
+  const again = await viaResolver(W44 + 2 * WEEK);
+  t.not(again, w46, 'a retired client is not handed out again by the resolver');
+  t.equal(again.name, 'm-acme-2026-w46');
+  await timers.fire();
+  t.throws(() => new TenantRegistry(cfg, { maxPartitionClients: 0 }), /maxPartitionClients must be a positive integer/);
+  await reg.close();
+  t.same(closed.sort(), ['m-acme-2026-w44', 'm-acme-2026-w44', 'm-acme-2026-w45', 'm-acme-2026-w45', 'm-acme-2026-w46', 'm-acme-2026-w46', 'm-acme-2026-w47']);
 });
 
 t.test('reload keeps the old config when the new file is invalid, and follows file changes', async (t) => {
