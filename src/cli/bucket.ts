@@ -154,14 +154,20 @@ export function registerBucketCommands(program: Command): void {
       .option('--block-duration-ms <ms>', 'window length of the blocks', String(DEFAULT_BLOCK_DURATION_MS))
       .option('--retention-grace-ms <ms>', 'as the lifecycle role\'s retentionGraceMs', '3600000')
       .option('--incomplete-upload-max-age-ms <ms>', 'as the lifecycle role\'s incompleteUploadMaxAgeMs', '86400000')
+      .option('--at <time>', 'as of this time (ISO 8601, or ms since the epoch) instead of now: what a pass would delete then')
       .option('--json', 'JSON lines'),
-  ).action(async (f: BucketsFlags & { blockDurationMs: string; retentionGraceMs: string; incompleteUploadMaxAgeMs: string }) => {
+  ).action(async (f: BucketsFlags & { blockDurationMs: string; retentionGraceMs: string; incompleteUploadMaxAgeMs: string; at?: string }) => {
     await withBuckets('retention', f, async (r) => {
       const num = (name: string, v: string): number => {
         if (!/^\d+$/.test(v)) throw new Error(`--${name}: "${v}" is not a non-negative integer`);
         return Number(v);
       };
-      const res = await runLifecyclePass(r, Date.now(), {
+      let at = Date.now();
+      if (f.at !== undefined) {
+        at = /^\d+$/.test(f.at) ? Number(f.at) : Date.parse(f.at);
+        if (!Number.isSafeInteger(at)) throw new Error(`--at: "${f.at}" is neither an ISO 8601 time nor ms since the epoch`);
+      }
+      const res = await runLifecyclePass(r, at, {
         blockDurationMs: num('block-duration-ms', f.blockDurationMs),
         retentionGraceMs: num('retention-grace-ms', f.retentionGraceMs),
         incompleteUploadMaxAgeMs: num('incomplete-upload-max-age-ms', f.incompleteUploadMaxAgeMs),
@@ -169,10 +175,13 @@ export function registerBucketCommands(program: Command): void {
         dryRun: true,
         onBlock: (d) => out(f.json ? JSON.stringify({ ...d, windowStart: new Date(d.windowStartMs).toISOString() }) : `delete\t${d.reason}\t${d.tenant}\t${new Date(d.windowStartMs).toISOString()}\tshard ${d.shard}\t${d.bytes}\t${d.bucket}\t${d.key}`),
         onDebris: (d) => out(f.json ? JSON.stringify(d) : `discard\tincomplete upload\t${d.upload.key}\t${new Date(d.upload.startedMs).toISOString()}\t${d.bucket}`),
+        onBucketDropped: (d) =>
+          out(f.json ? JSON.stringify({ drop: 'bucket', ...d, start: new Date(d.startMs).toISOString(), end: new Date(d.endMs).toISOString() }) : `drop\t${d.reason}\t${d.tenant}\t${new Date(d.startMs).toISOString()}..${new Date(d.endMs).toISOString()}\t${d.objects} objects\t${d.bytes}\t${d.bucket}\t(whole bucket)`),
       });
       const n = res.blocksDeleted.retention + res.blocksDeleted.tenant_deleted;
       const b = res.bytesDeleted.retention + res.bytesDeleted.tenant_deleted;
-      process.stderr.write(`dry run: ${n} blocks (${b} bytes) and ${res.debrisRemoved} incomplete uploads would be removed\n`);
+      const dropped = res.bucketsDropped > 0 ? `, ${res.bucketsDropped} partition buckets dropped whole` : '';
+      process.stderr.write(`dry run: ${n} blocks (${b} bytes) and ${res.debrisRemoved} incomplete uploads would be removed${dropped}\n`);
     });
   });
 }

@@ -214,6 +214,19 @@ t.test('on RGW: flushes create partitions, reads and the bucket tool find them, 
   t.same([dry.bucketsDropped, dry.blocksDeleted.retention], [1, 1], 'the dry run says what would go');
   t.ok(await exists(w44), '...and deletes nothing');
   t.same(await collectKeys(r44.bucket), [b44last!.key]);
+  // the bucket tool's dry run shows the bucket that would be dropped whole, as of that time
+  const tool = await run(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts'), 'bucket', 'retention', '--dry-run', '--at', new Date(due).toISOString(), '--tenants-file', file], { cwd: ROOT });
+  t.same(
+    tool.stdout.trim().split('\n'),
+    [
+      `delete\tretention\tacme\t${new Date(W + 5 * H4).toISOString()}\tshard 0\t${b44last!.bytes}\ts3://${w44}\t${b44last!.key}`,
+      `drop\tretention\tacme\t${new Date(W - 6 * DAY).toISOString()}..${new Date(W + DAY).toISOString()}\t1 objects\t${b44last!.bytes}\ts3://${w44}\t(whole bucket)`,
+    ],
+    'strata bucket retention --dry-run names the partition dropped whole',
+  );
+  t.match(tool.stderr, /dry run: 1 blocks \(\d+ bytes\) and 0 incomplete uploads would be removed, 1 partition buckets dropped whole/);
+  await t.rejects(run(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts'), 'bucket', 'retention', '--dry-run', '--at', 'soon', '--tenants-file', file], { cwd: ROOT }), /--at: "soon" is neither/);
+  t.ok(await exists(w44), 'the tool deleted nothing');
   // an upload an aggregator never finished, in the week that goes
   await admin.send(new CreateMultipartUploadCommand({ Bucket: w44, Key: blockKey('acme', 0, BigInt(W + 2 * H4)) }));
   const pass = await runLifecyclePass(reg, due, { ...opts, onBucketDropped: (d) => dropped.push(`${d.bucket} ${d.reason} ${d.objects} ${d.bytes} ${d.existed}`) });
