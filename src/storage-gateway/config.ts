@@ -52,6 +52,8 @@ export const gatewayConfigSchema = z.strictObject({
   cachePendingMaxBytes: posInt.default(64 * MiB),
   /** Size of the first read of a block (footer + index of index, often index pages too). */
   suffixBytes: posInt.min(4 * KiB).default(64 * KiB),
+  /** ...or up to this much when the tenant's earlier blocks had larger indexes (suffixBytes or less: never more). */
+  suffixMaxBytes: posInt.default(1 * MiB),
   /** Ranges closer than this share one GET... */
   coalesceGapBytes: nonNegInt.default(512 * KiB),
   /** ...as long as the GET stays under this. */
@@ -121,6 +123,7 @@ const KINDS: Record<GatewayConfigKey, OptionKind> = {
   hotRangesMaxBytes: 'int',
   cachePendingMaxBytes: 'int',
   suffixBytes: 'int',
+  suffixMaxBytes: 'int',
   coalesceGapBytes: 'int',
   maxGetBytes: 'int',
   stalenessMs: 'int',

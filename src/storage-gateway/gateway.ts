@@ -120,6 +120,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     { store, fetcher, metrics, now, logger },
     {
       suffixBytes: config.suffixBytes,
+      suffixMaxBytes: config.suffixMaxBytes,
       stalenessMs: config.stalenessMs,
       closedStalenessMs: config.closedStalenessMs,
       maxStaleMs: config.maxStaleMs,

@@ -80,6 +80,28 @@ t.test('GETs per block: at most 3 cold, 1 when the index is cached, 0 warm', asy
   t.ok((await gw.metrics.total('strata_gateway_cache_hits_total', { layer: 'open_block' })) >= 4, 'open block served from memory');
 });
 
+t.test('a new block whose index is like those opened before costs 2 GETs cold: the suffix read takes the whole index', async (t) => {
+  const { bucketConfig, bucket } = await setup(t);
+  for (const [tenant, w] of [['big', 0n], ['big', 1n], ['big', 2n], ['other', 0n]] as const) {
+    await writeBlock(bucket, tenant, 0, 1, W0 + w * D, BIG.map((s) => ({ id: s.id, samples: { timestamps: s.samples.timestamps.map((x) => x + w * D), values: s.samples.values } })), { seriesPerPage: 16 });
+  }
+  const run = async (suffixMaxBytes: number): Promise<number[]> => {
+    const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { suffixBytes: 4096, suffixMaxBytes }));
+    const q = clientFor(t, gw.grpcPort, 1);
+    const counts: number[] = [];
+    for (const [tenant, w] of [['big', 0n], ['big', 1n], ['big', 2n], ['other', 0n]] as const) {
+      const before = await gets(gw);
+      const r = await q.query(tenant, [1000n], { start: W0 + w * D, end: W0 + (w + 1n) * D });
+      t.equal(r.series[0]!.timestamps.length, 960, `${tenant} window ${w}: the series, whole`);
+      t.equal(r.series[0]!.timestamps[0], BIG[0]!.samples.timestamps[0]! + w * D);
+      counts.push((await gets(gw)) - before);
+    }
+    return counts;
+  };
+  t.same(await run(1 << 20), [3, 2, 2, 2], 'the first block of the gateway: suffix + page + run; then the suffix read holds the index (a tenant never seen takes the last index size)');
+  t.same(await run(4096), [3, 3, 3, 3], 'suffixMaxBytes no larger than suffixBytes: every first read is suffixBytes');
+});
+
 t.test('concurrent misses share one fetch; nearby ranges share one GET', async (t) => {
   const { bucketConfig, bucket } = await setup(t);
   await writeBlock(bucket, 'big', 0, 1, W0, BIG, { seriesPerPage: 16 });

@@ -247,7 +247,7 @@ t.test('a warm read is answered without waiting; a cold one waits with the signa
   const fetcher = new RangeFetcher({ store, hot: store, metrics, coalesce: { maxGapBytes: 1 << 16, maxGetBytes: 1 << 24 } });
   const directory = new BlockDirectory(
     { store, fetcher, metrics, now: Date.now, logger: createLogger({ level: 'silent' }) },
-    { suffixBytes: 4096, stalenessMs: 60_000, closedStalenessMs: 60_000, maxStaleMs: 0, negativeTtlMs: 1000, uploadGraceMs: 0, openBlocksMaxBytes: 1 << 20, pagesMaxBytes: 1 << 20 },
+    { suffixBytes: 4096, suffixMaxBytes: 4096, stalenessMs: 60_000, closedStalenessMs: 60_000, maxStaleMs: 0, negativeTtlMs: 1000, uploadGraceMs: 0, openBlocksMaxBytes: 1 << 20, pagesMaxBytes: 1 << 20 },
   );
   const executor = new BlockReadExecutor({ directory, fetcher, metrics }, { maxSamplesPerResponse: 1e6, maxBytesPerResponse: 1 << 26, maxMessageBytes: 1 << 20 });
   const block: BlockAddress = { tenant: 'warm', shard: 0, windowStart: W0, windowEnd: W0 + D, key: blockKey('warm', 0, W0), bucket, scope: 's' };
