@@ -89,8 +89,11 @@ export const gatewayConfigSchema = z.strictObject({
   maxConcurrentReads: posInt.default(256),
   /** Read calls of one tenant served at once (its fair share); more get RESOURCE_EXHAUSTED. */
   maxConcurrentReadsPerTenant: posInt.default(64),
-  /** Bytes of answer messages made but not yet taken by their clients, gateway-wide. */
-  maxBytesInFlight: posInt.default(256 * MiB),
+  /**
+   * Bytes of answer messages made but not yet taken by their clients, gateway-wide (RSS grows by
+   * about 1.15 times this when it is used up by clients that do not read).
+   */
+  maxBytesInFlight: posInt.default(128 * MiB),
   /** The same, of one tenant (its fair share). */
   maxBytesInFlightPerTenant: posInt.default(64 * MiB),
   /** Server-side time limit of a call (the client's deadline applies when shorter). */
