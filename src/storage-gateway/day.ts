@@ -197,7 +197,11 @@ export class DayRouter {
 
   /** The answer of decoded samples (ids ascending): columns (RAW) or one fresh run per series (RUNS). */
   private encode(q: ReadQuery, blockId: string, ids: readonly bigint[], samples: readonly Samples[]): ReadResult {
-    if (q.encoding === 'raw') return new RawAnswer(blockId, ids.length, (i) => ids[i]!, (i) => samples[i]!, this.opts.maxMessageBytes);
+    if (q.encoding === 'raw') {
+      let n = 0;
+      for (const s of samples) n += s.timestamps.length;
+      return new RawAnswer(blockId, ids.length, (i) => ids[i]!, (i) => samples[i]!, this.opts.maxMessageBytes, n);
+    }
     const runs: SeriesRun[] = [];
     const counts: number[] = [];
     for (let i = 0; i < ids.length; i++) {
