@@ -90,8 +90,8 @@ export const gatewayConfigSchema = z.strictObject({
   /** Read calls of one tenant served at once (its fair share); more get RESOURCE_EXHAUSTED. */
   maxConcurrentReadsPerTenant: posInt.default(64),
   /**
-   * Bytes of answer messages made but not yet taken by their clients, gateway-wide (RSS grows by
-   * about 1.15 times this when it is used up by clients that do not read).
+   * Bytes of answer messages made but not yet taken by their clients, gateway-wide (RSS grew by
+   * 1.15 to 1.3 times this when clients that do not read used it up).
    */
   maxBytesInFlight: posInt.default(128 * MiB),
   /** The same, of one tenant (its fair share). */
