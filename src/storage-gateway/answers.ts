@@ -82,6 +82,11 @@ export interface Answer {
   readonly series: number;
   readonly samples: number;
   readonly bytes: number;
+  /**
+   * At least the size of the first message, known before it is made (nothing decoded yet): the
+   * handler refuses a call whose first message cannot fit its budgets before doing that work.
+   */
+  readonly firstMessageMaxBytes: number;
 }
 
 function view(a: BigInt64Array | Float64Array, from: number, to: number): Uint8Array {
@@ -105,16 +110,20 @@ export class RawAnswer implements Answer {
   private made = 0;
   private done = false;
   private readonly budget: number;
+  readonly firstMessageMaxBytes: number;
 
+  /** `samplesMax`: at least the samples of all `count` series (unknown: the message budget bounds it). */
   constructor(
     readonly blockId: string,
     private readonly count: number,
     private readonly idOf: (i: number) => bigint,
     private readonly samplesOf: (i: number) => Samples,
     maxMessageBytes: number,
+    samplesMax = Infinity,
   ) {
     this.budget = maxMessageBytes - MESSAGE_OVERHEAD_BYTES;
     if (this.budget < RAW_FRAGMENT_BYTES + 16) throw new RangeError(`message budget ${maxMessageBytes} holds no 16-byte unit`);
+    this.firstMessageMaxBytes = Math.min(maxMessageBytes, MESSAGE_OVERHEAD_BYTES + blockId.length + count * RAW_FRAGMENT_BYTES + samplesMax * 16);
   }
 
   next(): Buffer | null {
@@ -175,6 +184,7 @@ export class RunsAnswer implements Answer {
   bytes = 0;
   private readonly plan: Fragment[][];
   private m = 0;
+  readonly firstMessageMaxBytes: number;
 
   /** `sampleCounts[i]`: samples of run `i` (counted as its messages are made). */
   constructor(
@@ -187,6 +197,9 @@ export class RunsAnswer implements Answer {
     for (let i = 0; i < runs.length; i++) sizes[i] = runs[i]!.run.length;
     this.plan = planMessages(sizes, 1, RUNS_FRAGMENT_BYTES, maxMessageBytes);
     this.series = runs.length;
+    let first = MESSAGE_OVERHEAD_BYTES + blockId.length;
+    for (const f of this.plan[0]!) first += RUNS_FRAGMENT_BYTES + f.to - f.from;
+    this.firstMessageMaxBytes = Math.min(maxMessageBytes, first);
   }
 
   next(): Buffer | null {

@@ -66,7 +66,9 @@ export class DayRouter {
     const isDay = q.block.windowEnd - q.block.windowStart === this.day;
     const dayStart = dayStartOf(q.block.windowStart);
     if (dayStart + this.day + BigInt(this.opts.dayBlocksAfterMs) > BigInt(Math.floor(this.deps.now()))) {
-      return isDay ? this.blocksAnswer(q, signal, null) : executor.readNow(q, signal);
+      if (!isDay) return executor.readNow(q, signal);
+      const one = this.oneWindow(q);
+      return one !== null ? executor.readNow(one, signal) : this.blocksAnswer(q, signal, null);
     }
     const dayAddr: BlockAddress = { ...q.block, windowStart: dayStart, windowEnd: dayStart + this.day, key: dayBlockKey(q.block.tenant, q.block.shard, dayStart) };
     const inDay: ReadQuery = {
@@ -83,9 +85,26 @@ export class DayRouter {
         this.fromDay.inc();
         return a;
       }
-      return isDay ? this.blocksAnswer(q, signal, inDay) : this.blockAnswer(q, signal, inDay);
+      if (!isDay) return this.blockAnswer(q, signal, inDay);
+      const one = this.oneWindow(q);
+      return one !== null ? this.blockAnswer(one, signal, inDay) : this.blocksAnswer(q, signal, inDay);
     };
     return got instanceof Promise ? got.then(pick) : pick(got);
+  }
+
+  /**
+   * A day read whose range lies in one block window, as the read of that block (null otherwise,
+   * or for a narrowed RUNS read, whose runs must be cut): the block's answer as it is (RUNS: the
+   * stored runs, no decoding), exactly what the read cost before day blocks.
+   */
+  private oneWindow(q: ReadQuery): ReadQuery | null {
+    if (q.narrowed === true && q.encoding === 'runs') return null;
+    const from = q.start > q.block.windowStart ? q.start : q.block.windowStart;
+    const to = q.end < q.block.windowEnd ? q.end : q.block.windowEnd;
+    if (to <= from) return null;
+    const w = q.block.windowStart + ((from - q.block.windowStart) / this.blockMs) * this.blockMs;
+    if (to > w + this.blockMs) return null;
+    return { ...q, block: { ...q.block, windowStart: w, windowEnd: w + this.blockMs, key: blockKey(q.block.tenant, q.block.shard, w) } };
   }
 
   /**
@@ -99,13 +118,24 @@ export class DayRouter {
     return this.encode(q, got.blockId, got.ids, got.samples);
   }
 
-  /** A block's window of a closed day without a day block: the 4-hour block, or the day block after all. */
-  private async blockAnswer(q: ReadQuery, signal: SignalSource, inDay: ReadQuery): Promise<ReadResult> {
+  /**
+   * A block's window of a closed day without a day block: the 4-hour block (synchronously when it
+   * is warm), or the day block after all when the block is missing.
+   */
+  private blockAnswer(q: ReadQuery, signal: SignalSource, inDay: ReadQuery): ReadResult | Promise<ReadResult> {
     const r = this.deps.executor.readNow(q, signal);
-    const a = r instanceof Promise ? await r : r;
-    if (a.blockId === '' && (await this.dayAppeared(inDay.block, signal))) return this.fromDayNow(inDay, signal);
-    this.fromBlocks.inc();
-    return a;
+    const pick = (a: ReadResult): ReadResult | Promise<ReadResult> => {
+      if (a.blockId !== '') {
+        this.fromBlocks.inc();
+        return a;
+      }
+      return this.dayAppeared(inDay.block, signal).then((found) => {
+        if (found) return this.fromDayNow(inDay, signal);
+        this.fromBlocks.inc();
+        return a;
+      });
+    };
+    return r instanceof Promise ? r.then(pick) : pick(r);
   }
 
   /** Reads `inDay` from the day block that a fresh look-up just found. */
@@ -167,7 +197,11 @@ export class DayRouter {
 
   /** The answer of decoded samples (ids ascending): columns (RAW) or one fresh run per series (RUNS). */
   private encode(q: ReadQuery, blockId: string, ids: readonly bigint[], samples: readonly Samples[]): ReadResult {
-    if (q.encoding === 'raw') return new RawAnswer(blockId, ids.length, (i) => ids[i]!, (i) => samples[i]!, this.opts.maxMessageBytes);
+    if (q.encoding === 'raw') {
+      let n = 0;
+      for (const s of samples) n += s.timestamps.length;
+      return new RawAnswer(blockId, ids.length, (i) => ids[i]!, (i) => samples[i]!, this.opts.maxMessageBytes, n);
+    }
     const runs: SeriesRun[] = [];
     const counts: number[] = [];
     for (let i = 0; i < ids.length; i++) {

@@ -62,7 +62,7 @@ export type ReadResult = Answer;
 
 /** The answer when there is nothing to send: one empty message. */
 function emptyAnswer(maxMessageBytes: number): Answer {
-  return new RawAnswer('', 0, () => 0n, () => NO_SAMPLES, maxMessageBytes);
+  return new RawAnswer('', 0, () => 0n, () => NO_SAMPLES, maxMessageBytes, 0);
 }
 
 const EMPTY_RUN = Buffer.alloc(0);
@@ -189,6 +189,8 @@ export class BlockReadExecutor {
       return new RunsAnswer(block.blockId, items, counts, max);
     }
     const range = { start, end };
+    let samplesMax = 0;
+    for (const l of locs) samplesMax += l.sampleCount;
     return new RawAnswer(
       block.blockId,
       locs.length,
@@ -199,6 +201,7 @@ export class BlockReadExecutor {
         return s;
       },
       max,
+      samplesMax,
     );
   }
 

@@ -288,7 +288,11 @@ class ReadAuthContext implements AuthContext {
  * gateway's RSS by 597 MiB.
  */
 function heldBytes(msg: Buffer): number {
-  return 2 * msg.length;
+  return heldBytesOf(msg.length);
+}
+
+function heldBytesOf(messageLength: number): number {
+  return 2 * messageLength;
 }
 
 /** Messages a call may have made that the transport has not sent yet; then it waits. */
@@ -476,6 +480,10 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
       }
       const reading = opts.executor.readNow(query, end.source);
       const answer = reading instanceof Promise ? await reading : reading;
+      // a first message that cannot fit the budgets is refused before it is made (decoded,
+      // encoded): an overload of clients that do not read costs no work and no garbage
+      const early = inFlight.refusal(tenant, heldBytesOf(answer.firstMessageMaxBytes));
+      if (early) throw early;
       sending = new SendWindow(call, inFlight, tenant);
       for (let msg = answer.next(); msg !== null; msg = answer.next()) {
         end.check();

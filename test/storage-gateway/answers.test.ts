@@ -4,7 +4,7 @@
 import t from 'tap';
 import fc from 'fast-check';
 import { decodeReadResponse } from '../../src/api/read-codec.js';
-import { MESSAGE_OVERHEAD_BYTES, planMessages, rawMessages, runMessages } from '../../src/storage-gateway/answers.js';
+import { MESSAGE_OVERHEAD_BYTES, planMessages, RawAnswer, rawMessages, RunsAnswer, runMessages } from '../../src/storage-gateway/answers.js';
 
 t.test('planMessages() keeps every message within the budget and every unit once, in order', async (t) => {
   fc.assert(
@@ -55,4 +55,34 @@ t.test('rawMessages() and runMessages() split series across messages as planned'
   const empty = rawMessages('', [], 1 << 20);
   t.equal(empty.length, 1, 'an empty answer is one message');
   t.equal(empty[0]!.length, 0);
+});
+
+t.test('firstMessageMaxBytes, known before any message is made, is at least the first message (RAW and RUNS)', async (t) => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.nat(300), { maxLength: 12 }),
+      fc.integer({ min: 200, max: 8000 }),
+      fc.boolean(),
+      fc.boolean(),
+      (sizes, max, named, exact) => {
+        const blockId = named ? 'ab'.repeat(16) : '';
+        const series = sizes.map((n, i) => ({
+          id: BigInt(i * 1000 + 1),
+          samples: { timestamps: BigInt64Array.from({ length: n }, (_, k) => BigInt(k)), values: Float64Array.from({ length: n }, (_, k) => k) },
+        }));
+        const total = sizes.reduce((a, b) => a + b, 0);
+        // an upper bound of the samples (a run counts all its samples before the cut to the range)
+        const raw = new RawAnswer(blockId, series.length, (i) => series[i]!.id, (i) => series[i]!.samples, max, exact ? total : total + 50);
+        const rawBound = raw.firstMessageMaxBytes;
+        const rawFirst = raw.next()!;
+        const runs = new RunsAnswer(blockId, sizes.map((n, i) => ({ id: BigInt(i), run: Buffer.alloc(n, i), crc: i })), null, max);
+        const runsBound = runs.firstMessageMaxBytes;
+        const runsFirst = runs.next()!;
+        return rawFirst.length <= rawBound && rawBound <= max && runsFirst.length <= runsBound && runsBound <= max;
+      },
+    ),
+  );
+  const small = new RawAnswer('', 1, () => 1n, () => ({ timestamps: new BigInt64Array(3), values: new Float64Array(3) }), 1 << 20, 3);
+  t.equal(small.firstMessageMaxBytes, MESSAGE_OVERHEAD_BYTES + 12 + 3 * 16, 'a small answer: its own size, not the message budget');
+  t.equal(new RawAnswer('', 1, () => 1n, () => ({ timestamps: new BigInt64Array(3), values: new Float64Array(3) }), 1 << 20).firstMessageMaxBytes, 1 << 20, 'no bound given: the message budget');
 });
