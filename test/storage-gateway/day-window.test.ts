@@ -36,7 +36,7 @@ t.test('a day request within one block window is the block read; two windows are
   const fetcher = new RangeFetcher({ store, hot: store, metrics, coalesce: { maxGapBytes: 1 << 16, maxGetBytes: 1 << 24 } });
   const directory = new BlockDirectory(
     { store, fetcher, metrics, now, logger: createLogger({ level: 'silent' }) },
-    { suffixBytes: 4096, stalenessMs: 60_000, closedStalenessMs: 60_000, maxStaleMs: 0, negativeTtlMs: 60_000, uploadGraceMs: 0, openBlocksMaxBytes: 1 << 20, pagesMaxBytes: 1 << 20 },
+    { suffixBytes: 4096, suffixMaxBytes: 4096, stalenessMs: 60_000, closedStalenessMs: 60_000, maxStaleMs: 0, negativeTtlMs: 60_000, uploadGraceMs: 0, openBlocksMaxBytes: 1 << 20, pagesMaxBytes: 1 << 20 },
   );
   const executor = new BlockReadExecutor({ directory, fetcher, metrics }, { maxSamplesPerResponse: 1e6, maxBytesPerResponse: 1 << 26, maxMessageBytes: 1 << 16 });
   const router = new DayRouter({ executor, directory, metrics, now }, { blockDurationMs: Number(D), dayBlocksAfterMs: 3_600_000, recheckMs: 60_000, maxMessageBytes: 1 << 16, maxSamplesPerResponse: 1e6 });
