@@ -30,6 +30,11 @@ export const TABLE_MAX_SYMBOLS = 64;
 export const TABLE_MAX_CODE = 12;
 /** Elements per partition of a DENSE sequence. */
 export const PARTITION = 128;
+/**
+ * SPARSE is planned only when its base fills at least this share of the sequence (below it, the
+ * gaps cost more than the base's elements save).
+ */
+const SPARSE_MIN_SHARE = 1 / 8;
 /** Bound on |x| accepted by the coder. */
 export const INTSEQ_LIMIT = 2 ** 51;
 
@@ -203,12 +208,14 @@ let sparseKVal = 0;
  * next variables; Infinity when the layout does not fit (over half the elements are exceptions).
  */
 function planSparse(x: Float64Array, start: number, n: number): number {
-  // sparse pays only when one value fills most of the sequence; try a few candidates, giving up
-  // on a candidate as soon as it cannot cover half the elements
+  // sparse pays when one value fills a good share of the sequence: most of it, or (with its
+  // positions gap coded at about a bit per other element) a fixed share such as the unchanged
+  // scrapes of a gauge that sticks; try 0 (no change, for deltas) and a few elements, giving up on
+  // a candidate as soon as it cannot cover that share
   let base = 0;
-  let count = (n >> 1) + 1;
-  for (let ci = 0; ci < 3; ci++) {
-    const c = x[start + (ci === 0 ? 0 : ci === 1 ? n >> 1 : n - 1)]!;
+  let count = n - Math.ceil(n * SPARSE_MIN_SHARE) + 1;
+  for (let ci = 0; ci < 4; ci++) {
+    const c = ci === 0 ? 0 : x[start + (ci === 1 ? 0 : ci === 2 ? n >> 1 : n - 1)]!;
     let cnt = 0;
     for (let i = 0; i < n && cnt < count; i++) if (x[start + i] !== c) cnt++;
     if (cnt < count) {
@@ -216,7 +223,7 @@ function planSparse(x: Float64Array, start: number, n: number): number {
       base = c;
     }
   }
-  if (count * 2 > n) return Infinity;
+  if (count > n - Math.ceil(n * SPARSE_MIN_SHARE)) return Infinity;
   if (excIdx.length < count) {
     excIdx = new Float64Array(count * 2);
     excVal = new Float64Array(count * 2);
