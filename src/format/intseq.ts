@@ -17,6 +17,7 @@
  *   on the generator with 50 % of scrapes jittered: per-series timestamps 0.474 -> 0.366 bytes per
  *   sample (with the grid step taken from 64 deltas).
  */
+import type { CorruptionError } from '../errors.js';
 import { BitReader, BitWriter, RICE_ESCAPE } from './bits.js';
 import { bitLength, unzigzag, zigzag } from './bytes.js';
 
@@ -417,6 +418,26 @@ export function encodeIntSeq(w: BitWriter, x: Float64Array, start: number, n: nu
   }
 }
 
+/**
+ * Whether the sequences being decoded may use TABLE, which format version 2 added: false while a
+ * run of a version 1 block is decoded (see {@link decodeSequencesOfVersion}).
+ */
+let tableAllowed = true;
+
+/**
+ * Sets the block format version of the sequences decoded next (decoding is synchronous: the run
+ * decoder sets it before a run and sets it back to the current version after). In a version 1
+ * block a TABLE sequence is a CorruptionError naming the layout and the version, not decoded.
+ */
+export function decodeSequencesOfVersion(version: number): void {
+  tableAllowed = version >= 2;
+}
+
+/** The error for a TABLE sequence in a version 1 block. */
+function tableInV1(r: BitReader): CorruptionError {
+  return r.corrupt('integer sequence layout 3 (TABLE) is format version 2, in a block of format version 1');
+}
+
 /** A CONST or SPARSE sequence as returned by {@link decodeIntSeqSparse}. */
 export interface SparseSeq {
   /** Value of every element that is not listed. */
@@ -527,6 +548,7 @@ export function decodeIntSeqSparse(r: BitReader, out: Float64Array, start: numbe
   const mode = r.read(2);
   if (mode === SEQ_CONST || mode === SEQ_SPARSE) return readSparse(r, mode, n);
   if (mode === SEQ_TABLE) {
+    if (!tableAllowed) throw tableInV1(r);
     const t = readTable(r);
     r.tableBlock(out, start, n, t.lookup, t.maxLen, t.min, 0, 0);
     return null;
@@ -576,6 +598,7 @@ export function decodeIntSeqSums(r: BitReader, out: Float64Array, start: number,
     return acc;
   }
   if (mode === SEQ_TABLE) {
+    if (!tableAllowed) throw tableInV1(r);
     const t = readTable(r);
     return r.tableBlock(out, start, n, t.lookup, t.maxLen, t.min, acc, div);
   }
