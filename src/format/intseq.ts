@@ -36,6 +36,11 @@ export const PARTITION = 128;
  * gaps cost more than the base's elements save).
  */
 const SPARSE_MIN_SHARE = 1 / 8;
+/**
+ * Elements looked at before a SPARSE base candidate is counted over the whole sequence: one that
+ * fills under half of {@link SPARSE_MIN_SHARE} of them is skipped.
+ */
+const SPARSE_PROBE = 64;
 /** Bound on |x| accepted by the coder. */
 export const INTSEQ_LIMIT = 2 ** 51;
 
@@ -215,10 +220,15 @@ function planSparse(x: Float64Array, start: number, n: number): number {
   // a candidate as soon as it cannot cover that share
   let base = 0;
   let count = n - Math.ceil(n * SPARSE_MIN_SHARE) + 1;
+  const probe = Math.min(n, SPARSE_PROBE);
   for (let ci = 0; ci < 4; ci++) {
     const c = ci === 0 ? 0 : x[start + (ci === 1 ? 0 : ci === 2 ? n >> 1 : n - 1)]!;
-    let cnt = 0;
-    for (let i = 0; i < n && cnt < count; i++) if (x[start + i] !== c) cnt++;
+    // a candidate that is rare among the first elements is not counted over the whole sequence
+    let hits = 0;
+    for (let i = 0; i < probe; i++) if (x[start + i] === c) hits++;
+    if (hits * 2 < probe * SPARSE_MIN_SHARE) continue;
+    let cnt = probe - hits;
+    for (let i = probe; i < n && cnt < count; i++) if (x[start + i] !== c) cnt++;
     if (cnt < count) {
       count = cnt;
       base = c;
