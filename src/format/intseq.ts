@@ -38,7 +38,7 @@ export const PARTITION = 128;
 const SPARSE_MIN_SHARE = 1 / 8;
 /**
  * Elements looked at before a SPARSE base candidate is counted over the whole sequence: one that
- * fills under half of {@link SPARSE_MIN_SHARE} of them is skipped.
+ * none of them equals is skipped (the float layout's high parts, most counters' increments).
  */
 const SPARSE_PROBE = 64;
 /** Bound on |x| accepted by the coder. */
@@ -223,10 +223,10 @@ function planSparse(x: Float64Array, start: number, n: number): number {
   const probe = Math.min(n, SPARSE_PROBE);
   for (let ci = 0; ci < 4; ci++) {
     const c = ci === 0 ? 0 : x[start + (ci === 1 ? 0 : ci === 2 ? n >> 1 : n - 1)]!;
-    // a candidate that is rare among the first elements is not counted over the whole sequence
+    // a candidate absent from the first elements is not counted over the whole sequence
     let hits = 0;
     for (let i = 0; i < probe; i++) if (x[start + i] === c) hits++;
-    if (hits * 2 < probe * SPARSE_MIN_SHARE) continue;
+    if (hits === 0) continue;
     let cnt = probe - hits;
     for (let i = probe; i < n && cnt < count; i++) if (x[start + i] !== c) cnt++;
     if (cnt < count) {
