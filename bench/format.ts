@@ -78,10 +78,22 @@ async function writeBlocks(dir: string, series: readonly Series[], numShards: nu
   return { bytes, blocks: groups.size, exact };
 }
 
-function countStale(series: readonly Series[]): number {
-  let n = 0;
-  for (const s of series) for (const b of new BigUint64Array(s.values.buffer, s.values.byteOffset, s.values.length)) if (b === STALE_MARKER) n++;
-  return n;
+/**
+ * The stale markers (NaN 0x7ff0000000000002) and the NaNs of any payload among the values. The
+ * shared real dataset has none of the first: it was read back through Prometheus' query API,
+ * which leaves stale samples out of range selections; its NaNs are all 0x7ff8000000000000, the
+ * quantiles of summaries without observations.
+ */
+function countNaNs(series: readonly Series[]): { stale: number; nan: number } {
+  let stale = 0;
+  let nan = 0;
+  for (const s of series) {
+    for (const b of new BigUint64Array(s.values.buffer, s.values.byteOffset, s.values.length)) {
+      if (b === STALE_MARKER) stale++;
+      if ((b & 0x7ff0000000000000n) === 0x7ff0000000000000n && (b & 0xfffffffffffffn) !== 0n) nan++;
+    }
+  }
+  return { stale, nan };
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -187,7 +199,9 @@ export async function main(argv: string[]): Promise<void> {
   rmSync(tmp, { recursive: true, force: true });
   exact &&= rw.exact;
   result['real_bytes_per_sample'] = rw.bytes / real.sampleCount;
-  result['real_stale_markers'] = countStale(real.series);
+  const nans = countNaNs(real.series);
+  result['real_stale_markers'] = nans.stale;
+  result['real_nan_values'] = nans.nan;
   if (flag(argv, 'peers', 'true') !== 'false') {
     const prom = await measurePrometheus(real.records, real.labels);
     const vm = await measureVictoriaMetrics(real.series, real.labels);
@@ -217,7 +231,7 @@ export async function main(argv: string[]): Promise<void> {
   console.log(`encode ${(encodeRate / 1e6).toFixed(2)} M samples/s, decode ${(decodeRate / 1e6).toFixed(2)} M samples/s into fresh arrays per run, ${(decodeIntoRate / 1e6).toFixed(2)} M samples/s into one allocation (one core, median of ${reps})`);
   console.log(`one-series read: ${coldReads} range reads cold, ${warmReads} warm; round trip exact: ${exact}`);
   for (const line of variantLines) console.log(line);
-  console.log(`real data ${realDir}: ${real.series.length} series, ${real.sampleCount} samples (${result['real_stale_markers']} stale markers) in ${rw.blocks} blocks of ${REAL_SHARDS} shards: ${(rw.bytes / real.sampleCount).toFixed(3)} bytes/sample, round trip exact: ${rw.exact}`);
+  console.log(`real data ${realDir}: ${real.series.length} series, ${real.sampleCount} samples (${result['real_stale_markers']} stale markers, ${result['real_nan_values']} NaNs of any payload) in ${rw.blocks} blocks of ${REAL_SHARDS} shards: ${(rw.bytes / real.sampleCount).toFixed(3)} bytes/sample, round trip exact: ${rw.exact}`);
   if (result['real_vm_bytes_per_sample'] !== undefined) {
     console.log(`  Prometheus (promtool): ${(result['real_prometheus_chunks_bytes_per_sample'] as number).toFixed(3)} bytes/sample in chunks, ${(result['real_prometheus_blocks_bytes_per_sample'] as number).toFixed(3)} whole blocks`);
     console.log(`  VictoriaMetrics: ${(result['real_vm_bytes_per_sample'] as number).toFixed(3)} bytes/sample in data parts; ${result['real_vm_values_changed']} values changed, ${result['real_vm_samples_dropped']} samples dropped`);

@@ -6,7 +6,7 @@
  */
 import { crc32c } from '@node-rs/crc32';
 import { CorruptionError } from '../errors.js';
-import { decodeFooter, FOOTER_LEN, type Footer } from '../format/footer.js';
+import { decodeFooter, FOOTER_LEN, FORMAT_VERSION, type Footer } from '../format/footer.js';
 import { decodeRun, type Samples, type SharedTimestamps } from '../format/run.js';
 import { sliceSamples, type TimeRange } from '../format/slice.js';
 
@@ -37,6 +37,11 @@ export interface RunLocation {
   readonly crc: number;
   /** The run's timestamps when its index page keeps them (format version 2), else null. */
   readonly timestamps: SharedTimestamps | null;
+  /**
+   * Format version of the block (from its footer; the current one when not given): a run of a
+   * version 1 block that uses a code of version 2 is refused as corrupt, not decoded.
+   */
+  readonly version?: number;
 }
 
 
@@ -131,7 +136,7 @@ export class BlockReader {
     const page = await this.page(p);
     const e = findInPage(page, id);
     if (e < 0) return null;
-    return locationOf(page, p, e);
+    return locationOf(page, p, e, this.footer.version);
   }
 
   /** Reads, checks and decodes the run at `loc`. */
@@ -159,7 +164,7 @@ export class BlockReader {
   async *series(): AsyncGenerator<RunLocation> {
     for (let p = 0; p < this.ioi.pageCount; p++) {
       const page = await this.page(p);
-      for (let e = 0; e < page.count; e++) yield locationOf(page, p, e);
+      for (let e = 0; e < page.count; e++) yield locationOf(page, p, e, this.footer.version);
     }
   }
 
@@ -190,7 +195,7 @@ export class BlockReader {
       const off = this.ioi.offsets[p]!;
       const page = BlockReader.decodePageBytes(this.source.name, this.ioi, p, data.subarray(off, off + this.ioi.lengths[p]!), this.footer.samples.length);
       for (let e = 0; e < page.count; e++) {
-        const loc = locationOf(page, p, e);
+        const loc = locationOf(page, p, e, this.footer.version);
         decodeCheckedRun(this.source.name, loc, data.subarray(loc.offset, loc.offset + loc.length));
         series++;
         count += loc.sampleCount;
@@ -203,8 +208,8 @@ export class BlockReader {
   }
 }
 
-/** The location of entry `e` of `page` (page number `p`). */
-export function locationOf(page: IndexPage, p: number, e: number): RunLocation {
+/** The location of entry `e` of `page` (page number `p`) in a block of format `version`. */
+export function locationOf(page: IndexPage, p: number, e: number, version = FORMAT_VERSION): RunLocation {
   return {
     id: page.ids[e]!,
     page: p,
@@ -216,6 +221,7 @@ export function locationOf(page: IndexPage, p: number, e: number): RunLocation {
     maxTime: page.maxTimes[e]!,
     crc: page.crcs[e]!,
     timestamps: page.tsRefs[e] ? page.vectors[page.tsRefs[e]! - 1]! : null,
+    version,
   };
 }
 
@@ -233,7 +239,7 @@ export function checkRunBytes(name: string, loc: RunLocation, bytes: Uint8Array)
 
 /** Decodes a run whose bytes {@link checkRunBytes} passed, and checks it agrees with its index entry. */
 export function decodeLocatedRun(name: string, loc: RunLocation, bytes: Uint8Array): Samples {
-  const s = decodeRun(bytes, { object: name, offset: loc.offset }, loc.timestamps);
+  const s = decodeRun(bytes, { object: name, offset: loc.offset }, loc.timestamps, loc.version);
   const n = s.timestamps.length;
   if (n !== loc.sampleCount || s.timestamps[0] !== loc.minTime || s.timestamps[n - 1] !== loc.maxTime) {
     throw new CorruptionError(name, loc.offset, `run of series ${loc.id} disagrees with its index entry`);

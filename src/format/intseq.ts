@@ -17,6 +17,7 @@
  *   on the generator with 50 % of scrapes jittered: per-series timestamps 0.474 -> 0.366 bytes per
  *   sample (with the grid step taken from 64 deltas).
  */
+import type { CorruptionError } from '../errors.js';
 import { BitReader, BitWriter, RICE_ESCAPE } from './bits.js';
 import { bitLength, unzigzag, zigzag } from './bytes.js';
 
@@ -30,6 +31,16 @@ export const TABLE_MAX_SYMBOLS = 64;
 export const TABLE_MAX_CODE = 12;
 /** Elements per partition of a DENSE sequence. */
 export const PARTITION = 128;
+/**
+ * SPARSE is planned only when its base fills at least this share of the sequence (below it, the
+ * gaps cost more than the base's elements save).
+ */
+const SPARSE_MIN_SHARE = 1 / 8;
+/**
+ * Elements looked at before a SPARSE base candidate is counted over the whole sequence: one that
+ * none of them equals is skipped (the float layout's high parts, most counters' increments).
+ */
+const SPARSE_PROBE = 64;
 /** Bound on |x| accepted by the coder. */
 export const INTSEQ_LIMIT = 2 ** 51;
 
@@ -203,20 +214,27 @@ let sparseKVal = 0;
  * next variables; Infinity when the layout does not fit (over half the elements are exceptions).
  */
 function planSparse(x: Float64Array, start: number, n: number): number {
-  // sparse pays only when one value fills most of the sequence; try a few candidates, giving up
-  // on a candidate as soon as it cannot cover half the elements
+  // sparse pays when one value fills a good share of the sequence: most of it, or (with its
+  // positions gap coded at about a bit per other element) a fixed share such as the unchanged
+  // scrapes of a gauge that sticks; try 0 (no change, for deltas) and a few elements, giving up on
+  // a candidate as soon as it cannot cover that share
   let base = 0;
-  let count = (n >> 1) + 1;
-  for (let ci = 0; ci < 3; ci++) {
-    const c = x[start + (ci === 0 ? 0 : ci === 1 ? n >> 1 : n - 1)]!;
-    let cnt = 0;
-    for (let i = 0; i < n && cnt < count; i++) if (x[start + i] !== c) cnt++;
+  let count = n - Math.ceil(n * SPARSE_MIN_SHARE) + 1;
+  const probe = Math.min(n, SPARSE_PROBE);
+  for (let ci = 0; ci < 4; ci++) {
+    const c = ci === 0 ? 0 : x[start + (ci === 1 ? 0 : ci === 2 ? n >> 1 : n - 1)]!;
+    // a candidate absent from the first elements is not counted over the whole sequence
+    let hits = 0;
+    for (let i = 0; i < probe; i++) if (x[start + i] === c) hits++;
+    if (hits === 0) continue;
+    let cnt = probe - hits;
+    for (let i = probe; i < n && cnt < count; i++) if (x[start + i] !== c) cnt++;
     if (cnt < count) {
       count = cnt;
       base = c;
     }
   }
-  if (count * 2 > n) return Infinity;
+  if (count > n - Math.ceil(n * SPARSE_MIN_SHARE)) return Infinity;
   if (excIdx.length < count) {
     excIdx = new Float64Array(count * 2);
     excVal = new Float64Array(count * 2);
@@ -410,6 +428,26 @@ export function encodeIntSeq(w: BitWriter, x: Float64Array, start: number, n: nu
   }
 }
 
+/**
+ * Whether the sequences being decoded may use TABLE, which format version 2 added: false while a
+ * run of a version 1 block is decoded (see {@link decodeSequencesOfVersion}).
+ */
+let tableAllowed = true;
+
+/**
+ * Sets the block format version of the sequences decoded next (decoding is synchronous: the run
+ * decoder sets it before a run and sets it back to the current version after). In a version 1
+ * block a TABLE sequence is a CorruptionError naming the layout and the version, not decoded.
+ */
+export function decodeSequencesOfVersion(version: number): void {
+  tableAllowed = version >= 2;
+}
+
+/** The error for a TABLE sequence in a version 1 block. */
+function tableInV1(r: BitReader): CorruptionError {
+  return r.corrupt('integer sequence layout 3 (TABLE) is format version 2, in a block of format version 1');
+}
+
 /** A CONST or SPARSE sequence as returned by {@link decodeIntSeqSparse}. */
 export interface SparseSeq {
   /** Value of every element that is not listed. */
@@ -520,6 +558,7 @@ export function decodeIntSeqSparse(r: BitReader, out: Float64Array, start: numbe
   const mode = r.read(2);
   if (mode === SEQ_CONST || mode === SEQ_SPARSE) return readSparse(r, mode, n);
   if (mode === SEQ_TABLE) {
+    if (!tableAllowed) throw tableInV1(r);
     const t = readTable(r);
     r.tableBlock(out, start, n, t.lookup, t.maxLen, t.min, 0, 0);
     return null;
@@ -569,6 +608,7 @@ export function decodeIntSeqSums(r: BitReader, out: Float64Array, start: number,
     return acc;
   }
   if (mode === SEQ_TABLE) {
+    if (!tableAllowed) throw tableInV1(r);
     const t = readTable(r);
     return r.tableBlock(out, start, n, t.lookup, t.maxLen, t.min, acc, div);
   }

@@ -64,6 +64,8 @@ const M_LIMIT = 2 ** 50;
 const MAX_DEN = 2 ** 32;
 /** Largest per-sample denominator tried for RATIO. */
 const MAX_RATIO_DEN = 2 ** 24;
+/** Bound on a RATIO denominator after scaling a reduced fraction by an integer. */
+const MAX_SCALED_RATIO_DEN = 2 ** 40;
 const TWO32 = 4294967296;
 /** NEAR: largest decimal exponent tried, and bound on |ulp residual|. */
 const MAX_NEAR_EXP = 9;
@@ -152,8 +154,12 @@ function findRatio(values: Float64Array, n: number): boolean {
     if (q === 0) return false;
     const p = Math.round(v * q);
     if (p / q !== v) return false;
-    ints[i] = q;
-    ints2[i] = p;
+    // (c p) / (c q) is the same exact rational, so IEEE division gives the same double: scale
+    // the reduced fraction back towards the previous denominator (a hit ratio's hits + misses,
+    // which the reduction by gcd(hits, misses) makes jump), so the deltas stay small
+    const c = i > 0 ? Math.max(1, Math.round(ints[i - 1]! / q)) : 1;
+    ints[i] = c * q < MAX_SCALED_RATIO_DEN ? c * q : q;
+    ints2[i] = c * q < MAX_SCALED_RATIO_DEN ? c * p : p;
   }
   return true;
 }

@@ -162,7 +162,7 @@ t.test('end to end: client and `strata push` against an in-process aggregator', 
   const bucket = new FilesystemBucket({ path: join(dir, 'bucket') });
   const reader = await BlockReader.open(bucketSource(bucket, blockKey('e2e', 1, W)));
   const s5 = await reader.readSeries(5n);
-  t.same(Buffer.from(s5!.values.buffer), Buffer.from(input[4]!.values.buffer), 'series 5 exact');
+  t.same(Buffer.from(s5!.values.buffer, s5!.values.byteOffset, s5!.values.byteLength), Buffer.from(input[4]!.values.buffer), 'series 5 exact');
 
   // strata push of a samples file, with --seal
   const recs = Buffer.alloc(24 * 100);

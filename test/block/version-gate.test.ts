@@ -1,0 +1,57 @@
+/**
+ * The version 2 golden block relabelled as format version 1 (footer version and CRC rewritten,
+ * nothing else): its runs that use codes of version 2 are refused as corrupt, naming the code and
+ * the versions, and the version 1 golden block still reads exactly (golden.test.ts).
+ */
+import t from 'tap';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { crc32c } from '@node-rs/crc32';
+import { BlockReader } from '../../src/block/reader.js';
+import { CorruptionError } from '../../src/errors.js';
+import { FOOTER_LEN, FooterField } from '../../src/format/footer.js';
+import { goldenSeriesV2 } from '../fixtures/golden.js';
+import { memorySource } from '../support/memory-source.js';
+import { sameSamples } from '../support/series.js';
+
+const fixtures = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures');
+
+function relabelled(bytes: Uint8Array, version: number): Uint8Array {
+  const out = Uint8Array.from(bytes);
+  const at = out.length - FOOTER_LEN;
+  const dv = new DataView(out.buffer, at, FOOTER_LEN);
+  dv.setUint16(FooterField.VERSION, version, true);
+  dv.setUint32(FooterField.FOOTER_CRC, crc32c(out.subarray(at, at + FooterField.FOOTER_CRC)), true);
+  return out;
+}
+
+t.test('a version 1 block with codes of version 2 is refused as corrupt, run by run', async (t) => {
+  const v2 = readFileSync(join(fixtures, 'golden-v2.block'));
+  const recipe = goldenSeriesV2();
+  // the relabelling itself is sound: as version 2 the rewritten footer reads every series
+  const same = await BlockReader.open(memorySource('golden-v2', relabelled(v2, 2)));
+  for (const s of recipe) t.ok(sameSamples((await same.readSeries(s.id))!, s.samples), `series ${s.id} as version 2`);
+
+  const r = await BlockReader.open(memorySource('relabelled', relabelled(v2, 1)));
+  t.equal(r.footer.version, 1);
+  let refused = 0;
+  let read = 0;
+  for (const s of recipe) {
+    try {
+      const got = await r.readSeries(s.id);
+      // a run of version 1 codes only reads as before
+      t.ok(got && sameSamples(got, s.samples), `series ${s.id} exact`);
+      read++;
+    } catch (err) {
+      t.ok(err instanceof CorruptionError, `series ${s.id}: CorruptionError`);
+      t.match((err as Error).message, /(timestamp|value|integer sequence) layout \d+ \([A-Za-z ]+\) is format version 2, in a block of format version 1/);
+      t.match((err as Error).message, /"relabelled"/, 'names the object');
+      refused++;
+    }
+  }
+  // 24 series of scrape targets share timestamp vectors, so at least those are refused
+  t.ok(refused >= 24, `${refused} series refused`);
+  t.ok(read > 0, `${read} series of version 1 codes read`);
+  await t.rejects(r.verify(), CorruptionError, 'verify refuses the block');
+});
