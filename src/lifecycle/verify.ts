@@ -52,7 +52,7 @@ export async function verifyBlockInPieces(reader: BlockReader, chunkBytes = VERI
   for (let p = 0; p < ioi.pageCount; p++) {
     const page = BlockReader.decodePageBytes(name, ioi, p, await read(ioi.offsets[p]!, ioi.lengths[p]!), samplesSection.length);
     for (let e = 0; e < page.count; e++) {
-      const loc = locationOf(page, p, e);
+      const loc = locationOf(page, p, e, reader.footer.version);
       if (loc.offset < samplesSection.offset || loc.offset + loc.length > samplesEnd) {
         throw new CorruptionError(name, loc.offset, `run of series ${loc.id} lies outside the sample section`);
       }

@@ -286,7 +286,7 @@ export class BlockReadExecutor {
       const page = pages[k]!;
       const e = findInPage(page, q.ids[i]!);
       if (e < 0 || page.maxTimes[e]! < start || page.minTimes[e]! >= end) continue;
-      const loc = locationOf(page, p, e);
+      const loc = locationOf(page, p, e, block.footer.version);
       locs.push(loc);
       samples += loc.sampleCount;
       // a run sent with the timestamps its page shares carries them itself (joinedRun)

@@ -55,3 +55,36 @@ t.test('a version 1 block with codes of version 2 is refused as corrupt, run by 
   t.ok(read > 0, `${read} series of version 1 codes read`);
   await t.rejects(r.verify(), CorruptionError, 'verify refuses the block');
 });
+
+t.test('a gateway refuses the runs of version 2 codes in a version 1 block with DATA_LOSS, and serves the others', async (t) => {
+  const { mkdirSync, writeFileSync } = await import('node:fs');
+  const { blockKey } = await import('../../src/format/key.js');
+  const { rawRead, startTestGateway, tempDir, testConfig } = await import('../support/gateway.js');
+  const v1 = relabelled(readFileSync(join(fixtures, 'golden-v2.block')), 1);
+  const { footer } = await BlockReader.open(memorySource('relabelled', v1));
+  const dir = tempDir(t, 'version-gate');
+  const key = blockKey(footer.tenant, footer.shard, footer.windowStart);
+  mkdirSync(dirname(join(dir, 'bucket', key)), { recursive: true });
+  writeFileSync(join(dir, 'bucket', key), v1);
+  const gw = await startTestGateway(t, testConfig({ type: 'filesystem', path: join(dir, 'bucket') }, join(dir, 'cache'), { blockDurationMs: Number(footer.windowEnd - footer.windowStart) }), { now: () => Number(footer.windowEnd) + 86_400_000 });
+  const recipe = goldenSeriesV2();
+  let refused = 0;
+  let served = 0;
+  for (const s of recipe) {
+    const ids = Buffer.alloc(8);
+    ids.writeBigUInt64LE(s.id);
+    const req = { tenant: footer.tenant, shard: footer.shard, num_shards: footer.numShards, window_start_ms: String(footer.windowStart), series_ids: ids, start_ms: String(footer.windowStart), end_ms: String(footer.windowEnd), encoding: 'RAW' as const };
+    try {
+      const msgs = await rawRead(gw.grpcPort, req);
+      const n = msgs.reduce((a, m) => a + (m['timestamps'] as Buffer).length / 8, 0);
+      t.equal(n, s.samples.timestamps.length, `series ${s.id}: every sample of a run of version 1 codes`);
+      served++;
+    } catch (err) {
+      t.equal((err as { code?: number }).code, 15, `series ${s.id}: DATA_LOSS`);
+      t.match((err as Error).message, /is format version 2, in a block of format version 1/);
+      refused++;
+    }
+  }
+  t.ok(refused >= 24, `${refused} series refused`);
+  t.ok(served > 0, `${served} series served`);
+});
