@@ -76,6 +76,8 @@ export interface WalDbOptions {
 export interface WalEntry {
   readonly id: bigint;
   readonly run: Uint8Array;
+  /** The run's value (encodeRunValue of `run`) when the caller has it already: stored as it is. */
+  readonly value?: Uint8Array;
   readonly samples: number;
 }
 
@@ -308,7 +310,7 @@ class WalSegment {
     let { lastSeq, entries: count, samples, bytes } = this.next;
     for (const e of entries) {
       const key = encodeRunKey(e.id, ++lastSeq);
-      const value = encodeRunValue(e.run);
+      const value = e.value === undefined ? encodeRunValue(e.run) : Buffer.isBuffer(e.value) ? e.value : Buffer.from(e.value.buffer, e.value.byteOffset, e.value.byteLength);
       this.ops.push({ type: 'put', key, value });
       count++;
       samples += e.samples;
