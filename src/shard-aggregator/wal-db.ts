@@ -112,7 +112,7 @@ export const SEGMENT_MAX_L0 = 2;
 /** LevelDB's memtable bytes per entry beyond its key and value (skip-list node, sequence, varints). */
 const MEMTABLE_ENTRY_OVERHEAD = 64;
 /** A read closes and reopens the segments after this many bytes (see WalDb.series). */
-export const REMAP_BYTES = 32 * 1024 * 1024;
+export const REMAP_BYTES = 16 * 1024 * 1024;
 const U64_MAX = (1n << 64n) - 1n;
 /** Segments a read holds open at once by default (see WalDb.series). */
 export const MAX_OPEN_SEGMENTS = 64;
