@@ -30,10 +30,12 @@ RUN npm install --omit=dev --no-audit --no-fund && npm cache clean --force
 # 3. runtime: compiled code, production node_modules, protos; nothing else
 FROM ${NODE_IMAGE}
 ENV NODE_ENV=production
-# glibc malloc: at most 2 arenas. With one per thread (the default: up to 8 per core), memory freed
-# by one thread (LevelDB's memtables on libuv's pool, a flush worker's buffers) is kept for that
-# thread only; the aggregator's peak RSS at 1 GiB of WAL fell from 607 to 512 MiB (docs/capacity.md)
-ENV MALLOC_ARENA_MAX=2
+# glibc malloc (docs/capacity.md, aggregator memory): one arena, so that memory freed by one thread
+# (LevelDB's memtables on libuv's pool, a flush worker's buffers) is reused by the others instead of
+# kept per thread; and blocks of 1 MiB or more (gRPC's request messages, block chunks) mapped on
+# their own and unmapped when freed, instead of fragmenting the heap, which glibc cannot give back
+ENV MALLOC_ARENA_MAX=1
+ENV MALLOC_MMAP_THRESHOLD_=1048576
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /src/dist ./dist

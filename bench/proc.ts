@@ -52,6 +52,18 @@ export function percentile(xs: readonly number[], p: number): number {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? 0;
 }
 
+/**
+ * The `ENV MALLOC_*` settings of the container image (the repository's Dockerfile), so that a
+ * benchmark runs the service with the allocator settings it is deployed with.
+ */
+export function imageMallocEnv(): Record<string, string> {
+  const file = [join(here, '..', 'Dockerfile'), join(here, '..', '..', 'Dockerfile')].find((f) => existsSync(f));
+  if (!file) throw new Error('the Dockerfile (the image environment the benchmarks run the services with) is not found');
+  const env: Record<string, string> = {};
+  for (const m of readFileSync(file, 'utf8').matchAll(/^ENV\s+(MALLOC_\w+)=(\S+)\s*$/gm)) env[m[1]!] = m[2]!;
+  return env;
+}
+
 /** A running aggregator started by {@link startAggregator}. */
 export interface AggregatorProcess {
   readonly proc: ChildProcess;
@@ -71,8 +83,8 @@ export async function startAggregator(config: object, dir: string, prefix: reado
   // STRATA_BENCH_NODE_ARGS: extra node flags for the service (e.g. --cpu-prof for profiling)
   const nodeArgs = (process.env['STRATA_BENCH_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
   const cmd = [...prefix, process.execPath, ...nodeArgs, ...args, 'aggregator', '--config', file];
-  // the environment of the container image (Dockerfile): glibc malloc with at most 2 arenas
-  const env = { ...process.env, MALLOC_ARENA_MAX: process.env['MALLOC_ARENA_MAX'] ?? '2' };
+  // the environment of the container image: its glibc malloc settings (Dockerfile), unless set here
+  const env = { ...imageMallocEnv(), ...process.env };
   const proc = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'inherit'], env });
   let buf = '';
   let onPort: (p: number) => void = () => undefined;

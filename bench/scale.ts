@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- scale [--wal-gb=1] [--shards=4] [--multi-gb=1] [--concurrency=8]
- * [--batch-samples=250000] [--runs=single,multi1,multi] [--slice-s=5]`: the write path at
+ * [--batch-samples=250000] [--runs=single,multi1,multi] [--slice-s=5] [--pin-loadgen=1]`: the write path at
  * production volume. The aggregator (`strata aggregator`, compiled JS) runs as a separate process
  * with every write fsynced and a filesystem bucket.
  *
@@ -9,6 +9,13 @@
  * - `multi1`: `--shards` shards of one window, `--multi-gb` GiB of WAL in all, with the
  *   aggregator pinned to one core (`taskset -c 0`);
  * - `multi`: the same with every core; the ratios multi / multi1 are the scaling figures.
+ *
+ * The load generator (this process: protobuf encoding and gRPC sending) runs on the same machine
+ * and costs CPU in proportion to the samples it sends (`loadgen_cpu_s` of each run). So that both
+ * runs compare the same machine with one core and with all of them, it is pinned to the cores the
+ * aggregator has (`--pin-loadgen=1`, the default): with the aggregator alone on core 0 and the
+ * generator free to use core 1, the one-core run had more than one core, and the ratio could not
+ * reach 2 even with perfect scaling. `--pin-loadgen=0` measures the old way.
  *
  * Data is generated on the fly from the generator's realistic series (bench/gen-samples.mjs: 40 %
  * counters with resets, 25 % 2-decimal random-walk gauges, 20 % constant or rarely changing, 15 %
@@ -114,15 +121,32 @@ interface RunResult {
   readonly max_rss_anon_mb: number;
   readonly ingest_s: number;
   readonly flush_s: number;
+  /** CPU seconds of the load generator (this process) during ingest, and the cores it ran on. */
+  readonly loadgen_cpu_s: number;
+  readonly loadgen_cores: string;
+}
+
+/** This process's CPU affinity (`taskset -p`), as a core list. */
+function ownAffinity(): string {
+  return execFileSync('taskset', ['-cp', String(process.pid)], { encoding: 'utf8' }).split(':').pop()!.trim();
+}
+
+/** Pins this process (all its threads) to `cores` (a taskset core list). */
+function pinSelf(cores: string): void {
+  execFileSync('taskset', ['-acp', cores, String(process.pid)], { stdio: 'ignore' });
 }
 
 async function run(
   name: string,
-  opts: { shards: number; walBytes: number; cores: number; concurrency: number; batchSamples: number; sliceS: number; templates: Series[][]; windowStart: number },
+  opts: { shards: number; walBytes: number; cores: number; concurrency: number; batchSamples: number; sliceS: number; templates: Series[][]; windowStart: number; pinLoadgen: boolean },
 ): Promise<RunResult> {
   const dir = mkdtempSync(join(tmpdir(), `strata-bench-scale-${name}-`));
   const walDir = join(dir, 'wal');
-  const prefix = opts.cores < availableParallelism() ? ['taskset', '-c', Array.from({ length: opts.cores }, (_, i) => i).join(',')] : [];
+  const coreList = Array.from({ length: opts.cores }, (_, i) => i).join(',');
+  const prefix = opts.cores < availableParallelism() ? ['taskset', '-c', coreList] : [];
+  const affinity = ownAffinity();
+  if (opts.pinLoadgen && prefix.length > 0) pinSelf(coreList);
+  const loadgenCores = ownAffinity();
   const agg = await startAggregator(
     {
       grpcListen: '127.0.0.1:0',
@@ -175,6 +199,7 @@ async function run(
     let done = false;
     const io0 = writeBytes(pid);
     const cpu0 = cpuSeconds(pid);
+    const gen0 = cpuSeconds(process.pid);
     const t0 = performance.now();
     let slice = { t: t0, samples: 0, cpu: cpu0 };
     const sliceTimer = setInterval(() => {
@@ -207,6 +232,7 @@ async function run(
     );
     const ingestS = (performance.now() - t0) / 1000;
     const ingestCpu = cpuSeconds(pid) - cpu0;
+    const loadgenCpu = cpuSeconds(process.pid) - gen0;
     const ingestWritten = writeBytes(pid) - io0;
     clearInterval(sliceTimer);
     clearInterval(statusTimer);
@@ -246,17 +272,21 @@ async function run(
       max_rss_anon_mb: Math.round(peakAnon),
       ingest_s: Number(ingestS.toFixed(2)),
       flush_s: Number(flushS.toFixed(2)),
+      loadgen_cpu_s: Number(loadgenCpu.toFixed(2)),
+      loadgen_cores: loadgenCores,
     };
     console.log(
       `${name}: ${opts.shards} shard(s), ${opts.cores} core(s): ${(samples / 1e6).toFixed(1)} M samples, WAL ${(walDisk / 2 ** 20).toFixed(0)} MiB on disk in ${logs.segments} segments ` +
         `(${(walRunBytes / samples).toFixed(2)} bytes/sample of runs); write amplification ${r.write_amplification}; ${logs.compactions} LevelDB compactions, ${logs.tables} level-0 tables\n` +
         `  ingest ${(r.samples_per_s / 1e6).toFixed(2)} M samples/s, ${(r.samples_per_cpu_s / 1e6).toFixed(2)} M samples per aggregator CPU-second; ` +
-        `flush ${(r.flush_samples_per_s / 1e6).toFixed(2)} M samples/s (${(r.flush_samples_per_cpu_s / 1e6).toFixed(2)} M per CPU-second) into ${blocks.length} blocks of ${r.block_bytes_per_sample} bytes/sample; peak RSS ${r.max_rss_mb} MiB (anonymous ${r.max_rss_anon_mb} MiB)`,
+        `flush ${(r.flush_samples_per_s / 1e6).toFixed(2)} M samples/s (${(r.flush_samples_per_cpu_s / 1e6).toFixed(2)} M per CPU-second) into ${blocks.length} blocks of ${r.block_bytes_per_sample} bytes/sample; peak RSS ${r.max_rss_mb} MiB (anonymous ${r.max_rss_anon_mb} MiB)\n` +
+        `  load generator: ${loadgenCpu.toFixed(1)} CPU-s during ingest (${((loadgenCpu / ingestS) * 100).toFixed(0)} % of a core, cores ${loadgenCores}), aggregator ${((ingestCpu / ingestS) * 100).toFixed(0)} % of a core`,
     );
     return r;
   } finally {
     await stop(agg.proc);
     rmSync(dir, { recursive: true, force: true });
+    if (loadgenCores !== affinity) pinSelf(affinity);
   }
 }
 
@@ -268,6 +298,7 @@ export async function main(argv: string[]): Promise<void> {
   const batchSamples = Number(flag(argv, 'batch-samples', '250000'));
   const sliceS = Number(flag(argv, 'slice-s', '5'));
   const runs = flag(argv, 'runs', 'single,multi1,multi').split(',');
+  const pinLoadgen = flag(argv, 'pin-loadgen', '1') !== '0';
   // a recent window, so that the aggregator's default accepted range (31 days) takes it
   const windowStart = Math.floor((Date.now() - 2 * 24 * 3600 * 1000) / H) * H;
   const start = new Date(windowStart).toISOString();
@@ -281,7 +312,7 @@ export async function main(argv: string[]): Promise<void> {
     throw new Error('the scale bench pins the one-core run with taskset (util-linux)');
   }
   const results: RunResult[] = [];
-  const common = { concurrency, batchSamples, sliceS, templates: [a, b], windowStart };
+  const common = { concurrency, batchSamples, sliceS, templates: [a, b], windowStart, pinLoadgen };
   if (runs.includes('single')) results.push(await run('single', { ...common, shards: 1, walBytes: walGb * GiB, cores: availableParallelism() }));
   if (runs.includes('multi1')) results.push(await run('multi1', { ...common, shards, walBytes: multiGb * GiB, cores: 1 }));
   if (runs.includes('multi')) results.push(await run('multi', { ...common, shards, walBytes: multiGb * GiB, cores: availableParallelism() }));

@@ -14,6 +14,7 @@ import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { InvalidArgumentError } from '../errors.js';
 import { prepareWrite, type IngestContext, type PreparedRun, type PreparedWrite, type WireSeries } from './ingest.js';
+import { encodeRunValueInto, VALUE_CRC_LEN } from './wal-codec.js';
 
 /**
  * A request sent to a worker: the series' ids, and where their timestamp and value bytes lie in
@@ -82,8 +83,10 @@ export function unpackTask(task: EncodeTask): WireSeries[] {
 }
 
 /**
- * A worker's answer: the runs of a request packed into `buf`, described by `meta` (per run:
- * window start, series id, offset, length, samples as 64-bit words), or the error.
+ * A worker's answer: the runs of a request as WAL values (kind, run, checksum: wal-codec.ts) packed
+ * into `buf`, described by `meta` (per run: window start, series id, offset and length of its
+ * value, samples as 64-bit words), or the error. The main thread hands the values to LevelDB as
+ * they are: it neither copies nor checksums them.
  */
 export type EncodeReply =
   | { readonly id: number; readonly ok: true; readonly buf: ArrayBuffer; readonly meta: BigInt64Array; readonly samples: number; readonly series: number }
@@ -92,35 +95,37 @@ export type EncodeReply =
 /** Words of `meta` per run. */
 const META_WORDS = 5;
 
-/** Packs a prepared request for the trip back to the main thread. */
+/** Packs a prepared request for the trip back to the main thread, its runs as WAL values. */
 export function packPrepared(id: number, p: PreparedWrite): EncodeReply & { ok: true } {
   let total = 0;
-  for (const r of p.runs) total += r.run.length;
+  for (const r of p.runs) total += 1 + r.run.length + VALUE_CRC_LEN;
   const buf = new ArrayBuffer(total);
   const bytes = new Uint8Array(buf);
   const meta = new BigInt64Array(p.runs.length * META_WORDS);
   let off = 0;
   p.runs.forEach((r, i) => {
-    bytes.set(r.run, off);
+    const n = encodeRunValueInto(bytes, off, r.run);
     meta[i * META_WORDS] = r.windowStart;
     meta[i * META_WORDS + 1] = BigInt.asIntN(64, r.id);
     meta[i * META_WORDS + 2] = BigInt(off);
-    meta[i * META_WORDS + 3] = BigInt(r.run.length);
+    meta[i * META_WORDS + 3] = BigInt(n);
     meta[i * META_WORDS + 4] = BigInt(r.samples);
-    off += r.run.length;
+    off += n;
   });
   return { id, ok: true, buf, meta, samples: p.samples, series: p.series };
 }
 
-/** The prepared request of a worker's answer (runs are views into its buffer). */
-function unpack(reply: EncodeReply & { ok: true }): PreparedWrite {
+/** The prepared request of a worker's answer (values and runs are views into its buffer). */
+export function unpack(reply: EncodeReply & { ok: true }): PreparedWrite {
   const runs: PreparedRun[] = [];
   const m = reply.meta;
   for (let i = 0; i < m.length; i += META_WORDS) {
+    const value = Buffer.from(reply.buf, Number(m[i + 2]!), Number(m[i + 3]!));
     runs.push({
       windowStart: m[i]!,
       id: BigInt.asUintN(64, m[i + 1]!),
-      run: new Uint8Array(reply.buf, Number(m[i + 2]!), Number(m[i + 3]!)),
+      run: value.subarray(1, value.length - VALUE_CRC_LEN),
+      value,
       samples: Number(m[i + 4]!),
     });
   }

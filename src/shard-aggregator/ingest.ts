@@ -37,6 +37,11 @@ export interface PreparedRun {
   readonly id: bigint;
   /** Encoded run (docs/format/chunk.md). */
   readonly run: Uint8Array;
+  /**
+   * The run's WAL value (wal-codec.ts `encodeRunValue`), when an encoding worker made it already;
+   * `run` is then a view into it.
+   */
+  readonly value?: Uint8Array;
   readonly samples: number;
 }
 

@@ -28,6 +28,7 @@ import type { TenantBuckets } from './flush-scheduler.js';
 import { AggregatorMetrics } from './metrics.js';
 import { registryAuth, writerService, type AuthHook, type ServerState } from './service.js';
 import { DeletionMarkWatcher } from '../tenancy/deletion-marks.js';
+import { mallocEnvWarning } from './malloc-env.js';
 
 
 /** Options of {@link startAggregatorServer}. */
@@ -122,6 +123,8 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
     throw err;
   }
   logger.info({ ...listeningFields(listening, config, registry), walDir: config.walDir, numShards: config.numShards }, 'aggregator listening; recovering wal');
+  const malloc = process.platform === 'linux' ? mallocEnvWarning(process.env) : null;
+  if (malloc !== null) logger.warn(malloc);
   if (ownRegistry && config.tenantsFile !== undefined) registry.watch(config.tenantsFile);
   // the first read of the marks finishes before the aggregator serves (a failed read is logged and retried)
   const marksRead = deletionMarks.start();

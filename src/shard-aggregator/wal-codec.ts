@@ -105,6 +105,19 @@ export function encodeRunValue(run: Uint8Array): Buffer {
   return out;
 }
 
+/**
+ * Writes the run value of `run` into `out` at `offset` (what {@link encodeRunValue} returns, without
+ * allocating); returns its length, `1 + run.length + VALUE_CRC_LEN`.
+ */
+export function encodeRunValueInto(out: Uint8Array, offset: number, run: Uint8Array): number {
+  const n = 1 + run.length;
+  out[offset] = ValueKind.RUN;
+  out.set(run, offset + 1);
+  const body = Buffer.from(out.buffer, out.byteOffset + offset, n);
+  Buffer.from(out.buffer, out.byteOffset + offset + n, VALUE_CRC_LEN).writeUInt32LE(crc32c(body), 0);
+  return n + VALUE_CRC_LEN;
+}
+
 /** The run bytes of a run value (a view into `value`). */
 export function decodeRunValue(value: Uint8Array, origin: Origin): Uint8Array {
   openValue(value, ValueKind.RUN, origin);

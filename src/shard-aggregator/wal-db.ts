@@ -76,6 +76,8 @@ export interface WalDbOptions {
 export interface WalEntry {
   readonly id: bigint;
   readonly run: Uint8Array;
+  /** The run's value (encodeRunValue of `run`) when the caller has it already: stored as it is. */
+  readonly value?: Uint8Array;
   readonly samples: number;
 }
 
@@ -110,7 +112,7 @@ export const SEGMENT_MAX_L0 = 2;
 /** LevelDB's memtable bytes per entry beyond its key and value (skip-list node, sequence, varints). */
 const MEMTABLE_ENTRY_OVERHEAD = 64;
 /** A read closes and reopens the segments after this many bytes (see WalDb.series). */
-export const REMAP_BYTES = 32 * 1024 * 1024;
+export const REMAP_BYTES = 16 * 1024 * 1024;
 const U64_MAX = (1n << 64n) - 1n;
 /** Segments a read holds open at once by default (see WalDb.series). */
 export const MAX_OPEN_SEGMENTS = 64;
@@ -308,7 +310,7 @@ class WalSegment {
     let { lastSeq, entries: count, samples, bytes } = this.next;
     for (const e of entries) {
       const key = encodeRunKey(e.id, ++lastSeq);
-      const value = encodeRunValue(e.run);
+      const value = e.value === undefined ? encodeRunValue(e.run) : Buffer.isBuffer(e.value) ? e.value : Buffer.from(e.value.buffer, e.value.byteOffset, e.value.byteLength);
       this.ops.push({ type: 'put', key, value });
       count++;
       samples += e.samples;

@@ -104,3 +104,33 @@ t.test('counters and sealed records round-trip', (t) => {
   t.throws(() => decodeSealed(encodeCounters(c), O), CorruptionError);
   t.end();
 });
+
+t.test('encodeRunValueInto() writes what encodeRunValue() returns; an encoding worker packs its runs as those values', async (t) => {
+  const { encodeRunValueInto } = await import('../../src/shard-aggregator/wal-codec.js');
+  const { packPrepared, unpack } = await import('../../src/shard-aggregator/encode-pool.js');
+  const runs = [new Uint8Array([1, 2, 3]), new Uint8Array(0), Uint8Array.from({ length: 3000 }, (_, i) => (i * 7) & 255)];
+  const out = new Uint8Array(5 + runs.reduce((n, r) => n + r.length + 5, 0));
+  let off = 5;
+  for (const r of runs) {
+    const n = encodeRunValueInto(out, off, r);
+    t.equal(n, r.length + 5);
+    t.same(Buffer.from(out.subarray(off, off + n)), encodeRunValue(r));
+    off += n;
+  }
+  const prepared = {
+    runs: runs.map((run, i) => ({ windowStart: BigInt(i) * 14_400_000n, id: (1n << 64n) - 1n - BigInt(i), run, samples: i + 1 })),
+    samples: 6,
+    series: 3,
+  };
+  const back = unpack(packPrepared(7, prepared));
+  t.equal(back.samples, 6);
+  t.equal(back.series, 3);
+  back.runs.forEach((r, i) => {
+    t.equal(r.windowStart, prepared.runs[i]!.windowStart);
+    t.equal(r.id, prepared.runs[i]!.id);
+    t.equal(r.samples, i + 1);
+    t.same(Buffer.from(r.run), Buffer.from(runs[i]!));
+    t.same(Buffer.from(r.value!), encodeRunValue(runs[i]!));
+    t.same(decodeRunValue(r.value!, { object: 'test', offset: 0 }), r.run);
+  });
+});
