@@ -34,7 +34,9 @@ export const TARGETS: Readonly<Record<string, Readonly<Record<string, Target>>>>
     flush_scaling: { min: 1.7 },
   },
   read: {
-    event_loop_p99_ms: { max: 20 },
+    // the event-loop delay: the lag figure (event_loop_p99_ms) less its own 10 ms sampling timer,
+    // which an idle gateway shows alone (event_loop_idle_p99_ms, about 10.2 ms)
+    event_loop_delay_p99_ms: { max: 20 },
     warm_1x4h_p99_over_floor: { max: 1.5 },
     warm_100x4h_p99_over_floor: { max: 1.5 },
     warm_1x30d_p99_over_floor: { max: 1.5 },
