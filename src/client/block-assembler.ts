@@ -145,11 +145,14 @@ export class BlockAssembler {
     for (let i = 0; i < n; i++) {
       const id = msg.seriesIds.readBigUInt64LE(i * 8);
       const len = msg.runLengths.readUInt32LE(i * 4);
-      if (id !== this.runId) {
+      const crc = msg.runCrcs.readUInt32LE(i * 4);
+      // a new series, or the next run of the same one (a day read from its blocks sends each
+      // block's run as it is stored): a fragment with another run CRC starts a run (read.proto)
+      if (id !== this.runId || crc !== this.runCrc) {
         this.flushRun();
         this.seriesId(msg.seriesIds, i);
         this.runId = id;
-        this.runCrc = msg.runCrcs.readUInt32LE(i * 4);
+        this.runCrc = crc;
       }
       this.runParts.push(msg.runs.subarray(at, at + len));
       at += len;

@@ -161,6 +161,10 @@ export class DayRouter {
    * null for a day not closed yet).
    */
   private async blocksAnswer(q: ReadQuery, signal: SignalSource, inDay: ReadQuery | null): Promise<ReadResult> {
+    if (q.encoding === 'runs' && q.narrowed !== true) {
+      const stored = await this.storedRunsAnswer(q, signal, inDay);
+      if (stored !== null) return stored;
+    }
     const { executor } = this.deps;
     const parts: Promise<Awaited<ReturnType<BlockReadExecutor['samples']>>>[] = [];
     for (let w = q.block.windowStart; w < q.block.windowEnd; w += this.blockMs) {
@@ -193,6 +197,60 @@ export class DayRouter {
     }
     const ids = [...byId.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     return this.encode(q, blockId, ids, ids.map((id) => concatSamples(byId.get(id)!)));
+  }
+
+  /**
+   * A RUNS day read from its 4-hour blocks without decoding: each series' stored runs, in window
+   * order, one after the other (read.proto: a fragment whose run CRC differs from the previous one
+   * of the same series starts its next run). Null when two consecutive runs of a series have the
+   * same CRC, which the client could not tell apart: the caller then decodes and re-encodes.
+   */
+  private async storedRunsAnswer(q: ReadQuery, signal: SignalSource, inDay: ReadQuery | null): Promise<ReadResult | null> {
+    const { executor } = this.deps;
+    const parts: Promise<Awaited<ReturnType<BlockReadExecutor['storedRuns']>>>[] = [];
+    for (let w = q.block.windowStart; w < q.block.windowEnd; w += this.blockMs) {
+      if (w + this.blockMs <= q.start || w >= q.end) continue;
+      const block: BlockAddress = { ...q.block, windowStart: w, windowEnd: w + this.blockMs, key: blockKey(q.block.tenant, q.block.shard, w) };
+      parts.push(executor.storedRuns({ ...q, block }, signal));
+    }
+    const got = await Promise.all(parts);
+    if (inDay !== null && got.some((g) => g === null) && (await this.dayAppeared(inDay.block, signal))) return this.fromDayNow(inDay, signal);
+    // series in id order, each one's runs in window order
+    const byId = new Map<bigint, { runs: SeriesRun[]; counts: number[] }>();
+    let blockId = '';
+    let total = 0;
+    for (const g of got) {
+      if (g === null) continue;
+      if (blockId === '') blockId = g.blockId;
+      for (let i = 0; i < g.items.length; i++) {
+        const item = g.items[i]!;
+        let e = byId.get(item.id);
+        if (!e) byId.set(item.id, (e = { runs: [], counts: [] }));
+        const prev = e.runs[e.runs.length - 1];
+        if (prev !== undefined && prev.crc === item.crc) return null;
+        e.runs.push(item);
+        e.counts.push(g.counts[i]!);
+        total += g.counts[i]!;
+      }
+    }
+    if (total > this.opts.maxSamplesPerResponse) {
+      throw new GrpcError(
+        status.RESOURCE_EXHAUSTED,
+        `response would hold ${total} samples, over the gateway's maxSamplesPerResponse (${this.opts.maxSamplesPerResponse}); ask for fewer series_ids or a shorter range`,
+      );
+    }
+    if (inDay !== null) this.fromBlocks.inc();
+    const ids = [...byId.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    const runs: SeriesRun[] = [];
+    const counts: number[] = [];
+    for (const id of ids) {
+      const e = byId.get(id)!;
+      for (let i = 0; i < e.runs.length; i++) {
+        runs.push(e.runs[i]!);
+        counts.push(e.counts[i]!);
+      }
+    }
+    return new RunsAnswer(blockId, runs, counts, this.opts.maxMessageBytes);
   }
 
   /** The answer of decoded samples (ids ascending): columns (RAW) or one fresh run per series (RUNS). */

@@ -109,6 +109,27 @@ function joinedRun(name: string, loc: RunLocation, run: Buffer): SeriesRun {
   return { id: loc.id, run: buf, crc: crc32c(buf) };
 }
 
+/**
+ * The runs a RUNS answer sends of located runs, with their sample counts. Every run's length and
+ * CRC were checked by the fetcher (fresh, cached or hot) before this.
+ */
+function runItems(found: Located, start: bigint, end: bigint): { items: SeriesRun[]; counts: number[] } {
+  const { block, locs, runs } = found;
+  const items: SeriesRun[] = [];
+  const counts: number[] = [];
+  for (let i = 0; i < locs.length; i++) {
+    const l = locs[i]!;
+    // a run reaching past a bound of the range may have no sample inside (a gap): such a
+    // series is left out, as read.proto promises (runs inside the range need no decoding)
+    const inside = l.minTime >= start && l.maxTime < end;
+    if (!inside && !runHasSampleIn(runs[i]!, { object: block.key, offset: l.offset }, start, end, l.timestamps)) continue;
+    // a run sharing its page's timestamps is sent whole, with them (and its own CRC)
+    items.push(l.timestamps ? joinedRun(block.key, l, runs[i]!) : { id: l.id, run: runs[i]!, crc: l.crc });
+    counts.push(l.sampleCount);
+  }
+  return { items, counts };
+}
+
 /** Waits for `p`, or rejects when the source's signal aborts first. */
 function raced<T>(p: Promise<T>, signal: SignalSource): Promise<T> {
   return raceSignal(p, signal());
@@ -164,6 +185,23 @@ export class BlockReadExecutor {
     return { blockId: found.block.blockId, ids, samples };
   }
 
+  /**
+   * The runs of the query's series in its block as a RUNS answer sends them (stored, or joined
+   * with the timestamps their page shares), for answers made of several blocks without decoding
+   * (a day read from its blocks, day.ts). Null when the block does not exist.
+   */
+  async storedRuns(q: ReadQuery, signal: SignalSource): Promise<{ readonly blockId: string; readonly items: SeriesRun[]; readonly counts: number[] } | null> {
+    const start = q.start > q.block.windowStart ? q.start : q.block.windowStart;
+    const end = q.end < q.block.windowEnd ? q.end : q.block.windowEnd;
+    if (end <= start || q.ids.length === 0) return { blockId: '', items: [], counts: [] };
+    const found = await this.locate(q, start, end, signal);
+    if (!found) {
+      this.deps.metrics.blocksMissing.inc();
+      return null;
+    }
+    return { blockId: found.block.blockId, ...runItems(found, start, end) };
+  }
+
   /** The answer of located runs (RAW decoded as the messages are made). */
   private answer(q: ReadQuery, found: Located | null, start: bigint, end: bigint): ReadResult {
     const max = this.limits.maxMessageBytes;
@@ -174,18 +212,7 @@ export class BlockReadExecutor {
     // every run's length and CRC were checked by the fetcher (fresh, cached or hot) before this
     const { block, locs, runs } = found;
     if (q.encoding === 'runs') {
-      const items: SeriesRun[] = [];
-      const counts: number[] = [];
-      for (let i = 0; i < locs.length; i++) {
-        const l = locs[i]!;
-        // a run reaching past a bound of the range may have no sample inside (a gap): such a
-        // series is left out, as read.proto promises (runs inside the range need no decoding)
-        const inside = l.minTime >= start && l.maxTime < end;
-        if (!inside && !runHasSampleIn(runs[i]!, { object: block.key, offset: l.offset }, start, end, l.timestamps)) continue;
-        // a run sharing its page's timestamps is sent whole, with them (and its own CRC)
-        items.push(l.timestamps ? joinedRun(block.key, l, runs[i]!) : { id: l.id, run: runs[i]!, crc: l.crc });
-        counts.push(l.sampleCount);
-      }
+      const { items, counts } = runItems(found, start, end);
       return new RunsAnswer(block.blockId, items, counts, max);
     }
     const range = { start, end };
