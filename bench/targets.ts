@@ -51,6 +51,11 @@ export const TARGETS: Readonly<Record<string, Readonly<Record<string, Target>>>>
     unread_rss_mib: { max: 1024 },
     fs_unread_rss_mib: { max: 1024 },
   },
+  'read-scale': {
+    rss_over_budgets: { max: 1.2 },
+    gets_per_block_cold: { max: 2 },
+    bucket_requests_per_warm_query: { max: 0 },
+  },
   writer: {
     peak_rss_mib: { max: 512 },
   },

@@ -98,7 +98,8 @@ t.test('the query client sends the header the committed read route hashes, one v
       call.emit('error', { code: status.INVALID_ARGUMENT, details: 'captured' });
     },
   });
-  const q = new QueryClient({ endpoints: [address], numShards: DEFAULT_TOPOLOGY.numShards, concurrency: 1 });
+  // the client's clock is injected: whether it asks for a block or a closed day depends on it
+  const q = new QueryClient({ endpoints: [address], numShards: DEFAULT_TOPOLOGY.numShards, concurrency: 1, now: () => Number(WINDOW) + H });
   t.teardown(() => q.close());
   await q.query('acme', [70n], { start: WINDOW, end: WINDOW + BigInt(H) }).catch(() => undefined);
   t.equal(seen.length, 1, 'one block, one request');
@@ -107,6 +108,17 @@ t.test('the query client sends the header the committed read route hashes, one v
   t.ok(r, `a read route matches ${c.path}`);
   const header: string = r?.route.hash_policy[0].header.header_name;
   t.same(c.md.get(header), [`acme/${70 % DEFAULT_TOPOLOGY.numShards}/${WINDOW}`], `${header} names the block (tenant/shard/window)`);
+
+  // a closed day: one request for the day, whose header names the day (the route hashes it alike)
+  const DAY = 86_400_000n;
+  const dayStart = (WINDOW / DAY) * DAY;
+  const later = new QueryClient({ endpoints: [address], numShards: DEFAULT_TOPOLOGY.numShards, concurrency: 1, now: () => Number(dayStart + 3n * DAY) });
+  t.teardown(() => later.close());
+  await later.query('acme', [70n], { start: WINDOW, end: WINDOW + BigInt(H) }).catch(() => undefined);
+  t.equal(seen.length, 2, 'one request for the closed day');
+  const d = seen[1]!;
+  t.ok(envoyRoute(routes('strata_read'), d.path, d.md), 'the read route matches a day request');
+  t.same(d.md.get(header), [`acme/${70 % DEFAULT_TOPOLOGY.numShards}/${dayStart}/${DAY}`], `${header} names the day (tenant/shard/day/length)`);
 });
 
 /** grpc.health.v1 Check against `address`. */
