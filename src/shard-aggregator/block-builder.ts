@@ -46,6 +46,8 @@ export interface BuildInput {
   readonly wal: WalReadOptions;
   /** Expected series (the replaced block's count), to size index pages; 0 when unknown. */
   readonly expectedSeries: number;
+  /** The block's creation time (the aggregator's clock, ms since the epoch). */
+  readonly createdAtMs: number;
 }
 
 /** What a published block must hold. */
@@ -79,7 +81,7 @@ export async function buildBlock(input: BuildInput, sink: ByteSink, old: RangeSo
       gens.push(await WalDb.open(dir, { ...input.wal, sync: false }));
     }
     const reader = old ? await BlockReader.open(old) : null;
-    const writer = new BlockWriter(sink, input.meta, input.expectedSeries > 0 ? { expectedSeries: input.expectedSeries } : {});
+    const writer = new BlockWriter(sink, input.meta, { now: () => input.createdAtMs, ...(input.expectedSeries > 0 ? { expectedSeries: input.expectedSeries } : {}) });
     await mergeInto(writer, reader, gens, cancelled);
     return await writer.finish();
   } finally {

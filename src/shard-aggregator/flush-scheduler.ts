@@ -313,6 +313,7 @@ export class Flusher {
           gens: gens.map((g) => g.dir),
           wal: this.o.wal,
           expectedSeries: old?.footer.seriesCount ?? 0,
+          createdAtMs: this.o.now(),
         },
         upload,
         old ? bucketSource(bucket, objectKey) : null,

@@ -62,6 +62,7 @@ t.test('a window flushes by itself only after windowEnd + flushDelayMs and flush
   t.same(open(), [`${end}:open`], 'flushed once idle; the current window stays');
   const r = await BlockReader.open(bucketSource(bucket, blockKey('acme', 0, BigInt(W))));
   t.equal(r.footer.sampleCount, 3);
+  t.equal(r.footer.createdAtMs, clock.now, "the block's creation time is the aggregator's clock, not the machine's");
   t.equal(agg.status().lastFlushes[0]?.block?.samples, 3);
 });
 
