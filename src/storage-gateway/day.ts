@@ -11,9 +11,9 @@
  *   the day block is looked up once more in the bucket (not from the negative cache), so a read
  *   racing the deletion of a 4-hour block after a long stall still finds its samples in the day
  *   block;
- * - a day read answered from its 4-hour blocks is one answer: each series' samples of the blocks,
- *   concatenated in time order (the windows are disjoint), sent as one run per series (RUNS:
- *   re-encoded) or as columns (RAW), exactly as one block's answer looks.
+ * - a day read answered from its 4-hour blocks is one answer: each series' stored runs of the
+ *   blocks one after the other in time order (RUNS; the windows are disjoint), or its samples
+ *   joined as columns (RAW).
  */
 import { crc32c } from '@node-rs/crc32';
 import { status } from '@grpc/grpc-js';
@@ -34,6 +34,28 @@ export interface DayRouterOptions {
   readonly recheckMs: number;
   readonly maxMessageBytes: number;
   readonly maxSamplesPerResponse: number;
+  readonly maxBytesPerResponse: number;
+}
+
+/** The id of the first block read, '' when none was. */
+function blockIdOf(parts: readonly ({ readonly blockId: string } | null)[]): string {
+  for (const p of parts) if (p !== null && p.blockId !== '') return p.blockId;
+  return '';
+}
+
+/**
+ * The entries `each` puts for the blocks `parts` (in time order), grouped by series: ids
+ * ascending, each one's entries in block order.
+ */
+function seriesInOrder<T, E>(parts: readonly (T | null)[], each: (part: T, put: (id: bigint, e: E) => void) => void): [bigint, E[]][] {
+  const byId = new Map<bigint, E[]>();
+  const put = (id: bigint, e: E): void => {
+    let list = byId.get(id);
+    if (!list) byId.set(id, (list = []));
+    list.push(e);
+  };
+  for (const p of parts) if (p !== null) each(p, put);
+  return [...byId].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 }
 
 /** Day keys looked up again recently, at most (then forgotten at once). */
@@ -158,99 +180,84 @@ export class DayRouter {
 
   /**
    * A day read from its 4-hour blocks (`inDay`: the same read of the day block, for a closed day;
-   * null for a day not closed yet).
+   * null for a day not closed yet). RUNS sends each block's stored run as it is, one after the
+   * other per series (read.proto: a fragment whose run CRC differs from the previous one of the
+   * same series starts its next run); RAW, and a RUNS read whose range the gateway narrowed, send
+   * the decoded samples joined (RUNS: re-encoded as one run). Two consecutive stored runs of a
+   * series with the same CRC, which a client could not tell apart, are re-encoded too.
    */
   private async blocksAnswer(q: ReadQuery, signal: SignalSource, inDay: ReadQuery | null): Promise<ReadResult> {
-    if (q.encoding === 'runs' && q.narrowed !== true) {
-      const stored = await this.storedRunsAnswer(q, signal, inDay);
-      if (stored !== null) return stored;
-    }
     const { executor } = this.deps;
-    const parts: Promise<Awaited<ReturnType<BlockReadExecutor['samples']>>>[] = [];
-    for (let w = q.block.windowStart; w < q.block.windowEnd; w += this.blockMs) {
-      if (w + this.blockMs <= q.start || w >= q.end) continue;
-      const block: BlockAddress = { ...q.block, windowStart: w, windowEnd: w + this.blockMs, key: blockKey(q.block.tenant, q.block.shard, w) };
-      parts.push(executor.samples({ ...q, block }, signal));
-    }
-    const got = await Promise.all(parts);
-    if (inDay !== null && got.some((g) => g === null) && (await this.dayAppeared(inDay.block, signal))) return this.fromDayNow(inDay, signal);
-    if (inDay !== null) this.fromBlocks.inc();
-    // series in id order, each one's pieces in window order
-    const byId = new Map<bigint, Samples[]>();
-    let blockId = '';
-    let total = 0;
-    for (const g of got) {
-      if (g === null) continue;
-      if (blockId === '') blockId = g.blockId;
-      for (let i = 0; i < g.ids.length; i++) {
-        let list = byId.get(g.ids[i]!);
-        if (!list) byId.set(g.ids[i]!, (list = []));
-        list.push(g.samples[i]!);
-        total += g.samples[i]!.timestamps.length;
+    if (q.encoding === 'runs' && q.narrowed !== true) {
+      const got = await this.readWindows(q, signal, inDay, (w) => executor.storedRuns(w, signal));
+      if (!Array.isArray(got)) return got;
+      const runs = seriesInOrder<NonNullable<(typeof got)[number]>, { run: SeriesRun; count: number }>(got, (g, put) => {
+        for (let i = 0; i < g.items.length; i++) put(g.items[i]!.id, { run: g.items[i]!, count: g.counts[i]! });
+      });
+      let samples = 0;
+      let bytes = 0;
+      let distinct = true;
+      for (const [, list] of runs) {
+        for (let i = 0; i < list.length; i++) {
+          samples += list[i]!.count;
+          bytes += list[i]!.run.run.length;
+          if (i > 0 && list[i]!.run.crc === list[i - 1]!.run.crc) distinct = false;
+        }
+      }
+      if (distinct) {
+        this.checkLimits(samples, bytes);
+        if (inDay !== null) this.fromBlocks.inc();
+        const flat = runs.flatMap(([, list]) => list);
+        return new RunsAnswer(blockIdOf(got), flat.map((e) => e.run), flat.map((e) => e.count), this.opts.maxMessageBytes);
       }
     }
-    if (total > this.opts.maxSamplesPerResponse) {
-      throw new GrpcError(
-        status.RESOURCE_EXHAUSTED,
-        `response would hold ${total} samples, over the gateway's maxSamplesPerResponse (${this.opts.maxSamplesPerResponse}); ask for fewer series_ids or a shorter range`,
-      );
-    }
-    const ids = [...byId.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-    return this.encode(q, blockId, ids, ids.map((id) => concatSamples(byId.get(id)!)));
+    const got = await this.readWindows(q, signal, inDay, (w) => executor.samples(w, signal));
+    if (!Array.isArray(got)) return got;
+    const series = seriesInOrder<NonNullable<(typeof got)[number]>, Samples>(got, (g, put) => {
+      for (let i = 0; i < g.ids.length; i++) put(g.ids[i]!, g.samples[i]!);
+    });
+    let total = 0;
+    for (const [, list] of series) for (const s of list) total += s.timestamps.length;
+    this.checkLimits(total, q.encoding === 'raw' ? total * 16 : 0);
+    if (inDay !== null) this.fromBlocks.inc();
+    return this.encode(q, blockIdOf(got), series.map(([id]) => id), series.map(([, list]) => concatSamples(list)));
   }
 
   /**
-   * A RUNS day read from its 4-hour blocks without decoding: each series' stored runs, in window
-   * order, one after the other (read.proto: a fragment whose run CRC differs from the previous one
-   * of the same series starts its next run). Null when two consecutive runs of a series have the
-   * same CRC, which the client could not tell apart: the caller then decodes and re-encodes.
+   * Reads each 4-hour window of `q` with `read`, in time order (null: no block). When one is
+   * missing on a closed day and a fresh look-up finds the day block after all, that answer instead.
    */
-  private async storedRunsAnswer(q: ReadQuery, signal: SignalSource, inDay: ReadQuery | null): Promise<ReadResult | null> {
-    const { executor } = this.deps;
-    const parts: Promise<Awaited<ReturnType<BlockReadExecutor['storedRuns']>>>[] = [];
+  private async readWindows<T extends { readonly blockId: string }>(
+    q: ReadQuery,
+    signal: SignalSource,
+    inDay: ReadQuery | null,
+    read: (w: ReadQuery) => Promise<T | null>,
+  ): Promise<(T | null)[] | ReadResult> {
+    const parts: Promise<T | null>[] = [];
     for (let w = q.block.windowStart; w < q.block.windowEnd; w += this.blockMs) {
       if (w + this.blockMs <= q.start || w >= q.end) continue;
       const block: BlockAddress = { ...q.block, windowStart: w, windowEnd: w + this.blockMs, key: blockKey(q.block.tenant, q.block.shard, w) };
-      parts.push(executor.storedRuns({ ...q, block }, signal));
+      parts.push(read({ ...q, block }));
     }
     const got = await Promise.all(parts);
     if (inDay !== null && got.some((g) => g === null) && (await this.dayAppeared(inDay.block, signal))) return this.fromDayNow(inDay, signal);
-    // series in id order, each one's runs in window order
-    const byId = new Map<bigint, { runs: SeriesRun[]; counts: number[] }>();
-    let blockId = '';
-    let total = 0;
-    for (const g of got) {
-      if (g === null) continue;
-      if (blockId === '') blockId = g.blockId;
-      for (let i = 0; i < g.items.length; i++) {
-        const item = g.items[i]!;
-        let e = byId.get(item.id);
-        if (!e) byId.set(item.id, (e = { runs: [], counts: [] }));
-        const prev = e.runs[e.runs.length - 1];
-        if (prev !== undefined && prev.crc === item.crc) return null;
-        e.runs.push(item);
-        e.counts.push(g.counts[i]!);
-        total += g.counts[i]!;
-      }
-    }
-    if (total > this.opts.maxSamplesPerResponse) {
+    return got;
+  }
+
+  /** The response limits over the answer joined from several blocks (each block's own were checked as it was read). */
+  private checkLimits(samples: number, bytes: number): void {
+    if (samples > this.opts.maxSamplesPerResponse) {
       throw new GrpcError(
         status.RESOURCE_EXHAUSTED,
-        `response would hold ${total} samples, over the gateway's maxSamplesPerResponse (${this.opts.maxSamplesPerResponse}); ask for fewer series_ids or a shorter range`,
+        `response would hold ${samples} samples, over the gateway's maxSamplesPerResponse (${this.opts.maxSamplesPerResponse}); ask for fewer series_ids or a shorter range`,
       );
     }
-    if (inDay !== null) this.fromBlocks.inc();
-    const ids = [...byId.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-    const runs: SeriesRun[] = [];
-    const counts: number[] = [];
-    for (const id of ids) {
-      const e = byId.get(id)!;
-      for (let i = 0; i < e.runs.length; i++) {
-        runs.push(e.runs[i]!);
-        counts.push(e.counts[i]!);
-      }
+    if (bytes > this.opts.maxBytesPerResponse) {
+      throw new GrpcError(
+        status.RESOURCE_EXHAUSTED,
+        `response would hold ${bytes} bytes, over the gateway's maxBytesPerResponse (${this.opts.maxBytesPerResponse}); ask for fewer series_ids or a shorter range`,
+      );
     }
-    return new RunsAnswer(blockId, runs, counts, this.opts.maxMessageBytes);
   }
 
   /** The answer of decoded samples (ids ascending): columns (RAW) or one fresh run per series (RUNS). */

@@ -146,6 +146,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
       recheckMs: config.closedStalenessMs,
       maxMessageBytes: config.maxMessageBytes,
       maxSamplesPerResponse: config.maxSamplesPerResponse,
+      maxBytesPerResponse: config.maxBytesPerResponse,
     },
   );
   let serving = false;

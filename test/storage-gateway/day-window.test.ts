@@ -40,7 +40,7 @@ t.test('a day request within one block window is the block read; two windows are
     { suffixBytes: 4096, suffixMaxBytes: 4096, stalenessMs: 60_000, closedStalenessMs: 60_000, maxStaleMs: 0, negativeTtlMs: 60_000, uploadGraceMs: 0, openBlocksMaxBytes: 1 << 20, pagesMaxBytes: 1 << 20 },
   );
   const executor = new BlockReadExecutor({ directory, fetcher, metrics }, { maxSamplesPerResponse: 1e6, maxBytesPerResponse: 1 << 26, maxMessageBytes: 1 << 16 });
-  const router = new DayRouter({ executor, directory, metrics, now }, { blockDurationMs: Number(D), dayBlocksAfterMs: 3_600_000, recheckMs: 60_000, maxMessageBytes: 1 << 16, maxSamplesPerResponse: 1e6 });
+  const router = new DayRouter({ executor, directory, metrics, now }, { blockDurationMs: Number(D), dayBlocksAfterMs: 3_600_000, recheckMs: 60_000, maxMessageBytes: 1 << 16, maxSamplesPerResponse: 1e6, maxBytesPerResponse: 1 << 26 });
   const ids = BigUint64Array.from(ds.series.map((s) => s.id));
   const dayAddr: BlockAddress = { tenant: ds.tenant, shard: 0, windowStart: W0, windowEnd: W0 + DAY, key: dayBlockKey(ds.tenant, 0, W0), bucket, scope: 's' };
   const blockAddr = (ws: bigint): BlockAddress => ({ tenant: ds.tenant, shard: 0, windowStart: ws, windowEnd: ws + D, key: blockKey(ds.tenant, 0, ws), bucket, scope: 's' });
@@ -120,4 +120,10 @@ t.test('a day request within one block window is the block read; two windows are
   asm.finish();
   const merged = mergeSeries([...ids], [asm]);
   t.same(mismatches(merged, expected(ds, [...ids], start, end)), [], 'RUNS over two windows, as the client assembles it: exact, bit for bit');
+
+  // the response limits hold over the joined answer, not only over each block's part of it
+  const runBytes = runsGot.reduce((n, m) => n + decodeReadResponse(m).runs.length, 0);
+  const strict = new DayRouter({ executor, directory, metrics, now }, { blockDurationMs: Number(D), dayBlocksAfterMs: 3_600_000, recheckMs: 60_000, maxMessageBytes: 1 << 16, maxSamplesPerResponse: 1e6, maxBytesPerResponse: runBytes - 1 });
+  await t.rejects(settle(strict.readNow(dayQuery(start, end, 'runs'), none)), { grpcCode: 8, message: new RegExp(`response would hold ${runBytes} bytes, over the gateway's maxBytesPerResponse`) });
+  t.ok((await settle(strict.readNow(dayQuery(start, W0 + D, 'runs'), none))).length > 0, 'one window of it fits');
 });
