@@ -18,7 +18,7 @@ import { parseDayKey } from '../format/day-key.js';
 import { distinctBuckets, runLifecyclePass, type BlockDeletion } from '../lifecycle/job.js';
 import { openBucket, type Bucket } from '../objstore/index.js';
 import { loadTenantsFile, openTenantsConfig } from '../tenancy/config.js';
-import { TenantRegistry } from '../tenancy/tenants.js';
+import { ALL_PARTITION_CLIENTS, TenantRegistry } from '../tenancy/tenants.js';
 import { addBucketOptions, bucketConfigFromFlags, type BucketFlags } from './block.js';
 
 /** Flags choosing the buckets. */
@@ -36,7 +36,7 @@ export function addBucketsOptions(cmd: Command): Command {
 /** A registry over the buckets the flags name; close it when done. */
 export async function registryFromFlags(f: BucketsFlags): Promise<TenantRegistry> {
   const cfg = f.tenantsFile !== undefined ? await loadTenantsFile(f.tenantsFile) : openTenantsConfig(bucketConfigFromFlags(f));
-  return new TenantRegistry(cfg, { openBucket: (c) => openBucket(c) });
+  return new TenantRegistry(cfg, { openBucket: (c) => openBucket(c), maxPartitionClients: ALL_PARTITION_CLIENTS });
 }
 
 /** Runs `fn` with the registry of the flags, closing it afterwards; errors go to stderr (exit 1). */

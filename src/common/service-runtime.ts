@@ -45,6 +45,8 @@ export interface TenantRegistrySetup {
   readonly given?: Bucket | undefined;
   /** Called after every reload of the tenants file (for metrics). */
   readonly onReload?: (ok: boolean) => void;
+  /** See TenantRegistryOptions.maxPartitionClients (default MAX_PARTITION_CLIENTS). */
+  readonly maxPartitionClients?: number;
 }
 
 /** A bucket of a role: `given` or a new client for `cfg`, with the role's bucket metrics. */
@@ -70,6 +72,7 @@ export async function openTenantRegistry(s: TenantRegistrySetup): Promise<Tenant
     logger: s.logger,
     openBucket: (cfg) => (shared ? Promise.resolve(shared) : openRoleBucket(cfg, s.bucketMetrics)),
     ...(s.onReload ? { onReload: s.onReload } : {}),
+    ...(s.maxPartitionClients !== undefined ? { maxPartitionClients: s.maxPartitionClients } : {}),
   });
 }
 

@@ -22,6 +22,7 @@ import { cleanWorkDir } from './day.js';
 import { LifecyclePassStopped, runLifecyclePass, type LifecyclePassResult } from './job.js';
 import { Lease } from './lease.js';
 import { LifecycleMetrics } from './metrics.js';
+import { ALL_PARTITION_CLIENTS } from '../tenancy/tenants.js';
 
 export interface LifecycleOptions {
   readonly config: LifecycleConfig;
@@ -59,7 +60,7 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
   const now = opts.now ?? Date.now;
   const metrics = new LifecycleMetrics({ defaultMetrics: opts.defaultMetrics ?? true });
   const given = opts.bucket;
-  const registry = await openTenantRegistry({ role: 'lifecycle', config, logger, bucketMetrics: new BucketMetrics(metrics.registry), given });
+  const registry = await openTenantRegistry({ role: 'lifecycle', config, logger, bucketMetrics: new BucketMetrics(metrics.registry), given, maxPartitionClients: ALL_PARTITION_CLIENTS });
   const closeRegistry = (): Promise<void> => registry.close();
   let metricsServer: MetricsServer;
   let lease: Lease;

@@ -286,7 +286,11 @@ export class BuildPool {
         else {
           w.idle = setTimeout(() => {
             w.idle = null;
-            if (!w.task && !w.dead) void w.worker.terminate();
+            if (w.task || w.dead) return;
+            // out of the pool before it exits: a task dispatched meanwhile goes to another worker
+            w.dead = true;
+            this.workers.delete(w);
+            void w.worker.terminate();
           }, IDLE_EXIT_MS);
           w.idle.unref();
         }

@@ -98,6 +98,14 @@ export interface TenantRegistryOptions {
  */
 export const MAX_PARTITION_CLIENTS = 32;
 
+/**
+ * For the lifecycle role and the bucket tool, which visit every partition that exists in one pass
+ * and hold its client until the pass ends (distinctBuckets): no least-recently-used retirement,
+ * which would close a client the pass still uses. What bounds them is the partitions that exist,
+ * which retention keeps bounded.
+ */
+export const ALL_PARTITION_CLIENTS = Number.MAX_SAFE_INTEGER;
+
 /** The default of {@link TenantRegistryOptions.schedule}. */
 function scheduleTimeout(fn: () => void, ms: number): () => void {
   const timer = setTimeout(fn, ms);

@@ -1,5 +1,6 @@
 import t from 'tap';
 import { TenantBucketResolver } from '../../src/storage-gateway/tenant-buckets.js';
+import { ALL_PARTITION_CLIENTS } from '../../src/tenancy/tenants.js';
 import { mkdtempSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -212,6 +213,12 @@ t.test('clients of time-partitioned buckets are bounded: the least recently used
   t.throws(() => new TenantRegistry(cfg, { maxPartitionClients: 0 }), /maxPartitionClients must be a positive integer/);
   await reg.close();
   t.same(closed.sort(), ['m-acme-2026-w44', 'm-acme-2026-w44', 'm-acme-2026-w45', 'm-acme-2026-w45', 'm-acme-2026-w46', 'm-acme-2026-w46', 'm-acme-2026-w47']);
+  // the lifecycle role and the bucket tool hold every partition's client through a pass: none retired
+  const pass = new TenantRegistry(cfg, { openBucket: fake, retireAfterMs: 1000, schedule: timers.schedule, maxPartitionClients: ALL_PARTITION_CLIENTS });
+  for (let w = 0; w < 40; w++) await pass.bucketFor('acme', W44 + w * WEEK);
+  t.equal(pass.openBuckets, 40, 'forty partitions, forty clients open');
+  t.same(timers.pending(), [], 'nothing retired');
+  await pass.close();
 });
 
 t.test('reload keeps the old config when the new file is invalid, and follows file changes', async (t) => {
