@@ -169,42 +169,13 @@ export class BlockReader {
   }
 
   /**
-   * Checks the whole block: section checksums, every page and every run (decoded). Throws the
-   * first CorruptionError found.
+   * Checks the whole block: section checksums, every page and every run (decoded), the footer's
+   * counts. Reads it in pieces of at most `chunkBytes` (see {@link verifyBlock}). Throws the first
+   * CorruptionError found.
    */
-  async verify(): Promise<{ series: number; samples: number }> {
-    const { samples, index } = this.footer;
-    const all = await this.source.read({ offset: 0, length: this.size });
-    this.reads++;
-    const data = all.data;
-    if (crc32c(data.subarray(samples.offset, samples.offset + samples.length)) !== samples.crc) {
-      // locate the damage: run by run
-      await this.verifyRuns(data);
-      throw new CorruptionError(this.source.name, samples.offset, 'sample section checksum mismatch');
-    }
-    if (crc32c(data.subarray(index.offset, index.offset + index.length)) !== index.crc) {
-      throw new CorruptionError(this.source.name, index.offset, 'index section checksum mismatch');
-    }
-    return this.verifyRuns(data);
-  }
-
-  private async verifyRuns(data: Uint8Array): Promise<{ series: number; samples: number }> {
-    let series = 0;
-    let count = 0;
-    for (let p = 0; p < this.ioi.pageCount; p++) {
-      const off = this.ioi.offsets[p]!;
-      const page = BlockReader.decodePageBytes(this.source.name, this.ioi, p, data.subarray(off, off + this.ioi.lengths[p]!), this.footer.samples.length);
-      for (let e = 0; e < page.count; e++) {
-        const loc = locationOf(page, p, e, this.footer.version);
-        decodeCheckedRun(this.source.name, loc, data.subarray(loc.offset, loc.offset + loc.length));
-        series++;
-        count += loc.sampleCount;
-      }
-    }
-    if (series !== this.footer.seriesCount || count !== this.footer.sampleCount) {
-      throw new CorruptionError(this.source.name, this.size - FOOTER_LEN, `footer counts ${this.footer.seriesCount} series / ${this.footer.sampleCount} samples, index holds ${series} / ${count}`);
-    }
-    return { series, samples: count };
+  async verify(chunkBytes = VERIFY_CHUNK_BYTES): Promise<{ series: number; samples: number }> {
+    const { series, samples } = await verifyBlock(this, chunkBytes, true);
+    return { series, samples };
   }
 }
 
@@ -247,3 +218,76 @@ export function decodeLocatedRun(name: string, loc: RunLocation, bytes: Uint8Arr
   return s;
 }
 
+/** Most bytes of the block held at once by {@link verifyBlock} (a larger single run is read whole). */
+export const VERIFY_CHUNK_BYTES = 8 * 1024 * 1024;
+
+/** What the verification found, and the largest piece it read. */
+export interface VerifyResult {
+  readonly series: number;
+  readonly samples: number;
+  readonly largestReadBytes: number;
+}
+
+/**
+ * Verifies a block reading it in pieces of at most `chunkBytes` (or one run, when a single run is
+ * larger) instead of whole, so that checking a day block of gigabytes holds a few MiB: both section
+ * checksums, every index page, every run decoded against its index entry, and the footer's counts.
+ * With `nameDamagedRun`, a failed sample section checksum first has the runs checked, so that the
+ * damaged run is named (the block tools); without it, the section's failure is reported at once
+ * (the day merge, which only needs to know). Throws CorruptionError naming the offset of the first
+ * damage found.
+ */
+export async function verifyBlock(reader: BlockReader, chunkBytes = VERIFY_CHUNK_BYTES, nameDamagedRun = false): Promise<VerifyResult> {
+  if (!Number.isSafeInteger(chunkBytes) || chunkBytes < 1) throw new RangeError(`chunkBytes must be a positive integer, got ${chunkBytes}`);
+  const source = reader.source;
+  const name = source.name;
+  const { samples: samplesSection, index } = reader.footer;
+  let largest = 0;
+  const read = async (offset: number, length: number): Promise<Uint8Array> => {
+    const r = await source.read({ offset, length });
+    if (r.data.length !== length) throw new CorruptionError(name, offset, `read ${r.data.length} of ${length} bytes`);
+    largest = Math.max(largest, length);
+    return r.data;
+  };
+  const sectionCrc = async (offset: number, length: number): Promise<number> => {
+    let crc = 0;
+    for (let at = 0; at < length; at += chunkBytes) crc = crc32c(await read(offset + at, Math.min(chunkBytes, length - at)), crc);
+    return crc;
+  };
+  const runs = async (): Promise<VerifyResult> => {
+    const ioi = reader.ioi;
+    const samplesEnd = samplesSection.offset + samplesSection.length;
+    // a window of the sample section: consecutive runs are read together, up to chunkBytes
+    let win: Uint8Array = new Uint8Array(0);
+    let winStart = 0;
+    let series = 0;
+    let count = 0;
+    for (let p = 0; p < ioi.pageCount; p++) {
+      const page = BlockReader.decodePageBytes(name, ioi, p, await read(ioi.offsets[p]!, ioi.lengths[p]!), samplesSection.length);
+      for (let e = 0; e < page.count; e++) {
+        const loc = locationOf(page, p, e, reader.footer.version);
+        if (loc.offset < samplesSection.offset || loc.offset + loc.length > samplesEnd) {
+          throw new CorruptionError(name, loc.offset, `run of series ${loc.id} lies outside the sample section`);
+        }
+        if (loc.offset < winStart || loc.offset + loc.length > winStart + win.length) {
+          winStart = loc.offset;
+          win = await read(loc.offset, Math.max(loc.length, Math.min(chunkBytes, samplesEnd - loc.offset)));
+        }
+        decodeCheckedRun(name, loc, win.subarray(loc.offset - winStart, loc.offset - winStart + loc.length));
+        series++;
+        count += loc.sampleCount;
+      }
+    }
+    const f = reader.footer;
+    if (series !== f.seriesCount || count !== f.sampleCount) {
+      throw new CorruptionError(name, reader.size - FOOTER_LEN, `footer counts ${f.seriesCount} series / ${f.sampleCount} samples, index holds ${series} / ${count}`);
+    }
+    return { series, samples: count, largestReadBytes: largest };
+  };
+  if ((await sectionCrc(samplesSection.offset, samplesSection.length)) !== samplesSection.crc) {
+    if (nameDamagedRun) await runs();
+    throw new CorruptionError(name, samplesSection.offset, 'sample section checksum mismatch');
+  }
+  if ((await sectionCrc(index.offset, index.length)) !== index.crc) throw new CorruptionError(name, index.offset, 'index section checksum mismatch');
+  return runs();
+}

@@ -10,7 +10,7 @@
  * 2. **Merge**: the current day block (if any, oldest) and the listed 4-hour blocks are read
  *    series by series and merged bit-exactly (src/shard-aggregator/merge.ts: later sources win on
  *    a repeated timestamp) into a local file, which is verified whole (every checksum, every run
- *    decoded, the counts; read in pieces of at most 8 MiB, src/lifecycle/verify.ts) before anything
+ *    decoded, the counts; read in pieces of at most 8 MiB, BlockReader.verify in src/block/reader.ts) before anything
  *    is published.
  * 3. **Publish**: one PUT of the file at the deterministic day key (atomic: readers see the old
  *    day block, or none, or the new one), then read back (footer: block id, size) and only then
@@ -28,7 +28,7 @@
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { BlockReader } from '../block/reader.js';
+import { BlockReader, verifyBlock } from '../block/reader.js';
 import { bucketSource, fileSink, fileSource } from '../block/source.js';
 import { BlockWriter } from '../block/writer.js';
 import { CorruptionError, ErrorCode, hasCode, StrataError } from '../errors.js';
@@ -37,7 +37,6 @@ import type { Samples } from '../format/run.js';
 import type { Bucket, ObjectInfo } from '../objstore/index.js';
 import { scanBlock } from '../block/scan.js';
 import { mergeSamples } from '../format/merge.js';
-import { verifyBlockInPieces } from './verify.js';
 
 /** Manifest format version written. */
 export const DAY_MANIFEST_VERSION = 1;
@@ -102,7 +101,7 @@ export interface DayOptions {
   /** Local directory for the merge's file. */
   readonly workDir: string;
   readonly now: () => number;
-  /** Most bytes the verification of a merged day block reads at once (default VERIFY_CHUNK_BYTES, verify.ts). */
+  /** Most bytes the verification of a merged day block reads at once (default VERIFY_CHUNK_BYTES, src/block/reader.ts). */
   readonly verifyChunkBytes?: number;
 }
 
@@ -274,7 +273,7 @@ export async function mergeDay(
     const written = await writer.finish();
     // verify the whole file before anything is visible: checksums, every run decoded, counts (read in pieces: verify.ts)
     const local = await BlockReader.open(fileSource(file));
-    const checked = await verifyBlockInPieces(local, opts.verifyChunkBytes);
+    const checked = await verifyBlock(local, opts.verifyChunkBytes);
     if (checked.series !== series || checked.samples !== samples || local.footer.blockId !== written.footer.blockId) {
       throw new CorruptionError(file, 0, `merged day block holds ${checked.series} series and ${checked.samples} samples, ${series} and ${samples} were written`);
     }

@@ -1,6 +1,6 @@
 /**
  * Bounded memory in the day step: the verification of a merged day block reads it in pieces
- * (src/lifecycle/verify.ts) and finds what BlockReader.verify() finds; and a pass hands each
+ * (verifyBlock, src/block/reader.ts) and finds what BlockReader.verify() finds; and a pass hands each
  * (tenant, day) to the day step as soon as the listing has passed it, instead of holding the
  * whole listing (src/lifecycle/job.ts). Real block files, a real filesystem bucket.
  *
@@ -14,7 +14,7 @@ import { fileSink, fileSource } from '../../src/block/source.js';
 import { BlockWriter } from '../../src/block/writer.js';
 import { DAY_MS } from '../../src/format/day-key.js';
 import { runLifecyclePass } from '../../src/lifecycle/job.js';
-import { VERIFY_CHUNK_BYTES, verifyBlockInPieces } from '../../src/lifecycle/verify.js';
+import { VERIFY_CHUNK_BYTES, verifyBlock as verifyBlockInPieces } from '../../src/block/reader.js';
 import { FilesystemBucket, type Bucket, type ObjectInfo } from '../../src/objstore/index.js';
 import { openTenantsConfig } from '../../src/tenancy/config.js';
 import { TenantRegistry } from '../../src/tenancy/tenants.js';
