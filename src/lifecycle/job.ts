@@ -336,10 +336,24 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
       if (!days || groups.groups.size === 0) return;
       const done = groups;
       groups = new DayGroups();
-      const r = await dayStep(bucket, name, done, nowMs, days, concurrency, go, (e) => {
-        failures++;
-        days.onMergeError?.(e);
-      });
+      const r = await dayStep(
+        bucket,
+        name,
+        done,
+        nowMs,
+        days,
+        concurrency,
+        go,
+        (e) => {
+          failures++;
+          days.onMergeError?.(e);
+        },
+        (e) => {
+          // a failed deletion of a held 4-hour block is a failed deletion, not a failed merge
+          failures++;
+          opts.onError?.(e);
+        },
+      );
       dayMerges += r.merges;
       daySourcesDeleted += r.deleted;
     };
@@ -428,6 +442,7 @@ async function dayStep(
   concurrency: number,
   go: () => void,
   onMergeError: (e: { bucket: string; key: string; tenant: string; shard: number; dayStartMs: number; err: unknown }) => void,
+  onDeleteError: (e: { bucket: string; key: string; err: unknown }) => void,
 ): Promise<{ merges: number; deleted: number }> {
   let merges = 0;
   let deleted = 0;
@@ -440,7 +455,7 @@ async function dayStep(
     results.forEach((r, i) => {
       const { g, info } = items[i]!;
       if (r.status === 'rejected') {
-        onMergeError({ bucket: name, key: info.key, tenant: g.tenant, shard: g.shard, dayStartMs: Number(g.dayStartMs), err: r.reason });
+        onDeleteError({ bucket: name, key: info.key, err: r.reason });
       } else if (r.value === 'deleted') {
         deleted++;
         days.onSourceDeleted?.({ bucket: name, key: info.key, tenant: g.tenant, shard: g.shard, dayStartMs: Number(g.dayStartMs), bytes: info.size, etag: info.etag });
