@@ -18,10 +18,9 @@
 import { endianness } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, Metadata, status, type ServiceError } from '@grpc/grpc-js';
-import { bearerHeader, SHARD_HEADER, TENANT_HEADER, AUTH_HEADER } from '../api/headers.js';
+import { AUTH_HEADER, bearerHeader, errorCodeOfTrailers, SHARD_HEADER, TENANT_HEADER } from '../api/headers.js';
 import { writerServiceDefinition, type WriterMethods } from '../api/services.js';
 import { backoffDelayMs, type RetryPolicy } from '../common/backoff.js';
-import { errorCodeOfTrailers } from '../api/headers.js';
 import { clientChannelSecurity, type ClientChannelSecurity, type ClientTlsConfig } from '../common/tls.js';
 import { InvalidArgumentError } from '../errors.js';
 import { validateTenant } from '../format/key.js';

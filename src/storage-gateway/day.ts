@@ -163,8 +163,7 @@ export class DayRouter {
   /** Reads `inDay` from the day block that a fresh look-up just found. */
   private async fromDayNow(inDay: ReadQuery, signal: SignalSource): Promise<ReadResult> {
     this.fromDay.inc();
-    const r = this.deps.executor.readNow(inDay, signal);
-    return r instanceof Promise ? r : Promise.resolve(r);
+    return this.deps.executor.readNow(inDay, signal);
   }
 
   /** Whether a fresh look-up finds the day block (at most once per `recheckMs` per day block). */
