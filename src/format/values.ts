@@ -157,9 +157,12 @@ function findRatio(values: Float64Array, n: number): boolean {
     // (c p) / (c q) is the same exact rational, so IEEE division gives the same double: scale
     // the reduced fraction back towards the previous denominator (a hit ratio's hits + misses,
     // which the reduction by gcd(hits, misses) makes jump), so the deltas stay small
+    // (only while c p, c q and their difference stay exact integers: beyond 2^53 the decoder's
+    // (q - (q - p)) / q would no longer be p / q)
     const c = i > 0 ? Math.max(1, Math.round(ints[i - 1]! / q)) : 1;
-    ints[i] = c * q < MAX_SCALED_RATIO_DEN ? c * q : q;
-    ints2[i] = c * q < MAX_SCALED_RATIO_DEN ? c * p : p;
+    const scaled = c * q < MAX_SCALED_RATIO_DEN && Number.isSafeInteger(c * p) && Number.isSafeInteger(c * q - c * p);
+    ints[i] = scaled ? c * q : q;
+    ints2[i] = scaled ? c * p : p;
   }
   return true;
 }
