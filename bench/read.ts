@@ -62,7 +62,7 @@ import { openTenantsConfig } from '../src/tenancy/config.js';
 import { TenantRegistry } from '../src/tenancy/tenants.js';
 import { openBucket, type Bucket, type BucketConfig } from '../src/objstore/index.js';
 import { loadDataset, median, type Dataset, type Series } from './dataset.js';
-import { flag, quantile, rssMiB } from './proc.js';
+import { flag, imageMallocEnv, quantile, rssMiB } from './proc.js';
 import { vmPeer } from './vm-peer.js';
 import { encodeFrame } from '../src/api/grpc-frame.js';
 import { lowerBound } from '../src/format/slice.js';
@@ -156,7 +156,9 @@ export interface GatewayProcess {
 export async function startGatewayProcess(config: Record<string, unknown>, dir: string, nodeArgs: string[]): Promise<GatewayProcess> {
   const file = join(dir, 'gateway.json');
   writeFileSync(file, JSON.stringify(config));
-  const proc: ChildProcess = spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist', 'src', 'cli', 'main.js'), 'gateway', '--config', file], { stdio: ['ignore', 'pipe', 'inherit'] });
+  // the allocator settings of the image every role is deployed with
+  const env = { ...imageMallocEnv(), ...process.env };
+  const proc: ChildProcess = spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist', 'src', 'cli', 'main.js'), 'gateway', '--config', file], { stdio: ['ignore', 'pipe', 'inherit'], env });
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (c) => resolve(c)));
   const listening = await new Promise<Record<string, unknown>>((resolve, reject) => {
     createInterface({ input: proc.stdout! }).on('line', (line) => {

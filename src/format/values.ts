@@ -466,12 +466,21 @@ let excHi = new Uint32Array(64);
 let filled = new Float64Array(1024);
 const candidate = new ByteWriter(4096);
 
+/**
+ * Makes room for `count` exceptions, keeping those listed so far: the finders grow the list one
+ * entry at a time while they fill it.
+ */
 function growExceptions(count: number): void {
-  if (excIdx.length < count) {
-    excIdx = new Int32Array(2 * count);
-    excLo = new Uint32Array(2 * count);
-    excHi = new Uint32Array(2 * count);
-  }
+  if (excIdx.length >= count) return;
+  const idx = new Int32Array(2 * count);
+  const lo = new Uint32Array(2 * count);
+  const hi = new Uint32Array(2 * count);
+  idx.set(excIdx);
+  lo.set(excLo);
+  hi.set(excHi);
+  excIdx = idx;
+  excLo = lo;
+  excHi = hi;
 }
 
 /** Whether `v` can only be an exception: a NaN of any payload, ±Inf or -0. */
