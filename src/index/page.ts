@@ -258,7 +258,9 @@ export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number):
       const len = r.uvarint('timestamp vector length');
       const pos = r.pos;
       // a copy: a decoded page is cached and must not keep the (maybe larger) read buffer alive
-      const bytes = r.bytes(len, `timestamp vector ${v}`).slice();
+      // (the read buffer is often a Buffer, whose slice() is a view, not a copy)
+      const bytes = new Uint8Array(len);
+      bytes.set(r.bytes(len, `timestamp vector ${v}`));
       vectors.push({ layout, count: n, bytes, origin: { object: origin.object, offset: origin.offset + pos }, minTime: vt[0]!, maxTime: vt[1]! });
     }
   }

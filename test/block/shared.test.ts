@@ -176,6 +176,19 @@ t.test('joinRun() makes a shared run self-contained: the same samples for a clie
   t.end();
 });
 
+t.test('a decoded page holds its vectors in buffers of their own, not views of the bytes read', async (t) => {
+  const series = dataset(3, 10, 2);
+  const bytes = await write(series);
+  const r = await BlockReader.open(memorySource('own.block', bytes));
+  const off = r.ioi.offsets[0]!;
+  // as a gateway has it: a Buffer view into the whole object it read
+  const whole = Buffer.from(bytes);
+  const page = decodePage(whole.subarray(off, off + r.ioi.lengths[0]!), { object: 'p', offset: off }, r.footer.samples.length);
+  t.ok(page.vectors.length > 0);
+  for (const v of page.vectors) t.equal(v.bytes.buffer.byteLength, v.bytes.length, 'a vector keeps only its own bytes alive');
+  t.end();
+});
+
 t.test('damage to a page with vectors is caught: checksums, and every truncation of the page', async (t) => {
   const series = dataset(3, 10, 2);
   const bytes = await write(series);
