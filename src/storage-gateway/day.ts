@@ -96,6 +96,7 @@ export class DayRouter {
     const inDay: ReadQuery = {
       ...q,
       block: dayAddr,
+      dayLookup: true,
       start: q.start > q.block.windowStart ? q.start : q.block.windowStart,
       end: q.end < q.block.windowEnd ? q.end : q.block.windowEnd,
     };

@@ -119,7 +119,7 @@ export class GatewayMetrics {
     this.tenantReloads = counter({ name: `${p}tenant_reloads_total`, help: 'Reloads of the tenants file by result (ok, refused).', labelNames: ['result'], registers });
     this.seriesServed = counter({ name: `${p}series_served_total`, help: 'Series with samples sent.', registers });
     this.bytesServed = counter({ name: `${p}bytes_served_total`, help: 'Payload bytes of responses by encoding.', labelNames: ['encoding'], registers });
-    this.blocksMissing = counter({ name: `${p}blocks_missing_total`, help: 'Reads of a window that has no block.', registers });
+    this.blocksMissing = counter({ name: `${p}blocks_missing_total`, help: 'Reads of a window that has no block (a day block looked for before the 4-hour blocks is not counted).', registers });
     this.dayReads = counter({ name: `${p}day_reads_total`, help: 'Reads of a closed day (or a window of one) by the source that answered: day (the day block) or blocks (its 4-hour blocks, no day block yet).', labelNames: ['source'], registers });
     this.cacheHits = counter({ name: `${p}cache_hits_total`, help: 'Cache hits by layer (open_block, page, hot_range: memory; tail, range: LMDB).', labelNames: ['layer'], registers });
     this.cacheMisses = counter({ name: `${p}cache_misses_total`, help: 'Cache misses by layer.', labelNames: ['layer'], registers });

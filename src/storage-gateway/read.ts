@@ -45,6 +45,12 @@ export interface ReadQuery {
    * cut to it too (re-encoded), since the client cuts only to the range it asked for.
    */
   readonly narrowed?: boolean;
+  /**
+   * A look-up of a day block that the day router makes before the 4-hour blocks (day.ts): its
+   * absence is the usual case before compaction, not a missing block, so it is not counted in
+   * `blocks_missing` (the 4-hour read that follows counts what no source has).
+   */
+  readonly dayLookup?: boolean;
 }
 
 /** Limits of one response. */
@@ -170,7 +176,7 @@ export class BlockReadExecutor {
     if (end <= start || q.ids.length === 0) return { blockId: '', ids: [], samples: [] };
     const found = await this.locate(q, start, end, signal);
     if (!found) {
-      this.deps.metrics.blocksMissing.inc();
+      if (q.dayLookup !== true) this.deps.metrics.blocksMissing.inc();
       return null;
     }
     const ids: bigint[] = [];
@@ -196,7 +202,7 @@ export class BlockReadExecutor {
     if (end <= start || q.ids.length === 0) return { blockId: '', items: [], counts: [] };
     const found = await this.locate(q, start, end, signal);
     if (!found) {
-      this.deps.metrics.blocksMissing.inc();
+      if (q.dayLookup !== true) this.deps.metrics.blocksMissing.inc();
       return null;
     }
     return { blockId: found.block.blockId, ...runItems(found, start, end) };
@@ -206,7 +212,7 @@ export class BlockReadExecutor {
   private answer(q: ReadQuery, found: Located | null, start: bigint, end: bigint): ReadResult {
     const max = this.limits.maxMessageBytes;
     if (!found) {
-      this.deps.metrics.blocksMissing.inc();
+      if (q.dayLookup !== true) this.deps.metrics.blocksMissing.inc();
       return emptyAnswer(max);
     }
     // every run's length and CRC were checked by the fetcher (fresh, cached or hot) before this

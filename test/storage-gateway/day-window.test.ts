@@ -61,6 +61,11 @@ t.test('a day request within one block window is the block read; two windows are
     t.equal(decodeReadResponse(got[0]!).blockId !== '', true, `${encoding}: the block's id`);
   }
   t.equal(await metrics.total('strata_gateway_day_reads_total', { source: 'blocks' }), 4, 'each (cold and warm) answered from the 4-hour block');
+  t.equal(await metrics.total('strata_gateway_blocks_missing_total'), 0, 'looking for a day block that is not there yet is no missing block');
+  // a window of that day without a 4-hour block either: missing, counted once
+  const empty = W0 + 3n * D;
+  await settle(router.readNow(dayQuery(empty + HOUR, empty + 2n * HOUR, 'runs'), none));
+  t.equal(await metrics.total('strata_gateway_blocks_missing_total'), 1, 'a window that no source has is one missing block');
 
   // across the two windows: one answer, every sample once
   const start = W0 + D - HOUR;
