@@ -19,6 +19,7 @@ import { status } from '@grpc/grpc-js';
 import { clientTlsOptions, type ClientTlsConfig, type ClientTlsOptions } from '../common/tls.js';
 import { InvalidArgumentError } from '../errors.js';
 import { DEFAULT_BLOCK_DURATION_MS } from '../format/key.js';
+import { DEFAULT_DAY_BLOCKS_AFTER_MS } from '../format/day-key.js';
 import { planQuery, rankEndpoints, type BlockRequest } from './query-plan.js';
 import { GrpcCallError, H2Channel } from './grpc-h2.js';
 import { AUTH_HEADER, bearerHeader, BLOCK_HEADER, TENANT_HEADER } from '../api/headers.js';
@@ -64,7 +65,7 @@ export interface QueryClientOptions {
 }
 
 /** Default of {@link QueryClientOptions.dayRequestsAfterMs}: the gateway's default dayBlocksAfterMs. */
-export const DEFAULT_DAY_REQUESTS_AFTER_MS = 8 * 3600 * 1000;
+export const DEFAULT_DAY_REQUESTS_AFTER_MS = DEFAULT_DAY_BLOCKS_AFTER_MS;
 
 /** Per-call options. */
 export interface QueryOptions {

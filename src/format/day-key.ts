@@ -15,6 +15,14 @@ import { blockKey } from './key.js';
 /** Length of a day block's window: 24 hours. */
 export const DAY_MS = 24 * 3600 * 1000;
 
+/**
+ * How long after a day ended it is merged into day blocks (the lifecycle's `dayMergeAfterMs`),
+ * read from them (the gateway's `dayBlocksAfterMs`) and asked for as one request per day (the
+ * query client's `dayRequestsAfterMs`), by default: one value, so the three agree unless
+ * configured apart.
+ */
+export const DEFAULT_DAY_BLOCKS_AFTER_MS = 8 * 3600 * 1000;
+
 /** Start of the day holding `timestampMs`. */
 export function dayStartOf(timestampMs: bigint): bigint {
   const d = BigInt(DAY_MS);

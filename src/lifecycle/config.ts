@@ -7,6 +7,7 @@
 import { z } from 'zod';
 import { bucketOptionSchema, checkBucketSource, configLayers, listenSchema, timerMsSchema, type OptionKind } from '../common/config.js';
 import { DEFAULT_BLOCK_DURATION_MS } from '../format/key.js';
+import { DEFAULT_DAY_BLOCKS_AFTER_MS } from '../format/day-key.js';
 
 const posInt = z.number().int().positive();
 
@@ -33,7 +34,7 @@ export const lifecycleConfigSchema = z.strictObject({
   /** Merge the 4-hour blocks of each closed (tenant, shard, day) into a day block (src/lifecycle/day.ts). */
   dayBlocks: z.boolean().default(true),
   /** A day is merged once it ended this long ago (after the late-data window; gateways' dayBlocksAfterMs must not exceed it by more than daySourceGraceMs - closedStalenessMs). */
-  dayMergeAfterMs: z.number().int().nonnegative().default(8 * 3600 * 1000),
+  dayMergeAfterMs: z.number().int().nonnegative().default(DEFAULT_DAY_BLOCKS_AFTER_MS),
   /** A 4-hour block held by a day block is deleted this long after that day block was published (longer than any gateway's staleness bound). */
   daySourceGraceMs: z.number().int().nonnegative().default(3 * 3600 * 1000),
   /** Local directory for the day block being merged (a file as large as the day block); default the system's temp dir. */

@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { bucketOptionSchema, checkBucketSource, configLayers, constantCase, listenSchema, timerMsSchema, type OptionKind } from '../common/config.js';
 import { serverTlsSchema } from '../common/tls.js';
 import { DEFAULT_BLOCK_DURATION_MS } from '../format/key.js';
+import { DEFAULT_DAY_BLOCKS_AFTER_MS } from '../format/day-key.js';
 import { connectionKinds, connectionSchema } from '../common/connections.js';
 
 const KiB = 1024;
@@ -76,7 +77,7 @@ export const gatewayConfigSchema = z.strictObject({
    * 4-hour blocks when there is none); keep it at most the lifecycle's dayMergeAfterMs +
    * daySourceGraceMs - closedStalenessMs.
    */
-  dayBlocksAfterMs: nonNegInt.default(8 * 3600 * 1000),
+  dayBlocksAfterMs: nonNegInt.default(DEFAULT_DAY_BLOCKS_AFTER_MS),
   /** How often the tenant deletion marks are re-read (a marked tenant's reads answer no data). */
   deletionMarksPollMs: timerMsSchema.default(10_000),
   /** Series ids in one request. */
