@@ -247,6 +247,10 @@ export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number):
     const vh = new Uint32Array(vt.buffer);
     const vmin = vh.subarray(0, 2);
     const vmax = vh.subarray(2, 4);
+    // the vectors' bytes are copied into one buffer of the page's own (a cached page must not keep
+    // the maybe much larger read buffer alive: that is often a Buffer, whose slice() is a view),
+    // one copy for all of them, each vector a view of it
+    const found: { layout: number; count: number; pos: number; len: number; minTime: bigint; maxTime: bigint }[] = [];
     for (let v = 0; v < vectorCount; v++) {
       const vat = r.pos;
       const layout = r.u8('timestamp vector layout');
@@ -257,11 +261,15 @@ export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number):
       if (vt[1]! < vt[0]!) throw r.corrupt(`timestamp vector ${v} has max time before min time`, vat);
       const len = r.uvarint('timestamp vector length');
       const pos = r.pos;
-      // a copy: a decoded page is cached and must not keep the (maybe larger) read buffer alive
-      // (the read buffer is often a Buffer, whose slice() is a view, not a copy)
-      const bytes = new Uint8Array(len);
-      bytes.set(r.bytes(len, `timestamp vector ${v}`));
-      vectors.push({ layout, count: n, bytes, origin: { object: origin.object, offset: origin.offset + pos }, minTime: vt[0]!, maxTime: vt[1]! });
+      r.bytes(len, `timestamp vector ${v}`);
+      found.push({ layout, count: n, pos, len, minTime: vt[0]!, maxTime: vt[1]! });
+    }
+    const first = found[0]!.pos;
+    const area = new Uint8Array(r.pos - first);
+    area.set(r.buf.subarray(first, r.pos));
+    for (const f of found) {
+      const bytes = area.subarray(f.pos - first, f.pos - first + f.len);
+      vectors.push({ layout: f.layout, count: f.count, bytes, origin: { object: origin.object, offset: origin.offset + f.pos }, minTime: f.minTime, maxTime: f.maxTime });
     }
   }
   const tsRefs = new Uint32Array(count);

@@ -194,7 +194,11 @@ export class RangeFetcher {
       m.flight.reject(err);
       return;
     }
-    m.flight.resolve(bytes);
+    // bytes of its own, unless the response is exactly them: a view would keep the whole buffer
+    // it was cut from alive (a coalesced GET of up to maxGetBytes, gaps included, or a pooled
+    // slab) for as long as an answer holds the run, and only the answer's messages are charged
+    // to the bytes-in-flight budget
+    m.flight.resolve(bytes.byteOffset === 0 && bytes.length === bytes.buffer.byteLength ? bytes : ownCopy(bytes));
   }
 
   private release(key: string, flight: Deferred<Buffer>): void {
@@ -217,4 +221,11 @@ export class RangeFetcher {
       throw err;
     }
   }
+}
+
+/** `bytes` in a buffer of its own (never one of Node's shared pools). */
+function ownCopy(bytes: Uint8Array): Buffer {
+  const own = Buffer.allocUnsafeSlow(bytes.length);
+  own.set(bytes);
+  return own;
 }

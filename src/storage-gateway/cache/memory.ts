@@ -80,7 +80,11 @@ export class MemoryCacheStore implements CacheStore {
     const old = m.get(key);
     let delta = old ? -(old.length + key.length + ENTRY_OVERHEAD) : 0;
     if (!this.ledger.get(blockId)) delta += BLOCK_ROW_CHARGE;
-    m.set(key, Buffer.from(bytes));
+    // a buffer of its own: Buffer.from takes ranges under 4 KiB from Node's shared 8 KiB pool, so
+    // each small entry would keep a whole pool slab (and whatever else is in it) alive
+    const own = Buffer.allocUnsafeSlow(bytes.length);
+    own.set(bytes);
+    m.set(key, own);
     this.ledger.charge(blockId, delta + bytes.length + key.length + ENTRY_OVERHEAD, this.now());
     this.evict();
   }
