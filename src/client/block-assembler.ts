@@ -83,16 +83,32 @@ export class BlockAssembler {
     const origin = { object: this.blockName, offset: 0 };
     let total = 0;
     for (const r of this.runs) total += readRunHeader(r.run, origin).count;
-    const timestamps = new BigInt64Array(total);
-    const values = new Float64Array(total);
-    let at = 0;
+    let timestamps = new BigInt64Array(total);
+    let values = new Float64Array(total);
+    // each run is decoded right after the samples kept so far and cut to the range in place, so
+    // what the range keeps ends up packed at the front: a day block read for one hour of it keeps
+    // that hour, not the whole day, once the arrays are cut to size below
+    const kept: { list: Piece[]; at: number; n: number }[] = [];
+    let end = 0;
     for (const r of this.runs) {
-      const n = decodeRunInto(r.run, origin, timestamps, values, at);
-      const s = sliceSamples({ timestamps: timestamps.subarray(at, at + n), values: values.subarray(at, at + n) }, this.range);
-      if (s.timestamps.length > 0) r.list.push({ n: s.timestamps.length, timestamps: s.timestamps, values: s.values });
-      at += n;
+      const n = decodeRunInto(r.run, origin, timestamps, values, end);
+      const s = sliceSamples({ timestamps: timestamps.subarray(end, end + n), values: values.subarray(end, end + n) }, this.range);
+      const k = s.timestamps.length;
+      if (k === 0) continue;
+      const from = s.timestamps.byteOffset / 8;
+      if (from !== end) {
+        timestamps.copyWithin(end, from, from + k);
+        values.copyWithin(end, from, from + k);
+      }
+      kept.push({ list: r.list, at: end, n: k });
+      end += k;
     }
     this.runs.length = 0;
+    if (end < total / 2) {
+      timestamps = timestamps.slice(0, end);
+      values = values.slice(0, end);
+    }
+    for (const p of kept) p.list.push({ n: p.n, timestamps: timestamps.subarray(p.at, p.at + p.n), values: values.subarray(p.at, p.at + p.n) });
   }
 
   private seriesId(ids: Buffer, i: number): bigint {
