@@ -12,7 +12,7 @@ import { InvalidArgumentError } from '../errors.js';
 import { ByteWriter } from '../format/bytes.js';
 import { encodeFooter, FOOTER_LEN, FORMAT_VERSION, IOI_ENTRY_BYTES, MAX_TENANT_BYTES, type Footer } from '../format/footer.js';
 import { validateTenant } from '../format/key.js';
-import { encodeRun, lz4Run, RUN_LZ4, splitRun, type Samples, type SplitRun } from '../format/run.js';
+import { encodeRunChecked, lz4Run, RUN_LZ4, splitRun, type Samples, type SplitRun } from '../format/run.js';
 import { encodeIoi, type PageRef } from '../index/index-of-index.js';
 import { decodePage, idGapFits, PageBuilder } from '../index/page.js';
 
@@ -128,7 +128,8 @@ export class BlockWriter {
   async add(id: bigint, samples: Samples): Promise<void> {
     const n = samples.timestamps.length;
     this.checkSeries(id, n, samples.timestamps[0] ?? 0n, samples.timestamps[n - 1] ?? 0n);
-    const run = encodeRun(samples, { lz4: false });
+    // checked: a run made here replaces what was stored (a merge, a day block)
+    const run = encodeRunChecked(samples, { lz4: false }, `series ${id}`);
     await this.addRun(id, run, this.lz4, n, samples.timestamps[0]!, samples.timestamps[n - 1]!);
   }
 

@@ -168,6 +168,7 @@ export class Aggregator {
       blockDurationMs: this.config.blockDurationMs,
       minTimestampMs: min,
       maxTimestampMs: now + this.config.maxSampleFutureMs,
+      verifyEncoding: this.config.verifyEncoding,
     };
   }
 

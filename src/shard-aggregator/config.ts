@@ -59,6 +59,12 @@ export const aggregatorConfigSchema = z.strictObject({
   flushRetryMaxMs: timerMsSchema.default(60 * 1000),
   /** After upload: `full` reads the block back and checks every checksum; `footer` checks its footer. */
   verifyUpload: z.enum(['full', 'footer']).default('full'),
+  /**
+   * Every run a write encodes is decoded again and compared with the request, bit for bit, before
+   * the write is stored (runs a flush or a day merge re-encodes always are): a codec fault fails
+   * the write with INTERNAL instead of storing wrong values under a valid checksum.
+   */
+  verifyEncoding: z.boolean().default(true),
   /** Largest request accepted (gRPC receive limit). */
   maxRequestBytes: posInt.max(2 * GiB - 1).default(64 * MiB),
   maxSamplesPerRequest: posInt.default(4_000_000),
@@ -114,6 +120,7 @@ const KINDS: Record<AggregatorConfigKey, OptionKind> = {
   flushRetryBaseMs: 'int',
   flushRetryMaxMs: 'int',
   verifyUpload: 'string',
+  verifyEncoding: 'bool',
   maxRequestBytes: 'int',
   maxSamplesPerRequest: 'int',
   walQuotaBytes: 'int',

@@ -8,7 +8,7 @@
  */
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { InvalidArgumentError } from '../errors.js';
-import { encodeRun, type Samples } from '../format/run.js';
+import { encodeRun, encodeRunChecked, type Samples } from '../format/run.js';
 import { normalizeSamples } from '../format/merge.js';
 
 /** One series of a request as it comes off the wire (ids as decimal strings from proto-loader). */
@@ -29,6 +29,8 @@ export interface IngestContext {
   /** Accepted timestamps: `[minTimestampMs, maxTimestampMs]`. */
   readonly minTimestampMs: number;
   readonly maxTimestampMs: number;
+  /** Decode every encoded run again and compare it with the request (the `verifyEncoding` setting). */
+  readonly verifyEncoding: boolean;
 }
 
 /** The encoded samples of one series in one window. */
@@ -155,11 +157,12 @@ export async function prepareWrite(series: readonly WireSeries[], ctx: IngestCon
       else if (w !== firstWindow) oneWindow = false;
     }
     const samples: Samples = sorted ? { timestamps: ts, values: vs } : normalizeSamples({ timestamps: ts, values: vs });
+    const encode = (part: Samples): Uint8Array => (ctx.verifyEncoding ? encodeRunChecked(part, { lz4: false }, `series[${i}] (series ${id})`) : encodeRun(part, { lz4: false }));
     if (oneWindow) {
-      runs.push({ windowStart: BigInt(firstWindow * dur), id, run: encodeRun(samples, { lz4: false }), samples: samples.timestamps.length });
+      runs.push({ windowStart: BigInt(firstWindow * dur), id, run: encode(samples), samples: samples.timestamps.length });
     } else {
       splitByWindow(samples, dur, (windowStart, part) => {
-        runs.push({ windowStart, id, run: encodeRun(part, { lz4: false }), samples: part.timestamps.length });
+        runs.push({ windowStart, id, run: encode(part), samples: part.timestamps.length });
       });
     }
     sinceYield += n;

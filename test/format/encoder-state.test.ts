@@ -6,7 +6,7 @@
  * This file is its own process, so its first encode sees the scratch arrays at their initial size.
  */
 import t from 'tap';
-import { decodeRun, encodeRun, type Samples } from '../../src/format/run.js';
+import { checkRunDecodesTo, decodeRun, encodeRun, encodeRunChecked, type Samples } from '../../src/format/run.js';
 import { V_EXCEPTIONS, V_SCALED } from '../../src/format/values.js';
 import { KINDS, makeSeries, prng, sameSamples } from '../support/series.js';
 
@@ -55,5 +55,21 @@ t.test('runs of every kind and length encode to the same bytes in any order', (t
   }
   t.equal(differ, 0, 'no run encodes differently in another order');
   t.equal(wrong, 0, 'every run round-trips');
+  t.end();
+});
+
+t.test('the codec self-check: a run that does not decode to its samples is named, sample and bits', (t) => {
+  const s = withSpecials(500, 40);
+  const run = encodeRun(s, { lz4: false });
+  t.doesNotThrow(() => checkRunDecodesTo(run, s, 'series 7'), 'the run of the samples passes');
+  t.same(encodeRunChecked(s, { lz4: false }, 'series 7'), run, 'encodeRunChecked returns what encodeRun makes');
+  // the same samples but one value: its bits differ at sample 123
+  const other = { timestamps: s.timestamps, values: s.values.slice() };
+  new BigUint64Array(other.values.buffer)[123] = 0x7ff8dead00000001n;
+  t.throws(() => checkRunDecodesTo(run, other, 'series 7'), { code: 'ERR_STRATA_INTERNAL', message: /^series 7: the encoded run .* decodes to a different sample 123: .* value bits [0-9a-f]{16}, written \d+ \/ 7ff8dead00000001$/ });
+  // a run of fewer samples, and bytes that do not decode at all
+  const shorter = { timestamps: s.timestamps.subarray(0, 499), values: s.values.subarray(0, 499) };
+  t.throws(() => checkRunDecodesTo(run, shorter, 'series 7'), { code: 'ERR_STRATA_INTERNAL', message: /decodes to 500 samples/ });
+  t.throws(() => checkRunDecodesTo(run.subarray(0, run.length - 3), s, 'series 7'), { code: 'ERR_STRATA_INTERNAL', message: /does not decode/ });
   t.end();
 });

@@ -10,7 +10,7 @@ import { bitsBytes, bitsOf, tsBytes } from '../support/aggregator.js';
 
 const H = 4 * 3600 * 1000;
 const W = 1793491200000; // aligned to 4 h
-const ctx: IngestContext = { shard: 1, numShards: 4, blockDurationMs: H, minTimestampMs: W - 10 * H, maxTimestampMs: W + 10 * H };
+const ctx: IngestContext = { shard: 1, numShards: 4, blockDurationMs: H, minTimestampMs: W - 10 * H, maxTimestampMs: W + 10 * H, verifyEncoding: true };
 const s = (id: bigint | string, ts: bigint[], bits: bigint[]): WireSeries => ({ id, timestamps: tsBytes(ts), values: bitsBytes(bits) });
 const w = BigInt(W);
 
