@@ -249,7 +249,13 @@ export class EncodePool {
           reject(err);
         },
       });
-      worker.postMessage(task, [task.buf, task.layout.buffer as ArrayBuffer]);
+      try {
+        worker.postMessage(task, [task.buf, task.layout.buffer as ArrayBuffer]);
+      } catch (err) {
+        chosen.pending.delete(id);
+        done();
+        reject(err);
+      }
     });
   }
 

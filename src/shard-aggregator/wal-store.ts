@@ -268,6 +268,9 @@ export class WalStore {
       if (reserve) await this.reserveSlot();
       let use: WalUse;
       try {
+        // sealed (and maybe handed to a flush) while this waited for a slot: not to be opened for
+        // writing again; the next turn takes the next generation
+        if (w && this.openGen(key) !== w) continue;
         if (!w) w = await this.create(key);
         use = this.take(w, 'writer');
         try {
