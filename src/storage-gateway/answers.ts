@@ -185,14 +185,17 @@ export class RunsAnswer implements Answer {
   private readonly plan: Fragment[][];
   private m = 0;
   readonly firstMessageMaxBytes: number;
+  /** The runs not sent whole yet: a run's slot is emptied once its last byte is in a message. */
+  private readonly runs: (SeriesRun | null)[];
 
   /** `sampleCounts[i]`: samples of run `i` (counted as its messages are made). */
   constructor(
     readonly blockId: string,
-    private readonly runs: readonly SeriesRun[],
+    runs: readonly SeriesRun[],
     private readonly sampleCounts: readonly number[] | null,
     maxMessageBytes: number,
   ) {
+    this.runs = runs.slice();
     const sizes = new Array<number>(runs.length);
     for (let i = 0; i < runs.length; i++) sizes[i] = runs[i]!.run.length;
     this.plan = planMessages(sizes, 1, RUNS_FRAGMENT_BYTES, maxMessageBytes);
@@ -219,6 +222,8 @@ export class RunsAnswer implements Answer {
       bytes[i] = f.from === 0 && f.to === r.run.length ? r.run : r.run.subarray(f.from, f.to);
       this.bytes += f.to - f.from;
       if (f.from === 0 && this.sampleCounts) this.samples += this.sampleCounts[f.item]!;
+      // sent: a slow reader's call holds only the runs still to come (and the messages in flight)
+      if (f.to === r.run.length) this.runs[f.item] = null;
     }
     const seriesIds = [meta.subarray(0, n * 8)];
     const runLengths = [meta.subarray(n * 8, n * 12)];

@@ -211,7 +211,14 @@ export class DayRouter {
         return new RunsAnswer(blockIdOf(got), flat.map((e) => e.run), flat.map((e) => e.count), this.opts.maxMessageBytes);
       }
     }
-    const got = await this.readWindows(q, signal, inDay, (w) => executor.samples(w, signal));
+    // the limits are checked on the samples each block keeps for sure as it is located, before
+    // it is decoded: the joined answer is refused before every block of it is held decoded
+    let admitted = 0;
+    const admit = (n: number): void => {
+      admitted += n;
+      this.checkLimits(admitted, q.encoding === 'raw' ? admitted * 16 : 0);
+    };
+    const got = await this.readWindows(q, signal, inDay, (w) => executor.samples(w, signal, admit));
     if (!Array.isArray(got)) return got;
     const series = seriesInOrder<NonNullable<(typeof got)[number]>, Samples>(got, (g, put) => {
       for (let i = 0; i < g.ids.length; i++) put(g.ids[i]!, g.samples[i]!);

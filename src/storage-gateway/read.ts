@@ -170,7 +170,11 @@ export class BlockReadExecutor {
    * made of several blocks: a day read from its blocks, day.ts). Null when the block does not
    * exist; no series when the range misses the window.
    */
-  async samples(q: ReadQuery, signal: SignalSource): Promise<{ readonly blockId: string; readonly ids: bigint[]; readonly samples: Samples[] } | null> {
+  async samples(
+    q: ReadQuery,
+    signal: SignalSource,
+    admit?: (samples: number) => void,
+  ): Promise<{ readonly blockId: string; readonly ids: bigint[]; readonly samples: Samples[] } | null> {
     const start = q.start > q.block.windowStart ? q.start : q.block.windowStart;
     const end = q.end < q.block.windowEnd ? q.end : q.block.windowEnd;
     if (end <= start || q.ids.length === 0) return { blockId: '', ids: [], samples: [] };
@@ -178,6 +182,13 @@ export class BlockReadExecutor {
     if (!found) {
       if (q.dayLookup !== true) this.deps.metrics.blocksMissing.inc();
       return null;
+    }
+    if (admit) {
+      // before decoding: the samples the range keeps for sure (runs wholly inside it), so that a
+      // caller joining several blocks can refuse before it holds them all decoded
+      let sure = 0;
+      for (const loc of found.locs) if (loc.minTime >= start && loc.maxTime < end) sure += loc.sampleCount;
+      admit(sure);
     }
     const ids: bigint[] = [];
     const samples: Samples[] = [];

@@ -131,4 +131,15 @@ t.test('a day request within one block window is the block read; two windows are
   const strict = new DayRouter({ executor, directory, metrics, now }, { blockDurationMs: Number(D), dayBlocksAfterMs: 3_600_000, recheckMs: 60_000, maxMessageBytes: 1 << 16, maxSamplesPerResponse: 1e6, maxBytesPerResponse: runBytes - 1 });
   await t.rejects(settle(strict.readNow(dayQuery(start, end, 'runs'), none)), { grpcCode: 8, message: new RegExp(`response would hold ${runBytes} bytes, over the gateway's maxBytesPerResponse`) });
   t.ok((await settle(strict.readNow(dayQuery(start, W0 + D, 'runs'), none))).length > 0, 'one window of it fits');
+
+  // RAW: the joined sample limit, over the two whole windows (refused as the blocks are located,
+  // before both are held decoded) and over a range that cuts them (refused once decoded)
+  const count = (a: bigint, b: bigint): number => expected(ds, [...ids], a, b).reduce((n, x) => n + x.samples.timestamps.length, 0);
+  const whole = count(W0, W0 + 2n * D);
+  const fewer = (max: number): DayRouter =>
+    new DayRouter({ executor, directory, metrics, now }, { blockDurationMs: Number(D), dayBlocksAfterMs: 3_600_000, recheckMs: 60_000, maxMessageBytes: 1 << 16, maxSamplesPerResponse: max, maxBytesPerResponse: 1 << 26 });
+  await t.rejects(settle(fewer(whole - 1).readNow(dayQuery(W0, W0 + 2n * D, 'raw'), none)), { grpcCode: 8, message: new RegExp(`response would hold ${whole} samples, over the gateway's maxSamplesPerResponse`) });
+  t.ok((await settle(fewer(whole).readNow(dayQuery(W0, W0 + 2n * D, 'raw'), none))).length > 0, 'exactly the limit fits');
+  const cut = count(start, end);
+  await t.rejects(settle(fewer(cut - 1).readNow(dayQuery(start, end, 'raw'), none)), { grpcCode: 8, message: new RegExp(`response would hold ${cut} samples`) });
 });
