@@ -109,15 +109,19 @@ export function encodeRunChecked(samples: Samples, opts: EncodeOptions, what: st
 export function checkRunDecodesTo(run: Uint8Array, samples: Samples, what: string): void {
   const n = samples.timestamps.length;
   const about = `${what}: the encoded run (encoding ${run[0]}, ${run.length} bytes, ${n} samples)`;
-  if (checkTs.length < n) {
-    checkTs = new BigInt64Array(Math.max(n, 2 * checkTs.length));
+  // scratch arrays for runs up to CHECK_SCRATCH_SAMPLES (kept by the thread: 1 MiB at most),
+  // arrays of the call's own for larger ones (freed with it)
+  if (n <= CHECK_SCRATCH_SAMPLES && checkTs.length < n) {
+    checkTs = new BigInt64Array(Math.min(CHECK_SCRATCH_SAMPLES, Math.max(n, 2 * checkTs.length)));
     checkVs = new Float64Array(checkTs.length);
   }
+  const intoTs = n <= CHECK_SCRATCH_SAMPLES ? checkTs : new BigInt64Array(n);
+  const intoVs = n <= CHECK_SCRATCH_SAMPLES ? checkVs : new Float64Array(n);
   let count: number;
   try {
-    // into scratch arrays, once the run is known to hold as many samples as it should
+    // decoded once the run is known to hold as many samples as it should
     count = readRunHeader(run).count;
-    if (count === n) decodeRunInto(run, MEMORY, checkTs, checkVs, 0);
+    if (count === n) decodeRunInto(run, MEMORY, intoTs, intoVs, 0);
   } catch (err) {
     throw new StrataError(ErrorCode.INTERNAL, `${about} does not decode: ${(err as Error).message}`, { cause: err });
   }
@@ -125,8 +129,8 @@ export function checkRunDecodesTo(run: Uint8Array, samples: Samples, what: strin
   const ts = samples.timestamps;
   const wantTs = Buffer.from(ts.buffer, ts.byteOffset, 8 * n);
   const wantVs = Buffer.from(samples.values.buffer, samples.values.byteOffset, 8 * n);
-  const gotTs = Buffer.from(checkTs.buffer, 0, 8 * n);
-  const gotVs = Buffer.from(checkVs.buffer, 0, 8 * n);
+  const gotTs = Buffer.from(intoTs.buffer, 0, 8 * n);
+  const gotVs = Buffer.from(intoVs.buffer, 0, 8 * n);
   if (wantTs.equals(gotTs) && wantVs.equals(gotVs)) return;
   let i = 0;
   while (i < n && wantTs.readBigInt64LE(8 * i) === gotTs.readBigInt64LE(8 * i) && wantVs.readBigUInt64LE(8 * i) === gotVs.readBigUInt64LE(8 * i)) i++;
@@ -134,6 +138,8 @@ export function checkRunDecodesTo(run: Uint8Array, samples: Samples, what: strin
   throw new StrataError(ErrorCode.INTERNAL, `${about} decodes to a different sample ${i}: timestamp ${gotTs.readBigInt64LE(8 * i)} value bits ${hex(gotVs)}, written ${ts[i]} / ${hex(wantVs)}`);
 }
 
+/** Samples of the scratch arrays {@link checkRunDecodesTo} keeps between calls, at most. */
+const CHECK_SCRATCH_SAMPLES = 65536;
 /** Scratch of {@link checkRunDecodesTo}. */
 let checkTs = new BigInt64Array(1024);
 let checkVs = new Float64Array(1024);

@@ -12,7 +12,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import { InvalidArgumentError } from '../errors.js';
+import { type ErrorCode, InvalidArgumentError, StrataError } from '../errors.js';
 import { prepareWrite, type IngestContext, type PreparedRun, type PreparedWrite, type WireSeries } from './ingest.js';
 import { encodeRunValueInto, VALUE_CRC_LEN } from './wal-codec.js';
 
@@ -90,7 +90,7 @@ export function unpackTask(task: EncodeTask): WireSeries[] {
  */
 export type EncodeReply =
   | { readonly id: number; readonly ok: true; readonly buf: ArrayBuffer; readonly meta: BigInt64Array; readonly samples: number; readonly series: number }
-  | { readonly id: number; readonly ok: false; readonly field: string | null; readonly message: string };
+  | { readonly id: number; readonly ok: false; readonly field: string | null; readonly message: string; readonly code?: string | null };
 
 /** Words of `meta` per run. */
 const META_WORDS = 5;
@@ -194,7 +194,10 @@ export class EncodePool {
       if (!p) return;
       slot.pending.delete(reply.id);
       if (reply.ok) p.resolve(unpack(reply));
-      else p.reject(reply.field !== null ? new InvalidArgumentError(reply.field, reply.message) : new Error(`encoding the request: ${reply.message}`));
+      else if (reply.field !== null) p.reject(new InvalidArgumentError(reply.field, reply.message));
+      // a StrataError keeps its code (the codec self-check's INTERNAL, with what it found)
+      else if (reply.code?.startsWith('ERR_STRATA_')) p.reject(new StrataError(reply.code as ErrorCode, reply.message));
+      else p.reject(new Error(`encoding the request: ${reply.message}`));
     });
     let failed = false;
     const fail = (err: Error): void => {

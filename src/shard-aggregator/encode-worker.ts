@@ -3,7 +3,7 @@
  * with prepareWrite, and sends the runs back packed into one transferred buffer.
  */
 import { parentPort } from 'node:worker_threads';
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError, StrataError } from '../errors.js';
 import { prepareWrite } from './ingest.js';
 import { packPrepared, unpackTask, type EncodeReply, type EncodeTask } from './encode-pool.js';
 
@@ -20,7 +20,7 @@ port.on('message', (task: EncodeTask) => {
       const reply: EncodeReply =
         err instanceof InvalidArgumentError
           ? { id: task.id, ok: false, field: err.field, message: err.message.slice(`invalid ${err.field}: `.length) }
-          : { id: task.id, ok: false, field: null, message: err instanceof Error ? err.message : String(err) };
+          : { id: task.id, ok: false, field: null, message: err instanceof Error ? err.message : String(err), code: err instanceof StrataError ? err.code : null };
       port.postMessage(reply);
     },
   );

@@ -268,9 +268,11 @@ export class WalStore {
       if (reserve) await this.reserveSlot();
       let use: WalUse;
       try {
-        // sealed (and maybe handed to a flush) while this waited for a slot: not to be opened for
-        // writing again; the next turn takes the next generation
-        if (w && this.openGen(key) !== w) continue;
+        // the open generation changed while this waited for a slot: sealed (and maybe handed to a
+        // flush), not to be opened for writing again; or made by another writer, which must take
+        // this write too (a second open generation would never be sealed or flushed): the next
+        // turn takes whichever is open now
+        if (this.openGen(key) !== w) continue;
         if (!w) w = await this.create(key);
         use = this.take(w, 'writer');
         try {

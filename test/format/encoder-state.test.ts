@@ -73,3 +73,13 @@ t.test('the codec self-check: a run that does not decode to its samples is named
   t.throws(() => checkRunDecodesTo(run.subarray(0, run.length - 3), s, 'series 7'), { code: 'ERR_STRATA_INTERNAL', message: /does not decode/ });
   t.end();
 });
+
+t.test('the self-check of a run larger than its scratch arrays', (t) => {
+  const s = withSpecials(200_000, 97);
+  const run = encodeRunChecked(s, { lz4: false }, 'series 9');
+  t.ok(sameSamples(decodeRun(run), s), 'a run of 200,000 samples passes and round-trips');
+  const other = { timestamps: s.timestamps, values: s.values.slice() };
+  new BigUint64Array(other.values.buffer)[150_000] = 0n;
+  t.throws(() => checkRunDecodesTo(run, other, 'series 9'), { code: 'ERR_STRATA_INTERNAL', message: /different sample 150000: / });
+  t.end();
+});

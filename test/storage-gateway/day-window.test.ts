@@ -138,8 +138,20 @@ t.test('a day request within one block window is the block read; two windows are
   const whole = count(W0, W0 + 2n * D);
   const fewer = (max: number): DayRouter =>
     new DayRouter({ executor, directory, metrics, now }, { blockDurationMs: Number(D), dayBlocksAfterMs: 3_600_000, recheckMs: 60_000, maxMessageBytes: 1 << 16, maxSamplesPerResponse: max, maxBytesPerResponse: 1 << 26 });
+  // blocks decoded: counted around the executor's own samples()
+  let decoded = 0;
+  const samplesOf = executor.samples.bind(executor);
+  (executor as { samples: typeof samplesOf }).samples = async (...args) => {
+    const r = await samplesOf(...args);
+    decoded++;
+    return r;
+  };
+  t.teardown(() => void ((executor as { samples: typeof samplesOf }).samples = samplesOf));
   await t.rejects(settle(fewer(whole - 1).readNow(dayQuery(W0, W0 + 2n * D, 'raw'), none)), { grpcCode: 8, message: new RegExp(`response would hold ${whole} samples, over the gateway's maxSamplesPerResponse`) });
+  t.equal(decoded, 1, 'refused as the second block was located: it was never decoded');
+  decoded = 0;
   t.ok((await settle(fewer(whole).readNow(dayQuery(W0, W0 + 2n * D, 'raw'), none))).length > 0, 'exactly the limit fits');
+  t.equal(decoded, 2, 'both blocks decoded then');
   const cut = count(start, end);
   await t.rejects(settle(fewer(cut - 1).readNow(dayQuery(start, end, 'raw'), none)), { grpcCode: 8, message: new RegExp(`response would hold ${cut} samples`) });
 });
