@@ -25,7 +25,7 @@
  * a manifest naming it (the next pass merges again: merging a day block with blocks it already
  * holds changes nothing), or some 4-hour blocks left (deleted by the next pass).
  */
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { BlockReader, verifyBlock } from '../block/reader.js';
@@ -40,8 +40,14 @@ import { mergeSamples } from '../format/merge.js';
 
 /** Manifest format version written. */
 export const DAY_MANIFEST_VERSION = 1;
-/** Prefix of the local files of merges in progress (removed at start-up and after each merge). */
+/** Prefix of the local files of merges in progress (removed after each merge, and by {@link cleanWorkDir}). */
 export const DAY_TEMP_PREFIX = '.strata-day-';
+/**
+ * A merge file not written for this long is left over from a crash, and {@link cleanWorkDir}
+ * removes it. A merge writes its file as it goes and reads it back within minutes, so a younger
+ * file may belong to another lifecycle process that shares the directory (two on one host).
+ */
+export const DAY_TEMP_MAX_AGE_MS = 3600 * 1000;
 
 /** A 4-hour block version held by a day block. */
 export interface DaySource {
@@ -181,10 +187,14 @@ export class DayGroups {
 }
 
 /** Removes local files of merges a crash interrupted. */
-export async function cleanWorkDir(dir: string): Promise<void> {
+export async function cleanWorkDir(dir: string, nowMs: number, maxAgeMs = DAY_TEMP_MAX_AGE_MS): Promise<void> {
   await mkdir(dir, { recursive: true });
   for (const name of await readdir(dir)) {
-    if (name.startsWith(DAY_TEMP_PREFIX) || name.startsWith(`.${DAY_TEMP_PREFIX}`)) await rm(join(dir, name), { force: true });
+    if (!name.startsWith(DAY_TEMP_PREFIX) && !name.startsWith(`.${DAY_TEMP_PREFIX}`)) continue;
+    const path = join(dir, name);
+    // a file written within maxAgeMs may be the merge of another process sharing the directory
+    const mtimeMs = await stat(path).then((st) => st.mtimeMs, () => null);
+    if (mtimeMs !== null && nowMs - mtimeMs > maxAgeMs) await rm(path, { force: true });
   }
 }
 

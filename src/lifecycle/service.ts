@@ -66,7 +66,7 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
   let lease: Lease;
   const dayWorkDir = config.dayWorkDir ?? join(tmpdir(), 'strata-lifecycle');
   try {
-    if (config.dayBlocks) await cleanWorkDir(dayWorkDir); // files of merges a crash interrupted
+    if (config.dayBlocks) await cleanWorkDir(dayWorkDir, Date.now()); // files of merges a crash interrupted (file times are the system's)
     const holder = config.instanceId ?? `${hostname()}-${process.pid}`;
     lease = new Lease(await registry.defaultBucket(), holder, config.leaseDurationMs, now);
     const m = splitListen(config.metricsListen);
@@ -85,6 +85,7 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
     const endTimer = metrics.passDuration.startTimer();
     logger.info({ term: lease.record?.term, holder: lease.holder }, 'lifecycle pass starting');
     try {
+      if (config.dayBlocks) await cleanWorkDir(dayWorkDir, Date.now());
       const result = await runLifecyclePass(registry, started, {
         blockDurationMs: config.blockDurationMs,
         retentionGraceMs: config.retentionGraceMs,
