@@ -158,11 +158,32 @@ export class BlockReadExecutor {
    * signal. `signal` is asked for only when the read has to wait.
    */
   readNow(q: ReadQuery, signal: SignalSource): ReadResult | Promise<ReadResult> {
-    const start = q.start > q.block.windowStart ? q.start : q.block.windowStart;
-    const end = q.end < q.block.windowEnd ? q.end : q.block.windowEnd;
-    if (end <= start || q.ids.length === 0) return emptyAnswer(this.limits.maxMessageBytes);
+    const range = rangeOf(q);
+    if (!range) return emptyAnswer(this.limits.maxMessageBytes);
+    const { start, end } = range;
     const found = this.locate(q, start, end, signal);
     return found instanceof Promise ? found.then((f) => this.answer(q, f, start, end)) : this.answer(q, found, start, end);
+  }
+
+  /** Counts a read of a block no source has (a day block looked for first is not one: ReadQuery.dayLookup). */
+  private missing(q: ReadQuery): void {
+    if (q.dayLookup !== true) this.deps.metrics.blocksMissing.inc();
+  }
+
+  /**
+   * The query's runs located in its block, with its range cut to the window (for answers made of
+   * several blocks); 'none' when the range misses the window or asks for no series, null when the
+   * block does not exist.
+   */
+  private async located(q: ReadQuery, signal: SignalSource): Promise<{ readonly found: Located; readonly start: bigint; readonly end: bigint } | 'none' | null> {
+    const range = rangeOf(q);
+    if (!range) return 'none';
+    const found = await this.locate(q, range.start, range.end, signal);
+    if (!found) {
+      this.missing(q);
+      return null;
+    }
+    return { found, ...range };
   }
 
   /**
@@ -175,14 +196,10 @@ export class BlockReadExecutor {
     signal: SignalSource,
     admit?: (samples: number) => void,
   ): Promise<{ readonly blockId: string; readonly ids: bigint[]; readonly samples: Samples[] } | null> {
-    const start = q.start > q.block.windowStart ? q.start : q.block.windowStart;
-    const end = q.end < q.block.windowEnd ? q.end : q.block.windowEnd;
-    if (end <= start || q.ids.length === 0) return { blockId: '', ids: [], samples: [] };
-    const found = await this.locate(q, start, end, signal);
-    if (!found) {
-      if (q.dayLookup !== true) this.deps.metrics.blocksMissing.inc();
-      return null;
-    }
+    const got = await this.located(q, signal);
+    if (got === 'none') return { blockId: '', ids: [], samples: [] };
+    if (!got) return null;
+    const { found, start, end } = got;
     if (admit) {
       // before decoding: the samples the range keeps for sure (runs wholly inside it), so that a
       // caller joining several blocks can refuse before it holds them all decoded
@@ -208,22 +225,17 @@ export class BlockReadExecutor {
    * (a day read from its blocks, day.ts). Null when the block does not exist.
    */
   async storedRuns(q: ReadQuery, signal: SignalSource): Promise<{ readonly blockId: string; readonly items: SeriesRun[]; readonly counts: number[] } | null> {
-    const start = q.start > q.block.windowStart ? q.start : q.block.windowStart;
-    const end = q.end < q.block.windowEnd ? q.end : q.block.windowEnd;
-    if (end <= start || q.ids.length === 0) return { blockId: '', items: [], counts: [] };
-    const found = await this.locate(q, start, end, signal);
-    if (!found) {
-      if (q.dayLookup !== true) this.deps.metrics.blocksMissing.inc();
-      return null;
-    }
-    return { blockId: found.block.blockId, ...runItems(found, start, end) };
+    const got = await this.located(q, signal);
+    if (got === 'none') return { blockId: '', items: [], counts: [] };
+    if (!got) return null;
+    return { blockId: got.found.block.blockId, ...runItems(got.found, got.start, got.end) };
   }
 
   /** The answer of located runs (RAW decoded as the messages are made). */
   private answer(q: ReadQuery, found: Located | null, start: bigint, end: bigint): ReadResult {
     const max = this.limits.maxMessageBytes;
     if (!found) {
-      if (q.dayLookup !== true) this.deps.metrics.blocksMissing.inc();
+      this.missing(q);
       return emptyAnswer(max);
     }
     // every run's length and CRC were checked by the fetcher (fresh, cached or hot) before this
@@ -354,4 +366,11 @@ export class BlockReadExecutor {
     if (runs instanceof Promise) return raced(runs, signal).then((got) => ({ block, locs, runs: got }));
     return { block, locs, runs };
   }
+}
+
+/** The query's range cut to its block's window, or null when nothing of the block is asked for. */
+function rangeOf(q: ReadQuery): { readonly start: bigint; readonly end: bigint } | null {
+  const start = q.start > q.block.windowStart ? q.start : q.block.windowStart;
+  const end = q.end < q.block.windowEnd ? q.end : q.block.windowEnd;
+  return end <= start || q.ids.length === 0 ? null : { start, end };
 }
