@@ -235,3 +235,13 @@ export function bitLength(v: number): number {
   if (v < TWO32) return 32 - Math.clz32(v);
   return 64 - Math.clz32(Math.floor(v / TWO32));
 }
+
+/**
+ * A copy of `bytes` in memory of its own: never a slab of Node's shared Buffer pool (which
+ * Buffer.from uses below 4 KiB) or a view of a larger buffer, so what keeps it keeps only it.
+ */
+export function ownedCopy(bytes: Uint8Array): Buffer {
+  const own = Buffer.allocUnsafeSlow(bytes.length);
+  own.set(bytes);
+  return own;
+}

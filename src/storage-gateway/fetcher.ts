@@ -19,6 +19,7 @@ import { planGets, type CoalesceOptions } from './coalesce.js';
 import type { Counted, GatewayMetrics } from './metrics.js';
 import { raceSignal } from './single-flight.js';
 import { deferred, type Deferred } from '../common/deferred.js';
+import { ownedCopy } from '../format/bytes.js';
 
 /** A range to fetch and the CRC32C its bytes must have. `what` names it in errors. */
 export interface RangeWant {
@@ -198,7 +199,7 @@ export class RangeFetcher {
     // it was cut from alive (a coalesced GET of up to maxGetBytes, gaps included, or a pooled
     // slab) for as long as an answer holds the run, and only the answer's messages are charged
     // to the bytes-in-flight budget
-    m.flight.resolve(bytes.byteOffset === 0 && bytes.length === bytes.buffer.byteLength ? bytes : ownCopy(bytes));
+    m.flight.resolve(bytes.byteOffset === 0 && bytes.length === bytes.buffer.byteLength ? bytes : ownedCopy(bytes));
   }
 
   private release(key: string, flight: Deferred<Buffer>): void {
@@ -221,11 +222,4 @@ export class RangeFetcher {
       throw err;
     }
   }
-}
-
-/** `bytes` in a buffer of its own (never one of Node's shared pools). */
-function ownCopy(bytes: Uint8Array): Buffer {
-  const own = Buffer.allocUnsafeSlow(bytes.length);
-  own.set(bytes);
-  return own;
 }

@@ -18,6 +18,7 @@
  *
  * Bytes returned by {@link get} are shared, not copies: callers must not write to them.
  */
+import { ownedCopy } from '../../format/bytes.js';
 import { RecencyList, type RecencyNode } from '../lru.js';
 import type { BlockPointer, CacheStore } from './store.js';
 
@@ -95,8 +96,7 @@ export class HotRangeCache implements CacheStore {
   add(blockId: string, offset: number, bytes: Uint8Array): void {
     const charge = bytes.length + HOT_ENTRY_OVERHEAD;
     if (charge > this.hotMaxBytes) return;
-    const own = Buffer.allocUnsafeSlow(bytes.length);
-    own.set(bytes);
+    const own = ownedCopy(bytes);
     let entries = this.blocks.get(blockId);
     if (!entries) {
       entries = new HotBlockEntries(this);

@@ -2,6 +2,7 @@
  * The in-memory {@link CacheStore}: the same accounting and eviction as the LMDB store, nothing
  * persisted. For tests, embedded use and gateways without a local disk.
  */
+import { ownedCopy } from '../../format/bytes.js';
 import { BLOCK_ROW_CHARGE, BlockLedger, type BlockPointer, type CacheStore, type CacheStoreOptions } from './store.js';
 
 /** Per-entry overhead charged on top of the bytes (map entry, Buffer object). */
@@ -80,11 +81,9 @@ export class MemoryCacheStore implements CacheStore {
     const old = m.get(key);
     let delta = old ? -(old.length + key.length + ENTRY_OVERHEAD) : 0;
     if (!this.ledger.get(blockId)) delta += BLOCK_ROW_CHARGE;
-    // a buffer of its own: Buffer.from takes ranges under 4 KiB from Node's shared 8 KiB pool, so
-    // each small entry would keep a whole pool slab (and whatever else is in it) alive
-    const own = Buffer.allocUnsafeSlow(bytes.length);
-    own.set(bytes);
-    m.set(key, own);
+    // not Buffer.from: it takes ranges under 4 KiB from Node's shared pool, and each small entry
+    // would keep a whole slab (and whatever else is in it) alive
+    m.set(key, ownedCopy(bytes));
     this.ledger.charge(blockId, delta + bytes.length + key.length + ENTRY_OVERHEAD, this.now());
     this.evict();
   }
