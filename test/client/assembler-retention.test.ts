@@ -1,5 +1,5 @@
 /**
- * A RUNS answer is decoded into one pair of arrays per block. When the range keeps a small part
+ * A RUNS answer is decoded into one pair of arrays for all its blocks. When the range keeps a small part
  * of each run (an hour read from a day block), the series returned must not keep the whole
  * decoded block alive; and what they hold is bit for bit the samples of the range.
  *
@@ -55,4 +55,55 @@ t.test('an hour read from day-long runs keeps about an hour of samples alive', a
     else if (!Buffer.from(s.values.buffer, s.values.byteOffset, s.values.byteLength).equals(vs)) wrong++;
   });
   t.equal(wrong, 0, 'every series exact, bit for bit');
+});
+
+t.test('the runs of every block are decoded into one pair of arrays for the whole answer', async (t) => {
+  // 3 blocks (4 h each) x 3 series; the range cuts the first and last block; series 8 has no
+  // samples in the middle block
+  const H4 = 4n * 3_600_000n;
+  const ids = [0n, 4n, 8n];
+  const want = new Map<bigint, { ts: bigint[]; vs: number[] }>(ids.map((id) => [id, { ts: [], vs: [] }]));
+  const range = { start: DAY0 + 3_600_000n, end: DAY0 + 3n * H4 - 3_600_000n };
+  const blocks = [0, 1, 2].map((b) => {
+    const present = ids.filter((id) => !(id === 8n && b === 1));
+    const runs = present.map((id) => {
+      const ts = BigInt64Array.from({ length: 960 }, (_, i) => DAY0 + BigInt(b) * H4 + BigInt(i * 15_000));
+      const vs = Float64Array.from({ length: 960 }, (_, i) => (i % 7 === 0 ? -0 : Number(id) * 1000 + b * 960 + i + 0.25));
+      ts.forEach((x, i) => {
+        if (x >= range.start && x < range.end) {
+          want.get(id)!.ts.push(x);
+          want.get(id)!.vs.push(vs[i]!);
+        }
+      });
+      return encodeRun({ timestamps: ts, values: vs });
+    });
+    const n = present.length;
+    const meta = Buffer.alloc(n * 16);
+    present.forEach((id, i) => {
+      meta.writeBigUInt64LE(id, i * 8);
+      meta.writeUInt32LE(runs[i]!.length, n * 8 + i * 4);
+      meta.writeUInt32LE(crc32c(runs[i]!), n * 12 + i * 4);
+    });
+    const asm = new BlockAssembler(ids, 'runs', range, `block-${b}`);
+    asm.add(decodeReadResponse(encodeReadResponse({ seriesIds: [meta.subarray(0, n * 8)], runLengths: [meta.subarray(n * 8, n * 12)], runCrcs: [meta.subarray(n * 12)], runs })));
+    asm.finish();
+    return asm;
+  });
+  const out = mergeSeries(ids, blocks);
+  t.same(out.map((s) => s.id), ids);
+  t.equal(new Set(out.flatMap((s) => [s.timestamps.buffer])).size, 1, 'one timestamp buffer for every series');
+  t.equal(new Set(out.flatMap((s) => [s.values.buffer])).size, 1, 'one value buffer for every series');
+  const kept = out.reduce((n, s) => n + s.timestamps.length, 0);
+  t.equal(kept, 3 * 960 * 3 - 960 - 3 * 2 * 240, 'what the range keeps of every run');
+  t.ok(out[0]!.timestamps.buffer.byteLength <= 2 * kept * 8, 'no more than twice what is kept');
+  for (const s of out) {
+    const w = want.get(s.id)!;
+    t.same([...s.timestamps], w.ts, `series ${s.id}: timestamps`);
+    t.same(
+      [...new BigUint64Array(s.values.buffer, s.values.byteOffset, s.values.length)],
+      [...new BigUint64Array(Float64Array.from(w.vs).buffer)],
+      `series ${s.id}: value bits (-0 kept)`,
+    );
+  }
+  t.same(mergeSeries([4n, 4n], blocks).map((s) => s.timestamps.length), [out[1]!.timestamps.length, out[1]!.timestamps.length], 'an id asked twice gets the same samples twice');
 });
