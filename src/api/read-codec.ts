@@ -151,9 +151,21 @@ class Reader {
   }
 
   int64(): bigint {
-    let v = 0n;
-    let shift = 0n;
-    for (let i = 0; i < 10; i++) {
+    // the first 7 bytes (49 bits) add up exactly in a Number: a millisecond timestamp makes one
+    // BigInt instead of one per byte (which made this the gateway's largest allocation site per
+    // request after the HTTP/2 machinery)
+    let lo = 0;
+    let mul = 1;
+    for (let i = 0; i < 7; i++) {
+      if (this.pos >= this.buf.length) throw new ProtoDecodeError('truncated varint');
+      const b = this.buf[this.pos++]!;
+      lo += (b & 127) * mul;
+      if (b < 128) return BigInt(lo);
+      mul *= 128;
+    }
+    let v = BigInt(lo);
+    let shift = 49n;
+    for (let i = 7; i < 10; i++) {
       if (this.pos >= this.buf.length) throw new ProtoDecodeError('truncated varint');
       const b = this.buf[this.pos++]!;
       v |= BigInt(b & 127) << shift;
