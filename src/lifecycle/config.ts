@@ -12,6 +12,9 @@ import { DEFAULT_DAY_BLOCKS_AFTER_MS } from '../format/day-key.js';
 const posInt = z.number().int().positive();
 
 /** The schema; every option is described in docs/config.md. */
+/** Default daySourceGraceMs: how long a 4-hour block held by a published day block is kept. */
+export const DEFAULT_DAY_SOURCE_GRACE_MS = 3 * 3600 * 1000;
+
 export const lifecycleConfigSchema = z.strictObject({
   /** Prometheus /metrics (and /healthz) listen address. */
   metricsListen: listenSchema.default('0.0.0.0:9403'),
@@ -36,7 +39,7 @@ export const lifecycleConfigSchema = z.strictObject({
   /** A day is merged once it ended this long ago (after the late-data window; gateways' dayBlocksAfterMs must not exceed it by more than daySourceGraceMs - closedStalenessMs). */
   dayMergeAfterMs: z.number().int().nonnegative().default(DEFAULT_DAY_BLOCKS_AFTER_MS),
   /** A 4-hour block held by a day block is deleted this long after that day block was published (longer than any gateway's staleness bound). */
-  daySourceGraceMs: z.number().int().nonnegative().default(3 * 3600 * 1000),
+  daySourceGraceMs: z.number().int().nonnegative().default(DEFAULT_DAY_SOURCE_GRACE_MS),
   /** Local directory for the day block being merged (a file as large as the day block); default the system's temp dir. */
   dayWorkDir: z.string().min(1).optional(),
   /** This replica's name in the lease; default `<hostname>-<pid>`. */

@@ -25,6 +25,7 @@ import { bucketLocationOf } from '../tenancy/tenants.js';
 import { partitionLastWindowEnd, type Partition } from '../tenancy/partitions.js';
 import { retentionOf, type TenantsConfig } from '../tenancy/config.js';
 import { listDeletionMarks, readDeletionReport, writeDeletionReport, type DeletionMark, type DeletionReport } from '../tenancy/deletion-marks.js';
+import { DAY_INDEX_KEY, DayIndexBuilder, type DayBlockRef } from '../tenancy/day-index.js';
 import { parseBlockKey } from '../format/key.js';
 import { DAY_MS, dayBlockKey, dayBlocksFit, dayManifestKey, dayStartOf, parseDayKey } from '../format/day-key.js';
 import { hasIncompleteUploads, type Bucket, type IncompleteUpload, type ObjectInfo } from '../objstore/index.js';
@@ -119,6 +120,8 @@ export interface DayPassOptions {
   readonly onSourceDeleted?: (what: { bucket: string; key: string; tenant: string; shard: number; dayStartMs: number; bytes: number; etag: string }) => void;
   /** A 4-hour block due for deletion found replaced (late data) just before its DELETE: kept. */
   readonly onSourceChanged?: (what: { bucket: string; key: string; tenant: string; shard: number; dayStartMs: number; bytes: number; etag: string }) => void;
+  /** The bucket's day-block index was written (src/tenancy/day-index.ts). */
+  readonly onDayIndex?: (what: { bucket: string; key: string }) => void;
 }
 
 /** What a pass did. */
@@ -332,6 +335,9 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
     // listing has passed the day: at most one (tenant, day)'s keys are held, never the listing.
     let groups = new DayGroups();
     let listedDay: string | null = null;
+    // the day blocks of the bucket as listed, and those this pass publishes: the day-block index
+    // written once the bucket is done (src/tenancy/day-index.ts)
+    const dayIndex = days ? new DayIndexBuilder() : null;
     const dayDone = async (): Promise<void> => {
       if (!days || groups.groups.size === 0) return;
       const done = groups;
@@ -353,6 +359,7 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
           failures++;
           opts.onError?.(e);
         },
+        (ref) => dayIndex?.add(ref),
       );
       dayMerges += r.merges;
       daySourcesDeleted += r.deleted;
@@ -375,7 +382,10 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
             if (dayClosed(b.windowStartMs - (b.windowStartMs % BigInt(DAY_MS)), nowMs, days.dayMergeAfterMs)) groups.addSource(b.tenant, b.shard, b.windowStartMs, info);
           } else {
             const d = parseDayKey(info.key);
-            if (d) groups.addDay(d.tenant, d.shard, d.dayStartMs, d.kind, info);
+            if (d) {
+              groups.addDay(d.tenant, d.shard, d.dayStartMs, d.kind, info);
+              if (d.kind === 'block') dayIndex?.add(d);
+            }
           }
         }
         continue;
@@ -388,6 +398,19 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
     }
     await drain(batch, (x) => bucket.delete(x.key), failBlock, doneBlock);
     await dayDone();
+    if (days && dayIndex) {
+      // listed from `nowMs` on (the pass's start, no later than the listing's): readers trust it
+      // until nowMs + daySourceGraceMs less a margin; a failure leaves the previous index, which
+      // bounds its own trust the same way
+      go();
+      try {
+        await bucket.put(DAY_INDEX_KEY, dayIndex.encode(nowMs, days.daySourceGraceMs));
+        days.onDayIndex?.({ bucket: name, key: DAY_INDEX_KEY });
+      } catch (err) {
+        failures++;
+        opts.onError?.({ bucket: name, key: DAY_INDEX_KEY, err });
+      }
+    }
 
     if (hasIncompleteUploads(bucket)) {
       const cutoff = nowMs - opts.incompleteUploadMaxAgeMs;
@@ -443,6 +466,7 @@ async function dayStep(
   go: () => void,
   onMergeError: (e: { bucket: string; key: string; tenant: string; shard: number; dayStartMs: number; err: unknown }) => void,
   onDeleteError: (e: { bucket: string; key: string; err: unknown }) => void,
+  onPublished: (ref: DayBlockRef) => void,
 ): Promise<{ merges: number; deleted: number }> {
   let merges = 0;
   let deleted = 0;
@@ -489,6 +513,7 @@ async function dayStep(
           onStart: () => days.onMergeStart?.({ ...where, sources: g.sources.size, replacing: currentManifest(g, m) !== null || g.day !== null }),
         });
         merges++;
+        onPublished({ tenant: g.tenant, shard: g.shard, dayStartMs: g.dayStartMs });
         days.onMerge?.({ ...r, bucket: name });
       } else {
         for (const info of deletableSources(g, m, nowMs, days.daySourceGraceMs)) {

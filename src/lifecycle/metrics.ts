@@ -22,6 +22,7 @@ export class LifecycleMetrics {
   readonly dayMergedSamples: Counter<string>;
   readonly dayBytesWritten: Counter<string>;
   readonly daySourcesDeleted: Counter<string>;
+  readonly dayIndexWrites: Counter<string>;
   readonly daySourcesChanged: Counter<string>;
 
   constructor(opts: { readonly defaultMetrics?: boolean } = {}) {
@@ -41,6 +42,7 @@ export class LifecycleMetrics {
     this.dayMergeDuration = new Histogram({ name: 'strata_lifecycle_day_merge_duration_seconds', help: 'Duration of a day merge (read, merge, verify, publish).', buckets: [0.1, 0.5, 1, 5, 30, 120, 600, 3600], registers });
     this.dayMergedSamples = new Counter({ name: 'strata_lifecycle_day_merged_samples_total', help: 'Samples in the day blocks written.', registers });
     this.dayBytesWritten = new Counter({ name: 'strata_lifecycle_day_bytes_written_total', help: 'Bytes of the day blocks written.', registers });
+    this.dayIndexWrites = new Counter({ name: 'strata_lifecycle_day_index_writes_total', help: 'Day-block indexes written (one per bucket per pass; gateways read closed days without a day block from their 4-hour blocks directly).', registers });
     this.daySourcesDeleted = new Counter({ name: 'strata_lifecycle_day_sources_deleted_total', help: '4-hour blocks deleted because a day block has held them for daySourceGraceMs.', registers });
     this.daySourcesChanged = new Counter({ name: 'strata_lifecycle_day_sources_changed_total', help: '4-hour blocks due for deletion found replaced by late data just before the DELETE (kept; docs/decisions/0008-day-source-delete-race.md).', registers });
     this.tenantBlocksLeft = new Gauge({ name: 'strata_lifecycle_deleted_tenant_blocks_left', help: 'Blocks of a tenant marked for deletion left after the last pass (0: deleted).', labelNames: ['tenant'], registers });

@@ -139,6 +139,10 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
                   metrics.daySourcesChanged.inc();
                   logger.warn({ bucket: d.bucket, key: d.key, listedEtag: d.etag, tenant: d.tenant, shard: d.shard, day: new Date(d.dayStartMs).toISOString() }, 'day source replaced by late data before its deletion; kept, merged by the next pass');
                 },
+                onDayIndex: (d) => {
+                  metrics.dayIndexWrites.inc();
+                  logger.debug({ bucket: d.bucket, key: d.key }, 'day-block index written');
+                },
               },
             }
           : {}),

@@ -78,6 +78,12 @@ export const gatewayConfigSchema = z.strictObject({
    * daySourceGraceMs - closedStalenessMs.
    */
   dayBlocksAfterMs: nonNegInt.default(DEFAULT_DAY_BLOCKS_AFTER_MS),
+  /**
+   * How long a bucket's day-block index (written by the lifecycle role each pass) is used before
+   * it is loaded again: a closed day it does not name is read from its 4-hour blocks without
+   * looking for a day block first. Keep it well under the lifecycle's daySourceGraceMs.
+   */
+  dayIndexRefreshMs: posInt.default(30 * 60 * 1000),
   /** How often the tenant deletion marks are re-read (a marked tenant's reads answer no data). */
   deletionMarksPollMs: timerMsSchema.default(10_000),
   /** Series ids in one request. */
@@ -136,6 +142,7 @@ const KINDS: Record<GatewayConfigKey, OptionKind> = {
   negativeTtlMs: 'int',
   uploadGraceMs: 'int',
   dayBlocksAfterMs: 'int',
+  dayIndexRefreshMs: 'int',
   deletionMarksPollMs: 'int',
   maxSeriesPerRequest: 'int',
   maxSamplesPerResponse: 'int',

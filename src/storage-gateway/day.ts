@@ -10,7 +10,9 @@
  *   (cut to the window and range); otherwise the 4-hour blocks. When one of those is missing too,
  *   the day block is looked up once more in the bucket (not from the negative cache), so a read
  *   racing the deletion of a 4-hour block after a long stall still finds its samples in the day
- *   block;
+ *   block. A day that the bucket's day-block index (./day-index.ts) trusts to have no day block
+ *   is read from its 4-hour blocks first, with the same look-up when one is missing: no GET for
+ *   a day block that does not exist;
  * - a day read answered from its 4-hour blocks is one answer: each series' stored runs of the
  *   blocks one after the other in time order (RUNS; the windows are disjoint), or its samples
  *   joined as columns (RAW).
@@ -23,6 +25,7 @@ import { blockKey } from '../format/key.js';
 import { concatSamples } from '../format/slice.js';
 import { encodeRun, type Samples } from '../format/run.js';
 import type { BlockAddress, BlockDirectory } from './block-directory.js';
+import type { DayIndexes } from './day-index.js';
 import type { GatewayMetrics } from './metrics.js';
 import type { BlockReadExecutor, ReadQuery, ReadResult, SignalSource } from './read.js';
 import { RawAnswer, RunsAnswer, type SeriesRun } from './answers.js';
@@ -71,7 +74,14 @@ export class DayRouter {
   private readonly enabled: boolean;
 
   constructor(
-    private readonly deps: { readonly executor: BlockReadExecutor; readonly directory: BlockDirectory; readonly metrics: GatewayMetrics; readonly now: () => number },
+    private readonly deps: {
+      readonly executor: BlockReadExecutor;
+      readonly directory: BlockDirectory;
+      readonly metrics: GatewayMetrics;
+      readonly now: () => number;
+      /** The buckets' day-block indexes (none: closed days look for the day block first). */
+      readonly dayIndexes?: DayIndexes;
+    },
     private readonly opts: DayRouterOptions,
   ) {
     this.fromDay = deps.metrics.dayReads.labels('day');
@@ -101,6 +111,13 @@ export class DayRouter {
       end: q.end < q.block.windowEnd ? q.end : q.block.windowEnd,
     };
     if (inDay.end <= inDay.start || q.ids.length === 0) return executor.readNow(inDay, signal);
+    if (this.deps.dayIndexes?.lookup(q.block, dayStart) === 'blocks') {
+      // no day block as of a listing whose 4-hour blocks are all still there: read those, and
+      // the day block only when one of them is missing
+      if (!isDay) return this.blockAnswer(q, signal, inDay);
+      const one = this.oneWindow(q);
+      return one !== null ? this.blockAnswer(one, signal, inDay) : this.blocksAnswer(q, signal, inDay);
+    }
     if (q.narrowed === true && q.encoding === 'runs') return this.narrowedAnswer(q, signal, inDay);
     const got = executor.readNow(inDay, signal);
     const pick = (a: ReadResult): ReadResult | Promise<ReadResult> => {

@@ -32,6 +32,10 @@ import type { GatewayConfig } from './config.js';
 import { RangeFetcher } from './fetcher.js';
 import { GatewayMetrics } from './metrics.js';
 import { BlockReadExecutor } from './read.js';
+import { DayIndexes } from './day-index.js';
+
+/** After a failed load of a bucket's day-block index, the next is tried this much later. */
+const DAY_INDEX_RETRY_MS = 60_000;
 import { DayRouter } from './day.js';
 import { readService, registryAuth, type AuthHook, type TenantBucket } from './service.js';
 import { TenantBucketResolver } from './tenant-buckets.js';
@@ -138,8 +142,9 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     { directory, fetcher, metrics },
     { maxSamplesPerResponse: config.maxSamplesPerResponse, maxBytesPerResponse: config.maxBytesPerResponse, maxMessageBytes: config.maxMessageBytes },
   );
+  const dayIndexes = new DayIndexes({ metrics, logger, now }, { refreshMs: config.dayIndexRefreshMs, retryMs: DAY_INDEX_RETRY_MS });
   const router = new DayRouter(
-    { executor, directory, metrics, now },
+    { executor, directory, metrics, now, dayIndexes },
     {
       blockDurationMs: config.blockDurationMs,
       dayBlocksAfterMs: config.dayBlocksAfterMs,

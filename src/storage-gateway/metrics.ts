@@ -57,6 +57,7 @@ export class GatewayMetrics {
   readonly blocksMissing: Counter;
   /** Reads of closed days' windows by the source that answered (day: the day block; blocks: its 4-hour blocks). */
   readonly dayReads: Counter<'source'>;
+  readonly dayIndexLoads: Counter<'result'>;
   /**
    * Hits and misses per layer: `open_block`, `page` and `hot_range` (memory), `range` and `tail`
    * (byte cache). A range is looked up in `hot_range` first, then (a hot miss) in `range`.
@@ -120,6 +121,7 @@ export class GatewayMetrics {
     this.seriesServed = counter({ name: `${p}series_served_total`, help: 'Series with samples sent.', registers });
     this.bytesServed = counter({ name: `${p}bytes_served_total`, help: 'Payload bytes of responses by encoding.', labelNames: ['encoding'], registers });
     this.blocksMissing = counter({ name: `${p}blocks_missing_total`, help: 'Reads of a window that has no block (a day block looked for before the 4-hour blocks is not counted).', registers });
+    this.dayIndexLoads = counter({ name: `${p}day_index_loads_total`, help: 'Loads of a bucket\'s day-block index by result: ok, missing (none written yet), error (the previous one is kept while it is trusted).', labelNames: ['result'], registers });
     this.dayReads = counter({ name: `${p}day_reads_total`, help: 'Reads of a closed day (or a window of one) by the source that answered: day (the day block) or blocks (its 4-hour blocks, no day block yet).', labelNames: ['source'], registers });
     this.cacheHits = counter({ name: `${p}cache_hits_total`, help: 'Cache hits by layer (open_block, page, hot_range: memory; tail, range: LMDB).', labelNames: ['layer'], registers });
     this.cacheMisses = counter({ name: `${p}cache_misses_total`, help: 'Cache misses by layer.', labelNames: ['layer'], registers });
