@@ -358,7 +358,10 @@ export interface SplitRun {
   readonly layout: number;
   readonly count: number;
   readonly timestamps: Uint8Array;
-  /** The same run without its timestamps ({@link TS_SHARED}), plain (no lz4). */
+  /**
+   * The same run without its timestamps ({@link TS_SHARED}), plain (no lz4): made on first use
+   * (a block writer needs it only for runs whose page shares their timestamps).
+   */
   readonly valuesRun: Uint8Array;
 }
 
@@ -373,11 +376,15 @@ export function splitRun(buf: Uint8Array, origin: Origin = MEMORY): SplitRun {
   const tsLen = sectionLength(body);
   const timestamps = body.buf.subarray(body.pos, body.pos + tsLen);
   const values = body.buf.subarray(body.pos + tsLen, body.end);
-  const out = new ByteWriter(values.length + 8);
-  out.u8((enc & ~RUN_LZ4 & ~7) | TS_SHARED);
-  out.uvarint(n);
-  out.bytes(values);
-  return { layout, count: n, timestamps, valuesRun: out.finish() };
+  let valuesRun: Uint8Array | null = null;
+  return {
+    layout,
+    count: n,
+    timestamps,
+    get valuesRun(): Uint8Array {
+      return (valuesRun ??= writeRun((enc & ~RUN_LZ4 & ~7) | TS_SHARED, n, values));
+    },
+  };
 }
 
 /**

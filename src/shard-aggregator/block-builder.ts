@@ -23,7 +23,7 @@ import { BlockReader } from '../block/reader.js';
 import type { RangeSource } from '../block/source.js';
 import { BlockWriter, type BlockMeta, type ByteSink, type WrittenBlock } from '../block/writer.js';
 import { CorruptionError } from '../errors.js';
-import { decodeRun, runTimeRange, type Samples } from '../format/run.js';
+import { decodeRunInto, readRunHeader, runTimeRange, type Samples } from '../format/run.js';
 import { scanBlock } from '../block/scan.js';
 import { mergeSamples } from '../format/merge.js';
 import { WalDb } from './wal-db.js';
@@ -139,10 +139,22 @@ async function mergeInto(writer: BlockWriter, old: BlockReader | null, gens: rea
         // the writer packs the plain WAL run with lz4 (or shares its timestamps) as add() would
         await writer.addEncoded(min, run, range.count, range.first, range.last);
       } else {
+        // the runs are decoded into one allocation for the series, not one per run
+        let total = 0;
+        for (const p of taken) p.runs.forEach((r, i) => (total += readRunHeader(r, { object: `${p.name} series ${min} run ${i}`, offset: 0 }).count));
+        // not zero-filled: decodeRunInto writes every one of the `total` samples the headers count
+        const buf = Buffer.allocUnsafeSlow(16 * total).buffer;
+        const ts = new BigInt64Array(buf, 0, total);
+        const vs = new Float64Array(buf, 8 * total, total);
+        let at = 0;
         const parts: Samples[] = [];
         for (const p of taken) {
           if (p.samples) parts.push(p.samples);
-          p.runs.forEach((r, i) => parts.push(decodeRun(r, { object: `${p.name} series ${min} run ${i}`, offset: 0 })));
+          p.runs.forEach((r, i) => {
+            const k = decodeRunInto(r, { object: `${p.name} series ${min} run ${i}`, offset: 0 }, ts, vs, at);
+            parts.push({ timestamps: ts.subarray(at, at + k), values: vs.subarray(at, at + k) });
+            at += k;
+          });
         }
         const merged = mergeSamples(parts);
         if (merged.timestamps.length > 0) await writer.add(min, merged);
