@@ -6,7 +6,7 @@
  */
 import { crc32c } from '@node-rs/crc32';
 import { sliceSamples } from '../format/slice.js';
-import { decodeRunInto, readRunHeader } from '../format/run.js';
+import { decodeRunInto, MAX_RUN_SAMPLES, readRunHeader } from '../format/run.js';
 import type { ReadResponseView } from '../api/read-codec.js';
 
 /** A response that breaks the protocol (a gateway bug or a damaged stream). */
@@ -88,7 +88,12 @@ export class BlockAssembler {
     if (this.encoding !== 'runs') return;
     this.flushRun();
     const origin = { object: this.blockName, offset: 0 };
-    for (const r of this.runs) r.list.push({ n: readRunHeader(r.run, origin).count, run: r.run, range: this.range, origin });
+    for (const r of this.runs) {
+      // checked before mergeSeries sizes its arrays by the counts of every block
+      const n = readRunHeader(r.run, origin).count;
+      if (n === 0 || n > MAX_RUN_SAMPLES) throw this.bad(`a run that claims ${n} samples`);
+      r.list.push({ n, run: r.run, range: this.range, origin });
+    }
     this.runs.length = 0;
   }
 

@@ -338,6 +338,8 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
     // the day blocks of the bucket as listed, and those this pass publishes: the day-block index
     // written once the bucket is done (src/tenancy/day-index.ts)
     const dayIndex = days ? new DayIndexBuilder() : null;
+    // no later than the listing below, on the role's clock (and no later than the pass's time)
+    const listedAtMs = days ? Math.min(nowMs, days.now()) : nowMs;
     const dayDone = async (): Promise<void> => {
       if (!days || groups.groups.size === 0) return;
       const done = groups;
@@ -399,12 +401,11 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
     await drain(batch, (x) => bucket.delete(x.key), failBlock, doneBlock);
     await dayDone();
     if (days && dayIndex) {
-      // listed from `nowMs` on (the pass's start, no later than the listing's): readers trust it
-      // until nowMs + daySourceGraceMs less a margin; a failure leaves the previous index, which
-      // bounds its own trust the same way
+      // readers trust it until listedAtMs + daySourceGraceMs less a margin; a failure leaves the
+      // previous index, which bounds its own trust the same way
       go();
       try {
-        await bucket.put(DAY_INDEX_KEY, dayIndex.encode(nowMs, days.daySourceGraceMs));
+        await bucket.put(DAY_INDEX_KEY, dayIndex.encode(listedAtMs, days.daySourceGraceMs));
         days.onDayIndex?.({ bucket: name, key: DAY_INDEX_KEY });
       } catch (err) {
         failures++;

@@ -9,11 +9,14 @@
  * Loads never hold up a read: a read that finds no index, or one due for a refresh, starts a load
  * in the background and is answered with what is known now. One GET per bucket location per
  * `refreshMs` (`retryMs` after a failed load); the previous index is kept while a load fails.
+ * Bounded: at most DAY_INDEX_MAX_BYTES read per load (a larger object is refused, not
+ * downloaded), 30 s per load, {@link MAX_HELD_BYTES} of indexes and {@link MAX_LOCATIONS}
+ * locations held (past either, all are forgotten and loaded again as reads need them).
  */
 import type { Logger } from '../common/logger.js';
 import { ErrorCode, StrataError } from '../errors.js';
 import type { BucketReader } from '../objstore/index.js';
-import { DAY_INDEX_KEY, DayIndex } from '../tenancy/day-index.js';
+import { DAY_INDEX_KEY, DAY_INDEX_MARGIN_MS, DAY_INDEX_MAX_BYTES, DayIndex } from '../tenancy/day-index.js';
 import type { GatewayMetrics } from './metrics.js';
 
 /** Where a read of a closed day starts. */
@@ -28,9 +31,16 @@ export interface DayIndexesOptions {
 
 /** Bucket locations whose index is held, at most (then all are forgotten and loaded again). */
 const MAX_LOCATIONS = 10_000;
+/** Bytes of index held over all locations, at most (then all are forgotten and loaded again). */
+const MAX_HELD_BYTES = 64 * 1024 * 1024;
+/** A load that takes longer than this is abandoned (and tried again `retryMs` later). */
+const LOAD_TIMEOUT_MS = 30_000;
 
 interface Entry {
+  readonly scope: string;
   index: DayIndex | null;
+  /** Bytes of the index this entry holds. */
+  bytes: number;
   nextLoadMs: number;
   loading: boolean;
 }
@@ -38,6 +48,7 @@ interface Entry {
 /** See the module comment. */
 export class DayIndexes {
   private readonly byScope = new Map<string, Entry>();
+  private heldBytes = 0;
 
   constructor(
     private readonly deps: { readonly metrics: GatewayMetrics; readonly logger: Logger; readonly now: () => number },
@@ -49,30 +60,50 @@ export class DayIndexes {
     const now = this.deps.now();
     let e = this.byScope.get(at.scope);
     if (!e) {
-      if (this.byScope.size >= MAX_LOCATIONS) this.byScope.clear();
-      e = { index: null, nextLoadMs: 0, loading: false };
+      if (this.byScope.size >= MAX_LOCATIONS) this.forgetAll();
+      e = { scope: at.scope, index: null, bytes: 0, nextLoadMs: 0, loading: false };
       this.byScope.set(at.scope, e);
     }
     if (!e.loading && now >= e.nextLoadMs) this.load(at.bucket, e);
     const index = e.index;
-    if (index === null || now >= index.trustedUntilMs) return 'unknown';
+    // an index listed later than this clock (by more than the margin) is not believed either
+    if (index === null || now >= index.trustedUntilMs || index.listedAtMs > now + DAY_INDEX_MARGIN_MS) return 'unknown';
     return index.has(at.tenant, at.shard, dayStartMs) ? 'day' : 'blocks';
+  }
+
+  private forgetAll(): void {
+    this.byScope.clear();
+    this.heldBytes = 0;
+  }
+
+  private hold(e: Entry, index: DayIndex | null, bytes: number): void {
+    if (this.byScope.get(e.scope) !== e) return; // forgotten while it loaded
+    this.heldBytes += bytes - e.bytes;
+    e.index = index;
+    e.bytes = bytes;
+    if (this.heldBytes > MAX_HELD_BYTES) {
+      this.forgetAll();
+      this.deps.logger.warn({ maxBytes: MAX_HELD_BYTES }, 'day-block indexes over their memory bound: all forgotten, loaded again as reads need them');
+    }
   }
 
   private load(bucket: BucketReader, e: Entry): void {
     e.loading = true;
     this.deps.metrics.s3Gets.inc({ kind: 'day_index' });
+    const where = `${bucket.name}/${DAY_INDEX_KEY}`;
+    // at most DAY_INDEX_MAX_BYTES + 1 bytes are read: a larger object is refused, not downloaded
     bucket
-      .get(DAY_INDEX_KEY)
+      .getRange(DAY_INDEX_KEY, { offset: 0, length: DAY_INDEX_MAX_BYTES + 1 }, { signal: AbortSignal.timeout(LOAD_TIMEOUT_MS) })
       .then(
-        (data) => {
-          e.index = DayIndex.parse(data, `${bucket.name}/${DAY_INDEX_KEY}`);
+        (r) => {
+          if (r.size > DAY_INDEX_MAX_BYTES) throw new StrataError(ErrorCode.CORRUPT, `${where}: ${r.size} bytes, more than the ${DAY_INDEX_MAX_BYTES} a gateway reads`);
+          this.hold(e, DayIndex.parse(r.data, where), r.data.length);
           e.nextLoadMs = this.deps.now() + this.opts.refreshMs;
           this.deps.metrics.dayIndexLoads.inc({ result: 'ok' });
         },
         (err: unknown) => {
           if (err instanceof StrataError && err.code === ErrorCode.NOT_FOUND) {
-            e.index = null;
+            this.hold(e, null, 0);
             e.nextLoadMs = this.deps.now() + this.opts.refreshMs;
             this.deps.metrics.dayIndexLoads.inc({ result: 'missing' });
             return;

@@ -169,13 +169,27 @@ export class DayRouter {
         this.fromBlocks.inc();
         return a;
       }
-      return this.dayAppeared(inDay.block, signal).then((found) => {
-        if (found) return this.fromDayNow(inDay, signal);
+      return this.dayAfterAll(inDay, signal).then((d) => {
+        if (d !== null) return d;
         this.fromBlocks.inc();
         return a;
       });
     };
     return r instanceof Promise ? r.then(pick) : pick(r);
+  }
+
+  /**
+   * The day block's answer for a read whose 4-hour block is missing, or null when there is no day
+   * block: first as the directory knows it (its caches: a day block found once answers every
+   * later read at once), then by a fresh look-up (at most once per `recheckMs` per day block).
+   */
+  private async dayAfterAll(inDay: ReadQuery, signal: SignalSource): Promise<ReadResult | null> {
+    const known = await this.deps.executor.readNow(inDay, signal);
+    if (known.blockId !== '') {
+      this.fromDay.inc();
+      return known;
+    }
+    return (await this.dayAppeared(inDay.block, signal)) ? this.fromDayNow(inDay, signal) : null;
   }
 
   /** Reads `inDay` from the day block that a fresh look-up just found. */
@@ -264,7 +278,10 @@ export class DayRouter {
       parts.push(read({ ...q, block }));
     }
     const got = await Promise.all(parts);
-    if (inDay !== null && got.some((g) => g === null) && (await this.dayAppeared(inDay.block, signal))) return this.fromDayNow(inDay, signal);
+    if (inDay !== null && got.some((g) => g === null)) {
+      const d = await this.dayAfterAll(inDay, signal);
+      if (d !== null) return d;
+    }
     return got;
   }
 

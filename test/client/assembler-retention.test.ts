@@ -107,3 +107,14 @@ t.test('the runs of every block are decoded into one pair of arrays for the whol
   }
   t.same(mergeSeries([4n, 4n], blocks).map((s) => s.timestamps.length), [out[1]!.timestamps.length, out[1]!.timestamps.length], 'an id asked twice gets the same samples twice');
 });
+
+t.test('a run that claims more samples than a run may hold is a malformed response, before anything is sized by it', async (t) => {
+  const run = Buffer.from([0, 0x80, 0x80, 0x80, 0x10, 1, 2, 3]); // encoding 0, count 2^25 (uvarint), junk
+  const meta = Buffer.alloc(16);
+  meta.writeBigUInt64LE(4n, 0);
+  meta.writeUInt32LE(run.length, 8);
+  meta.writeUInt32LE(crc32c(run), 12);
+  const asm = new BlockAssembler([4n], 'runs', { start: 0n, end: 1n << 62n }, 'blk');
+  asm.add(decodeReadResponse(encodeReadResponse({ seriesIds: [meta.subarray(0, 8)], runLengths: [meta.subarray(8, 12)], runCrcs: [meta.subarray(12)], runs: [run] })));
+  t.throws(() => asm.finish(), { name: 'ResponseFormatError', message: /block blk: a run that claims 33554432 samples/ });
+});

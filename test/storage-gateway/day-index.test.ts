@@ -122,6 +122,10 @@ t.test('reads of closed days start where the index says, exact, while it is trus
   const g = await read(gone, 2);
   t.same(g.bad, [], 'a day block the index does not name, 4-hour block gone: exact, from the day block after all');
   t.equal(await gw.metrics.total('strata_gateway_day_reads_total', { source: 'day' }), 2);
+  // the next reads of that day (another window, the same again): the directory knows the day
+  // block now, so they are answered by it too, not "no data" until a fresh look-up is allowed
+  for (const w of [3, 2]) t.same((await read(gone, w)).bad, [], `gone window ${w} again: exact`);
+  t.equal(await gw.metrics.total('strata_gateway_day_reads_total', { source: 'day' }), 4);
 
   // past listedAt + grace - margin the index is not trusted: the day block is looked up first
   clock.advance(GRACE - DAY_INDEX_MARGIN_MS);
@@ -129,4 +133,28 @@ t.test('reads of closed days start where the index says, exact, while it is trus
   t.same(late.bad, [], 'exact');
   t.equal(late.gets, 2, 'the day block looked up first (none), then the 4-hour block');
   t.equal(await gets(gw, 'day_index'), 2, 'one load, and one more once it was due (refresh)');
+});
+
+t.test('an index that cannot be parsed is not used: reads look for the day block first, exact', async (t) => {
+  const clock = manualClock(Number(W0) + 2 * DAY_MS + MERGE_AFTER); // two closed days
+  const bucketConfig = await rgwBucket(t);
+  const bucket = await openBucket(bucketConfig);
+  t.teardown(() => bucket.close());
+  const ds = makeDataSet({ seed: 84, n: 6, numShards: 1, windows: 12, tenant: 'acme', maxSamples: 200 });
+  await writeDataSet(bucket, ds);
+  await bucket.put(DAY_INDEX_KEY, Buffer.from('{"version":1,'));
+  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { dayBlocksAfterMs: MERGE_AFTER }), { now: clock.now });
+  const c = new QueryClient({ endpoints: [`127.0.0.1:${gw.grpcPort}`], numShards: 1, encoding: 'runs', now: clock.now, dayRequestsAfterMs: null });
+  t.teardown(() => c.close());
+  const ids = ds.series.map((s) => s.id);
+  const read = async (w: number): Promise<number> => {
+    const start = W0 + BigInt(w) * D;
+    const before = (await gets(gw, 'suffix')) + (await gets(gw, 'range'));
+    const r = await c.query('acme', ids, { start, end: start + D });
+    t.same(mismatches(r.series, expected(ds, ids, start, start + D)), [], `window ${w}: exact`);
+    return (await gets(gw, 'suffix')) + (await gets(gw, 'range')) - before;
+  };
+  await read(0); // the first day; starts the index's load
+  await eventually('the load failed', async () => ((await gw.metrics.total('strata_gateway_day_index_loads_total', { result: 'error' })) === 1 ? true : null));
+  t.equal(await read(6), 2, 'the second day: its day block looked up first (none), then the block');
 });
