@@ -34,7 +34,7 @@ ENV NODE_ENV=production
 # (LevelDB's memtables on libuv's pool, a flush worker's buffers) is reused by the others instead of
 # kept per thread; and blocks of 1 MiB or more (gRPC's request messages, block chunks) mapped on
 # their own and unmapped when freed, instead of fragmenting the heap, which glibc cannot give back
-ENV MALLOC_ARENA_MAX=1
+ENV MALLOC_ARENA_MAX=2
 ENV MALLOC_MMAP_THRESHOLD_=1048576
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
