@@ -46,13 +46,30 @@ export interface DayBlockRef {
 }
 
 /**
+ * Day blocks one index names, at most: about 12 bytes of JSON each at worst (no two consecutive),
+ * so an index that a reader accepts ({@link DAY_INDEX_MAX_BYTES}) holds more than this.
+ */
+export const DAY_INDEX_MAX_BLOCKS = 1_000_000;
+
+/**
  * Collects day blocks (in any order, duplicates allowed) and makes the index's bytes. Holds a
- * number per day block: a bucket of 100 tenants x 16 shards x a year of days is 4.7 MB.
+ * number per day block (a bucket of 100 tenants x 16 shards x a year of days: 4.7 MB), at most
+ * {@link DAY_INDEX_MAX_BLOCKS}: past that it drops what it holds and makes no index.
  */
 export class DayIndexBuilder {
   private readonly days = new Map<string, Map<number, number[]>>();
+  private count = 0;
+
+  /** Whether more than {@link DAY_INDEX_MAX_BLOCKS} were added (then there is no index to make). */
+  get overflowed(): boolean {
+    return this.count > DAY_INDEX_MAX_BLOCKS;
+  }
 
   add(b: DayBlockRef): void {
+    if (++this.count > DAY_INDEX_MAX_BLOCKS) {
+      this.days.clear();
+      return;
+    }
     let shards = this.days.get(b.tenant);
     if (!shards) this.days.set(b.tenant, (shards = new Map()));
     let list = shards.get(b.shard);
@@ -62,6 +79,7 @@ export class DayIndexBuilder {
 
   /** The index of the day blocks added, listed from `listedAtMs` on, with the lifecycle's `graceMs`. */
   encode(listedAtMs: number, graceMs: number): Buffer {
+    if (this.overflowed) throw new StrataError(ErrorCode.RESOURCE_EXHAUSTED, `the bucket holds more than DAY_INDEX_MAX_BLOCKS (${DAY_INDEX_MAX_BLOCKS}) day blocks: no day-block index is written (the previous one is trusted until its own bound, then readers look for day blocks first)`);
     const tenants: Record<string, Record<string, [number, number][]>> = {};
     for (const tenant of [...this.days.keys()].sort()) {
       const out: Record<string, [number, number][]> = {};

@@ -15,7 +15,7 @@ import { runLifecyclePass, type LifecycleJobOptions } from '../../src/lifecycle/
 import { openBucket } from '../../src/objstore/index.js';
 import { ErrorCode, StrataError } from '../../src/errors.js';
 import { openTenantsConfig } from '../../src/tenancy/config.js';
-import { DAY_INDEX_KEY, DAY_INDEX_MARGIN_MS, DayIndex, DayIndexBuilder } from '../../src/tenancy/day-index.js';
+import { DAY_INDEX_KEY, DAY_INDEX_MARGIN_MS, DAY_INDEX_MAX_BLOCKS, DayIndex, DayIndexBuilder } from '../../src/tenancy/day-index.js';
 import { TenantRegistry } from '../../src/tenancy/tenants.js';
 import { eventually } from '../support/aggregator.js';
 import { D, expected, gets, makeDataSet, manualClock, mismatches, rgwBucket, startTestGateway, tempDir, testConfig, W0, writeDataSet, type DataSet } from '../support/gateway.js';
@@ -51,6 +51,22 @@ t.test('the index: runs of days per (tenant, shard); a malformed one is CORRUPT 
   bad({ version: 1, listedAtMs: 0, graceMs: 0, tenants: { acme: { '0': [[5, 2], [6, 1]] } } }, /tenants\.acme\.0: day runs not ascending/, 'overlapping runs');
   bad({ version: 1, listedAtMs: 0, graceMs: 0, tenants: { 'Not A Tenant': {} } }, /tenant "Not A Tenant"/, 'an invalid tenant');
   bad({ version: 1, listedAtMs: 0, graceMs: 0, tenants: {}, extra: 1 }, /extra/, 'an unknown field');
+});
+
+t.test('the builder holds at most DAY_INDEX_MAX_BLOCKS day blocks, then makes no index and says why', async (t) => {
+  const b = new DayIndexBuilder();
+  for (let i = 0; i < DAY_INDEX_MAX_BLOCKS; i++) b.add({ tenant: 'acme', shard: i % 16, dayStartMs: BigInt(Math.floor(i / 16)) * DAY });
+  t.equal(b.overflowed, false);
+  t.ok(DayIndex.parse(b.encode(0, GRACE), 'x').has('acme', 15, 0n), 'at the bound: an index');
+  b.add({ tenant: 'acme', shard: 0, dayStartMs: 0n });
+  t.equal(b.overflowed, true);
+  let err: unknown = null;
+  try {
+    b.encode(0, GRACE);
+  } catch (e) {
+    err = e;
+  }
+  t.ok(err instanceof StrataError && err.code === ErrorCode.RESOURCE_EXHAUSTED && /DAY_INDEX_MAX_BLOCKS \(1000000\)/.test(err.message), String(err));
 });
 
 t.test('reads of closed days start where the index says, exact, while it is trusted', async (t) => {
