@@ -102,7 +102,8 @@ export async function startAggregator(config: object, dir: string, prefix: reado
         if (rec.msg?.startsWith('aggregator listening')) onPort(rec.grpcPort!);
         if (rec.msg === 'aggregator serving') onServing();
         const level = typeof rec.level === 'number' ? rec.level : { warn: 40, error: 50, fatal: 60 }[String(rec.level)] ?? 0;
-        if (level >= 40) process.stderr.write(`aggregator: ${line}\n`);
+        // STRATA_BENCH_LOG=1: every line of the service's log (the flush records, for example)
+        if (level >= 40 || process.env['STRATA_BENCH_LOG'] === '1') process.stderr.write(`aggregator: ${line}\n`);
       } catch {
         process.stderr.write(`aggregator: ${line}\n`);
       }

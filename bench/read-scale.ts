@@ -16,6 +16,9 @@
  *    set that fits the cache) in a loop: bucket requests per warm query (0 expected: closed
  *    windows are not re-checked within closedStalenessMs), latencies, RSS.
  *
+ * Flags: --tenants, --days, --shards, --series, --warm-minutes, --warm-tenants (above),
+ * --gateway-node-args=A,B (more node flags for the gateway process, e.g. --heapsnapshot-signal=SIGUSR2).
+ *
  * Last line, JSON: `blocks`, `data_mib`, `cache_budget_mib`, `budgets_mib` (sum of the in-memory
  * budgets and the cache), `rss_baseline_mib` (gateway before any read), `rss_after_cold_mib`,
  * `rss_peak_mib`, `rss_over_budgets` (peak RSS minus baseline, divided by the budgets),
@@ -49,6 +52,8 @@ export async function main(argv: string[]): Promise<void> {
     pagesMaxBytes: 16 * MiB,
     hotRangesMaxBytes: 16 * MiB,
     maxBytesInFlight: 32 * MiB,
+    // cache writes waiting for their LMDB commit: memory too (it was left at its 64 MiB default, and not counted)
+    cachePendingMaxBytes: 16 * MiB,
   };
 
   const ds = loadDataset(flag(argv, 'data', join('data', 'bench', `scale-read-${seriesCount}`)), [`--series=${seriesCount}`, '--hours=4', '--seed=42', '--start=2026-01-01T00:00:00Z']);
@@ -82,7 +87,7 @@ export async function main(argv: string[]): Promise<void> {
     const gw = await startGatewayProcess(
       { bucket: bucketConfig, cacheDir: join(dir, 'cache'), cacheMaxBytes, grpcListen: '127.0.0.1:0', metricsListen: '127.0.0.1:0', logLevel: 'info', ...budgets },
       dir,
-      [],
+      flag(argv, 'gateway-node-args', '').split(',').filter((a) => a !== ''),
     );
     const out: Record<string, number | boolean> = { blocks, data_mib: round(dataBytes / MiB), cache_budget_mib: round(cacheMaxBytes / MiB) };
     const budgetSum = cacheMaxBytes + Object.values(budgets).reduce((a, b) => a + b, 0);

@@ -5,7 +5,9 @@
  */
 import t from 'tap';
 import { open } from 'lmdb';
-import { CACHE_SCHEMA, lmdbEntryCharge, LmdbCacheStore } from '../../src/storage-gateway/cache/lmdb.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CACHE_SCHEMA, lmdbEntryCharge, lmdbMapSize, LmdbCacheStore } from '../../src/storage-gateway/cache/lmdb.js';
 import { MemoryCacheStore } from '../../src/storage-gateway/cache/memory.js';
 import { cacheStoreContract } from '../support/cache-contract.js';
 import { tempDir } from '../support/gateway.js';
@@ -81,6 +83,26 @@ t.test('LmdbCacheStore pages on disk stay within the budget under churn', async 
   const disk = s.lmdbBytes();
   t.ok(disk <= budget * 1.1, `LMDB uses ${disk} bytes of pages for a ${budget} byte budget after ${n} puts`);
   t.ok(disk >= budget / 4, 'and holds a useful amount');
+});
+
+t.test('LmdbCacheStore maps its file once while it fills its budget (every extra mapping of the file is resident again)', async (t) => {
+  t.equal(lmdbMapSize(36 * 2 ** 20 + 1), 137 * 2 ** 20, 'twice the budget, in whole MiB, plus 64 MiB');
+  const dir = tempDir(t, 'lmdb');
+  const budget = 48 * 1024 * 1024;
+  const s = await LmdbCacheStore.open({ dir, maxBytes: budget });
+  t.teardown(() => s.close());
+  const file = join(dir, 'data.mdb');
+  const mappings = (): number => readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.endsWith(` ${file}`)).length;
+  for (let b = 0; b < 96; b++) {
+    // a budget's worth and more: 96 blocks of 1 MiB through a 48 MiB budget
+    const id = b.toString(16).padStart(32, '0');
+    s.setPointer(`blocks/m/${b}`, { blockId: id, checkedAtMs: b, tailOffset: 0, size: 1 });
+    for (let r = 0; r < 16; r++) s.putRange(id, r * 65_536, Buffer.alloc(65_536, r));
+    if (b % 8 === 7) await s.flush();
+  }
+  await s.flush();
+  t.ok(s.lmdbBytes() > budget / 2, `the file grew to ${s.lmdbBytes()} bytes of pages`);
+  t.equal(mappings(), 1, `${file} is mapped once`);
 });
 
 t.test('LmdbCacheStore starts empty when it finds another schema', async (t) => {

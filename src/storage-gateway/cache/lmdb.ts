@@ -44,6 +44,20 @@ export function lmdbEntryCharge(keyBytes: number, valueBytes: number, pageSize: 
   return 2 * (node + 8) + Math.ceil((valueBytes + PAGE_HEADER) / pageSize) * pageSize;
 }
 
+/**
+ * Address space reserved for the LMDB map up front: twice the budget (the pages of the entries
+ * charged to it, plus as many free pages for copy-on-write and reuse) and 64 MiB, in whole MiB.
+ * lmdb grows a map that is too small by mapping the file again and keeps the older mappings for
+ * the buffers that may still point into them; their resident pages all count in RSS. With
+ * lmdb's default (a small map grown as the file grew), `npm run bench -- read-scale` showed the
+ * 49 MB data file resident twice over (88 MB in seven mappings). Reserving costs address space
+ * only: the file is not extended and no page is touched.
+ */
+export function lmdbMapSize(maxBytes: number): number {
+  const MiB = 2 ** 20;
+  return Math.ceil((2 * maxBytes) / MiB) * MiB + 64 * MiB;
+}
+
 /** Options of {@link LmdbCacheStore.open}. */
 export interface LmdbCacheStoreOptions extends CacheStoreOptions {
   /** Directory of the LMDB environment (created if missing). */
@@ -140,7 +154,7 @@ export class LmdbCacheStore implements CacheStore {
     }
     let env: RootDatabase;
     try {
-      env = open({ path: opts.dir, maxDbs: 8, pageSize: 4096 });
+      env = open({ path: opts.dir, maxDbs: 8, pageSize: 4096, mapSize: lmdbMapSize(opts.maxBytes) });
     } catch (err) {
       throw new StrataError(ErrorCode.STORAGE, `opening LMDB cache in ${opts.dir}: ${(err as Error).message}`, { cause: err });
     }
