@@ -169,7 +169,7 @@ export class DayRouter {
         this.fromBlocks.inc();
         return a;
       }
-      return this.dayAfterAll(inDay, signal).then((d) => {
+      return this.dayAfterAll(q, inDay, signal).then((d) => {
         if (d !== null) return d;
         this.fromBlocks.inc();
         return a;
@@ -183,19 +183,29 @@ export class DayRouter {
    * block: first as the directory knows it (its caches: a day block found once answers every
    * later read at once), then by a fresh look-up (at most once per `recheckMs` per day block).
    */
-  private async dayAfterAll(inDay: ReadQuery, signal: SignalSource): Promise<ReadResult | null> {
-    const known = await this.deps.executor.readNow(inDay, signal);
-    if (known.blockId !== '') {
-      this.fromDay.inc();
-      return known;
-    }
-    return (await this.dayAppeared(inDay.block, signal)) ? this.fromDayNow(inDay, signal) : null;
+  private async dayAfterAll(q: ReadQuery, inDay: ReadQuery, signal: SignalSource): Promise<ReadResult | null> {
+    const known = await this.fromDayBlock(q, inDay, signal);
+    if (known !== null) return known;
+    return (await this.dayAppeared(inDay.block, signal)) ? this.fromDayBlock(q, inDay, signal) : null;
   }
 
-  /** Reads `inDay` from the day block that a fresh look-up just found. */
-  private async fromDayNow(inDay: ReadQuery, signal: SignalSource): Promise<ReadResult> {
+  /**
+   * `q` answered from the day block (`inDay`), or null when the directory knows none. A RUNS read
+   * that the gateway narrowed (retention) gets the day block's samples cut to its range and
+   * re-encoded, as {@link narrowedAnswer} does: the stored runs would carry samples from before
+   * the retention bound, which the client keeps (it cuts to the range it asked for).
+   */
+  private async fromDayBlock(q: ReadQuery, inDay: ReadQuery, signal: SignalSource): Promise<ReadResult | null> {
+    if (q.narrowed === true && q.encoding === 'runs') {
+      const got = await this.deps.executor.samples(inDay, signal);
+      if (got === null) return null;
+      this.fromDay.inc();
+      return this.encode(q, got.blockId, got.ids, got.samples);
+    }
+    const a = await this.deps.executor.readNow(inDay, signal);
+    if (a.blockId === '') return null;
     this.fromDay.inc();
-    return this.deps.executor.readNow(inDay, signal);
+    return a;
   }
 
   /** Whether a fresh look-up finds the day block (at most once per `recheckMs` per day block). */
@@ -279,7 +289,7 @@ export class DayRouter {
     }
     const got = await Promise.all(parts);
     if (inDay !== null && got.some((g) => g === null)) {
-      const d = await this.dayAfterAll(inDay, signal);
+      const d = await this.dayAfterAll(q, inDay, signal);
       if (d !== null) return d;
     }
     return got;

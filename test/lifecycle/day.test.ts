@@ -304,6 +304,34 @@ t.test('retention cuts a day read at the first window within retention, from the
   t.ok((await gw.metrics.total('strata_gateway_day_reads_total', { source: 'day' })) >= 2, 'both answered from the day block');
 });
 
+t.test('retention cuts a day read that finds the day block only after its 4-hour blocks went missing (RUNS: the stored runs are not sent uncut)', async (t) => {
+  const name = await createTestBucket(t, { user: 1, tag: 'day-ret-gone' });
+  const dir = tempDir(t, 'day-ret-gone');
+  const now = Number(W0) + DAY_MS + MERGE_AFTER;
+  const tenantsFile = join(dir, 'tenants.json');
+  // windows 0 and 1 of the day are past retention at `now`, window 2 is not
+  writeFileSync(tenantsFile, JSON.stringify({ authRequired: false, retentionMs: now - Number(W0 + 2n * D), defaultBucket: s3TenantBucket(name, credentialEnvRefs(1)) }));
+  const ds = makeDataSet({ seed: 57, n: 20, numShards: 1, windows: 6 });
+  const bucketConfig = { type: 's3', ...s3BucketConfig(s3TestEnv(), name, {}, 1) } as BucketConfig;
+  const bucket = await openBucket(bucketConfig);
+  t.teardown(() => bucket.close());
+  await writeDataSet(bucket, ds);
+  const registry = new TenantRegistry(openTenantsConfig(bucketConfig));
+  t.teardown(() => registry.close());
+  const s: Setup = { bucketConfig, bucket, registry, clock: manualClock(now), work: tempDir(t, 'day-ret-gone-work') };
+  const gw = await startTestGateway(t, testConfig({ type: 'filesystem', path: dir }, join(dir, 'cache'), { bucket: undefined, tenantsFile, dayBlocksAfterMs: MERGE_AFTER }), { now: s.clock.now });
+  const ids = ds.series.map((x) => x.id);
+  const want = expected(ds, ids, W0 + 2n * D, W0 + DAY);
+  const c = client(t, gw, ds, s.clock.now);
+  // before the merge: the gateway learns "no day block" and opens one 4-hour block (window 2)
+  t.same(await check(c, ds, W0 + 2n * D, W0 + 3n * D), [], 'exact before the merge');
+  t.equal((await pass(s)).dayMerges, 1, 'the day is merged');
+  t.ok((await pass(s, { daySourceGraceMs: 0 })).daySourcesDeleted > 0, 'its 4-hour blocks are deleted at once (a grace shorter than the staleness)');
+  // the 4-hour blocks are missing now: a fresh look-up finds the day block, whose stored runs hold the expired windows too
+  t.same(await check(c, ds, W0, W0 + DAY, want), [], 'exact, without the expired windows, from the day block found after all');
+  t.ok((await gw.metrics.total('strata_gateway_day_reads_total', { source: 'day' })) >= 1, 'answered from the day block');
+});
+
 t.test('config: the day options are validated', async (t) => {
   const lc = parseLifecycleConfig({ bucket: { type: 'filesystem', path: '/tmp/x' } });
   t.equal(lc.dayBlocks, true);
