@@ -9,9 +9,10 @@
  * Loads never hold up a read: a read that finds no index, or one due for a refresh, starts a load
  * in the background and is answered with what is known now. One GET per bucket location per
  * `refreshMs` (`retryMs` after a failed load); the previous index is kept while a load fails.
- * Bounded: at most DAY_INDEX_MAX_BYTES read per load (a larger object is refused, not
- * downloaded), 30 s per load, {@link MAX_HELD_BYTES} of indexes and {@link MAX_LOCATIONS}
- * locations held (past either, all are forgotten and loaded again as reads need them).
+ * Bounded: at most DAY_INDEX_MAX_BYTES read per load (a larger object is refused after its first
+ * {@link FIRST_READ_BYTES}, not downloaded), DAY_INDEX_MAX_HELD_BYTES per parsed index, 30 s per
+ * load, {@link MAX_HELD_BYTES} of parsed indexes and {@link MAX_LOCATIONS} locations held (past
+ * either, all are forgotten and loaded again as reads need them, not before `retryMs`).
  */
 import type { Logger } from '../common/logger.js';
 import { ErrorCode, StrataError } from '../errors.js';
@@ -35,6 +36,8 @@ const MAX_LOCATIONS = 10_000;
 const MAX_HELD_BYTES = 64 * 1024 * 1024;
 /** A load that takes longer than this is abandoned (and tried again `retryMs` later). */
 const LOAD_TIMEOUT_MS = 30_000;
+/** The first read of an index: all of a small one; of a larger one, its size (the rest is read only when it is within DAY_INDEX_MAX_BYTES). */
+const FIRST_READ_BYTES = 256 * 1024;
 
 interface Entry {
   readonly scope: string;
@@ -49,6 +52,8 @@ interface Entry {
 export class DayIndexes {
   private readonly byScope = new Map<string, Entry>();
   private heldBytes = 0;
+  /** After everything was forgotten (a bound was hit), no index is loaded again before this. */
+  private reloadNotBeforeMs = 0;
 
   constructor(
     private readonly deps: { readonly metrics: GatewayMetrics; readonly logger: Logger; readonly now: () => number },
@@ -61,7 +66,7 @@ export class DayIndexes {
     let e = this.byScope.get(at.scope);
     if (!e) {
       if (this.byScope.size >= MAX_LOCATIONS) this.forgetAll();
-      e = { scope: at.scope, index: null, bytes: 0, nextLoadMs: 0, loading: false };
+      e = { scope: at.scope, index: null, bytes: 0, nextLoadMs: this.reloadNotBeforeMs, loading: false };
       this.byScope.set(at.scope, e);
     }
     if (!e.loading && now >= e.nextLoadMs) this.load(at.bucket, e);
@@ -74,6 +79,7 @@ export class DayIndexes {
   private forgetAll(): void {
     this.byScope.clear();
     this.heldBytes = 0;
+    this.reloadNotBeforeMs = this.deps.now() + this.opts.retryMs;
   }
 
   private hold(e: Entry, index: DayIndex | null, bytes: number): void {
@@ -91,13 +97,21 @@ export class DayIndexes {
     e.loading = true;
     this.deps.metrics.s3Gets.inc({ kind: 'day_index' });
     const where = `${bucket.name}/${DAY_INDEX_KEY}`;
-    // at most DAY_INDEX_MAX_BYTES + 1 bytes are read: a larger object is refused, not downloaded
-    bucket
-      .getRange(DAY_INDEX_KEY, { offset: 0, length: DAY_INDEX_MAX_BYTES + 1 }, { signal: AbortSignal.timeout(LOAD_TIMEOUT_MS) })
+    const signal = AbortSignal.timeout(LOAD_TIMEOUT_MS);
+    // the first FIRST_READ_BYTES, then the rest when the object is not larger than DAY_INDEX_MAX_BYTES
+    const read = async (): Promise<Buffer> => {
+      const first = await bucket.getRange(DAY_INDEX_KEY, { offset: 0, length: FIRST_READ_BYTES }, { signal });
+      if (first.size > DAY_INDEX_MAX_BYTES) throw new StrataError(ErrorCode.CORRUPT, `${where}: ${first.size} bytes, more than the ${DAY_INDEX_MAX_BYTES} a gateway reads`);
+      if (first.data.length >= first.size) return Buffer.from(first.data);
+      this.deps.metrics.s3Gets.inc({ kind: 'day_index' });
+      const rest = await bucket.getRange(DAY_INDEX_KEY, { offset: first.data.length, length: first.size - first.data.length }, { signal });
+      return Buffer.concat([first.data, rest.data]);
+    };
+    read()
       .then(
-        (r) => {
-          if (r.size > DAY_INDEX_MAX_BYTES) throw new StrataError(ErrorCode.CORRUPT, `${where}: ${r.size} bytes, more than the ${DAY_INDEX_MAX_BYTES} a gateway reads`);
-          this.hold(e, DayIndex.parse(r.data, where), r.data.length);
+        (data) => {
+          const index = DayIndex.parse(data, where);
+          this.hold(e, index, index.heldBytes);
           e.nextLoadMs = this.deps.now() + this.opts.refreshMs;
           this.deps.metrics.dayIndexLoads.inc({ result: 'ok' });
         },

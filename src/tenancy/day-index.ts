@@ -25,6 +25,21 @@ export const DAY_INDEX_KEY = 'lifecycle/day-blocks.json';
 export const DAY_INDEX_MARGIN_MS = 30 * 60 * 1000;
 /** Largest index a reader parses (a larger one is refused, and readers look for day blocks first). */
 export const DAY_INDEX_MAX_BYTES = 16 * 1024 * 1024;
+/**
+ * Most memory one parsed index may take ({@link DayIndex.heldBytes}); a larger one is refused by
+ * readers, and not written by the lifecycle. A bucket may be a tenant's own, so its index is not
+ * trusted to be small once parsed: 16 MiB of JSON can name a million (tenant, shard) pairs.
+ */
+export const DAY_INDEX_MAX_HELD_BYTES = 32 * 1024 * 1024;
+/**
+ * Largest `graceMs` an index may carry (a reader refuses a larger one; the lifecycle writes at
+ * most this, trusting its index for less than its daySourceGraceMs when that is longer).
+ */
+export const DAY_INDEX_MAX_GRACE_MS = 7 * 24 * 3600 * 1000;
+/** Memory of one (tenant, shard) entry of a parsed index besides its runs: Map entry, key string, typed array and its buffer. */
+const HELD_BYTES_PER_KEY = 256;
+/** Issues of an invalid index named in its error, at most. */
+const MAX_ISSUES = 5;
 
 const VERSION = 1;
 
@@ -32,7 +47,7 @@ const schema = z
   .object({
     version: z.literal(VERSION),
     listedAtMs: z.number().int().nonnegative(),
-    graceMs: z.number().int().nonnegative(),
+    graceMs: z.number().int().nonnegative().max(DAY_INDEX_MAX_GRACE_MS),
     /** tenant → shard → runs of consecutive days [first day number, count] (day number: dayStartMs / DAY_MS), ascending. */
     tenants: z.record(z.string(), z.record(z.string().regex(/^\d{1,5}$/), z.array(z.tuple([z.number().int(), z.number().int().positive()])))),
   })
@@ -81,6 +96,7 @@ export class DayIndexBuilder {
   encode(listedAtMs: number, graceMs: number): Buffer {
     if (this.overflowed) throw new StrataError(ErrorCode.RESOURCE_EXHAUSTED, `the bucket holds more than DAY_INDEX_MAX_BLOCKS (${DAY_INDEX_MAX_BLOCKS}) day blocks: no day-block index is written (the previous one is trusted until its own bound, then readers look for day blocks first)`);
     const tenants: Record<string, Record<string, [number, number][]>> = {};
+    let held = 0;
     for (const tenant of [...this.days.keys()].sort()) {
       const out: Record<string, [number, number][]> = {};
       const shards = this.days.get(tenant)!;
@@ -93,11 +109,25 @@ export class DayIndexBuilder {
           else runs.push([d, 1]);
         }
         out[String(shard)] = runs;
+        held += heldBytesOf(tenant, shard, runs.length);
       }
       tenants[tenant] = out;
     }
-    return Buffer.from(`${JSON.stringify({ version: VERSION, listedAtMs, graceMs, tenants })}\n`);
+    const bytes = Buffer.from(`${JSON.stringify({ version: VERSION, listedAtMs, graceMs: Math.min(graceMs, DAY_INDEX_MAX_GRACE_MS), tenants })}\n`);
+    // what every reader would refuse is not written
+    if (bytes.length > DAY_INDEX_MAX_BYTES || held > DAY_INDEX_MAX_HELD_BYTES) {
+      throw new StrataError(
+        ErrorCode.RESOURCE_EXHAUSTED,
+        `the day-block index would be ${bytes.length} bytes (DAY_INDEX_MAX_BYTES ${DAY_INDEX_MAX_BYTES}) and take ${held} bytes of a reader's memory (DAY_INDEX_MAX_HELD_BYTES ${DAY_INDEX_MAX_HELD_BYTES}): no day-block index is written (readers look for day blocks first)`,
+      );
+    }
+    return bytes;
   }
+}
+
+/** Memory a parsed index takes for one (tenant, shard) entry with `runs` runs of days (an estimate, per {@link HELD_BYTES_PER_KEY}). */
+function heldBytesOf(tenant: string, shard: number | string, runs: number): number {
+  return HELD_BYTES_PER_KEY + tenant.length + String(shard).length + 16 * runs;
 }
 
 /** A parsed index; see the module comment. */
@@ -109,6 +139,8 @@ export class DayIndex {
     readonly graceMs: number,
     /** `tenant/shard` → sorted, disjoint runs [first day, count] flattened. */
     private readonly runs: Map<string, Float64Array>,
+    /** About how much memory it takes (at most {@link DAY_INDEX_MAX_HELD_BYTES}). */
+    readonly heldBytes: number,
   ) {}
 
   /**
@@ -124,7 +156,16 @@ export class DayIndex {
       throw new StrataError(ErrorCode.CORRUPT, `${where}: not JSON`, { cause: err });
     }
     const r = schema.safeParse(v);
-    if (!r.success) throw new StrataError(ErrorCode.CORRUPT, `${where}: ${r.error.issues.map((i) => `${i.path.join('.') || '(top)'}: ${i.message}`).join('; ')}`);
+    if (!r.success) {
+      const { issues } = r.error;
+      const named = issues.slice(0, MAX_ISSUES).map((i) => `${i.path.join('.') || '(top)'}: ${i.message}`);
+      if (issues.length > MAX_ISSUES) named.push(`and ${issues.length - MAX_ISSUES} more`);
+      throw new StrataError(ErrorCode.CORRUPT, `${where}: ${named.join('; ')}`);
+    }
+    // its memory once parsed, before any of it is made
+    let held = 0;
+    for (const [tenant, shards] of Object.entries(r.data.tenants)) for (const [shard, list] of Object.entries(shards)) held += heldBytesOf(tenant, shard, list.length);
+    if (held > DAY_INDEX_MAX_HELD_BYTES) throw new StrataError(ErrorCode.CORRUPT, `${where}: would take about ${held} bytes of memory, more than the ${DAY_INDEX_MAX_HELD_BYTES} (DAY_INDEX_MAX_HELD_BYTES) a reader holds`);
     const runs = new Map<string, Float64Array>();
     for (const [tenant, shards] of Object.entries(r.data.tenants)) {
       try {
@@ -144,7 +185,7 @@ export class DayIndex {
         runs.set(`${tenant}/${Number(shard)}`, flat);
       }
     }
-    return new DayIndex(r.data.listedAtMs, r.data.graceMs, runs);
+    return new DayIndex(r.data.listedAtMs, r.data.graceMs, runs, held);
   }
 
   /** Until when (exclusive, ms since the epoch) a reader may trust that a day block the index does not name has all its 4-hour blocks. */

@@ -15,7 +15,7 @@ import { runLifecyclePass, type LifecycleJobOptions } from '../../src/lifecycle/
 import { openBucket } from '../../src/objstore/index.js';
 import { ErrorCode, StrataError } from '../../src/errors.js';
 import { openTenantsConfig } from '../../src/tenancy/config.js';
-import { DAY_INDEX_KEY, DAY_INDEX_MARGIN_MS, DAY_INDEX_MAX_BLOCKS, DayIndex, DayIndexBuilder } from '../../src/tenancy/day-index.js';
+import { DAY_INDEX_KEY, DAY_INDEX_MARGIN_MS, DAY_INDEX_MAX_BLOCKS, DAY_INDEX_MAX_BYTES, DAY_INDEX_MAX_GRACE_MS, DAY_INDEX_MAX_HELD_BYTES, DayIndex, DayIndexBuilder } from '../../src/tenancy/day-index.js';
 import { TenantRegistry } from '../../src/tenancy/tenants.js';
 import { eventually } from '../support/aggregator.js';
 import { D, expected, gets, makeDataSet, manualClock, mismatches, rgwBucket, startTestGateway, tempDir, testConfig, W0, writeDataSet, type DataSet } from '../support/gateway.js';
@@ -51,6 +51,27 @@ t.test('the index: runs of days per (tenant, shard); a malformed one is CORRUPT 
   bad({ version: 1, listedAtMs: 0, graceMs: 0, tenants: { acme: { '0': [[5, 2], [6, 1]] } } }, /tenants\.acme\.0: day runs not ascending/, 'overlapping runs');
   bad({ version: 1, listedAtMs: 0, graceMs: 0, tenants: { 'Not A Tenant': {} } }, /tenant "Not A Tenant"/, 'an invalid tenant');
   bad({ version: 1, listedAtMs: 0, graceMs: 0, tenants: {}, extra: 1 }, /extra/, 'an unknown field');
+  // an index may come from a tenant's own bucket: its trust and its size once parsed are bounded
+  bad({ version: 1, listedAtMs: 0, graceMs: DAY_INDEX_MAX_GRACE_MS + 1, tenants: {} }, /graceMs/, 'a grace over DAY_INDEX_MAX_GRACE_MS (trusted for ever)');
+  const manyBad = { version: 1, listedAtMs: 0, graceMs: 0, tenants: { acme: { '0': Array.from({ length: 1000 }, () => [1.5, 1]) } } };
+  bad(manyBad, /^(?:[^;]*;){4}[^;]*; and 995 more$/, 'a thousand bad runs: five named, the rest counted');
+  const keys = Math.ceil(DAY_INDEX_MAX_HELD_BYTES / 256) + 1;
+  const wide: Record<string, [number, number][]> = {};
+  for (let i = 0; i < keys; i++) wide[String(i % 100_000)] = [[1, 1]];
+  const tenantsWide: Record<string, typeof wide> = {};
+  for (let k = 0; k * 100_000 < keys; k++) tenantsWide[`t${k}`] = wide;
+  bad({ version: 1, listedAtMs: 0, graceMs: 0, tenants: tenantsWide }, /DAY_INDEX_MAX_HELD_BYTES/, 'an index that would take more memory than a reader holds');
+  // the lifecycle writes at most DAY_INDEX_MAX_GRACE_MS, and no index a reader would refuse
+  t.equal(DayIndex.parse(b.encode(1_000, DAY_INDEX_MAX_GRACE_MS * 2), 'x').graceMs, DAY_INDEX_MAX_GRACE_MS, 'a longer grace is written as the bound');
+  const big = new DayIndexBuilder();
+  for (let i = 0; i < keys; i++) big.add({ tenant: `t${Math.floor(i / 1000)}`, shard: i % 1000, dayStartMs: 0n });
+  let err: unknown = null;
+  try {
+    big.encode(0, GRACE);
+  } catch (e) {
+    err = e;
+  }
+  t.ok(err instanceof StrataError && err.code === ErrorCode.RESOURCE_EXHAUSTED && /DAY_INDEX_MAX_HELD_BYTES/.test(err.message), String(err).slice(0, 300));
 });
 
 t.test('the builder holds at most DAY_INDEX_MAX_BLOCKS day blocks, then makes no index and says why', async (t) => {
@@ -173,4 +194,31 @@ t.test('an index that cannot be parsed is not used: reads look for the day block
   await read(0); // the first day; starts the index's load
   await eventually('the load failed', async () => ((await gw.metrics.total('strata_gateway_day_index_loads_total', { result: 'error' })) === 1 ? true : null));
   t.equal(await read(6), 2, 'the second day: its day block looked up first (none), then the block');
+});
+
+t.test('an index larger than DAY_INDEX_MAX_BYTES is refused after one small read, not downloaded', async (t) => {
+  const clock = manualClock(Number(W0) + 2 * DAY_MS + MERGE_AFTER);
+  const bucketConfig = await rgwBucket(t);
+  const bucket = await openBucket(bucketConfig);
+  t.teardown(() => bucket.close());
+  const ds = makeDataSet({ seed: 85, n: 6, numShards: 1, windows: 6, tenant: 'acme', maxSamples: 200 });
+  await writeDataSet(bucket, ds);
+  await bucket.put(DAY_INDEX_KEY, Buffer.alloc(DAY_INDEX_MAX_BYTES + 1, 0x20));
+  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { dayBlocksAfterMs: MERGE_AFTER }), { now: clock.now });
+  const c = new QueryClient({ endpoints: [`127.0.0.1:${gw.grpcPort}`], numShards: 1, encoding: 'runs', now: clock.now, dayRequestsAfterMs: null });
+  t.teardown(() => c.close());
+  const ids = ds.series.map((s) => s.id);
+  const r = await c.query('acme', ids, { start: W0, end: W0 + D });
+  t.same(mismatches(r.series, expected(ds, ids, W0, W0 + D)), [], 'exact meanwhile');
+  await eventually('the load failed', async () => ((await gw.metrics.total('strata_gateway_day_index_loads_total', { result: 'error' })) === 1 ? true : null));
+  t.equal(await gets(gw, 'day_index'), 1, 'one GET of its first bytes, none of the rest');
+  // a valid index larger than the first read (whitespace after it): read in two, and used
+  const b = new DayIndexBuilder();
+  b.add({ tenant: 'acme', shard: 0, dayStartMs: W0 + DAY });
+  await bucket.put(DAY_INDEX_KEY, Buffer.concat([b.encode(clock.now(), GRACE), Buffer.alloc(600_000, 0x20)]));
+  clock.advance(10 * 60 * 1000); // past the retry delay
+  const r2 = await c.query('acme', ids, { start: W0 + D, end: W0 + 2n * D });
+  t.same(mismatches(r2.series, expected(ds, ids, W0 + D, W0 + 2n * D)), [], 'exact');
+  await eventually('the index loaded', async () => ((await gw.metrics.total('strata_gateway_day_index_loads_total', { result: 'ok' })) === 1 ? true : null));
+  t.equal(await gets(gw, 'day_index'), 3, 'two GETs for it: its first bytes, then the rest');
 });
