@@ -17,6 +17,14 @@ export class ResponseFormatError extends Error {
   }
 }
 
+/** A query's answer over a bound of the client (see QueryClientOptions.maxSamplesPerQuery). */
+export class QueryLimitError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'QueryLimitError';
+  }
+}
+
 /**
  * Samples of one series from one block: a checked run not decoded yet (RUNS), with the range it is
  * cut to and the block it came from, or little-endian byte columns of the received message, 8
@@ -190,7 +198,7 @@ export class BlockAssembler {
  * to 20 and 2 (98 ms). V8 collects as the external memory of typed arrays grows, and those
  * pauses sat in the tail of every multi-block read.
  */
-export function mergeSeries(ids: readonly bigint[], blocks: readonly BlockAssembler[]): SeriesSamples[] {
+export function mergeSeries(ids: readonly bigint[], blocks: readonly BlockAssembler[], maxSamples = Number.MAX_SAFE_INTEGER): SeriesSamples[] {
   const all = new Map<bigint, Piece[]>();
   let total = 0;
   for (const b of blocks) {
@@ -203,6 +211,7 @@ export function mergeSeries(ids: readonly bigint[], blocks: readonly BlockAssemb
       }
     }
   }
+  if (total > maxSamples) throw new QueryLimitError(`the blocks' runs claim ${total} samples, over the client's maxSamplesPerQuery (${maxSamples}); ask for fewer series or a shorter range`);
   let timestamps = new BigInt64Array(total);
   let values = new Float64Array(total);
   const tb = bytesOf(timestamps);

@@ -17,14 +17,14 @@
 import { setMaxListeners } from 'node:events';
 import { status } from '@grpc/grpc-js';
 import { clientTlsOptions, type ClientTlsConfig, type ClientTlsOptions } from '../common/tls.js';
-import { InvalidArgumentError } from '../errors.js';
+import { CorruptionError, InvalidArgumentError } from '../errors.js';
 import { DEFAULT_BLOCK_DURATION_MS } from '../format/key.js';
 import { DEFAULT_DAY_BLOCKS_AFTER_MS } from '../format/day-key.js';
 import { planQuery, rankEndpoints, type BlockRequest } from './query-plan.js';
 import { GrpcCallError, H2Channel } from './grpc-h2.js';
 import { AUTH_HEADER, bearerHeader, BLOCK_HEADER, TENANT_HEADER } from '../api/headers.js';
 import { decodeReadResponse, encodeReadRequest, ENCODING_RAW, ENCODING_RUNS, ProtoDecodeError, READ_METHOD_PATH } from '../api/read-codec.js';
-import { BlockAssembler, mergeSeries, ResponseFormatError, type SeriesSamples } from './block-assembler.js';
+import { BlockAssembler, mergeSeries, QueryLimitError, ResponseFormatError, type SeriesSamples } from './block-assembler.js';
 
 export type { SeriesSamples } from './block-assembler.js';
 
@@ -62,7 +62,17 @@ export interface QueryClientOptions {
   readonly dayRequestsAfterMs?: number | null;
   /** The clock deciding which days are closed (ms since the epoch; default Date.now). */
   readonly now?: () => number;
+  /**
+   * Samples one query may return, over all its blocks (default {@link DEFAULT_MAX_QUERY_SAMPLES}):
+   * the result's arrays are sized by what the gateways' runs claim before they are decoded, so a
+   * faulty gateway could otherwise make the client allocate without bound. Past it the query fails
+   * with RESOURCE_EXHAUSTED naming it.
+   */
+  readonly maxSamplesPerQuery?: number;
 }
+
+/** Default of {@link QueryClientOptions.maxSamplesPerQuery}: 2^28 samples, 4 GiB of result arrays. */
+export const DEFAULT_MAX_QUERY_SAMPLES = 2 ** 28;
 
 /** Default of {@link QueryClientOptions.dayRequestsAfterMs}: the gateway's default dayBlocksAfterMs. */
 export const DEFAULT_DAY_REQUESTS_AFTER_MS = DEFAULT_DAY_BLOCKS_AFTER_MS;
@@ -127,6 +137,7 @@ export class QueryClient {
     this.deadlineMs = opts.deadlineMs ?? 30_000;
     this.encoding = opts.encoding ?? DEFAULT_ENCODING;
     if (!(this.concurrency >= 1)) throw new InvalidArgumentError('concurrency', 'must be at least 1');
+    if (opts.maxSamplesPerQuery !== undefined && !(Number.isSafeInteger(opts.maxSamplesPerQuery) && opts.maxSamplesPerQuery >= 1)) throw new InvalidArgumentError('maxSamplesPerQuery', 'must be a positive integer');
   }
 
   /**
@@ -176,7 +187,17 @@ export class QueryClient {
       bytes += r.bytes;
       if (r.blockId !== '') blocksFound++;
     }
-    return { series: mergeSeries(wanted, results), requests: plan.length, retries, messages, bytes, blocksFound };
+    const maxSamples = this.opts.maxSamplesPerQuery ?? DEFAULT_MAX_QUERY_SAMPLES;
+    let series: SeriesSamples[];
+    try {
+      series = mergeSeries(wanted, results, maxSamples);
+    } catch (err) {
+      // the runs are decoded here, once every block answered: a bad one fails the query as a bad response would
+      if (err instanceof QueryLimitError) throw new QueryError(status.RESOURCE_EXHAUSTED, '', '', err.message, { cause: err });
+      if (err instanceof ResponseFormatError || err instanceof CorruptionError) throw new QueryError(status.INTERNAL, err instanceof CorruptionError ? err.object : '', '', `decoding the answer: ${err.message}`, { cause: err });
+      throw err;
+    }
+    return { series, requests: plan.length, retries, messages, bytes, blocksFound };
   }
 
   /** Closes the channels. */

@@ -73,6 +73,26 @@ t.test('a static list of gateways: each block always goes to the same gateway', 
   t.equal(getsAfter - getsBefore, 0, 'so every cache was warm: no GET');
 });
 
+t.test('maxSamplesPerQuery bounds what the runs of an answer may claim: RESOURCE_EXHAUSTED naming it, before the arrays are made', async (t) => {
+  const bucketConfig = await rgwBucket(t);
+  const bucket = await openBucket(bucketConfig);
+  t.teardown(() => bucket.close());
+  const ds = makeDataSet({ seed: 12, n: 10, numShards: 1, windows: 2 });
+  await writeDataSet(bucket, ds);
+  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t)));
+  const ids = ds.series.map((s) => s.id);
+  const want = expected(ds, ids, W0, W0 + 2n * D);
+  const total = want.reduce((n, s) => n + s.samples.timestamps.length, 0);
+  t.throws(() => new QueryClient({ endpoints: ['127.0.0.1:1'], numShards: 1, maxSamplesPerQuery: 0 }), /maxSamplesPerQuery/, 'a bound of 0 is refused');
+  for (const [bound, ok] of [[total, true], [total - 1, false]] as const) {
+    const c = new QueryClient({ endpoints: [`127.0.0.1:${gw.grpcPort}`], numShards: 1, encoding: 'runs', now: dataSetClock(), maxSamplesPerQuery: bound });
+    t.teardown(() => c.close());
+    const q = c.query(ds.tenant, ids, { start: W0, end: W0 + 2n * D });
+    if (ok) t.same(mismatches((await q).series, want), [], `at the bound (${bound}): exact`);
+    else await t.rejects(q, { name: 'QueryError', code: status.RESOURCE_EXHAUSTED, message: new RegExp(`claim ${total} samples, over the client's maxSamplesPerQuery \\(${bound}\\)`) }, 'one sample less: refused');
+  }
+});
+
 t.test('one retry on UNAVAILABLE, to the next gateway of the list', async (t) => {
   const once = await flakyServer(t, 1);
   const c1 = new QueryClient({ endpoints: [`127.0.0.1:${once.port}`], numShards: 1, encoding: 'raw' });
