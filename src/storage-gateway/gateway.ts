@@ -96,6 +96,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
           onReset: (reason) => logger.warn({ reason, dir: config.cacheDir }, 'cache reset'),
           maxPendingBytes: config.cachePendingMaxBytes,
           onWriteSkipped: () => metrics.cacheWritesSkipped.inc(),
+          onMapReserveFailed: (reason) => logger.warn({ reason, dir: config.cacheDir }, 'the LMDB map is not reserved up front; it grows with the file, and its older mappings stay resident'),
         });
   // the hot-range layer wraps the byte cache: every write or drop through `store` reaches both
   const store = new HotRangeCache(byteCache, config.hotRangesMaxBytes);

@@ -5,7 +5,9 @@
  */
 import t from 'tap';
 import { open } from 'lmdb';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { CACHE_SCHEMA, lmdbEntryCharge, lmdbMapSize, LmdbCacheStore } from '../../src/storage-gateway/cache/lmdb.js';
 import { MemoryCacheStore } from '../../src/storage-gateway/cache/memory.js';
@@ -103,6 +105,16 @@ t.test('LmdbCacheStore maps its file once while it fills its budget (every extra
   await s.flush();
   t.ok(s.lmdbBytes() > budget / 2, `the file grew to ${s.lmdbBytes()} bytes of pages`);
   t.equal(mappings(), 1, `${file} is mapped once`);
+});
+
+t.test('with a limit on the address space (ulimit -v) the map is not reserved up front (lmdb would crash the process) and the store works', async (t) => {
+  const dir = tempDir(t, 'lmdb-limited');
+  const script = fileURLToPath(new URL('../support/lmdb-limited.ts', import.meta.url));
+  // 60 GB: room for node, not for a map of twice 4 TiB
+  const out = execFileSync('bash', ['-c', `ulimit -v 60000000 && exec "${process.execPath}" --import tsx "${script}" "${dir}"`], { encoding: 'utf8' });
+  const r = JSON.parse(out.trim().split('\n').pop()!) as { reason: string | null; byte: number | null };
+  t.match(r.reason ?? '', /address space is limited to 61440000000 bytes \(ulimit -v\)/, 'says why');
+  t.equal(r.byte, 7, 'a range written is read back');
 });
 
 t.test('LmdbCacheStore starts empty when it finds another schema', async (t) => {

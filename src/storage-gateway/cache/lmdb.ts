@@ -12,6 +12,7 @@
  * range is readable right after `putRange` and an evicted block's pending writes are removed too.
  * Single operations are applied in call order, which keeps the overlay and the tables in step.
  */
+import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { ErrorCode, StrataError } from '../../errors.js';
@@ -55,7 +56,21 @@ export function lmdbEntryCharge(keyBytes: number, valueBytes: number, pageSize: 
  */
 export function lmdbMapSize(maxBytes: number): number {
   const MiB = 2 ** 20;
-  return Math.ceil((2 * maxBytes) / MiB) * MiB + 64 * MiB;
+  return Math.min(Math.ceil((2 * maxBytes) / MiB) * MiB + 64 * MiB, MAX_MAP_SIZE);
+}
+/** The largest map reserved up front (16 TiB; a larger cache grows its map as the file grows). */
+const MAX_MAP_SIZE = 2 ** 44;
+
+/** The process's limit on its address space (RLIMIT_AS, bytes), or null when there is none (or it cannot be read). */
+function addressSpaceLimit(): number | null {
+  let text: string;
+  try {
+    text = readFileSync('/proc/self/limits', 'utf8');
+  } catch {
+    return null;
+  }
+  const m = /^Max address space\s+(\S+)/m.exec(text);
+  return m === null || m[1] === 'unlimited' ? null : Number(m[1]);
 }
 
 /** Options of {@link LmdbCacheStore.open}. */
@@ -71,6 +86,8 @@ export interface LmdbCacheStoreOptions extends CacheStoreOptions {
    */
   readonly maxPendingBytes?: number;
   readonly onWriteSkipped?: (bytes: number) => void;
+  /** Called when the map is not reserved up front ({@link lmdbMapSize}: the address space is limited) and lmdb's growing map is used instead. */
+  readonly onMapReserveFailed?: (reason: string) => void;
 }
 
 /** Default of {@link LmdbCacheStoreOptions.maxPendingBytes}. */
@@ -154,7 +171,15 @@ export class LmdbCacheStore implements CacheStore {
     }
     let env: RootDatabase;
     try {
-      env = open({ path: opts.dir, maxDbs: 8, pageSize: 4096, mapSize: lmdbMapSize(opts.maxBytes) });
+      // lmdb crashes the process (SIGSEGV) when a map cannot be reserved, so with a limit on the
+      // address space (ulimit -v) the map is not reserved up front but grown with the file
+      const limit = addressSpaceLimit();
+      if (limit === null) {
+        env = open({ path: opts.dir, maxDbs: 8, pageSize: 4096, mapSize: lmdbMapSize(opts.maxBytes) });
+      } else {
+        opts.onMapReserveFailed?.(`the process's address space is limited to ${limit} bytes (ulimit -v)`);
+        env = open({ path: opts.dir, maxDbs: 8, pageSize: 4096 });
+      }
     } catch (err) {
       throw new StrataError(ErrorCode.STORAGE, `opening LMDB cache in ${opts.dir}: ${(err as Error).message}`, { cause: err });
     }
