@@ -23,7 +23,7 @@ import { BlockReader } from '../block/reader.js';
 import type { RangeSource } from '../block/source.js';
 import { BlockWriter, type BlockMeta, type ByteSink, type WrittenBlock } from '../block/writer.js';
 import { CorruptionError } from '../errors.js';
-import { decodeRunInto, readRunHeader, runTimeRange, type Samples } from '../format/run.js';
+import { decodeRunInto, MAX_RUN_SAMPLES, readRunHeader, runTimeRange, type Samples } from '../format/run.js';
 import { scanBlock } from '../block/scan.js';
 import { mergeSamples } from '../format/merge.js';
 import { WalDb } from './wal-db.js';
@@ -141,7 +141,15 @@ async function mergeInto(writer: BlockWriter, old: BlockReader | null, gens: rea
       } else {
         // the runs are decoded into one allocation for the series, not one per run
         let total = 0;
-        for (const p of taken) p.runs.forEach((r, i) => (total += readRunHeader(r, { object: `${p.name} series ${min} run ${i}`, offset: 0 }).count));
+        for (const p of taken) {
+          p.runs.forEach((r, i) => {
+            const origin = { object: `${p.name} series ${min} run ${i}`, offset: 0 };
+            const n = readRunHeader(r, origin).count;
+            // checked before the allocation is sized by it (a damaged count is not a RangeError)
+            if (n === 0 || n > MAX_RUN_SAMPLES) throw new CorruptionError(origin.object, 0, `run claims ${n} samples`);
+            total += n;
+          });
+        }
         // not zero-filled: decodeRunInto writes every one of the `total` samples the headers count
         const buf = Buffer.allocUnsafeSlow(16 * total).buffer;
         const ts = new BigInt64Array(buf, 0, total);
