@@ -437,7 +437,8 @@ class WalSegment {
 
   async closeNow(): Promise<void> {
     const db = this.db;
-    if (!db) return;
+    // a close already under way is waited for: LevelDB's lock is only released when it ends
+    if (!db) return void (await this.closing?.catch(() => undefined));
     this.db = null;
     this.closing = db.close().finally(() => {
       this.closing = null;
@@ -625,6 +626,9 @@ export class WalDb {
             await fsyncDir(dir);
             continue;
           }
+          // an older segment was complete once (the next was only made after it): damage, not an
+          // interrupted creation, which the caller would answer by removing the whole generation
+          if (err instanceof IncompleteWalError) throw new CorruptionError(sdir, 0, `segment ${name} of ${names.length} is incomplete (${err.message}), but a newer one exists: the WAL was damaged`, { cause: err });
           throw err;
         }
         segments.push(s);

@@ -3,8 +3,8 @@
  * surviving a reopen, recovery of interrupted creations and stray generations, the open-database
  * cap, deletion through the trash, and config mismatches.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import t from 'tap';
 import { createLogger } from '../../src/common/logger.js';
@@ -168,6 +168,28 @@ t.test('WalDb: a WAL many times the write buffer rolls over to new segments, nev
   await again.close();
   const logs = segments.map((d) => readFileSync(join(d, 'LOG'), 'utf8')).join('\n');
   t.notMatch(logs, /Compacting |Moved #/, 'LevelDB never compacted');
+});
+
+t.test('WalDb: an older segment found incomplete is damage (CorruptionError), and recovery keeps the generation instead of removing it', async (t) => {
+  const root = tempDir('waldb-damaged');
+  const opts = { dir: root, numShards: 4, blockDurationMs: H, maxOpen: 8, db: { ...dbOpts, writeBufferBytes: 64 * 1024 }, now: () => 10, logger };
+  const key: WindowKey = { tenant: 'acme', shard: 1, windowStart: W };
+  const store = await WalStore.open(opts);
+  const g = await store.acquireWritable(key);
+  for (let r = 0; r < 20; r++) {
+    const entries = Array.from({ length: 30 }, (_, k) => ({ id: BigInt(k), run: encodeRun({ timestamps: BigInt64Array.from({ length: 200 }, (_, i) => W + BigInt(i * 15_000 + r)), values: Float64Array.from({ length: 200 }, () => Math.random()) }), samples: 200 }));
+    await g.wal.append(entries, r);
+  }
+  const segments = g.wal.segmentDirs;
+  g.release();
+  await store.close();
+  t.ok(segments.length >= 2, `${segments.length} segments`);
+  // the first segment loses its CURRENT file (a partial restore, say): it was complete once
+  rmSync(join(segments[0]!, 'CURRENT'));
+  const gdir = dirname(segments[0]!);
+  await t.rejects(WalDb.open(gdir, opts.db), { name: 'CorruptionError', message: /incomplete \(.*no CURRENT file\), but a newer one exists: the WAL was damaged/ }, 'damage, named');
+  await t.rejects(WalStore.open(opts), { name: 'CorruptionError' }, 'recovery stops on it');
+  t.ok(existsSync(join(segments[1]!, 'CURRENT')), 'and removed nothing: the complete segments are all there');
 });
 
 t.test('WalDb: a WAL of more segments than maxOpenSegments reads back the same through spill files, never holding more open', async (t) => {
