@@ -442,10 +442,21 @@ export class WalStore {
     this.requestsGone += w.requests;
     w.resetSyncCounts();
     const key = { tenant: w.identity.tenant, shard: w.identity.shard, windowStart: w.identity.windowStart };
-    await w.destroy(this.trash);
+    let cleanup: unknown = null;
+    try {
+      await w.destroy(this.trash);
+    } catch (err) {
+      // once the log has left its directory (renamed into the trash) it is gone for the store:
+      // a failure after that (fsync, removing its files) must not keep it listed, where every
+      // later flush of the window would try to open it again and fail until a restart.
+      // Start-up empties the trash.
+      if (existsSync(w.dir)) throw err;
+      cleanup = err;
+    }
     // measured before the log is forgotten: what the quota sees shrinks at once, and nothing
     // waits between the log leaving the store and the caller recording its flush
-    await this.measureDisk();
+    await this.measureDisk().catch((err: unknown) => (cleanup ??= err));
+    if (cleanup !== null) this.opts.logger.warn({ err: cleanup, dir: w.dir, trash: this.trash }, 'a flushed wal left its directory, but cleaning up after it failed; start-up empties the trash');
     const id = windowId(key);
     const ww = this.windows.get(id);
     if (!ww) return;

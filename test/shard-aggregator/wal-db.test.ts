@@ -3,8 +3,9 @@
  * surviving a reopen, recovery of interrupted creations and stray generations, the open-database
  * cap, deletion through the trash, and config mismatches.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import t from 'tap';
 import { createLogger } from '../../src/common/logger.js';
@@ -133,6 +134,39 @@ t.test('WalStore: at most maxOpen databases stay open; closed ones reopen on use
   t.equal(store.gens(keys[0]!).length, 0, 'forgotten');
   t.notOk(existsSync(again.dir), 'directory gone');
   t.same(readdirSync(join(root, 'trash')), [], 'trash emptied');
+  await store.close();
+});
+
+t.test('WalStore: remove() forgets a log that left its directory even when cleaning up after it fails (a restart used to be needed)', async (t) => {
+  // on the checkout's own file system (chattr needs a real one: ext4 and the like)
+  const root = mkdtempSync(join(process.cwd(), '.strata-test-walremove-'));
+  t.teardown(() => {
+    // wherever the file ended up
+    const files = readdirSync(root, { recursive: true, encoding: 'utf8' }).filter((f) => basename(f) === 'pinned');
+    for (const f of files) execFileSync('chattr', ['-i', join(root, f)]);
+    rmSync(root, { recursive: true, force: true });
+  });
+  const store = await WalStore.open({ dir: root, numShards: 4, blockDurationMs: H, maxOpen: 2, db: dbOpts, now: () => 10, logger });
+  const key: WindowKey = { tenant: 'acme', shard: 1, windowStart: W };
+  const g = await store.acquireWritable(key);
+  await g.wal.append([{ id: 1n, run: run(1, 1), samples: 1 }], 1);
+  g.release();
+  const w = g.wal;
+  await w.seal(10);
+  // a file of the log that cannot be removed (immutable): the rename into the trash works, the removal fails
+  const pinned = join(w.segmentDirs[0]!, 'pinned');
+  writeFileSync(pinned, 'x');
+  execFileSync('chattr', ['+i', pinned]);
+  store.use(w);
+  await store.remove(w);
+  t.equal(store.gens(key).length, 0, 'forgotten all the same');
+  t.notOk(existsSync(w.dir), 'its directory is gone (in the trash)');
+  const [inTrash] = readdirSync(join(root, 'trash'));
+  t.ok(inTrash !== undefined, 'left in the trash for start-up to empty');
+  // the window takes a new log at once
+  const next = await store.acquireWritable(key);
+  t.not(next.wal, w, 'a new log for the window');
+  next.release();
   await store.close();
 });
 
