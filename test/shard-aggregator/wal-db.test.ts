@@ -4,7 +4,7 @@
  * cap, deletion through the trash, and config mismatches.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import t from 'tap';
@@ -140,10 +140,15 @@ t.test('WalStore: at most maxOpen databases stay open; closed ones reopen on use
 t.test('WalStore: remove() forgets a log that left its directory even when cleaning up after it fails (a restart used to be needed)', async (t) => {
   // on the checkout's own file system (chattr needs a real one: ext4 and the like)
   const root = mkdtempSync(join(process.cwd(), '.strata-test-walremove-'));
+  // root ignores permissions, so as root a file is made immutable; otherwise a directory read-only
+  const asRoot = process.getuid?.() === 0;
   t.teardown(() => {
-    // wherever the file ended up
-    const files = readdirSync(root, { recursive: true, encoding: 'utf8' }).filter((f) => basename(f) === 'pinned');
-    for (const f of files) execFileSync('chattr', ['-i', join(root, f)]);
+    // wherever the log ended up
+    for (const f of readdirSync(root, { recursive: true, encoding: 'utf8' })) {
+      const p = join(root, f);
+      if (basename(f) === 'pinned') execFileSync('chattr', ['-i', p]);
+      else if (statSync(p).isDirectory()) chmodSync(p, 0o700);
+    }
     rmSync(root, { recursive: true, force: true });
   });
   const store = await WalStore.open({ dir: root, numShards: 4, blockDurationMs: H, maxOpen: 2, db: dbOpts, now: () => 10, logger });
@@ -153,10 +158,12 @@ t.test('WalStore: remove() forgets a log that left its directory even when clean
   g.release();
   const w = g.wal;
   await w.seal(10);
-  // a file of the log that cannot be removed (immutable): the rename into the trash works, the removal fails
-  const pinned = join(w.segmentDirs[0]!, 'pinned');
-  writeFileSync(pinned, 'x');
-  execFileSync('chattr', ['+i', pinned]);
+  // a file of the log that cannot be removed: the rename into the trash works, the removal fails
+  if (asRoot) {
+    const pinned = join(w.segmentDirs[0]!, 'pinned');
+    writeFileSync(pinned, 'x');
+    execFileSync('chattr', ['+i', pinned]);
+  } else chmodSync(w.segmentDirs[0]!, 0o500);
   store.use(w);
   await store.remove(w);
   t.equal(store.gens(key).length, 0, 'forgotten all the same');
