@@ -154,7 +154,8 @@ export class Aggregator {
    */
   ingestContext(shard: number, tenant?: string): IngestContext {
     const now = this.now();
-    let min = now - this.config.maxSampleAgeMs;
+    // never before the epoch, whatever maxSampleAgeMs says: a block's window cannot start before it
+    let min = Math.max(0, now - this.config.maxSampleAgeMs);
     const retention = tenant === undefined ? null : this.retentionOf(tenant);
     if (retention !== null) {
       // the first window that has not ended `retention` ago starts after now - retention - duration

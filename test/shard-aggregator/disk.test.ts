@@ -155,6 +155,16 @@ t.test('ENOSPC in the middle of a window: UNAVAILABLE until space is freed, then
   t.same(agg.status().windows, [], 'the WAL is gone after the flush');
 });
 
+t.test('a maxSampleAgeMs reaching before the epoch accepts nothing before it: a negative window could never be flushed', async (t) => {
+  const dir = tempDir('disk-epoch');
+  const { agg } = await engine(t, join(dir, 'wal'), join(dir, 'bucket'), { maxSampleAgeMs: W + H + 1000 + 30 * 24 * H });
+  t.equal(agg.ingestContext(0, 'acme').minTimestampMs, 0, 'the accepted range starts at the epoch');
+  await t.rejects(agg.write('acme', 0, [series(7n, [-1])]), { name: 'InvalidArgumentError', message: /series\[0\]\.timestamps: .* at -1 ms .* outside the accepted range \[0, / }, 'a sample 1 ms before the epoch: refused, naming the field');
+  t.same(agg.status().windows, [], 'nothing stored');
+  await agg.write('acme', 0, [series(7n, [0])]);
+  t.equal(agg.status().windows.length, 1, 'the epoch itself is accepted');
+});
+
 t.test('one request spanning many windows holds at most maxOpenWals databases', async (t) => {
   const dir = tempDir('disk-open');
   const { agg } = await engine(t, join(dir, 'wal'), join(dir, 'bucket'), { maxOpenWals: 2, maxSampleAgeMs: 40 * 24 * H });
