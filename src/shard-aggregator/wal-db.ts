@@ -23,10 +23,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, statfs } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
-import { CorruptionError } from '../errors.js';
+import { CorruptionError, ErrorCode, StrataError } from '../errors.js';
 import { readSpill, writeSpill } from './wal-spill.js';
 import {
   decodeCounters,
@@ -836,6 +836,18 @@ export class WalDb {
     if (segs.length <= max) {
       yield* this.segmentSeries(segs);
       return;
+    }
+    // the spill files hold the runs of every segment once more, and the merge of a level writes
+    // its output before it deletes its input: without that much room the merge would fail with
+    // ENOSPC part-way, every retry of the flush again, with nothing to tell why
+    const need = Math.ceil(this.counters.bytes * (1 + 1 / max));
+    const fs = await statfs(this.dir);
+    const free = fs.bavail * fs.bsize;
+    if (free < need) {
+      throw new StrataError(
+        ErrorCode.RESOURCE_EXHAUSTED,
+        `merging the ${segs.length} segments of ${this.dir} (more than flushMaxOpenSegments, ${max}) through spill files needs about ${need} bytes free on its disk, which has ${free}; free space on the WAL volume or raise flushMaxOpenSegments`,
+      );
     }
     const dir = join(this.dir, `${SPILL_PREFIX}${randomBytes(6).toString('hex')}`);
     await mkdir(dir);

@@ -27,6 +27,8 @@ import { Aggregator } from '../../src/shard-aggregator/aggregator.js';
 import { parseAggregatorConfig } from '../../src/shard-aggregator/config.js';
 import type { WireSeries } from '../../src/shard-aggregator/ingest.js';
 import { AggregatorMetrics } from '../../src/shard-aggregator/metrics.js';
+import { WalDb } from '../../src/shard-aggregator/wal-db.js';
+import { encodeRun } from '../../src/format/run.js';
 import { bitsBytes, bitsOf, readBlock, tempDir, tsBytes } from '../support/aggregator.js';
 
 const H = 4 * 3600 * 1000;
@@ -153,6 +155,34 @@ t.test('ENOSPC in the middle of a window: UNAVAILABLE until space is freed, then
   const want = new Map([...acked].sort((a, b) => (a[0] < b[0] ? -1 : 1)).map(([id, ts]) => [id, { ts: ts.map(BigInt), bits: ts.map((x) => bitsOf(Math.sin(x))) }]));
   t.same(got, want, `every acknowledged sample is in the block (${acked.size} series), bit for bit`);
   t.same(agg.status().windows, [], 'the WAL is gone after the flush');
+});
+
+t.test('a WAL merged through spill files on a disk without room for them: RESOURCE_EXHAUSTED naming the shortfall, before any is written; then it heals', async (t) => {
+  const dir = join(tmpfs(t, 24 * MiB), 'gen');
+  const opts = { writeBufferBytes: 64 * 1024, sync: false, maxOpenSegments: 2 };
+  const identity = { tenant: 'acme', shard: 0, numShards: 1, windowStart: BigInt(W), windowEnd: BigInt(W + H), generation: 1, createdAtMs: 1 };
+  const w = await WalDb.create(dir, identity, opts);
+  const use = w.acquire('writer');
+  for (let r = 0; r < 20; r++) {
+    const entries = Array.from({ length: 30 }, (_, k) => ({ id: BigInt(k), run: encodeRun({ timestamps: BigInt64Array.from({ length: 200 }, (_, i) => BigInt(W + i * 15_000 + r)), values: Float64Array.from({ length: 200 }, (_, i) => Math.sin(r * 1000 + k * 37 + i) * 1e6) }), samples: 200 }));
+    await w.append(entries, r);
+  }
+  use.release(100);
+  t.ok(w.segmentDirs.length > 2, `${w.segmentDirs.length} segments, more than maxOpenSegments`);
+  const bytes = w.counters.bytes;
+  await w.close();
+  const db = await WalDb.open(dir, opts);
+  const ballast = fill(dir);
+  const readAll = async (): Promise<number> => {
+    let n = 0;
+    for await (const s of db.series()) n += s.runs.length;
+    return n;
+  };
+  await t.rejects(readAll(), { code: ErrorCode.RESOURCE_EXHAUSTED, message: /through spill files needs about \d+ bytes free on its disk, which has \d+; free space on the WAL volume or raise flushMaxOpenSegments/ }, `refused (the WAL holds ${bytes} bytes)`);
+  t.same(readdirSync(dir).filter((n) => n.startsWith('spill')), [], 'no spill file written');
+  rmSync(ballast);
+  t.equal(await readAll(), 20 * 30, 'with room again: every run read back');
+  await db.close();
 });
 
 t.test('a maxSampleAgeMs reaching before the epoch accepts nothing before it: a negative window could never be flushed', async (t) => {
