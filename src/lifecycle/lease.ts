@@ -63,8 +63,14 @@ export class Lease {
     return next;
   }
 
+  /**
+   * `bucket` gives the default bucket's client for each operation (the registry's current one): a
+   * client kept from the start would be closed by a tenants-file reload that changes the default
+   * bucket (rotated credentials, say), and no replica could take or renew the lease until a
+   * restart.
+   */
   constructor(
-    private readonly bucket: Bucket,
+    private readonly bucket: () => Promise<Bucket>,
     readonly holder: string,
     private readonly durationMs: number,
     private readonly now: () => number,
@@ -75,10 +81,10 @@ export class Lease {
   /** The newest term in the bucket, or null when there is none. */
   async newest(): Promise<LeaseRecord | null> {
     let last: string | null = null;
-    for await (const info of this.bucket.list(LEASE_PREFIX)) if (info.key.endsWith('.json')) last = info.key;
+    for await (const info of (await this.bucket()).list(LEASE_PREFIX)) if (info.key.endsWith('.json')) last = info.key;
     if (last === null) return null;
     try {
-      return parseRecord(last, await this.bucket.get(last));
+      return parseRecord(last, await (await this.bucket()).get(last));
     } catch (err) {
       if (err instanceof ObjectStoreError && err.code === ErrorCode.NOT_FOUND) return this.newest(); // pruned meanwhile
       throw err;
@@ -109,7 +115,7 @@ export class Lease {
         this.#mine = null;
       } else {
         const renewed = { ...newest, lastRunMs: this.#mine.lastRunMs, expiresMs: now + this.durationMs };
-        await this.bucket.put(leaseKey(renewed.term), Buffer.from(`${JSON.stringify(renewed)}\n`));
+        await (await this.bucket()).put(leaseKey(renewed.term), Buffer.from(`${JSON.stringify(renewed)}\n`));
         const after = await this.newest();
         if (after === null || after.term !== renewed.term) {
           this.#mine = null;
@@ -123,14 +129,14 @@ export class Lease {
     if (newest !== null && now < newest.expiresMs && newest.holder !== this.holder) return { held: false, record: newest };
     const next: LeaseRecord = { term: (newest?.term ?? 0) + 1, holder: this.holder, expiresMs: now + this.durationMs, lastRunMs: newest?.lastRunMs ?? null };
     try {
-      await this.bucket.put(leaseKey(next.term), Buffer.from(`${JSON.stringify(next)}\n`), { ifNoneMatch: true });
+      await (await this.bucket()).put(leaseKey(next.term), Buffer.from(`${JSON.stringify(next)}\n`), { ifNoneMatch: true });
     } catch (err) {
       if (err instanceof ObjectStoreError && err.code === ErrorCode.ALREADY_EXISTS) return { held: false, record: await this.newest() };
       throw err;
     }
     this.#mine = next;
     // terms before the previous one are history nobody reads
-    if (newest !== null && newest.term > 1) await this.bucket.delete(leaseKey(newest.term - 1));
+    if (newest !== null && newest.term > 1) await (await this.bucket()).delete(leaseKey(newest.term - 1));
     return { held: true, record: next };
   }
 
@@ -142,7 +148,7 @@ export class Lease {
   async #recordRun(startedMs: number): Promise<boolean> {
     if (!this.held() || this.#mine === null) return false;
     const rec = { ...this.#mine, lastRunMs: startedMs };
-    await this.bucket.put(leaseKey(rec.term), Buffer.from(`${JSON.stringify(rec)}\n`));
+    await (await this.bucket()).put(leaseKey(rec.term), Buffer.from(`${JSON.stringify(rec)}\n`));
     this.#mine = rec;
     return true;
   }
@@ -156,6 +162,6 @@ export class Lease {
     if (!this.held() || this.#mine === null) return;
     const rec = { ...this.#mine, expiresMs: this.now() };
     this.#mine = null;
-    await this.bucket.put(leaseKey(rec.term), Buffer.from(`${JSON.stringify(rec)}\n`));
+    await (await this.bucket()).put(leaseKey(rec.term), Buffer.from(`${JSON.stringify(rec)}\n`));
   }
 }

@@ -68,7 +68,7 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
   try {
     if (config.dayBlocks) await cleanWorkDir(dayWorkDir, Date.now()); // files of merges a crash interrupted (file times are the system's)
     const holder = config.instanceId ?? `${hostname()}-${process.pid}`;
-    lease = new Lease(await registry.defaultBucket(), holder, config.leaseDurationMs, now);
+    lease = new Lease(() => registry.defaultBucket(), holder, config.leaseDurationMs, now);
     const m = splitListen(config.metricsListen);
     metricsServer = await startMetricsServer(metrics.registry, m.host, m.port);
   } catch (err) {

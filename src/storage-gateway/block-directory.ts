@@ -126,6 +126,8 @@ export interface BlockDirectoryOptions {
   readonly uploadGraceMs: number;
   readonly openBlocksMaxBytes: number;
   readonly pagesMaxBytes: number;
+  /** Entries of the negative cache, at most (default {@link MAX_NEGATIVE}). */
+  readonly negativeMaxEntries?: number;
 }
 
 /** Dependencies of a {@link BlockDirectory}. */
@@ -166,6 +168,12 @@ const PAGE_VECTOR_OVERHEAD = 288;
 export function pageCharge(page: IndexPage): number {
   return PAGE_OVERHEAD + page.count * PAGE_ENTRY_BYTES + page.vectors.length * PAGE_VECTOR_OVERHEAD + vectorBytes(page);
 }
+/**
+ * Entries of the negative cache ("no block" at a key), at most: about 150 bytes each. Requests for
+ * windows without a block (valid, or made up by a client) would otherwise grow it for as long as
+ * closedStalenessMs, and pruning it walked the whole map on every miss.
+ */
+const MAX_NEGATIVE = 100_000;
 /** Reads of the tail tried before giving up on an object that keeps changing under us. */
 const TAIL_ATTEMPTS = 3;
 /** (scope, tenant, window length) whose index size is remembered for the first read of their next blocks. */
@@ -175,7 +183,13 @@ const INDEX_HINTS_MAX = 10_000;
 export class BlockDirectory {
   private readonly open_: ByteLru<string, OpenBlock>;
   private readonly pages_: ByteLru<string, IndexPage>;
+  /** Block keys known to have no block, until when (ms); at most negativeMaxEntries, the oldest misses forgotten first. */
   private readonly negative = new Map<string, number>();
+
+  /** Entries of the negative cache now. */
+  get negativeEntries(): number {
+    return this.negative.size;
+  }
   /** Blocks served stale because the bucket was unreachable: until when not to ask it again. */
   private readonly outage = new Map<string, number>();
   private readonly tails = new SingleFlight<string, OpenBlock | null>();
@@ -444,13 +458,12 @@ export class BlockDirectory {
     this.open_.delete(sk);
     store.deletePointer(sk);
     const recent = addr.windowEnd + BigInt(this.opts.uploadGraceMs) > BigInt(now);
+    // re-inserted, so the map's order is the order of the last misses: past its bound the oldest
+    // entries go, one per miss (forgetting one early costs a look-up in the bucket, nothing else)
+    this.negative.delete(sk);
     this.negative.set(sk, now + (recent ? this.opts.negativeTtlMs : this.opts.closedStalenessMs));
-    if (this.negative.size > 100_000) this.pruneNegative(now);
+    if (this.negative.size > (this.opts.negativeMaxEntries ?? MAX_NEGATIVE)) this.negative.delete(this.negative.keys().next().value!);
     return null;
-  }
-
-  private pruneNegative(now: number): void {
-    for (const [k, until] of this.negative) if (until <= now) this.negative.delete(k);
   }
 
   /** Makes `block` the current one at its key, dropping a replaced one. */

@@ -216,7 +216,8 @@ class CallEnd {
     if (this.ac) return this.ac.signal;
     const ac = new AbortController();
     this.ac = ac;
-    if (this.cancelled) ac.abort(cancelledError());
+    if (this.finished) ac.abort(endedError());
+    else if (this.cancelled) ac.abort(cancelledError());
     else {
       const left = this.deadline - performance.now();
       if (left <= 0) ac.abort(this.deadlineError());
@@ -250,15 +251,24 @@ class CallEnd {
     this.ac?.abort(cancelledError());
   }
 
-  /** Ends the call's bookkeeping (clears the timer). */
+  /**
+   * Ends the call's bookkeeping (clears the timer), and aborts what it started that is still
+   * running: the other block reads of a day answer after one of them failed, say, which would
+   * otherwise go on fetching and decoding after the call gave its slot of maxConcurrentReads back.
+   */
   finish(): void {
     this.finished = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
+    this.ac?.abort(endedError());
   }
 
   private deadlineError(): GrpcError {
     return new GrpcError(status.DEADLINE_EXCEEDED, `read did not finish within ${Math.max(0, Math.round(this.limitMs))} ms (deadline or requestTimeoutMs)`);
   }
+}
+
+function endedError(): GrpcError {
+  return new GrpcError(status.CANCELLED, 'the call has ended');
 }
 
 function cancelledError(): GrpcError {

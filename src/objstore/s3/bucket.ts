@@ -358,8 +358,10 @@ export class S3Bucket implements Bucket, IncompleteUploads, MultipartTarget {
       );
       for (const u of page.Uploads ?? []) {
         const k = u.Key ?? '';
-        if (!k.startsWith(this.#prefix) || u.UploadId === undefined) continue;
-        yield { key: k.slice(this.#prefix.length), id: u.UploadId, startedMs: u.Initiated?.getTime() ?? 0 };
+        // without its start time an upload cannot be told abandoned: it is not listed (as 0, it
+        // would look older than any bound, and one in progress would be aborted)
+        if (!k.startsWith(this.#prefix) || u.UploadId === undefined || u.Initiated === undefined) continue;
+        yield { key: k.slice(this.#prefix.length), id: u.UploadId, startedMs: u.Initiated.getTime() };
       }
       if (page.IsTruncated !== true) return;
       if (page.NextKeyMarker === undefined || page.NextKeyMarker === '') {
