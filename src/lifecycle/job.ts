@@ -150,26 +150,35 @@ export class LifecyclePassStopped extends StrataError {
  * The distinct buckets of the config (default first), each with a description for logs; a tenant
  * with time-partitioned buckets contributes every partition that exists.
  */
-export async function distinctBuckets(b: LifecycleBuckets): Promise<LifecycleBucket[]> {
+export async function distinctBuckets(b: LifecycleBuckets, onTenantError?: (tenant: string, err: unknown) => void): Promise<LifecycleBucket[]> {
   const cfg = b.config;
   const seen = new Set<string>([bucketLocationOf(cfg.defaultBucket)]);
   const def = await b.defaultBucket();
   const out: LifecycleBucket[] = [{ name: def.name, bucket: def }];
   for (const t of cfg.tenants.values()) {
     if (!t.bucket) continue;
-    if (t.partitions) {
-      if (!b.partitionsOf || !b.partitionBucket) throw new StrataError(ErrorCode.CONFIG, `tenant "${t.id}" has time-partitioned buckets, which this tool cannot list`);
-      for (const p of await b.partitionsOf(t.id)) {
-        const bucket = await b.partitionBucket(t.id, p.name);
-        out.push({ name: bucket.name, bucket, partition: { tenant: t.id, p } });
+    try {
+      if (t.partitions) {
+        if (!b.partitionsOf || !b.partitionBucket) throw new StrataError(ErrorCode.CONFIG, `tenant "${t.id}" has time-partitioned buckets, which this tool cannot list`);
+        const found: LifecycleBucket[] = [];
+        for (const p of await b.partitionsOf(t.id)) {
+          const bucket = await b.partitionBucket(t.id, p.name);
+          found.push({ name: bucket.name, bucket, partition: { tenant: t.id, p } });
+        }
+        out.push(...found);
+        continue;
       }
-      continue;
+      const loc = bucketLocationOf(t.bucket);
+      if (seen.has(loc)) continue;
+      const bucket = await b.bucketFor(t.id);
+      seen.add(loc);
+      out.push({ name: bucket.name, bucket });
+    } catch (err) {
+      // with onTenantError, a tenant whose buckets cannot be listed or opened is reported and
+      // skipped: the other tenants' buckets are still served
+      if (!onTenantError) throw err;
+      onTenantError(t.id, err);
     }
-    const loc = bucketLocationOf(t.bucket);
-    if (seen.has(loc)) continue;
-    seen.add(loc);
-    const bucket = await b.bucketFor(t.id);
-    out.push({ name: bucket.name, bucket });
   }
   return out;
 }
@@ -251,181 +260,196 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
     });
   };
 
-  const buckets = await distinctBuckets(b);
+  const buckets = await distinctBuckets(b, (tenant, err) => {
+    failures++;
+    const pt = perTenant.get(tenant);
+    if (pt) pt.left++;
+    opts.onError?.({ bucket: `(buckets of tenant ${tenant})`, key: '', err });
+  });
   for (const { name, bucket, partition } of buckets) {
-    const batch: BlockDeletion[] = [];
-    const doneBlock = (d: BlockDeletion): void => {
-      blocks[d.reason]++;
-      bytes[d.reason] += d.bytes;
-      const pt = perTenant.get(d.tenant);
-      if (pt && d.reason === 'tenant_deleted') {
-        pt.blocks++;
-        pt.bytes += d.bytes;
-      }
-      opts.onBlock?.(d);
-    };
-    const failBlock = (x: BlockDeletion): { bucket: string; key: string } => {
-      const pt = perTenant.get(x.tenant);
-      if (pt) pt.left++;
-      return { bucket: name, key: x.key };
-    };
-    const dropReason = partition ? partitionDropReason(partition.tenant, partition.p, cfg, marked, nowMs, opts) : null;
-    if (partition && dropReason !== null) {
-      // the whole partition goes: every object (blocks first, counted as such), every incomplete upload, then the bucket
-      const failedBefore = failures;
-      let objects = 0;
-      let objectBytes = 0;
-      const others: ObjectInfo[] = [];
-      const counted = (size: number): void => {
-        objects++;
-        objectBytes += size;
+    try {
+      const batch: BlockDeletion[] = [];
+      const doneBlock = (d: BlockDeletion): void => {
+        blocks[d.reason]++;
+        bytes[d.reason] += d.bytes;
+        const pt = perTenant.get(d.tenant);
+        if (pt && d.reason === 'tenant_deleted') {
+          pt.blocks++;
+          pt.bytes += d.bytes;
+        }
+        opts.onBlock?.(d);
       };
-      const doneOther = (info: ObjectInfo): void => counted(info.size);
-      const doneDropped = (d: BlockDeletion): void => {
-        counted(d.bytes);
-        doneBlock(d);
+      const failBlock = (x: BlockDeletion): { bucket: string; key: string } => {
+        const pt = perTenant.get(x.tenant);
+        if (pt) pt.left++;
+        return { bucket: name, key: x.key };
       };
-      for await (const info of bucket.list('')) {
-        const p = parseBlockKey(info.key) ?? parseDayKey(info.key);
-        if (p && p.tenant === partition.tenant) {
-          const windowStartMs = Number('windowStartMs' in p ? p.windowStartMs : p.dayStartMs);
-          batch.push({ bucket: name, key: info.key, tenant: p.tenant, shard: p.shard, windowStartMs, bytes: info.size, reason: dropReason });
-          if (batch.length >= concurrency) await drain(batch, (x) => bucket.delete(x.key), failBlock, doneDropped);
-        } else {
-          others.push(info);
-          if (others.length >= concurrency) await drain(others, (x) => bucket.delete(x.key), (x) => ({ bucket: name, key: x.key }), doneOther);
-        }
-      }
-      await drain(batch, (x) => bucket.delete(x.key), failBlock, doneDropped);
-      await drain(others, (x) => bucket.delete(x.key), (x) => ({ bucket: name, key: x.key }), doneOther);
-      if (hasIncompleteUploads(bucket)) {
-        // every incomplete upload, whatever its age: the bucket goes
-        const uploads: IncompleteUpload[] = [];
-        const discard = (): Promise<void> =>
-          drain(uploads, (x) => bucket.discardIncompleteUpload(x), (x) => ({ bucket: name, key: x.key }), (u) => {
-            debris++;
-            opts.onDebris?.({ bucket: name, upload: u });
-          });
-        for await (const u of bucket.listIncompleteUploads('')) {
-          uploads.push(u);
-          if (uploads.length >= concurrency) await discard();
-        }
-        await discard();
-      }
-      if (failures > failedBefore) continue; // some object is left: the next pass tries again
-      let existed = true;
-      if (!opts.dryRun) {
-        go();
-        try {
-          existed = b.dropPartition ? await b.dropPartition(partition.tenant, partition.p.name) : true;
-        } catch (err) {
-          failures++;
-          const pt = perTenant.get(partition.tenant);
-          if (pt) pt.left++;
-          opts.onError?.({ bucket: name, key: '', err });
-          continue;
-        }
-      }
-      dropped++;
-      opts.onBucketDropped?.({ bucket: name, tenant: partition.tenant, startMs: partition.p.startMs, endMs: partition.p.endMs, reason: dropReason, objects, bytes: objectBytes, existed });
-      continue;
-    }
-    // Keys are listed in order and a (tenant, day)'s keys are contiguous (blocks/<tenant>/<window
-    // start, 16 digits>/...), so each day's groups are handed to the day step as soon as the
-    // listing has passed the day: at most one (tenant, day)'s keys are held, never the listing.
-    let groups = new DayGroups();
-    let listedDay: string | null = null;
-    // the day blocks of the bucket as listed, and those this pass publishes: the day-block index
-    // written once the bucket is done (src/tenancy/day-index.ts)
-    const dayIndex = days ? new DayIndexBuilder() : null;
-    // no later than the listing below, on the role's clock (and no later than the pass's time)
-    const listedAtMs = days ? Math.min(nowMs, days.now()) : nowMs;
-    const dayDone = async (): Promise<void> => {
-      if (!days || groups.groups.size === 0) return;
-      const done = groups;
-      groups = new DayGroups();
-      const r = await dayStep(
-        bucket,
-        name,
-        done,
-        nowMs,
-        days,
-        concurrency,
-        go,
-        (e) => {
-          failures++;
-          days.onMergeError?.(e);
-        },
-        (e) => {
-          // a failed deletion of a held 4-hour block is a failed deletion, not a failed merge
-          failures++;
-          opts.onError?.(e);
-        },
-        (ref) => dayIndex?.add(ref),
-      );
-      dayMerges += r.merges;
-      daySourcesDeleted += r.deleted;
-    };
-    for await (const info of bucket.list('blocks/')) {
-      if (days) {
-        const k = parseBlockKey(info.key);
-        const dk = k ? null : parseDayKey(info.key);
-        const day: string | null = k ? `${k.tenant}/${dayStartOf(k.windowStartMs)}` : dk ? `${dk.tenant}/${dk.dayStartMs}` : listedDay;
-        if (day !== listedDay) {
-          await dayDone();
-          listedDay = day;
-        }
-      }
-      const reason = deletionReason(info.key, cfg, marked, nowMs, opts);
-      if (reason === null) {
-        if (days) {
-          const b = parseBlockKey(info.key);
-          if (b) {
-            if (dayClosed(b.windowStartMs - (b.windowStartMs % BigInt(DAY_MS)), nowMs, days.dayMergeAfterMs)) groups.addSource(b.tenant, b.shard, b.windowStartMs, info);
+      const dropReason = partition ? partitionDropReason(partition.tenant, partition.p, cfg, marked, nowMs, opts) : null;
+      if (partition && dropReason !== null) {
+        // the whole partition goes: every object (blocks first, counted as such), every incomplete upload, then the bucket
+        const failedBefore = failures;
+        let objects = 0;
+        let objectBytes = 0;
+        const others: ObjectInfo[] = [];
+        const counted = (size: number): void => {
+          objects++;
+          objectBytes += size;
+        };
+        const doneOther = (info: ObjectInfo): void => counted(info.size);
+        const doneDropped = (d: BlockDeletion): void => {
+          counted(d.bytes);
+          doneBlock(d);
+        };
+        for await (const info of bucket.list('')) {
+          const p = parseBlockKey(info.key) ?? parseDayKey(info.key);
+          if (p && p.tenant === partition.tenant) {
+            const windowStartMs = Number('windowStartMs' in p ? p.windowStartMs : p.dayStartMs);
+            batch.push({ bucket: name, key: info.key, tenant: p.tenant, shard: p.shard, windowStartMs, bytes: info.size, reason: dropReason });
+            if (batch.length >= concurrency) await drain(batch, (x) => bucket.delete(x.key), failBlock, doneDropped);
           } else {
-            const d = parseDayKey(info.key);
-            if (d) {
-              groups.addDay(d.tenant, d.shard, d.dayStartMs, d.kind, info);
-              if (d.kind === 'block') dayIndex?.add(d);
-            }
+            others.push(info);
+            if (others.length >= concurrency) await drain(others, (x) => bucket.delete(x.key), (x) => ({ bucket: name, key: x.key }), doneOther);
           }
         }
+        await drain(batch, (x) => bucket.delete(x.key), failBlock, doneDropped);
+        await drain(others, (x) => bucket.delete(x.key), (x) => ({ bucket: name, key: x.key }), doneOther);
+        if (hasIncompleteUploads(bucket)) {
+          // every incomplete upload, whatever its age: the bucket goes
+          const uploads: IncompleteUpload[] = [];
+          const discard = (): Promise<void> =>
+            drain(uploads, (x) => bucket.discardIncompleteUpload(x), (x) => ({ bucket: name, key: x.key }), (u) => {
+              debris++;
+              opts.onDebris?.({ bucket: name, upload: u });
+            });
+          for await (const u of bucket.listIncompleteUploads('')) {
+            uploads.push(u);
+            if (uploads.length >= concurrency) await discard();
+          }
+          await discard();
+        }
+        if (failures > failedBefore) continue; // some object is left: the next pass tries again
+        let existed = true;
+        if (!opts.dryRun) {
+          go();
+          try {
+            existed = b.dropPartition ? await b.dropPartition(partition.tenant, partition.p.name) : true;
+          } catch (err) {
+            failures++;
+            const pt = perTenant.get(partition.tenant);
+            if (pt) pt.left++;
+            opts.onError?.({ bucket: name, key: '', err });
+            continue;
+          }
+        }
+        dropped++;
+        opts.onBucketDropped?.({ bucket: name, tenant: partition.tenant, startMs: partition.p.startMs, endMs: partition.p.endMs, reason: dropReason, objects, bytes: objectBytes, existed });
         continue;
       }
-      const b = parseBlockKey(info.key);
-      const d = b ? null : parseDayKey(info.key)!;
-      const windowStartMs = Number(b ? b.windowStartMs : d!.dayStartMs);
-      batch.push({ bucket: name, key: info.key, tenant: (b ?? d)!.tenant, shard: (b ?? d)!.shard, windowStartMs, bytes: info.size, reason });
-      if (batch.length >= concurrency) await drain(batch, (x) => bucket.delete(x.key), failBlock, doneBlock);
-    }
-    await drain(batch, (x) => bucket.delete(x.key), failBlock, doneBlock);
-    await dayDone();
-    if (days && dayIndex) {
-      // readers trust it until listedAtMs + daySourceGraceMs less a margin; a failure leaves the
-      // previous index, which bounds its own trust the same way
-      go();
-      try {
-        await bucket.put(DAY_INDEX_KEY, dayIndex.encode(listedAtMs, days.daySourceGraceMs));
-        days.onDayIndex?.({ bucket: name, key: DAY_INDEX_KEY });
-      } catch (err) {
-        failures++;
-        opts.onError?.({ bucket: name, key: DAY_INDEX_KEY, err });
-      }
-    }
-
-    if (hasIncompleteUploads(bucket)) {
-      const cutoff = nowMs - opts.incompleteUploadMaxAgeMs;
-      const old: IncompleteUpload[] = [];
-      const doneDebris = (u: IncompleteUpload): void => {
-        debris++;
-        opts.onDebris?.({ bucket: name, upload: u });
+      // Keys are listed in order and a (tenant, day)'s keys are contiguous (blocks/<tenant>/<window
+      // start, 16 digits>/...), so each day's groups are handed to the day step as soon as the
+      // listing has passed the day: at most one (tenant, day)'s keys are held, never the listing.
+      let groups = new DayGroups();
+      let listedDay: string | null = null;
+      // the day blocks of the bucket as listed, and those this pass publishes: the day-block index
+      // written once the bucket is done (src/tenancy/day-index.ts)
+      const dayIndex = days ? new DayIndexBuilder() : null;
+      // no later than the listing below, on the role's clock (and no later than the pass's time)
+      const listedAtMs = days ? Math.min(nowMs, days.now()) : nowMs;
+      const dayDone = async (): Promise<void> => {
+        if (!days || groups.groups.size === 0) return;
+        const done = groups;
+        groups = new DayGroups();
+        const r = await dayStep(
+          bucket,
+          name,
+          done,
+          nowMs,
+          days,
+          concurrency,
+          go,
+          (e) => {
+            failures++;
+            days.onMergeError?.(e);
+          },
+          (e) => {
+            // a failed deletion of a held 4-hour block is a failed deletion, not a failed merge
+            failures++;
+            opts.onError?.(e);
+          },
+          (ref) => dayIndex?.add(ref),
+        );
+        dayMerges += r.merges;
+        daySourcesDeleted += r.deleted;
       };
-      for await (const u of bucket.listIncompleteUploads('')) {
-        if (u.startedMs > cutoff) continue;
-        old.push(u);
-        if (old.length >= concurrency) await drain(old, (x) => bucket.discardIncompleteUpload(x), (x) => ({ bucket: name, key: x.key }), doneDebris);
+      for await (const info of bucket.list('blocks/')) {
+        if (days) {
+          const k = parseBlockKey(info.key);
+          const dk = k ? null : parseDayKey(info.key);
+          const day: string | null = k ? `${k.tenant}/${dayStartOf(k.windowStartMs)}` : dk ? `${dk.tenant}/${dk.dayStartMs}` : listedDay;
+          if (day !== listedDay) {
+            await dayDone();
+            listedDay = day;
+          }
+        }
+        const reason = deletionReason(info.key, cfg, marked, nowMs, opts);
+        if (reason === null) {
+          if (days) {
+            const b = parseBlockKey(info.key);
+            if (b) {
+              if (dayClosed(b.windowStartMs - (b.windowStartMs % BigInt(DAY_MS)), nowMs, days.dayMergeAfterMs)) groups.addSource(b.tenant, b.shard, b.windowStartMs, info);
+            } else {
+              const d = parseDayKey(info.key);
+              if (d) {
+                groups.addDay(d.tenant, d.shard, d.dayStartMs, d.kind, info);
+                if (d.kind === 'block') dayIndex?.add(d);
+              }
+            }
+          }
+          continue;
+        }
+        const b = parseBlockKey(info.key);
+        const d = b ? null : parseDayKey(info.key)!;
+        const windowStartMs = Number(b ? b.windowStartMs : d!.dayStartMs);
+        batch.push({ bucket: name, key: info.key, tenant: (b ?? d)!.tenant, shard: (b ?? d)!.shard, windowStartMs, bytes: info.size, reason });
+        if (batch.length >= concurrency) await drain(batch, (x) => bucket.delete(x.key), failBlock, doneBlock);
       }
-      await drain(old, (x) => bucket.discardIncompleteUpload(x), (x) => ({ bucket: name, key: x.key }), doneDebris);
+      await drain(batch, (x) => bucket.delete(x.key), failBlock, doneBlock);
+      await dayDone();
+      if (days && dayIndex) {
+        // readers trust it until listedAtMs + daySourceGraceMs less a margin; a failure leaves the
+        // previous index, which bounds its own trust the same way
+        go();
+        try {
+          await bucket.put(DAY_INDEX_KEY, dayIndex.encode(listedAtMs, days.daySourceGraceMs));
+          days.onDayIndex?.({ bucket: name, key: DAY_INDEX_KEY });
+        } catch (err) {
+          failures++;
+          opts.onError?.({ bucket: name, key: DAY_INDEX_KEY, err });
+        }
+      }
+
+      if (hasIncompleteUploads(bucket)) {
+        const cutoff = nowMs - opts.incompleteUploadMaxAgeMs;
+        const old: IncompleteUpload[] = [];
+        const doneDebris = (u: IncompleteUpload): void => {
+          debris++;
+          opts.onDebris?.({ bucket: name, upload: u });
+        };
+        for await (const u of bucket.listIncompleteUploads('')) {
+          if (u.startedMs > cutoff) continue;
+          old.push(u);
+          if (old.length >= concurrency) await drain(old, (x) => bucket.discardIncompleteUpload(x), (x) => ({ bucket: name, key: x.key }), doneDebris);
+        }
+        await drain(old, (x) => bucket.discardIncompleteUpload(x), (x) => ({ bucket: name, key: x.key }), doneDebris);
+      }
+    } catch (err) {
+      if (err instanceof LifecyclePassStopped) throw err;
+      // one bucket that cannot be listed or written (gone, access denied, unreachable) is
+      // reported and left to the next pass; the others are still served. A marked tenant may
+      // have blocks there: its deletion report does not say complete
+      failures++;
+      for (const pt of perTenant.values()) pt.left++;
+      opts.onError?.({ bucket: name, key: '', err });
     }
   }
 

@@ -107,7 +107,7 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
         },
         onError: (e) => {
           metrics.deleteErrors.inc();
-          logger.warn({ bucket: e.bucket, key: e.key, err: (e.err as Error).message }, 'deletion failed; the next pass retries it');
+          logger.warn({ bucket: e.bucket, key: e.key, err: (e.err as Error).message }, e.key === '' ? 'a bucket could not be served; the next pass retries it' : 'deletion failed; the next pass retries it');
         },
         ...(config.dayBlocks
           ? {

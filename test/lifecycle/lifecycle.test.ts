@@ -129,6 +129,32 @@ t.test('retention deletes expired blocks in the default and own buckets, at the 
   t.same([...(await keys(def)), ...(await keys(own))].sort(), [kept[1]!, kept[3]!].sort(), 'the next acme window and the short window went at their boundaries');
 });
 
+t.test('a bucket that cannot be listed fails alone: the pass serves the others, reports it, and is recorded', async (t) => {
+  const defName = await createTestBucket(t, { user: 1, tag: 'lc-fail-def' });
+  const ownName = await createTestBucket(t, { user: 2, tag: 'lc-fail-own' });
+  const def = open(defName, 1);
+  const own = open(ownName, 2);
+  const dir = tempDir(t, 'lc-fail');
+  const file = writeTenants(dir, {
+    authRequired: false,
+    retentionMs: 7 * DAY,
+    defaultBucket: s3TenantBucket(defName, credentialEnvRefs(1)),
+    tenants: {
+      // listed before the tenant with a bucket that works: its failure must not stop that one
+      gone: { bucket: s3TenantBucket(`${ownName}-missing`, credentialEnvRefs(2)) },
+      own: { bucket: s3TenantBucket(ownName, credentialEnvRefs(2)) },
+    },
+  });
+  const expired = [await block(def, 'acme', 0, W0), await block(own, 'own', 1, W0 + D)];
+  const clock = manualClock(NOW);
+  const role = await startRole(t, file, clock.now, { retentionGraceMs: 0 });
+  const first = await role.tick();
+  t.same(first.pass?.blocksDeleted, { retention: 2, tenant_deleted: 0 }, 'the expired blocks of the default and the working own bucket are deleted');
+  t.equal(first.pass?.failures, 1, 'the missing bucket is one failure');
+  for (const k of expired) t.notOk((await keys(def)).includes(k) || (await keys(own)).includes(k), `${k} is gone`);
+  t.equal((await role.tick()).pass, null, 'the pass was recorded: none again before intervalMs');
+});
+
 t.test('two replicas: one works; the other takes over only after the lease expired; the old holder then stops', async (t) => {
   const defName = await createTestBucket(t, { user: 1, tag: 'lc-lease' });
   const def = open(defName, 1);
