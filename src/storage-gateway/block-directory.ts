@@ -407,7 +407,15 @@ export class BlockDirectory {
       }
       const tailOffset = footer.ioi.offset;
       const tail = r.data.subarray(tailOffset - r.offset);
-      const block = decodeTail(addr, tail, tailOffset, size, now);
+      let block: OpenBlock;
+      try {
+        block = decodeTail(addr, tail, tailOffset, size, now);
+      } catch (err) {
+        // a tail read apart from its footer may belong to a replacement of the same size: read
+        // both again before calling the block damaged
+        if (r !== first && err instanceof CorruptionError && attempt < TAIL_ATTEMPTS) continue;
+        throw err;
+      }
       this.install(addr, block, tail);
       this.cachePagesIn(block, r);
       this.noteIndexBytes(addr, size - (block.ioi.pageCount > 0 ? Math.min(block.ioi.offsets[0]!, tailOffset) : tailOffset));

@@ -109,39 +109,50 @@ export class RangeFetcher {
     let hotHits = 0;
     let hits = 0;
     let misses = 0;
-    for (let i = 0; i < wants.length; i++) {
-      const w = wants[i]!;
-      if (hotBlock) {
-        const b = hotBlock.get(w.offset, w.length);
-        if (b) {
-          out[i] = b;
-          hotHits++;
-          continue;
+    try {
+      for (let i = 0; i < wants.length; i++) {
+        const w = wants[i]!;
+        if (hotBlock) {
+          const b = hotBlock.get(w.offset, w.length);
+          if (b) {
+            out[i] = b;
+            hotHits++;
+            continue;
+          }
         }
-      }
-      const cached = store.getRange(blockId, w.offset, w.length);
-      if (cached) {
-        if (crc32c(cached) === w.crc) {
-          out[i] = cached;
-          hits++;
-          hot?.add(blockId, w.offset, cached);
-          continue;
+        const cached = store.getRange(blockId, w.offset, w.length);
+        if (cached) {
+          if (crc32c(cached) === w.crc) {
+            out[i] = cached;
+            hits++;
+            hot?.add(blockId, w.offset, cached);
+            continue;
+          }
+          metrics.cacheCorrupt.inc();
+          store.deleteRange(blockId, w.offset, w.length);
         }
-        metrics.cacheCorrupt.inc();
-        store.deleteRange(blockId, w.offset, w.length);
+        misses++;
+        const key = `${blockId}/${w.offset}/${w.length}`;
+        let flight = this.flights.get(key);
+        if (flight) {
+          metrics.singleFlightJoins.inc();
+        } else {
+          flight = deferred<Buffer>();
+          this.flights.set(key, flight);
+          (toFetch ??= []).push({ want: w, flight, key });
+        }
+        const at = i;
+        (waits ??= []).push(flight.promise.then((b) => (out[at] = b)));
       }
-      misses++;
-      const key = `${blockId}/${w.offset}/${w.length}`;
-      let flight = this.flights.get(key);
-      if (flight) {
-        metrics.singleFlightJoins.inc();
-      } else {
-        flight = deferred<Buffer>();
-        this.flights.set(key, flight);
-        (toFetch ??= []).push({ want: w, flight, key });
+    } catch (err) {
+      // the byte cache failed (closed, an LMDB error) part-way: the flights this call registered
+      // would never settle, and every later read of those ranges would join them and hang
+      for (const m of toFetch ?? []) {
+        this.release(m.key, m.flight);
+        m.flight.reject(err);
       }
-      const at = i;
-      (waits ??= []).push(flight.promise.then((b) => (out[at] = b)));
+      for (const w of waits ?? []) w.catch(() => undefined);
+      throw err;
     }
     if (hotHits > 0) {
       this.hitsHot.inc(hotHits);
