@@ -228,14 +228,19 @@ export function deletionReason(
 export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts: LifecycleJobOptions): Promise<LifecyclePassResult> {
   const cfg = b.config;
   const defaultBucket = await b.defaultBucket();
-  const marks: DeletionMark[] = await listDeletionMarks(defaultBucket);
+  let badMarks = 0;
+  const marks: DeletionMark[] = await listDeletionMarks(defaultBucket, (key, err) => {
+    // that tenant is not deleted until its mark is readable again; the rest of the pass goes on
+    badMarks++;
+    opts.onError?.({ bucket: defaultBucket.name, key, err });
+  });
   const marked = new Set(marks.map((m) => m.tenant));
   const perTenant = new Map<string, { blocks: number; bytes: number; left: number }>(marks.map((m) => [m.tenant, { blocks: 0, bytes: 0, left: 0 }]));
   const blocks = { retention: 0, tenant_deleted: 0 };
   const bytes = { retention: 0, tenant_deleted: 0 };
   let debris = 0;
   let dropped = 0;
-  let failures = 0;
+  let failures = badMarks;
   let dayMerges = 0;
   let daySourcesDeleted = 0;
   const days = opts.days && dayBlocksFit(opts.blockDurationMs) && !opts.dryRun ? opts.days : null;

@@ -56,7 +56,13 @@ function parseMark(key: string, data: Buffer): DeletionMark {
     throw new StrataError(ErrorCode.CORRUPT, `reading the deletion mark "${key}": not JSON`, { cause: err });
   }
   const m = v as Partial<DeletionMark> | null;
-  if (m === null || typeof m.tenant !== 'string' || typeof m.markedMs !== 'number' || deletionMarkKey(m.tenant) !== key) {
+  let keyOfTenant: string | null = null;
+  try {
+    if (m !== null && typeof m.tenant === 'string') keyOfTenant = deletionMarkKey(m.tenant);
+  } catch {
+    // not a valid tenant name: the mark is damaged
+  }
+  if (m === null || typeof m.tenant !== 'string' || typeof m.markedMs !== 'number' || keyOfTenant !== key) {
     throw new StrataError(ErrorCode.CORRUPT, `reading the deletion mark "${key}": expected {"tenant", "markedMs"} of the tenant its key names`);
   }
   return { tenant: m.tenant, markedMs: m.markedMs };
@@ -78,8 +84,12 @@ export async function markTenantDeleted(bucket: Bucket, tenant: string, nowMs: n
   }
 }
 
-/** Every deletion mark in the bucket. */
-export async function listDeletionMarks(bucket: BucketReader): Promise<DeletionMark[]> {
+/**
+ * Every deletion mark in the bucket. A mark that cannot be parsed (CORRUPT) throws, or, with
+ * `onCorrupt`, is reported to it and left out (the lifecycle role: one damaged mark must not stop
+ * retention and the other deletions).
+ */
+export async function listDeletionMarks(bucket: BucketReader, onCorrupt?: (key: string, err: StrataError) => void): Promise<DeletionMark[]> {
   const out: DeletionMark[] = [];
   for await (const info of bucket.list(DELETION_MARKS_PREFIX)) {
     if (!info.key.endsWith('.json')) continue;
@@ -87,6 +97,10 @@ export async function listDeletionMarks(bucket: BucketReader): Promise<DeletionM
       out.push(parseMark(info.key, await bucket.get(info.key)));
     } catch (err) {
       if (err instanceof ObjectStoreError && err.code === ErrorCode.NOT_FOUND) continue; // removed meanwhile
+      if (onCorrupt && err instanceof StrataError && err.code === ErrorCode.CORRUPT) {
+        onCorrupt(info.key, err);
+        continue;
+      }
       throw err;
     }
   }

@@ -26,7 +26,7 @@ import { startLifecycle, type RunningLifecycle } from '../../src/lifecycle/servi
 import { FilesystemBucket, FS_TEMP_PREFIX, type Bucket } from '../../src/objstore/index.js';
 import { S3Bucket } from '../../src/objstore/s3/index.js';
 import { openTenantsConfig } from '../../src/tenancy/config.js';
-import { markTenantDeleted, readDeletionReport } from '../../src/tenancy/deletion-marks.js';
+import { deletionMarkKey, markTenantDeleted, readDeletionReport } from '../../src/tenancy/deletion-marks.js';
 import { TenantRegistry } from '../../src/tenancy/tenants.js';
 import { collect } from '../support/async.js';
 import { adminClient, createTestBucket, pendingMultipartUploads, s3BucketConfig, s3TestEnv, type TestUser } from '../support/s3env.js';
@@ -208,10 +208,14 @@ t.test('tenant deletion removes every block of the tenant in its own bucket, rep
   const { created } = await markTenantDeleted(def, 'gone', NOW - HOUR);
   t.equal(created, true);
   t.equal((await markTenantDeleted(def, 'gone', NOW)).created, false, 'marking twice keeps the first mark');
+  // a damaged mark of another tenant: reported, and it does not stop the pass
+  await def.put(deletionMarkKey('broken'), Buffer.from('{"tenant":'));
+  others.push(await block(def, 'broken', 0, W0));
 
   const role = await startRole(t, file, manualClock(NOW).now);
   const r = await role.tick();
   t.same(r.pass?.blocksDeleted, { retention: 0, tenant_deleted: 6 }, 'every block of the tenant in both buckets');
+  t.equal(r.pass?.failures, 1, 'the damaged mark is one failure; its tenant is not deleted');
   t.same(await keys(own, 'blocks/gone/'), [], 'none left in its own bucket');
   t.same(await keys(def, 'blocks/gone/'), [], 'none left in the default bucket');
   t.same([...(await keys(def)), ...(await keys(own))].sort(), [...others].sort(), "other tenants' blocks are untouched");
