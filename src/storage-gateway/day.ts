@@ -152,10 +152,7 @@ export class DayRouter {
    * client would keep, so the day block's samples are cut to the range and sent re-encoded.
    */
   private async narrowedAnswer(q: ReadQuery, signal: SignalSource, inDay: ReadQuery): Promise<ReadResult> {
-    const got = await this.deps.executor.samples(inDay, signal);
-    if (got === null) return this.blocksAnswer(q, signal, inDay);
-    this.fromDay.inc();
-    return this.encode(q, got.blockId, got.ids, got.samples);
+    return (await this.fromDayBlock(q, inDay, signal)) ?? this.blocksAnswer(q, signal, inDay);
   }
 
   /**
@@ -192,8 +189,8 @@ export class DayRouter {
   /**
    * `q` answered from the day block (`inDay`), or null when the directory knows none. A RUNS read
    * that the gateway narrowed (retention) gets the day block's samples cut to its range and
-   * re-encoded, as {@link narrowedAnswer} does: the stored runs would carry samples from before
-   * the retention bound, which the client keeps (it cuts to the range it asked for).
+   * re-encoded: the stored runs would carry samples from before the retention bound, which the
+   * client keeps (it cuts to the range it asked for).
    */
   private async fromDayBlock(q: ReadQuery, inDay: ReadQuery, signal: SignalSource): Promise<ReadResult | null> {
     if (q.narrowed === true && q.encoding === 'runs') {

@@ -15,7 +15,7 @@ import { QueryClient, QueryError } from '../../src/client/query.js';
 import { encodeReadResponse } from '../../src/api/read-codec.js';
 import { openBucket } from '../../src/objstore/index.js';
 import { readServiceDefinition } from '../../src/api/services.js';
-import { D, expected, makeDataSet, mismatches, rgwBucket, startTestGateway, STALE_NAN_BITS, tempDir, testConfig, W0, writeBlock, writeDataSet, dataSetClock } from '../support/gateway.js';
+import { D, expected, makeDataSet, mismatches, rgwBucket, rgwBucketWith, startTestGateway, STALE_NAN_BITS, tempDir, testConfig, W0, writeBlock, writeDataSet, dataSetClock } from '../support/gateway.js';
 import { makeSeries } from '../support/series.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -49,11 +49,8 @@ async function flakyServer(t: Test, failures: number): Promise<{ port: number; c
 }
 
 t.test('a static list of gateways: each block always goes to the same gateway', async (t) => {
-  const bucketConfig = await rgwBucket(t);
-  const bucket = await openBucket(bucketConfig);
-  t.teardown(() => bucket.close());
   const ds = makeDataSet({ seed: 11, n: 40, numShards: 8, windows: 2 });
-  await writeDataSet(bucket, ds);
+  const bucketConfig = await rgwBucketWith(t, ds);
   const a = await startTestGateway(t, testConfig(bucketConfig, tempDir(t)));
   const b = await startTestGateway(t, testConfig(bucketConfig, tempDir(t)));
   const client = new QueryClient({ endpoints: [`127.0.0.1:${a.grpcPort}`, `127.0.0.1:${b.grpcPort}`], numShards: 8, encoding: 'raw', now: dataSetClock() });
@@ -74,12 +71,9 @@ t.test('a static list of gateways: each block always goes to the same gateway', 
 });
 
 t.test('maxSamplesPerQuery bounds what the runs of an answer may claim: RESOURCE_EXHAUSTED naming it, before the arrays are made', async (t) => {
-  const bucketConfig = await rgwBucket(t);
-  const bucket = await openBucket(bucketConfig);
-  t.teardown(() => bucket.close());
   const ds = makeDataSet({ seed: 12, n: 10, numShards: 1, windows: 2 });
-  await writeDataSet(bucket, ds);
-  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t)));
+  const bucketConfig = await rgwBucketWith(t, ds);
+  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t)), { now: dataSetClock() });
   const ids = ds.series.map((s) => s.id);
   const want = expected(ds, ids, W0, W0 + 2n * D);
   const total = want.reduce((n, s) => n + s.samples.timestamps.length, 0);

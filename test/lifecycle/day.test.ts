@@ -277,25 +277,32 @@ t.test('a read racing the deletion of a 4-hour block finds the day block with a 
   t.same(await check(c, ds, W0, W0 + DAY), [], 'and again');
 });
 
-t.test('retention cuts a day read at the first window within retention, from the day block as from 4-hour requests', async (t) => {
-  const name = await createTestBucket(t, { user: 1, tag: 'day-ret' });
-  const dir = tempDir(t, 'day-ret');
+/**
+ * A bucket with a day of `seed`'s data set whose windows 0 and 1 are past retention at the
+ * clock's start (window 2 is not), and a gateway reading it through the same tenants file.
+ */
+async function retentionSetup(t: Test, tag: string, seed: number): Promise<{ s: Setup; gw: RunningGateway; ds: DataSet; ids: bigint[]; want: SeriesData[] }> {
+  const name = await createTestBucket(t, { user: 1, tag });
+  const dir = tempDir(t, tag);
   const now = Number(W0) + DAY_MS + MERGE_AFTER;
   const tenantsFile = join(dir, 'tenants.json');
-  // windows 0 and 1 of the day are past retention at `now`, window 2 is not
   writeFileSync(tenantsFile, JSON.stringify({ authRequired: false, retentionMs: now - Number(W0 + 2n * D), defaultBucket: s3TenantBucket(name, credentialEnvRefs(1)) }));
-  const ds = makeDataSet({ seed: 53, n: 20, numShards: 1, windows: 6 });
+  const ds = makeDataSet({ seed, n: 20, numShards: 1, windows: 6 });
   const bucketConfig = { type: 's3', ...s3BucketConfig(s3TestEnv(), name, {}, 1) } as BucketConfig;
   const bucket = await openBucket(bucketConfig);
   t.teardown(() => bucket.close());
   await writeDataSet(bucket, ds);
   const registry = new TenantRegistry(openTenantsConfig(bucketConfig));
   t.teardown(() => registry.close());
-  const s: Setup = { bucketConfig, bucket, registry, clock: manualClock(now), work: tempDir(t, 'day-ret-work') };
-  t.equal((await pass(s)).dayMerges, 1);
+  const s: Setup = { bucketConfig, bucket, registry, clock: manualClock(now), work: tempDir(t, `${tag}-work`) };
   const gw = await startTestGateway(t, testConfig({ type: 'filesystem', path: dir }, join(dir, 'cache'), { bucket: undefined, tenantsFile, dayBlocksAfterMs: MERGE_AFTER }), { now: s.clock.now });
   const ids = ds.series.map((x) => x.id);
-  const want = expected(ds, ids, W0 + 2n * D, W0 + DAY);
+  return { s, gw, ds, ids, want: expected(ds, ids, W0 + 2n * D, W0 + DAY) };
+}
+
+t.test('retention cuts a day read at the first window within retention, from the day block as from 4-hour requests', async (t) => {
+  const { s, gw, ds, ids, want } = await retentionSetup(t, 'day-ret', 53);
+  t.equal((await pass(s)).dayMerges, 1);
   t.same(await check(client(t, gw, ds, s.clock.now), ds, W0, W0 + DAY, want), [], 'a day request: the expired windows are left out');
   const perBlock = new QueryClient({ endpoints: [`127.0.0.1:${gw.grpcPort}`], numShards: 1, dayRequestsAfterMs: null });
   t.teardown(() => perBlock.close());
@@ -305,23 +312,7 @@ t.test('retention cuts a day read at the first window within retention, from the
 });
 
 t.test('retention cuts a day read that finds the day block only after its 4-hour blocks went missing (RUNS: the stored runs are not sent uncut)', async (t) => {
-  const name = await createTestBucket(t, { user: 1, tag: 'day-ret-gone' });
-  const dir = tempDir(t, 'day-ret-gone');
-  const now = Number(W0) + DAY_MS + MERGE_AFTER;
-  const tenantsFile = join(dir, 'tenants.json');
-  // windows 0 and 1 of the day are past retention at `now`, window 2 is not
-  writeFileSync(tenantsFile, JSON.stringify({ authRequired: false, retentionMs: now - Number(W0 + 2n * D), defaultBucket: s3TenantBucket(name, credentialEnvRefs(1)) }));
-  const ds = makeDataSet({ seed: 57, n: 20, numShards: 1, windows: 6 });
-  const bucketConfig = { type: 's3', ...s3BucketConfig(s3TestEnv(), name, {}, 1) } as BucketConfig;
-  const bucket = await openBucket(bucketConfig);
-  t.teardown(() => bucket.close());
-  await writeDataSet(bucket, ds);
-  const registry = new TenantRegistry(openTenantsConfig(bucketConfig));
-  t.teardown(() => registry.close());
-  const s: Setup = { bucketConfig, bucket, registry, clock: manualClock(now), work: tempDir(t, 'day-ret-gone-work') };
-  const gw = await startTestGateway(t, testConfig({ type: 'filesystem', path: dir }, join(dir, 'cache'), { bucket: undefined, tenantsFile, dayBlocksAfterMs: MERGE_AFTER }), { now: s.clock.now });
-  const ids = ds.series.map((x) => x.id);
-  const want = expected(ds, ids, W0 + 2n * D, W0 + DAY);
+  const { s, gw, ds, want } = await retentionSetup(t, 'day-ret-gone', 57);
   const c = client(t, gw, ds, s.clock.now);
   // before the merge: the gateway learns "no day block" and opens one 4-hour block (window 2)
   t.same(await check(c, ds, W0 + 2n * D, W0 + 3n * D), [], 'exact before the merge');

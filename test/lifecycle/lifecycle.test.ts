@@ -82,12 +82,15 @@ async function startRole(tt: Test, tenantsFile: string, now: () => number, extra
   return role;
 }
 
+/** A default bucket (test user 1) and a tenant's own bucket (user 2), open, and a directory for the tenants file. */
+async function twoBuckets(t: Test, defTag: string, ownTag: string): Promise<{ defName: string; ownName: string; def: Bucket; own: Bucket; dir: string }> {
+  const defName = await createTestBucket(t, { user: 1, tag: defTag });
+  const ownName = await createTestBucket(t, { user: 2, tag: ownTag });
+  return { defName, ownName, def: open(defName, 1), own: open(ownName, 2), dir: tempDir(t, defTag) };
+}
+
 t.test('retention deletes expired blocks in the default and own buckets, at the exact boundary; the schedule survives a restart', async (t) => {
-  const defName = await createTestBucket(t, { user: 1, tag: 'lc-def' });
-  const ownName = await createTestBucket(t, { user: 2, tag: 'lc-own' });
-  const def = open(defName, 1);
-  const own = open(ownName, 2);
-  const dir = tempDir(t, 'lc');
+  const { defName, ownName, def, own, dir } = await twoBuckets(t, 'lc-def', 'lc-own');
   const file = writeTenants(dir, {
     authRequired: false,
     retentionMs: 7 * DAY,
@@ -130,11 +133,7 @@ t.test('retention deletes expired blocks in the default and own buckets, at the 
 });
 
 t.test('a bucket that cannot be listed fails alone: the pass serves the others, reports it, and is recorded', async (t) => {
-  const defName = await createTestBucket(t, { user: 1, tag: 'lc-fail-def' });
-  const ownName = await createTestBucket(t, { user: 2, tag: 'lc-fail-own' });
-  const def = open(defName, 1);
-  const own = open(ownName, 2);
-  const dir = tempDir(t, 'lc-fail');
+  const { defName, ownName, def, own, dir } = await twoBuckets(t, 'lc-fail-def', 'lc-fail-own');
   const file = writeTenants(dir, {
     authRequired: false,
     retentionMs: 7 * DAY,
@@ -189,11 +188,7 @@ t.test('two replicas: one works; the other takes over only after the lease expir
 });
 
 t.test('tenant deletion removes every block of the tenant in its own bucket, reports it, and resumes', async (t) => {
-  const defName = await createTestBucket(t, { user: 1, tag: 'lc-del' });
-  const ownName = await createTestBucket(t, { user: 2, tag: 'lc-delown' });
-  const def = open(defName, 1);
-  const own = open(ownName, 2);
-  const dir = tempDir(t, 'lc');
+  const { defName, ownName, def, own, dir } = await twoBuckets(t, 'lc-del', 'lc-delown');
   const file = writeTenants(dir, {
     authRequired: false,
     defaultBucket: s3TenantBucket(defName, credentialEnvRefs(1)),

@@ -10,7 +10,7 @@ import type { Test } from 'tap';
 import { BlockWriter, type WrittenBlock } from '../../src/block/writer.js';
 import type { Samples } from '../../src/format/run.js';
 import { blockKey, DEFAULT_BLOCK_DURATION_MS } from '../../src/format/key.js';
-import type { Bucket, BucketConfig } from '../../src/objstore/index.js';
+import { openBucket, type Bucket, type BucketConfig } from '../../src/objstore/index.js';
 import { parseGatewayConfig, type GatewayConfig } from '../../src/storage-gateway/config.js';
 import { startGateway, type GatewayOptions, type RunningGateway } from '../../src/storage-gateway/gateway.js';
 import { createTestBucket, s3BucketConfig, s3TestEnv } from './s3env.js';
@@ -162,6 +162,15 @@ export async function rgwBucket(t: Test): Promise<BucketConfig> {
   const env = s3TestEnv();
   const name = await createTestBucket(t, { tag: 'gw' });
   return { type: 's3', ...s3BucketConfig(env, name) };
+}
+
+/** A fresh RGW bucket for `t` holding `ds` (written as {@link writeDataSet} does), and its config. */
+export async function rgwBucketWith(t: Test, ds: DataSet): Promise<BucketConfig> {
+  const bucketConfig = await rgwBucket(t);
+  const bucket = await openBucket(bucketConfig);
+  t.teardown(() => bucket.close());
+  await writeDataSet(bucket, ds);
+  return bucketConfig;
 }
 
 /** A temporary directory removed at the end of `t`. */
