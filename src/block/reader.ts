@@ -5,9 +5,9 @@
  * CorruptionError naming the object and the offset, never as wrong samples.
  */
 import { crc32c } from '@node-rs/crc32';
-import { CorruptionError } from '../errors.js';
+import { CorruptionError, InvalidArgumentError } from '../errors.js';
 import { decodeFooter, FOOTER_LEN, FORMAT_VERSION, type Footer } from '../format/footer.js';
-import { decodeRun, type Samples, type SharedTimestamps } from '../format/run.js';
+import { decodeRun, decodeRunInto, MAX_RUN_SAMPLES, type Samples, type SharedTimestamps } from '../format/run.js';
 import { sliceSamples, type TimeRange } from '../format/slice.js';
 
 import { decodeIoi, findPage, type IndexOfIndex } from '../index/index-of-index.js';
@@ -218,6 +218,36 @@ export function decodeLocatedRun(name: string, loc: RunLocation, bytes: Uint8Arr
   return s;
 }
 
+/**
+ * Checks a run like {@link decodeCheckedRun}, decoding it into `scratch` (grown as needed, kept
+ * for the next run) instead of fresh arrays: verifying a block then allocates nothing per run.
+ * Decoded samples of a whole block are several times the block's size, and as fresh arrays they
+ * were garbage the verifying thread's collector only freed about every 64 MiB of it.
+ */
+export function checkRunInto(name: string, loc: RunLocation, bytes: Uint8Array, scratch: { timestamps: BigInt64Array; values: Float64Array }): void {
+  checkRunBytes(name, loc, bytes);
+  // the scratch is sized by the index entry: an entry claiming more than a run may hold is damage
+  // (not an allocation of its size)
+  if (loc.sampleCount > MAX_RUN_SAMPLES) throw new CorruptionError(name, loc.offset, `run of series ${loc.id} disagrees with its index entry (${loc.sampleCount} samples, more than ${MAX_RUN_SAMPLES})`);
+  if (scratch.timestamps.length < loc.sampleCount) {
+    const n = Math.min(MAX_RUN_SAMPLES, Math.max(loc.sampleCount, 2 * scratch.timestamps.length));
+    scratch.timestamps = new BigInt64Array(n);
+    scratch.values = new Float64Array(n);
+  }
+  const ts = scratch.timestamps;
+  let n: number;
+  try {
+    n = decodeRunInto(bytes, { object: name, offset: loc.offset }, ts, scratch.values, 0, loc.version, loc.timestamps);
+  } catch (err) {
+    // a run longer than its index entry says: no room in the scratch
+    if (err instanceof InvalidArgumentError) throw new CorruptionError(name, loc.offset, `run of series ${loc.id} disagrees with its index entry`);
+    throw err;
+  }
+  if (n !== loc.sampleCount || ts[0] !== loc.minTime || ts[n - 1] !== loc.maxTime) {
+    throw new CorruptionError(name, loc.offset, `run of series ${loc.id} disagrees with its index entry`);
+  }
+}
+
 /** Most bytes of the block held at once by {@link verifyBlock} (a larger single run is read whole). */
 export const VERIFY_CHUNK_BYTES = 8 * 1024 * 1024;
 
@@ -243,15 +273,28 @@ export async function verifyBlock(reader: BlockReader, chunkBytes = VERIFY_CHUNK
   const name = source.name;
   const { samples: samplesSection, index } = reader.footer;
   let largest = 0;
-  const read = async (offset: number, length: number): Promise<Uint8Array> => {
-    const r = await source.read({ offset, length });
+  // One buffer for the pieces of the sections, read into again and again: as fresh buffers,
+  // the pieces of a whole block were garbage that the verifying thread only freed when its
+  // collector ran (about every 64 MiB of them). A source may hand it over and give the bytes
+  // back in another (a worker's source: see RangeSource.read), so it is the buffer of the last
+  // piece, when that buffer is ours alone: the one we gave, or one that came back from the
+  // thread we gave ours to (not a bucket's buffer, which may be a view into a shared pool).
+  let spare: ArrayBuffer | undefined;
+  const read = async (offset: number, length: number, reuse = false): Promise<Uint8Array> => {
+    let into: Uint8Array | undefined;
+    if (reuse) {
+      into = spare !== undefined && spare.byteLength >= length ? new Uint8Array(spare) : new Uint8Array(length);
+      spare = undefined;
+    }
+    const r = await source.read({ offset, length }, into);
     if (r.data.length !== length) throw new CorruptionError(name, offset, `read ${r.data.length} of ${length} bytes`);
     largest = Math.max(largest, length);
+    if (into !== undefined && r.data.buffer instanceof ArrayBuffer && (r.data.buffer === into.buffer || into.buffer.byteLength === 0)) spare = r.data.buffer;
     return r.data;
   };
   const sectionCrc = async (offset: number, length: number): Promise<number> => {
     let crc = 0;
-    for (let at = 0; at < length; at += chunkBytes) crc = crc32c(await read(offset + at, Math.min(chunkBytes, length - at)), crc);
+    for (let at = 0; at < length; at += chunkBytes) crc = crc32c(await read(offset + at, Math.min(chunkBytes, length - at), true), crc);
     return crc;
   };
   const runs = async (): Promise<VerifyResult> => {
@@ -262,6 +305,7 @@ export async function verifyBlock(reader: BlockReader, chunkBytes = VERIFY_CHUNK
     let winStart = 0;
     let series = 0;
     let count = 0;
+    const scratch = { timestamps: new BigInt64Array(0), values: new Float64Array(0) };
     for (let p = 0; p < ioi.pageCount; p++) {
       const page = BlockReader.decodePageBytes(name, ioi, p, await read(ioi.offsets[p]!, ioi.lengths[p]!), samplesSection.length);
       for (let e = 0; e < page.count; e++) {
@@ -271,9 +315,9 @@ export async function verifyBlock(reader: BlockReader, chunkBytes = VERIFY_CHUNK
         }
         if (loc.offset < winStart || loc.offset + loc.length > winStart + win.length) {
           winStart = loc.offset;
-          win = await read(loc.offset, Math.max(loc.length, Math.min(chunkBytes, samplesEnd - loc.offset)));
+          win = await read(loc.offset, Math.max(loc.length, Math.min(chunkBytes, samplesEnd - loc.offset)), true);
         }
-        decodeCheckedRun(name, loc, win.subarray(loc.offset - winStart, loc.offset - winStart + loc.length));
+        checkRunInto(name, loc, win.subarray(loc.offset - winStart, loc.offset - winStart + loc.length), scratch);
         series++;
         count += loc.sampleCount;
       }

@@ -14,19 +14,25 @@ import type { ByteSink } from './writer.js';
 export interface RangeSource {
   /** Name used in error messages (the bucket key or file path). */
   readonly name: string;
-  read(range: ByteRange): Promise<RangeResult>;
+  /**
+   * The bytes of `range`. With `into` large enough for them, a source may read them into it and
+   * return a view of it, or hand `into` over to where the read happens (a worker's source
+   * transfers it to the main thread, which detaches it here): the caller gives `into` up and
+   * uses only the returned `data`.
+   */
+  read(range: ByteRange, into?: Uint8Array): Promise<RangeResult>;
 }
 
 /** A block stored under `key` in a bucket. */
 export function bucketSource(bucket: BucketReader, key: string): RangeSource {
-  return { name: key, read: (range) => bucket.getRange(key, range) };
+  return { name: key, read: (range, into) => bucket.getRange(key, range, into ? { into } : undefined) };
 }
 
 /** A block in a local file. */
 export function fileSource(path: string): RangeSource {
   return {
     name: path,
-    async read(range: ByteRange): Promise<RangeResult> {
+    async read(range: ByteRange, into?: Uint8Array): Promise<RangeResult> {
       let fh: FileHandle;
       try {
         fh = await open(path, 'r');
@@ -50,7 +56,7 @@ export function fileSource(path: string): RangeSource {
           }
           length = Math.min(range.length, size - offset);
         }
-        const data = Buffer.allocUnsafe(length);
+        const data = into !== undefined && into.length >= length ? Buffer.from(into.buffer, into.byteOffset, length) : Buffer.allocUnsafe(length);
         let done = 0;
         while (done < length) {
           const { bytesRead } = await fh.read(data, done, length - done, offset + done);

@@ -18,6 +18,12 @@ import { decodePage, idGapFits, PageBuilder } from '../index/page.js';
 
 /** Where block bytes go. `ObjectUpload` of the bucket layer satisfies it. */
 export interface ByteSink {
+  /**
+   * True when write() has copied `chunk` by the time it returns its promise (it keeps no
+   * reference to it): the writer then hands over a view of its own buffer instead of a fresh copy
+   * of it per write.
+   */
+  readonly copiesChunks?: boolean;
   write(chunk: Uint8Array): Promise<void>;
   complete(): Promise<unknown>;
   abort(): Promise<void>;
@@ -244,10 +250,12 @@ export class BlockWriter {
 
   private async flush(): Promise<void> {
     if (this.buf.length === 0) return;
-    const chunk = this.buf.finish().slice();
-    this.buf.reset();
+    const view = this.buf.finish();
     try {
-      await this.sink.write(chunk);
+      const written = this.sink.write(this.sink.copiesChunks ? view : view.slice());
+      // either way the sink holds no reference to the buffer now
+      this.buf.reset();
+      await written;
     } catch (err) {
       this.state = 'failed';
       throw err;

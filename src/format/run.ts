@@ -410,21 +410,36 @@ export function joinRun(shared: SharedTimestamps, valuesRun: Uint8Array, origin:
  * `values[offset..offset+count)` of arrays the caller provides (so many runs can share one
  * allocation), and returns the run's sample count (see {@link readRunHeader}). Throws
  * InvalidArgumentError when the arrays have no room for the run; the arrays are left untouched
- * then. On a CorruptionError part of that range may have been written. `version`: as for
- * {@link decodeRun}.
+ * then. On a CorruptionError part of that range may have been written. `version` and `shared`: as
+ * for {@link decodeRun}.
  */
-export function decodeRunInto(buf: Uint8Array, origin: Origin, timestamps: BigInt64Array, values: Float64Array, offset: number, version = FORMAT_VERSION): number {
+export function decodeRunInto(
+  buf: Uint8Array,
+  origin: Origin,
+  timestamps: BigInt64Array,
+  values: Float64Array,
+  offset: number,
+  version = FORMAT_VERSION,
+  shared: SharedTimestamps | null = null,
+): number {
   if (!Number.isSafeInteger(offset) || offset < 0) throw new InvalidArgumentError('offset', `${offset} is not a non-negative integer`);
-  if (version < FORMAT_VERSION) return ofVersion(version, () => decodeInto(buf, origin, timestamps, values, offset, version));
-  return decodeInto(buf, origin, timestamps, values, offset, version);
+  if (version < FORMAT_VERSION) return ofVersion(version, () => decodeInto(buf, origin, timestamps, values, offset, version, shared));
+  return decodeInto(buf, origin, timestamps, values, offset, version, shared);
 }
 
-function decodeInto(buf: Uint8Array, origin: Origin, timestamps: BigInt64Array, values: Float64Array, offset: number, version: number): number {
+function decodeInto(buf: Uint8Array, origin: Origin, timestamps: BigInt64Array, values: Float64Array, offset: number, version: number, shared: SharedTimestamps | null): number {
   const { enc, n, body } = openRun(new ByteReader(buf, origin), version);
-  if ((enc & 7) === TS_SHARED) throw noTimestamps(body);
-  const tsLen = sectionLength(body);
   if (offset + n > timestamps.length) throw new InvalidArgumentError('timestamps', `no room for ${n} samples at offset ${offset} in ${timestamps.length}`);
   if (offset + n > values.length) throw new InvalidArgumentError('values', `no room for ${n} samples at offset ${offset} in ${values.length}`);
+  if ((enc & 7) === TS_SHARED) {
+    if (!shared) throw noTimestamps(body);
+    if (shared.count !== n) throw body.corrupt(`run of ${n} samples refers to ${shared.count} shared timestamps`, 0);
+    decodeTimestamps(new ByteReader(shared.bytes, shared.origin), shared.layout, n, timestamps, offset);
+    decodeValues(body, (enc >> 3) & 15, n, values, offset);
+    return n;
+  }
+  if (shared) throw body.corrupt('run has timestamps of its own, but its index entry shares a vector', 0);
+  const tsLen = sectionLength(body);
   decodeSections(body, enc, n, tsLen, timestamps, values, offset);
   return n;
 }

@@ -51,11 +51,19 @@ export interface PutOptions {
  * `write` calls must not overlap (await each one).
  */
 export interface ObjectUpload {
+  /** Appends `chunk`; once the promise settles the upload holds no reference to it (the caller may reuse its buffer). */
   write(chunk: Uint8Array): Promise<void>;
   /** Publishes the object atomically and returns what was stored. */
   complete(): Promise<ObjectInfo>;
   /** Discards the upload; safe to call after a failure and more than once. */
   abort(): Promise<void>;
+}
+
+/** Options of {@link BucketReader.getRange}. */
+export interface GetRangeOptions {
+  readonly signal?: AbortSignal;
+  /** A buffer to read the bytes into, when they fit. */
+  readonly into?: Uint8Array;
 }
 
 /** The read half of a bucket. */
@@ -69,8 +77,11 @@ export interface BucketReader {
    * one that starts at or beyond the end is INVALID_RANGE; a suffix longer than the object returns
    * the whole object (so any suffix of an empty object is empty). `offset` must be a non-negative
    * integer, `length` and `suffix` positive integers (INVALID_ARGUMENT otherwise).
+   * With `opts.into` large enough for the bytes, they are read into it and `data` is a view of
+   * it (no allocation per read: a caller reading many ranges in turn reuses one buffer);
+   * otherwise, or when the implementation does not support it, `data` is a buffer of its own.
    */
-  getRange(key: string, range: ByteRange, opts?: { signal?: AbortSignal }): Promise<RangeResult>;
+  getRange(key: string, range: ByteRange, opts?: GetRangeOptions): Promise<RangeResult>;
   /** Size and version of an object. NOT_FOUND if missing. */
   head(key: string): Promise<ObjectInfo>;
   /**

@@ -12,6 +12,7 @@ import {
   hasIncompleteUploads,
   type Bucket,
   type ByteRange,
+  type GetRangeOptions,
   type IncompleteUpload,
   type IncompleteUploads,
   type ObjectInfo,
@@ -30,7 +31,7 @@ class ForwardingBucket implements Bucket {
   get(key: string, opts?: { signal?: AbortSignal }): Promise<Buffer> {
     return this.inner.get(key, opts);
   }
-  getRange(key: string, range: ByteRange, opts?: { signal?: AbortSignal }): Promise<RangeResult> {
+  getRange(key: string, range: ByteRange, opts?: GetRangeOptions): Promise<RangeResult> {
     return this.inner.getRange(key, range, opts);
   }
   head(key: string): Promise<ObjectInfo> {
@@ -141,7 +142,7 @@ export function withMetrics(inner: Bucket, metrics: BucketMetrics): Bucket {
     override get(key: string, opts?: { signal?: AbortSignal }): Promise<Buffer> {
       return m.observe('get', () => this.inner.get(key, opts));
     }
-    override getRange(key: string, range: ByteRange, opts?: { signal?: AbortSignal }): Promise<RangeResult> {
+    override getRange(key: string, range: ByteRange, opts?: GetRangeOptions): Promise<RangeResult> {
       return m.observe('get_range', () => this.inner.getRange(key, range, opts));
     }
     override head(key: string): Promise<ObjectInfo> {

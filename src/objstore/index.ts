@@ -10,7 +10,7 @@ import { errorMessage } from './body.js';
 import { FilesystemBucket } from './fs.js';
 import { S3_OPTION_RANGES, S3Bucket, type S3BucketConfig, type S3Hooks } from './s3/index.js';
 
-export type { Bucket, BucketReader, ByteRange, IncompleteUpload, IncompleteUploads, ObjectInfo, ObjectUpload, PutOptions, RangeResult } from './bucket.js';
+export type { Bucket, BucketReader, ByteRange, GetRangeOptions, IncompleteUpload, IncompleteUploads, ObjectInfo, ObjectUpload, PutOptions, RangeResult } from './bucket.js';
 export { hasIncompleteUploads } from './bucket.js';
 export { FilesystemBucket, FS_TEMP_PREFIX, type FilesystemBucketConfig } from './fs.js';
 export { PrefixedBucket } from './prefixed.js';

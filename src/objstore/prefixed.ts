@@ -4,7 +4,7 @@
  * added, so no key can reach outside it; `list` strips the prefix from returned keys.
  */
 import type { Readable } from 'node:stream';
-import { hasIncompleteUploads, type Bucket, type ByteRange, type IncompleteUpload, type IncompleteUploads, type ObjectInfo, type ObjectUpload, type PutOptions, type RangeResult } from './bucket.js';
+import { hasIncompleteUploads, type Bucket, type ByteRange, type GetRangeOptions, type IncompleteUpload, type IncompleteUploads, type ObjectInfo, type ObjectUpload, type PutOptions, type RangeResult } from './bucket.js';
 import { normalizeKeyPrefix, validateKey, validateListPrefix } from './keys.js';
 
 /** A {@link Bucket} view of `inner` under `prefix` (`a/b` or `a/b/`; must be a valid key path). */
@@ -31,7 +31,7 @@ export class PrefixedBucket implements Bucket, IncompleteUploads {
     return this.#inner.get(this.#key(key), opts);
   }
 
-  async getRange(key: string, range: ByteRange, opts?: { signal?: AbortSignal }): Promise<RangeResult> {
+  async getRange(key: string, range: ByteRange, opts?: GetRangeOptions): Promise<RangeResult> {
     return this.#inner.getRange(this.#key(key), range, opts);
   }
 

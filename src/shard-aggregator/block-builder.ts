@@ -24,7 +24,7 @@ import type { RangeSource } from '../block/source.js';
 import { BlockWriter, type BlockMeta, type ByteSink, type WrittenBlock } from '../block/writer.js';
 import { CorruptionError } from '../errors.js';
 import { decodeRunInto, MAX_RUN_SAMPLES, readRunHeader, runTimeRange, type Samples } from '../format/run.js';
-import { scanBlock } from '../block/scan.js';
+import { checkBlockRuns, scanBlock } from '../block/scan.js';
 import { mergeSamples } from '../format/merge.js';
 import { WalDb } from './wal-db.js';
 
@@ -191,13 +191,8 @@ export async function verifyBlock(source: RangeSource, expected: ExpectedBlock, 
     );
   }
   if (mode === 'footer') return;
-  let gotSeries = 0;
-  let gotSamples = 0;
-  for await (const s of scanBlock(r)) {
-    gotSeries++;
-    gotSamples += s.samples.timestamps.length;
-    if (gotSeries % STOP_CHECK_EVERY === 0 && cancelled()) throw new BuildCancelled();
-  }
+  const { series: gotSeries, samples: gotSamples, stopped } = await checkBlockRuns(r, cancelled, STOP_CHECK_EVERY);
+  if (stopped) throw new BuildCancelled();
   if (gotSeries !== series || gotSamples !== samples) {
     throw new CorruptionError(source.name, 0, `uploaded block holds ${gotSeries} series / ${gotSamples} samples, expected ${series} / ${samples}`);
   }

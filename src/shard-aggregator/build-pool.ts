@@ -54,13 +54,13 @@ export type ToWorker =
   | { readonly type: 'build'; readonly task: number; readonly input: BuildInput; readonly old: string | null }
   | { readonly type: 'verify'; readonly task: number; readonly name: string; readonly expected: ExpectedBlock; readonly mode: 'full' | 'footer' }
   | { readonly type: 'cancel'; readonly task: number }
-  | { readonly type: 'written'; readonly task: number; readonly error: WireError | null }
+  | { readonly type: 'written'; readonly task: number; readonly error: WireError | null; readonly chunk: Uint8Array | null }
   | { readonly type: 'data'; readonly task: number; readonly req: number; readonly data: Uint8Array | null; readonly offset: number; readonly size: number; readonly error: WireError | null };
 
 /** Messages from a worker to the main thread. */
 export type FromWorker =
   | { readonly type: 'write'; readonly task: number; readonly chunk: Uint8Array }
-  | { readonly type: 'read'; readonly task: number; readonly req: number; readonly range: ByteRange }
+  | { readonly type: 'read'; readonly task: number; readonly req: number; readonly range: ByteRange; readonly into: Uint8Array | null }
   | { readonly type: 'done'; readonly task: number; readonly block: WrittenBlock | null; readonly heap: TaskHeap }
   | { readonly type: 'failed'; readonly task: number; readonly error: WireError };
 
@@ -249,10 +249,11 @@ export class BuildPool {
         task.writes = task.writes.then(
           () =>
             sink.write(m.chunk).then(
-              () => w.worker.postMessage({ type: 'written', task: task.id, error: null } satisfies ToWorker),
+              // the upload is done with the chunk (ObjectUpload.write): its buffer goes back for the next one
+              () => w.worker.postMessage({ type: 'written', task: task.id, error: null, chunk: m.chunk } satisfies ToWorker, [m.chunk.buffer as ArrayBuffer]),
               (err: unknown) => {
                 task.ioError ??= err;
-                w.worker.postMessage({ type: 'written', task: task.id, error: toWire(err) } satisfies ToWorker);
+                w.worker.postMessage({ type: 'written', task: task.id, error: toWire(err), chunk: null } satisfies ToWorker);
               },
             ),
           () => undefined,
@@ -261,9 +262,10 @@ export class BuildPool {
       }
       case 'read': {
         const source = task.source!;
-        source.read(m.range).then(
+        source.read(m.range, m.into ?? undefined).then(
           (r) => {
-            const data = ownBytes(r.data);
+            // read into the worker's buffer: it goes back with the bytes in it
+            const data = m.into !== null && r.data.buffer === m.into.buffer ? r.data : ownBytes(r.data);
             w.worker.postMessage({ type: 'data', task: task.id, req: m.req, data, offset: r.offset, size: r.size, error: null } satisfies ToWorker, [data.buffer as ArrayBuffer]);
           },
           (err: unknown) => {

@@ -28,6 +28,20 @@ let current: {
   nextReq: number;
 } | null = null;
 
+/**
+ * Buffers of written chunks the main thread gave back, for the next chunks: a block's chunks,
+ * each a fresh buffer, were garbage on the main thread until its collector ran (about every
+ * 64 MiB of them). At most WRITES_IN_FLIGHT + 1 are kept.
+ */
+const freeChunks: ArrayBuffer[] = [];
+
+/** A buffer of its own for a chunk of `length` bytes: a given-back one when one is large enough. */
+function chunkBuffer(length: number): Uint8Array {
+  const i = freeChunks.findIndex((b) => b.byteLength >= length);
+  // sizes rounded up to 64 KiB, so that the chunks of one writer (a little over its buffer size each) fit each other's buffers
+  return new Uint8Array(i >= 0 ? freeChunks.splice(i, 1)[0]! : new ArrayBuffer(Math.ceil(length / 65536) * 65536 || 65536), 0, length);
+}
+
 /** The upload of the main thread, as a sink; at most WRITES_IN_FLIGHT chunks unanswered. */
 function remoteSink(task: NonNullable<typeof current>): ByteSink {
   const waitBelow = async (n: number): Promise<void> => {
@@ -35,10 +49,13 @@ function remoteSink(task: NonNullable<typeof current>): ByteSink {
     if (task.writeError) throw task.writeError;
   };
   return {
+    // the chunk is copied before write() returns (into a buffer the main thread gives back once
+    // the upload wrote it): BlockWriter may hand over a view of its own buffer
+    copiesChunks: true,
     async write(chunk) {
       if (task.writeError) throw task.writeError;
-      // BlockWriter hands over a fresh copy per write: its buffer is ours to transfer
-      const own = chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength && chunk.buffer instanceof ArrayBuffer ? chunk : new Uint8Array(chunk);
+      const own = chunkBuffer(chunk.length);
+      own.set(chunk);
       task.unanswered++;
       send({ type: 'write', task: task.id, chunk: own }, [own.buffer as ArrayBuffer]);
       await waitBelow(WRITES_IN_FLIGHT - 1);
@@ -57,11 +74,14 @@ function remoteSink(task: NonNullable<typeof current>): ByteSink {
 function remoteSource(task: NonNullable<typeof current>, name: string): RangeSource {
   return {
     name,
-    read(range: ByteRange): Promise<RangeResult> {
+    read(range: ByteRange, into?: Uint8Array): Promise<RangeResult> {
       const req = task.nextReq++;
+      // a buffer of its own (not a view into a pooled one) goes to the main thread to be read
+      // into, and comes back with the bytes: a verification reads the block with one buffer
+      const give = into !== undefined && into.byteOffset === 0 && into.byteLength === into.buffer.byteLength && into.buffer instanceof ArrayBuffer ? into : null;
       return new Promise<RangeResult>((resolve, reject) => {
         task.reads.set(req, { resolve, reject });
-        send({ type: 'read', task: task.id, req, range });
+        send({ type: 'read', task: task.id, req, range, into: give }, give ? [give.buffer as ArrayBuffer] : []);
       });
     },
   };
@@ -93,6 +113,7 @@ port.on('message', (m: ToWorker) => {
       const task = current;
       if (task?.id !== m.task) return;
       task.unanswered--;
+      if (m.chunk && freeChunks.length <= WRITES_IN_FLIGHT) freeChunks.push(m.chunk.buffer as ArrayBuffer);
       if (m.error && !task.writeError) task.writeError = fromWire(m.error);
       for (const d of task.drained.splice(0)) d();
       return;

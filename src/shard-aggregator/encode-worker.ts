@@ -3,6 +3,7 @@
  * with prepareWrite, and sends the runs back packed into one transferred buffer.
  */
 import { parentPort } from 'node:worker_threads';
+import { collectGarbage } from '../common/gc.js';
 import { InvalidArgumentError, StrataError } from '../errors.js';
 import { prepareWrite } from './ingest.js';
 import { packPrepared, unpackTask, type EncodeReply, type EncodeTask } from './encode-pool.js';
@@ -10,7 +11,29 @@ import { packPrepared, unpackTask, type EncodeReply, type EncodeTask } from './e
 const port = parentPort;
 if (!port) throw new Error('encode-worker.ts runs as a worker thread only');
 
+/**
+ * A full collection once the worker has had no request for this long: the copies of the requests
+ * it encoded are dead then, but V8 would keep them until some 64 MiB more external memory had
+ * come (common/gc.ts), while the flushes that follow ingest need the memory.
+ */
+const IDLE_COLLECT_MS = 1000;
+let idle: NodeJS.Timeout | null = null;
+let running = 0;
+
+/** Counts a task done; once none runs, a collection is due after IDLE_COLLECT_MS without another. */
+function settled(): void {
+  if (--running > 0) return;
+  idle = setTimeout(() => {
+    idle = null;
+    collectGarbage();
+  }, IDLE_COLLECT_MS);
+  idle.unref();
+}
+
 port.on('message', (task: EncodeTask) => {
+  if (idle) clearTimeout(idle);
+  idle = null;
+  running++;
   prepareWrite(unpackTask(task), task.ctx).then(
     (prepared) => {
       const reply = packPrepared(task.id, prepared);
@@ -23,5 +46,5 @@ port.on('message', (task: EncodeTask) => {
           : { id: task.id, ok: false, field: null, message: err instanceof Error ? err.message : String(err), code: err instanceof StrataError ? err.code : null };
       port.postMessage(reply);
     },
-  );
+  ).finally(settled);
 });

@@ -38,6 +38,17 @@ import type { AggregatorMetrics } from './metrics.js';
 import type { WalDb } from './wal-db.js';
 import { windowId, type WalStore, type WindowKey } from './wal-store.js';
 import { backoffDelayMs } from '../common/backoff.js';
+import { throttledCollector } from '../common/gc.js';
+
+/**
+ * A full collection of the main thread before a flush starts (at most one per this many ms, so
+ * flushes of several shards starting together share it): the request buffers of the ingest that
+ * came before are dead, but V8 keeps them until about 64 MiB more external memory has come
+ * (common/gc.ts), and the flush's workers need the memory now. A collection of the main heap
+ * takes some 10-30 ms; a flush takes seconds to minutes.
+ */
+const COLLECT_BEFORE_FLUSH_MIN_INTERVAL_MS = 5000;
+const collectBeforeFlush = throttledCollector(COLLECT_BEFORE_FLUSH_MIN_INTERVAL_MS);
 
 /** What a successful flush wrote. */
 export interface FlushedBlock {
@@ -278,6 +289,7 @@ export class Flusher {
     const objectKey = blockKey(key.tenant, key.shard, key.windowStart);
     const windowEnd = key.windowStart + BigInt(this.o.blockDurationMs);
     const tenantLabel = this.o.tenantLabel(key.tenant);
+    collectBeforeFlush();
     const uses = gens.map((g) => this.o.store.use(g));
     let upload: ObjectUpload | null = null;
     let lease: BucketLease | null = null;

@@ -28,6 +28,7 @@ import {
   type Bucket,
   type BucketConfig,
   type ByteRange,
+  type GetRangeOptions,
   type IncompleteUpload,
   type IncompleteUploads,
   type ObjectInfo,
@@ -336,7 +337,7 @@ export class PartitionBucket implements Bucket, IncompleteUploads {
     return this.inner.get(key, opts).catch((err: unknown) => this.#notFound(key, err));
   }
 
-  async getRange(key: string, range: ByteRange, opts?: { signal?: AbortSignal }): Promise<RangeResult> {
+  async getRange(key: string, range: ByteRange, opts?: GetRangeOptions): Promise<RangeResult> {
     return this.inner.getRange(key, range, opts).catch((err: unknown) => this.#notFound(key, err));
   }
 

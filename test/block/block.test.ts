@@ -2,7 +2,9 @@ import t from 'tap';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BlockReader } from '../../src/block/reader.js';
+import { BlockReader, type RunLocation } from '../../src/block/reader.js';
+import { checkBlockRuns } from '../../src/block/scan.js';
+import type { ByteRange } from '../../src/objstore/bucket.js';
 import { fileSink, fileSource } from '../../src/block/source.js';
 import { BlockWriter, type BlockMeta } from '../../src/block/writer.js';
 import { CorruptionError, InvalidArgumentError, StrataError } from '../../src/errors.js';
@@ -197,4 +199,39 @@ t.test('without a size hint, pages are merged so one suffix read covers the inde
   for (const s of series) if (sameSamples((await r.readSeries(s.id))!, s.samples)) ok++;
   t.equal(ok, 4000);
   t.same(await r.verify(), { series: 4000, samples: 4000 });
+});
+
+t.test('checkBlockRuns() checks every run through one reused chunk buffer, names a damaged run, and stops when cancelled', async (t) => {
+  const path = join(dir, 'check-runs.block');
+  const series = dataset(120);
+  await writeBlock(path, series, 16);
+  const file = fileSource(path);
+  // a source that records the buffers it was asked to read into
+  const intos: (ArrayBuffer | null)[] = [];
+  const recording = { name: file.name, read: (range: ByteRange, into?: Uint8Array) => (intos.push(into ? (into.buffer as ArrayBuffer) : null), file.read(range, into)) };
+  const r = await BlockReader.open(recording);
+  const chunk = 8192; // far smaller than the sample section: many chunks
+  intos.length = 0;
+  const got = await checkBlockRuns(r, () => false, 1024, chunk);
+  t.same(got, { series: 120, samples: r.footer.sampleCount, stopped: false }, 'every series and sample, as the footer says');
+  // the index pages are read without a buffer; the chunks of the sample section into one
+  const chunks = intos.filter((b) => b !== null);
+  t.ok(chunks.length > 5, `read in ${chunks.length} chunks`);
+  t.ok(chunks.every((b) => b === chunks[0]), 'every chunk read into the same buffer');
+  t.equal(intos.length - chunks.length, r.footer.pageCount, 'and each index page once');
+
+  // a damaged byte inside one run: that run's series is named
+  const bytes = readFileSync(path);
+  const locs: RunLocation[] = [];
+  for await (const loc of r.series()) locs.push(loc);
+  const victim = locs[70]!;
+  const damaged = join(dir, 'check-runs-damaged.block');
+  const copy = Buffer.from(bytes);
+  copy[victim.offset + Math.floor(victim.length / 2)]! ^= 0x10;
+  writeFileSync(damaged, copy);
+  await t.rejects(checkBlockRuns(await BlockReader.open(fileSource(damaged)), () => false, 1024, chunk), { name: 'CorruptionError', message: new RegExp(`series ${victim.id}: checksum mismatch`) }, 'the damaged run named');
+
+  let asked = 0;
+  const stopped = await checkBlockRuns(await BlockReader.open(fileSource(path)), () => ++asked >= 2, 10, chunk);
+  t.same(stopped, { series: 20, samples: locs.slice(0, 20).reduce((n, l) => n + l.sampleCount, 0), stopped: true }, 'stops at the second check, every 10 runs');
 });

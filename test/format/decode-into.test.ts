@@ -2,7 +2,9 @@ import t from 'tap';
 import fc from 'fast-check';
 import { BitReader, BitWriter } from '../../src/format/bits.js';
 import { decodeIntSeq, decodeIntSeqSparse, decodeIntSeqSums, encodeIntSeq } from '../../src/format/intseq.js';
-import { decodeRun, decodeRunInto, encodeRun, readRunHeader, type Samples } from '../../src/format/run.js';
+import { crc32c } from '@node-rs/crc32';
+import { checkRunInto } from '../../src/block/reader.js';
+import { decodeRun, decodeRunInto, encodeRun, MAX_RUN_SAMPLES, readRunHeader, splitRun, type Samples } from '../../src/format/run.js';
 import { CorruptionError, InvalidArgumentError } from '../../src/errors.js';
 import { bytesOf, KINDS, makeSeries, prng, sameSamples } from '../support/series.js';
 
@@ -234,5 +236,47 @@ t.test('riceBlock() and riceSums() with k >= 31 detect a stream that ends early'
     t.throws(() => new BitReader(bytes).riceBlock(new Float64Array(4), 0, 4, k, 0, false), CorruptionError, `riceBlock k=${k}`);
     t.throws(() => new BitReader(bytes).riceSums(new Float64Array(4), 0, 4, k, 0, true, 0, 1), CorruptionError, `riceSums k=${k}`);
   }
+  t.end();
+});
+
+t.test('decodeRunInto() decodes a run whose timestamps its index page shares, as decodeRun() does', (t) => {
+  const r = prng(11);
+  for (const [i, kind] of KINDS.entries()) {
+    const s = makeSeries(kind, 300 + i, 1_700_000_000_000n, i);
+    const split = splitRun(encodeRun(s));
+    const shared = { layout: split.layout, count: split.count, bytes: split.timestamps, origin: ORIGIN };
+    const off = Math.floor(r() * 10);
+    const ts = new BigInt64Array(off + split.count);
+    const vs = new Float64Array(off + split.count);
+    t.equal(decodeRunInto(split.valuesRun, ORIGIN, ts, vs, off, undefined, shared), split.count, `${kind}: its count`);
+    t.ok(sameSamples({ timestamps: ts.subarray(off), values: vs.subarray(off) }, decodeRun(split.valuesRun, ORIGIN, shared)), `${kind}: the samples of decodeRun()`);
+    t.throws(() => decodeRunInto(split.valuesRun, ORIGIN, ts, vs, off), CorruptionError, `${kind}: refused without the shared vector`);
+    t.throws(() => decodeRunInto(split.valuesRun, ORIGIN, ts, vs, off, undefined, { ...shared, count: split.count - 1 }), /refers to/, `${kind}: refused with a vector of another length`);
+    t.throws(() => decodeRunInto(encodeRun(s), ORIGIN, ts, vs, off, undefined, shared), /shares a vector/, `${kind}: a run with its own timestamps refuses a shared vector`);
+  }
+  t.end();
+});
+
+t.test('checkRunInto() checks a run against its index entry into a scratch it grows, and refuses one that disagrees', (t) => {
+  const scratch = { timestamps: new BigInt64Array(0), values: new Float64Array(0) };
+  const s = makeSeries(KINDS[0]!, 500, 1_700_000_000_000n, 1);
+  const run = encodeRun(s);
+  const loc = { id: 7n, page: 0, entry: 0, offset: 100, length: run.length, sampleCount: 500, minTime: s.timestamps[0]!, maxTime: s.timestamps[499]!, crc: crc32c(run), timestamps: null };
+  checkRunInto('b.block', loc, run, scratch);
+  t.ok(scratch.timestamps.length >= 500, 'grown to the run');
+  t.ok(sameSamples({ timestamps: scratch.timestamps.subarray(0, 500), values: scratch.values.subarray(0, 500) }, s), 'holds the samples');
+  const grown = scratch.timestamps;
+  checkRunInto('b.block', loc, run, scratch);
+  t.equal(scratch.timestamps, grown, 'kept for the next run');
+  for (const [what, bad] of [
+    ['fewer samples', { ...loc, sampleCount: 499 }],
+    ['more samples', { ...loc, sampleCount: 501 }],
+    ['another first time', { ...loc, minTime: loc.minTime + 1n }],
+    ['another last time', { ...loc, maxTime: loc.maxTime - 1n }],
+    ['more samples than a run may hold (not allocated)', { ...loc, sampleCount: MAX_RUN_SAMPLES * 64 }],
+  ] as const) {
+    t.throws(() => checkRunInto('b.block', bad, run, { timestamps: new BigInt64Array(0), values: new Float64Array(0) }), { name: 'CorruptionError', message: /series 7 disagrees with its index entry/ }, `an entry with ${what}`);
+  }
+  t.throws(() => checkRunInto('b.block', { ...loc, crc: loc.crc ^ 1 }, run, scratch), /checksum mismatch/, 'a damaged run');
   t.end();
 });

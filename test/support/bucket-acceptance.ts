@@ -165,6 +165,16 @@ export function bucketAcceptance(t: Test, opts: AcceptanceOptions): void {
       sameBytes(t, r.data, data.subarray(c.start, c.end), `${c.name}: bytes`);
       t.equal(r.offset, c.start, `${c.name}: offset`);
       t.equal(r.size, 1000, `${c.name}: size`);
+      // read into a buffer of the caller's: the bytes land in it; one too small is left alone
+      const into = new Uint8Array(c.end - c.start + 3).fill(0xee);
+      const ri = await b.getRange('r', c.range, { into });
+      sameBytes(t, ri.data, data.subarray(c.start, c.end), `${c.name}: bytes read into a buffer`);
+      t.ok(ri.data.buffer === into.buffer && ri.data.byteOffset === into.byteOffset, `${c.name}: read into the given buffer`);
+      t.equal(into[c.end - c.start], 0xee, `${c.name}: nothing written past the range`);
+      const small = new Uint8Array(c.end - c.start - 1).fill(0xee);
+      const rs = await b.getRange('r', c.range, { into: small });
+      sameBytes(t, rs.data, data.subarray(c.start, c.end), `${c.name}: bytes, with a buffer too small`);
+      t.ok(rs.data.buffer !== small.buffer && small.every((x) => x === 0xee), `${c.name}: a buffer too small is not used`);
     }
     await expectCode(t, b.getRange('r', { offset: 1000, length: 1 }), ErrorCode.INVALID_RANGE, 'start at the end');
     await expectCode(t, b.getRange('r', { offset: 5000, length: 10 }), ErrorCode.INVALID_RANGE, 'start beyond the end');

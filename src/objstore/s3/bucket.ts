@@ -48,7 +48,7 @@ import {
 import { backoffDelayMs, DEFAULT_RETRY_POLICY, type RetryPolicy } from '../../common/backoff.js';
 import { ErrorCode, InvalidArgumentError, ObjectStoreError } from '../../errors.js';
 import { isAbortError, putViaUpload } from '../body.js';
-import type { Bucket, ByteRange, IncompleteUpload, IncompleteUploads, ObjectInfo, ObjectUpload, PutOptions, RangeResult } from '../bucket.js';
+import type { Bucket, ByteRange, GetRangeOptions, IncompleteUpload, IncompleteUploads, ObjectInfo, ObjectUpload, PutOptions, RangeResult } from '../bucket.js';
 import { formatRange, normalizeKeyPrefix, resolveRange, validateKey, validateListPrefix, validateRange } from '../keys.js';
 import type { Agent as HttpAgent } from 'node:http';
 import type { Agent as HttpsAgent } from 'node:https';
@@ -137,7 +137,7 @@ export class S3Bucket implements Bucket, IncompleteUploads, MultipartTarget {
     });
   }
 
-  async getRange(key: string, range: ByteRange, opts?: { signal?: AbortSignal }): Promise<RangeResult> {
+  async getRange(key: string, range: ByteRange, opts?: GetRangeOptions): Promise<RangeResult> {
     const fullKey = this.#fullKey(key);
     validateRange(range);
     const signal = opts?.signal;
@@ -149,7 +149,7 @@ export class S3Bucket implements Bucket, IncompleteUploads, MultipartTarget {
           new GetObjectCommand({ Bucket: this.#bucket, Key: fullKey, Range: header }),
           sendOpts(signal),
         );
-        const data = await readBody(res);
+        const data = await readBody(res, opts?.into);
         return rangeResult(range, res, data);
       });
     } catch (err) {
@@ -478,8 +478,23 @@ function sendOpts(signal: AbortSignal | undefined): { abortSignal?: AbortSignal 
   return signal ? { abortSignal: signal } : {};
 }
 
-async function readBody(res: GetObjectCommandOutput): Promise<Buffer> {
+async function readBody(res: GetObjectCommandOutput, into?: Uint8Array): Promise<Buffer> {
   if (res.Body === undefined) return Buffer.alloc(0);
+  const length = res.ContentLength;
+  if (into !== undefined && length !== undefined && length <= into.length && Symbol.asyncIterator in res.Body) {
+    // the body, as it arrives, into the caller's buffer; a body longer than Content-Length said
+    // is read on into a buffer of its own, so rangeResult() sees every byte and refuses it
+    const out = Buffer.from(into.buffer, into.byteOffset, into.length);
+    let filled = 0;
+    const more: Buffer[] = [];
+    for await (const chunk of res.Body as AsyncIterable<Uint8Array>) {
+      if (more.length === 0 && filled + chunk.length <= length) {
+        out.set(chunk, filled);
+        filled += chunk.length;
+      } else more.push(Buffer.from(chunk));
+    }
+    return more.length === 0 ? out.subarray(0, filled) : Buffer.concat([out.subarray(0, filled), ...more]);
+  }
   const bytes = await res.Body.transformToByteArray();
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
