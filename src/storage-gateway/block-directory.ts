@@ -313,6 +313,27 @@ export class BlockDirectory {
     return raceSignal(this.tails.do(scopedKey(addr), () => this.readTail(addr)).promise, signal);
   }
 
+  /**
+   * Like {@link refresh}, but with a tail read that starts after this call. A read already in
+   * flight (a background re-check) may have read the object before the caller saw it change (a
+   * run of a replacing block failing the old block's checksum) and would answer the block being
+   * replaced, so the caller would take the replacement for damage: it is waited for, then a read
+   * of its own is made (shared only with reads that start after it).
+   */
+  async refreshAfter(addr: BlockAddress, signal?: AbortSignal): Promise<OpenBlock | null> {
+    const running = this.tails.get(scopedKey(addr));
+    if (running) {
+      await raceSignal(
+        running.then(
+          () => undefined,
+          () => undefined,
+        ),
+        signal,
+      );
+    }
+    return this.refresh(addr, signal);
+  }
+
   /** Decoded index pages `nos` of `block` (opened at `addr`), in input order. */
   async pages(addr: BlockAddress, block: OpenBlock, nos: readonly number[], signal?: AbortSignal): Promise<IndexPage[]> {
     const r = this.pagesOrWait(addr, block, nos);

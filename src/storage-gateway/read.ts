@@ -7,7 +7,8 @@
  * first message is made, so a damaged block fails the call before any sample leaves; the messages themselves are
  * made one at a time as the stream takes them (answers.ts: {@link Answer}), RAW runs decoded series by
  * series. When fresh bytes fail their check, the block's tail is read
- * again: a new block id means the object was replaced mid-read and the read restarts once on the
+ * again, by a read that starts after the failure (a background re-check in flight may have read
+ * the object before it was replaced, and is not joined): a new block id means the object was replaced mid-read and the read restarts once on the
  * new block; the same block id means the object is damaged: DATA_LOSS naming it.
  *
  * A warm read (block, pages and runs in memory or the byte cache) runs synchronously from start to
@@ -297,7 +298,8 @@ export class BlockReadExecutor {
         return r instanceof Promise ? await r : r;
       } catch (err) {
         if (!(err instanceof RangeCheckError)) throw err;
-        const fresh = await directory.refresh(q.block, signal());
+        // a tail read of its own: one in flight may have read the object before it was replaced
+        const fresh = await directory.refreshAfter(q.block, signal());
         if (fresh && (fresh.blockId === block.blockId || attempt >= 1)) {
           throw new CorruptionError(block.key, err.offset, `${err.what} (block ${block.blockId})`, { cause: err });
         }

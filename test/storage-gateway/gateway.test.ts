@@ -358,6 +358,50 @@ t.test('a replaced block is served within the staleness bound, never mixed with 
   t.same(mismatches(v3.series, expected(ds1, ids, W0, W0 + D)), [], `block ${b3.footer.blockId} at the bound`);
 });
 
+t.test('a read that runs into a replacement while a background re-check that read the old block is in flight reads the new block, not DATA_LOSS', async (t) => {
+  const { bucketConfig, bucket } = await setup(t);
+  const v1 = BIG.slice(0, 100);
+  const v2 = BIG.slice(0, 100).map((s, i) => ({ id: s.id, samples: makeSeries('float', 800 + i, W0, 7000 + i) }));
+  await writeBlock(bucket, 'big', 0, 1, W0, v1, { seriesPerPage: 16 });
+  const proxy = await startFaultProxy(t, (bucketConfig as { endpoint: string }).endpoint, () => FORWARD);
+  const viaProxy = { ...bucketConfig, endpoint: proxy.endpoint } as BucketConfig;
+  const clock = manualClock();
+  const gw = await startTestGateway(t, testConfig(viaProxy, tempDir(t), { stalenessMs: 60_000, closedStalenessMs: 60_000, suffixBytes: 4096 }), { now: clock.now });
+  const q = clientFor(t, gw.grpcPort, 1);
+  const ds1 = { tenant: 'big', numShards: 1, windows: 1, series: v1 };
+  const ds2 = { tenant: 'big', numShards: 1, windows: 1, series: v2 };
+  const ids = [v1[0]!.id, v1[1]!.id];
+  t.same(mismatches((await q.query('big', ids, ONE_WINDOW)).series, expected(ds1, ids, W0, W0 + D)), [], 'v1 served');
+
+  // past half the staleness bound a read starts a background re-check; its tail GET reads v1,
+  // and its answer is held at the proxy while the object is replaced
+  clock.advance(40_000);
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let fetched!: () => void;
+  const v1TailRead = new Promise<void>((resolve) => (fetched = resolve));
+  const first = proxy.seen.length + 1;
+  proxy.setPolicy((n) => (n === first ? { kind: 'hold', fetched, release: released } : FORWARD));
+  t.same(mismatches((await q.query('big', ids, ONE_WINDOW)).series, expected(ds1, ids, W0, W0 + D)), [], 'v1 from memory; a re-check starts');
+  await v1TailRead;
+  await writeBlock(bucket, 'big', 0, 1, W0, v2, { seriesPerPage: 16 });
+
+  // a series whose run is not cached: its GET gets v2's bytes, which fail v1's checksum. The
+  // held re-check is let go the moment the read asks the directory to look again.
+  const dir = gw.directory as unknown as Record<string, (...a: unknown[]) => unknown>;
+  for (const m of ['refresh', 'refreshAfter']) {
+    const orig = dir[m];
+    if (typeof orig !== 'function') continue;
+    dir[m] = (...a: unknown[]) => {
+      release();
+      return orig.apply(gw.directory, a);
+    };
+  }
+  const fresh = [v1[50]!.id];
+  t.same(mismatches((await q.query('big', fresh, ONE_WINDOW)).series, expected(ds2, fresh, W0, W0 + D)), [], 'the read restarts on v2');
+  t.equal(await gw.metrics.total('strata_gateway_block_replacements_total'), 1, 'one replacement seen');
+});
+
 t.test('an S3 outage: cached blocks are served as last read up to maxStaleMs, counted, then UNAVAILABLE; healed after', async (t) => {
   const { bucketConfig, bucket } = await setup(t);
   const v1 = BIG.slice(0, 40);

@@ -13,7 +13,13 @@ export type Fault =
   | { readonly kind: 'forward' }
   | { readonly kind: 'status'; readonly status: number; readonly code: string }
   | { readonly kind: 'reset' }
-  | { readonly kind: 'stall' };
+  | { readonly kind: 'stall' }
+  /**
+   * Forwarded at once, but its answer is held: the whole upstream response is read (then
+   * `fetched` is called), and sent only once `release` resolves. The client gets what the server
+   * held when the request came, however late it arrives.
+   */
+  | { readonly kind: 'hold'; readonly fetched: () => void; readonly release: Promise<void> };
 
 /** One request the proxy saw. */
 export interface SeenRequest {
@@ -58,6 +64,22 @@ export async function startFaultProxy(t: Test, upstream: string, policy: (n: num
           res.end(body);
         });
         return;
+      case 'hold': {
+        const up = request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (upRes) => {
+          const chunks: Buffer[] = [];
+          upRes.on('data', (c: Buffer) => chunks.push(c));
+          upRes.on('end', () => {
+            fault.fetched();
+            void fault.release.then(() => {
+              res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+              res.end(Buffer.concat(chunks));
+            });
+          });
+        });
+        up.on('error', (err) => res.destroy(err));
+        req.pipe(up);
+        return;
+      }
       case 'forward': {
         const up = request(
           { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
