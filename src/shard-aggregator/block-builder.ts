@@ -70,6 +70,14 @@ export class BuildCancelled extends Error {
 const STOP_CHECK_EVERY = 256;
 
 /**
+ * Most samples of one series decoded at once in a merge (16 bytes each), unless one run holds
+ * more: the runs of a series are merged in groups of this many into what came before. A series
+ * of normal density fits in one group; one written many times over no longer takes memory for
+ * every copy at once.
+ */
+export const MERGE_GROUP_SAMPLES = 1 << 20;
+
+/**
  * Builds the block of `input` into `sink` (completed by BlockWriter.finish on success; the caller
  * aborts it on failure). `old` is the published block being replaced, or null.
  * @throws BuildCancelled when `cancelled()` turns true; any read, decode or sink error.
@@ -139,33 +147,47 @@ async function mergeInto(writer: BlockWriter, old: BlockReader | null, gens: rea
         // the writer packs the plain WAL run with lz4 (or shares its timestamps) as add() would
         await writer.addEncoded(min, run, range.count, range.first, range.last);
       } else {
-        // the runs are decoded into one allocation for the series, not one per run
-        let total = 0;
-        for (const p of taken) {
-          p.runs.forEach((r, i) => {
-            const origin = { object: `${p.name} series ${min} run ${i}`, offset: 0 };
-            const n = readRunHeader(r, origin).count;
-            // checked before the allocation is sized by it (a damaged count is not a RangeError)
-            if (n === 0 || n > MAX_RUN_SAMPLES) throw new CorruptionError(origin.object, 0, `run claims ${n} samples`);
-            total += n;
-          });
-        }
-        // not zero-filled: decodeRunInto writes every one of the `total` samples the headers count
-        const buf = Buffer.allocUnsafeSlow(16 * total).buffer;
-        const ts = new BigInt64Array(buf, 0, total);
-        const vs = new Float64Array(buf, 8 * total, total);
-        let at = 0;
-        const parts: Samples[] = [];
-        for (const p of taken) {
-          if (p.samples) parts.push(p.samples);
-          p.runs.forEach((r, i) => {
-            const k = decodeRunInto(r, { object: `${p.name} series ${min} run ${i}`, offset: 0 }, ts, vs, at);
+        // the runs are decoded into one allocation per group of runs (not one per run), and each
+        // group is merged into what came before: memory follows the series' distinct samples (at
+        // most one per millisecond of its window) and MERGE_GROUP_SAMPLES, not how many times its
+        // samples were written
+        let merged: Samples | null = null;
+        let group: { run: Uint8Array; origin: { object: string; offset: number }; n: number }[] = [];
+        let groupSamples = 0;
+        const mergeGroup = (): void => {
+          // not zero-filled: decodeRunInto writes every one of the samples the headers count
+          const buf = Buffer.allocUnsafeSlow(16 * groupSamples).buffer;
+          const ts = new BigInt64Array(buf, 0, groupSamples);
+          const vs = new Float64Array(buf, 8 * groupSamples, groupSamples);
+          const parts: Samples[] = merged ? [merged] : [];
+          let at = 0;
+          for (const g of group) {
+            const k = decodeRunInto(g.run, g.origin, ts, vs, at);
             parts.push({ timestamps: ts.subarray(at, at + k), values: vs.subarray(at, at + k) });
             at += k;
+          }
+          merged = mergeSamples(parts);
+          group = [];
+          groupSamples = 0;
+        };
+        for (const p of taken) {
+          if (p.samples) {
+            // the replaced block's samples: older than every run after them
+            if (group.length > 0) mergeGroup();
+            merged = merged ? mergeSamples([merged, p.samples]) : p.samples;
+          }
+          p.runs.forEach((run, i) => {
+            const origin = { object: `${p.name} series ${min} run ${i}`, offset: 0 };
+            const n = readRunHeader(run, origin).count;
+            // checked before an allocation is sized by it (a damaged count is not a RangeError)
+            if (n === 0 || n > MAX_RUN_SAMPLES) throw new CorruptionError(origin.object, 0, `run claims ${n} samples`);
+            if (groupSamples > 0 && groupSamples + n > MERGE_GROUP_SAMPLES) mergeGroup();
+            group.push({ run, origin, n });
+            groupSamples += n;
           });
         }
-        const merged = mergeSamples(parts);
-        if (merged.timestamps.length > 0) await writer.add(min, merged);
+        if (group.length > 0) mergeGroup();
+        if (merged !== null && (merged as Samples).timestamps.length > 0) await writer.add(min, merged);
       }
       if (++n % STOP_CHECK_EVERY === 0 && cancelled()) throw new BuildCancelled();
     }

@@ -18,6 +18,7 @@ import { Aggregator } from '../../src/shard-aggregator/aggregator.js';
 import { parseAggregatorConfig } from '../../src/shard-aggregator/config.js';
 import type { WireSeries } from '../../src/shard-aggregator/ingest.js';
 import { AggregatorMetrics } from '../../src/shard-aggregator/metrics.js';
+import { MERGE_GROUP_SAMPLES } from '../../src/shard-aggregator/block-builder.js';
 import { bitsBytes, eventually, readBlock, tempDir, tsBytes } from '../support/aggregator.js';
 
 const H = 4 * 3600 * 1000;
@@ -177,4 +178,52 @@ t.test('a bucket error met while serving a worker fails the flush with that erro
   t.type(err, ObjectStoreError, 'the very error of the bucket');
   t.equal((err as ObjectStoreError).code, ErrorCode.ACCESS_DENIED);
   t.ok(agg.status().windows.length > 0, 'the WAL is kept');
+});
+
+t.test('a series written many times over is merged group by group (MERGE_GROUP_SAMPLES): last write wins, replaced block included', async (t) => {
+  const dir = tempDir('build-groups');
+  const bucket = new FilesystemBucket({ path: join(dir, 'bucket') });
+  const agg = await engine(t, dir, bucket, { flushThreads: 1, walWriteBufferBytes: 4 * 1024 * 1024 });
+  // write k covers [k * STEP, k * STEP + N) ms after W, with values naming the write
+  const N = 300_000;
+  const STEP = 100_000;
+  const write = (k: number, n = N): WireSeries => {
+    const ts: bigint[] = [];
+    const bits: bigint[] = [];
+    for (let i = 0; i < n; i++) {
+      ts.push(BigInt(W + k * STEP + i));
+      bits.push(BigInt(k) * 0x100000000n + BigInt(i) + 0x3ff0000000000000n);
+    }
+    return { id: 6n, timestamps: tsBytes(ts), values: bitsBytes(bits) };
+  };
+  const expect = new Map<bigint, bigint>();
+  const note = (k: number, n = N): void => {
+    for (let i = 0; i < n; i++) expect.set(BigInt(W + k * STEP + i), BigInt(k) * 0x100000000n + BigInt(i) + 0x3ff0000000000000n);
+  };
+  const check = async (what: string): Promise<void> => {
+    const got = (await readBlock(bucket, blockKey('acme', 0, BigInt(W)))).get(6n)!;
+    const want = [...expect.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1));
+    t.equal(got.ts.length, want.length, `${what}: one sample per distinct timestamp`);
+    let bad = 0;
+    want.forEach(([ts, bits], i) => {
+      if (got.ts[i] !== ts || got.bits[i] !== bits) bad++;
+    });
+    t.equal(bad, 0, `${what}: every sample the last write's`);
+  };
+  // 5 writes of 300,000 samples: 1.5 M samples in the WAL for one series, more than one group
+  for (let k = 0; k < 5; k++) {
+    await agg.write('acme', 0, [write(k)]);
+    note(k);
+  }
+  t.ok(5 * N > MERGE_GROUP_SAMPLES, 'more samples than one group');
+  await agg.seal('acme', 0, BigInt(W), true);
+  await check('first block');
+  // late data over the published block: its samples first, then the new runs
+  for (const k of [1, 3, 2, 3]) {
+    await agg.write('acme', 0, [write(k, 120_000)]);
+    note(k, 120_000);
+  }
+  const [second] = await agg.seal('acme', 0, BigInt(W), true);
+  t.equal(second?.replaced, true, 'the published block was replaced');
+  await check('replacement');
 });
