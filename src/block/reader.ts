@@ -12,7 +12,7 @@ import { sliceSamples, type TimeRange } from '../format/slice.js';
 
 import { decodeIoi, findPage, type IndexOfIndex } from '../index/index-of-index.js';
 import { decodePage, findInPage, type IndexPage } from '../index/page.js';
-import type { RangeSource } from './source.js';
+import { reusingReads, type RangeSource } from './source.js';
 
 /** Bytes of the first (suffix) read: the footer plus room for the index of index. */
 export const DEFAULT_SUFFIX_BYTES = 64 * 1024;
@@ -273,23 +273,12 @@ export async function verifyBlock(reader: BlockReader, chunkBytes = VERIFY_CHUNK
   const name = source.name;
   const { samples: samplesSection, index } = reader.footer;
   let largest = 0;
-  // One buffer for the pieces of the sections, read into again and again: as fresh buffers,
-  // the pieces of a whole block were garbage that the verifying thread only freed when its
-  // collector ran (about every 64 MiB of them). A source may hand it over and give the bytes
-  // back in another (a worker's source: see RangeSource.read), so it is the buffer of the last
-  // piece, when that buffer is ours alone: the one we gave, or one that came back from the
-  // thread we gave ours to (not a bucket's buffer, which may be a view into a shared pool).
-  let spare: ArrayBuffer | undefined;
+  // the pieces of the sections through one buffer (reusingReads); index pages in their own
+  const reused = reusingReads(source);
   const read = async (offset: number, length: number, reuse = false): Promise<Uint8Array> => {
-    let into: Uint8Array | undefined;
-    if (reuse) {
-      into = spare !== undefined && spare.byteLength >= length ? new Uint8Array(spare) : new Uint8Array(length);
-      spare = undefined;
-    }
-    const r = await source.read({ offset, length }, into);
+    const r = await (reuse ? reused({ offset, length }) : source.read({ offset, length }));
     if (r.data.length !== length) throw new CorruptionError(name, offset, `read ${r.data.length} of ${length} bytes`);
     largest = Math.max(largest, length);
-    if (into !== undefined && r.data.buffer instanceof ArrayBuffer && (r.data.buffer === into.buffer || into.buffer.byteLength === 0)) spare = r.data.buffer;
     return r.data;
   };
   const sectionCrc = async (offset: number, length: number): Promise<number> => {

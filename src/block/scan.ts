@@ -5,6 +5,7 @@
  */
 import { BlockReader, checkRunInto, decodeCheckedRun, type RunLocation } from './reader.js';
 import type { Samples } from '../format/run.js';
+import { reusingReads } from './source.js';
 
 /** Bytes fetched per range read of the sample section. */
 export const SCAN_CHUNK_BYTES = 8 * 1024 * 1024;
@@ -33,8 +34,8 @@ function decodeRun(reader: BlockReader, loc: RunLocation, bytes: Uint8Array): Sa
 
 /**
  * Checks every run of the block opened by `reader` (checksum, decoded against its index entry)
- * the way {@link scanBlock} reads them, but with one chunk buffer read into again and again and
- * the samples decoded into one scratch: it allocates nothing per chunk or run. The aggregator
+ * the way {@link scanBlock} reads them, but with one chunk buffer read into again and again
+ * ({@link reusingReads}) and the samples decoded into one scratch: it allocates nothing per chunk or run. The aggregator
  * verifies each block it uploads this way on a build worker; as fresh buffers, the 8 MiB chunks
  * were garbage the worker's collector freed only about every 64 MiB of them (V8's external memory
  * trigger), which with two flushes at once was some 150 MiB of a pod's peak RSS.
@@ -48,9 +49,7 @@ export async function checkBlockRuns(
 ): Promise<{ series: number; samples: number; stopped: boolean }> {
   let chunk: Uint8Array = new Uint8Array(0);
   let chunkStart = 0;
-  // the buffer of the last chunk, when it is ours alone (the one we gave, or the one the source
-  // gave back in its place): read into for the next chunk
-  let spare: ArrayBuffer | undefined;
+  const read = reusingReads(reader.source);
   const scratch = { timestamps: new BigInt64Array(0), values: new Float64Array(0) };
   let series = 0;
   let samples = 0;
@@ -58,11 +57,8 @@ export async function checkBlockRuns(
   for await (const loc of reader.series()) {
     if (loc.offset < chunkStart || loc.offset + loc.length > chunkStart + chunk.length) {
       const length = Math.min(Math.max(chunkBytes, loc.length), reader.footer.samples.length - loc.offset);
-      const into = spare !== undefined && spare.byteLength >= length ? new Uint8Array(spare) : new Uint8Array(length);
-      spare = undefined;
-      const r = await reader.source.read({ offset: loc.offset, length }, into);
+      const r = await read({ offset: loc.offset, length });
       reader.reads++;
-      if (r.data.buffer instanceof ArrayBuffer && (r.data.buffer === into.buffer || into.buffer.byteLength === 0) && r.data.byteOffset === 0) spare = r.data.buffer;
       chunk = r.data;
       chunkStart = loc.offset;
     }

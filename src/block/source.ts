@@ -7,7 +7,7 @@ import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ErrorCode, ObjectStoreError } from '../errors.js';
 import { renameDurable, writeFully } from '../common/durable-fs.js';
-import type { BucketReader, ByteRange, RangeResult } from '../objstore/bucket.js';
+import { readTarget, type BucketReader, type ByteRange, type RangeResult } from '../objstore/bucket.js';
 import type { ByteSink } from './writer.js';
 
 /** Range reads of one object. */
@@ -21,6 +21,26 @@ export interface RangeSource {
    * uses only the returned `data`.
    */
   read(range: ByteRange, into?: Uint8Array): Promise<RangeResult>;
+}
+
+/**
+ * Reads ranges of `source` one after another through one buffer: each read goes into the buffer
+ * the last one came back in, when that buffer is ours alone (the one we gave, or the one a
+ * worker's source gave back in its place; never a view into a bucket's or a shared pool's
+ * buffer) and large enough. The bytes a read returns are valid until the next read. As fresh
+ * buffers, the pieces of a whole block were garbage the reading thread's collector freed only
+ * about every 64 MiB of them.
+ */
+export function reusingReads(source: RangeSource): (range: { offset: number; length: number }) => Promise<RangeResult> {
+  let spare: ArrayBuffer | undefined;
+  return async (range) => {
+    // the whole buffer, not a view of part of it: a worker's source transfers only a whole one
+    const into = spare !== undefined && spare.byteLength >= range.length ? new Uint8Array(spare) : new Uint8Array(range.length);
+    spare = undefined;
+    const r = await source.read(range, into);
+    if (r.data.buffer instanceof ArrayBuffer && r.data.byteOffset === 0 && (r.data.buffer === into.buffer || into.buffer.byteLength === 0)) spare = r.data.buffer;
+    return r;
+  };
 }
 
 /** A block stored under `key` in a bucket. */
@@ -56,7 +76,7 @@ export function fileSource(path: string): RangeSource {
           }
           length = Math.min(range.length, size - offset);
         }
-        const data = into !== undefined && into.length >= length ? Buffer.from(into.buffer, into.byteOffset, length) : Buffer.allocUnsafe(length);
+        const data = readTarget(length, into);
         let done = 0;
         while (done < length) {
           const { bytesRead } = await fh.read(data, done, length - done, offset + done);

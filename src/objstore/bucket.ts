@@ -66,6 +66,14 @@ export interface GetRangeOptions {
   readonly into?: Uint8Array;
 }
 
+/**
+ * Where a read of `length` bytes goes: a view of `into` when it is large enough
+ * ({@link GetRangeOptions.into}), else a buffer of its own.
+ */
+export function readTarget(length: number, into: Uint8Array | undefined): Buffer {
+  return into !== undefined && into.length >= length ? Buffer.from(into.buffer, into.byteOffset, length) : Buffer.allocUnsafe(length);
+}
+
 /** The read half of a bucket. */
 export interface BucketReader {
   /** Human-readable name for messages and metrics (`s3://bucket/prefix` or `file:///dir`). */

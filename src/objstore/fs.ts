@@ -22,7 +22,7 @@ import type { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { ErrorCode, InvalidArgumentError, ObjectStoreError } from '../errors.js';
 import { errorMessage, isAbortError, putViaUpload, withSecondaryError } from './body.js';
-import type { Bucket, ByteRange, GetRangeOptions, IncompleteUpload, IncompleteUploads, ObjectInfo, ObjectUpload, PutOptions, RangeResult } from './bucket.js';
+import { readTarget, type Bucket, type ByteRange, type GetRangeOptions, type IncompleteUpload, type IncompleteUploads, type ObjectInfo, type ObjectUpload, type PutOptions, type RangeResult } from './bucket.js';
 import { compareUtf8, formatRange, normalizeKeyPrefix, resolveRange, validateKey, validateListPrefix, validateRange } from './keys.js';
 import { fsyncDir, writeFully } from '../common/durable-fs.js';
 
@@ -89,9 +89,7 @@ export class FilesystemBucket implements Bucket, IncompleteUploads {
             `${doing}: range starts at or beyond the end of the ${size}-byte object`,
           );
         }
-        const len = span.end - span.start;
-        const into = opts?.into;
-        const data = into !== undefined && into.length >= len ? Buffer.from(into.buffer, into.byteOffset, len) : Buffer.allocUnsafe(len);
+        const data = readTarget(span.end - span.start, opts?.into);
         let filled = 0;
         while (filled < data.length) {
           signal?.throwIfAborted();

@@ -154,7 +154,8 @@ async function mergeInto(writer: BlockWriter, old: BlockReader | null, gens: rea
         let merged: Samples | null = null;
         let group: { run: Uint8Array; origin: { object: string; offset: number }; n: number }[] = [];
         let groupSamples = 0;
-        const mergeGroup = (): void => {
+        /** `merged` and the runs of the group, merged. */
+        const mergeGroup = (merged: Samples | null): Samples => {
           // not zero-filled: decodeRunInto writes every one of the samples the headers count
           const buf = Buffer.allocUnsafeSlow(16 * groupSamples).buffer;
           const ts = new BigInt64Array(buf, 0, groupSamples);
@@ -166,14 +167,14 @@ async function mergeInto(writer: BlockWriter, old: BlockReader | null, gens: rea
             parts.push({ timestamps: ts.subarray(at, at + k), values: vs.subarray(at, at + k) });
             at += k;
           }
-          merged = mergeSamples(parts);
           group = [];
           groupSamples = 0;
+          return mergeSamples(parts);
         };
         for (const p of taken) {
           if (p.samples) {
             // the replaced block's samples: older than every run after them
-            if (group.length > 0) mergeGroup();
+            if (group.length > 0) merged = mergeGroup(merged);
             merged = merged ? mergeSamples([merged, p.samples]) : p.samples;
           }
           p.runs.forEach((run, i) => {
@@ -181,13 +182,13 @@ async function mergeInto(writer: BlockWriter, old: BlockReader | null, gens: rea
             const n = readRunHeader(run, origin).count;
             // checked before an allocation is sized by it (a damaged count is not a RangeError)
             if (n === 0 || n > MAX_RUN_SAMPLES) throw new CorruptionError(origin.object, 0, `run claims ${n} samples`);
-            if (groupSamples > 0 && groupSamples + n > MERGE_GROUP_SAMPLES) mergeGroup();
+            if (groupSamples > 0 && groupSamples + n > MERGE_GROUP_SAMPLES) merged = mergeGroup(merged);
             group.push({ run, origin, n });
             groupSamples += n;
           });
         }
-        if (group.length > 0) mergeGroup();
-        if (merged !== null && (merged as Samples).timestamps.length > 0) await writer.add(min, merged);
+        if (group.length > 0) merged = mergeGroup(merged);
+        if (merged !== null && merged.timestamps.length > 0) await writer.add(min, merged);
       }
       if (++n % STOP_CHECK_EVERY === 0 && cancelled()) throw new BuildCancelled();
     }

@@ -319,18 +319,28 @@ t.test('a block of a closed window is re-checked after closedStalenessMs, one of
   t.equal((await gets(gw)) - before, 1, 'after closedStalenessMs the closed window is re-checked with one suffix GET');
 });
 
-t.test('a replaced block is served within the staleness bound, never mixed with the old one', async (t) => {
-  const { bucketConfig, bucket } = await setup(t);
+/**
+ * Block v1 (100 series of BIG) written to `bucket`, a gateway on a manual clock reading it through
+ * `readConfig` (staleness 60 s, 4 KiB suffix reads), and v1 read once; v2 (the same ids, other
+ * samples from `seed`) is for the test to write over it.
+ */
+async function replacement(t: Test, bucket: Bucket, readConfig: BucketConfig, seed: number) {
   const v1 = BIG.slice(0, 100);
-  const v2 = BIG.slice(0, 100).map((s, i) => ({ id: s.id, samples: makeSeries('float', 800 + i, W0, 5000 + i) }));
+  const v2 = v1.map((s, i) => ({ id: s.id, samples: makeSeries('float', 800 + i, W0, seed + i) }));
   const [, b1] = await writeBlock(bucket, 'big', 0, 1, W0, v1, { seriesPerPage: 16 });
   const clock = manualClock();
-  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { stalenessMs: 60_000, closedStalenessMs: 60_000, suffixBytes: 4096 }), { now: clock.now });
+  const gw = await startTestGateway(t, testConfig(readConfig, tempDir(t), { stalenessMs: 60_000, closedStalenessMs: 60_000, suffixBytes: 4096 }), { now: clock.now });
   const q = clientFor(t, gw.grpcPort, 1);
   const ds1 = { tenant: 'big', numShards: 1, windows: 1, series: v1 };
   const ds2 = { tenant: 'big', numShards: 1, windows: 1, series: v2 };
   const ids = [v1[0]!.id, v1[1]!.id];
   t.same(mismatches((await q.query('big', ids, ONE_WINDOW)).series, expected(ds1, ids, W0, W0 + D)), [], 'v1 served');
+  return { v1, v2, b1, clock, gw, q, ds1, ds2, ids };
+}
+
+t.test('a replaced block is served within the staleness bound, never mixed with the old one', async (t) => {
+  const { bucketConfig, bucket } = await setup(t);
+  const { v1, v2, b1, clock, gw, q, ds1, ds2, ids } = await replacement(t, bucket, bucketConfig, 5000);
   const [, b2] = await writeBlock(bucket, 'big', 0, 1, W0, v2, { seriesPerPage: 16 });
   t.not(b2.footer.blockId, b1.footer.blockId);
   clock.advance(10_000);
@@ -360,18 +370,9 @@ t.test('a replaced block is served within the staleness bound, never mixed with 
 
 t.test('a read that runs into a replacement while a background re-check that read the old block is in flight reads the new block, not DATA_LOSS', async (t) => {
   const { bucketConfig, bucket } = await setup(t);
-  const v1 = BIG.slice(0, 100);
-  const v2 = BIG.slice(0, 100).map((s, i) => ({ id: s.id, samples: makeSeries('float', 800 + i, W0, 7000 + i) }));
-  await writeBlock(bucket, 'big', 0, 1, W0, v1, { seriesPerPage: 16 });
   const proxy = await startFaultProxy(t, (bucketConfig as { endpoint: string }).endpoint, () => FORWARD);
   const viaProxy = { ...bucketConfig, endpoint: proxy.endpoint } as BucketConfig;
-  const clock = manualClock();
-  const gw = await startTestGateway(t, testConfig(viaProxy, tempDir(t), { stalenessMs: 60_000, closedStalenessMs: 60_000, suffixBytes: 4096 }), { now: clock.now });
-  const q = clientFor(t, gw.grpcPort, 1);
-  const ds1 = { tenant: 'big', numShards: 1, windows: 1, series: v1 };
-  const ds2 = { tenant: 'big', numShards: 1, windows: 1, series: v2 };
-  const ids = [v1[0]!.id, v1[1]!.id];
-  t.same(mismatches((await q.query('big', ids, ONE_WINDOW)).series, expected(ds1, ids, W0, W0 + D)), [], 'v1 served');
+  const { v1, v2, clock, gw, q, ds1, ds2, ids } = await replacement(t, bucket, viaProxy, 7000);
 
   // past half the staleness bound a read starts a background re-check; its tail GET reads v1,
   // and its answer is held at the proxy while the object is replaced
