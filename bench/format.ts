@@ -13,8 +13,8 @@ import { join } from 'node:path';
 import { BlockReader } from '../src/block/reader.js';
 import { fileSink, fileSource } from '../src/block/source.js';
 import { BlockWriter } from '../src/block/writer.js';
-import { decodeRun, decodeRunInto, encodeRun } from '../src/format/run.js';
-import { loadDataset, median, type Series } from './dataset.js';
+import { codecRates } from './codec-rates.js';
+import { loadDataset, type Series } from './dataset.js';
 import { measurePrometheus, measureVictoriaMetrics } from './peers.js';
 import { loadReal, REAL_DATA_DIR } from './real.js';
 
@@ -103,33 +103,11 @@ export async function main(argv: string[]): Promise<void> {
   const total = ds.sampleCount;
   console.log(`dataset ${dir}: ${ds.series.length} series, ${total} samples`);
 
-  // encode / decode throughput on one core (this thread), median of reps
-  let runs: Uint8Array[] = [];
-  const encTimes: number[] = [];
-  for (let r = 0; r < reps; r++) {
-    const t0 = process.hrtime.bigint();
-    runs = ds.series.map((s) => encodeRun(s));
-    encTimes.push(Number(process.hrtime.bigint() - t0) / 1e9);
-  }
-  const decTimes: number[] = [];
-  for (let r = 0; r < reps; r++) {
-    const t0 = process.hrtime.bigint();
-    for (const run of runs) decodeRun(run);
-    decTimes.push(Number(process.hrtime.bigint() - t0) / 1e9);
-  }
-  // the same runs decoded as the query client does: back to back into one allocation
-  const intoTs = new BigInt64Array(total);
-  const intoVs = new Float64Array(total);
-  const intoTimes: number[] = [];
-  for (let r = 0; r < reps; r++) {
-    const t0 = process.hrtime.bigint();
-    let at = 0;
-    for (const run of runs) at += decodeRunInto(run, { object: 'bench', offset: 0 }, intoTs, intoVs, at);
-    intoTimes.push(Number(process.hrtime.bigint() - t0) / 1e9);
-  }
-  const encodeRate = total / median(encTimes);
-  const decodeRate = total / median(decTimes);
-  const decodeIntoRate = total / median(intoTimes);
+  // encode / decode throughput on one core (a worker thread of its own: bench/codec-rates.ts)
+  const rates = await codecRates(ds.series, reps);
+  const encodeRate = rates.encode;
+  const decodeRate = rates.decode;
+  const decodeIntoRate = rates.decodeInto;
 
   // one block for the whole dataset, written to a file
   const tmp = mkdtempSync(join(tmpdir(), 'strata-bench-'));
@@ -228,7 +206,7 @@ export async function main(argv: string[]): Promise<void> {
     range_reads_warm: warmReads,
     roundtrip_exact: exact,
   });
-  console.log(`encode ${(encodeRate / 1e6).toFixed(2)} M samples/s, decode ${(decodeRate / 1e6).toFixed(2)} M samples/s into fresh arrays per run, ${(decodeIntoRate / 1e6).toFixed(2)} M samples/s into one allocation (one core, median of ${reps})`);
+  console.log(`encode ${(encodeRate / 1e6).toFixed(2)} M samples/s, decode ${(decodeRate / 1e6).toFixed(2)} M samples/s into fresh arrays per run, ${(decodeIntoRate / 1e6).toFixed(2)} M samples/s into one allocation (one core, a worker thread of its own, median of ${reps} after a warm-up)`);
   console.log(`one-series read: ${coldReads} range reads cold, ${warmReads} warm; round trip exact: ${exact}`);
   for (const line of variantLines) console.log(line);
   console.log(`real data ${realDir}: ${real.series.length} series, ${real.sampleCount} samples (${result['real_stale_markers']} stale markers, ${result['real_nan_values']} NaNs of any payload) in ${rw.blocks} blocks of ${REAL_SHARDS} shards: ${(rw.bytes / real.sampleCount).toFixed(3)} bytes/sample, round trip exact: ${rw.exact}`);

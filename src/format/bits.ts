@@ -416,6 +416,63 @@ export class BitReader {
     return acc;
   }
 
+  /**
+   * Reads the `count` (gap, value) pairs of a SPARSE sequence of `n` elements (intseq.ts): index
+   * `i += rice(kGap) + 1` (from -1) into `idx`, and `base + unzigzag(rice(kVal) + 1)` into `val`.
+   * The same as calling {@link rice} in a loop, with the values whose code lies in the next 32
+   * bits decoded inline (a SPARSE sequence holds a run's jittered timestamps: this was a fifth
+   * of the decoding time). Throws on an index at or beyond `n`.
+   */
+  sparsePairs(idx: Int32Array, val: Float64Array, count: number, n: number, kGap: number, kVal: number, base: number): void {
+    const w = this.w;
+    const fastGap = Math.min(31 - kGap, RICE_ESCAPE);
+    const fastVal = Math.min(31 - kVal, RICE_ESCAPE);
+    const shGap = 31 - kGap;
+    const shVal = 31 - kVal;
+    let pos = this.pos;
+    let i = -1;
+    for (let e = 0; e < count; e++) {
+      let r = pos & 31;
+      let j = pos >>> 5;
+      let win = (w[j]! << r) | ((w[j + 1]! >>> 1) >>> (31 - r));
+      let z = Math.clz32(win);
+      let g: number;
+      if (z < fastGap) {
+        g = ((z - 1) << kGap) + ((win << z) >>> shGap);
+        pos += z + 1 + kGap;
+      } else {
+        this.pos = pos;
+        g = this.rice(kGap);
+        pos = this.pos;
+      }
+      i += g + 1;
+      if (i >= n) {
+        this.pos = pos;
+        throw this.corrupt(`sparse exception index ${i} beyond ${n} elements`);
+      }
+      idx[e] = i;
+      r = pos & 31;
+      j = pos >>> 5;
+      win = (w[j]! << r) | ((w[j + 1]! >>> 1) >>> (31 - r));
+      z = Math.clz32(win);
+      let v: number;
+      if (z < fastVal) {
+        v = ((z - 1) << kVal) + ((win << z) >>> shVal) + 1;
+        pos += z + 1 + kVal;
+      } else {
+        this.pos = pos;
+        v = this.rice(kVal) + 1;
+        pos = this.pos;
+      }
+      val[e] = base + (v < 0x80000000 ? (v >>> 1) ^ -(v & 1) : v % 2 === 0 ? v / 2 : -(v + 1) / 2);
+      if (pos > this.total) {
+        this.pos = pos;
+        throw this.corrupt('bit stream truncated');
+      }
+    }
+    this.pos = pos;
+  }
+
   /** `base + v`, or `base + unzigzag(v)` when `zig` is true, for the next Rice(k) value v. */
   private riceValue(k: number, base: number, zig: boolean): number {
     const v = this.rice(k);

@@ -481,15 +481,7 @@ function readSparse(r: BitReader, mode: number, n: number): SparseSeq {
     seq.idx = new Int32Array(count);
     seq.val = new Float64Array(count);
   }
-  const idx = seq.idx;
-  const val = seq.val;
-  let i = -1;
-  for (let e = 0; e < count; e++) {
-    i += r.rice(kGap) + 1;
-    if (i >= n) throw r.corrupt(`sparse exception index ${i} beyond ${n} elements`);
-    idx[e] = i;
-    val[e] = base + unzigzag(r.rice(kVal) + 1);
-  }
+  r.sparsePairs(seq.idx, seq.val, count, n, kGap, kVal, base);
   seq.base = base;
   seq.count = count;
   return seq;
@@ -595,9 +587,17 @@ export function decodeIntSeqSums(r: BitReader, out: Float64Array, start: number,
     let i = 0;
     for (let e = 0; e <= count; e++) {
       const stop = e < count ? idx[e]! : n;
-      for (; i < stop; i++) {
-        acc = base + acc;
-        out[start + i] = acc / div;
+      // without the division when div is 1 (integer counters), as in riceSums
+      if (div === 1) {
+        for (; i < stop; i++) {
+          acc = base + acc;
+          out[start + i] = acc;
+        }
+      } else {
+        for (; i < stop; i++) {
+          acc = base + acc;
+          out[start + i] = acc / div;
+        }
       }
       if (e < count) {
         acc = val[e]! + acc;
