@@ -202,11 +202,12 @@ export async function main(argv: string[]): Promise<void> {
     encode_samples_per_s: Math.round(encodeRate),
     decode_samples_per_s: Math.round(decodeRate),
     decode_into_samples_per_s: Math.round(decodeIntoRate),
+    decode_after_encode_samples_per_s: Math.round(rates.decodeAfterEncode),
     range_reads_cold: coldReads,
     range_reads_warm: warmReads,
     roundtrip_exact: exact,
   });
-  console.log(`encode ${(encodeRate / 1e6).toFixed(2)} M samples/s, decode ${(decodeRate / 1e6).toFixed(2)} M samples/s into fresh arrays per run, ${(decodeIntoRate / 1e6).toFixed(2)} M samples/s into one allocation (one core, a worker thread of its own, median of ${reps} after a warm-up)`);
+  console.log(`encode ${(encodeRate / 1e6).toFixed(2)} M samples/s, decode ${(decodeRate / 1e6).toFixed(2)} M samples/s into fresh arrays per run, ${(decodeIntoRate / 1e6).toFixed(2)} M samples/s into one allocation (one core, a worker thread of its own, median of ${reps} after a warm-up); ${(rates.decodeAfterEncode / 1e6).toFixed(2)} M samples/s into fresh arrays on the thread that has just encoded`);
   console.log(`one-series read: ${coldReads} range reads cold, ${warmReads} warm; round trip exact: ${exact}`);
   for (const line of variantLines) console.log(line);
   console.log(`real data ${realDir}: ${real.series.length} series, ${real.sampleCount} samples (${result['real_stale_markers']} stale markers, ${result['real_nan_values']} NaNs of any payload) in ${rw.blocks} blocks of ${REAL_SHARDS} shards: ${(rw.bytes / real.sampleCount).toFixed(3)} bytes/sample, round trip exact: ${rw.exact}`);
