@@ -58,7 +58,7 @@ export async function codecRates(series: readonly Series[], reps: number): Promi
   return { encode: enc.encode, decodeAfterEncode: enc.decodeAfterEncode, decode: dec.decode, decodeInto: dec.decodeInto };
 }
 
-/** Seconds `fn` took, the median of `reps` runs after one more that is not counted. */
+/** `samples` per second of `fn`: the median time of `reps` runs, after one more that is not counted. */
 function rate(samples: number, reps: number, fn: () => void): number {
   const times: number[] = [];
   for (let r = 0; r <= reps; r++) {

@@ -421,7 +421,8 @@ export class BitReader {
    * `i += rice(kGap) + 1` (from -1) into `idx`, and `base + unzigzag(rice(kVal) + 1)` into `val`.
    * The same as calling {@link rice} in a loop, with the values whose code lies in the next 32
    * bits decoded inline (a SPARSE sequence holds a run's jittered timestamps: this was a fifth
-   * of the decoding time). Throws on an index at or beyond `n`.
+   * of the decoding time). Throws on an index at or beyond `n`, and where those calls would
+   * throw (a read that starts past the end).
    */
   sparsePairs(idx: Int32Array, val: Float64Array, count: number, n: number, kGap: number, kVal: number, base: number): void {
     const w = this.w;
@@ -465,11 +466,9 @@ export class BitReader {
         pos = this.pos;
       }
       val[e] = base + (v < 0x80000000 ? (v >>> 1) ^ -(v & 1) : v % 2 === 0 ? v / 2 : -(v + 1) / 2);
-      if (pos > this.total) {
-        this.pos = pos;
-        throw this.corrupt('bit stream truncated');
-      }
     }
+    // no check of the end here, as in rice(): past the end every word reads as zero, so a read
+    // that starts there finds no stop bit in its window and goes to rice(), which throws
     this.pos = pos;
   }
 

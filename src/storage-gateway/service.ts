@@ -433,8 +433,9 @@ class SendWindow {
 const LINGER_SWEEP_MS = 250;
 
 /**
- * Calls that have sent their status and wait for the transport to take their last messages
- * ({@link SendWindow.settled}), released when their time is up by one timer for all of them.
+ * Calls that have written their whole answer and ended it, waiting for the transport to take the
+ * last messages ({@link SendWindow.settled}; grpc-js sends the status after them), released when
+ * their time is up by one timer for all of them.
  */
 class Lingering {
   private readonly calls = new Map<CallEnd, () => void>();

@@ -488,24 +488,25 @@ t.test('a call whose last messages the client does not take stays counted until 
   const { bucketConfig, bucket } = await setup(t);
   await writeBlock(bucket, 'big', 0, 1, W0, BIG, { seriesPerPage: 16 });
   // 5 series in RAW: two messages of at most 40 KiB (77 KB); the client's 64 KiB window takes the
-  // first and part of the second, so the call has written its whole answer and sent its status
-  // while the transport still holds the rest
+  // first and part of the second, so the call has written and ended its whole answer (it counts
+  // as served) while the transport still holds the rest, and the status after it
   const five = BIG.slice(0, 5).map((s) => s.id);
   const fields: ReadRequestFields = { tenant: 'big', shard: 0, numShards: 1, windowStartMs: W0, seriesIds: idBytes(five), startMs: W0, endMs: W0 + D, encoding: ENCODING_RAW };
   const req: RawReadRequest = { tenant: 'big', shard: 0, num_shards: 1, window_start_ms: String(W0), series_ids: idBytes(five), start_ms: String(W0), end_ms: String(W0 + D), encoding: 'RAW' };
   const held = (gw: RunningGateway) => gw.metrics.total('strata_gateway_bytes_in_flight');
   for (const leave of ['cancel', 'deadline'] as const) {
-    const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { maxMessageBytes: 40 * 1024, maxConcurrentReads: 1, ...(leave === 'deadline' ? { requestTimeoutMs: 3000 } : {}) }));
+    const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { maxMessageBytes: 40 * 1024, maxConcurrentReads: 1, ...(leave === 'deadline' ? { requestTimeoutMs: 6000 } : {}) }));
     t.equal((await rawRead(gw.grpcPort, req)).length, 2, `${leave}: the answer is two messages (and the block is cached: the next read is warm)`);
     const slow = unreadCall(t, gw.grpcPort, fields);
-    await eventually(`${leave}: the answer's status to be sent with a message still held`, async () => ((await gw.metrics.total('strata_gateway_requests_total')) >= 2 && (await held(gw)) > 0 ? true : null));
+    await eventually(`${leave}: the answer to be counted as served with a message still held`, async () => ((await gw.metrics.total('strata_gateway_requests_total')) >= 2 && (await held(gw)) > 0 ? true : null));
     const err = await rawRead(gw.grpcPort, req).then(
       () => null,
       (e: unknown) => e as ServiceError,
     );
     t.equal(err?.code, status.RESOURCE_EXHAUSTED, `${leave}: the lingering call still counts against maxConcurrentReads (${err?.details})`);
     if (leave === 'cancel') slow.cancel();
-    await eventually(`${leave}: the lingering call to be released`, async () => ((await held(gw)) === 0 ? true : null));
+    // within 5 s: the cancel must release the call, not its deadline (30 s by default)
+    await eventually(`${leave}: the lingering call to be released`, async () => ((await held(gw)) === 0 ? true : null), leave === 'cancel' ? 5000 : 30_000);
     t.equal((await rawRead(gw.grpcPort, req)).length, 2, `${leave}: served again once the lingering call is gone`);
     slow.cancel();
   }
