@@ -321,9 +321,9 @@ export async function main(argv: string[]): Promise<void> {
   const all = results.find((r) => r.name === 'multi');
   const scaling = one && all ? { ingest_scaling: Number((all.samples_per_s / one.samples_per_s).toFixed(3)), flush_scaling: Number((all.flush_samples_per_s / one.flush_samples_per_s).toFixed(3)) } : {};
   if (one && all) console.log(`scaling with ${all.cores} cores over 1: ingest ${scaling.ingest_scaling}x, flush ${scaling.flush_scaling}x`);
+  if (results.length === 0) throw new Error(`--runs names no run (single, multi1, multi): ${runs.join(',')}`);
   const top = results.find((r) => r.name === 'single') ?? results[0]!;
   // the memory target holds for every run, not only the one whose figures are at the top
-  if (results.length === 0) throw new Error(`--runs names no run (single, multi1, multi): ${runs.join(',')}`);
   const worst = results.reduce((w, r) => (r.max_rss_mb > w.max_rss_mb ? r : w));
   const peak = { max_rss_mb_any_run: worst.max_rss_mb, max_rss_run: worst.name };
   console.log(`peak RSS of all runs: ${worst.max_rss_mb} MiB (${worst.name})`);

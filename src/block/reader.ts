@@ -211,11 +211,15 @@ export function checkRunBytes(name: string, loc: RunLocation, bytes: Uint8Array)
 /** Decodes a run whose bytes {@link checkRunBytes} passed, and checks it agrees with its index entry. */
 export function decodeLocatedRun(name: string, loc: RunLocation, bytes: Uint8Array): Samples {
   const s = decodeRun(bytes, { object: name, offset: loc.offset }, loc.timestamps, loc.version);
-  const n = s.timestamps.length;
-  if (n !== loc.sampleCount || s.timestamps[0] !== loc.minTime || s.timestamps[n - 1] !== loc.maxTime) {
+  agreeWithEntry(name, loc, s.timestamps, s.timestamps.length);
+  return s;
+}
+
+/** Throws unless `n` decoded samples with timestamps `ts` agree with the run's index entry. */
+function agreeWithEntry(name: string, loc: RunLocation, ts: BigInt64Array, n: number): void {
+  if (n !== loc.sampleCount || ts[0] !== loc.minTime || ts[n - 1] !== loc.maxTime) {
     throw new CorruptionError(name, loc.offset, `run of series ${loc.id} disagrees with its index entry`);
   }
-  return s;
 }
 
 /**
@@ -243,9 +247,7 @@ export function checkRunInto(name: string, loc: RunLocation, bytes: Uint8Array, 
     if (err instanceof InvalidArgumentError) throw new CorruptionError(name, loc.offset, `run of series ${loc.id} disagrees with its index entry`);
     throw err;
   }
-  if (n !== loc.sampleCount || ts[0] !== loc.minTime || ts[n - 1] !== loc.maxTime) {
-    throw new CorruptionError(name, loc.offset, `run of series ${loc.id} disagrees with its index entry`);
-  }
+  agreeWithEntry(name, loc, ts, n);
 }
 
 /** Most bytes of the block held at once by {@link verifyBlock} (a larger single run is read whole). */

@@ -6,30 +6,37 @@
 import { BlockReader, checkRunInto, decodeCheckedRun, type RunLocation } from './reader.js';
 import type { Samples } from '../format/run.js';
 import { reusingReads } from './source.js';
+import type { RangeResult } from '../objstore/bucket.js';
 
 /** Bytes fetched per range read of the sample section. */
 export const SCAN_CHUNK_BYTES = 8 * 1024 * 1024;
 
 /** Every series of the block opened by `reader`, in id order, with its samples. */
 export async function* scanBlock(reader: BlockReader, chunkBytes = SCAN_CHUNK_BYTES): AsyncGenerator<{ id: bigint; samples: Samples }> {
+  for await (const { loc, bytes } of chunkedRuns(reader, (range) => reader.source.read(range), chunkBytes)) {
+    yield { id: loc.id, samples: decodeCheckedRun(reader.source.name, loc, bytes) };
+  }
+}
+
+/**
+ * Every run of the block opened by `reader`, in id order, with its bytes: views into chunks of the
+ * sample section read `chunkBytes` (or one run) at a time through `read`, valid until the next
+ * run is asked for.
+ */
+async function* chunkedRuns(reader: BlockReader, read: (range: { offset: number; length: number }) => Promise<RangeResult>, chunkBytes: number): AsyncGenerator<{ loc: RunLocation; bytes: Uint8Array }> {
   let chunk: Uint8Array = new Uint8Array(0);
   let chunkStart = 0;
   for await (const loc of reader.series()) {
     if (loc.offset < chunkStart || loc.offset + loc.length > chunkStart + chunk.length) {
-      const want = Math.max(chunkBytes, loc.length);
-      const length = Math.min(want, reader.footer.samples.length - loc.offset);
-      const r = await reader.source.read({ offset: loc.offset, length });
+      const length = Math.min(Math.max(chunkBytes, loc.length), reader.footer.samples.length - loc.offset);
+      const r = await read({ offset: loc.offset, length });
       reader.reads++;
       chunk = r.data;
       chunkStart = loc.offset;
     }
     const at = loc.offset - chunkStart;
-    yield { id: loc.id, samples: decodeRun(reader, loc, chunk.subarray(at, at + loc.length)) };
+    yield { loc, bytes: chunk.subarray(at, at + loc.length) };
   }
-}
-
-function decodeRun(reader: BlockReader, loc: RunLocation, bytes: Uint8Array): Samples {
-  return decodeCheckedRun(reader.source.name, loc, bytes);
 }
 
 /**
@@ -47,23 +54,12 @@ export async function checkBlockRuns(
   checkEvery = 1024,
   chunkBytes = SCAN_CHUNK_BYTES,
 ): Promise<{ series: number; samples: number; stopped: boolean }> {
-  let chunk: Uint8Array = new Uint8Array(0);
-  let chunkStart = 0;
-  const read = reusingReads(reader.source);
   const scratch = { timestamps: new BigInt64Array(0), values: new Float64Array(0) };
   let series = 0;
   let samples = 0;
   const name = reader.source.name;
-  for await (const loc of reader.series()) {
-    if (loc.offset < chunkStart || loc.offset + loc.length > chunkStart + chunk.length) {
-      const length = Math.min(Math.max(chunkBytes, loc.length), reader.footer.samples.length - loc.offset);
-      const r = await read({ offset: loc.offset, length });
-      reader.reads++;
-      chunk = r.data;
-      chunkStart = loc.offset;
-    }
-    const at = loc.offset - chunkStart;
-    checkRunInto(name, loc, chunk.subarray(at, at + loc.length), scratch);
+  for await (const { loc, bytes } of chunkedRuns(reader, reusingReads(reader.source), chunkBytes)) {
+    checkRunInto(name, loc, bytes, scratch);
     series++;
     samples += loc.sampleCount;
     if (series % checkEvery === 0 && cancelled()) return { series, samples, stopped: true };

@@ -19,11 +19,9 @@ import { decodePage, idGapFits, PageBuilder } from '../index/page.js';
 /** Where block bytes go. `ObjectUpload` of the bucket layer satisfies it. */
 export interface ByteSink {
   /**
-   * True when write() has copied `chunk` by the time it returns its promise (it keeps no
-   * reference to it): the writer then hands over a view of its own buffer instead of a fresh copy
-   * of it per write.
+   * Appends `chunk`; once the promise settles the sink holds no reference to it (as
+   * `ObjectUpload.write` promises): the writer hands over a view of its own buffer and reuses it.
    */
-  readonly copiesChunks?: boolean;
   write(chunk: Uint8Array): Promise<void>;
   complete(): Promise<unknown>;
   abort(): Promise<void>;
@@ -250,12 +248,9 @@ export class BlockWriter {
 
   private async flush(): Promise<void> {
     if (this.buf.length === 0) return;
-    const view = this.buf.finish();
     try {
-      const written = this.sink.write(this.sink.copiesChunks ? view : view.slice());
-      // either way the sink holds no reference to the buffer now
+      await this.sink.write(this.buf.finish());
       this.buf.reset();
-      await written;
     } catch (err) {
       this.state = 'failed';
       throw err;

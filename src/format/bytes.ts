@@ -245,3 +245,8 @@ export function ownedCopy(bytes: Uint8Array): Buffer {
   own.set(bytes);
   return own;
 }
+
+/** Whether `b` spans the whole of an ArrayBuffer (not a slab of a pool, not a view of a part): one that can be transferred to another thread. */
+export function ownsWholeBuffer(b: Uint8Array): boolean {
+  return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer;
+}

@@ -338,18 +338,22 @@ export function decodeRun(buf: Uint8Array, origin: Origin = MEMORY, shared: Shar
 
 function decodeWhole(buf: Uint8Array, origin: Origin, shared: SharedTimestamps | null, version: number): Samples {
   const { enc, n, body } = openRun(new ByteReader(buf, origin), version);
-  const { timestamps, values } = allocSamples(n);
+  const samples = allocSamples(n);
+  decodeBody(enc, n, body, shared, samples.timestamps, samples.values, 0);
+  return samples;
+}
+
+/** The samples of an opened run (header `enc`, `n`; `body` after it) into the arrays at `at`. */
+function decodeBody(enc: number, n: number, body: ByteReader, shared: SharedTimestamps | null, timestamps: BigInt64Array, values: Float64Array, at: number): void {
   if ((enc & 7) === TS_SHARED) {
     if (!shared) throw noTimestamps(body);
     if (shared.count !== n) throw body.corrupt(`run of ${n} samples refers to ${shared.count} shared timestamps`, 0);
-    decodeTimestamps(new ByteReader(shared.bytes, shared.origin), shared.layout, n, timestamps, 0);
-    decodeValues(body, (enc >> 3) & 15, n, values, 0);
-    return { timestamps, values };
+    decodeTimestamps(new ByteReader(shared.bytes, shared.origin), shared.layout, n, timestamps, at);
+    decodeValues(body, (enc >> 3) & 15, n, values, at);
+    return;
   }
   if (shared) throw body.corrupt('run has timestamps of its own, but its index entry shares a vector', 0);
-  const tsLen = sectionLength(body);
-  decodeSections(body, enc, n, tsLen, timestamps, values, 0);
-  return { timestamps, values };
+  decodeSections(body, enc, n, sectionLength(body), timestamps, values, at);
 }
 
 /** A run split by {@link splitRun}. */
@@ -431,15 +435,6 @@ function decodeInto(buf: Uint8Array, origin: Origin, timestamps: BigInt64Array, 
   const { enc, n, body } = openRun(new ByteReader(buf, origin), version);
   if (offset + n > timestamps.length) throw new InvalidArgumentError('timestamps', `no room for ${n} samples at offset ${offset} in ${timestamps.length}`);
   if (offset + n > values.length) throw new InvalidArgumentError('values', `no room for ${n} samples at offset ${offset} in ${values.length}`);
-  if ((enc & 7) === TS_SHARED) {
-    if (!shared) throw noTimestamps(body);
-    if (shared.count !== n) throw body.corrupt(`run of ${n} samples refers to ${shared.count} shared timestamps`, 0);
-    decodeTimestamps(new ByteReader(shared.bytes, shared.origin), shared.layout, n, timestamps, offset);
-    decodeValues(body, (enc >> 3) & 15, n, values, offset);
-    return n;
-  }
-  if (shared) throw body.corrupt('run has timestamps of its own, but its index entry shares a vector', 0);
-  const tsLen = sectionLength(body);
-  decodeSections(body, enc, n, tsLen, timestamps, values, offset);
+  decodeBody(enc, n, body, shared, timestamps, values, offset);
   return n;
 }

@@ -152,10 +152,10 @@ async function mergeInto(writer: BlockWriter, old: BlockReader | null, gens: rea
         // most one per millisecond of its window) and MERGE_GROUP_SAMPLES, not how many times its
         // samples were written
         let merged: Samples | null = null;
-        let group: { run: Uint8Array; origin: { object: string; offset: number }; n: number }[] = [];
+        let group: { run: Uint8Array; origin: { object: string; offset: number } }[] = [];
         let groupSamples = 0;
         /** `merged` and the runs of the group, merged. */
-        const mergeGroup = (merged: Samples | null): Samples => {
+        const mergeGroup = (): Samples => {
           // not zero-filled: decodeRunInto writes every one of the samples the headers count
           const buf = Buffer.allocUnsafeSlow(16 * groupSamples).buffer;
           const ts = new BigInt64Array(buf, 0, groupSamples);
@@ -174,7 +174,7 @@ async function mergeInto(writer: BlockWriter, old: BlockReader | null, gens: rea
         for (const p of taken) {
           if (p.samples) {
             // the replaced block's samples: older than every run after them
-            if (group.length > 0) merged = mergeGroup(merged);
+            if (group.length > 0) merged = mergeGroup();
             merged = merged ? mergeSamples([merged, p.samples]) : p.samples;
           }
           p.runs.forEach((run, i) => {
@@ -182,12 +182,12 @@ async function mergeInto(writer: BlockWriter, old: BlockReader | null, gens: rea
             const n = readRunHeader(run, origin).count;
             // checked before an allocation is sized by it (a damaged count is not a RangeError)
             if (n === 0 || n > MAX_RUN_SAMPLES) throw new CorruptionError(origin.object, 0, `run claims ${n} samples`);
-            if (groupSamples > 0 && groupSamples + n > MERGE_GROUP_SAMPLES) merged = mergeGroup(merged);
-            group.push({ run, origin, n });
+            if (groupSamples > 0 && groupSamples + n > MERGE_GROUP_SAMPLES) merged = mergeGroup();
+            group.push({ run, origin });
             groupSamples += n;
           });
         }
-        if (group.length > 0) merged = mergeGroup(merged);
+        if (group.length > 0) merged = mergeGroup();
         if (merged !== null && merged.timestamps.length > 0) await writer.add(min, merged);
       }
       if (++n % STOP_CHECK_EVERY === 0 && cancelled()) throw new BuildCancelled();

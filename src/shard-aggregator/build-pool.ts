@@ -32,6 +32,7 @@ import type { Logger } from 'pino';
 import type { RangeSource } from '../block/source.js';
 import type { ByteSink, WrittenBlock } from '../block/writer.js';
 import { StrataError, type ErrorCode } from '../errors.js';
+import { ownsWholeBuffer } from '../format/bytes.js';
 import type { ByteRange } from '../objstore/bucket.js';
 import { buildBlock, BuildCancelled, verifyBlock, type BuildInput, type ExpectedBlock } from './block-builder.js';
 
@@ -316,6 +317,6 @@ function writesOnly(sink: ByteSink): ByteSink {
 
 /** `b` as bytes that own their whole ArrayBuffer (so it can be transferred), copied if needed. */
 function ownBytes(b: Uint8Array): Uint8Array {
-  if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer && b.byteLength >= 64 * 1024) return b;
+  if (ownsWholeBuffer(b) && b.byteLength >= 64 * 1024) return b;
   return new Uint8Array(b);
 }

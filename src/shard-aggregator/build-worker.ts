@@ -6,6 +6,7 @@
 import { parentPort } from 'node:worker_threads';
 import type { RangeSource } from '../block/source.js';
 import type { ByteSink } from '../block/writer.js';
+import { ownsWholeBuffer } from '../format/bytes.js';
 import type { ByteRange, RangeResult } from '../objstore/bucket.js';
 import { buildBlock, verifyBlock } from './block-builder.js';
 import { fromWire, heapNow, toWire, WRITES_IN_FLIGHT, type FromWorker, type ToWorker } from './build-pool.js';
@@ -31,9 +32,12 @@ let current: {
 /**
  * Buffers of written chunks the main thread gave back, for the next chunks: a block's chunks,
  * each a fresh buffer, were garbage on the main thread until its collector ran (about every
- * 64 MiB of them). At most WRITES_IN_FLIGHT + 1 are kept.
+ * 64 MiB of them). At most WRITES_IN_FLIGHT + 1 are kept, of at most {@link KEEP_CHUNK_BYTES}
+ * each: a chunk is the writer's buffer (1 MiB) plus one run, and the rare one made large by a
+ * long run is left to the collector instead of being kept for the next small chunks.
  */
 const freeChunks: ArrayBuffer[] = [];
+const KEEP_CHUNK_BYTES = 4 * 1024 * 1024;
 
 /** A buffer of its own for a chunk of `length` bytes: a given-back one when one is large enough. */
 function chunkBuffer(length: number): Uint8Array {
@@ -49,9 +53,8 @@ function remoteSink(task: NonNullable<typeof current>): ByteSink {
     if (task.writeError) throw task.writeError;
   };
   return {
-    // the chunk is copied before write() returns (into a buffer the main thread gives back once
-    // the upload wrote it): BlockWriter may hand over a view of its own buffer
-    copiesChunks: true,
+    // the chunk is copied (into a buffer the main thread gives back once the upload wrote it)
+    // and sent: this sink holds no reference to it
     async write(chunk) {
       if (task.writeError) throw task.writeError;
       const own = chunkBuffer(chunk.length);
@@ -78,7 +81,7 @@ function remoteSource(task: NonNullable<typeof current>, name: string): RangeSou
       const req = task.nextReq++;
       // a buffer of its own (not a view into a pooled one) goes to the main thread to be read
       // into, and comes back with the bytes: a verification reads the block with one buffer
-      const give = into !== undefined && into.byteOffset === 0 && into.byteLength === into.buffer.byteLength && into.buffer instanceof ArrayBuffer ? into : null;
+      const give = into !== undefined && ownsWholeBuffer(into) ? into : null;
       return new Promise<RangeResult>((resolve, reject) => {
         task.reads.set(req, { resolve, reject });
         send({ type: 'read', task: task.id, req, range, into: give }, give ? [give.buffer as ArrayBuffer] : []);
@@ -113,7 +116,7 @@ port.on('message', (m: ToWorker) => {
       const task = current;
       if (task?.id !== m.task) return;
       task.unanswered--;
-      if (m.chunk && freeChunks.length <= WRITES_IN_FLIGHT) freeChunks.push(m.chunk.buffer as ArrayBuffer);
+      if (m.chunk && m.chunk.buffer.byteLength <= KEEP_CHUNK_BYTES && freeChunks.length <= WRITES_IN_FLIGHT) freeChunks.push(m.chunk.buffer as ArrayBuffer);
       if (m.error && !task.writeError) task.writeError = fromWire(m.error);
       for (const d of task.drained.splice(0)) d();
       return;

@@ -14,17 +14,22 @@ if (!port) throw new Error('encode-worker.ts runs as a worker thread only');
 /**
  * A full collection once the worker has had no request for this long: the copies of the requests
  * it encoded are dead then, but V8 would keep them until some 64 MiB more external memory had
- * come (common/gc.ts), while the flushes that follow ingest need the memory.
+ * come (common/gc.ts), while the flushes that follow ingest need the memory. Only after
+ * IDLE_COLLECT_MIN_BYTES of requests since the last one: light ingest with pauses between
+ * requests would otherwise pay a full collection per request.
  */
 const IDLE_COLLECT_MS = 1000;
+const IDLE_COLLECT_MIN_BYTES = 16 * 1024 * 1024;
 let idle: NodeJS.Timeout | null = null;
 let running = 0;
+let bytesSinceCollect = 0;
 
-/** Counts a task done; once none runs, a collection is due after IDLE_COLLECT_MS without another. */
+/** Counts a task done; once none runs, a collection may be due after IDLE_COLLECT_MS without another. */
 function settled(): void {
-  if (--running > 0) return;
+  if (--running > 0 || bytesSinceCollect < IDLE_COLLECT_MIN_BYTES) return;
   idle = setTimeout(() => {
     idle = null;
+    bytesSinceCollect = 0;
     collectGarbage();
   }, IDLE_COLLECT_MS);
   idle.unref();
@@ -34,6 +39,7 @@ port.on('message', (task: EncodeTask) => {
   if (idle) clearTimeout(idle);
   idle = null;
   running++;
+  bytesSinceCollect += task.buf.byteLength;
   prepareWrite(unpackTask(task), task.ctx).then(
     (prepared) => {
       const reply = packPrepared(task.id, prepared);
