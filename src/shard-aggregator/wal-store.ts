@@ -145,6 +145,8 @@ export class WalStore {
   /** Slots reserved by callers opening a log taking writes (see acquireWritable). */
   private reserved = 0;
   private slotWaiters: (() => void)[] = [];
+  /** Counts {@link wake} calls: a waiter that saw it change while it looked does not park. */
+  private wakeups = 0;
   private disk: { used: number; free: number; counted: number; at: number } | null = null;
   private measuring: Promise<void> | null = null;
   private syncsGone = 0;
@@ -306,17 +308,22 @@ export class WalStore {
   private async reserveSlot(): Promise<void> {
     for (;;) {
       if (this.closed) throw new RangeError('the WAL store is closed');
+      const seen = this.wakeups;
       if (this.writeOpen() < this.opts.maxOpen) {
         this.reserved++;
         return;
       }
       if (await this.closeIdle(1)) continue;
+      // a log given back (or sealed, or a slot freed) while closeIdle looked woke nobody: this
+      // was not parked yet, and would wait for the next wake-up, which a quiet store never sends
+      if (this.wakeups !== seen) continue;
       await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
     }
   }
 
   /** Wakes the callers waiting for a slot (they check again). */
   private wake(): void {
+    this.wakeups++;
     const ws = this.slotWaiters;
     this.slotWaiters = [];
     for (const w of ws) w();

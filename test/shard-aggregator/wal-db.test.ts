@@ -1,7 +1,8 @@
 /**
  * WalDb and WalStore on disk (real LevelDB): group commit, key order on read, counters and seal
  * surviving a reopen, recovery of interrupted creations and stray generations, the open-database
- * cap, deletion through the trash, and config mismatches.
+ * cap and writers waiting for a slot (a given-back log wakes them; they take the generation open by
+ * then), deletion through the trash, and config mismatches.
  */
 import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -135,6 +136,49 @@ t.test('WalStore: at most maxOpen databases stay open; closed ones reopen on use
   t.notOk(existsSync(again.dir), 'directory gone');
   t.same(readdirSync(join(root, 'trash')), [], 'trash emptied');
   await store.close();
+});
+
+t.test('WalStore: a writer that waited for a slot takes the generation open by then: the one another writer made, or a new one after a seal', async (t) => {
+  const root = tempDir('walstore-slots');
+  const store = await WalStore.open({ dir: root, numShards: 4, blockDurationMs: H, maxOpen: 1, db: dbOpts, now: () => 10, logger });
+  t.teardown(() => store.close());
+  const [a, b, c] = [0, 1, 2].map((i) => ({ tenant: 'acme', shard: 1, windowStart: W + BigInt(i * H) })) as [WindowKey, WindowKey, WindowKey];
+
+  // two writers of window B wait for the one slot, which A's writer holds
+  const holdA = await store.acquireWritable(a);
+  const both = [store.acquireWritable(b), store.acquireWritable(b)] as const;
+  t.equal(store.gens(b).length, 0, 'nothing is made while the slot is taken');
+  holdA.release();
+  // one of them makes B's generation; the other waits until that is given back, then takes it
+  // (a second generation taking writes would never be sealed or flushed)
+  const one = await Promise.race(both);
+  await one.wal.append([{ id: 1n, run: run(1, 1), samples: 1 }], 1);
+  one.release();
+  const [x, y] = await Promise.all(both);
+  t.equal(x.wal, y.wal, 'both writers got the same generation');
+  t.equal(store.gens(b).length, 1, 'one generation of B');
+  const other = x === one ? y : x;
+  await other.wal.append([{ id: 2n, run: run(2, 2), samples: 1 }], 2);
+  other.release();
+  const genB = store.gens(b)[0]!;
+  t.equal(genB.counters.entries, 2);
+
+  // C's writer takes the slot (B's idle generation is closed for it); a writer of B waits, and B
+  // is sealed meanwhile (a flush starting): the writer gets a new generation, the sealed one is
+  // not opened for writing again
+  const holdC = await store.acquireWritable(c);
+  t.notOk(genB.isOpen, "B's generation was closed to free the slot");
+  const waiting = store.acquireWritable(b);
+  await store.sealOpen(b);
+  t.ok(genB.sealed, 'sealed while a writer waits for it');
+  holdC.release();
+  const next = await waiting;
+  t.not(next.wal, genB, 'the writer got a new generation');
+  t.equal(next.wal.identity.generation, genB.identity.generation + 1);
+  t.notOk(next.wal.sealed);
+  await next.wal.append([{ id: 3n, run: run(3, 3), samples: 1 }], 3);
+  next.release();
+  t.same(store.gens(b).map((g) => g.counters.entries), [2, 1], 'the sealed generation took nothing more');
 });
 
 t.test('WalStore: remove() forgets a log that left its directory even when cleaning up after it fails (a restart used to be needed)', async (t) => {
