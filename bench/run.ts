@@ -22,6 +22,8 @@ const benches: Record<string, () => Promise<{ main(argv: string[]): Promise<void
   flush: () => import('./write.js'),
   // the write path at production volume (≥ 1 GiB of WAL, scaling over cores)
   scale: () => import('./scale.js'),
+  // the lifecycle role's day merge: a day's six 4-hour blocks, then late data folded in
+  'day-merge': () => import('./day-merge.js'),
   // one line per benchmark module
 };
 

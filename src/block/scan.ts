@@ -3,7 +3,7 @@
  * sequential range reads (not one request per series), for merging late samples into a
  * replacement block. Every run is checked against its CRC before it is decoded.
  */
-import { BlockReader, checkRunInto, decodeCheckedRun, type RunLocation } from './reader.js';
+import { BlockReader, checkRunBytes, checkRunInto, decodeLocatedRun, type RunLocation } from './reader.js';
 import type { Samples } from '../format/run.js';
 import { reusingReads } from './source.js';
 import type { RangeResult } from '../objstore/bucket.js';
@@ -13,8 +13,21 @@ export const SCAN_CHUNK_BYTES = 8 * 1024 * 1024;
 
 /** Every series of the block opened by `reader`, in id order, with its samples. */
 export async function* scanBlock(reader: BlockReader, chunkBytes = SCAN_CHUNK_BYTES): AsyncGenerator<{ id: bigint; samples: Samples }> {
-  for await (const { loc, bytes } of chunkedRuns(reader, (range) => reader.source.read(range), chunkBytes)) {
-    yield { id: loc.id, samples: decodeCheckedRun(reader.source.name, loc, bytes) };
+  for await (const { loc, bytes } of scanCheckedRuns(reader, chunkBytes)) {
+    yield { id: loc.id, samples: decodeLocatedRun(reader.source.name, loc, bytes) };
+  }
+}
+
+/**
+ * Every run of the block opened by `reader`, in id order, with its bytes checked against its index
+ * entry (length and checksum) but not decoded: for a merge that copies the runs of series it has
+ * nothing to merge with (decode them with decodeLocatedRun). The bytes are views into the chunk
+ * read, valid until the next run is asked for.
+ */
+export async function* scanCheckedRuns(reader: BlockReader, chunkBytes = SCAN_CHUNK_BYTES): AsyncGenerator<{ loc: RunLocation; bytes: Uint8Array }> {
+  for await (const run of chunkedRuns(reader, (range) => reader.source.read(range), chunkBytes)) {
+    checkRunBytes(reader.source.name, run.loc, run.bytes);
+    yield run;
   }
 }
 

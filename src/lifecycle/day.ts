@@ -28,14 +28,15 @@
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { BlockReader, verifyBlock } from '../block/reader.js';
+import { BlockReader, decodeLocatedRun, verifyBlock, type RunLocation } from '../block/reader.js';
 import { bucketSource, fileSink, fileSource } from '../block/source.js';
 import { BlockWriter } from '../block/writer.js';
 import { CorruptionError, ErrorCode, hasCode, StrataError } from '../errors.js';
 import { DAY_MS, dayBlockKey, dayManifestKey, dayStartOf } from '../format/day-key.js';
 import type { Samples } from '../format/run.js';
 import type { Bucket, ObjectInfo } from '../objstore/index.js';
-import { scanBlock } from '../block/scan.js';
+import { scanCheckedRuns } from '../block/scan.js';
+import { joinRun } from '../format/run.js';
 import { mergeSamples } from '../format/merge.js';
 
 /** Manifest format version written. */
@@ -97,6 +98,8 @@ export interface DayMergeResult {
   readonly bytes: number;
   /** 4-hour blocks read (their versions not yet in the day block). */
   readonly sourcesMerged: number;
+  /** Series only one source held, whose runs were copied as they were (not decoded and encoded again). */
+  readonly seriesCopied: number;
   /** Whether a day block existed before (late data folded into it, or a manifest restored). */
   readonly replaced: boolean;
   readonly durationMs: number;
@@ -198,7 +201,7 @@ export async function cleanWorkDir(dir: string, nowMs: number, maxAgeMs = DAY_TE
   }
 }
 
-type Head = { id: bigint; samples: Samples };
+type Head = { loc: RunLocation; bytes: Uint8Array };
 
 /**
  * Merges group `g` into a new day block and publishes it with its manifest (see the module
@@ -254,7 +257,8 @@ export async function mergeDay(
   try {
     const writer = new BlockWriter(await fileSink(file), { tenant: g.tenant, shard: g.shard, numShards, windowStart: dayStart, windowEnd: dayEnd }, { expectedSeries, now: opts.now });
     // k-way merge by series id; parts oldest first (the day block, then the 4-hour blocks)
-    const its = readers.map((r) => scanBlock(r.reader)[Symbol.asyncIterator]());
+    const its = readers.map((r) => scanCheckedRuns(r.reader)[Symbol.asyncIterator]());
+    const names = readers.map((r) => r.reader.source.name);
     const heads: (Head | null)[] = [];
     for (const it of its) {
       const r = await it.next();
@@ -262,23 +266,35 @@ export async function mergeDay(
     }
     let series = 0;
     let samples = 0;
+    let copied = 0;
+    const at: number[] = [];
     for (;;) {
       let min: bigint | null = null;
-      for (const h of heads) if (h && (min === null || h.id < min)) min = h.id;
+      for (const h of heads) if (h && (min === null || h.loc.id < min)) min = h.loc.id;
       if (min === null) break;
-      const parts: Samples[] = [];
-      for (let i = 0; i < its.length; i++) {
-        const h = heads[i];
-        if (h && h.id === min) {
-          parts.push(h.samples);
-          const r = await its[i]!.next();
-          heads[i] = r.done ? null : r.value;
-        }
+      at.length = 0;
+      for (let i = 0; i < its.length; i++) if (heads[i]?.loc.id === min) at.push(i);
+      if (at.length === 1) {
+        // one source holds the series (the day block when late data does not touch it, or a
+        // series of one window): its checked run goes in as it is, not decoded and encoded again
+        // (the whole file is verified below, every run decoded)
+        const { loc, bytes } = heads[at[0]!]!;
+        const run = loc.timestamps ? joinRun(loc.timestamps, bytes, { object: names[at[0]!]!, offset: loc.offset }) : bytes.slice();
+        await writer.addEncoded(min, run, loc.sampleCount, loc.minTime, loc.maxTime);
+        samples += loc.sampleCount;
+        copied++;
+      } else {
+        const parts: Samples[] = at.map((i) => decodeLocatedRun(names[i]!, heads[i]!.loc, heads[i]!.bytes));
+        const merged = mergeSamples(parts);
+        await writer.add(min, merged);
+        samples += merged.timestamps.length;
       }
-      const merged = mergeSamples(parts);
-      await writer.add(min, merged);
       series++;
-      samples += merged.timestamps.length;
+      // the bytes of a head are valid until its iterator moves on: used above, before this
+      for (const i of at) {
+        const r = await its[i]!.next();
+        heads[i] = r.done ? null : r.value;
+      }
     }
     const written = await writer.finish();
     // verify the whole file before anything is visible: checksums, every run decoded, counts (read in pieces: verify.ts)
@@ -323,6 +339,7 @@ export async function mergeDay(
       samples,
       bytes: written.size,
       sourcesMerged: added.length,
+      seriesCopied: copied,
       replaced: g.day !== null,
       durationMs: performance.now() - t0,
     };

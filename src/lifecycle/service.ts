@@ -123,7 +123,7 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
                   metrics.dayMergedSamples.inc(d.samples);
                   metrics.dayBytesWritten.inc(d.bytes);
                   logger.info(
-                    { bucket: d.bucket, key: d.key, tenant: d.tenant, shard: d.shard, day: new Date(d.dayStartMs).toISOString(), blockId: d.blockId, series: d.series, samples: d.samples, bytes: d.bytes, sourcesMerged: d.sourcesMerged, replaced: d.replaced, durationMs: Math.round(d.durationMs) },
+                    { bucket: d.bucket, key: d.key, tenant: d.tenant, shard: d.shard, day: new Date(d.dayStartMs).toISOString(), blockId: d.blockId, series: d.series, samples: d.samples, bytes: d.bytes, sourcesMerged: d.sourcesMerged, seriesCopied: d.seriesCopied, replaced: d.replaced, durationMs: Math.round(d.durationMs) },
                     'day block published',
                   );
                 },

@@ -10,7 +10,8 @@
  *   and after; the 4-hour blocks go only once daySourceGraceMs has passed;
  * - late data written after the day block (a 4-hour block appearing again after its deletion, and
  *   a 4-hour block replaced before it) is folded into the day block; readers see the old day or
- *   the new one, never a mix or a sample twice;
+ *   the new one, never a mix or a sample twice; the series the late block does not touch are
+ *   copied from the day block as stored, not decoded and encoded again;
  * - a read racing the deletion of a 4-hour block after its gateway missed the day block finds
  *   its samples in the day block (the fresh look-up);
  * - config keys of the three parts are validated.
@@ -30,7 +31,7 @@ import { DAY_MS, dayBlockKey, dayManifestKey, parseDayKey } from '../../src/form
 import { blockKey, parseBlockKey } from '../../src/format/key.js';
 import type { Samples } from '../../src/format/run.js';
 import { parseLifecycleConfig } from '../../src/lifecycle/config.js';
-import { readDayManifest } from '../../src/lifecycle/day.js';
+import { readDayManifest, type DayMergeResult } from '../../src/lifecycle/day.js';
 import { mergeTwo } from '../../src/format/merge.js';
 import { runLifecyclePass, type LifecycleJobOptions, type LifecyclePassResult } from '../../src/lifecycle/job.js';
 import { openBucket, type Bucket, type BucketConfig } from '../../src/objstore/index.js';
@@ -226,8 +227,11 @@ t.test('late data after the day block is folded in; readers see the old day or t
   t.same(await check(c, ds, W0, W0 + DAY, oldWant), [], 'before the fold: still the old day, exactly (no sample twice)');
 
   const during = Array.from({ length: 3 }, () => c.query(ds.tenant, ids, { start: W0, end: W0 + DAY }));
-  const folded = await pass(s);
+  const merges: DayMergeResult[] = [];
+  const folded = await pass(s, { onMerge: (d) => merges.push(d) });
   t.equal(folded.dayMerges, 1, 'the late block is folded into the day block');
+  t.equal(merges[0]?.series, ds.series.length);
+  t.equal(merges[0]?.seriesCopied, ds.series.length - 1, 'every series but the late one is copied from the day block as it was, not decoded again');
   for (const r of await Promise.all(during)) {
     const asOld = mismatches(r.series, oldWant).length === 0;
     const asNew = mismatches(r.series, newWant).length === 0;
@@ -252,8 +256,10 @@ t.test('late data after the day block is folded in; readers see the old day or t
   if (ds.series.some((x) => x.id === extra.id)) t.fail('id 7777 is in the data set');
   await writeBlock(s2.bucket, ds.tenant, 0, 1, w3, replaced);
   s2.clock.advance(GRACE);
-  const r2 = await pass(s2);
+  const merges2: DayMergeResult[] = [];
+  const r2 = await pass(s2, { onMerge: (d) => merges2.push(d) });
   t.equal(r2.dayMerges, 1, 'the replaced block is merged again');
+  t.equal(merges2[0]?.seriesCopied, ds.series.length - members.length + 1, "copied: the series B' does not hold, and the one only B' holds");
   t.equal(r2.daySourcesDeleted, 0, 'and the 4-hour blocks wait for their new grace');
   const day = await BlockReader.open(bucketSource(s2.bucket, dayBlockKey(ds.tenant, 0, W0)));
   const got = await day.readSeries(extra.id);
