@@ -359,6 +359,12 @@ export class BitReader {
    * `acc = x + acc; out[off + i] = acc / div`. Returns the last `acc`.
    */
   riceSums(out: Float64Array, off: number, len: number, k: number, base: number, zig: boolean, acc: number, div: number): number {
+    // `+` types the loop's accumulators as numbers for the optimizing compiler: from an untyped
+    // parameter (or call result) it kept `acc` tagged, so every sum that is not a small integer
+    // (counters above 2^31, fractions) was a new heap number. Measured on the bench's dataset:
+    // 70 % of the decoder's allocation (2 bytes per decoded sample), and 10-14 % of its speed.
+    acc = +acc;
+    base = +base;
     const fast = Math.min(31 - k, RICE_ESCAPE);
     if (fast <= 0) {
       for (let i = 0; i < len; i++) {
@@ -385,7 +391,7 @@ export class BitReader {
           x = base + (zig ? (v >>> 1) ^ -(v & 1) : v);
         } else {
           this.pos = pos;
-          x = this.riceValue(k, base, zig);
+          x = +this.riceValue(k, base, zig);
           pos = this.pos;
         }
         acc = x + acc;
@@ -404,7 +410,7 @@ export class BitReader {
           x = base + (zig ? (v >>> 1) ^ -(v & 1) : v);
         } else {
           this.pos = pos;
-          x = this.riceValue(k, base, zig);
+          x = +this.riceValue(k, base, zig);
           pos = this.pos;
         }
         acc = x + acc;
@@ -487,6 +493,8 @@ export class BitReader {
    * coded data), and returns the last sum.
    */
   tableBlock(out: Float64Array, off: number, len: number, lookup: Uint16Array, maxLen: number, base: number, acc: number, div: number): number {
+    acc = +acc; // typed as a number, as in riceSums
+    base = +base;
     let pos = this.pos;
     for (let i = 0; i < len; i++) {
       const e = lookup[this.bitsAt(pos, maxLen)]!;

@@ -16,6 +16,26 @@ export interface Origin {
 /** The origin used when bytes have no better name. */
 export const MEMORY: Origin = { object: '<memory>', offset: 0 };
 
+/** Bytes of the unsigned LEB128 varint of a safe non-negative integer. */
+export function uvarintLength(v: number): number {
+  let n = 1;
+  while (v >= 128) {
+    v = Math.floor(v / 128);
+    n++;
+  }
+  return n;
+}
+
+/** Writes the unsigned LEB128 varint of `v` (a safe non-negative integer) at `pos`; returns the position after it. */
+export function putUvarint(buf: Uint8Array, pos: number, v: number): number {
+  while (v >= 128) {
+    buf[pos++] = (v % 128) | 128;
+    v = Math.floor(v / 128);
+  }
+  buf[pos++] = v;
+  return pos;
+}
+
 /** Growable byte buffer with little-endian writers. */
 export class ByteWriter {
   private buf: Uint8Array;
@@ -82,11 +102,7 @@ export class ByteWriter {
   /** Unsigned LEB128 varint of a safe non-negative integer. */
   uvarint(v: number): void {
     this.ensure(8);
-    while (v >= 128) {
-      this.buf[this.length++] = (v % 128) | 128;
-      v = Math.floor(v / 128);
-    }
-    this.buf[this.length++] = v;
+    this.length = putUvarint(this.buf, this.length, v);
   }
 
   /** Zigzag + LEB128 varint of a safe integer. */

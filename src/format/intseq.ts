@@ -583,7 +583,11 @@ export function decodeIntSeqSums(r: BitReader, out: Float64Array, start: number,
   if (n === 0) return acc;
   const mode = r.read(2);
   if (mode === SEQ_CONST || mode === SEQ_SPARSE) {
-    const { base, count, idx, val } = readSparse(r, mode, n);
+    const seq = readSparse(r, mode, n);
+    const { count, idx, val } = seq;
+    // typed as numbers for the optimizing compiler, as in BitReader.riceSums
+    const base = +seq.base;
+    acc = +acc;
     let i = 0;
     for (let e = 0; e <= count; e++) {
       const stop = e < count ? idx[e]! : n;

@@ -15,7 +15,7 @@
  */
 import { compressSync, uncompressSync } from 'lz4-napi';
 import { type CorruptionError, ErrorCode, InvalidArgumentError, StrataError } from '../errors.js';
-import { ByteReader, ByteWriter, MEMORY, type Origin } from './bytes.js';
+import { ByteReader, ByteWriter, MEMORY, putUvarint, uvarintLength, type Origin } from './bytes.js';
 import { FORMAT_VERSION } from './footer.js';
 import { decodeSequencesOfVersion } from './intseq.js';
 import { decodeTimestamps, encodeTimestamps, TS_RAW } from './timestamps.js';
@@ -395,18 +395,21 @@ export function splitRun(buf: Uint8Array, origin: Origin = MEMORY): SplitRun {
  * The self-contained run (plain) of a {@link TS_SHARED} run and its shared timestamps: what a
  * client that has no index page decodes.
  */
-export function joinRun(shared: SharedTimestamps, valuesRun: Uint8Array, origin: Origin = MEMORY): Uint8Array {
+export function joinRun(shared: SharedTimestamps, valuesRun: Uint8Array, origin: Origin = MEMORY): Buffer {
   const { enc, n, body } = openRun(new ByteReader(valuesRun, origin));
   if ((enc & 7) !== TS_SHARED) throw body.corrupt('run has timestamps of its own already', 0);
   if (shared.count !== n) throw body.corrupt(`run of ${n} samples refers to ${shared.count} shared timestamps`, 0);
   const values = body.buf.subarray(body.pos, body.end);
-  const out = new ByteWriter(shared.bytes.length + values.length + 16);
-  out.u8((enc & ~RUN_LZ4) | shared.layout);
-  out.uvarint(n);
-  out.uvarint(shared.bytes.length);
-  out.bytes(shared.bytes);
-  out.bytes(values);
-  return out.finish();
+  const ts = shared.bytes;
+  // sized exactly and not zero-filled: a gateway joins runs for every warm read of them, and a
+  // small Buffer.allocUnsafe is a slice of Node's pool, not an array buffer of its own to collect
+  const out = Buffer.allocUnsafe(1 + uvarintLength(n) + uvarintLength(ts.length) + ts.length + values.length);
+  out[0] = (enc & ~RUN_LZ4) | shared.layout;
+  let at = putUvarint(out, putUvarint(out, 1, n), ts.length);
+  out.set(ts, at);
+  at += ts.length;
+  out.set(values, at);
+  return out;
 }
 
 /**

@@ -112,8 +112,7 @@ class RunWant implements RangeWant {
  */
 function joinedRun(name: string, loc: RunLocation, run: Buffer): SeriesRun {
   const joined = joinRun(loc.timestamps!, run, { object: name, offset: loc.offset });
-  const buf = Buffer.from(joined.buffer, joined.byteOffset, joined.length);
-  return { id: loc.id, run: buf, crc: crc32c(buf) };
+  return { id: loc.id, run: joined, crc: crc32c(joined) };
 }
 
 /**
