@@ -51,6 +51,9 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  * A failed call: the gRPC status code and the server's (or transport's) message, and the
  * server's `ERR_STRATA_*` code when it sent one (trailer `strata-error-code`).
  */
+/** The listener a closed stream keeps for 'error'. */
+function ignoreError(): void {}
+
 export class GrpcCallError extends Error {
   readonly strataCode: string | undefined;
   constructor(
@@ -380,7 +383,7 @@ export class H2Channel {
       call.signal?.addEventListener('abort', onAbort, { once: true });
       const timer = left <= MAX_TIMER_MS ? setTimeout(() => cancel(new GrpcCallError(status.DEADLINE_EXCEEDED, 'deadline exceeded')), left) : undefined;
 
-      stream.on('response', (h) => {
+      const onResponse = (h: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader): void => {
         const st = statusHeader(h);
         if (st !== null) {
           // trailers-only: the status comes with the headers
@@ -396,9 +399,9 @@ export class H2Channel {
         }
         const type = String(h[HTTP2_HEADER_CONTENT_TYPE] ?? '');
         if (!type.startsWith('application/grpc')) cancel(new GrpcCallError(status.UNKNOWN, `content-type "${type}" from ${this.endpoint} is not gRPC`));
-      });
+      };
 
-      stream.on('data', (chunk: Buffer) => {
+      const onData = (chunk: Buffer): void => {
         if (settled) return;
         try {
           frames.push(chunk, (msg) => call.onMessage(msg));
@@ -408,20 +411,30 @@ export class H2Channel {
             cancel(new GrpcCallError(code, `${this.endpoint}: ${err.message}`));
           } else cancel(err);
         }
-      });
+      };
 
-      stream.on('trailers', (h) => {
+      const onTrailers = (h: http2.IncomingHttpHeaders): void => {
         const st = statusHeader(h);
         code = st ?? status.UNKNOWN;
         details = st === null ? `no grpc-status in the trailers from ${this.endpoint}` : decodeGrpcMessage(h['grpc-message']);
         strataCode = strataCodeHeader(h);
-      });
+      };
 
-      stream.on('error', (err: Error) => {
+      const onError = (err: Error): void => {
         transportError = err;
-      });
+      };
 
-      stream.on('close', () => {
+      const onClose = (): void => {
+        // a closed stream emits nothing more. Node keeps the stream object (and so everything its
+        // listeners reach: this call, its message handler and the query's decoded samples) alive
+        // until a full collection, so every young collection in between copies and promotes it
+        // all; detached, only the stream itself is kept
+        stream.off('response', onResponse);
+        stream.off('data', onData);
+        stream.off('trailers', onTrailers);
+        stream.off('error', onError);
+        stream.on('error', ignoreError); // nothing comes after 'close', but an 'error' without a listener would throw
+        stream.off('close', onClose);
         if (settled) return;
         if (code !== null) {
           if (code === status.OK && frames.partial) {
@@ -444,7 +457,12 @@ export class H2Channel {
           return;
         }
         finish(new GrpcCallError(status.UNKNOWN, `the response from ${this.endpoint} ended without a gRPC status`));
-      });
+      };
+      stream.on('response', onResponse);
+      stream.on('data', onData);
+      stream.on('trailers', onTrailers);
+      stream.on('error', onError);
+      stream.on('close', onClose);
 
       stream.end(encodeFrame(call.message));
     });
