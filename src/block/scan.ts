@@ -22,7 +22,7 @@ export async function* scanBlock(reader: BlockReader, chunkBytes = SCAN_CHUNK_BY
  * Every run of the block opened by `reader`, in id order, with its bytes checked against its index
  * entry (length and checksum) but not decoded: for a merge that copies the runs of series it has
  * nothing to merge with (decode them with decodeLocatedRun). The bytes are views into the chunk
- * read, valid until the next run is asked for.
+ * read, valid until the next run is asked for: copy what is kept longer.
  */
 export async function* scanCheckedRuns(reader: BlockReader, chunkBytes = SCAN_CHUNK_BYTES): AsyncGenerator<{ loc: RunLocation; bytes: Uint8Array }> {
   for await (const run of chunkedRuns(reader, (range) => reader.source.read(range), chunkBytes)) {

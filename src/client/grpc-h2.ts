@@ -47,13 +47,13 @@ const {
 /** Longest delay setTimeout takes (longer deadlines are left to the server's grpc-timeout). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/** The listener a closed stream keeps for 'error'. */
+function ignoreError(): void {}
+
 /**
  * A failed call: the gRPC status code and the server's (or transport's) message, and the
  * server's `ERR_STRATA_*` code when it sent one (trailer `strata-error-code`).
  */
-/** The listener a closed stream keeps for 'error'. */
-function ignoreError(): void {}
-
 export class GrpcCallError extends Error {
   readonly strataCode: string | undefined;
   constructor(

@@ -272,7 +272,6 @@ function planSparse(x: Float64Array, start: number, n: number): number {
   return header + gapBits + valBits;
 }
 
-/** Huffman code lengths for `freq` (at least two non-zero), or null when one exceeds TABLE_MAX_CODE. */
 /** Scratch of {@link huffmanLengths}: at most 2 * TABLE_MAX_SYMBOLS - 1 nodes. */
 const hWeight = new Float64Array(2 * TABLE_MAX_SYMBOLS);
 const hParent = new Int32Array(2 * TABLE_MAX_SYMBOLS);
@@ -285,6 +284,7 @@ function removeAt(live: Int32Array, n: number, i: number): number {
   return v;
 }
 
+/** Huffman code lengths for `freq` (at least two non-zero), or null when one exceeds TABLE_MAX_CODE. */
 function huffmanLengths(freq: Float64Array, a: number): Uint8Array | null {
   // nodes: leaves 0..a-1, internal nodes after; small alphabets, so a linear scan for the minimum
   // (typed scratch arrays: this runs for every sequence of at most 64 distinct values, and its

@@ -28,7 +28,7 @@
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { BlockReader, decodeLocatedRun, verifyBlock, type RunLocation } from '../block/reader.js';
+import { BlockReader, checkRunInto, decodeLocatedRun, verifyBlock, type RunLocation } from '../block/reader.js';
 import { bucketSource, fileSink, fileSource } from '../block/source.js';
 import { BlockWriter } from '../block/writer.js';
 import { CorruptionError, ErrorCode, hasCode, StrataError } from '../errors.js';
@@ -268,6 +268,7 @@ export async function mergeDay(
     let samples = 0;
     let copied = 0;
     const at: number[] = [];
+    const scratch = { timestamps: new BigInt64Array(0), values: new Float64Array(0) };
     for (;;) {
       let min: bigint | null = null;
       for (const h of heads) if (h && (min === null || h.loc.id < min)) min = h.loc.id;
@@ -276,10 +277,13 @@ export async function mergeDay(
       for (let i = 0; i < its.length; i++) if (heads[i]?.loc.id === min) at.push(i);
       if (at.length === 1) {
         // one source holds the series (the day block when late data does not touch it, or a
-        // series of one window): its checked run goes in as it is, not decoded and encoded again
-        // (the whole file is verified below, every run decoded)
+        // series of one window): its run goes in as it is, not encoded again. It is decoded
+        // (into a scratch) against its index entry first, so that damage is reported against its
+        // source, not against the merged file the verification below reads; and copied, since the
+        // writer keeps it until its page closes
         const { loc, bytes } = heads[at[0]!]!;
-        const run = loc.timestamps ? joinRun(loc.timestamps, bytes, { object: names[at[0]!]!, offset: loc.offset }) : bytes.slice();
+        checkRunInto(names[at[0]!]!, loc, bytes, scratch);
+        const run = loc.timestamps ? joinRun(loc.timestamps, bytes, { object: names[at[0]!]!, offset: loc.offset }) : new Uint8Array(bytes);
         await writer.addEncoded(min, run, loc.sampleCount, loc.minTime, loc.maxTime);
         samples += loc.sampleCount;
         copied++;
