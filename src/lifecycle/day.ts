@@ -8,8 +8,9 @@
  *    `dayMergeAfterMs` ago and some 4-hour block listed for it (key + ETag) is not in the manifest
  *    of the day block, or the day block has no manifest naming its current ETag.
  * 2. **Merge**: the current day block (if any, oldest) and the listed 4-hour blocks are read
- *    series by series and merged bit-exactly (src/shard-aggregator/merge.ts: later sources win on
- *    a repeated timestamp) into a local file, which is verified whole (every checksum, every run
+ *    series by series and merged bit-exactly (src/format/merge.ts: later sources win on a repeated
+ *    timestamp; a series only one source holds is copied as its stored run, checked but not
+ *    encoded again) into a local file, which is verified whole (every checksum, every run
  *    decoded, the counts; read in pieces of at most 8 MiB, BlockReader.verify in src/block/reader.ts) before anything
  *    is published.
  * 3. **Publish**: one PUT of the file at the deterministic day key (atomic: readers see the old
