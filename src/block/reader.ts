@@ -230,6 +230,11 @@ function agreeWithEntry(name: string, loc: RunLocation, ts: BigInt64Array, n: nu
  */
 export function checkRunInto(name: string, loc: RunLocation, bytes: Uint8Array, scratch: { timestamps: BigInt64Array; values: Float64Array }): void {
   checkRunBytes(name, loc, bytes);
+  decodeLocatedRunInto(name, loc, bytes, scratch);
+}
+
+/** The decoding half of {@link checkRunInto}, for bytes {@link checkRunBytes} passed already. */
+export function decodeLocatedRunInto(name: string, loc: RunLocation, bytes: Uint8Array, scratch: { timestamps: BigInt64Array; values: Float64Array }): void {
   // the scratch is sized by the index entry: an entry claiming more than a run may hold is damage
   // (not an allocation of its size)
   if (loc.sampleCount > MAX_RUN_SAMPLES) throw new CorruptionError(name, loc.offset, `run of series ${loc.id} disagrees with its index entry (${loc.sampleCount} samples, more than ${MAX_RUN_SAMPLES})`);

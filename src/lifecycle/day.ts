@@ -29,7 +29,7 @@
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { BlockReader, checkRunInto, decodeLocatedRun, verifyBlock, type RunLocation } from '../block/reader.js';
+import { BlockReader, decodeLocatedRun, decodeLocatedRunInto, verifyBlock, type RunLocation } from '../block/reader.js';
 import { bucketSource, fileSink, fileSource } from '../block/source.js';
 import { BlockWriter } from '../block/writer.js';
 import { CorruptionError, ErrorCode, hasCode, StrataError } from '../errors.js';
@@ -283,7 +283,7 @@ export async function mergeDay(
         // source, not against the merged file the verification below reads; and copied, since the
         // writer keeps it until its page closes
         const { loc, bytes } = heads[at[0]!]!;
-        checkRunInto(names[at[0]!]!, loc, bytes, scratch);
+        decodeLocatedRunInto(names[at[0]!]!, loc, bytes, scratch); // its CRC: checked by the scan
         const run = loc.timestamps ? joinRun(loc.timestamps, bytes, { object: names[at[0]!]!, offset: loc.offset }) : new Uint8Array(bytes);
         await writer.addEncoded(min, run, loc.sampleCount, loc.minTime, loc.maxTime);
         samples += loc.sampleCount;
