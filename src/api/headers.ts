@@ -15,6 +15,12 @@ export const BLOCK_HEADER = 'x-strata-block';
 export const AUTH_HEADER = 'authorization';
 /** The trailer (gRPC response metadata) that carries a refused call's `ERR_STRATA_*` code. */
 export const ERROR_CODE_TRAILER = 'strata-error-code';
+/**
+ * The trailer of a refusal that is worth retrying soon (gRPC's retry pushback, gRFC A6): the
+ * milliseconds to wait first. A gateway sends it when a read budget is used up by other calls
+ * (concurrent calls, bytes in flight), never for a limit of the request itself.
+ */
+export const RETRY_PUSHBACK_TRAILER = 'grpc-retry-pushback-ms';
 
 /**
  * The routing key of a block: the value of {@link BLOCK_HEADER}, `<tenant>/<shard>/<windowStart>`

@@ -32,7 +32,7 @@ import { status } from '@grpc/grpc-js';
 import type { ClientTlsOptions } from '../common/tls.js';
 import { backoffDelayMs, type RetryPolicy } from '../common/backoff.js';
 import { encodeFrame, FrameDecoder, FrameError } from '../api/grpc-frame.js';
-import { ERROR_CODE_TRAILER } from '../api/headers.js';
+import { ERROR_CODE_TRAILER, RETRY_PUSHBACK_TRAILER } from '../api/headers.js';
 
 const {
   HTTP2_HEADER_STATUS,
@@ -56,14 +56,17 @@ function ignoreError(): void {}
  */
 export class GrpcCallError extends Error {
   readonly strataCode: string | undefined;
+  /** The server's retry pushback (trailer `grpc-retry-pushback-ms`): retry after this many ms. */
+  readonly pushbackMs: number | undefined;
   constructor(
     readonly code: status,
     readonly details: string,
-    options?: { cause?: unknown; strataCode?: string | undefined },
+    options?: { cause?: unknown; strataCode?: string | undefined; pushbackMs?: number | undefined },
   ) {
     super(`${code} ${status[code] ?? 'UNKNOWN'}: ${details}`, options);
     this.name = 'GrpcCallError';
     this.strataCode = options?.strataCode;
+    this.pushbackMs = options?.pushbackMs;
   }
 }
 
@@ -71,6 +74,15 @@ export class GrpcCallError extends Error {
 function strataCodeHeader(h: IncomingHttpHeaders): string | undefined {
   const v = h[ERROR_CODE_TRAILER];
   return typeof v === 'string' && v !== '' ? v : undefined;
+}
+
+/**
+ * The `grpc-retry-pushback-ms` header of a trailers block: a non-negative integer of ms. As gRFC
+ * A6 says, anything else (negative, not a number) means "do not retry": undefined.
+ */
+function pushbackHeader(h: IncomingHttpHeaders): number | undefined {
+  const v = h[RETRY_PUSHBACK_TRAILER];
+  return typeof v === 'string' && /^\d{1,9}$/.test(v) ? Number(v) : undefined;
 }
 
 /** Options of an {@link H2Channel}. */
@@ -362,6 +374,7 @@ export class H2Channel {
       let code: number | null = null;
       let details = '';
       let strataCode: string | undefined;
+      let pushbackMs: number | undefined;
       let transportError: Error | null = null;
       const frames = new FrameDecoder(this.maxMessage);
 
@@ -390,6 +403,7 @@ export class H2Channel {
           code = st;
           details = decodeGrpcMessage(h['grpc-message']);
           strataCode = strataCodeHeader(h);
+          pushbackMs = pushbackHeader(h);
           return;
         }
         const http = Number(h[HTTP2_HEADER_STATUS]);
@@ -418,6 +432,7 @@ export class H2Channel {
         code = st ?? status.UNKNOWN;
         details = st === null ? `no grpc-status in the trailers from ${this.endpoint}` : decodeGrpcMessage(h['grpc-message']);
         strataCode = strataCodeHeader(h);
+        pushbackMs = pushbackHeader(h);
       };
 
       const onError = (err: Error): void => {
@@ -439,7 +454,7 @@ export class H2Channel {
         if (code !== null) {
           if (code === status.OK && frames.partial) {
             finish(new GrpcCallError(status.INTERNAL, `the response from ${this.endpoint} ended inside a message`));
-          } else finish(code === status.OK ? null : new GrpcCallError(code, details, { strataCode }));
+          } else finish(code === status.OK ? null : new GrpcCallError(code, details, { strataCode, pushbackMs }));
           return;
         }
         const rst = stream.rstCode ?? NGHTTP2_NO_ERROR;

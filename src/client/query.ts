@@ -11,11 +11,16 @@
  * - sends to one endpoint (Envoy) or to a static list of gateways, where each block goes to the
  *   same gateway by rendezvous hashing (so its cache stays warm) and a retry to the next one;
  * - keeps at most `concurrency` requests in flight; the whole query shares one deadline;
- * - retries a request once on UNAVAILABLE (its partial response is dropped);
+ * - retries a request once on UNAVAILABLE (its partial response is dropped), and a request that a
+ *   gateway refused with a retry pushback (`grpc-retry-pushback-ms`: a read budget other calls
+ *   are using, which frees up by itself) after that pushback, backing off exponentially while it
+ *   is refused again, up to `maxPushbackRetries` times and within the query's deadline;
  * - merges each series' samples in time order (block-assembler.ts).
  */
 import { setMaxListeners } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { status } from '@grpc/grpc-js';
+import { backoffDelayMs } from '../common/backoff.js';
 import { clientTlsOptions, type ClientTlsConfig, type ClientTlsOptions } from '../common/tls.js';
 import { CorruptionError, InvalidArgumentError } from '../errors.js';
 import { DEFAULT_BLOCK_DURATION_MS } from '../format/key.js';
@@ -69,7 +74,18 @@ export interface QueryClientOptions {
    * with RESOURCE_EXHAUSTED naming it.
    */
   readonly maxSamplesPerQuery?: number;
+  /**
+   * Retries of one block request that gateways refused with a retry pushback (a busy read budget:
+   * concurrent calls, bytes in flight), default {@link DEFAULT_MAX_PUSHBACK_RETRIES}; 0: fail at
+   * the first refusal. Refusals without a pushback (limits of the request itself) are never retried.
+   */
+  readonly maxPushbackRetries?: number;
 }
+
+/** Default of {@link QueryClientOptions.maxPushbackRetries}. */
+export const DEFAULT_MAX_PUSHBACK_RETRIES = 20;
+/** Ceiling of the backoff added to a repeated pushback (ms). */
+const PUSHBACK_BACKOFF_MAX_MS = 2000;
 
 /** Default of {@link QueryClientOptions.maxSamplesPerQuery}: 2^28 samples, 4 GiB of result arrays. */
 export const DEFAULT_MAX_QUERY_SAMPLES = 2 ** 28;
@@ -138,6 +154,7 @@ export class QueryClient {
     this.encoding = opts.encoding ?? DEFAULT_ENCODING;
     if (!(this.concurrency >= 1)) throw new InvalidArgumentError('concurrency', 'must be at least 1');
     if (opts.maxSamplesPerQuery !== undefined && !(Number.isSafeInteger(opts.maxSamplesPerQuery) && opts.maxSamplesPerQuery >= 1)) throw new InvalidArgumentError('maxSamplesPerQuery', 'must be a positive integer');
+    if (opts.maxPushbackRetries !== undefined && !(Number.isSafeInteger(opts.maxPushbackRetries) && opts.maxPushbackRetries >= 0)) throw new InvalidArgumentError('maxPushbackRetries', 'must be an integer >= 0');
   }
 
   /**
@@ -222,14 +239,31 @@ export class QueryClient {
 
   private async readBlock(req: BlockRequest, deadline: number, signal: AbortSignal): Promise<{ assembler: BlockAssembler; retries: number }> {
     const order = this.endpoints.length === 1 ? this.endpoints : rankEndpoints(req.routingKey, this.endpoints);
-    for (let attempt = 0; ; attempt++) {
+    const maxPushbacks = this.opts.maxPushbackRetries ?? DEFAULT_MAX_PUSHBACK_RETRIES;
+    let pushbacks = 0;
+    for (let attempt = 0; ; ) {
       const endpoint = order[attempt % order.length]!;
       try {
-        return { assembler: await this.call(endpoint, req, deadline, signal), retries: attempt };
+        return { assembler: await this.call(endpoint, req, deadline, signal), retries: attempt + pushbacks };
       } catch (err) {
         if (signal.aborted) throw signal.reason;
         const code = err instanceof GrpcCallError ? err.code : undefined;
-        if (attempt === 0 && code === status.UNAVAILABLE && Date.now() < deadline) continue;
+        const pushback = err instanceof GrpcCallError ? err.pushbackMs : undefined;
+        if (pushback !== undefined && (code === status.RESOURCE_EXHAUSTED || code === status.UNAVAILABLE) && pushbacks < maxPushbacks) {
+          // the same gateway (its cache has the block) once the pushback has passed, later each
+          // time it is refused again (full jitter over a doubling ceiling): never past the deadline
+          pushbacks++;
+          const wait = pushback + backoffDelayMs({ maxAttempts: maxPushbacks + 1, baseDelayMs: Math.max(1, pushback), maxDelayMs: PUSHBACK_BACKOFF_MAX_MS }, pushbacks);
+          if (Date.now() + wait < deadline) {
+            await sleep(wait, undefined, { signal }).catch(() => undefined);
+            if (signal.aborted) throw signal.reason;
+            continue;
+          }
+        }
+        if (attempt === 0 && code === status.UNAVAILABLE && Date.now() < deadline) {
+          attempt++;
+          continue;
+        }
         if (err instanceof ResponseFormatError) throw new QueryError(status.INTERNAL, req.routingKey, endpoint, err.message, { cause: err });
         if (err instanceof GrpcCallError) {
           throw new QueryError(err.code, req.routingKey, endpoint, `reading block ${req.routingKey} from ${endpoint}: ${status[err.code] ?? err.code}${err.strataCode !== undefined ? ` ${err.strataCode}` : ''}: ${err.details}`, {

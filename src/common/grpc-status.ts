@@ -6,7 +6,7 @@
  * (ERR_STRATA_UNSUPPORTED_VERSION) although both are DATA_LOSS.
  */
 import { Metadata, status, type MethodDefinition, type ServiceDefinition, type ServiceError } from '@grpc/grpc-js';
-import { ERROR_CODE_TRAILER } from '../api/headers.js';
+import { ERROR_CODE_TRAILER, RETRY_PUSHBACK_TRAILER } from '../api/headers.js';
 import { ErrorCode, InvalidArgumentError, StrataError } from '../errors.js';
 
 
@@ -32,10 +32,16 @@ const codeOfStatus: Partial<Record<status, ErrorCode>> = {
 export class GrpcError extends Error {
   readonly grpcCode: status;
   readonly code: ErrorCode;
-  constructor(grpcCode: status, message: string) {
+  /**
+   * Set on a refusal that frees up by itself (a budget other calls are using): how long a client
+   * should wait before it retries, sent as the {@link RETRY_PUSHBACK_TRAILER} trailer.
+   */
+  readonly retryAfterMs: number | undefined;
+  constructor(grpcCode: status, message: string, options?: { readonly retryAfterMs?: number }) {
     super(message);
     this.grpcCode = grpcCode;
     this.code = codeOfStatus[grpcCode] ?? ErrorCode.INTERNAL;
+    this.retryAfterMs = options?.retryAfterMs;
     this.name = 'GrpcError';
   }
 }
@@ -85,6 +91,7 @@ export function toServiceError(err: unknown): Partial<ServiceError> {
   const details = known ? (err as Error).message : 'internal error';
   const metadata = new Metadata();
   metadata.set(ERROR_CODE_TRAILER, strataCodeOf(err));
+  if (err instanceof GrpcError && err.retryAfterMs !== undefined) metadata.set(RETRY_PUSHBACK_TRAILER, String(Math.max(0, Math.round(err.retryAfterMs))));
   return { code, details, message: details, metadata };
 }
 

@@ -11,6 +11,14 @@
 import { GrpcError } from '../common/grpc-status.js';
 import { status } from '@grpc/grpc-js';
 
+/**
+ * The retry pushback of a refusal by a read budget (sent as `grpc-retry-pushback-ms`): such a
+ * budget frees up as other calls' clients take their answers or the calls end, well within this
+ * on a gateway that is serving; a client that honours it (the query client does) retries after
+ * it, with exponential backoff if refused again.
+ */
+export const READ_RETRY_PUSHBACK_MS = 100;
+
 interface Waiter {
   readonly tenant: string;
   readonly bytes: number;
@@ -46,6 +54,7 @@ export class InFlightBudget {
       return new GrpcError(
         status.RESOURCE_EXHAUSTED,
         `maxBytesInFlight (${this.max}) is used up by answers clients have not taken yet (${this.used} bytes); this answer needs ${bytes} more; retry shortly`,
+        { retryAfterMs: READ_RETRY_PUSHBACK_MS },
       );
     }
     const mine = this.bytesOf(tenant);
@@ -53,6 +62,7 @@ export class InFlightBudget {
       return new GrpcError(
         status.RESOURCE_EXHAUSTED,
         `tenant "${tenant}" has used up maxBytesInFlightPerTenant (${this.maxPerTenant}) with answers its clients have not taken yet (${mine} bytes); retry shortly`,
+        { retryAfterMs: READ_RETRY_PUSHBACK_MS },
       );
     }
     return null;

@@ -22,7 +22,7 @@ import { blockKey, MAX_SHARDS, validateTenant } from '../format/key.js';
 import { DAY_MS, dayBlockKey, dayBlocksFit } from '../format/day-key.js';
 import type { BucketReader } from '../objstore/bucket.js';
 import type { BlockLocation } from './block-directory.js';
-import { InFlightBudget } from './budget.js';
+import { InFlightBudget, READ_RETRY_PUSHBACK_MS } from './budget.js';
 import type { GatewayConfig } from './config.js';
 import type { Counted, GatewayMetrics } from './metrics.js';
 import type { ReadQuery, ReadResult, SignalSource } from './read.js';
@@ -519,7 +519,7 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
     try {
       if (!opts.serving()) throw new GrpcError(status.UNAVAILABLE, 'the gateway is shutting down; retry on another');
       if (active >= config.maxConcurrentReads) {
-        throw new GrpcError(status.RESOURCE_EXHAUSTED, `maxConcurrentReads (${config.maxConcurrentReads}) calls are being served; retry shortly or on another gateway`);
+        throw new GrpcError(status.RESOURCE_EXHAUSTED, `maxConcurrentReads (${config.maxConcurrentReads}) calls are being served; retry shortly or on another gateway`, { retryAfterMs: READ_RETRY_PUSHBACK_MS });
       }
       active++;
       counted = true;
@@ -532,7 +532,7 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
       if (grant?.tenant !== undefined && grant.tenant !== tenant) throw new GrpcError(status.PERMISSION_DENIED, `the token does not grant access to tenant "${tenant}"`);
       const mine = activeOf.get(tenant) ?? 0;
       if (mine >= config.maxConcurrentReadsPerTenant) {
-        throw new GrpcError(status.RESOURCE_EXHAUSTED, `tenant "${tenant}" has maxConcurrentReadsPerTenant (${config.maxConcurrentReadsPerTenant}) calls being served; retry shortly`);
+        throw new GrpcError(status.RESOURCE_EXHAUSTED, `tenant "${tenant}" has maxConcurrentReadsPerTenant (${config.maxConcurrentReadsPerTenant}) calls being served; retry shortly`, { retryAfterMs: READ_RETRY_PUSHBACK_MS });
       }
       activeOf.set(tenant, mine + 1);
       tenantCounted = tenant;

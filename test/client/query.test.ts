@@ -10,7 +10,7 @@ import { execFile } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { Server, ServerCredentials, status, type ServerWritableStream } from '@grpc/grpc-js';
+import { Metadata, Server, ServerCredentials, status, type ServerWritableStream } from '@grpc/grpc-js';
 import { QueryClient, QueryError } from '../../src/client/query.js';
 import { encodeReadResponse } from '../../src/api/read-codec.js';
 import { openBucket } from '../../src/objstore/index.js';
@@ -20,15 +20,20 @@ import { makeSeries } from '../support/series.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-/** A Read server that fails the first `failures` calls with UNAVAILABLE, then answers one sample of series 1. */
-async function flakyServer(t: Test, failures: number): Promise<{ port: number; calls: () => number }> {
+/**
+ * A Read server that fails the first `failures` calls with UNAVAILABLE (or `refusal`: a status and
+ * a `grpc-retry-pushback-ms` trailer), then answers one sample of series 1.
+ */
+async function flakyServer(t: Test, failures: number, refusal?: { code: status; pushback?: string }): Promise<{ port: number; calls: () => number }> {
   let calls = 0;
   const server = new Server();
   server.addService(readServiceDefinition(), {
     Read(call: ServerWritableStream<unknown, unknown>) {
       calls++;
       if (calls <= failures) {
-        call.emit('error', { code: status.UNAVAILABLE, details: 'draining' });
+        const metadata = new Metadata();
+        if (refusal?.pushback !== undefined) metadata.set('grpc-retry-pushback-ms', refusal.pushback);
+        call.emit('error', { code: refusal?.code ?? status.UNAVAILABLE, details: refusal ? 'budget in use' : 'draining', metadata });
         return;
       }
       const ts = Buffer.alloc(8);
@@ -126,6 +131,41 @@ t.test('one retry on UNAVAILABLE, to the next gateway of the list', async (t) =>
   const ac = new AbortController();
   ac.abort(new Error('caller gave up'));
   await t.rejects(c3.query('acme', [1n], { start: W0, end: W0 + D }, { signal: ac.signal }), /caller gave up/);
+});
+
+t.test('a refusal with a retry pushback is retried after it; one without, or past the deadline, is not', async (t) => {
+  const query = async (port: number, opts: { deadlineMs?: number; maxPushbackRetries?: number } = {}) => {
+    const c = new QueryClient({ endpoints: [`127.0.0.1:${port}`], numShards: 1, encoding: 'raw', ...opts });
+    t.teardown(() => c.close());
+    const t0 = performance.now();
+    const r = await c.query('acme', [1n], { start: W0, end: W0 + D }).then(
+      (v) => v,
+      (e: unknown) => e as QueryError,
+    );
+    return { r, ms: performance.now() - t0 };
+  };
+  const three = await flakyServer(t, 3, { code: status.RESOURCE_EXHAUSTED, pushback: '40' });
+  const ok = await query(three.port);
+  t.ok(!(ok.r instanceof Error) && ok.r.retries === 3, 'three refusals, three retries');
+  t.equal(three.calls(), 4);
+  t.ok(ok.ms >= 3 * 40, `each retry waited at least the pushback (${ok.ms.toFixed(0)} ms in all)`);
+
+  for (const [name, refusal, opts] of [
+    ['no pushback', { code: status.RESOURCE_EXHAUSTED }, {}],
+    ['a malformed pushback', { code: status.RESOURCE_EXHAUSTED, pushback: '-5' }, {}],
+    ['a pushback past the deadline', { code: status.RESOURCE_EXHAUSTED, pushback: '60000' }, { deadlineMs: 5000 }],
+    ['a pushback on a status not retried', { code: status.INVALID_ARGUMENT, pushback: '10' }, {}],
+    ['maxPushbackRetries 0', { code: status.RESOURCE_EXHAUSTED, pushback: '10' }, { maxPushbackRetries: 0 }],
+  ] as const) {
+    const srv = await flakyServer(t, 1000, refusal);
+    const got = await query(srv.port, opts);
+    t.ok(got.r instanceof QueryError && got.r.code === refusal.code, `${name}: the refusal is the error`);
+    t.equal(srv.calls(), 1, `${name}: not retried`);
+  }
+  const always = await flakyServer(t, 1000, { code: status.RESOURCE_EXHAUSTED, pushback: '1' });
+  const capped = await query(always.port, { maxPushbackRetries: 4 });
+  t.ok(capped.r instanceof QueryError && capped.r.code === status.RESOURCE_EXHAUSTED, 'refused every time: RESOURCE_EXHAUSTED in the end');
+  t.equal(always.calls(), 5, 'after maxPushbackRetries retries');
 });
 
 t.test('strata query prints exact samples as text and JSON lines', async (t) => {

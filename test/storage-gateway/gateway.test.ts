@@ -16,6 +16,8 @@ import { QueryClient, QueryError } from '../../src/client/query.js';
 import { GrpcError } from '../../src/common/grpc-status.js';
 import { FOOTER_LEN } from '../../src/format/footer.js';
 import { blockCacheId } from '../../src/storage-gateway/block-directory.js';
+import { RETRY_PUSHBACK_TRAILER } from '../../src/api/headers.js';
+import { READ_RETRY_PUSHBACK_MS } from '../../src/storage-gateway/budget.js';
 import { openBucket, type Bucket, type BucketConfig } from '../../src/objstore/index.js';
 import { KINDS, makeSeries } from '../support/series.js';
 import { FORWARD, startFaultProxy } from '../support/faultproxy.js';
@@ -176,10 +178,12 @@ t.test('limits and malformed requests get INVALID_ARGUMENT / RESOURCE_EXHAUSTED 
   const refused = async (req: Partial<typeof base>, headers: Record<string, string>, code: status, re: RegExp, name: string): Promise<void> => {
     const err = await rawRead(gw.grpcPort, { ...base, ...req }, headers).then(
       () => null,
-      (e: { code: number; details: string }) => e,
+      (e: ServiceError) => e,
     );
     t.equal(err?.code, code, `${name}: ${status[code]}`);
     t.match(err?.details ?? '', re, `${name}: message`);
+    // a limit of the request itself: retrying it would be refused again, so no retry pushback
+    t.same(err?.metadata?.get(RETRY_PUSHBACK_TRAILER), [], `${name}: no retry pushback`);
   };
   const ok = await rawRead(gw.grpcPort, base, { 'x-strata-block': `big/0/${W0}`, 'x-strata-tenant': 'big' });
   t.equal(ok.length, 1);
@@ -461,6 +465,8 @@ t.test('read budgets: maxConcurrentReads, maxConcurrentReadsPerTenant and maxByt
     );
     t.equal(err?.code, status.RESOURCE_EXHAUSTED, `RESOURCE_EXHAUSTED (${err?.details})`);
     t.match(err?.details ?? '', what);
+    // a budget that other calls hold frees up by itself: the refusal tells clients when to retry
+    t.same(err?.metadata?.get(RETRY_PUSHBACK_TRAILER), [String(READ_RETRY_PUSHBACK_MS)], 'retry pushback trailer');
   };
   const held = (gw: RunningGateway) => gw.metrics.total('strata_gateway_bytes_in_flight');
   for (const [name, limits, what] of [
@@ -482,6 +488,40 @@ t.test('read budgets: maxConcurrentReads, maxConcurrentReadsPerTenant and maxByt
     const again = await rawRead(gw.grpcPort, req);
     t.ok(again.length > 1, `${name}: served again once the slow client is gone (${again.length} messages)`);
   }
+});
+
+t.test('the query client retries a budget refusal after its retry pushback, and gets the whole answer once the budget frees up', async (t) => {
+  const { bucketConfig, bucket } = await setup(t);
+  await writeBlock(bucket, 'big', 0, 1, W0, BIG, { seriesPerPage: 16 });
+  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { maxMessageBytes: 64 * 1024, maxConcurrentReadsPerTenant: 1 }));
+  const ids = BIG.slice(0, 20).map((s) => s.id);
+  const refusals = () => gw.metrics.total('strata_gateway_requests_total', { code: 'RESOURCE_EXHAUSTED' });
+  const held = () => gw.metrics.total('strata_gateway_bytes_in_flight');
+  // a client that does not read its answer holds the tenant's only call slot
+  const hold = async () => {
+    const slow = unreadCall(t, gw.grpcPort, { tenant: 'big', shard: 0, numShards: 1, windowStartMs: W0, seriesIds: idBytes(BIG.map((s) => s.id)), startMs: W0, endMs: W0 + D, encoding: ENCODING_RAW });
+    await eventually('the unread call to hold a message', async () => ((await held()) > 0 ? true : null));
+    return slow;
+  };
+
+  const patient = clientFor(t, gw.grpcPort, 1, { encoding: 'raw' });
+  let slow = await hold();
+  const q = patient.query('big', ids, ONE_WINDOW);
+  // refused, then refused again after the pushback: the client keeps trying while the slot is held
+  await eventually('two refusals of the query', async () => ((await refusals()) >= 2 ? true : null));
+  slow.cancel();
+  const r = await q;
+  t.same(mismatches(r.series, expected({ tenant: 'big', numShards: 1, windows: 1, series: BIG }, ids, W0, W0 + D)), [], 'exact once the slot is free');
+  t.ok(r.retries >= 2, `retried after each pushback (${r.retries} retries)`);
+
+  // without pushback retries the refusal is the query's error, at once
+  const before = await refusals();
+  const impatient = clientFor(t, gw.grpcPort, 1, { encoding: 'raw', maxPushbackRetries: 0 });
+  slow = await hold();
+  await t.rejects(impatient.query('big', ids, ONE_WINDOW), { name: 'QueryError', code: status.RESOURCE_EXHAUSTED, message: /maxConcurrentReadsPerTenant \(1\)/ });
+  t.equal((await refusals()) - before, 1, 'one call: no retry');
+  slow.cancel();
+  t.throws(() => clientFor(t, gw.grpcPort, 1, { maxPushbackRetries: -1 }), /maxPushbackRetries/, 'a negative bound is refused');
 });
 
 t.test('a call whose last messages the client does not take stays counted until the client leaves or its time is up', async (t) => {
