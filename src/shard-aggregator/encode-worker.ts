@@ -5,8 +5,7 @@
 import { parentPort } from 'node:worker_threads';
 import { collectGarbage } from '../common/gc.js';
 import { InvalidArgumentError, StrataError } from '../errors.js';
-import { prepareWrite } from './ingest.js';
-import { packPrepared, unpackTask, type EncodeReply, type EncodeTask } from './encode-pool.js';
+import { encodeTask, type EncodeReply, type EncodeTask } from './encode-pool.js';
 
 const port = parentPort;
 if (!port) throw new Error('encode-worker.ts runs as a worker thread only');
@@ -40,9 +39,8 @@ port.on('message', (task: EncodeTask) => {
   idle = null;
   running++;
   bytesSinceCollect += task.buf.byteLength;
-  prepareWrite(unpackTask(task), task.ctx).then(
-    (prepared) => {
-      const reply = packPrepared(task.id, prepared);
+  encodeTask(task).then(
+    (reply) => {
       port.postMessage(reply, [reply.buf, reply.meta.buffer as ArrayBuffer]);
     },
     (err: unknown) => {

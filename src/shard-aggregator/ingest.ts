@@ -65,10 +65,11 @@ const U64_MAX = (1n << 64n) - 1n;
  * number of samples; cheap, so limits can be checked before any per-sample work.
  * @throws InvalidArgumentError naming the series and field.
  */
-export function countSamples(series: readonly WireSeries[]): number {
+export function countSamples(series: readonly WireSeries[], first = 0): number {
   let total = 0;
-  for (let i = 0; i < series.length; i++) {
-    const s = series[i]!;
+  for (let j = 0; j < series.length; j++) {
+    const s = series[j]!;
+    const i = first + j;
     const tl = s.timestamps.length;
     const vl = s.values.length;
     if (tl % 8 !== 0) throw new InvalidArgumentError(`series[${i}].timestamps`, `${tl} bytes is not a multiple of 8`);
@@ -115,18 +116,21 @@ function parseId(raw: string | bigint, field: string): bigint {
 
 /**
  * Validates and encodes a request (see the module comment). Yields to the event loop between
- * series now and then so one large request does not stall the others.
+ * series now and then so one large request does not stall the others. `series` may be a slice of
+ * the request that starts at its series number `first` (errors name the series by their number in
+ * the request).
  * @throws InvalidArgumentError naming the series and field; nothing is kept.
  */
-export async function prepareWrite(series: readonly WireSeries[], ctx: IngestContext): Promise<PreparedWrite> {
-  const total = countSamples(series);
+export async function prepareWrite(series: readonly WireSeries[], ctx: IngestContext, first = 0): Promise<PreparedWrite> {
+  const total = countSamples(series, first);
   const numShards = BigInt(ctx.numShards);
   const shard = BigInt(ctx.shard);
   const dur = ctx.blockDurationMs;
   const runs: PreparedRun[] = [];
   let sinceYield = 0;
-  for (let i = 0; i < series.length; i++) {
-    const s = series[i]!;
+  for (let j = 0; j < series.length; j++) {
+    const s = series[j]!;
+    const i = first + j;
     const id = parseId(s.id, `series[${i}].id`);
     if (id % numShards !== shard) {
       throw new InvalidArgumentError(`series[${i}].id`, `series ${id} belongs to shard ${id % numShards}, not to shard ${ctx.shard} of the x-strata-shard header`);
@@ -166,7 +170,7 @@ export async function prepareWrite(series: readonly WireSeries[], ctx: IngestCon
       });
     }
     sinceYield += n;
-    if (sinceYield >= YIELD_EVERY_SAMPLES && i + 1 < series.length) {
+    if (sinceYield >= YIELD_EVERY_SAMPLES && j + 1 < series.length) {
       sinceYield = 0;
       await yieldToLoop();
     }
