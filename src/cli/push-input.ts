@@ -16,7 +16,7 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import type { SeriesData } from '../client/writer.js';
-import { groupRecords, readSampleFile, SAMPLE_RECORD_BYTES } from '../client/writer-samples.js';
+import { groupedChunks, readSampleFile, SAMPLE_RECORD_BYTES } from '../client/writer-samples.js';
 import { InvalidArgumentError } from '../errors.js';
 
 /** Formats `strata push` reads. */
@@ -43,6 +43,8 @@ export interface PushInput {
   readonly valueColumn?: string;
   /** Samples per chunk. */
   readonly chunkSamples: number;
+  /** Distinct series regrouped at a time, at most (default 65,536). */
+  readonly chunkSeries?: number;
   /** Called with the bytes of the file read so far (for progress). */
   readonly onBytes?: (bytes: number) => void;
 }
@@ -198,7 +200,8 @@ function textParser(input: PushInput): LineParser {
 }
 
 /**
- * Yields the samples of `input.path`, at most `chunkSamples` at a time, as per-series columns
+ * Yields the samples of `input.path`, at most `chunkSamples` (and `chunkSeries` series) at a
+ * time, as per-series columns
  * (ascending id, file order within a series).
  * @throws InvalidArgumentError naming the file and line of anything that does not parse.
  */
@@ -206,7 +209,7 @@ export async function* readPushInput(input: PushInput): AsyncGenerator<SeriesDat
   if (input.format === 'bin') {
     const { size } = await stat(input.path);
     let read = 0;
-    for await (const chunk of readSampleFile(input.path, input.chunkSamples)) {
+    for await (const chunk of readSampleFile(input.path, input.chunkSamples, input.chunkSeries)) {
       for (const s of chunk) read += s.timestamps.length * SAMPLE_RECORD_BYTES;
       input.onBytes?.(Math.min(read, size));
       yield chunk;
@@ -232,9 +235,9 @@ export async function* readPushInput(input: PushInput): AsyncGenerator<SeriesDat
     records.writeBigInt64LE(s.ts, off + 8);
     records.writeDoubleLE(s.value, off + 16);
     if (++n === input.chunkSamples) {
-      yield groupRecords(records.subarray(0, n * SAMPLE_RECORD_BYTES));
+      yield* groupedChunks(records.subarray(0, n * SAMPLE_RECORD_BYTES), input.chunkSeries);
       n = 0;
     }
   }
-  if (n > 0) yield groupRecords(records.subarray(0, n * SAMPLE_RECORD_BYTES));
+  if (n > 0) yield* groupedChunks(records.subarray(0, n * SAMPLE_RECORD_BYTES), input.chunkSeries);
 }

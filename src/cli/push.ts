@@ -13,6 +13,7 @@ import { stat } from 'node:fs/promises';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import type { Command } from 'commander';
 import { WriterClient } from '../client/writer.js';
+import { DEFAULT_CHUNK_SERIES } from '../client/writer-samples.js';
 import { formatOfPath, PUSH_FORMATS, readPushInput, type PushFormat } from './push-input.js';
 import type { ClientTlsConfig } from '../common/tls.js';
 import { ErrorCode, InvalidArgumentError, StrataError } from '../errors.js';
@@ -26,6 +27,7 @@ interface PushFlags {
   concurrency: string;
   batchSamples: string;
   chunkSamples: string;
+  chunkSeries: string;
   retries: string;
   token?: string;
   tokenFile?: string;
@@ -117,6 +119,7 @@ export function registerPushCommands(program: Command): void {
     .option('--concurrency <n>', 'requests in flight', '8')
     .option('--batch-samples <n>', 'samples per request', '500000')
     .option('--chunk-samples <n>', 'records read from the file at a time', '2000000')
+    .option('--chunk-series <n>', 'distinct series regrouped and sent at a time (bounds memory for files of many short series)', String(DEFAULT_CHUNK_SERIES))
     .option('--retries <n>', 'attempts per request (UNAVAILABLE, RESOURCE_EXHAUSTED are retried)', '8')
     .option('--token <token>', `the tenant's bearer token (or ${TOKEN_ENV}; visible in the process list: prefer --token-file or the variable)`)
     .option('--token-file <file>', "read the tenant's bearer token from a file")
@@ -177,6 +180,7 @@ async function push(file: string, flags: PushFlags): Promise<void> {
       ...(flags.timestampColumn !== undefined ? { timestampColumn: flags.timestampColumn } : {}),
       ...(flags.valueColumn !== undefined ? { valueColumn: flags.valueColumn } : {}),
       chunkSamples: positive('--chunk-samples', flags.chunkSamples),
+      chunkSeries: positive('--chunk-series', flags.chunkSeries),
       onBytes: (b) => progress.read(b),
     });
     for await (const chunk of input) {

@@ -14,7 +14,7 @@
  */
 export { QueryClient, QueryError, DEFAULT_ENCODING, type QueryClientOptions, type QueryOptions, type QueryResult, type ReadEncoding, type SeriesSamples } from './query.js';
 export { WriterClient, isRetryable, type SeriesData, type WriterClientOptions, type WriterRetryPolicy, type WriteCallError, type WriteSummary, type SealedBlock, type RequestEvent } from './writer.js';
-export { readSampleFile, groupRecords, SAMPLE_RECORD_BYTES } from './writer-samples.js';
+export { readSampleFile, groupRecords, groupedChunks, SAMPLE_RECORD_BYTES } from './writer-samples.js';
 export { GrpcCallError } from './grpc-h2.js';
 export {
   READ_METHOD_PATH,

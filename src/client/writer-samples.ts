@@ -6,8 +6,8 @@
  * u64 seriesId | i64 timestampMs | f64 value (IEEE-754)
  * ```
  *
- * in chunks of a bounded number of records, each chunk regrouped into per-series columns, so a
- * file of any size is pushed with bounded memory.
+ * in chunks of a bounded number of records and of series, each chunk regrouped into per-series
+ * columns, so a file of any size and shape is pushed with bounded memory.
  */
 import { open } from 'node:fs/promises';
 import { InvalidArgumentError } from '../errors.js';
@@ -16,12 +16,17 @@ import type { SeriesData } from './writer.js';
 /** Bytes per record. */
 export const SAMPLE_RECORD_BYTES = 24;
 
+/** Default of the `chunkSeries` bounds: series regrouped at a time. */
+export const DEFAULT_CHUNK_SERIES = 65536;
+
 /**
- * Yields the file's samples, `chunkSamples` records at a time, as series (ascending id, samples in
- * file order).
+ * Yields the file's samples, at most `chunkSamples` records and `chunkSeries` distinct series at a
+ * time, as series (ascending id, samples in file order). Both bound the memory of a chunk: a
+ * series costs its columns' views and the objects of its part of a request besides its samples,
+ * so a file of many short series (1 M series of a few scrapes, sorted by time) is cut by series.
  * @throws InvalidArgumentError when the file size is not a multiple of 24.
  */
-export async function* readSampleFile(path: string, chunkSamples = 1 << 20): AsyncGenerator<SeriesData[]> {
+export async function* readSampleFile(path: string, chunkSamples = 1 << 20, chunkSeries = DEFAULT_CHUNK_SERIES): AsyncGenerator<SeriesData[]> {
   const fh = await open(path, 'r');
   try {
     const { size } = await fh.stat();
@@ -37,36 +42,66 @@ export async function* readSampleFile(path: string, chunkSamples = 1 << 20): Asy
         got += bytesRead;
       }
       pos += got;
-      yield groupRecords(buf.subarray(0, got));
+      yield* groupedChunks(buf.subarray(0, got), chunkSeries);
     }
   } finally {
     await fh.close();
   }
 }
 
-/** Regroups records into per-series columns (ascending id, record order kept within a series). */
-export function groupRecords(records: Buffer): SeriesData[] {
+/**
+ * The records regrouped ({@link groupRecords}) in consecutive parts of at most `maxSeries`
+ * distinct series each (record order kept: a part ends before the record of its first series
+ * too many).
+ */
+export function* groupedChunks(records: Buffer, maxSeries = DEFAULT_CHUNK_SERIES): Generator<SeriesData[]> {
   const n = records.length / SAMPLE_RECORD_BYTES;
-  const counts = new Map<bigint, number>();
+  const seen = new Set<bigint>();
+  let from = 0;
   for (let i = 0; i < n; i++) {
     const id = records.readBigUInt64LE(i * SAMPLE_RECORD_BYTES);
-    counts.set(id, (counts.get(id) ?? 0) + 1);
+    if (seen.has(id)) continue;
+    if (seen.size === maxSeries) {
+      yield groupRecords(records.subarray(from * SAMPLE_RECORD_BYTES, i * SAMPLE_RECORD_BYTES));
+      seen.clear();
+      from = i;
+    }
+    seen.add(id);
   }
-  const cols = new Map<bigint, { ts: BigInt64Array; vs: Float64Array; bits: Uint32Array; n: number }>();
-  for (const [id, c] of counts) {
-    const vs = new Float64Array(c);
-    cols.set(id, { ts: new BigInt64Array(c), vs, bits: new Uint32Array(vs.buffer), n: 0 });
+  if (n > from) yield groupRecords(records.subarray(from * SAMPLE_RECORD_BYTES, n * SAMPLE_RECORD_BYTES));
+}
+
+/**
+ * Regroups records into per-series columns (ascending id, record order kept within a series):
+ * views into two arrays for all of them, not two arrays per series.
+ */
+export function groupRecords(records: Buffer): SeriesData[] {
+  const n = records.length / SAMPLE_RECORD_BYTES;
+  // per id: its count, then where its next sample goes
+  const at = new Map<bigint, number>();
+  for (let i = 0; i < n; i++) {
+    const id = records.readBigUInt64LE(i * SAMPLE_RECORD_BYTES);
+    at.set(id, (at.get(id) ?? 0) + 1);
   }
+  const ids = [...at.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const starts = new Float64Array(ids.length + 1);
+  for (let k = 0; k < ids.length; k++) {
+    const c = at.get(ids[k]!)!;
+    at.set(ids[k]!, starts[k]!);
+    starts[k + 1] = starts[k]! + c;
+  }
+  const ts = new BigInt64Array(n);
+  const vs = new Float64Array(n);
+  const bits = new Uint32Array(vs.buffer);
   for (let i = 0; i < n; i++) {
     const off = i * SAMPLE_RECORD_BYTES;
-    const col = cols.get(records.readBigUInt64LE(off))!;
-    col.ts[col.n] = records.readBigInt64LE(off + 8);
+    const id = records.readBigUInt64LE(off);
+    const j = at.get(id)!;
+    at.set(id, j + 1);
+    ts[j] = records.readBigInt64LE(off + 8);
     // copy the value's bits, not a JS number, so NaN payloads survive
-    col.bits[2 * col.n] = records.readUInt32LE(off + 16);
-    col.bits[2 * col.n + 1] = records.readUInt32LE(off + 20);
-    col.n++;
+    bits[2 * j] = records.readUInt32LE(off + 16);
+    bits[2 * j + 1] = records.readUInt32LE(off + 20);
   }
-  return [...cols.entries()]
-    .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
-    .map(([id, c]) => ({ id, timestamps: c.ts, values: c.vs }));
+  return ids.map((id, k) => ({ id, timestamps: ts.subarray(starts[k]!, starts[k + 1]!), values: vs.subarray(starts[k]!, starts[k + 1]!) }));
 }

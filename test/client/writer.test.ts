@@ -83,6 +83,18 @@ t.test('groupRecords() and readSampleFile() regroup 24-byte records bit-exactly 
   const chunks = [];
   for await (const c of readSampleFile(file, 3)) chunks.push(c.map((s) => [s.id, s.timestamps.length]));
   t.same(chunks, [[[1n, 1], [2n, 2]], [[(1n << 64n) - 1n, 1]]], 'chunks of 3 records');
+  // at most 1 series at a time: a chunk ends before the record of its second series, and series
+  // come back in several chunks when their records are apart in the file
+  const bySeries = [];
+  for await (const c of readSampleFile(file, 100, 1)) bySeries.push(c.map((s) => [s.id, [...s.timestamps], bitsOf(s)]));
+  t.same(
+    bySeries,
+    [[[2n, [10n], [0x7ff0000000000002n]]], [[1n, [10n], [0x8000000000000000n]]], [[2n, [20n], [0x3ff0000000000000n]]], [[(1n << 64n) - 1n, [30n], [0x7ff8dead00000001n]]]],
+    'chunks of 1 series',
+  );
+  const two = [];
+  for await (const c of readSampleFile(file, 100, 2)) two.push(c.map((s) => [s.id, s.timestamps.length]));
+  t.same(two, [[[1n, 1], [2n, 2]], [[(1n << 64n) - 1n, 1]]], 'chunks of 2 series');
   writeFileSync(file, buf.subarray(0, 25));
   await t.rejects(async () => {
     for await (const _ of readSampleFile(file)) void _;

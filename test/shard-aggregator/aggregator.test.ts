@@ -96,6 +96,32 @@ t.test('flushing a WAL again after its block was uploaded (crash before deletion
   t.same(agg.status().windows, [], 'WAL gone');
 });
 
+t.test('the in-flight budget charges 1 KiB per series besides 16 bytes per sample', async (t) => {
+  const dir = tempDir('agg-series-charge');
+  const config = parseAggregatorConfig({
+    walDir: join(dir, 'wal'),
+    bucket: { type: 'filesystem', path: join(dir, 'bucket') },
+    numShards: 1,
+    grpcListen: '127.0.0.1:0',
+    metricsListen: '127.0.0.1:0',
+    inflightBytes: 20_000,
+    flushIdleMs: 3600_000,
+  });
+  const running = await startAggregatorServer({ config, logger, now: () => W + H + 1000 });
+  t.teardown(() => running.shutdown());
+  await running.ready;
+  const c = new RawClient(t, `127.0.0.1:${running.grpcPort}`);
+  const hdr = { 'x-strata-tenant': 'acme', 'x-strata-shard': '0' };
+  // 8 requests of 15 one-sample series: 240 bytes of samples each, but 15,600 bytes charged, so
+  // they do not fit the 20,000 bytes at once (by samples alone all 8 would: 1,920 bytes)
+  const small = (k: number) => ({ series: Array.from({ length: 15 }, (_, i) => ({ id: String(1000 + 15 * k + i), timestamps: tsBytes([BigInt(W + k)]), values: bitsBytes([bitsOf(k + i)]) })) });
+  const burst = await Promise.all(Array.from({ length: 8 }, (_, k) => c.call('Write', small(k), hdr)));
+  const refused = burst.filter((r) => r.err?.code === status.RESOURCE_EXHAUSTED);
+  t.ok(refused.length > 0, `${refused.length} of 8 refused`);
+  t.match(refused[0]?.err?.details ?? '', /in-flight budget of 20000 bytes/);
+  t.ok(burst.some((r) => r.err === null), 'some accepted');
+});
+
 t.test('limits answer RESOURCE_EXHAUSTED: WAL quota (until a flush frees it) and in-flight budget', async (t) => {
   const dir = tempDir('agg-limits');
   const config = parseAggregatorConfig({
