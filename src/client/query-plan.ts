@@ -9,6 +9,9 @@ import { DAY_MS, dayBlocksFit } from '../format/day-key.js';
 
 const U64_MAX = (1n << 64n) - 1n;
 
+/** Series per request unless told otherwise: the gateway's default `maxSeriesPerRequest`. */
+export const DEFAULT_MAX_SERIES_PER_REQUEST = 10_000;
+
 /** The block layout the data was written with. */
 export interface BlockLayout {
   readonly numShards: number;
@@ -42,7 +45,8 @@ export interface BlockRequest {
 
 /**
  * Splits a query into block requests, window by window (ascending), shard by shard within a
- * window. An empty range (end <= start) or an empty id list gives no request. Windows before the
+ * window, each with at most `maxSeriesPerRequest` ids (a shard with more gets several requests
+ * for the block, of consecutive id ranges). An empty range (end <= start) or an empty id list gives no request. Windows before the
  * epoch hold no blocks and are skipped.
  * @throws InvalidArgumentError for a bad tenant, an id outside uint64, or more than `maxBlocks`
  *   requests.
@@ -54,7 +58,9 @@ export function planQuery(
   end: bigint,
   layout: BlockLayout,
   maxBlocks = 1_000_000,
+  maxSeriesPerRequest = DEFAULT_MAX_SERIES_PER_REQUEST,
 ): BlockRequest[] {
+  if (!Number.isSafeInteger(maxSeriesPerRequest) || maxSeriesPerRequest < 1) throw new InvalidArgumentError('maxSeriesPerRequest', `${maxSeriesPerRequest} is not a positive integer`);
   validateTenant(tenant);
   if (!Number.isInteger(layout.numShards) || layout.numShards < 1) throw new InvalidArgumentError('numShards', `${layout.numShards} is not a positive integer`);
   if (!Number.isInteger(layout.blockDurationMs) || layout.blockDurationMs < 1) {
@@ -84,8 +90,18 @@ export function planQuery(
   if (first < closedEnd) units += ((end < closedEnd ? end : closedEnd) - 1n) / day - first / day + 1n;
   const openFrom = first > closedEnd ? first : closedEnd;
   if (openFrom < end) units += (end - 1n - openFrom) / d + 1n;
-  if (units * BigInt(byShard.size) > BigInt(maxBlocks)) {
-    throw new InvalidArgumentError('range', `[${start}, ${end}) over ${byShard.size} shards is ${units * BigInt(byShard.size)} block requests, more than ${maxBlocks}`);
+
+  // a shard's ids in requests of at most maxSeriesPerRequest series (the gateway refuses more)
+  const slices = new Map<number, bigint[][]>();
+  let requestsPerUnit = 0;
+  for (const [shard, list] of byShard) {
+    const parts: bigint[][] = [];
+    for (let i = 0; i < list.length; i += maxSeriesPerRequest) parts.push(list.length <= maxSeriesPerRequest ? list : list.slice(i, i + maxSeriesPerRequest));
+    slices.set(shard, parts);
+    requestsPerUnit += parts.length;
+  }
+  if (units * BigInt(requestsPerUnit) > BigInt(maxBlocks)) {
+    throw new InvalidArgumentError('range', `[${start}, ${end}) over ${byShard.size} shards is ${units * BigInt(requestsPerUnit)} block requests, more than ${maxBlocks}`);
   }
   const shardOrder = [...byShard.keys()].sort((a, b) => a - b);
   const out: BlockRequest[] = [];
@@ -96,11 +112,13 @@ export function planQuery(
     const s0 = from > unitStart ? from : unitStart;
     const e0 = end < unitEnd ? end : unitEnd;
     for (const shard of shardOrder) {
-      out.push(
-        closed
-          ? { tenant, shard, windowStart: unitStart, ids: byShard.get(shard)!, start: s0, end: e0, routingKey: blockRoutingKey(tenant, shard, unitStart, DAY_MS), windowMs: DAY_MS }
-          : { tenant, shard, windowStart: ws, ids: byShard.get(shard)!, start: s0, end: e0, routingKey: blockRoutingKey(tenant, shard, ws) },
-      );
+      for (const part of slices.get(shard)!) {
+        out.push(
+          closed
+            ? { tenant, shard, windowStart: unitStart, ids: part, start: s0, end: e0, routingKey: blockRoutingKey(tenant, shard, unitStart, DAY_MS), windowMs: DAY_MS }
+            : { tenant, shard, windowStart: ws, ids: part, start: s0, end: e0, routingKey: blockRoutingKey(tenant, shard, ws) },
+        );
+      }
     }
     ws = unitEnd;
   }

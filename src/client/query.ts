@@ -25,7 +25,7 @@ import { clientTlsOptions, type ClientTlsConfig, type ClientTlsOptions } from '.
 import { CorruptionError, InvalidArgumentError } from '../errors.js';
 import { DEFAULT_BLOCK_DURATION_MS } from '../format/key.js';
 import { DEFAULT_DAY_BLOCKS_AFTER_MS } from '../format/day-key.js';
-import { planQuery, rankEndpoints, type BlockRequest } from './query-plan.js';
+import { DEFAULT_MAX_SERIES_PER_REQUEST, planQuery, rankEndpoints, type BlockRequest } from './query-plan.js';
 import { GrpcCallError, H2Channel } from './grpc-h2.js';
 import { AUTH_HEADER, bearerHeader, BLOCK_HEADER, TENANT_HEADER } from '../api/headers.js';
 import { decodeReadResponse, encodeReadRequest, ENCODING_RAW, ENCODING_RUNS, ProtoDecodeError, READ_METHOD_PATH } from '../api/read-codec.js';
@@ -57,6 +57,12 @@ export interface QueryClientOptions {
   readonly tls?: ClientTlsConfig;
   /** Largest response message accepted (default 64 MiB; the gateway's maxMessageBytes must fit). */
   readonly maxReceiveMessageBytes?: number;
+  /**
+   * Series ids per request at most (default {@link DEFAULT_MAX_SERIES_PER_REQUEST}, the gateway's
+   * default `maxSeriesPerRequest`; set it to the gateways' when they were given another): a
+   * block's ids beyond it go in more requests for the block.
+   */
+  readonly maxSeriesPerRequest?: number;
   /** Largest number of block requests one query may need (default 1,000,000). */
   readonly maxBlocksPerQuery?: number;
   /**
@@ -154,6 +160,7 @@ export class QueryClient {
     this.encoding = opts.encoding ?? DEFAULT_ENCODING;
     if (!(this.concurrency >= 1)) throw new InvalidArgumentError('concurrency', 'must be at least 1');
     if (opts.maxSamplesPerQuery !== undefined && !(Number.isSafeInteger(opts.maxSamplesPerQuery) && opts.maxSamplesPerQuery >= 1)) throw new InvalidArgumentError('maxSamplesPerQuery', 'must be a positive integer');
+    if (opts.maxSeriesPerRequest !== undefined && !(Number.isSafeInteger(opts.maxSeriesPerRequest) && opts.maxSeriesPerRequest >= 1)) throw new InvalidArgumentError('maxSeriesPerRequest', 'must be a positive integer');
     if (opts.maxPushbackRetries !== undefined && !(Number.isSafeInteger(opts.maxPushbackRetries) && opts.maxPushbackRetries >= 0)) throw new InvalidArgumentError('maxPushbackRetries', 'must be an integer >= 0');
   }
 
@@ -166,7 +173,7 @@ export class QueryClient {
     if (opts.signal?.aborted) throw opts.signal.reason;
     const after = this.opts.dayRequestsAfterMs === undefined ? DEFAULT_DAY_REQUESTS_AFTER_MS : this.opts.dayRequestsAfterMs;
     const layout = { numShards: this.opts.numShards, blockDurationMs: this.blockDurationMs, ...(after !== null ? { days: { nowMs: (this.opts.now ?? Date.now)(), dayRequestsAfterMs: after } } : {}) };
-    const plan = planQuery(tenant, ids, range.start, range.end, layout, this.opts.maxBlocksPerQuery);
+    const plan = planQuery(tenant, ids, range.start, range.end, layout, this.opts.maxBlocksPerQuery, this.opts.maxSeriesPerRequest);
     const wanted = [...new Set(ids)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     const deadline = Date.now() + (opts.deadlineMs ?? this.deadlineMs);
     const ac = new AbortController();

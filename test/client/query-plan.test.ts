@@ -64,6 +64,26 @@ t.test('planQuery() edge cases', async (t) => {
   t.throws(() => planQuery('Acme!', [1n], 0n, 1n, { numShards: 1, blockDurationMs: H4 }), /tenant/);
   t.throws(() => planQuery('acme', [1n << 64n], 0n, 1n, { numShards: 1, blockDurationMs: H4 }), /not a uint64/);
   t.throws(() => planQuery('acme', [1n], 0n, 1000n * BigInt(H4), { numShards: 1, blockDurationMs: H4 }, 999), /1000 block requests, more than 999/);
+  // a shard with more ids than maxSeriesPerRequest: several requests for the block, consecutive ids
+  const many = Array.from({ length: 25 }, (_, i) => BigInt(2 * i)); // all in shard 0 of 2
+  const split = planQuery('acme', [...many, 1n], 0n, BigInt(H4) + 1n, { numShards: 2, blockDurationMs: H4 }, 1000, 10);
+  t.same(
+    split.map((r) => [r.shard, r.windowStart, r.ids.length, r.ids[0], r.routingKey]),
+    [
+      [0, 0n, 10, 0n, 'acme/0/0'],
+      [0, 0n, 10, 20n, 'acme/0/0'],
+      [0, 0n, 5, 40n, 'acme/0/0'],
+      [1, 0n, 1, 1n, 'acme/1/0'],
+      [0, BigInt(H4), 10, 0n, `acme/0/${H4}`],
+      [0, BigInt(H4), 10, 20n, `acme/0/${H4}`],
+      [0, BigInt(H4), 5, 40n, `acme/0/${H4}`],
+      [1, BigInt(H4), 1, 1n, `acme/1/${H4}`],
+    ],
+    'maxSeriesPerRequest 10: 25 ids of a shard in 3 requests per window',
+  );
+  t.same(split.filter((r) => r.windowStart === 0n && r.shard === 0).flatMap((r) => r.ids), many, 'every id once, in order');
+  t.throws(() => planQuery('acme', many, 0n, 2n * BigInt(H4), { numShards: 2, blockDurationMs: H4 }, 5, 10), /6 block requests, more than 5/, 'maxBlocks counts the split requests');
+  t.throws(() => planQuery('acme', many, 0n, 1n, { numShards: 2, blockDurationMs: H4 }, 5, 0), /maxSeriesPerRequest/);
 });
 
 t.test('rankEndpoints() is stable and moves only the blocks of a removed gateway', async (t) => {

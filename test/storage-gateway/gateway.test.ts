@@ -185,6 +185,13 @@ t.test('limits and malformed requests get INVALID_ARGUMENT / RESOURCE_EXHAUSTED 
     // a limit of the request itself: retrying it would be refused again, so no retry pushback
     t.same(err?.metadata?.get(RETRY_PUSHBACK_TRAILER), [], `${name}: no retry pushback`);
   };
+  // the query client splits a block's ids into requests the gateway takes (maxSeriesPerRequest)
+  // (each within maxSamplesPerResponse too: 20 series of 960 samples)
+  const split = clientFor(t, gw.grpcPort, 1, { encoding: 'runs', maxSeriesPerRequest: 20 });
+  const ids45 = BIG.slice(100, 145).map((s) => s.id);
+  const r45 = await split.query('big', ids45, ONE_WINDOW);
+  t.equal(r45.requests, 3, '45 series: 3 requests of at most 20');
+  t.same(mismatches(r45.series, expected({ tenant: 'big', numShards: 1, windows: 1, series: BIG }, ids45, W0, W0 + D)), [], '45 series: exact');
   const ok = await rawRead(gw.grpcPort, base, { 'x-strata-block': `big/0/${W0}`, 'x-strata-tenant': 'big' });
   t.equal(ok.length, 1);
   t.equal(ok[0]!['block_id'], (await gw.directory.open(await gw.address('big', 0, W0)))!.blockId);
