@@ -96,8 +96,9 @@ t.test('flushing a WAL again after its block was uploaded (crash before deletion
   t.same(agg.status().windows, [], 'WAL gone');
 });
 
-t.test('the in-flight budget charges 1 KiB per series besides 16 bytes per sample', async (t) => {
-  const dir = tempDir('agg-series-charge');
+/** An aggregator of one shard with an in-flight budget of 20,000 bytes (and `extra` settings), and a client of it. */
+async function limitedAggregator(t: Test, name: string, extra: Record<string, unknown> = {}): Promise<RawClient> {
+  const dir = tempDir(name);
   const config = parseAggregatorConfig({
     walDir: join(dir, 'wal'),
     bucket: { type: 'filesystem', path: join(dir, 'bucket') },
@@ -106,11 +107,16 @@ t.test('the in-flight budget charges 1 KiB per series besides 16 bytes per sampl
     metricsListen: '127.0.0.1:0',
     inflightBytes: 20_000,
     flushIdleMs: 3600_000,
+    ...extra,
   });
   const running = await startAggregatorServer({ config, logger, now: () => W + H + 1000 });
   t.teardown(() => running.shutdown());
   await running.ready;
-  const c = new RawClient(t, `127.0.0.1:${running.grpcPort}`);
+  return new RawClient(t, `127.0.0.1:${running.grpcPort}`);
+}
+
+t.test('the in-flight budget charges 1 KiB per series besides 16 bytes per sample', async (t) => {
+  const c = await limitedAggregator(t, 'agg-series-charge');
   const hdr = { 'x-strata-tenant': 'acme', 'x-strata-shard': '0' };
   // 8 requests of 15 one-sample series: 240 bytes of samples each, but 15,600 bytes charged, so
   // they do not fit the 20,000 bytes at once (by samples alone all 8 would: 1,920 bytes)
@@ -123,21 +129,7 @@ t.test('the in-flight budget charges 1 KiB per series besides 16 bytes per sampl
 });
 
 t.test('limits answer RESOURCE_EXHAUSTED: WAL quota (until a flush frees it) and in-flight budget', async (t) => {
-  const dir = tempDir('agg-limits');
-  const config = parseAggregatorConfig({
-    walDir: join(dir, 'wal'),
-    bucket: { type: 'filesystem', path: join(dir, 'bucket') },
-    numShards: 1,
-    grpcListen: '127.0.0.1:0',
-    metricsListen: '127.0.0.1:0',
-    walQuotaBytes: 2000,
-    inflightBytes: 20_000,
-    flushIdleMs: 3600_000,
-  });
-  const running = await startAggregatorServer({ config, logger, now: () => W + H + 1000 });
-  t.teardown(() => running.shutdown());
-  await running.ready;
-  const c = new RawClient(t, `127.0.0.1:${running.grpcPort}`);
+  const c = await limitedAggregator(t, 'agg-limits', { walQuotaBytes: 2000 });
   const hdr = { 'x-strata-tenant': 'acme', 'x-strata-shard': '0' };
   const win = W;
   const req = (id: number, n: number) => ({
