@@ -2,7 +2,8 @@
  * Writer client for batch nodes: sends samples to the shard aggregators (proto/write.proto).
  *
  * - groups series by shard (`id % numShards`) and cuts each shard's series into requests of at
- *   most `maxBatchSamples` samples (a series longer than that is split across requests);
+ *   most `maxBatchSamples` samples (a series longer than that is split across requests) and
+ *   `maxBatchSeries` series;
  * - sets `x-strata-tenant`, `x-strata-shard` and, when given, `authorization: Bearer <token>`;
  * - connects in plaintext, or over TLS / mTLS with `tls` (src/common/tls.ts);
  * - sends to one endpoint (a proxy routing on x-strata-shard) or to a static shard → address map;
@@ -75,6 +76,11 @@ export interface WriterClientOptions {
   readonly concurrency?: number;
   /** Samples per write request (default 500,000 = 8 MB of payload). */
   readonly maxBatchSamples?: number;
+  /**
+   * Series per write request (default 50,000): requests of short series stay under the
+   * aggregators' `maxSeriesPerRequest` (100,000 by default) and their per-series cost.
+   */
+  readonly maxBatchSeries?: number;
   readonly retry?: WriterRetryPolicy;
   /** Deadline of one write attempt (default 60 s) and of one seal attempt (default 10 min). */
   readonly writeDeadlineMs?: number;
@@ -167,6 +173,7 @@ export class WriterClient {
   private readonly opts: WriterClientOptions;
   private readonly clients = new Map<string, Client>();
   private readonly maxBatchSamples: number;
+  private readonly maxBatchSeries: number;
   private readonly concurrency: number;
   private readonly security: ClientChannelSecurity;
 
@@ -180,7 +187,9 @@ export class WriterClient {
     this.opts = opts;
     this.maxBatchSamples = opts.maxBatchSamples ?? 500_000;
     this.concurrency = opts.concurrency ?? 8;
+    this.maxBatchSeries = opts.maxBatchSeries ?? 50_000;
     if (!(this.maxBatchSamples >= 1)) throw new InvalidArgumentError('maxBatchSamples', 'must be at least 1');
+    if (!(this.maxBatchSeries >= 1)) throw new InvalidArgumentError('maxBatchSeries', 'must be at least 1');
     if (!(this.concurrency >= 1)) throw new InvalidArgumentError('concurrency', 'must be at least 1');
     this.security = clientChannelSecurity(opts.tls);
   }
@@ -258,7 +267,7 @@ export class WriterClient {
     }
   }
 
-  /** Cuts series into per-shard requests of at most maxBatchSamples samples. */
+  /** Cuts series into per-shard requests of at most maxBatchSamples samples and maxBatchSeries series. */
   batches(series: Iterable<SeriesData>): { shard: number; series: SeriesData[]; samples: number }[] {
     const byShard = new Map<number, SeriesData[]>();
     const n = BigInt(this.numShards);
@@ -285,7 +294,7 @@ export class WriterClient {
           cur.push(part);
           curSamples += take;
           off += take;
-          if (curSamples >= this.maxBatchSamples) {
+          if (curSamples >= this.maxBatchSamples || cur.length >= this.maxBatchSeries) {
             out.push({ shard, series: cur, samples: curSamples });
             cur = [];
             curSamples = 0;

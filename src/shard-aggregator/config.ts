@@ -68,6 +68,7 @@ export const aggregatorConfigSchema = z.strictObject({
   /** Largest request accepted (gRPC receive limit). */
   maxRequestBytes: posInt.max(2 * GiB - 1).default(64 * MiB),
   maxSamplesPerRequest: posInt.default(4_000_000),
+  maxSeriesPerRequest: posInt.default(100_000),
   /** Writes are refused while the WALs take this many bytes on disk (LevelDB's files, all of them). */
   walQuotaBytes: posInt.default(64 * GiB),
   /** Writes are refused while walDir's file system has less than this free (0: no floor). */
@@ -123,6 +124,7 @@ const KINDS: Record<AggregatorConfigKey, OptionKind> = {
   verifyEncoding: 'bool',
   maxRequestBytes: 'int',
   maxSamplesPerRequest: 'int',
+  maxSeriesPerRequest: 'int',
   walQuotaBytes: 'int',
   walMinFreeBytes: 'int',
   inflightBytes: 'int',

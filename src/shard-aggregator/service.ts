@@ -216,6 +216,9 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
       const shard = shardOf(md, o.config, agg.owned);
       const series = call.request.series ?? [];
       const samples = countSamples(series);
+      if (series.length > o.config.maxSeriesPerRequest) {
+        throw new GrpcError(status.RESOURCE_EXHAUSTED, `request holds ${series.length} series, more than maxSeriesPerRequest (${o.config.maxSeriesPerRequest}); split it`);
+      }
       if (samples > o.config.maxSamplesPerRequest) {
         throw new GrpcError(status.RESOURCE_EXHAUSTED, `request holds ${samples} samples, more than maxSamplesPerRequest (${o.config.maxSamplesPerRequest}); split it`);
       }

@@ -36,16 +36,16 @@ function series(id: bigint, n: number, start = W): SeriesData {
   return { id, timestamps: ts, values: vs };
 }
 
-t.test('batches() groups by shard, sorts by id, splits long series exactly', (t) => {
+t.test('batches() groups by shard, sorts by id, splits long series exactly, bounds samples and series', (t) => {
   fc.assert(
-    fc.property(fc.array(fc.tuple(fc.bigInt({ min: 0n, max: 50n }), fc.integer({ min: 0, max: 30 })), { maxLength: 20 }), fc.integer({ min: 1, max: 25 }), (specs, max) => {
-      const c = new WriterClient({ tenant: 't', numShards: 3, target: '127.0.0.1:1', maxBatchSamples: max });
+    fc.property(fc.array(fc.tuple(fc.bigInt({ min: 0n, max: 50n }), fc.integer({ min: 0, max: 30 })), { maxLength: 20 }), fc.integer({ min: 1, max: 25 }), fc.integer({ min: 1, max: 6 }), (specs, max, maxSeries) => {
+      const c = new WriterClient({ tenant: 't', numShards: 3, target: '127.0.0.1:1', maxBatchSamples: max, maxBatchSeries: maxSeries });
       const input = new Map<bigint, SeriesData>();
       for (const [id, n] of specs) input.set(id, series(id, n));
       const batches = c.batches(input.values());
       const rebuilt = new Map<bigint, bigint[]>();
       for (const b of batches) {
-        if (b.samples > max || b.samples !== b.series.reduce((n, s) => n + s.timestamps.length, 0)) return false;
+        if (b.samples > max || b.series.length > maxSeries || b.samples !== b.series.reduce((n, s) => n + s.timestamps.length, 0)) return false;
         for (const s of b.series) {
           if (Number(s.id % 3n) !== b.shard) return false;
           rebuilt.set(s.id, [...(rebuilt.get(s.id) ?? []), ...s.timestamps]);

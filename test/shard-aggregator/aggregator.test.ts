@@ -115,9 +115,13 @@ async function limitedAggregator(t: Test, name: string, extra: Record<string, un
   return new RawClient(t, `127.0.0.1:${running.grpcPort}`);
 }
 
-t.test('the in-flight budget charges 1 KiB per series besides 16 bytes per sample', async (t) => {
-  const c = await limitedAggregator(t, 'agg-series-charge');
+t.test('the in-flight budget charges 1 KiB per series besides 16 bytes per sample; maxSeriesPerRequest', async (t) => {
+  const c = await limitedAggregator(t, 'agg-series-charge', { maxSeriesPerRequest: 15 });
   const hdr = { 'x-strata-tenant': 'acme', 'x-strata-shard': '0' };
+  const sixteen = { series: Array.from({ length: 16 }, (_, i) => ({ id: String(5000 + i), timestamps: tsBytes([BigInt(W)]), values: bitsBytes([bitsOf(i)]) })) };
+  const over = await c.call('Write', sixteen, hdr);
+  t.equal(over.err?.code, status.RESOURCE_EXHAUSTED, '16 series, over maxSeriesPerRequest');
+  t.match(over.err?.details ?? '', /request holds 16 series, more than maxSeriesPerRequest \(15\); split it/);
   // 8 requests of 15 one-sample series: 240 bytes of samples each, but 15,600 bytes charged, so
   // they do not fit the 20,000 bytes at once (by samples alone all 8 would: 1,920 bytes)
   const small = (k: number) => ({ series: Array.from({ length: 15 }, (_, i) => ({ id: String(1000 + 15 * k + i), timestamps: tsBytes([BigInt(W + k)]), values: bitsBytes([bitsOf(k + i)]) })) });
