@@ -51,6 +51,7 @@ export const gatewayConfigSchema = z.strictObject({
   hotRangesMaxBytes: nonNegInt.default(64 * MiB),
   /** Bytes of cache writes that may wait in memory for the LMDB commit; ranges beyond are not cached. */
   cachePendingMaxBytes: posInt.default(64 * MiB),
+  cacheMinFreeBytes: z.number().int().min(0).default(64 * MiB),
   /** Size of the first read of a block (footer + index of index, often index pages too). */
   suffixBytes: posInt.min(4 * KiB).default(64 * KiB),
   /** ...or up to this much when the tenant's earlier blocks had larger indexes (suffixBytes or less: never more). */
@@ -132,6 +133,7 @@ const KINDS: Record<GatewayConfigKey, OptionKind> = {
   pagesMaxBytes: 'int',
   hotRangesMaxBytes: 'int',
   cachePendingMaxBytes: 'int',
+  cacheMinFreeBytes: 'int',
   suffixBytes: 'int',
   suffixMaxBytes: 'int',
   coalesceGapBytes: 'int',

@@ -85,6 +85,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     metrics.cacheEvictions.inc();
     metrics.cacheEvictedBytes.inc(bytes);
   };
+  let lastWriteFailureLog = -Infinity;
   const byteCache: CacheStore =
     config.cacheType === 'memory'
       ? new MemoryCacheStore({ maxBytes: config.cacheMaxBytes, now, onEvict })
@@ -96,6 +97,20 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
           onReset: (reason) => logger.warn({ reason, dir: config.cacheDir }, 'cache reset'),
           maxPendingBytes: config.cachePendingMaxBytes,
           onWriteSkipped: () => metrics.cacheWritesSkipped.inc(),
+          minFreeBytes: config.cacheMinFreeBytes,
+          onLowDisk: (low, freeBytes) => {
+            metrics.cacheDiskLow.set(low ? 1 : 0);
+            if (low) logger.warn({ freeBytes, cacheMinFreeBytes: config.cacheMinFreeBytes, dir: config.cacheDir }, 'the cache disk has less than cacheMinFreeBytes free: reads are served and not cached until there is room');
+            else logger.info({ freeBytes, dir: config.cacheDir }, 'the cache disk has room again: reads are cached');
+          },
+          onWriteFailed: (err) => {
+            metrics.cacheWriteFailures.inc();
+            const now = Date.now();
+            if (now - lastWriteFailureLog >= 60_000) {
+              lastWriteFailureLog = now;
+              logger.warn({ err, dir: config.cacheDir }, 'cache writes fail (full disk?): reads are served from the bucket and not cached until they succeed');
+            }
+          },
           onMapReserveFailed: (reason) => logger.warn({ reason, dir: config.cacheDir }, 'the LMDB map is not reserved up front; it grows with the file, and its older mappings stay resident'),
         });
   // the hot-range layer wraps the byte cache: every write or drop through `store` reaches both
@@ -159,7 +174,9 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
   const closeOwned = async (): Promise<void> => {
     try {
       await deletionMarks.close();
-      await store.close();
+      // the byte cache is disposable: one that cannot be flushed or closed (a full disk) is
+      // reported, and the shutdown goes on
+      await store.close().catch((err: unknown) => logger.error({ err, dir: config.cacheDir }, 'closing the byte cache failed'));
     } finally {
       await registry.close();
     }

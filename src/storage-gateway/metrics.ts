@@ -69,6 +69,8 @@ export class GatewayMetrics {
   readonly cacheBlocks: Gauge;
   readonly cacheEvictions: Counter;
   readonly cacheWritesSkipped: Counter;
+  readonly cacheWriteFailures: Counter;
+  readonly cacheDiskLow: Gauge;
   readonly cacheEvictedBytes: Counter;
   readonly negativeHits: Counter;
   /** Bytes charged to each in-memory budget, read at scrape time ({@link watchMemory}). */
@@ -146,7 +148,17 @@ export class GatewayMetrics {
     this.cacheEvictions = counter({ name: `${p}cache_evictions_total`, help: 'Blocks evicted from the byte cache to fit its budget.', registers });
     this.cacheWritesSkipped = counter({
       name: `${p}cache_writes_skipped_total`,
-      help: 'Ranges not cached because cachePendingMaxBytes of writes were waiting for the disk.',
+      help: 'Ranges not cached because cachePendingMaxBytes of writes were waiting for the disk, or the cache disk had less than cacheMinFreeBytes free.',
+      registers,
+    });
+    this.cacheWriteFailures = counter({
+      name: `${p}cache_write_failures_total`,
+      help: 'Byte-cache writes whose LMDB commit failed (a full disk, an I/O error): the ranges were served and not cached.',
+      registers,
+    });
+    this.cacheDiskLow = new Gauge({
+      name: `${p}cache_disk_low`,
+      help: '1 while the cache disk has less than cacheMinFreeBytes free (reads are served and not cached), else 0.',
       registers,
     });
     this.cacheEvictedBytes = counter({ name: `${p}cache_evicted_bytes_total`, help: 'Bytes evicted from the byte cache.', registers });

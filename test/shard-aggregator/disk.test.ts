@@ -14,7 +14,7 @@
  * Mounting a tmpfs needs root (CI runs as root).
  */
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync, readlinkSync, rmSync, statSync, truncateSync, writeSync } from 'node:fs';
+import { existsSync, readdirSync, readlinkSync, rmSync, statSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import t, { type Test } from 'tap';
@@ -30,48 +30,12 @@ import { AggregatorMetrics } from '../../src/shard-aggregator/metrics.js';
 import { WalDb } from '../../src/shard-aggregator/wal-db.js';
 import { encodeRun } from '../../src/format/run.js';
 import { bitsBytes, bitsOf, readBlock, tempDir, tsBytes } from '../support/aggregator.js';
+import { fill, tmpfs } from '../support/tmpfs.js';
 
 const H = 4 * 3600 * 1000;
 const W = 1793491200000;
 const logger = createLogger({ level: 'silent' });
 const MiB = 1024 * 1024;
-
-/** A tmpfs of `bytes` mounted for the test, unmounted at its end. */
-function tmpfs(t: Test, bytes: number): string {
-  const dir = tempDir('disk-tmpfs');
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${bytes}`, 'tmpfs', dir], { stdio: 'pipe' });
-  } catch (err) {
-    throw new Error(`cannot mount a tmpfs at ${dir} (these tests need root): ${(err as { stderr?: Buffer }).stderr?.toString().trim() ?? (err as Error).message}`);
-  }
-  t.teardown(() => {
-    execFileSync('umount', [dir]);
-    rmSync(dir, { recursive: true, force: true });
-  });
-  return dir;
-}
-
-/** Fills the file system of `dir` with a ballast file until ENOSPC; returns its path. */
-function fill(dir: string): string {
-  const path = join(dir, 'ballast');
-  const fd = openSync(path, 'a');
-  const chunk = Buffer.alloc(64 * 1024, 0xab);
-  try {
-    for (;;) writeSync(fd, chunk);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-    // the last pages, smaller than a chunk
-    const small = Buffer.alloc(4096, 0xab);
-    try {
-      for (;;) writeSync(fd, small);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return path;
-}
 
 const series = (id: bigint, ts: number[], salt = 0): WireSeries => ({
   id,

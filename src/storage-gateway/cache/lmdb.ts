@@ -12,8 +12,8 @@
  * range is readable right after `putRange` and an evicted block's pending writes are removed too.
  * Single operations are applied in call order, which keeps the overlay and the tables in step.
  */
-import { readFileSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { readFileSync, statfsSync } from 'node:fs';
+import { mkdir, statfs } from 'node:fs/promises';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { ErrorCode, StrataError } from '../../errors.js';
 import { BLOCK_ROW_CHARGE, BlockLedger, type BlockPointer, type CacheStore, type CacheStoreOptions, type LedgerUnit } from './store.js';
@@ -54,6 +54,56 @@ export function lmdbEntryCharge(keyBytes: number, valueBytes: number, pageSize: 
  * 49 MB data file resident twice over (88 MB in seven mappings). Reserving costs address space
  * only: the file is not extended and no page is touched.
  */
+/**
+ * lmdb rejects promises of its own when a commit fails, which nothing of ours can hold: the
+ * promise of the batch it starts each event turn, and `commitError` (kriszyp/lmdb-js#368). Under
+ * Node's default (`--unhandled-rejections=throw`) either ended the gateway on a full cache disk.
+ * This listener drops exactly those (their cause reaches the writes' own rejections: see `write`)
+ * and rethrows anything else, which ends the process as it would without a listener.
+ */
+let guarded = false;
+function guardCommitRejections(): void {
+  if (guarded) return;
+  guarded = true;
+  process.on('unhandledRejection', (reason) => {
+    if (isLmdbCommitRejection(reason)) return;
+    throw reason;
+  });
+}
+
+/** A rejection made by lmdb's write path for a failed commit. */
+export function isLmdbCommitRejection(reason: unknown): boolean {
+  if (!(reason instanceof Error)) return false;
+  const fromLmdb = /[\\/]node_modules[\\/]lmdb[\\/]/.test(reason.stack ?? '');
+  return fromLmdb && (reason.message === 'Commit failed (see commitError for details)' || typeof (reason as { code?: unknown }).code === 'number');
+}
+
+/** Default of LmdbCacheStoreOptions.minFreeBytes. */
+export const DEFAULT_MIN_FREE_BYTES = 64 * 2 ** 20;
+/** How often the free space of the cache's file system is checked. */
+const FREE_SPACE_CHECK_MS = 1000;
+/** The longest close() waits for lmdb's last commit and for its close. */
+const CLOSE_WAIT_MS = 10_000;
+
+/** Free bytes of the file system of `dir` for an unprivileged writer (Infinity when it cannot be read). */
+function freeBytesSync(dir: string): number {
+  try {
+    const st = statfsSync(dir);
+    return st.bavail * st.bsize;
+  } catch {
+    return Infinity;
+  }
+}
+
+/** `p`, or a StrataError naming `what` once `ms` passed without it settling. */
+function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new StrataError(ErrorCode.STORAGE, `${what} did not finish in ${ms} ms`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
 export function lmdbMapSize(maxBytes: number): number {
   const MiB = 2 ** 20;
   return Math.min(Math.ceil((2 * maxBytes) / MiB) * MiB + 64 * MiB, MAX_MAP_SIZE);
@@ -86,6 +136,21 @@ export interface LmdbCacheStoreOptions extends CacheStoreOptions {
    */
   readonly maxPendingBytes?: number;
   readonly onWriteSkipped?: (bytes: number) => void;
+  /**
+   * Called for each write of a commit that failed (a full disk: ENOSPC, or an I/O error). The read
+   * that made it was served all the same; the range is fetched again when next needed.
+   */
+  readonly onWriteFailed?: (err: unknown) => void;
+  /**
+   * Free bytes the cache's file system must keep (default 64 MiB): below it ranges are not cached
+   * (`onWriteSkipped`, and `onLowDisk`) until there is room again. lmdb's write queue does not
+   * recover from a commit that failed for lack of space (its later commits never settle, nor does
+   * closing), so the cache stops writing before the disk is full. Checked every
+   * {@link FREE_SPACE_CHECK_MS}.
+   */
+  readonly minFreeBytes?: number;
+  /** Told when the free space goes below minFreeBytes (true) and back above it (false). */
+  readonly onLowDisk?: (low: boolean, freeBytes: number) => void;
   /** Called when the map is not reserved up front ({@link lmdbMapSize}: the address space is limited) and lmdb's growing map is used instead. */
   readonly onMapReserveFailed?: (reason: string) => void;
 }
@@ -143,6 +208,12 @@ export class LmdbCacheStore implements CacheStore {
   private readonly pageSize: number;
   private readonly maxPending: number;
   private readonly onWriteSkipped: ((bytes: number) => void) | undefined;
+  private readonly onWriteFailed: ((err: unknown) => void) | undefined;
+  private readonly minFreeBytes: number;
+  private readonly onLowDisk: ((low: boolean, freeBytes: number) => void) | undefined;
+  /** The file system had less than minFreeBytes free at the last check. */
+  private lowDisk = false;
+  private readonly diskTimer: NodeJS.Timeout;
   private closed = false;
   /** First failed write (reported by flush and close). */
   private writeError: unknown = null;
@@ -160,10 +231,22 @@ export class LmdbCacheStore implements CacheStore {
     this.pageSize = (env.getStats() as { pageSize: number }).pageSize;
     this.maxPending = opts.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES;
     this.onWriteSkipped = opts.onWriteSkipped;
+    this.onWriteFailed = opts.onWriteFailed;
+    this.minFreeBytes = opts.minFreeBytes ?? DEFAULT_MIN_FREE_BYTES;
+    this.onLowDisk = opts.onLowDisk;
+    this.noteFree(freeBytesSync(opts.dir));
+    this.diskTimer = setInterval(() => {
+      statfs(opts.dir).then(
+        (st) => this.noteFree(st.bavail * st.bsize),
+        () => undefined, // a failed check changes nothing: the next one decides
+      );
+    }, FREE_SPACE_CHECK_MS);
+    this.diskTimer.unref();
   }
 
   /** Opens (or creates) the store in `opts.dir` and restores its bookkeeping. */
   static async open(opts: LmdbCacheStoreOptions): Promise<LmdbCacheStore> {
+    guardCommitRejections();
     try {
       await mkdir(opts.dir, { recursive: true });
     } catch (err) {
@@ -299,6 +382,11 @@ export class LmdbCacheStore implements CacheStore {
       this.ledger.touch(blockId, this.now());
       return;
     }
+    if (this.lowDisk) {
+      // the disk is (nearly) full: a failed commit would stop every later write (see minFreeBytes)
+      this.onWriteSkipped?.(bytes.length);
+      return;
+    }
     if (this.pending + bytes.length > this.maxPending) {
       // the disk is behind: hold no more in memory; this range is fetched again when next needed
       this.onWriteSkipped?.(bytes.length);
@@ -313,17 +401,26 @@ export class LmdbCacheStore implements CacheStore {
     }
     keys.add(key);
     this.pending += copy.length;
-    this.write(this.ranges.put(key, copy), () => {
-      this.pending -= copy.length;
-      if (this.overlay.get(key) === copy) this.overlay.delete(key);
-      const ks = this.pendingByBlock.get(blockId);
-      if (ks) {
-        ks.delete(key);
-        if (ks.size === 0) this.pendingByBlock.delete(blockId);
-      }
-    });
     const fresh = !this.ledger.get(blockId);
-    const u = this.ledger.charge(blockId, lmdbEntryCharge(Buffer.byteLength(key), copy.length, this.pageSize) + (fresh ? BLOCK_ROW_CHARGE : 0), this.now());
+    const charge = lmdbEntryCharge(Buffer.byteLength(key), copy.length, this.pageSize);
+    this.write(
+      this.ranges.put(key, copy),
+      () => {
+        this.pending -= copy.length;
+        if (this.overlay.get(key) === copy) this.overlay.delete(key);
+        const ks = this.pendingByBlock.get(blockId);
+        if (ks) {
+          ks.delete(key);
+          if (ks.size === 0) this.pendingByBlock.delete(blockId);
+        }
+      },
+      () => {
+        // not stored (its commit failed): not charged either, so the budget stays what is on disk
+        const unit = this.ledger.get(blockId);
+        if (unit && unit.charge >= charge) this.ledger.charge(blockId, -charge, this.now());
+      },
+    );
+    const u = this.ledger.charge(blockId, charge + (fresh ? BLOCK_ROW_CHARGE : 0), this.now());
     this.persistRow(blockId, u);
     this.evict();
   }
@@ -356,12 +453,23 @@ export class LmdbCacheStore implements CacheStore {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    clearInterval(this.diskTimer);
     try {
-      await this.flush();
+      await bounded(this.flush(), CLOSE_WAIT_MS, 'flushing the LMDB cache');
     } finally {
       this.closed = true;
-      await this.env.close();
+      // after a commit that failed for lack of space, lmdb's close waits for commits that never
+      // settle: give up waiting (the process is ending; LMDB's file stays consistent)
+      await bounded(this.env.close(), CLOSE_WAIT_MS, 'closing the LMDB cache');
     }
+  }
+
+  /** Notes the free space of the cache's file system (see minFreeBytes). */
+  private noteFree(free: number): void {
+    const low = free < this.minFreeBytes;
+    if (low === this.lowDisk) return;
+    this.lowDisk = low;
+    this.onLowDisk?.(low, free);
   }
 
   /** Pages LMDB uses for the cache tables (for checks against the budget). */
@@ -419,12 +527,19 @@ export class LmdbCacheStore implements CacheStore {
     }
   }
 
-  /** Tracks an asynchronous write: its failure is kept for flush(); `done` runs either way. */
-  private write(p: Promise<unknown>, done?: () => void): void {
+  /** Tracks an asynchronous write: its failure is kept for flush(); `done` runs either way, then `failed` on a failure. */
+  private write(p: Promise<unknown>, done?: () => void, failed?: () => void): void {
     p.then(
       () => done?.(),
       (err: unknown) => {
+        failed?.();
         this.writeError ??= err;
+        // lmdb rejects a failed commit's writes with an error whose `commitError` is a promise it
+        // rejects too (with the cause, ENOSPC on a full disk); unhandled, that rejection ended the
+        // process. The cause is the same as the write's: kept the same way.
+        const commit = (err as { commitError?: unknown } | null)?.commitError;
+        if (commit instanceof Promise) commit.catch(() => undefined);
+        this.onWriteFailed?.(err);
         done?.();
       },
     );
