@@ -15,6 +15,8 @@
  *   gateway refused with a retry pushback (`grpc-retry-pushback-ms`: a read budget other calls
  *   are using, which frees up by itself) after that pushback, backing off exponentially while it
  *   is refused again, up to `maxPushbackRetries` times and within the query's deadline;
+ * - reads a block again in halves of its series when the gateway refuses the answer as too large
+ *   for one response (`maxSamplesPerResponse`, `maxBytesPerResponse`);
  * - merges each series' samples in time order (block-assembler.ts).
  */
 import { setMaxListeners } from 'node:events';
@@ -180,7 +182,7 @@ export class QueryClient {
     setMaxListeners(this.concurrency + 8, ac.signal); // one listener per request in flight
     const onAbort = (): void => ac.abort(opts.signal!.reason);
     opts.signal?.addEventListener('abort', onAbort, { once: true });
-    const results = new Array<BlockAssembler>(plan.length);
+    const results = new Array<BlockAssembler[]>(plan.length);
     let retries = 0;
     let next = 0;
     let failure: unknown = null;
@@ -188,9 +190,9 @@ export class QueryClient {
       while (next < plan.length && failure === null) {
         const i = next++;
         try {
-          const r = await this.readBlock(plan[i]!, deadline, ac.signal);
+          const r = await this.readBlockSplitting(plan[i]!, deadline, ac.signal);
           retries += r.retries;
-          results[i] = r.assembler;
+          results[i] = r.assemblers;
         } catch (err) {
           failure ??= err;
           ac.abort(err);
@@ -206,15 +208,17 @@ export class QueryClient {
     let messages = 0;
     let bytes = 0;
     let blocksFound = 0;
-    for (const r of results) {
-      messages += r.messages;
-      bytes += r.bytes;
-      if (r.blockId !== '') blocksFound++;
+    for (const parts of results) {
+      for (const r of parts) {
+        messages += r.messages;
+        bytes += r.bytes;
+      }
+      if (parts.some((r) => r.blockId !== '')) blocksFound++;
     }
     const maxSamples = this.opts.maxSamplesPerQuery ?? DEFAULT_MAX_QUERY_SAMPLES;
     let series: SeriesSamples[];
     try {
-      series = mergeSeries(wanted, results, maxSamples);
+      series = mergeSeries(wanted, results.flat(), maxSamples);
     } catch (err) {
       // the runs are decoded here, once every block answered: a bad one fails the query as a bad response would
       if (err instanceof QueryLimitError) throw new QueryError(status.RESOURCE_EXHAUSTED, '', '', err.message, { cause: err });
@@ -242,6 +246,28 @@ export class QueryClient {
       this.channels.set(endpoint, c);
     }
     return c;
+  }
+
+  /**
+   * {@link readBlock}, and when the gateway refuses the answer as too large for one response
+   * (`maxSamplesPerResponse`, `maxBytesPerResponse`: a limit of the request, without a retry
+   * pushback), the request again as two of half the series each, down to one series: dense series
+   * (1 s scrapes) reach those limits with far fewer ids than maxSeriesPerRequest. The parts come
+   * back in id order.
+   */
+  private async readBlockSplitting(req: BlockRequest, deadline: number, signal: AbortSignal): Promise<{ assemblers: BlockAssembler[]; retries: number }> {
+    try {
+      const r = await this.readBlock(req, deadline, signal);
+      return { assemblers: [r.assembler], retries: r.retries };
+    } catch (err) {
+      const tooLarge =
+        err instanceof QueryError && err.code === status.RESOURCE_EXHAUSTED && /over the gateway's max(Samples|Bytes)PerResponse/.test(err.message) && req.ids.length > 1;
+      if (!tooLarge || signal.aborted) throw err;
+      const half = Math.ceil(req.ids.length / 2);
+      const a = await this.readBlockSplitting({ ...req, ids: req.ids.slice(0, half) }, deadline, signal);
+      const b = await this.readBlockSplitting({ ...req, ids: req.ids.slice(half) }, deadline, signal);
+      return { assemblers: [...a.assemblers, ...b.assemblers], retries: 1 + a.retries + b.retries };
+    }
   }
 
   private async readBlock(req: BlockRequest, deadline: number, signal: AbortSignal): Promise<{ assembler: BlockAssembler; retries: number }> {

@@ -192,6 +192,16 @@ t.test('limits and malformed requests get INVALID_ARGUMENT / RESOURCE_EXHAUSTED 
   const r45 = await split.query('big', ids45, ONE_WINDOW);
   t.equal(r45.requests, 3, '45 series: 3 requests of at most 20');
   t.same(mismatches(r45.series, expected({ tenant: 'big', numShards: 1, windows: 1, series: BIG }, ids45, W0, W0 + D)), [], '45 series: exact');
+  // and a request the gateway refuses as too large for one response (45 x 960 samples, over
+  // maxSamplesPerResponse 19,200) is read again in halves: 22 + 23, then 11 + 11 + 11 + 12
+  const halving = clientFor(t, gw.grpcPort, 1, { encoding: 'raw' });
+  const h45 = await halving.query('big', ids45, ONE_WINDOW);
+  t.same(mismatches(h45.series, expected({ tenant: 'big', numShards: 1, windows: 1, series: BIG }, ids45, W0, W0 + D)), [], 'halved: exact');
+  t.equal(h45.retries, 3, 'one request, split three times');
+  t.equal(h45.blocksFound, 1);
+  // one series over the limit alone cannot be split: the refusal is the query's error
+  const tiny = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { maxSamplesPerResponse: 500 }));
+  await t.rejects(clientFor(t, tiny.grpcPort, 1, { encoding: 'raw' }).query('big', [BIG[0]!.id], ONE_WINDOW), { name: 'QueryError', code: status.RESOURCE_EXHAUSTED, message: /maxSamplesPerResponse \(500\)/ });
   const ok = await rawRead(gw.grpcPort, base, { 'x-strata-block': `big/0/${W0}`, 'x-strata-tenant': 'big' });
   t.equal(ok.length, 1);
   t.equal(ok[0]!['block_id'], (await gw.directory.open(await gw.address('big', 0, W0)))!.blockId);
