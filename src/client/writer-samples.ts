@@ -56,19 +56,20 @@ export async function* readSampleFile(path: string, chunkSamples = 1 << 20, chun
  */
 export function* groupedChunks(records: Buffer, maxSeries = DEFAULT_CHUNK_SERIES): Generator<SeriesData[]> {
   const n = records.length / SAMPLE_RECORD_BYTES;
-  const seen = new Set<bigint>();
+  // the records of each id in the part so far: the counts groupRecords would take again
+  let counts = new Map<bigint, number>();
   let from = 0;
   for (let i = 0; i < n; i++) {
     const id = records.readBigUInt64LE(i * SAMPLE_RECORD_BYTES);
-    if (seen.has(id)) continue;
-    if (seen.size === maxSeries) {
-      yield groupRecords(records.subarray(from * SAMPLE_RECORD_BYTES, i * SAMPLE_RECORD_BYTES));
-      seen.clear();
+    const c = counts.get(id);
+    if (c === undefined && counts.size === maxSeries) {
+      yield grouped(records.subarray(from * SAMPLE_RECORD_BYTES, i * SAMPLE_RECORD_BYTES), counts);
+      counts = new Map();
       from = i;
     }
-    seen.add(id);
+    counts.set(id, (c ?? 0) + 1);
   }
-  if (n > from) yield groupRecords(records.subarray(from * SAMPLE_RECORD_BYTES, n * SAMPLE_RECORD_BYTES));
+  if (n > from) yield grouped(records.subarray(from * SAMPLE_RECORD_BYTES, n * SAMPLE_RECORD_BYTES), counts);
 }
 
 /**
@@ -77,12 +78,17 @@ export function* groupedChunks(records: Buffer, maxSeries = DEFAULT_CHUNK_SERIES
  */
 export function groupRecords(records: Buffer): SeriesData[] {
   const n = records.length / SAMPLE_RECORD_BYTES;
-  // per id: its count, then where its next sample goes
-  const at = new Map<bigint, number>();
+  const counts = new Map<bigint, number>();
   for (let i = 0; i < n; i++) {
     const id = records.readBigUInt64LE(i * SAMPLE_RECORD_BYTES);
-    at.set(id, (at.get(id) ?? 0) + 1);
+    counts.set(id, (counts.get(id) ?? 0) + 1);
   }
+  return grouped(records, counts);
+}
+
+/** {@link groupRecords} given the records' count per id (`at`, reused: where each id's next sample goes). */
+function grouped(records: Buffer, at: Map<bigint, number>): SeriesData[] {
+  const n = records.length / SAMPLE_RECORD_BYTES;
   const ids = [...at.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   const starts = new Float64Array(ids.length + 1);
   for (let k = 0; k < ids.length; k++) {

@@ -48,8 +48,16 @@ export class InFlightBudget {
     return this.byTenant.get(tenant) ?? 0;
   }
 
+  /** Whether `bytes` more of `tenant` fit (see the module comment). */
+  private fits(tenant: string, bytes: number): boolean {
+    if (this.used > 0 && this.used + bytes > this.max) return false;
+    const mine = this.bytesOf(tenant);
+    return !(mine > 0 && mine + bytes > this.maxPerTenant);
+  }
+
   /** Null when `bytes` more of `tenant` fit; otherwise the refusal, naming the bound. */
   refusal(tenant: string, bytes: number): GrpcError | null {
+    if (this.fits(tenant, bytes)) return null;
     if (this.used > 0 && this.used + bytes > this.max) {
       return new GrpcError(
         status.RESOURCE_EXHAUSTED,
@@ -86,7 +94,7 @@ export class InFlightBudget {
     if (this.waiters.length === 0) return;
     const still: Waiter[] = [];
     for (const w of this.waiters) {
-      if (this.refusal(w.tenant, w.bytes) === null) {
+      if (this.fits(w.tenant, w.bytes)) {
         this.take(w.tenant, w.bytes);
         w.resolve();
       } else still.push(w);
@@ -99,7 +107,7 @@ export class InFlightBudget {
    * reason when it aborts first; nothing is taken then.
    */
   wait(tenant: string, bytes: number, signal: AbortSignal): Promise<void> {
-    if (this.refusal(tenant, bytes) === null) {
+    if (this.fits(tenant, bytes)) {
       this.take(tenant, bytes);
       return Promise.resolve();
     }
