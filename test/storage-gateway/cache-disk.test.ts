@@ -1,7 +1,7 @@
 /**
  * A gateway whose byte-cache disk fills up (a real tmpfs filled with a ballast file): every read is
  * still answered exactly, from the bucket; below cacheMinFreeBytes nothing is written to the cache
- * (lmdb's write queue does not recover from a commit that failed for lack of space); once there is
+ * (so that its commits do not fail: a failed commit costs reads nothing, but nothing is cached); once there is
  * room again reads are cached as before, and the gateway shuts down. lmdb rejects promises of its
  * own when a commit fails anyway; unhandled, they ended the gateway process (kriszyp/lmdb-js#368).
  */
@@ -61,7 +61,7 @@ t.test('a full cache disk: reads answered from the bucket and not cached, cached
   t.pass('shut down');
 });
 
-t.test('a cache disk filled to the last byte by another process: the gateway lives on, answers exactly, and shuts down in bounded time', async (t) => {
+t.test('a cache disk filled to the last byte by another process: the gateway lives on, answers exactly, caches again once there is room, and shuts down in bounded time', async (t) => {
   const ds = makeDataSet({ seed: 32, n: 40, numShards: 2, windows: 2 });
   const bucketConfig = await rgwBucketWith(t, ds);
   const disk = tmpfs(t, 16 * MiB);
@@ -69,14 +69,32 @@ t.test('a cache disk filled to the last byte by another process: the gateway liv
   const gw = await startTestGateway(t, testConfig(bucketConfig, join(disk, 'cache'), { cacheMaxBytes: 64 * MiB, cacheMinFreeBytes: 0 }));
   const client = new QueryClient({ endpoints: [`127.0.0.1:${gw.grpcPort}`], numShards: 2, encoding: 'raw', now: dataSetClock(), dayRequestsAfterMs: null });
   t.teardown(() => client.close());
-  fill(disk);
+  const ballast = fill(disk);
   const ids = ds.series.map((s) => s.id);
   const want = expected(ds, ids, W0, W0 + 2n * D);
-  for (const what of ['first read', 'second read']) {
+  const read = async (what: string): Promise<void> => {
     const r = await client.query(ds.tenant, ids, { start: W0, end: W0 + 2n * D });
     t.same(mismatches(r.series, want), [], `${what}: exact`);
-  }
-  await eventually('failed cache writes to be counted', async () => ((await gw.metrics.total('strata_gateway_cache_write_failures_total')) > 0 ? true : null));
+  };
+  await read('first read');
+  await read('second read');
+  const failures = () => gw.metrics.total('strata_gateway_cache_write_failures_total');
+  await eventually('failed cache writes to be counted', async () => ((await failures()) > 0 ? true : null));
+  // the commits that failed settle (rejected); once they have, the store is usable again
+  await gw.store.flush().catch(() => undefined);
+  const failed = await failures();
+
+  // room again: lmdb's later commits succeed, and the ranges are cached
+  rmSync(ballast);
+  const gets = () => gw.metrics.total('strata_gateway_s3_gets_total');
+  await eventually('reads cached again once there is room', async () => {
+    await read('room again');
+    await gw.store.flush();
+    const before = await gets();
+    await read('cached');
+    return (await gets()) === before ? true : null;
+  });
+  t.equal(await failures(), failed, 'no cache write failed once there was room');
   const s0 = Date.now();
   await gw.shutdown();
   t.ok(Date.now() - s0 < 30_000, `shut down in ${Date.now() - s0} ms`);

@@ -143,9 +143,9 @@ export interface LmdbCacheStoreOptions extends CacheStoreOptions {
   readonly onWriteFailed?: (err: unknown) => void;
   /**
    * Free bytes the cache's file system must keep (default 64 MiB): below it ranges are not cached
-   * (`onWriteSkipped`, and `onLowDisk`) until there is room again. lmdb's write queue does not
-   * recover from a commit that failed for lack of space (its later commits never settle, nor does
-   * closing), so the cache stops writing before the disk is full. Checked every
+   * (`onWriteSkipped`, and `onLowDisk`) until there is room again: a commit that fails for lack of
+   * space caches nothing and leaves lmdb waiting on its flush until a later commit succeeds (see
+   * flush), so the cache stops writing before the disk is full. Checked every
    * {@link FREE_SPACE_CHECK_MS}.
    */
   readonly minFreeBytes?: number;
@@ -217,9 +217,14 @@ export class LmdbCacheStore implements CacheStore {
   private closed = false;
   /** First failed write (reported by flush and close). */
   private writeError: unknown = null;
+  /** Writes whose commit has not settled yet. */
+  private readonly inCommit = new Set<Promise<unknown>>();
+  /** The last write to settle failed: lmdb's `flushed` of that commit never settles. */
+  private lastCommitFailed = false;
 
   private constructor(
     private readonly env: RootDatabase,
+    private readonly meta: Database<string, string>,
     private readonly ranges: Database<Buffer, string>,
     private readonly pointerRows: Database<Buffer, string>,
     private readonly blockRows: Database<Buffer, string>,
@@ -270,7 +275,7 @@ export class LmdbCacheStore implements CacheStore {
     const ranges = env.openDB<Buffer, string>('ranges', { encoding: 'binary' });
     const pointerRows = env.openDB<Buffer, string>('pointers', { encoding: 'binary' });
     const blockRows = env.openDB<Buffer, string>('blocks', { encoding: 'binary' });
-    const store = new LmdbCacheStore(env, ranges, pointerRows, blockRows, opts);
+    const store = new LmdbCacheStore(env, meta, ranges, pointerRows, blockRows, opts);
     const schema = meta.get('schema');
     if (schema !== CACHE_SCHEMA) {
       if (schema !== undefined || ranges.getKeysCount({ limit: 1 }) > 0) opts.onReset?.(`cache schema is ${JSON.stringify(schema ?? null)}, expected ${CACHE_SCHEMA}`);
@@ -441,9 +446,23 @@ export class LmdbCacheStore implements CacheStore {
     this.dropRanges(blockId, u?.objectKey ?? '');
   }
 
+  /**
+   * Waits for every write made so far to commit, and for the disk flush of the last commit; throws
+   * the first write that failed since the last flush. After a commit that failed (a full disk),
+   * lmdb's `flushed` (and its close) wait for that commit's flush, which never comes, until a later
+   * commit succeeds; its later commits do succeed once there is room again. So when the last
+   * commit failed, flush first makes one that changes nothing (the schema row, rewritten).
+   */
   async flush(): Promise<void> {
-    await this.env.committed;
-    await this.env.flushed;
+    const settle = async (): Promise<void> => {
+      while (this.inCommit.size > 0) await Promise.allSettled([...this.inCommit]);
+    };
+    await settle();
+    if (this.lastCommitFailed) {
+      this.write(this.meta.put('schema', CACHE_SCHEMA));
+      await settle();
+    }
+    if (!this.lastCommitFailed) await this.env.flushed;
     if (this.writeError !== null) {
       const err = this.writeError;
       this.writeError = null;
@@ -458,8 +477,8 @@ export class LmdbCacheStore implements CacheStore {
       await bounded(this.flush(), CLOSE_WAIT_MS, 'flushing the LMDB cache');
     } finally {
       this.closed = true;
-      // after a commit that failed for lack of space, lmdb's close waits for commits that never
-      // settle: give up waiting (the process is ending; LMDB's file stays consistent)
+      // while the disk is still full, lmdb's close waits for the flush of a failed commit, which
+      // never comes (see flush): give up waiting (the process is ending; LMDB's file stays consistent)
       await bounded(this.env.close(), CLOSE_WAIT_MS, 'closing the LMDB cache');
     }
   }
@@ -529,9 +548,16 @@ export class LmdbCacheStore implements CacheStore {
 
   /** Tracks an asynchronous write: its failure is kept for flush(); `done` runs either way, then `failed` on a failure. */
   private write(p: Promise<unknown>, done?: () => void, failed?: () => void): void {
+    this.inCommit.add(p);
     p.then(
-      () => done?.(),
+      () => {
+        this.inCommit.delete(p);
+        this.lastCommitFailed = false;
+        done?.();
+      },
       (err: unknown) => {
+        this.inCommit.delete(p);
+        this.lastCommitFailed = true;
         failed?.();
         this.writeError ??= err;
         // lmdb rejects a failed commit's writes with an error whose `commitError` is a promise it
