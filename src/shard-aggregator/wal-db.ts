@@ -264,6 +264,11 @@ class WalSegment {
     return this.db !== null;
   }
 
+  /** Closed, and neither opening nor closing: LevelDB touches none of its files. */
+  get settled(): boolean {
+    return this.db === null && this.opening === null && this.closing === null;
+  }
+
   /** True when no group is pending or being written. */
   get quiet(): boolean {
     return !this.writing && this.waiters.length === 0;
@@ -558,6 +563,8 @@ export class WalDb {
   private writers = 0;
   /** Last time it was used (for closing idle databases). */
   lastUsedMs = 0;
+  /** Uses taken so far (see diskStamp). */
+  private acquisitions = 0;
   private syncsGone = 0;
   private requestsGone = 0;
 
@@ -654,6 +661,17 @@ export class WalDb {
   /** Whether any of its databases is open. */
   get isOpen(): boolean {
     return this.segments.some((s) => s.isOpen);
+  }
+
+  /**
+   * A value that changes whenever its files may have changed since it was last read, or null while
+   * they may be changing (a database open, opening or closing, or a use held: writers, flushes and
+   * their spill files, seals). Every change to its files happens under a use, so equal stamps
+   * mean the same files: the store measures a log's directory again only when its stamp moved.
+   */
+  get diskStamp(): number | null {
+    if (this.uses > 0 || this.rotating !== null || !this.segments.every((s) => s.settled)) return null;
+    return this.acquisitions;
   }
 
   /** How many of its databases are open. */
@@ -769,6 +787,7 @@ export class WalDb {
    */
   acquire(as: 'writer' | 'reader'): WalDbUse {
     this.uses++;
+    this.acquisitions++;
     if (as === 'writer') this.writers++;
     let held = true;
     return {

@@ -110,8 +110,8 @@ async function noSpaceAtStart(dir: string, walRoot: string, walDir: string, err:
 /** Beyond the logs' bytes, what reopening a LevelDB writes (manifest, new log, LOG lines). */
 const REOPEN_MARGIN_BYTES = 1024 * 1024;
 
-/** Allocated bytes of every file under `dir` (0 when it does not exist). */
-async function diskBytesUnder(dir: string): Promise<number> {
+/** Allocated bytes of every file under `dir` (0 when it does not exist), leaving out the directory `skip`. */
+async function diskBytesUnder(dir: string, skip?: string): Promise<number> {
   let total = 0;
   let names: string[];
   try {
@@ -122,6 +122,7 @@ async function diskBytesUnder(dir: string): Promise<number> {
   }
   for (const name of names) {
     const p = join(dir, name);
+    if (p === skip) continue;
     let st;
     try {
       st = await lstat(p);
@@ -149,6 +150,8 @@ export class WalStore {
   private wakeups = 0;
   private disk: { used: number; free: number; counted: number; at: number } | null = null;
   private measuring: Promise<void> | null = null;
+  /** Allocated bytes of each log's directory, with the log's diskStamp when it was measured. */
+  private readonly logBytes = new WeakMap<WalDb, { stamp: number; bytes: number }>();
   private syncsGone = 0;
   private requestsGone = 0;
 
@@ -384,6 +387,10 @@ export class WalStore {
     } finally {
       this.wake(); // a sealed log no longer counts against maxOpen
     }
+    // a sealed log is not written again and its flush opens it when it runs: closed now when more
+    // than maxOpen are open (sealing every idle window of a long backlog at once otherwise kept
+    // thousands of databases open, 4-5 descriptors each, until their flushes)
+    await this.enforceOpenLimit().catch((err: unknown) => this.opts.logger.error({ err }, 'closing idle wal databases'));
   }
 
   /** The logs of `key` (oldest first); empty when it has none. */
@@ -418,16 +425,36 @@ export class WalStore {
     return { usedBytes: Math.max(counted, d.used + grown), freeBytes: Math.max(0, d.free - grown) };
   }
 
-  /** Measures walDir now (single flight). */
+  /**
+   * Measures walDir now (single flight): the directory of every log that changed since it was
+   * last measured (see WalDb.diskStamp), and everything under walDir outside the logs' tree (the
+   * trash, flush work files). A store of thousands of sealed logs waiting for their flush then
+   * costs a walk of the few logs in use, not of every file (which made each flush, and each
+   * refresh, take seconds once thousands of windows waited).
+   */
   measureDisk(): Promise<void> {
     this.measuring ??= (async () => {
       const counted = this.totalBytes();
-      const [used, fs] = await Promise.all([diskBytesUnder(this.opts.dir), statfs(this.opts.dir)]);
+      const logs = [...this.windows.values()].flatMap((ww) => ww.gens);
+      const [outside, fs, ...each] = await Promise.all([diskBytesUnder(this.opts.dir, this.walRoot), statfs(this.opts.dir), ...logs.map((w) => this.logDiskBytes(w))]);
+      let used = outside;
+      for (const b of each) used += b;
       this.disk = { used, free: fs.bavail * fs.bsize, counted, at: performance.now() };
     })().finally(() => {
       this.measuring = null;
     });
     return this.measuring;
+  }
+
+  /** Allocated bytes of a log's directory: measured again only when it may have changed. */
+  private async logDiskBytes(w: WalDb): Promise<number> {
+    const stamp = w.diskStamp;
+    const known = this.logBytes.get(w);
+    if (stamp !== null && known?.stamp === stamp) return known.bytes;
+    const bytes = await diskBytesUnder(w.dir);
+    // a stamp taken before the walk: a change during it moves the stamp, and the next measure walks again
+    if (stamp !== null) this.logBytes.set(w, { stamp, bytes });
+    return bytes;
   }
 
   /** Synced group writes and the requests they carried, over every log this store had. */

@@ -138,6 +138,63 @@ t.test('WalStore: at most maxOpen databases stay open; closed ones reopen on use
   await store.close();
 });
 
+/** Allocated bytes of every file under `dir`, walked here independently of the store. */
+function allocatedUnder(dir: string): number {
+  let n = 0;
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    const st = statSync(p);
+    n += st.isDirectory() ? allocatedUnder(p) : st.blocks * 512;
+  }
+  return n;
+}
+
+t.test('WalStore: sealing a backlog of windows keeps at most maxOpen databases open; the disk measure stays exact and walks only logs that changed', async (t) => {
+  const root = tempDir('walstore-backlog');
+  const store = await WalStore.open({ dir: root, numShards: 4, blockDurationMs: H, maxOpen: 2, db: dbOpts, now: () => 10, logger });
+  const fds = () => readdirSync('/proc/self/fd').length;
+  const keys = Array.from({ length: 40 }, (_, i) => ({ tenant: 'acme', shard: 1, windowStart: W + BigInt(i * H) }));
+  const fds0 = fds();
+  for (const [i, key] of keys.entries()) {
+    const w = await store.acquireWritable(key);
+    await w.wal.append([{ id: 1n, run: run(1, i), samples: 1 }], i);
+    w.release();
+  }
+  // every idle window sealed at once, as the aggregator's tick does
+  await Promise.all(keys.map((k) => store.sealOpen(k)));
+  const open = store.all().flatMap((ww) => ww.gens).filter((g) => g.isOpen).length;
+  t.ok(open <= 2, `${open} of 40 sealed logs open`);
+  t.ok(fds() - fds0 < 20, `${fds() - fds0} more descriptors for 40 sealed logs`);
+
+  await store.measureDisk();
+  t.equal(store.diskUsage().usedBytes, allocatedUnder(root), 'measured: every file under walDir');
+  // a file put behind the store's back into a closed log that nobody used since: not walked again
+  const sealed = store.gens(keys[5]!)[0]!;
+  t.equal(sealed.isOpen, false);
+  writeFileSync(join(sealed.dir, 'outsider'), Buffer.alloc(64 * 1024, 1));
+  await store.measureDisk();
+  t.equal(store.diskUsage().usedBytes, allocatedUnder(root) - statSync(join(sealed.dir, 'outsider')).blocks * 512, 'an unchanged log is not walked again');
+  rmSync(join(sealed.dir, 'outsider'));
+  // a log used since (a flush reading it) is walked again
+  const use = store.use(sealed);
+  await sealed.ensureOpen();
+  for await (const s of sealed.series()) t.equal(s.id, 1n);
+  use.release();
+  await store.measureDisk();
+  t.equal(store.diskUsage().usedBytes, allocatedUnder(root), 'exact again after a use');
+  // a window written again (a new generation) and a log removed
+  const w = await store.acquireWritable(keys[7]!);
+  await w.wal.append([{ id: 2n, run: run(2, 1), samples: 1 }], 1);
+  w.release();
+  await store.sealOpen(keys[7]!); // (an open log taking writes is counted a write buffer ahead)
+  const gone = store.gens(keys[9]!)[0]!;
+  store.use(gone);
+  await store.remove(gone);
+  await store.measureDisk();
+  t.equal(store.diskUsage().usedBytes, allocatedUnder(root), 'exact after a write and a removal');
+  await store.close();
+});
+
 t.test('WalStore: a writer that waited for a slot takes the generation open by then: the one another writer made, or a new one after a seal', async (t) => {
   const root = tempDir('walstore-slots');
   const store = await WalStore.open({ dir: root, numShards: 4, blockDurationMs: H, maxOpen: 1, db: dbOpts, now: () => 10, logger });
