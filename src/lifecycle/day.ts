@@ -31,7 +31,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { BlockReader, decodeLocatedRun, decodeLocatedRunInto, verifyBlock, type RunLocation } from '../block/reader.js';
 import { bucketSource, fileSink, fileSource } from '../block/source.js';
-import { BlockWriter } from '../block/writer.js';
+import { BlockWriter, type ByteSink } from '../block/writer.js';
 import { CorruptionError, ErrorCode, hasCode, StrataError } from '../errors.js';
 import { DAY_MS, dayBlockKey, dayManifestKey, dayStartOf } from '../format/day-key.js';
 import type { Samples } from '../format/run.js';
@@ -255,8 +255,12 @@ export async function mergeDay(
 
   await mkdir(opts.workDir, { recursive: true });
   const file = join(opts.workDir, `${DAY_TEMP_PREFIX}${randomBytes(8).toString('hex')}.block`);
+  // the writer's sink writes a temp file beside `file` and renames it when complete: a merge that
+  // fails before that (a damaged source, a full disk, a lost lease) must close and remove it here,
+  // or each failed pass leaves a file and an open descriptor behind
+  const sink = await fileSink(file);
   try {
-    const writer = new BlockWriter(await fileSink(file), { tenant: g.tenant, shard: g.shard, numShards, windowStart: dayStart, windowEnd: dayEnd }, { expectedSeries, now: opts.now });
+    const writer = new BlockWriter(sink, { tenant: g.tenant, shard: g.shard, numShards, windowStart: dayStart, windowEnd: dayEnd }, { expectedSeries, now: opts.now });
     // k-way merge by series id; parts oldest first (the day block, then the 4-hour blocks)
     const its = readers.map((r) => scanCheckedRuns(r.reader)[Symbol.asyncIterator]());
     const names = readers.map((r) => r.reader.source.name);
@@ -348,8 +352,26 @@ export async function mergeDay(
       replaced: g.day !== null,
       durationMs: performance.now() - t0,
     };
+  } catch (err) {
+    await abortSink(sink, err, opts.workDir);
+    throw err;
   } finally {
     await rm(file, { force: true });
+  }
+}
+
+/**
+ * Closes and removes the temp file of a failed merge's sink (nothing when the file was already
+ * complete and renamed: the caller removes that one). When that fails too, the merge's error is
+ * kept as the cause of one naming both; a lost lease stays what it is (the pass must stop), and
+ * the file, if left, goes with {@link cleanWorkDir}.
+ */
+async function abortSink(sink: ByteSink, err: unknown, workDir: string): Promise<void> {
+  try {
+    await sink.abort();
+  } catch (cleanup) {
+    if (err instanceof DayMergeStopped) return;
+    throw new StrataError(ErrorCode.STORAGE, `${(err as Error).message}; removing the merge's temp file in ${workDir} failed too: ${(cleanup as Error).message}`, { cause: err });
   }
 }
 
