@@ -6,7 +6,7 @@
  * `STRATA_TOKEN` (as for `strata push`); `--tls*` flags connect over TLS / mTLS.
  */
 import type { Command } from 'commander';
-import { QueryClient, QueryError, type ReadEncoding } from '../client/query.js';
+import { DEFAULT_FUTURE_HORIZON_MS, DEFAULT_MAX_BLOCKS_PER_QUERY, QueryClient, QueryError, type ReadEncoding } from '../client/query.js';
 import { InvalidArgumentError, StrataError } from '../errors.js';
 import { tlsFrom, tokenFrom, TOKEN_ENV } from './push.js';
 import { DEFAULT_BLOCK_DURATION_MS } from '../format/key.js';
@@ -21,6 +21,8 @@ interface QueryFlags {
   blockDurationMs: string;
   deadlineMs: string;
   concurrency: string;
+  futureHorizonMs: string;
+  maxBlocksPerQuery: string;
   encoding?: string;
   token?: string;
   tokenFile?: string;
@@ -56,6 +58,12 @@ function positive(field: string, s: string): number {
   return n;
 }
 
+function nonNegative(field: string, s: string): number {
+  const n = Number(s);
+  if (!/^\d+$/.test(s.trim()) || !Number.isSafeInteger(n)) throw new InvalidArgumentError(field, `"${s}" is not an integer >= 0`);
+  return n;
+}
+
 /** A value as text: shortest round-trip form, NaN with its payload bits, -0 kept. */
 export function formatValue(v: number, bits: bigint): string {
   if (Number.isNaN(v)) return `NaN(0x${bits.toString(16).padStart(16, '0')})`;
@@ -77,6 +85,8 @@ export function registerQueryCommands(program: Command): void {
     .option('--block-duration-ms <ms>', 'window length', String(DEFAULT_BLOCK_DURATION_MS))
     .option('--deadline-ms <ms>', 'deadline of the query', '30000')
     .option('--concurrency <n>', 'block requests in flight', '32')
+    .option('--future-horizon-ms <ms>', 'how far ahead of this clock blocks can hold samples (the aggregators\' maxSampleFutureMs and clock skew): later windows are not read', String(DEFAULT_FUTURE_HORIZON_MS))
+    .option('--max-blocks-per-query <n>', 'block requests the query may need at most; more is refused at once', String(DEFAULT_MAX_BLOCKS_PER_QUERY))
     .option('--encoding <enc>', 'raw or runs (default: the client default)')
     .option('--token <token>', `the tenant's bearer token (or ${TOKEN_ENV}; visible in the process list: prefer --token-file or the variable)`)
     .option('--token-file <file>', "read the tenant's bearer token from a file")
@@ -112,6 +122,8 @@ async function query(f: QueryFlags): Promise<void> {
     blockDurationMs: positive('block-duration-ms', f.blockDurationMs),
     deadlineMs: positive('deadline-ms', f.deadlineMs),
     concurrency: positive('concurrency', f.concurrency),
+    futureHorizonMs: nonNegative('future-horizon-ms', f.futureHorizonMs),
+    maxBlocksPerQuery: positive('max-blocks-per-query', f.maxBlocksPerQuery),
     ...(f.encoding !== undefined ? { encoding: f.encoding as ReadEncoding } : {}),
     ...(token !== undefined ? { token } : {}),
     ...(tls !== undefined ? { tls } : {}),

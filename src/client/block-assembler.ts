@@ -185,6 +185,51 @@ export class BlockAssembler {
 }
 
 /**
+ * The answers of one query's block requests, taken as each request is answered (in any order),
+ * for {@link mergeSeries}. An answer without series (a window with no block, or none of the ids)
+ * is counted and dropped at once: what a query holds grows with the data it returns, not with the
+ * number of requests (a range of years is thousands of requests, nearly all empty).
+ */
+export class QueryAnswers {
+  /** Answered requests, response messages and payload bytes received, over all answers. */
+  requests = 0;
+  messages = 0;
+  bytes = 0;
+  /** Answers from a request whose window had a block. */
+  blocksFound = 0;
+  /** The answers that had series, with their place in the plan. */
+  private readonly kept: { readonly index: number; readonly parts: readonly BlockAssembler[] }[] = [];
+
+  /**
+   * Takes the answer of the plan's request `index`: its finished assemblers, in id order (several
+   * when the block was read in parts).
+   */
+  add(index: number, parts: readonly BlockAssembler[]): void {
+    this.requests++;
+    let found = false;
+    let withSeries = 0;
+    for (const p of parts) {
+      this.messages += p.messages;
+      this.bytes += p.bytes;
+      if (p.blockId !== '') found = true;
+      if (p.series.size > 0) withSeries++;
+    }
+    if (found) this.blocksFound++;
+    if (withSeries > 0) this.kept.push({ index, parts: withSeries === parts.length ? parts : parts.filter((p) => p.series.size > 0) });
+  }
+
+  /** Answers held for the merge: those with series. */
+  get held(): number {
+    return this.kept.length;
+  }
+
+  /** The assemblers held, in plan order (time order): what {@link mergeSeries} takes. */
+  blocks(): BlockAssembler[] {
+    return [...this.kept].sort((a, b) => a.index - b.index).flatMap((k) => k.parts);
+  }
+}
+
+/**
  * Joins the pieces of each series of `ids` (ascending) from `blocks` (in time order), one result
  * per id, empty when no block had samples of it. Every series is a view of one pair of arrays
  * for the whole answer: runs are decoded into it at their place and cut to their block's range

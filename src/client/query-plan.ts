@@ -12,6 +12,14 @@ const U64_MAX = (1n << 64n) - 1n;
 /** Series per request unless told otherwise: the gateway's default `maxSeriesPerRequest`. */
 export const DEFAULT_MAX_SERIES_PER_REQUEST = 10_000;
 
+/**
+ * Default of the query client's `futureHorizonMs`: how far ahead of the client's clock a block can
+ * hold samples. The aggregators refuse samples more than their `maxSampleFutureMs` (default 1 h)
+ * ahead of their clock; one more hour covers clocks that disagree. The plan also keeps the whole
+ * window holding `now + futureHorizonMs` (see {@link BlockLayout.horizon}).
+ */
+export const DEFAULT_FUTURE_HORIZON_MS = 2 * 3600 * 1000;
+
 /** The block layout the data was written with. */
 export interface BlockLayout {
   readonly numShards: number;
@@ -22,6 +30,13 @@ export interface BlockLayout {
    * is none); absent: one request per block window, as before day blocks.
    */
   readonly days?: { readonly nowMs: number; readonly dayRequestsAfterMs: number };
+  /**
+   * The latest time a block can hold samples of: no sample later than `nowMs + futureHorizonMs`
+   * was written (the aggregators refuse samples more than their `maxSampleFutureMs` ahead). The
+   * range's end is clamped to the end of the block window holding that time, so windows after it
+   * are not planned and the last one planned is asked for whole; absent: the range as asked.
+   */
+  readonly horizon?: { readonly nowMs: number; readonly futureHorizonMs: number };
 }
 
 /** One request of a plan: some series of one block, over the part of the range in its window. */
@@ -44,14 +59,33 @@ export interface BlockRequest {
 }
 
 /**
+ * A query split into block requests: how many there are, known before the first is made, and the
+ * requests themselves, made one at a time as they are iterated, so that a plan of many requests
+ * (years of closed days) is not held in memory while it is sent.
+ */
+export interface QueryPlan {
+  /** Number of requests `requests` yields. */
+  readonly size: number;
+  /** The range's end as planned: the query's end, or the horizon's when that comes first. */
+  readonly end: bigint;
+  /**
+   * The requests in plan order: window by window (ascending), shard by shard within a window,
+   * consecutive id ranges within a shard. Each iteration makes them afresh.
+   */
+  readonly requests: Iterable<BlockRequest>;
+}
+
+/**
  * Splits a query into block requests, window by window (ascending), shard by shard within a
  * window, each with at most `maxSeriesPerRequest` ids (a shard with more gets several requests
- * for the block, of consecutive id ranges). An empty range (end <= start) or an empty id list gives no request. Windows before the
- * epoch hold no blocks and are skipped.
+ * for the block, of consecutive id ranges). An empty range (end <= start) or an empty id list
+ * gives no request. Windows before the epoch hold no blocks and are skipped, and so are windows
+ * after the layout's horizon (when it has one). The requests are counted and checked against
+ * `maxBlocks` at once; they are made as {@link QueryPlan.requests} is iterated.
  * @throws InvalidArgumentError for a bad tenant, an id outside uint64, or more than `maxBlocks`
- *   requests.
+ *   requests (the message names the query client's `maxBlocksPerQuery`).
  */
-export function planQuery(
+export function planBlockRequests(
   tenant: string,
   ids: readonly bigint[],
   start: bigint,
@@ -59,7 +93,7 @@ export function planQuery(
   layout: BlockLayout,
   maxBlocks = 1_000_000,
   maxSeriesPerRequest = DEFAULT_MAX_SERIES_PER_REQUEST,
-): BlockRequest[] {
+): QueryPlan {
   if (!Number.isSafeInteger(maxSeriesPerRequest) || maxSeriesPerRequest < 1) throw new InvalidArgumentError('maxSeriesPerRequest', `${maxSeriesPerRequest} is not a positive integer`);
   validateTenant(tenant);
   if (!Number.isInteger(layout.numShards) || layout.numShards < 1) throw new InvalidArgumentError('numShards', `${layout.numShards} is not a positive integer`);
@@ -67,9 +101,18 @@ export function planQuery(
     throw new InvalidArgumentError('blockDurationMs', `${layout.blockDurationMs} is not a positive integer`);
   }
   for (const id of ids) if (id < 0n || id > U64_MAX) throw new InvalidArgumentError('ids', `${id} is not a uint64`);
-  const from = start < 0n ? 0n : start;
-  if (end <= from || ids.length === 0) return [];
   const d = BigInt(layout.blockDurationMs);
+  let to = end;
+  if (layout.horizon) {
+    const { nowMs, futureHorizonMs } = layout.horizon;
+    if (!Number.isFinite(nowMs)) throw new InvalidArgumentError('now', `${nowMs} is not a time in ms`);
+    if (!Number.isSafeInteger(futureHorizonMs) || futureHorizonMs < 0) throw new InvalidArgumentError('futureHorizonMs', `${futureHorizonMs} is not an integer >= 0`);
+    // the end of the window holding the latest sample a block can have
+    const latest = windowStartOf(BigInt(Math.floor(nowMs)) + BigInt(futureHorizonMs), layout.blockDurationMs) + d;
+    if (to > latest) to = latest;
+  }
+  const from = start < 0n ? 0n : start;
+  if (to <= from || ids.length === 0) return { size: 0, end: to, requests: [] };
   const shards = BigInt(layout.numShards);
   const byShard = new Map<number, bigint[]>();
   for (const id of [...new Set(ids)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))) {
@@ -87,9 +130,9 @@ export function planQuery(
   // requests per shard: the closed days touched, then the windows after them
   const closedEnd = closedBefore === null ? first : closedBefore + day; // start of the first day not closed
   let units = 0n;
-  if (first < closedEnd) units += ((end < closedEnd ? end : closedEnd) - 1n) / day - first / day + 1n;
+  if (first < closedEnd) units += ((to < closedEnd ? to : closedEnd) - 1n) / day - first / day + 1n;
   const openFrom = first > closedEnd ? first : closedEnd;
-  if (openFrom < end) units += (end - 1n - openFrom) / d + 1n;
+  if (openFrom < to) units += (to - 1n - openFrom) / d + 1n;
 
   // a shard's ids in requests of at most maxSeriesPerRequest series (the gateway refuses more)
   const slices = new Map<number, bigint[][]>();
@@ -100,29 +143,48 @@ export function planQuery(
     slices.set(shard, parts);
     requestsPerUnit += parts.length;
   }
-  if (units * BigInt(requestsPerUnit) > BigInt(maxBlocks)) {
-    throw new InvalidArgumentError('range', `[${start}, ${end}) over ${byShard.size} shards is ${units * BigInt(requestsPerUnit)} block requests, more than ${maxBlocks}`);
+  const size = units * BigInt(requestsPerUnit);
+  if (size > BigInt(maxBlocks)) {
+    throw new InvalidArgumentError(
+      'range',
+      `[${start}, ${to})${to < end ? ' (cut at the future horizon)' : ''} over ${byShard.size} shards is ${size} block requests, more than ${maxBlocks} (the query client's maxBlocksPerQuery); ask for a shorter range or fewer series`,
+    );
   }
   const shardOrder = [...byShard.keys()].sort((a, b) => a - b);
-  const out: BlockRequest[] = [];
-  for (let ws = first; ws < end; ) {
-    const closed = isClosed(ws);
-    const unitStart = closed ? ws - (ws % day) : ws;
-    const unitEnd = closed ? unitStart + day : ws + d;
-    const s0 = from > unitStart ? from : unitStart;
-    const e0 = end < unitEnd ? end : unitEnd;
-    for (const shard of shardOrder) {
-      for (const part of slices.get(shard)!) {
-        out.push(
-          closed
+  function* requests(): Generator<BlockRequest> {
+    for (let ws = first; ws < to; ) {
+      const closed = isClosed(ws);
+      const unitStart = closed ? ws - (ws % day) : ws;
+      const unitEnd = closed ? unitStart + day : ws + d;
+      const s0 = from > unitStart ? from : unitStart;
+      const e0 = to < unitEnd ? to : unitEnd;
+      for (const shard of shardOrder) {
+        for (const part of slices.get(shard)!) {
+          yield closed
             ? { tenant, shard, windowStart: unitStart, ids: part, start: s0, end: e0, routingKey: blockRoutingKey(tenant, shard, unitStart, DAY_MS), windowMs: DAY_MS }
-            : { tenant, shard, windowStart: ws, ids: part, start: s0, end: e0, routingKey: blockRoutingKey(tenant, shard, ws) },
-        );
+            : { tenant, shard, windowStart: ws, ids: part, start: s0, end: e0, routingKey: blockRoutingKey(tenant, shard, ws) };
+        }
       }
+      ws = unitEnd;
     }
-    ws = unitEnd;
   }
-  return out;
+  return { size: Number(size), end: to, requests: { [Symbol.iterator]: requests } };
+}
+
+/**
+ * {@link planBlockRequests} with every request made at once, in plan order.
+ * @throws InvalidArgumentError as {@link planBlockRequests}.
+ */
+export function planQuery(
+  tenant: string,
+  ids: readonly bigint[],
+  start: bigint,
+  end: bigint,
+  layout: BlockLayout,
+  maxBlocks = 1_000_000,
+  maxSeriesPerRequest = DEFAULT_MAX_SERIES_PER_REQUEST,
+): BlockRequest[] {
+  return [...planBlockRequests(tenant, ids, start, end, layout, maxBlocks, maxSeriesPerRequest).requests];
 }
 
 /** 32-bit FNV-1a of a string with a murmur3 finalizer. */

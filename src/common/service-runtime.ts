@@ -10,13 +10,13 @@
  * closes it.
  */
 import { Server, type ServerOptions, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
-import type { Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import { BucketMetrics, nonClosing, withMetrics } from '../objstore/decorators.js';
 import { describeBucket, openBucket, type Bucket, type BucketConfig } from '../objstore/index.js';
 import { loadTenantsFile, openTenantsConfig } from '../tenancy/config.js';
 import { TenantRegistry } from '../tenancy/tenants.js';
 import { splitListen } from './config.js';
-import { grpcServerOptions, guardHandshakes, withHandshakeTimeout, type ConnectionConfig } from './connections.js';
+import { grpcServerOptions, guardHandshakes, guardReceives, withHandshakeTimeout, type ConnectionConfig } from './connections.js';
 import { addHealthService, type HealthState } from './health.js';
 import type { Logger } from './logger.js';
 import { startMetricsServer, type MetricsServer } from './metrics-server.js';
@@ -113,6 +113,16 @@ export async function listen(config: ListenConfig, opts: { services: readonly Se
       server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, creds, (err, p) => (err ? reject(err) : resolve(p))),
     );
     guardHandshakes(server, config.handshakeTimeoutMs);
+    const refused = new Counter({
+      name: 'strata_grpc_calls_refused_total',
+      help: 'Calls refused before their handler by the transport bounds (reason: max_concurrent_calls, request_receive_timeout)',
+      labelNames: ['reason'],
+      registers: [opts.metrics],
+    });
+    const receive = guardReceives(server, config, (reason) => refused.inc({ reason }));
+    new Gauge({ name: 'strata_grpc_calls_open', help: 'Calls open over every connection (bounded by maxConcurrentCalls)', registers: [opts.metrics], collect() { this.set(receive.calls()); } });
+    new Gauge({ name: 'strata_grpc_calls_waiting', help: 'Calls whose request waits for room in maxReceivingBytes (paused by flow control)', registers: [opts.metrics], collect() { this.set(receive.waiting()); } });
+    new Gauge({ name: 'strata_grpc_receiving_bytes', help: 'Declared bytes of request messages being received (bounded by maxReceivingBytes)', registers: [opts.metrics], collect() { this.set(receive.receivingBytes()); } });
     const m = splitListen(config.metricsListen);
     const metricsServer = await startMetricsServer(opts.metrics, m.host, m.port);
     return { server, grpcPort, metricsServer, metricsPort: metricsServer.port };

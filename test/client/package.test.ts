@@ -51,11 +51,11 @@ await writer.write([{ id, timestamps, values }]);
 const blocks = await writer.seal(W);
 writer.close();
 
-const client = new QueryClient({ endpoints: [read], numShards: 4 });
+const client = new QueryClient({ futureHorizonMs: null, endpoints: [read], numShards: 4 });
 const r = await client.query('app', [id], { start: W, end: W + 14400000n });
 const s = r.series[0];
 const got = new DataView(s.values.buffer, s.values.byteOffset, s.values.byteLength);
-const wrong = new QueryClient({ endpoints: [read], numShards: 12 }); // the id's shard is 3 of 12 too: the block's numShards differs
+const wrong = new QueryClient({ futureHorizonMs: null, endpoints: [read], numShards: 12 }); // the id's shard is 3 of 12 too: the block's numShards differs
 const refused = await wrong.query('app', [id], { start: W, end: W + 14400000n }).catch((e) => e);
 client.close();
 wrong.close();

@@ -94,7 +94,7 @@ t.test('maxSamplesPerQuery bounds what the runs of an answer may claim: RESOURCE
 
 t.test('one retry on UNAVAILABLE, to the next gateway of the list', async (t) => {
   const once = await flakyServer(t, 1);
-  const c1 = new QueryClient({ endpoints: [`127.0.0.1:${once.port}`], numShards: 1, encoding: 'raw' });
+  const c1 = new QueryClient({ endpoints: [`127.0.0.1:${once.port}`], numShards: 1, encoding: 'raw', now: dataSetClock() });
   t.teardown(() => c1.close());
   const r = await c1.query('acme', [1n], { start: W0, end: W0 + D });
   t.equal(r.retries, 1);
@@ -103,7 +103,7 @@ t.test('one retry on UNAVAILABLE, to the next gateway of the list', async (t) =>
   t.same([...r.series[0]!.values], [1.5]);
 
   const always = await flakyServer(t, 1000);
-  const c2 = new QueryClient({ endpoints: [`127.0.0.1:${always.port}`], numShards: 1, encoding: 'raw' });
+  const c2 = new QueryClient({ endpoints: [`127.0.0.1:${always.port}`], numShards: 1, encoding: 'raw', now: dataSetClock() });
   t.teardown(() => c2.close());
   const err = await c2.query('acme', [1n], { start: W0, end: W0 + D }).then(
     () => null,
@@ -113,7 +113,7 @@ t.test('one retry on UNAVAILABLE, to the next gateway of the list', async (t) =>
   t.equal(always.calls(), 2, 'exactly one retry');
 
   const good = await flakyServer(t, 0);
-  const c3 = new QueryClient({ endpoints: [`127.0.0.1:${always.port}`, `127.0.0.1:${good.port}`], numShards: 1, encoding: 'raw' });
+  const c3 = new QueryClient({ endpoints: [`127.0.0.1:${always.port}`, `127.0.0.1:${good.port}`], numShards: 1, encoding: 'raw', now: dataSetClock() });
   t.teardown(() => c3.close());
   // find a window whose first choice is the failing server
   let found = false;
@@ -135,7 +135,7 @@ t.test('one retry on UNAVAILABLE, to the next gateway of the list', async (t) =>
 
 t.test('a refusal with a retry pushback is retried after it; one without, or past the deadline, is not', async (t) => {
   const query = async (port: number, opts: { deadlineMs?: number; maxPushbackRetries?: number } = {}) => {
-    const c = new QueryClient({ endpoints: [`127.0.0.1:${port}`], numShards: 1, encoding: 'raw', ...opts });
+    const c = new QueryClient({ endpoints: [`127.0.0.1:${port}`], numShards: 1, encoding: 'raw', now: dataSetClock(), ...opts });
     t.teardown(() => c.close());
     const t0 = performance.now();
     const r = await c.query('acme', [1n], { start: W0, end: W0 + D }).then(
@@ -199,4 +199,13 @@ t.test('strata query prints exact samples as text and JSON lines', async (t) => 
   );
   t.not(bad?.code, 0);
   t.match(bad?.stderr, /series/);
+  const refused = (...args: string[]) =>
+    run('--series', '7', '--start', String(W0), '--end', String(W0 + 7n * D), ...args).then(
+      () => null,
+      (e: { code: number; stderr: string }) => e,
+    );
+  const tooMany = await refused('--max-blocks-per-query', '1');
+  t.equal(tooMany?.code, 2, 'more block requests than --max-blocks-per-query: refused at once');
+  t.match(tooMany?.stderr, /block requests, more than 1 \(the query client's maxBlocksPerQuery\)/);
+  t.match((await refused('--future-horizon-ms', '-5'))?.stderr, /future-horizon-ms: "-5" is not an integer >= 0/);
 });

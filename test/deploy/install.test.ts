@@ -96,7 +96,7 @@ t.test('docs/deploy.md: the install steps work as written', async (t) => {
   const blocks = await writer.seal(window, owned);
   t.same(blocks.map((b) => [b.shard, b.samples]), [[0, 100], [4, 200], [60, 100]], 'sealed into blocks of the bucket');
 
-  const query = new QueryClient({ endpoints: [`127.0.0.1:${gateway.grpcPort}`], numShards, token: token! });
+  const query = new QueryClient({ futureHorizonMs: null, endpoints: [`127.0.0.1:${gateway.grpcPort}`], numShards, token: token! });
   t.teardown(() => query.close());
   const r = await query.query('acme', ids, { start: window, end: window + D });
   t.same(r.series.map((s) => s.id), ids);
@@ -106,7 +106,7 @@ t.test('docs/deploy.md: the install steps work as written', async (t) => {
   }
 
   // and without the token the same read is refused, with its code
-  const anonymous = new QueryClient({ endpoints: [`127.0.0.1:${gateway.grpcPort}`], numShards });
+  const anonymous = new QueryClient({ futureHorizonMs: null, endpoints: [`127.0.0.1:${gateway.grpcPort}`], numShards });
   t.teardown(() => anonymous.close());
   const refused = await anonymous.query('acme', ids, { start: window, end: window + D }).then(
     () => null,

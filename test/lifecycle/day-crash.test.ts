@@ -82,7 +82,7 @@ async function checkObjects(t: Test, bucket: Bucket): Promise<{ blocks: number; 
 /** A fresh gateway reads the 30 days: every sample exactly once. */
 async function checkReaders(t: Test, bucketName: string, what: string): Promise<void> {
   const gw = await startTestGateway(t, testConfig({ type: 's3', ...s3BucketConfig(s3TestEnv(), bucketName) }, tempDir('day-kill-gw'), { cacheType: 'memory', dayBlocksAfterMs: 0 }), { now: Date.now });
-  const c = new QueryClient({ endpoints: [`127.0.0.1:${gw.grpcPort}`], numShards: 1, dayRequestsAfterMs: 0 });
+  const c = new QueryClient({ futureHorizonMs: null, endpoints: [`127.0.0.1:${gw.grpcPort}`], numShards: 1, dayRequestsAfterMs: 0 });
   try {
     const r = await c.query('acme', IDS, { start: D0, end: D0 + BigInt(DAYS) * DAY });
     t.equal(r.requests, DAYS, `${what}: one request per day`);

@@ -89,7 +89,7 @@ async function listed(bucket: Bucket): Promise<{ blocks: string[]; days: string[
 }
 
 function client(t: Test, gw: RunningGateway, ds: DataSet, now: () => number, encoding: 'raw' | 'runs' = 'runs'): QueryClient {
-  const c = new QueryClient({ endpoints: [`127.0.0.1:${gw.grpcPort}`], numShards: ds.numShards, encoding, now, dayRequestsAfterMs: MERGE_AFTER });
+  const c = new QueryClient({ futureHorizonMs: null, endpoints: [`127.0.0.1:${gw.grpcPort}`], numShards: ds.numShards, encoding, now, dayRequestsAfterMs: MERGE_AFTER });
   t.teardown(() => c.close());
   return c;
 }
@@ -192,7 +192,7 @@ t.test('day merge: bit-exact, readers see every sample once throughout, 4-hour b
   t.ok(getsCold >= 4 && getsCold <= 12, `${getsCold} GETs for 4 day blocks`);
   t.equal(await cold.metrics.total('strata_gateway_requests_total'), 4);
   // a 4-hour request of a merged window (an older client) is answered from the day block
-  const old = new QueryClient({ endpoints: [`127.0.0.1:${cold.grpcPort}`], numShards: ds.numShards, dayRequestsAfterMs: null });
+  const old = new QueryClient({ futureHorizonMs: null, endpoints: [`127.0.0.1:${cold.grpcPort}`], numShards: ds.numShards, dayRequestsAfterMs: null });
   t.teardown(() => old.close());
   const r = await old.query(ds.tenant, ds.series.map((x) => x.id), { start, end });
   t.same(mismatches(r.series, expected(ds, ds.series.map((x) => x.id), start, end)), [], 'block-window requests of merged days are exact too');
@@ -310,7 +310,7 @@ t.test('retention cuts a day read at the first window within retention, from the
   const { s, gw, ds, ids, want } = await retentionSetup(t, 'day-ret', 53);
   t.equal((await pass(s)).dayMerges, 1);
   t.same(await check(client(t, gw, ds, s.clock.now), ds, W0, W0 + DAY, want), [], 'a day request: the expired windows are left out');
-  const perBlock = new QueryClient({ endpoints: [`127.0.0.1:${gw.grpcPort}`], numShards: 1, dayRequestsAfterMs: null });
+  const perBlock = new QueryClient({ futureHorizonMs: null, endpoints: [`127.0.0.1:${gw.grpcPort}`], numShards: 1, dayRequestsAfterMs: null });
   t.teardown(() => perBlock.close());
   const r = await perBlock.query(ds.tenant, ids, { start: W0, end: W0 + DAY });
   t.same(mismatches(r.series, want), [], '4-hour requests: the same answer');

@@ -54,7 +54,7 @@ async function setup(t: Test): Promise<{ bucketConfig: BucketConfig; bucket: Buc
 
 function clientFor(t: Test, port: number, numShards: number, extra: Partial<ConstructorParameters<typeof QueryClient>[0]> = {}): QueryClient {
   // one request per block window: these tests count the GETs and requests of single blocks
-  const c = new QueryClient({ endpoints: [`127.0.0.1:${port}`], numShards, dayRequestsAfterMs: null, ...extra });
+  const c = new QueryClient({ futureHorizonMs: null, endpoints: [`127.0.0.1:${port}`], numShards, dayRequestsAfterMs: null, ...extra });
   t.teardown(() => c.close());
   return c;
 }

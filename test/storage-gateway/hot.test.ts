@@ -307,7 +307,7 @@ t.test('against RGW: warm reads hit the hot layer; a damaged cache entry behind 
   const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { hotRangesMaxBytes: 2 * (maxRun + HOT_ENTRY_OVERHEAD) }));
   t.ok(gw.store instanceof HotRangeCache, 'the store is fronted by the hot layer');
   const store = gw.store as HotRangeCache;
-  const q = new QueryClient({ endpoints: [`127.0.0.1:${gw.grpcPort}`], numShards: 1 });
+  const q = new QueryClient({ futureHorizonMs: null, endpoints: [`127.0.0.1:${gw.grpcPort}`], numShards: 1 });
   t.teardown(() => q.close());
   const ds = { tenant: 'hot', numShards: 1, windows: 1, series: SERIES };
   let bad = 0;

@@ -99,7 +99,7 @@ t.test('the LMDB cache survives a restart of `strata gateway`', async (t) => {
 
   const first = await startChild(t, configFile);
   t.equal(await healthOf(first.grpcPort), 'SERVING');
-  const c1 = new QueryClient({ endpoints: [`127.0.0.1:${first.grpcPort}`], numShards: ds.numShards });
+  const c1 = new QueryClient({ futureHorizonMs: null, endpoints: [`127.0.0.1:${first.grpcPort}`], numShards: ds.numShards });
   const r1 = await c1.query(ds.tenant, ids, { start: W0, end: W0 + 2n * D });
   c1.close();
   t.same(mismatches(r1.series, want), [], 'exact before the restart');
@@ -127,7 +127,7 @@ t.test('the LMDB cache survives a restart of `strata gateway`', async (t) => {
   t.ok(first.logs.some((l) => l['msg'] === 'gateway stopped'), 'drained and stopped');
 
   const second = await startChild(t, configFile);
-  const c2 = new QueryClient({ endpoints: [`127.0.0.1:${second.grpcPort}`], numShards: ds.numShards });
+  const c2 = new QueryClient({ futureHorizonMs: null, endpoints: [`127.0.0.1:${second.grpcPort}`], numShards: ds.numShards });
   const r2 = await c2.query(ds.tenant, ids, { start: W0, end: W0 + 2n * D });
   c2.close();
   t.same(mismatches(r2.series, want), [], 'exact after the restart');

@@ -94,7 +94,7 @@ const endpoint = `127.0.0.1:${gw.grpcPort}`;
 const answers: string[] = [];
 
 function client(token?: string): QueryClient {
-  const c = new QueryClient({ endpoints: [endpoint], numShards: NUM_SHARDS, ...(token !== undefined ? { token } : {}) });
+  const c = new QueryClient({ futureHorizonMs: null, endpoints: [endpoint], numShards: NUM_SHARDS, ...(token !== undefined ? { token } : {}) });
   t.teardown(() => c.close());
   return c;
 }
@@ -220,7 +220,7 @@ t.test('a reload adds a tenant, and moving a tenant to another bucket never serv
   const one = (ds: DataSet) => ds.series.filter((s) => ids.includes(s.id) && s.samples.timestamps.length > 0);
   await writeBlock(buckets.def, 'mover', 0, 1, W0, one(first), { blockId });
   await writeBlock(buckets.aRoot, 'mover', 0, 1, W0, one(second), { blockId });
-  const mover = new QueryClient({ endpoints: [endpoint], numShards: 1, token: TOKENS.mover });
+  const mover = new QueryClient({ futureHorizonMs: null, endpoints: [endpoint], numShards: 1, token: TOKENS.mover });
   t.teardown(() => mover.close());
   t.ok(one(first).length > 0 && one(second).length > 0, 'both blocks hold samples');
   t.same(mismatches((await mover.query('mover', ids, WINDOW)).series, expected(first, ids, W0, W0 + D)), [], 'mover reads its block in the default bucket');
@@ -272,9 +272,9 @@ t.test('the gateway serves over TLS and refuses plaintext', async (t) => {
     parseGatewayConfig({ tenantsFile: file, cacheType: 'memory', grpcListen: '127.0.0.1:0', metricsListen: '127.0.0.1:0', logLevel: 'silent', tls: { certFile: certs.serverCert, keyFile: certs.serverKey } }),
   );
   const at = [`127.0.0.1:${tlsGw.grpcPort}`];
-  const secure = new QueryClient({ endpoints: at, numShards: NUM_SHARDS, token: TOKENS.gamma, tls: { caFile: certs.caCert }, deadlineMs: 10_000 });
-  const plain = new QueryClient({ endpoints: at, numShards: NUM_SHARDS, token: TOKENS.gamma, deadlineMs: 3_000 });
-  const rogue = new QueryClient({ endpoints: at, numShards: NUM_SHARDS, token: TOKENS.gamma, tls: { caFile: certs.rogueCaCert }, deadlineMs: 3_000 });
+  const secure = new QueryClient({ futureHorizonMs: null, endpoints: at, numShards: NUM_SHARDS, token: TOKENS.gamma, tls: { caFile: certs.caCert }, deadlineMs: 10_000 });
+  const plain = new QueryClient({ futureHorizonMs: null, endpoints: at, numShards: NUM_SHARDS, token: TOKENS.gamma, deadlineMs: 3_000 });
+  const rogue = new QueryClient({ futureHorizonMs: null, endpoints: at, numShards: NUM_SHARDS, token: TOKENS.gamma, tls: { caFile: certs.rogueCaCert }, deadlineMs: 3_000 });
   t.teardown(() => [secure, plain, rogue].forEach((c) => c.close()));
   const ids = allIds('gamma');
   t.same(mismatches((await secure.query('gamma', ids, WINDOW)).series, expected(data.get('gamma')!, ids, W0, W0 + D)), [], 'TLS: every sample bit-exact');
