@@ -152,7 +152,7 @@ function http2ServersOf(server: Server, what: string): NodeJS.EventEmitter[] {
 }
 
 /** Why {@link guardReceives} refused a call (the `reason` of its callback). */
-export type ReceiveRefusal = 'max_concurrent_calls' | 'request_receive_timeout';
+export type ReceiveRefusal = 'max_concurrent_calls' | 'request_receive_timeout' | 'message_too_large';
 
 /**
  * Bounds what requests cost before a handler sees them. grpc-js collects a call's whole request
@@ -170,13 +170,20 @@ export type ReceiveRefusal = 'max_concurrent_calls' | 'request_receive_timeout';
  *   always let through when none is receiving, so a message larger than the budget still passes
  *   (grpc-js's `max_receive_message_length` bounds it). A reserved message is never paused, so
  *   reservations cannot wait on each other;
+ * - a request message declared larger than `maxMessage` is refused (RESOURCE_EXHAUSTED, naming
+ *   it) from its first 5 bytes, before the rest is sent;
  * - a request must arrive whole within `requestReceiveTimeoutMs` (time spent waiting for the
  *   budget not counted), or the call is answered DEADLINE_EXCEEDED, naming the bound, and closed.
  *
  * Every RPC of both services takes one request message, so a call's request is whole when its
  * client half-closes the stream.
  */
-export function guardReceives(server: Server, c: ConnectionConfig, onRefused?: (reason: ReceiveRefusal) => void): { calls(): number; receivingBytes(): number; waiting(): number } {
+export function guardReceives(
+  server: Server,
+  c: ConnectionConfig,
+  onRefused?: (reason: ReceiveRefusal) => void,
+  maxMessage?: { readonly bytes: number; readonly name: string },
+): { calls(): number; receivingBytes(): number; waiting(): number } {
   let calls = 0;
   let receiving = 0;
   const waiting: { stream: ServerHttp2Stream; need: number; admit: () => void }[] = [];
@@ -236,6 +243,12 @@ export function guardReceives(server: Server, c: ConnectionConfig, onRefused?: (
       const need = 5 + prefix.readUInt32BE(1);
       prefix = null;
       stream.off('data', onData);
+      if (maxMessage !== undefined && need - 5 > maxMessage.bytes) {
+        // refused before its bytes arrive, with the error code grpc-js's own refusal lacks
+        onRefused?.('message_too_large');
+        refuse(stream, 8, ErrorCode.RESOURCE_EXHAUSTED, `the request message is ${need - 5} bytes, more than ${maxMessage.name} (${maxMessage.bytes}); nothing of it was used`);
+        return;
+      }
       if (receiving === 0 || receiving + need <= c.maxReceivingBytes) {
         receiving += need;
         reserved = need;
@@ -256,7 +269,8 @@ export function guardReceives(server: Server, c: ConnectionConfig, onRefused?: (
         },
       });
     };
-    stream.on('data', onData);
+    // before grpc-js's own listener: a message too large is answered with our error, not its
+    stream.prependListener('data', onData);
   };
   for (const h2 of http2ServersOf(server, 'the receive bounds')) h2.on('stream', onStream);
   return { calls: () => calls, receivingBytes: () => receiving, waiting: () => waiting.length };

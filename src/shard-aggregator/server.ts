@@ -117,6 +117,7 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
       health,
       metrics: metrics.registry,
       serverOptions: { 'grpc.max_receive_message_length': config.maxRequestBytes, 'grpc.max_send_message_length': 16 * 1024 * 1024 },
+      maxMessageName: 'maxRequestBytes',
     });
   } catch (err) {
     if (ownRegistry) await registry.close();

@@ -212,6 +212,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
         // nothing reads channelz; with it on, grpc-js keeps per-call and per-message statistics
         'grpc.enable_channelz': 0,
       },
+      maxMessageName: 'the largest Read request (16 MiB)',
     });
   } catch (err) {
     await closeOwned();

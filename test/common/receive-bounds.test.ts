@@ -125,3 +125,16 @@ t.test('calls beyond maxConcurrentCalls are refused with RESOURCE_EXHAUSTED, nam
   again.stream.end(Buffer.concat([prefix(3), Buffer.from([0xff, 0xff, 0xff])]));
   t.equal((await again.answer).status, '3', 'a new call is taken (and refused only for its malformed message)');
 });
+
+t.test('a request message declared larger than maxRequestBytes is refused from its first bytes, naming it, with the error code', async (t) => {
+  const a = await start(t, { maxRequestBytes: 1024 * KiB });
+  const session = connect(`http://127.0.0.1:${a.grpcPort}`);
+  t.teardown(() => session.destroy());
+  const big = call(session);
+  big.stream.write(prefix(1024 * KiB + 1)); // nothing more is sent: the answer comes from the prefix
+  const got = await big.answer;
+  t.equal(got.status, '8');
+  t.match(got.message, /1048577 bytes, more than maxRequestBytes \(1048576\)/);
+  t.equal(got.code, 'ERR_STRATA_RESOURCE_EXHAUSTED');
+  t.equal(await gauge(a, 'strata_grpc_calls_refused_total', { reason: 'message_too_large' }), 1);
+});
