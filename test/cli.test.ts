@@ -40,3 +40,24 @@ t.test('strata block dump prints exact values, NaN payloads included', async (t)
   t.equal(missing?.code, 1);
   t.match(missing?.stderr, /series 4 is not in/);
 });
+
+t.test('strata serve on an address another process holds exits 2 with a message naming it, whichever service cannot listen', async (t) => {
+  const net = await import('node:net');
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const busy = net.createServer();
+  await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
+  t.teardown(() => busy.close());
+  const taken = `127.0.0.1:${(busy.address() as { port: number }).port}`;
+  for (const [flag, other] of [['--write-listen', '--read-listen'], ['--read-listen', '--write-listen']] as const) {
+    const dir = mkdtempSync(join(tmpdir(), 'strata-cli-busy-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const args = ['serve', '--data-dir', dir, flag, taken, other, '127.0.0.1:0', '--write-metrics-listen', '127.0.0.1:0', '--read-metrics-listen', '127.0.0.1:0'];
+    const failed = await run(...args).then(
+      () => null,
+      (e: { code: number; stderr: string }) => e,
+    );
+    t.equal(failed?.code, 2, `${flag} taken: exit status 2`);
+    t.match(failed?.stderr ?? '', new RegExp(`strata serve: cannot listen on ${taken} \\(grpcListen\\): the address is in use by another process`));
+  }
+});

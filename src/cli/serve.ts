@@ -13,6 +13,7 @@ import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { createLogger } from '../common/logger.js';
 import { exitOnSignals } from '../common/signals.js';
+import { startService } from './service-command.js';
 import { StrataError } from '../errors.js';
 import { openBucket } from '../objstore/index.js';
 import { parseAggregatorConfig, aggregatorConfigLayers, type AggregatorConfig } from '../shard-aggregator/config.js';
@@ -76,11 +77,17 @@ async function serve(flags: ServeFlags): Promise<void> {
   }
   const logger = createLogger({ level: cfg.aggregator.logLevel, name: 'serve' });
   // without a tenants file, both services share one bucket client; with one, each has its registry
-  const shared = cfg.aggregator.bucket !== undefined ? await openBucket(cfg.aggregator.bucket) : null;
-  const bucket = shared ? { bucket: shared } : {};
-  const aggregator = await startAggregatorServer({ config: cfg.aggregator, logger: logger.child({ role: 'aggregator' }), ...bucket });
-  const gateway = await startGateway({ config: cfg.gateway, logger: logger.child({ role: 'gateway' }), ...bucket });
-  await aggregator.ready;
+  const started = await startService('serve', logger, async () => {
+    const shared = cfg.aggregator.bucket !== undefined ? await openBucket(cfg.aggregator.bucket) : null;
+    const bucket = shared ? { bucket: shared } : {};
+    const aggregator = await startAggregatorServer({ config: cfg.aggregator, logger: logger.child({ role: 'aggregator' }), ...bucket });
+    const gateway = await startGateway({ config: cfg.gateway, logger: logger.child({ role: 'gateway' }), ...bucket });
+    await aggregator.ready;
+    return { shared, aggregator, gateway };
+  });
+  // the service that did start (the aggregator, when the gateway cannot listen) must not keep the process alive
+  if (started === null) process.exit(process.exitCode ?? 1);
+  const { shared, aggregator, gateway } = started;
   logger.info(
     {
       write: `${cfg.aggregator.grpcListen.replace(/:\d+$/, '')}:${aggregator.grpcPort}`,

@@ -15,6 +15,7 @@ import { BucketMetrics, nonClosing, withMetrics } from '../objstore/decorators.j
 import { describeBucket, openBucket, type Bucket, type BucketConfig } from '../objstore/index.js';
 import { loadTenantsFile, openTenantsConfig } from '../tenancy/config.js';
 import { TenantRegistry } from '../tenancy/tenants.js';
+import { ErrorCode, StrataError } from '../errors.js';
 import { splitListen } from './config.js';
 import { grpcServerOptions, guardHandshakes, guardReceives, withHandshakeTimeout, type ConnectionConfig } from './connections.js';
 import { addHealthService, type HealthState } from './health.js';
@@ -113,7 +114,9 @@ export async function listen(
   try {
     const { host, port } = splitListen(config.grpcListen);
     const grpcPort = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, creds, (err, p) => (err ? reject(err) : resolve(p))),
+      server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, creds, (err, p) =>
+        err ? reject(new StrataError(ErrorCode.CONFIG, `cannot listen on ${config.grpcListen} (grpcListen): ${/EADDRINUSE/.test(err.message) ? 'the address is in use by another process' : err.message}`, { cause: err })) : resolve(p),
+      ),
     );
     guardHandshakes(server, config.handshakeTimeoutMs);
     const refused = new Counter({
