@@ -85,6 +85,11 @@ export interface LifecycleBucket {
   readonly name: string;
   readonly bucket: Bucket;
   readonly partition?: { readonly tenant: string; readonly p: Partition };
+  /**
+   * The tenants whose blocks it can hold: undefined for the default bucket (any tenant's, one
+   * that moved to a bucket of its own included), the tenants the config puts in it otherwise.
+   */
+  readonly tenants?: readonly string[];
 }
 
 export interface LifecycleJobOptions {
@@ -163,7 +168,7 @@ export async function distinctBuckets(b: LifecycleBuckets, onTenantError?: (tena
         const found: LifecycleBucket[] = [];
         for (const p of await b.partitionsOf(t.id)) {
           const bucket = await b.partitionBucket(t.id, p.name);
-          found.push({ name: bucket.name, bucket, partition: { tenant: t.id, p } });
+          found.push({ name: bucket.name, bucket, partition: { tenant: t.id, p }, tenants: [t.id] });
         }
         out.push(...found);
         continue;
@@ -172,7 +177,8 @@ export async function distinctBuckets(b: LifecycleBuckets, onTenantError?: (tena
       if (seen.has(loc)) continue;
       const bucket = await b.bucketFor(t.id);
       seen.add(loc);
-      out.push({ name: bucket.name, bucket });
+      const tenants = [...cfg.tenants.values()].filter((u) => u.bucket && !u.partitions && bucketLocationOf(u.bucket) === loc).map((u) => u.id);
+      out.push({ name: bucket.name, bucket, tenants });
     } catch (err) {
       // with onTenantError, a tenant whose buckets cannot be listed or opened is reported and
       // skipped: the other tenants' buckets are still served
@@ -271,7 +277,7 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
     if (pt) pt.left++;
     opts.onError?.({ bucket: `(buckets of tenant ${tenant})`, key: '', err });
   });
-  for (const { name, bucket, partition } of buckets) {
+  for (const { name, bucket, partition, tenants } of buckets) {
     try {
       const batch: BlockDeletion[] = [];
       const doneBlock = (d: BlockDeletion): void => {
@@ -450,10 +456,11 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
     } catch (err) {
       if (err instanceof LifecyclePassStopped) throw err;
       // one bucket that cannot be listed or written (gone, access denied, unreachable) is
-      // reported and left to the next pass; the others are still served. A marked tenant may
-      // have blocks there: its deletion report does not say complete
+      // reported and left to the next pass; the others are still served. A marked tenant that
+      // may have blocks there (any tenant in the default bucket, the bucket's own tenants in
+      // another) does not get a complete deletion report; the others' are not held back by it
       failures++;
-      for (const pt of perTenant.values()) pt.left++;
+      for (const [tenant, pt] of perTenant) if (tenants === undefined || tenants.includes(tenant)) pt.left++;
       opts.onError?.({ bucket: name, key: '', err });
     }
   }

@@ -145,12 +145,19 @@ t.test('a bucket that cannot be listed fails alone: the pass serves the others, 
     },
   });
   const expired = [await block(def, 'acme', 0, W0), await block(own, 'own', 1, W0 + D)];
+  // two tenants marked for deletion: one in the default bucket, one whose bucket fails
+  const doomed = await block(def, 'doomed', 0, W0 + 20n * D);
+  await markTenantDeleted(def, 'doomed', NOW - HOUR);
+  await markTenantDeleted(def, 'gone', NOW - HOUR);
   const clock = manualClock(NOW);
   const role = await startRole(t, file, clock.now, { retentionGraceMs: 0 });
   const first = await role.tick();
-  t.same(first.pass?.blocksDeleted, { retention: 2, tenant_deleted: 0 }, 'the expired blocks of the default and the working own bucket are deleted');
+  t.same(first.pass?.blocksDeleted, { retention: 2, tenant_deleted: 1 }, 'the expired blocks of the default and the working own bucket are deleted, and the marked tenant\'s');
   t.equal(first.pass?.failures, 1, 'the missing bucket is one failure');
-  for (const k of expired) t.notOk((await keys(def)).includes(k) || (await keys(own)).includes(k), `${k} is gone`);
+  for (const k of [...expired, doomed]) t.notOk((await keys(def)).includes(k) || (await keys(own)).includes(k), `${k} is gone`);
+  // the failing bucket holds back only the deletion of a tenant whose blocks it can hold
+  t.match(await readDeletionReport(def, 'doomed'), { blocksRemoved: 1, blocksLeft: 0 }, 'complete: its blocks cannot be in the failing bucket');
+  t.ok(((await readDeletionReport(def, 'gone'))?.blocksLeft ?? 0) > 0, 'not complete: its own bucket could not be listed');
   t.equal((await role.tick()).pass, null, 'the pass was recorded: none again before intervalMs');
 });
 
