@@ -282,7 +282,7 @@ function refuse(stream: ServerHttp2Stream, grpcStatus: number, code: string, mes
   try {
     if (!stream.headersSent) {
       stream.respond(
-        { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatus), 'grpc-message': encodeURIComponent(message), [ERROR_CODE_TRAILER]: code },
+        { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatus), 'grpc-message': encodeURI(message), [ERROR_CODE_TRAILER]: code },
         { endStream: true },
       );
     }

@@ -124,7 +124,8 @@ function tenantOf(md: Metadata): string {
 function shardOf(md: Metadata, cfg: AggregatorConfig, owned: ReadonlySet<number>): number {
   const s = headerValue(md, SHARD_HEADER);
   if (s === null || s === '') throw new InvalidArgumentError(SHARD_HEADER, 'missing header');
-  if (!/^\d{1,6}$/.test(s) || Number(s) >= cfg.numShards) {
+  // canonical decimal only: proxies route on the exact string ("01" would miss the route of "1")
+  if (!/^(0|[1-9]\d{0,5})$/.test(s) || Number(s) >= cfg.numShards) {
     throw new InvalidArgumentError(SHARD_HEADER, `"${s.slice(0, 32)}" is not a shard number in 0..${cfg.numShards - 1}`);
   }
   const shard = Number(s);
