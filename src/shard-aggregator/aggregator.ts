@@ -18,7 +18,7 @@ import { EncodePool } from './encode-pool.js';
 import type { IngestContext, WireSeries } from './ingest.js';
 import type { AggregatorMetrics } from './metrics.js';
 import type { WalEntry } from './wal-db.js';
-import { WalStore, windowId, type WalUse, type WindowKey } from './wal-store.js';
+import { fullMessage, isNoSpace, WalStore, windowId, type WalUse, type WindowKey } from './wal-store.js';
 
 /** Dependencies of an {@link Aggregator}. */
 export interface AggregatorOptions {
@@ -214,10 +214,11 @@ export class Aggregator {
 
   private walWriteError(tenant: string, shard: number, windowStart: bigint, err: unknown): GrpcError {
     this.logger.error({ tenant, shard, window: windowStart.toString(), err }, 'cannot write the wal');
-    return new GrpcError(
-      status.UNAVAILABLE,
-      `cannot write the WAL of ${tenant}/shard ${shard}/window ${windowStart}: ${(err as Error).message}; this request is not acknowledged (windows it spans may be stored already), retry it`,
-    );
+    const what = `cannot write the WAL of ${tenant}/shard ${shard}/window ${windowStart}`;
+    const after = 'this request is not acknowledged (windows it spans may be stored already), retry it';
+    // a full disk is a bound hit, as walQuotaBytes and walMinFreeBytes are: named, with its cause
+    if (isNoSpace(err)) return new GrpcError(status.RESOURCE_EXHAUSTED, `${what}: the disk of walDir is full (${fullMessage(err)}); ${after} once there is room (walMinFreeBytes keeps room for the WALs)`);
+    return new GrpcError(status.UNAVAILABLE, `${what}: ${fullMessage(err)}; ${after}`);
   }
 
   /**
@@ -236,7 +237,8 @@ export class Aggregator {
     } catch (err) {
       // disk trouble (ENOSPC, EIO): the seal can be retried, and heals once the cause is gone
       this.logger.error({ window: windowId(key), err }, 'cannot seal the wal');
-      throw new GrpcError(status.UNAVAILABLE, `cannot seal the WAL of ${windowId(key)}: ${(err as Error).message}; retry the seal`);
+      if (isNoSpace(err)) throw new GrpcError(status.RESOURCE_EXHAUSTED, `cannot seal the WAL of ${windowId(key)}: the disk of walDir is full (${fullMessage(err)}); retry the seal once there is room`);
+      throw new GrpcError(status.UNAVAILABLE, `cannot seal the WAL of ${windowId(key)}: ${fullMessage(err)}; retry the seal`);
     }
     this.logger.info({ window: windowId(key) }, 'window sealed');
     const flushed = this.flusher.request(key);

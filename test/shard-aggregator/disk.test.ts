@@ -5,8 +5,9 @@
  *
  * - a WAL whose creation fails leaves nothing behind, and its window takes writes once the disk
  *   has room again;
- * - ENOSPC in the middle of a window: writes and Seal answer UNAVAILABLE, and everything heals by
- *   itself once space is freed, with every acknowledged sample in the block;
+ * - ENOSPC in the middle of a window: writes and Seal answer RESOURCE_EXHAUSTED naming the full
+ *   disk, and everything heals by itself once space is freed, with every acknowledged sample in
+ *   the block;
  * - one request spanning many windows never holds more than maxOpenWals databases;
  * - the quota counts what LevelDB really writes;
  * - start-up on a full disk says exactly how much to free, and starts once that much is freed.
@@ -75,8 +76,8 @@ t.test('a WAL creation that fails leaves nothing behind; the window takes writes
   const walDir = join(disk, 'wal');
   const { agg, bucket } = await engine(t, walDir, join(tempDir('disk-bucket'), 'b'));
   const ballast = fill(disk);
-  const msg = await rejectsWith(t, agg.write('acme', 0, [series(1n, [W + 1])]), status.UNAVAILABLE, 'write on a full disk');
-  t.match(msg, /cannot write the WAL of acme\/shard 0/);
+  const msg = await rejectsWith(t, agg.write('acme', 0, [series(1n, [W + 1])]), status.RESOURCE_EXHAUSTED, 'write on a full disk');
+  t.match(msg, /cannot write the WAL of acme\/shard 0\/window \d+: the disk of walDir is full \(.*no space left on device/i);
   const windowDir = join(walDir, 'wal', 'acme', String(W).padStart(16, '0'));
   t.same(existsSync(windowDir) ? readdirSync(windowDir) : [], [], 'no half-created WAL is left');
   t.same(agg.status().windows, [], 'no window is open');
@@ -86,7 +87,7 @@ t.test('a WAL creation that fails leaves nothing behind; the window takes writes
   t.same(await readBlock(bucket, block!.key), new Map([[1n, { ts: [BigInt(W + 1)], bits: [bitsOf(Math.sin(W + 1))] }]]), 'the same write succeeds without a restart');
 });
 
-t.test('ENOSPC in the middle of a window: UNAVAILABLE until space is freed, then everything heals', async (t) => {
+t.test('ENOSPC in the middle of a window: RESOURCE_EXHAUSTED naming the full disk until space is freed, then everything heals', async (t) => {
   const disk = tmpfs(t, 12 * MiB);
   const { agg, bucket } = await engine(t, join(disk, 'wal'), join(tempDir('disk-bucket'), 'b'));
   const acked = new Map<bigint, number[]>();
@@ -104,13 +105,13 @@ t.test('ENOSPC in the middle of a window: UNAVAILABLE until space is freed, then
     try {
       await write(BigInt(i), 0);
     } catch (err) {
-      t.ok(err instanceof GrpcError && err.grpcCode === status.UNAVAILABLE, `a write on the full disk is UNAVAILABLE (${(err as Error).message.slice(0, 120)})`);
+      t.ok(err instanceof GrpcError && err.grpcCode === status.RESOURCE_EXHAUSTED && /the disk of walDir is full/.test(err.message), `a write on the full disk is RESOURCE_EXHAUSTED naming it (${(err as Error).message.slice(0, 160)})`);
       failures++;
     }
   }
   t.equal(failures, 1, 'the disk filled up');
-  await rejectsWith(t, agg.write('acme', 0, [series(1000n, [W + 5])]), status.UNAVAILABLE, 'still full: UNAVAILABLE again');
-  await rejectsWith(t, agg.seal('acme', 0, BigInt(W), true), status.UNAVAILABLE, 'seal on the full disk');
+  await rejectsWith(t, agg.write('acme', 0, [series(1000n, [W + 5])]), status.RESOURCE_EXHAUSTED, 'still full: RESOURCE_EXHAUSTED again');
+  t.match(await rejectsWith(t, agg.seal('acme', 0, BigInt(W), true), status.RESOURCE_EXHAUSTED, 'seal on the full disk'), /the disk of walDir is full/);
   rmSync(ballast);
   await write(5000n, 0);
   await write(1n, 3_000_000); // a later run of an existing series
