@@ -23,9 +23,11 @@
  * never seen takes the last index size seen for that window length. A re-check of a block
  * already known reads `suffixBytes`.
  *
- * Outages. When the bucket cannot be reached (UNAVAILABLE), a block last read less than
- * `maxStaleMs` ago is served as it was (counted in `stale_serves_total`, logged), and its next reads
- * skip the bucket for STALE_RETRY_MS.
+ * Outages. When the bucket cannot be reached (UNAVAILABLE), or does not answer a re-check within
+ * `recheckTimeoutMs` (a bucket that hangs fails only after its client's retries, minutes later),
+ * a block last read less than `maxStaleMs` ago is served as it was (counted in
+ * `stale_serves_total`, logged), and its next reads skip the bucket for STALE_RETRY_MS; a re-check
+ * that times out goes on, and its answer is used by the reads after it.
  *
  * A missing object is "no block" and is remembered (negative cache) for `negativeTtlMs` while
  * its window may still be uploading (it ended less than `uploadGraceMs` ago), else for
@@ -55,6 +57,8 @@ import { raceSignal, SingleFlight } from './single-flight.js';
 
 /** After a read served a block stale, the next reads of it do the same this long without asking the bucket. */
 export const STALE_RETRY_MS = 5000;
+/** Default of BlockDirectoryOptions.recheckTimeoutMs. */
+export const DEFAULT_RECHECK_TIMEOUT_MS = 2000;
 /** Blocks remembered as served stale, at most. */
 const MAX_OUTAGE_ENTRIES = 100_000;
 
@@ -122,6 +126,11 @@ export interface BlockDirectoryOptions {
   readonly closedStalenessMs: number;
   /** While the bucket is unreachable, a block last checked less than this ago is served as is. */
   readonly maxStaleMs: number;
+  /**
+   * A re-check of a block that has a copy young enough to serve (maxStaleMs) and takes longer
+   * than this serves that copy, while the re-check goes on (default {@link DEFAULT_RECHECK_TIMEOUT_MS}).
+   */
+  readonly recheckTimeoutMs?: number;
   readonly negativeTtlMs: number;
   readonly uploadGraceMs: number;
   readonly openBlocksMaxBytes: number;
@@ -233,21 +242,50 @@ export class BlockDirectory {
    * same way for {@link STALE_RETRY_MS} before asking the bucket again.
    */
   async refreshOrStale(addr: BlockAddress, signal?: AbortSignal): Promise<OpenBlock | null> {
+    const fresh = this.refresh(addr, signal);
+    // a bucket that hangs (connects, never answers) fails only after its client's retries, minutes
+    // later, past any read's deadline: a re-check slower than recheckTimeoutMs serves the copy
+    // young enough to serve (maxStaleMs), if there is one, and goes on for the reads after it
+    const recheckMs = this.opts.recheckTimeoutMs ?? DEFAULT_RECHECK_TIMEOUT_MS;
+    let timer: NodeJS.Timeout | undefined;
+    const slow =
+      this.opts.maxStaleMs > 0
+        ? new Promise<'slow'>((resolve) => {
+            timer = setTimeout(() => resolve('slow'), recheckMs);
+            timer.unref();
+          })
+        : null;
     try {
-      const fresh = await this.refresh(addr, signal);
+      const first = slow ? await Promise.race([fresh, slow]) : await fresh;
+      if (first === 'slow') {
+        const copy = this.staleCopy(addr, this.deps.now());
+        if (!copy) return await fresh;
+        fresh.then(
+          () => this.outage.delete(scopedKey(addr)),
+          (err: unknown) => this.deps.logger.warn({ err, key: addr.key }, 'block re-check failed after its copy was served'),
+        );
+        return this.serveStale(addr, copy, `the bucket did not answer within recheckTimeoutMs (${recheckMs} ms)`, null);
+      }
       this.outage.delete(scopedKey(addr));
-      return fresh;
+      return first;
     } catch (err) {
       if (!hasCode(err, ErrorCode.UNAVAILABLE)) throw err;
-      const now = this.deps.now();
-      const stale = this.staleCopy(addr, now);
+      const stale = this.staleCopy(addr, this.deps.now());
       if (!stale) throw err;
-      if (this.outage.size >= MAX_OUTAGE_ENTRIES) this.outage.clear(); // bounded: at worst the next reads ask the bucket again
-      this.outage.set(scopedKey(addr), now + STALE_RETRY_MS);
-      this.deps.metrics.staleServes.inc();
-      this.deps.logger.warn({ key: addr.key, ageMs: now - stale.checkedAtMs, maxStaleMs: this.opts.maxStaleMs, err }, 'the bucket cannot be reached; serving the block as last read');
-      return stale;
+      return this.serveStale(addr, stale, 'the bucket cannot be reached', err);
+    } finally {
+      clearTimeout(timer);
     }
+  }
+
+  /** Answers `stale` for `addr`, counts and logs it, and answers the next reads the same way for STALE_RETRY_MS. */
+  private serveStale(addr: BlockAddress, stale: OpenBlock, why: string, err: unknown): OpenBlock {
+    const now = this.deps.now();
+    if (this.outage.size >= MAX_OUTAGE_ENTRIES) this.outage.clear(); // bounded: at worst the next reads ask the bucket again
+    this.outage.set(scopedKey(addr), now + STALE_RETRY_MS);
+    this.deps.metrics.staleServes.inc();
+    this.deps.logger.warn({ key: addr.key, ageMs: now - stale.checkedAtMs, maxStaleMs: this.opts.maxStaleMs, ...(err === null ? {} : { err }) }, `${why}; serving the block as last read`);
+    return stale;
   }
 
   /** The block at `addr` as last read, if that was less than `maxStaleMs` ago. */

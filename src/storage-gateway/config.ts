@@ -69,6 +69,12 @@ export const gatewayConfigSchema = z.strictObject({
    * than this keeps being served as it was last read; 0: never.
    */
   maxStaleMs: nonNegInt.default(3600 * 1000),
+  /**
+   * A re-check of a cached block that the bucket does not answer within this serves the block as
+   * last read (within maxStaleMs) while the re-check goes on: a bucket that hangs fails only after
+   * its client's retries, minutes later.
+   */
+  recheckTimeoutMs: posInt.default(2000),
   /** How long "no block" is remembered for a window that may still be uploading... */
   negativeTtlMs: nonNegInt.default(5_000),
   /** ...which is one that ended less than this ago (older windows use closedStalenessMs). */
@@ -141,6 +147,7 @@ const KINDS: Record<GatewayConfigKey, OptionKind> = {
   stalenessMs: 'int',
   closedStalenessMs: 'int',
   maxStaleMs: 'int',
+  recheckTimeoutMs: 'int',
   negativeTtlMs: 'int',
   uploadGraceMs: 'int',
   dayBlocksAfterMs: 'int',

@@ -144,6 +144,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
       stalenessMs: config.stalenessMs,
       closedStalenessMs: config.closedStalenessMs,
       maxStaleMs: config.maxStaleMs,
+      recheckTimeoutMs: config.recheckTimeoutMs,
       negativeTtlMs: config.negativeTtlMs,
       uploadGraceMs: config.uploadGraceMs,
       openBlocksMaxBytes: config.openBlocksMaxBytes,

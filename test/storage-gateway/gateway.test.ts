@@ -456,6 +456,30 @@ t.test('an S3 outage: cached blocks are served as last read up to maxStaleMs, co
   t.same(mismatches((await q.query('big', ids, ONE_WINDOW)).series, expected(ds, ids, W0, W0 + D)), [], 'the bucket is back: served fresh');
 });
 
+t.test('an S3 that hangs: a cached block past its staleness is served as last read after recheckTimeoutMs, not failed at the deadline', async (t) => {
+  const { bucketConfig, bucket } = await setup(t);
+  const v1 = BIG.slice(0, 40);
+  await writeBlock(bucket, 'big', 0, 1, W0, v1, { seriesPerPage: 16 });
+  let hang = false;
+  const upstream = (bucketConfig as { endpoint: string }).endpoint;
+  const proxy = await startFaultProxy(t, upstream, () => (hang ? { kind: 'stall' } : FORWARD));
+  // each attempt of the bucket client ends at its socket timeout: the re-check fails after about
+  // 2 s in the background, long after the copy was served
+  const viaProxy = { ...bucketConfig, endpoint: proxy.endpoint, socketTimeoutMs: 1000, retry: { maxAttempts: 2, baseDelayMs: 5, maxDelayMs: 20 } } as BucketConfig;
+  const clock = manualClock(Number(W0 + 10n * D));
+  // without the re-check's own bound the read would wait for the bucket client past its deadline
+  const gw = await startTestGateway(t, testConfig(viaProxy, tempDir(t), { stalenessMs: 60_000, closedStalenessMs: 60_000, maxStaleMs: 3_600_000, recheckTimeoutMs: 100, requestTimeoutMs: 1_500 }), { now: clock.now });
+  const q = clientFor(t, gw.grpcPort, 1);
+  const ds = { tenant: 'big', numShards: 1, windows: 1, series: v1 };
+  const ids = [v1[0]!.id, v1[1]!.id];
+  t.same(mismatches((await q.query('big', ids, ONE_WINDOW)).series, expected(ds, ids, W0, W0 + D)), [], 'warm');
+  hang = true;
+  clock.advance(120_000); // past stalenessMs: the read re-checks the block, and the bucket does not answer
+  t.same(mismatches((await q.query('big', ids, ONE_WINDOW)).series, expected(ds, ids, W0, W0 + D)), [], 'served as last read while the bucket hangs');
+  t.equal(await gw.metrics.total('strata_gateway_stale_serves_total'), 1, 'counted');
+  t.ok(proxy.seen.some((r) => r.fault === 'stall'), 'the re-check did reach the hanging bucket');
+});
+
 /**
  * A Read call over a bare HTTP/2 stream that never reads its answer: with HTTP/2 flow control the
  * gateway can send one window (64 KiB) and holds the rest.
