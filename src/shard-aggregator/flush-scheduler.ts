@@ -21,6 +21,22 @@
  * One flush per window at a time, at most `concurrency` flushes at once. A failed flush keeps
  * the WALs and is retried with exponential backoff.
  *
+ * Fairness between tenants: one tenant's bucket that hangs must not stop every tenant's flushes.
+ * - Waiting flushes queue per tenant (FIFO within a tenant, so a tenant's windows keep the order
+ *   they were requested in), and a freed slot goes to the next tenant round-robin.
+ * - A tenant holds at most `concurrency - 1` slots (at least 1), so with `concurrency` ≥ 2 a slot
+ *   is always left for the other tenants. The one exception keeps a single healthy tenant at full
+ *   speed: a tenant whose last flush succeeded may take every slot while no other tenant has a
+ *   flush queued, running or waiting for its retry. (If that tenant's bucket then hangs, another
+ *   tenant arriving waits for at most one of its attempts; after that failure it is capped.)
+ * - A failing tenant backs off as a whole: the retry delay grows with the tenant's consecutive
+ *   failures (over all its windows, not only the window's own), and is at least as long as the
+ *   failed attempt took (up to `retryMaxMs`), so an attempt that hung for minutes does not come
+ *   back at once and keep slots busy. Every failure is logged and counted in
+ *   `strata_aggregator_flush_errors_total`; an attempt still running after
+ *   {@link SLOW_FLUSH_WARN_MS} logs a warning naming the tenant, window, bucket and what it waits
+ *   for, and again at every further interval.
+ *
  * The bucket is resolved per tenant at the start of every attempt (`buckets.acquire`) and held
  * until the attempt ends, so a reloaded tenants config (e.g. fixed credentials) takes effect on
  * the next retry and never in the middle of an upload.
@@ -49,6 +65,14 @@ import { throttledCollector } from '../common/gc.js';
  */
 const COLLECT_BEFORE_FLUSH_MIN_INTERVAL_MS = 5000;
 const collectBeforeFlush = throttledCollector(COLLECT_BEFORE_FLUSH_MIN_INTERVAL_MS);
+
+/**
+ * A flush attempt still running after this long logs `flush still running` (warn), and again at
+ * every further interval: a bucket that accepts connections and never answers keeps an attempt
+ * busy for (socket timeout × attempts of its S3 client), and nothing else is logged meanwhile.
+ * Large blocks can legitimately take minutes, so this is a warning, never a cancellation.
+ */
+export const SLOW_FLUSH_WARN_MS = 60_000;
 
 /** What a successful flush wrote. */
 export interface FlushedBlock {
@@ -152,8 +176,13 @@ const RECENT_FLUSHES = 32;
 export class Flusher {
   private readonly o: FlusherOptions;
   private readonly jobs = new Map<string, Job>();
-  private readonly waiting: (() => void)[] = [];
+  /** Flushes waiting for a slot, per tenant (FIFO within a tenant); map order is the round-robin order. */
+  private readonly waiting = new Map<string, (() => void)[]>();
   private running = 0;
+  /** Slots held per tenant. */
+  private readonly held = new Map<string, number>();
+  /** Consecutive failed attempts per tenant (0: its last attempt succeeded; absent: none finished yet). */
+  private readonly tenantFailures = new Map<string, number>();
   private stopping = false;
   private readonly active = new Set<Promise<unknown>>();
   /** Builds and verifies blocks (on worker threads unless `threads` is 0). */
@@ -210,29 +239,34 @@ export class Flusher {
   private start(job: Job, done: Deferred<FlushedBlock | null>): void {
     const current: NonNullable<Job['current']> = { done, gens: null };
     job.current = current;
+    const tenant = job.key.tenant;
     const run = (async () => {
-      await this.acquire();
+      await this.acquire(tenant);
+      const t0 = performance.now();
       try {
         if (this.stopping) throw new FlushStopped();
         const gens = this.o.store.gens(job.key).filter((g) => g.sealed);
         current.gens = new Set(gens);
         const block = await this.flushOnce(job.key, gens);
         job.failures = 0;
+        this.tenantFailures.set(tenant, 0);
         done.resolve(block);
       } catch (err) {
         done.reject(err);
         if (!(err instanceof FlushStopped)) {
           job.failures++;
-          this.scheduleRetry(job);
+          this.tenantFailures.set(tenant, (this.tenantFailures.get(tenant) ?? 0) + 1);
+          this.scheduleRetry(job, performance.now() - t0, err);
         }
       } finally {
-        this.releaseSlot();
+        this.releaseSlot(tenant);
         job.current = null;
         const next = job.next;
         job.next = null;
         if (next && !this.stopping) this.start(job, next);
         else if (next) next.reject(new FlushStopped());
         else if (!job.retry && this.o.store.gens(job.key).length === 0) this.jobs.delete(job.id);
+        this.dispatch(); // the job set changed: a capped tenant may now be alone
       }
     })();
     this.active.add(run);
@@ -256,10 +290,33 @@ export class Flusher {
     return n;
   }
 
-  private scheduleRetry(job: Job): void {
+  /**
+   * Schedules the retry of a failed attempt that took `tookMs`: backoff over the larger of the
+   * window's and the tenant's consecutive failures, and at least `tookMs` (all within retryMaxMs).
+   */
+  private scheduleRetry(job: Job, tookMs: number, err: unknown): void {
     if (this.stopping || job.retry) return;
-    const delay = backoffDelayMs({ maxAttempts: Infinity, baseDelayMs: this.o.retryBaseMs, maxDelayMs: this.o.retryMaxMs }, job.failures, Math.random, 'equal');
-    this.o.logger.info({ window: job.id, delayMs: delay, failures: job.failures }, 'flush will be retried');
+    const tenantFailures = this.tenantFailures.get(job.key.tenant) ?? job.failures;
+    const backoff = backoffDelayMs(
+      { maxAttempts: Infinity, baseDelayMs: this.o.retryBaseMs, maxDelayMs: this.o.retryMaxMs },
+      Math.max(job.failures, tenantFailures),
+      Math.random,
+      'equal',
+    );
+    const delay = Math.max(backoff, Math.min(this.o.retryMaxMs, Math.round(tookMs)));
+    this.o.logger.warn(
+      {
+        window: job.id,
+        tenant: job.key.tenant,
+        delayMs: delay,
+        failures: job.failures,
+        tenantFailures,
+        attemptSeconds: Math.round(tookMs) / 1000,
+        reason: flushErrorReason(err),
+        cause: err instanceof Error ? err.message : String(err),
+      },
+      'flush will be retried',
+    );
     job.retry = setTimeout(() => {
       job.retry = null;
       this.request(job.key).catch(() => undefined); // logged by flushOnce
@@ -267,18 +324,65 @@ export class Flusher {
     job.retry.unref();
   }
 
-  private async acquire(): Promise<void> {
-    if (this.running < this.o.concurrency) {
-      this.running++;
-      return;
-    }
-    await new Promise<void>((resolve) => this.waiting.push(resolve));
+  /** Most slots one tenant may hold while other tenants have flushes (see the module comment). */
+  private get tenantCap(): number {
+    return Math.max(1, this.o.concurrency - 1);
   }
 
-  private releaseSlot(): void {
-    const next = this.waiting.shift();
-    if (next) next(); // hand the slot over
-    else this.running--;
+  /** Whether `tenant` may take one more slot now (a slot being free). */
+  private mayTake(tenant: string): boolean {
+    if ((this.held.get(tenant) ?? 0) < this.tenantCap) return true;
+    if (this.tenantFailures.get(tenant) !== 0) return false; // failing, or not yet known to work
+    for (const j of this.jobs.values()) if (j.key.tenant !== tenant) return false;
+    return true;
+  }
+
+  private take(tenant: string): void {
+    this.running++;
+    this.held.set(tenant, (this.held.get(tenant) ?? 0) + 1);
+  }
+
+  /** Waits for a flush slot for `tenant`: per-tenant FIFO, round-robin across tenants. */
+  private async acquire(tenant: string): Promise<void> {
+    if (!this.waiting.has(tenant) && this.running < this.o.concurrency && this.mayTake(tenant)) {
+      this.take(tenant);
+      return;
+    }
+    await new Promise<void>((resolve) => {
+      const q = this.waiting.get(tenant);
+      if (q) q.push(resolve);
+      else this.waiting.set(tenant, [resolve]);
+      this.dispatch();
+    });
+  }
+
+  private releaseSlot(tenant: string): void {
+    this.running--;
+    const n = (this.held.get(tenant) ?? 1) - 1;
+    if (n > 0) this.held.set(tenant, n);
+    else this.held.delete(tenant);
+    this.dispatch();
+  }
+
+  /**
+   * Hands free slots to waiting flushes: the first tenant in round-robin order that may take one
+   * gets it, and moves to the end of the order.
+   */
+  private dispatch(): void {
+    while (this.running < this.o.concurrency) {
+      let granted = false;
+      for (const [tenant, q] of this.waiting) {
+        if (!this.mayTake(tenant)) continue;
+        const next = q.shift()!;
+        this.waiting.delete(tenant);
+        if (q.length > 0) this.waiting.set(tenant, q); // to the end of the round
+        this.take(tenant);
+        next();
+        granted = true;
+        break;
+      }
+      if (!granted) return;
+    }
   }
 
   /** Flushes `gens` (sealed, oldest first) of `key` into its block; see the module comment. */
@@ -293,15 +397,26 @@ export class Flusher {
     const uses = gens.map((g) => this.o.store.use(g));
     let upload: ObjectUpload | null = null;
     let lease: BucketLease | null = null;
+    /** What the attempt is waiting for (for the slow-flush warning). */
+    let stage = 'sealing the wal';
+    const slow = setInterval(() => {
+      logger.warn(
+        { window: id, tenant: key.tenant, bucket: lease?.bucket.name ?? null, key: objectKey, stage, seconds: Math.round(performance.now() - t0) / 1000 },
+        'flush still running; a bucket that does not answer holds a flush slot until its requests time out',
+      );
+    }, SLOW_FLUSH_WARN_MS);
+    slow.unref();
     try {
       for (const g of gens) await g.seal(this.o.now()); // completes a seal a failure interrupted
       if (gens.every((g) => g.counters.entries === 0)) {
         for (const g of gens) await this.o.store.remove(g);
         return null;
       }
+      stage = "resolving the tenant's bucket";
       lease = await this.o.buckets.acquire(key.tenant, key.windowStart);
       const bucket = lease.bucket;
       let old: BlockReader | null = null;
+      stage = 'reading the existing block';
       try {
         old = await BlockReader.open(bucketSource(bucket, objectKey));
       } catch (err) {
@@ -318,6 +433,7 @@ export class Flusher {
       // they take no writes, and nothing here opens them again while the flush holds its use
       for (const g of gens) await g.close();
       if (this.stopping) throw new FlushStopped();
+      stage = 'building and uploading the block';
       upload = bucket.upload(objectKey);
       const built = await this.pool.build(
         {
@@ -331,10 +447,13 @@ export class Flusher {
         old ? bucketSource(bucket, objectKey) : null,
       );
       const { footer, size } = built.block;
+      stage = 'completing the upload';
       await upload.complete();
       upload = null;
       if (this.stopping) throw new FlushStopped();
+      stage = 'verifying the block';
       const verified = await this.pool.verify(bucketSource(bucket, objectKey), { blockId: footer.blockId, series: footer.seriesCount, samples: footer.sampleCount, size }, this.o.verify);
+      stage = 'deleting the wal';
       for (const g of gens) await this.o.store.remove(g);
       const block: FlushedBlock = {
         tenant: key.tenant,
@@ -385,12 +504,13 @@ export class Flusher {
         metrics.flushErrors.inc({ tenant: tenantLabel, reason });
         this.record({ window: key, block: null, finishedAtMs: this.o.now(), durationS: seconds, error: (err as Error).message });
         logger.error(
-          { window: id, tenant: key.tenant, bucket: lease?.bucket.name ?? null, key: objectKey, reason, err, ...(hint ? { hint } : {}) },
+          { window: id, tenant: key.tenant, bucket: lease?.bucket.name ?? null, key: objectKey, reason, stage, seconds, err, ...(hint ? { hint } : {}) },
           'flush failed; the wal is kept',
         );
       }
       throw err;
     } finally {
+      clearInterval(slow);
       lease?.release();
       for (const u of uses) u.release();
     }
@@ -408,9 +528,12 @@ export class Flusher {
       if (j.retry) clearTimeout(j.retry);
       j.retry = null;
     }
-    for (const w of this.waiting.splice(0)) {
-      this.running++; // queued runs get a slot, see `stopping` and give it back
-      w();
+    for (const [tenant, q] of [...this.waiting]) {
+      this.waiting.delete(tenant);
+      for (const w of q) {
+        this.take(tenant); // queued runs get a slot, see `stopping` and give it back
+        w();
+      }
     }
     this.pool.cancelAll();
     await Promise.allSettled([...this.active]);

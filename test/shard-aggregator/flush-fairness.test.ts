@@ -1,0 +1,174 @@
+/**
+ * Flush fairness between tenants (in-process aggregator, injected clock, real LevelDB WALs): one
+ * tenant's own bucket hangs (a loopback TCP server that accepts connections and never answers),
+ * its windows are queued first, and with flushConcurrency 2 another tenant's windows still flush
+ * to its bucket on the real S3 server while the hanging flush is running. When the hanging
+ * attempts end, each failure is logged (tenant, window, bucket, cause) and counted, and the
+ * failing tenant's retry delay grows with the tenant's failures over all its windows.
+ *
+ * Run alone: node scripts/with-rgw.mjs -- npx tap test/shard-aggregator/flush-fairness.test.ts
+ */
+import { createServer, type Socket } from 'node:net';
+import { join } from 'node:path';
+import t from 'tap';
+import { createLogger } from '../../src/common/logger.js';
+import { blockKey } from '../../src/format/key.js';
+import { Aggregator } from '../../src/shard-aggregator/aggregator.js';
+import { parseAggregatorConfig } from '../../src/shard-aggregator/config.js';
+import type { WireSeries } from '../../src/shard-aggregator/ingest.js';
+import { AggregatorMetrics } from '../../src/shard-aggregator/metrics.js';
+import { parseTenantsConfig } from '../../src/tenancy/config.js';
+import { TenantRegistry } from '../../src/tenancy/tenants.js';
+import { bitsBytes, bitsOf, eventually, openTestBucket, readBlock, tempDir, tsBytes } from '../support/aggregator.js';
+import { createTestBucket } from '../support/s3env.js';
+import { credentialEnvRefs, s3TenantBucket } from '../support/tenancy.js';
+
+const H = 4 * 3600 * 1000;
+const W = 1793491200000;
+const SHARDS = 4;
+const ts = Array.from({ length: 200 }, (_, k) => BigInt(W + k * 1000));
+const valueOf = (tenant: string, shard: number, k: number): number => (tenant === 'good' ? 1 : -1) * (shard * 1000 + k + 0.25);
+const wire = (tenant: string, shard: number): WireSeries => ({
+  id: BigInt(shard), // series id % numShards = shard
+  timestamps: tsBytes(ts),
+  values: bitsBytes(ts.map((_, k) => bitsOf(valueOf(tenant, shard, k)))),
+});
+
+/** A TCP server that accepts connections and never answers; `cut()` drops the open ones. */
+async function startHangingServer(): Promise<{ port: number; connections: () => number; nextConnection: () => Promise<void>; cut: () => void; close: () => Promise<void> }> {
+  const open = new Set<Socket>();
+  let seen = 0;
+  let waiters: (() => void)[] = [];
+  const server = createServer((s) => {
+    seen++;
+    open.add(s);
+    s.on('close', () => open.delete(s));
+    s.on('error', () => undefined); // the client resets it at its timeout
+    s.resume(); // read the request, never answer
+    for (const w of waiters.splice(0)) w();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  const cut = (): void => {
+    for (const s of open) s.destroy();
+  };
+  return {
+    port,
+    connections: () => open.size,
+    nextConnection: () => {
+      const before = seen;
+      return new Promise<void>((resolve) => {
+        const check = (): void => (seen > before ? resolve() : void waiters.push(check));
+        check();
+      });
+    },
+    cut,
+    close: () => {
+      cut();
+      waiters = [];
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+t.test("a tenant whose bucket hangs does not stop other tenants' flushes, and backs off", async (t) => {
+  const dir = tempDir('flush-fair');
+  const goodBucketName = await createTestBucket(t, { tag: 'fair' });
+  const goodBucket = openTestBucket(t, goodBucketName);
+  const hang = await startHangingServer();
+  const reg = new TenantRegistry(
+    await parseTenantsConfig(
+      {
+        authRequired: false,
+        defaultBucket: s3TenantBucket(goodBucketName, credentialEnvRefs(1)),
+        tenants: {
+          good: {},
+          // one attempt per request, and a socket timeout far beyond the test: only `cut()` ends a request
+          bad: { bucket: s3TenantBucket('strata-hanging', credentialEnvRefs(1), { endpoint: `http://127.0.0.1:${hang.port}`, socketTimeoutMs: 3_600_000, retry: { maxAttempts: 1, baseDelayMs: 10, maxDelayMs: 10 } }) },
+        },
+      },
+      'test',
+    ),
+    { retireAfterMs: 1 },
+  );
+  const logs: Record<string, unknown>[] = [];
+  const logger = createLogger({ level: 'info', dest: { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) } });
+  const metrics = new AggregatorMetrics();
+  const config = parseAggregatorConfig({
+    walDir: join(dir, 'wal'),
+    tenantsFile: '/unused',
+    numShards: SHARDS,
+    flushConcurrency: 2,
+    // retries of the failing tenant must not come back during the test
+    flushRetryBaseMs: 600_000,
+    flushRetryMaxMs: 3_600_000,
+  });
+  const agg = await Aggregator.open({
+    config,
+    buckets: { acquire: (tenant, windowStart) => reg.acquireBucket(tenant, windowStart) },
+    tenantLabel: (tenant) => reg.label(tenant),
+    logger,
+    metrics,
+    now: () => W + H + 1000,
+    autoFlush: false,
+  });
+  t.teardown(async () => {
+    await hang.close(); // the hanging requests fail at once, so the flusher can stop
+    await agg.close();
+    await reg.close();
+  });
+
+  for (const tenant of ['bad', 'good']) {
+    for (let shard = 0; shard < SHARDS; shard++) await agg.write(tenant, shard, [wire(tenant, shard)]);
+  }
+
+  // the bad tenant's windows are queued first; its first flush hangs on its bucket
+  const bad = hang.nextConnection();
+  for (let shard = 0; shard < SHARDS; shard++) await agg.seal('bad', shard, BigInt(W), false);
+  await bad;
+
+  // the healthy tenant's windows flush while the bad tenant's flush is still hanging
+  const blocks = await Promise.all(Array.from({ length: SHARDS }, (_, shard) => agg.seal('good', shard, BigInt(W), true)));
+  t.same(
+    blocks.map((b) => b.map((x) => [x.tenant, x.shard, x.samples])),
+    Array.from({ length: SHARDS }, (_, shard) => [['good', shard, ts.length]]),
+    "every window of the healthy tenant is flushed",
+  );
+  for (let shard = 0; shard < SHARDS; shard++) {
+    const got = await readBlock(goodBucket, blockKey('good', shard, BigInt(W)));
+    t.same(got.get(BigInt(shard)), { ts, bits: ts.map((_, k) => bitsOf(valueOf('good', shard, k))) }, `good shard ${shard}: its block is in its bucket, bit for bit`);
+  }
+  t.ok(hang.connections() >= 1, 'the bad tenant is still hanging meanwhile');
+  t.equal(logs.filter((l) => l.msg === 'flush failed; the wal is kept').length, 0, 'no flush of the bad tenant ended meanwhile');
+  t.same(
+    agg.status().windows.map((w) => `${w.tenant}/${w.shard}`).sort(),
+    ['bad/0', 'bad/1', 'bad/2', 'bad/3'],
+    "only the bad tenant's WALs are left",
+  );
+
+  // the hanging requests end (as at a socket timeout): each failure is logged, counted, and backs off
+  const failures = (): Record<string, unknown>[] => logs.filter((l) => l.msg === 'flush failed; the wal is kept' && l.tenant === 'bad');
+  const retries = (): Record<string, unknown>[] => logs.filter((l) => l.msg === 'flush will be retried' && l.tenant === 'bad');
+  for (let n = 1; n <= 2; n++) {
+    const next = hang.nextConnection();
+    hang.cut();
+    await eventually(`failure ${n} of the bad tenant`, () => Promise.resolve(retries().length >= n ? true : null));
+    await next; // the bad tenant's next window took the slot
+  }
+  const failed = failures();
+  t.equal(failed.length, 2, 'two failures logged');
+  for (const f of failed) {
+    t.match(f, { level: 'error', tenant: 'bad', bucket: /strata-hanging/, window: /^bad\/\d+\/\d$/, reason: 'unavailable' }, 'the failure names tenant, bucket and window');
+  }
+  const [r1, r2] = retries();
+  t.match(r1, { level: 'warn', tenant: 'bad', window: failed[0]?.window, failures: 1, tenantFailures: 1, cause: /\S/ }, 'the retry is a warning with the cause');
+  t.match(r2, { level: 'warn', tenant: 'bad', window: failed[1]?.window, failures: 1, tenantFailures: 2 }, "a second window's failure counts for the tenant");
+  t.ok((r2?.delayMs as number) >= 600_000, 'the tenant backs off: its retry waits at least the doubled base delay');
+  t.ok((r2?.delayMs as number) <= 3_600_000, '...within flushRetryMaxMs');
+  const errors = await metrics.flushErrors.get();
+  t.same(
+    errors.values.filter((v) => v.labels.tenant === reg.label('bad')).map((v) => [v.labels.reason, v.value]),
+    [['unavailable', 2]],
+    'counted in strata_aggregator_flush_errors_total',
+  );
+});
