@@ -108,6 +108,11 @@ export interface BucketLease {
 export interface TenantBuckets {
   /** The bucket of `tenant`'s window as of now; rejects if it cannot be resolved (the flush is retried). */
   acquire(tenant: string, windowStart: bigint): Promise<BucketLease>;
+  /**
+   * Whether `tenant` writes to a bucket of its own (not the default one shared by the others):
+   * one that may fail alone. Absent: none does.
+   */
+  ownBucket?(tenant: string): boolean;
 }
 
 /** One bucket for every tenant. */
@@ -332,7 +337,11 @@ export class Flusher {
   /** Whether `tenant` may take one more slot now (a slot being free). */
   private mayTake(tenant: string): boolean {
     if ((this.held.get(tenant) ?? 0) < this.tenantCap) return true;
-    if (this.tenantFailures.get(tenant) !== 0) return false; // failing, or not yet known to work
+    // failing; or not yet known to work, in a bucket of its own that may fail alone (a tenant of the
+    // default bucket, which every tenant shares, gains nothing by waiting: its first flushes after a
+    // start run side by side, as one tenant's flushes of several shards must to scale)
+    const failures = this.tenantFailures.get(tenant);
+    if (failures === undefined ? this.o.buckets.ownBucket?.(tenant) === true : failures !== 0) return false;
     for (const j of this.jobs.values()) if (j.key.tenant !== tenant) return false;
     return true;
   }

@@ -93,7 +93,13 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
       onReload: (ok) => metrics.tenantReloads.inc({ result: ok ? 'ok' : 'refused' }),
     }));
   const ownRegistry = opts.tenants === undefined;
-  const buckets: TenantBuckets = { acquire: (tenant, windowStart) => registry.acquireBucket(tenant, windowStart) };
+  const buckets: TenantBuckets = {
+    acquire: (tenant, windowStart) => registry.acquireBucket(tenant, windowStart),
+    ownBucket: (tenant) => {
+      const t = registry.config.tenants.get(tenant);
+      return t !== undefined && t.bucket !== null;
+    },
+  };
   const tenantLabel = (tenant: string): string => registry.label(tenant);
   const deletionMarks = new DeletionMarkWatcher(() => registry.defaultBucket(), { pollMs: config.deletionMarksPollMs, logger });
   let listening: Listening;

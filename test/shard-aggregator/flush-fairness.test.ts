@@ -105,7 +105,7 @@ t.test("a tenant whose bucket hangs does not stop other tenants' flushes, and ba
   });
   const agg = await Aggregator.open({
     config,
-    buckets: { acquire: (tenant, windowStart) => reg.acquireBucket(tenant, windowStart) },
+    buckets: { acquire: (tenant, windowStart) => reg.acquireBucket(tenant, windowStart), ownBucket: (tenant) => (reg.config.tenants.get(tenant)?.bucket ?? null) !== null },
     tenantLabel: (tenant) => reg.label(tenant),
     logger,
     metrics,

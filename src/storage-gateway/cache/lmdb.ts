@@ -11,11 +11,18 @@
  * Writes are asynchronous; until one commits, an in-memory overlay answers for its key, so a
  * range is readable right after `putRange` and an evicted block's pending writes are removed too.
  * Single operations are applied in call order, which keeps the overlay and the tables in step.
+ *
+ * A damaged file would fault the process that maps it (LMDB has no checksums), at every restart:
+ * it is checked before LMDB opens it (lmdb-integrity.ts: the metas always, every tree after a run
+ * that did not close the store or when the file changed since), and removed when damaged, as is a
+ * file LMDB refuses to open; the store then starts empty (`onReset`).
  */
 import { readFileSync, statfsSync } from 'node:fs';
 import { mkdir, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { ErrorCode, StrataError } from '../../errors.js';
+import { checkBeforeOpen, DATA_FILE, markClosedCleanly, removeEnvironment, type LmdbOpenCheck } from './lmdb-integrity.js';
 import { BLOCK_ROW_CHARGE, BlockLedger, type BlockPointer, type CacheStore, type CacheStoreOptions, type LedgerUnit } from './store.js';
 
 /** Schema tag stored under `meta/schema`; a different value makes the store start empty. */
@@ -127,8 +134,13 @@ function addressSpaceLimit(): number | null {
 export interface LmdbCacheStoreOptions extends CacheStoreOptions {
   /** Directory of the LMDB environment (created if missing). */
   readonly dir: string;
-  /** Called when the store found an incompatible or unreadable schema and started empty. */
+  /**
+   * Called when the store started empty instead of with what the directory held: another schema,
+   * or a damaged file (the reason names the file and what is wrong with it), which was removed.
+   */
   readonly onReset?: (reason: string) => void;
+  /** Told what was checked before LMDB opened an existing file (see lmdb-integrity.ts), and how long it took. */
+  readonly onCheck?: (check: LmdbOpenCheck) => void;
   /**
    * Bytes of range writes that may wait for LMDB's commit (held in memory until then; default
    * 64 MiB). A range that would go over it is not cached (the read is served all the same, and a
@@ -160,6 +172,29 @@ export const DEFAULT_MAX_PENDING_BYTES = 64 * 1024 * 1024;
 
 function rangeKey(blockId: string, offset: number, length: number): string {
   return `${blockId}/${offset}/${length}`;
+}
+
+/**
+ * Keys of each table as this store writes them (docs/format/cache.md), as bytes read one to a
+ * char: block cache ids are 32 hex digits, a pointer's scope has no '/', nothing has a control
+ * byte (lmdb reads a key starting with one as a number, and throws on some).
+ */
+const KEY_PATTERNS: Readonly<Record<string, RegExp>> = {
+  meta: /^[\x20-\x7e]+$/,
+  ranges: /^[0-9a-f]{32}\/(?:0|[1-9][0-9]*)\/(?:0|[1-9][0-9]*)$/,
+  pointers: /^[^/\x00-\x1f]+\/[^\x00-\x1f]+$/,
+  blocks: /^[0-9a-f]{32}$/,
+};
+
+/**
+ * What is wrong with a key found in table `table`, or null: checked for every key when the file is
+ * walked at open. A damaged key that no longer decodes as a string can make lmdb throw where it is
+ * read (restore, dropping a block), and one that no longer has its block's prefix is never evicted.
+ */
+export function cacheKeyProblem(table: string, key: Buffer): string | null {
+  const pattern = KEY_PATTERNS[table];
+  if (pattern === undefined || pattern.test(key.toString('latin1'))) return null;
+  return `key ${JSON.stringify(key.toString('latin1').slice(0, 120))} is not one this cache writes`;
 }
 
 function encodePointer(p: BlockPointer): Buffer {
@@ -195,7 +230,6 @@ function decodeBlockRow(b: Buffer): LedgerUnit | null {
 
 /** A CacheStore in an LMDB environment; see the module comment. */
 export class LmdbCacheStore implements CacheStore {
-  private readonly ledger: BlockLedger;
   private readonly pointers = new Map<string, BlockPointer>();
   /** Writes not yet committed: a Buffer for a put, null for a remove. */
   private readonly overlay = new Map<string, Buffer | null>();
@@ -223,6 +257,8 @@ export class LmdbCacheStore implements CacheStore {
   private lastCommitFailed = false;
 
   private constructor(
+    private readonly ledger: BlockLedger,
+    private readonly dir: string,
     private readonly env: RootDatabase,
     private readonly meta: Database<string, string>,
     private readonly ranges: Database<Buffer, string>,
@@ -230,7 +266,6 @@ export class LmdbCacheStore implements CacheStore {
     private readonly blockRows: Database<Buffer, string>,
     opts: LmdbCacheStoreOptions,
   ) {
-    this.ledger = new BlockLedger(opts.maxBytes);
     this.now = opts.now ?? Date.now;
     this.onEvict = opts.onEvict;
     this.pageSize = (env.getStats() as { pageSize: number }).pageSize;
@@ -249,14 +284,46 @@ export class LmdbCacheStore implements CacheStore {
     this.diskTimer.unref();
   }
 
-  /** Opens (or creates) the store in `opts.dir` and restores its bookkeeping. */
+  /**
+   * Opens (or creates) the store in `opts.dir` and restores its bookkeeping. A damaged file, or one
+   * LMDB refuses, is removed first and the store starts empty (`onReset`); see the module comment.
+   */
   static async open(opts: LmdbCacheStoreOptions): Promise<LmdbCacheStore> {
     guardCommitRejections();
+    // the options are checked before anything is read: an error after that is the file's
+    const ledger = new BlockLedger(opts.maxBytes);
     try {
       await mkdir(opts.dir, { recursive: true });
     } catch (err) {
       throw new StrataError(ErrorCode.STORAGE, `creating cache directory ${opts.dir}: ${(err as Error).message}`, { cause: err });
     }
+    const file = join(opts.dir, DATA_FILE);
+    let check: LmdbOpenCheck | null;
+    try {
+      check = await checkBeforeOpen(opts.dir, { keyProblem: cacheKeyProblem });
+    } catch (err) {
+      throw new StrataError(ErrorCode.STORAGE, `checking the LMDB cache file ${file}: ${(err as Error).message}`, { cause: err });
+    }
+    if (check !== null) {
+      opts.onCheck?.(check);
+      if (check.damage !== null) opts.onReset?.(`cache file ${file} is damaged (${check.damage}): removed, the cache starts empty`);
+    }
+    try {
+      return await LmdbCacheStore.openEnv(opts, ledger);
+    } catch (err) {
+      // LMDB refused the file with an error the checks did not foresee: the cache is disposable
+      try {
+        removeEnvironment(opts.dir);
+      } catch {
+        throw err; // cannot remove it either: the first error says more
+      }
+      opts.onReset?.(`cache file ${file} could not be opened (${(err as Error).message}): removed, the cache starts empty`);
+      return await LmdbCacheStore.openEnv(opts, new BlockLedger(opts.maxBytes));
+    }
+  }
+
+  /** Opens LMDB in `opts.dir`, resets another schema, restores the bookkeeping; closes what it opened when it fails. */
+  private static async openEnv(opts: LmdbCacheStoreOptions, ledger: BlockLedger): Promise<LmdbCacheStore> {
     let env: RootDatabase;
     try {
       // lmdb crashes the process (SIGSEGV) when a map cannot be reserved, so with a limit on the
@@ -271,23 +338,31 @@ export class LmdbCacheStore implements CacheStore {
     } catch (err) {
       throw new StrataError(ErrorCode.STORAGE, `opening LMDB cache in ${opts.dir}: ${(err as Error).message}`, { cause: err });
     }
-    const meta = env.openDB<string, string>('meta', { encoding: 'string' });
-    const ranges = env.openDB<Buffer, string>('ranges', { encoding: 'binary' });
-    const pointerRows = env.openDB<Buffer, string>('pointers', { encoding: 'binary' });
-    const blockRows = env.openDB<Buffer, string>('blocks', { encoding: 'binary' });
-    const store = new LmdbCacheStore(env, meta, ranges, pointerRows, blockRows, opts);
-    const schema = meta.get('schema');
-    if (schema !== CACHE_SCHEMA) {
-      if (schema !== undefined || ranges.getKeysCount({ limit: 1 }) > 0) opts.onReset?.(`cache schema is ${JSON.stringify(schema ?? null)}, expected ${CACHE_SCHEMA}`);
-      env.transactionSync(() => {
-        ranges.clearSync();
-        pointerRows.clearSync();
-        blockRows.clearSync();
-        meta.putSync('schema', CACHE_SCHEMA);
-      });
+    let store: LmdbCacheStore | undefined;
+    try {
+      const meta = env.openDB<string, string>('meta', { encoding: 'string' });
+      const ranges = env.openDB<Buffer, string>('ranges', { encoding: 'binary' });
+      const pointerRows = env.openDB<Buffer, string>('pointers', { encoding: 'binary' });
+      const blockRows = env.openDB<Buffer, string>('blocks', { encoding: 'binary' });
+      store = new LmdbCacheStore(ledger, opts.dir, env, meta, ranges, pointerRows, blockRows, opts);
+      const schema = meta.get('schema');
+      if (schema !== CACHE_SCHEMA) {
+        if (schema !== undefined || ranges.getKeysCount({ limit: 1 }) > 0) opts.onReset?.(`cache schema is ${JSON.stringify(schema ?? null)}, expected ${CACHE_SCHEMA}`);
+        env.transactionSync(() => {
+          ranges.clearSync();
+          pointerRows.clearSync();
+          blockRows.clearSync();
+          meta.putSync('schema', CACHE_SCHEMA);
+        });
+      }
+      store.restore();
+      return store;
+    } catch (err) {
+      if (store) clearInterval(store.diskTimer);
+      // the error is what the caller needs; a close that fails too adds nothing to it
+      await bounded(env.close(), CLOSE_WAIT_MS, 'closing the LMDB cache').catch(() => undefined);
+      throw new StrataError(ErrorCode.STORAGE, `reading LMDB cache in ${opts.dir}: ${(err as Error).message}`, { cause: err });
     }
-    store.restore();
-    return store;
   }
 
   private restore(): void {
@@ -480,6 +555,12 @@ export class LmdbCacheStore implements CacheStore {
       // while the disk is still full, lmdb's close waits for the flush of a failed commit, which
       // never comes (see flush): give up waiting (the process is ending; LMDB's file stays consistent)
       await bounded(this.env.close(), CLOSE_WAIT_MS, 'closing the LMDB cache');
+      // LMDB closed the file (a failed commit leaves it consistent): the next open need not walk it
+      try {
+        markClosedCleanly(this.dir);
+      } catch (err) {
+        throw new StrataError(ErrorCode.STORAGE, `recording the clean close of the LMDB cache in ${this.dir}: ${(err as Error).message}`, { cause: err });
+      }
     }
   }
 
