@@ -238,9 +238,13 @@ export function guardReceives(
     });
     const onData = (chunk: Buffer): void => {
       if (done || prefix === null) return;
-      prefix = Buffer.concat([prefix, chunk.subarray(0, 5 - prefix.length)]);
-      if (prefix.length < 5) return;
-      const need = 5 + prefix.readUInt32BE(1);
+      // the prefix is almost always in the first chunk: copied only when it is split
+      const head = prefix.length === 0 && chunk.length >= 5 ? chunk : Buffer.concat([prefix, chunk.subarray(0, 5 - prefix.length)]);
+      if (head.length < 5) {
+        prefix = head;
+        return;
+      }
+      const need = 5 + head.readUInt32BE(1);
       prefix = null;
       stream.off('data', onData);
       if (maxMessage !== undefined && need - 5 > maxMessage.bytes) {

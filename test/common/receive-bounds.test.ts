@@ -137,4 +137,12 @@ t.test('a request message declared larger than maxRequestBytes is refused from i
   t.match(got.message, /1048577 bytes, more than maxRequestBytes \(1048576\)/);
   t.equal(got.code, 'ERR_STRATA_RESOURCE_EXHAUSTED');
   t.equal(await gauge(a, 'strata_grpc_calls_refused_total', { reason: 'message_too_large' }), 1);
+  // the same prefix in two DATA frames
+  const split = call(session);
+  const p = prefix(1024 * KiB + 2);
+  split.stream.write(p.subarray(0, 2));
+  split.stream.write(p.subarray(2));
+  const got2 = await split.answer;
+  t.match(got2.message, /1048578 bytes, more than maxRequestBytes/);
+  t.equal(await gauge(a, 'strata_grpc_calls_refused_total', { reason: 'message_too_large' }), 2);
 });
