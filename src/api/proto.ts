@@ -5,7 +5,7 @@
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadPackageDefinition, type GrpcObject } from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
+import { loadSync, type PackageDefinition } from '@grpc/proto-loader';
 
 /** The repository's proto directory (works from src/ and from dist/src/). */
 export const PROTO_DIR = (() => {
@@ -16,7 +16,12 @@ export const PROTO_DIR = (() => {
 
 /** Loads `file` (relative to proto/) and returns the grpc-js object tree. */
 export function loadProto(file: string): GrpcObject {
-  const def = loadSync(join(PROTO_DIR, file), {
+  return loadPackageDefinition(loadDefinition(file));
+}
+
+/** Loads `file` (relative to proto/) as proto-loader's package definition (message descriptors by full name). */
+export function loadDefinition(file: string): PackageDefinition {
+  return loadSync(join(PROTO_DIR, file), {
     keepCase: true,
     longs: String,
     enums: String,
@@ -24,5 +29,4 @@ export function loadProto(file: string): GrpcObject {
     oneofs: true,
     includeDirs: [PROTO_DIR],
   });
-  return loadPackageDefinition(def);
 }

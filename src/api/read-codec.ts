@@ -196,6 +196,7 @@ class Reader {
   /** Field number and wire type of the next field. */
   tag(): [number, number] {
     const t = this.varint();
+    if (t < 8) throw new ProtoDecodeError('field number 0 is not a valid field');
     return [Math.floor(t / 8), t % 8];
   }
 }

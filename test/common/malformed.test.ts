@@ -18,12 +18,27 @@ import { encodeFrame } from '../../src/api/grpc-frame.js';
 
 /** A protobuf field 1 (length-delimited) claiming far more bytes than follow. */
 const GARBAGE = Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01, 0x02]);
-const identity = (b: Buffer): Buffer => b;
+const identity = (b: Buffer): Buffer => b as Buffer;
 /** The injected clock of the aggregator (its window is accepted whatever the date). */
 const NOW = Date.UTC(2026, 0, 1, 12);
 
-function unary(c: Client, path: string, md: Metadata): Promise<ServiceError | null> {
-  return new Promise((resolve) => c.makeUnaryRequest(path, identity, identity, GARBAGE, md, { deadline: Date.now() + 30_000 }, (err) => resolve(err ?? null)));
+function unary(c: Client, path: string, md: Metadata, body: Buffer = GARBAGE): Promise<ServiceError | null> {
+  return new Promise((resolve) => c.makeUnaryRequest(path, identity, identity, body, md, { deadline: Date.now() + 30_000 }, (err) => resolve(err ?? null)));
+}
+
+/** One SeriesSamples (id 7, one sample at NOW, value 1.5) as protobuf bytes, with `extra` appended inside it. */
+function seriesBytes(extra: number[] = []): Buffer {
+  const ts = Buffer.alloc(8);
+  ts.writeBigInt64LE(BigInt(NOW));
+  const v = Buffer.alloc(8);
+  v.writeDoubleLE(1.5);
+  const id = Buffer.alloc(8);
+  id.writeBigUInt64LE(7n);
+  return Buffer.concat([Buffer.from([0x09]), id, Buffer.from([0x12, 8]), ts, Buffer.from([0x1a, 8]), v, Buffer.from(extra)]);
+}
+
+function writeRequest(series: Buffer, extra: number[] = []): Buffer {
+  return Buffer.concat([Buffer.from([0x0a, series.length]), series, Buffer.from(extra)]);
 }
 
 t.test('the aggregator answers a malformed Write with INVALID_ARGUMENT and stores nothing', async (t) => {
@@ -45,6 +60,37 @@ t.test('the aggregator answers a malformed Write with INVALID_ARGUMENT and store
   t.equal(seal?.code, status.INVALID_ARGUMENT, 'Seal too');
 });
 
+t.test('field number 0 and a known field in the wrong wire type are refused, not skipped or misread, and nothing is stored', async (t) => {
+  const dir = tempDir(t, 'malformed-wire');
+  const config = parseAggregatorConfig({ walDir: join(dir, 'wal'), bucket: { type: 'filesystem', path: join(dir, 'bucket') }, numShards: 1, grpcListen: '127.0.0.1:0', metricsListen: '127.0.0.1:0' });
+  const running = await startAggregatorServer({ config, logger: createLogger({ level: 'silent' }), now: () => NOW });
+  t.teardown(() => running.shutdown());
+  await running.ready;
+  const c = new Client(`127.0.0.1:${running.grpcPort}`, credentials.createInsecure());
+  t.teardown(() => c.close());
+  const md = new Metadata();
+  md.set('x-strata-tenant', 'acme');
+  md.set('x-strata-shard', '0');
+  const cases: [string, string, Buffer, RegExp][] = [
+    ['Write', 'field 0 after a valid series', writeRequest(seriesBytes(), [0x00, 0x05]), /WriteRequest: field 0: invalid field number/],
+    ['Write', 'field 0 inside a series', writeRequest(seriesBytes([0x02, 0x01, 0x07])), /SeriesSamples: field 0: invalid field number/],
+    ['Write', 'series id as a varint (fixed64 in the .proto)', writeRequest(Buffer.concat([Buffer.from([0x08, 0x07]), seriesBytes().subarray(9)])), /SeriesSamples: field 1 \(id\) has wire type 0, expected 1/],
+    ['Write', 'a group start', writeRequest(seriesBytes(), [0x0b]), /WriteRequest: field 1 \(series\) has wire type 3, expected 2/],
+    ['Seal', 'window_start_ms as a group start', Buffer.from([0x0b, 0x0c]), /SealRequest: field 1 \(window_start_ms\) has wire type 3, expected 0/],
+    ['Seal', 'field 0', Buffer.from([0x00, 0x05]), /SealRequest: field 0: invalid field number/],
+    ['Status', 'field 0', Buffer.from([0x02, 0x00]), /StatusRequest: field 0: invalid field number/],
+  ];
+  for (const [method, what, body, reason] of cases) {
+    const err = await unary(c, `/strata.write.v1.Writer/${method}`, md, body);
+    t.equal(err?.code, status.INVALID_ARGUMENT, `${method}, ${what}: INVALID_ARGUMENT (${err?.details})`);
+    t.match(err?.details ?? '', reason, `${method}, ${what}: names the message and field`);
+  }
+  t.same(running.aggregator()!.status().windows, [], 'nothing stored');
+  // the same series without the stray bytes is a valid write: the walk refuses only what is wrong
+  t.equal(await unary(c, '/strata.write.v1.Writer/Write', md, writeRequest(seriesBytes())), null, 'the well-formed request is accepted');
+  t.equal(running.aggregator()!.status().windows.length, 1, 'and stored');
+});
+
 t.test('the gateway answers a malformed Read with INVALID_ARGUMENT', async (t) => {
   const dir = tempDir(t, 'malformed-gw');
   const gw = await startTestGateway(t, testConfig({ type: 'filesystem', path: join(dir, 'bucket') }, join(dir, 'cache')));
@@ -58,6 +104,16 @@ t.test('the gateway answers a malformed Read with INVALID_ARGUMENT', async (t) =
   });
   t.equal(err?.code, status.INVALID_ARGUMENT, `INVALID_ARGUMENT (${err?.details})`);
   t.match(err?.details ?? '', /invalid request: the Read request message does not decode/);
+  // field number 0 in front of a valid request
+  const valid = encodeReadRequest({ tenant: 'acme', shard: 0, numShards: 1, windowStartMs: 0n, seriesIds: Buffer.alloc(8), startMs: 0n, endMs: 1n, encoding: ENCODING_RAW });
+  const zero = await new Promise<ServiceError | null>((resolve) => {
+    const call = c.makeServerStreamRequest('/strata.read.v1.Read/Read', identity, identity, Buffer.concat([Buffer.from([0x00, 0x01]), valid]), new Metadata(), { deadline: Date.now() + 30_000 });
+    call.on('data', () => undefined);
+    call.on('error', (e: ServiceError) => resolve(e));
+    call.on('end', () => resolve(null));
+  });
+  t.equal(zero?.code, status.INVALID_ARGUMENT, `field 0: INVALID_ARGUMENT (${zero?.details})`);
+  t.match(zero?.details ?? '', /field number 0/);
 });
 
 /** A gRPC frame of `body` flagged as compressed, sent on a call with no grpc-encoding header. */
