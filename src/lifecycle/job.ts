@@ -7,7 +7,10 @@
  *    same tenants file answer reads of windows that ended `retention` ago with no data, so by the
  *    time a block is deleted every gateway already answers "no data" for it.
  * 2. **Tenant deletion**: every block of a tenant with a deletion mark is deleted, and the
- *    tenant's deletion report is updated (blocks and bytes removed, blocks left).
+ *    tenant's deletion report is updated (blocks and bytes removed, blocks left). Before each
+ *    batch of a marked tenant's deletions the report is written with the counts so far and the
+ *    batch as `pending`; a pass that finds pending blocks of a killed pass counts those that are
+ *    gone, so the report adds up to every block removed however often a pass was killed.
  * 3. **Cleanup**: incomplete writes (S3 multipart uploads, filesystem temp files) that started
  *    `incompleteUploadMaxAgeMs` ago or more are discarded.
  *
@@ -24,12 +27,12 @@
 import { bucketLocationOf } from '../tenancy/tenants.js';
 import { partitionLastWindowEnd, type Partition } from '../tenancy/partitions.js';
 import { retentionOf, type TenantsConfig } from '../tenancy/config.js';
-import { listDeletionMarks, readDeletionReport, writeDeletionReport, type DeletionMark, type DeletionReport } from '../tenancy/deletion-marks.js';
+import { listDeletionMarks, readDeletionReport, writeDeletionReport, type DeletionMark, type DeletionReport, type PendingDeletion } from '../tenancy/deletion-marks.js';
 import { DAY_INDEX_KEY, DayIndexBuilder, type DayBlockRef } from '../tenancy/day-index.js';
 import { parseBlockKey } from '../format/key.js';
 import { DAY_MS, dayBlockKey, dayBlocksFit, dayManifestKey, dayStartOf, parseDayKey } from '../format/day-key.js';
 import { hasIncompleteUploads, type Bucket, type IncompleteUpload, type ObjectInfo } from '../objstore/index.js';
-import { StrataError, ErrorCode } from '../errors.js';
+import { StrataError, ErrorCode, hasCode } from '../errors.js';
 import { currentManifest, dayClosed, DayGroups, DayMergeStopped, deletableSources, deleteSource, mergeDay, needsMerge, readDayManifest, type DayGroup, type DayMergeResult } from './day.js';
 
 /** Why a block is deleted. */
@@ -277,6 +280,50 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
     if (pt) pt.left++;
     opts.onError?.({ bucket: `(buckets of tenant ${tenant})`, key: '', err });
   });
+
+  // what earlier passes removed of each marked tenant: their reports, plus the blocks a killed
+  // pass was deleting that are gone now (those still there are listed and counted below; those
+  // whose bucket cannot be asked now stay pending)
+  const earlier = new Map<string, { blocks: number; bytes: number; pending: PendingDeletion[] }>();
+  const byName = new Map(buckets.map((x) => [x.name, x.bucket]));
+  for (const m of marks) {
+    const prev = await readDeletionReport(defaultBucket, m.tenant);
+    const e = { blocks: prev?.blocksRemoved ?? 0, bytes: prev?.bytesRemoved ?? 0, pending: [] as PendingDeletion[] };
+    for (const p of prev?.pending ?? []) {
+      const bk = byName.get(p.bucket);
+      const gone = bk === undefined ? null : await bk.head(p.key).then(() => false, (err: unknown) => (hasCode(err, ErrorCode.NOT_FOUND) ? true : null));
+      if (gone === true) {
+        e.blocks++;
+        e.bytes += p.bytes;
+      } else if (gone === null) e.pending.push(p);
+    }
+    earlier.set(m.tenant, e);
+  }
+  const reportOf = (m: DeletionMark, pending: readonly PendingDeletion[]): DeletionReport => {
+    const pt = perTenant.get(m.tenant)!;
+    const e = earlier.get(m.tenant)!;
+    const all = [...e.pending, ...pending];
+    return {
+      tenant: m.tenant,
+      markedMs: m.markedMs,
+      blocksRemoved: e.blocks + pt.blocks,
+      bytesRemoved: e.bytes + pt.bytes,
+      lastPassMs: nowMs,
+      blocksLeft: pt.left,
+      ...(all.length > 0 ? { pending: all } : {}),
+    };
+  };
+  /** Writes the report of each marked tenant in `batch`, with its blocks of the batch pending. */
+  const journal = async (batch: readonly BlockDeletion[]): Promise<void> => {
+    if (opts.dryRun) return;
+    for (const m of marks) {
+      const pending = batch.filter((x) => x.tenant === m.tenant && x.reason === 'tenant_deleted').map((x) => ({ bucket: x.bucket, key: x.key, bytes: x.bytes }));
+      if (pending.length === 0) continue;
+      go();
+      await writeDeletionReport(defaultBucket, reportOf(m, pending));
+    }
+  };
+
   for (const { name, bucket, partition, tenants } of buckets) {
     try {
       const batch: BlockDeletion[] = [];
@@ -294,6 +341,11 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
         const pt = perTenant.get(x.tenant);
         if (pt) pt.left++;
         return { bucket: name, key: x.key };
+      };
+      const deleteBlocks = async (done: (d: BlockDeletion) => void): Promise<void> => {
+        if (batch.length === 0) return;
+        await journal(batch);
+        await drain(batch, (x) => bucket.delete(x.key), failBlock, done);
       };
       const dropReason = partition ? partitionDropReason(partition.tenant, partition.p, cfg, marked, nowMs, opts) : null;
       if (partition && dropReason !== null) {
@@ -316,13 +368,13 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
           if (p && p.tenant === partition.tenant) {
             const windowStartMs = Number('windowStartMs' in p ? p.windowStartMs : p.dayStartMs);
             batch.push({ bucket: name, key: info.key, tenant: p.tenant, shard: p.shard, windowStartMs, bytes: info.size, reason: dropReason });
-            if (batch.length >= concurrency) await drain(batch, (x) => bucket.delete(x.key), failBlock, doneDropped);
+            if (batch.length >= concurrency) await deleteBlocks(doneDropped);
           } else {
             others.push(info);
             if (others.length >= concurrency) await drain(others, (x) => bucket.delete(x.key), (x) => ({ bucket: name, key: x.key }), doneOther);
           }
         }
-        await drain(batch, (x) => bucket.delete(x.key), failBlock, doneDropped);
+        await deleteBlocks(doneDropped);
         await drain(others, (x) => bucket.delete(x.key), (x) => ({ bucket: name, key: x.key }), doneOther);
         if (hasIncompleteUploads(bucket)) {
           // every incomplete upload, whatever its age: the bucket goes
@@ -422,9 +474,9 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
         const d = b ? null : parseDayKey(info.key)!;
         const windowStartMs = Number(b ? b.windowStartMs : d!.dayStartMs);
         batch.push({ bucket: name, key: info.key, tenant: (b ?? d)!.tenant, shard: (b ?? d)!.shard, windowStartMs, bytes: info.size, reason });
-        if (batch.length >= concurrency) await drain(batch, (x) => bucket.delete(x.key), failBlock, doneBlock);
+        if (batch.length >= concurrency) await deleteBlocks(doneBlock);
       }
-      await drain(batch, (x) => bucket.delete(x.key), failBlock, doneBlock);
+      await deleteBlocks(doneBlock);
       await dayDone();
       if (days && dayIndex) {
         // readers trust it until listedAtMs + daySourceGraceMs less a margin; a failure leaves the
@@ -467,16 +519,7 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
 
   const reports: DeletionReport[] = [];
   for (const m of marks) {
-    const pt = perTenant.get(m.tenant)!;
-    const prev = await readDeletionReport(defaultBucket, m.tenant);
-    const report: DeletionReport = {
-      tenant: m.tenant,
-      markedMs: m.markedMs,
-      blocksRemoved: (prev?.blocksRemoved ?? 0) + pt.blocks,
-      bytesRemoved: (prev?.bytesRemoved ?? 0) + pt.bytes,
-      lastPassMs: nowMs,
-      blocksLeft: pt.left,
-    };
+    const report = reportOf(m, []);
     if (!opts.dryRun) {
       go();
       await writeDeletionReport(defaultBucket, report);

@@ -34,6 +34,19 @@ export interface DeletionReport {
   /** When the last pass ended, and how many of the tenant's blocks it found left afterwards (0: done). */
   readonly lastPassMs: number;
   readonly blocksLeft: number;
+  /**
+   * Blocks a pass was deleting when it wrote this report (written before each batch of deletions,
+   * so that a pass killed part-way loses no count: the next pass counts those that are gone). Empty
+   * or absent once a pass ended.
+   */
+  readonly pending?: readonly PendingDeletion[];
+}
+
+/** A block of a marked tenant whose deletion was under way. */
+export interface PendingDeletion {
+  readonly bucket: string;
+  readonly key: string;
+  readonly bytes: number;
 }
 
 /** The key of `tenant`'s mark. */

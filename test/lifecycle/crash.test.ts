@@ -105,6 +105,8 @@ t.test('SIGKILL of the lifecycle role during a tenant deletion: nothing partial,
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
     await exited;
   });
+  const bytesOf = new Map((await collect(bucket.list('blocks/doomed/'))).map((i) => [i.key, i.size]));
+  const allBytes = [...bytesOf.values()].reduce((a, b) => a + b, 0);
   let deleted = 0;
   await new Promise<void>((resolve, reject) => {
     let buf = '';
@@ -135,14 +137,18 @@ t.test('SIGKILL of the lifecycle role during a tenant deletion: nothing partial,
   }
   t.pass('every block left is whole: all checksums verify, 3 samples each');
   for (const [key, etag] of keep) t.equal((await bucket.head(key)).etag, etag, `${key} unchanged`);
-  t.equal(await readDeletionReport(bucket, 'doomed'), null, 'no report of the unfinished pass');
+  const partial = await readDeletionReport(bucket, 'doomed');
+  t.ok(partial !== null && partial.pending !== undefined && partial.pending.length > 0, 'the killed pass left its report with the batch it was deleting pending');
+  t.ok(partial!.blocksRemoved <= DOOMED - left.length, `the killed pass counted ${partial!.blocksRemoved} of the ${DOOMED - left.length} it removed`);
 
   const again = await run(cli[0], [...cli.slice(1), '--once'], { cwd: ROOT, env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', STRATA_LIFECYCLE_LOG_LEVEL: 'warn' } });
   const pass = JSON.parse(again.stdout.trim().split('\n').pop()!) as { blocksDeleted: { tenant_deleted: number }; failures: number };
   t.equal(pass.blocksDeleted.tenant_deleted, left.length, 'the rerun deleted exactly the blocks left');
   t.equal(pass.failures, 0);
   t.same(await collect(bucket.list('blocks/doomed/')), [], 'no block of the tenant remains');
-  t.match(await readDeletionReport(bucket, 'doomed'), { tenant: 'doomed', blocksRemoved: left.length, blocksLeft: 0 }, 'the report says it is done');
+  const report = await readDeletionReport(bucket, 'doomed');
+  t.match(report, { tenant: 'doomed', blocksRemoved: DOOMED, bytesRemoved: allBytes, blocksLeft: 0 }, 'the report counts every block removed, by both passes, once');
+  t.equal(report?.pending, undefined, 'nothing pending');
   t.equal((await collect(bucket.list('blocks/keep/'))).length, 20, "the other tenant's 20 blocks are all there");
   for (const [key, etag] of keep) t.equal((await bucket.head(key)).etag, etag);
 });
