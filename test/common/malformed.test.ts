@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { connect } from 'node:http2';
 import { join } from 'node:path';
 import { Client, credentials, Metadata, status, type MethodDefinition, type ServiceError } from '@grpc/grpc-js';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { encodeReadRequest, ENCODING_RAW, READ_METHOD_PATH } from '../../src/api/read-codec.js';
 import { createLogger } from '../../src/common/logger.js';
 import { loadProto } from '../../src/api/proto.js';
@@ -41,27 +41,9 @@ function writeRequest(series: Buffer, extra: number[] = []): Buffer {
   return Buffer.concat([Buffer.from([0x0a, series.length]), series, Buffer.from(extra)]);
 }
 
-t.test('the aggregator answers a malformed Write with INVALID_ARGUMENT and stores nothing', async (t) => {
-  const dir = tempDir(t, 'malformed-agg');
-  const config = parseAggregatorConfig({ walDir: join(dir, 'wal'), bucket: { type: 'filesystem', path: join(dir, 'bucket') }, numShards: 1, grpcListen: '127.0.0.1:0', metricsListen: '127.0.0.1:0' });
-  const running = await startAggregatorServer({ config, logger: createLogger({ level: 'silent' }) });
-  t.teardown(() => running.shutdown());
-  await running.ready;
-  const c = new Client(`127.0.0.1:${running.grpcPort}`, credentials.createInsecure());
-  t.teardown(() => c.close());
-  const md = new Metadata();
-  md.set('x-strata-tenant', 'acme');
-  md.set('x-strata-shard', '0');
-  const err = await unary(c, '/strata.write.v1.Writer/Write', md);
-  t.equal(err?.code, status.INVALID_ARGUMENT, `INVALID_ARGUMENT (${err?.details})`);
-  t.match(err?.details ?? '', /invalid request: the Write request message does not decode/);
-  t.same(running.aggregator()!.status().windows, [], 'nothing stored');
-  const seal = await unary(c, '/strata.write.v1.Writer/Seal', md);
-  t.equal(seal?.code, status.INVALID_ARGUMENT, 'Seal too');
-});
-
-t.test('field number 0 and a known field in the wrong wire type are refused, not skipped or misread, and nothing is stored', async (t) => {
-  const dir = tempDir(t, 'malformed-wire');
+/** An in-process aggregator (one shard, clock at NOW), a raw client and the headers of a write to it. */
+async function aggregatorAndClient(t: Test, tag: string) {
+  const dir = tempDir(t, tag);
   const config = parseAggregatorConfig({ walDir: join(dir, 'wal'), bucket: { type: 'filesystem', path: join(dir, 'bucket') }, numShards: 1, grpcListen: '127.0.0.1:0', metricsListen: '127.0.0.1:0' });
   const running = await startAggregatorServer({ config, logger: createLogger({ level: 'silent' }), now: () => NOW });
   t.teardown(() => running.shutdown());
@@ -71,6 +53,21 @@ t.test('field number 0 and a known field in the wrong wire type are refused, not
   const md = new Metadata();
   md.set('x-strata-tenant', 'acme');
   md.set('x-strata-shard', '0');
+  return { running, c, md };
+}
+
+t.test('the aggregator answers a malformed Write with INVALID_ARGUMENT and stores nothing', async (t) => {
+  const { running, c, md } = await aggregatorAndClient(t, 'malformed-agg');
+  const err = await unary(c, '/strata.write.v1.Writer/Write', md);
+  t.equal(err?.code, status.INVALID_ARGUMENT, `INVALID_ARGUMENT (${err?.details})`);
+  t.match(err?.details ?? '', /invalid request: the Write request message does not decode/);
+  t.same(running.aggregator()!.status().windows, [], 'nothing stored');
+  const seal = await unary(c, '/strata.write.v1.Writer/Seal', md);
+  t.equal(seal?.code, status.INVALID_ARGUMENT, 'Seal too');
+});
+
+t.test('field number 0 and a known field in the wrong wire type are refused, not skipped or misread, and nothing is stored', async (t) => {
+  const { running, c, md } = await aggregatorAndClient(t, 'malformed-wire');
   const cases: [string, string, Buffer, RegExp][] = [
     ['Write', 'field 0 after a valid series', writeRequest(seriesBytes(), [0x00, 0x05]), /WriteRequest: field 0: invalid field number/],
     ['Write', 'field 0 inside a series', writeRequest(seriesBytes([0x02, 0x01, 0x07])), /SeriesSamples: field 0: invalid field number/],
