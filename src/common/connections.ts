@@ -5,10 +5,10 @@
  * that named no compression.
  */
 import type { Socket } from 'node:net';
-import { constants as h2constants, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import { constants as h2constants, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import { ERROR_CODE_TRAILER } from '../api/headers.js';
 import { ErrorCode } from '../errors.js';
-import { status, type Server, type ServerCredentials, type ServerInterceptingCall, type ServerInterceptor, type ServerOptions } from '@grpc/grpc-js';
+import { Metadata, status, type Server, type ServerCredentials, type ServerInterceptingCall, type ServerInterceptor, type ServerOptions } from '@grpc/grpc-js';
 import { z } from 'zod';
 import { timerMsSchema, type OptionKind } from './config.js';
 
@@ -89,10 +89,17 @@ export const refuseUndeclaredCompression: ServerInterceptor = (_method, call) =>
   const decompress = inner.decompressMessage;
   if (typeof decompress !== 'function') return same;
   inner.decompressMessage = function (this: unknown, frame: Buffer, encoding: string): unknown {
-    if (encoding === 'identity' && frame.length > 0 && frame[0] === 1) {
+    const flag = frame.length > 0 ? frame[0]! : 0;
+    if (flag > 1 || (encoding === 'identity' && flag === 1)) {
+      const metadata = new Metadata();
+      metadata.set(ERROR_CODE_TRAILER, ErrorCode.INVALID_ARGUMENT);
       return Promise.reject({
         code: status.INVALID_ARGUMENT,
-        details: 'invalid request: a message is flagged as compressed, but the call has no grpc-encoding header; nothing of it was used',
+        details:
+          flag > 1
+            ? `invalid request: a message's compressed flag is ${flag} (0 or 1 only); nothing of it was used`
+            : 'invalid request: a message is flagged as compressed, but the call has no grpc-encoding header; nothing of it was used',
+        metadata,
       });
     }
     return decompress.call(this, frame, encoding);
@@ -152,7 +159,31 @@ function http2ServersOf(server: Server, what: string): NodeJS.EventEmitter[] {
 }
 
 /** Why {@link guardReceives} refused a call (the `reason` of its callback). */
-export type ReceiveRefusal = 'max_concurrent_calls' | 'request_receive_timeout' | 'message_too_large';
+export type ReceiveRefusal =
+  | 'max_concurrent_calls'
+  | 'request_receive_timeout'
+  | 'message_too_large'
+  | 'malformed_request'
+  | 'compressed_request'
+  | 'call_deadline';
+
+/** A call still open this long after its deadline (grpc-timeout, or the service's own bound) is reset. */
+export const CALL_RESET_GRACE_MS = 5_000;
+
+/** grpc-js computes a deadline with `| 0`: a grpc-timeout of 2^31 ms or more becomes "already passed". */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+const TIMEOUT_UNITS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
+
+/** The grpc-timeout header in ms; null when absent; NaN when it is not a valid timeout. */
+export function parseGrpcTimeout(v: string | string[] | undefined): number | null {
+  if (v === undefined) return null;
+  const m = typeof v === 'string' ? /^(\d{1,8})([HMSmun])$/.exec(v) : null;
+  return m ? Number(m[1]) * TIMEOUT_UNITS[m[2]!]! : NaN;
+}
+
+/** What {@link guardReceives} notes of a stream's headers before grpc-js reads them. */
+const headerFaults = new WeakMap<ServerHttp2Stream, string>();
+const callDeadlines = new WeakMap<ServerHttp2Stream, number>();
 
 /**
  * Bounds what requests cost before a handler sees them. grpc-js collects a call's whole request
@@ -166,45 +197,73 @@ export type ReceiveRefusal = 'max_concurrent_calls' | 'request_receive_timeout' 
  * - a call's request message reserves its declared length (the gRPC frame's 5-byte prefix) from
  *   `maxReceivingBytes` when its first bytes arrive; a call that does not fit waits, paused, so
  *   HTTP/2 flow control holds its client back, and calls are resumed in arrival order as
- *   reservations are given back (when a request has arrived whole, or its call ends). One call is
- *   always let through when none is receiving, so a message larger than the budget still passes
- *   (grpc-js's `max_receive_message_length` bounds it). A reserved message is never paused, so
- *   reservations cannot wait on each other;
+ *   reservations are given back (when a request has arrived whole, or its call ends). A call that
+ *   ends while it waits leaves the queue at once. One call is always let through when none is
+ *   receiving, so a message larger than the budget still passes (grpc-js's
+ *   `max_receive_message_length` bounds it). A reserved message is never paused, so reservations
+ *   cannot wait on each other;
  * - a request message declared larger than `maxMessage` is refused (RESOURCE_EXHAUSTED, naming
  *   it) from its first 5 bytes, before the rest is sent;
  * - a request must arrive whole within `requestReceiveTimeoutMs` (time spent waiting for the
- *   budget not counted), or the call is answered DEADLINE_EXCEEDED, naming the bound, and closed.
- *
- * Every RPC of both services takes one request message, so a call's request is whole when its
- * client half-closes the stream.
+ *   budget not counted), or the call is answered DEADLINE_EXCEEDED, naming the bound, and closed;
+ * - every RPC of both services takes exactly one request message, so what is received is counted
+ *   against the declared length: bytes beyond it (a second message) and a call that half-closes
+ *   before its message is whole are refused with INVALID_ARGUMENT before grpc-js sees them;
+ * - compressed requests (a `grpc-encoding` other than identity) are refused with UNIMPLEMENTED
+ *   (the protocol takes none; gzip would also inflate past every bound above, which count wire
+ *   bytes), and a grpc-timeout that is not one is refused with INVALID_ARGUMENT;
+ * - a call still open {@link CALL_RESET_GRACE_MS} after its deadline (the grpc-timeout header,
+ *   or `maxCallMs`, the service's own bound, whichever is sooner) is reset: a client that stopped
+ *   reading an answer cannot hold a call, and its slot in `maxConcurrentCalls`, for ever.
  */
 export function guardReceives(
   server: Server,
   c: ConnectionConfig,
   onRefused?: (reason: ReceiveRefusal) => void,
   maxMessage?: { readonly bytes: number; readonly name: string },
+  maxCallMs?: number,
 ): { calls(): number; receivingBytes(): number; waiting(): number } {
   let calls = 0;
   let receiving = 0;
-  const waiting: { stream: ServerHttp2Stream; need: number; admit: () => void }[] = [];
+  // in arrival order; a stream that closes while it waits is taken out at once
+  const waiting = new Map<ServerHttp2Stream, { need: number; admit: () => void }>();
   const admitWaiting = (): void => {
-    while (waiting.length > 0) {
-      const w = waiting[0]!;
-      if (w.stream.closed || w.stream.destroyed) {
-        waiting.shift();
+    for (const [stream, w] of waiting) {
+      if (stream.closed || stream.destroyed) {
+        waiting.delete(stream);
         continue;
       }
       if (receiving > 0 && receiving + w.need > c.maxReceivingBytes) return;
-      waiting.shift();
+      waiting.delete(stream);
       w.admit();
     }
   };
-  const onStream = (stream: ServerHttp2Stream): void => {
+  /** Runs before grpc-js reads the headers: a grpc-timeout it would misread is taken out and noted. */
+  const onHeaders = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void => {
+    const ms = parseGrpcTimeout(headers['grpc-timeout']);
+    if (ms === null) return;
+    if (Number.isNaN(ms)) {
+      headerFaults.set(stream, `the grpc-timeout header "${String(headers['grpc-timeout'])}" is not a timeout (1 to 8 digits and one of H M S m u n)`);
+      delete headers['grpc-timeout'];
+      return;
+    }
+    callDeadlines.set(stream, ms);
+    // longer than a timer can hold (24.8 days): as good as no deadline, which grpc-js can keep
+    if (ms > MAX_TIMER_MS) delete headers['grpc-timeout'];
+  };
+  const onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void => {
     calls++;
+    let counted = true;
     let reserved = 0;
     let prefix: Buffer | null = Buffer.alloc(0);
+    let need = -1;
+    let received = 0;
+    /** The request is whole (or refused): no more bytes are counted. */
     let done = false;
+    /** The call was refused or its stream closed. */
+    let ended = false;
     let timer: NodeJS.Timeout | undefined;
+    let deadlineTimer: NodeJS.Timeout | undefined;
     const release = (): void => {
       if (timer !== undefined) clearTimeout(timer);
       timer = undefined;
@@ -214,43 +273,83 @@ export function guardReceives(
         admitWaiting();
       }
     };
+    /** Refuses the call; it no longer counts as open (its stream may linger while the status goes out). */
+    const refuseCall = (reason: ReceiveRefusal, grpcStatus: number, code: string, message: string, extra?: Record<string, string>): void => {
+      if (ended) return;
+      ended = true;
+      done = true;
+      if (deadlineTimer !== undefined) clearTimeout(deadlineTimer);
+      onRefused?.(reason);
+      if (counted) {
+        counted = false;
+        calls--;
+      }
+      waiting.delete(stream);
+      release();
+      stream.off('data', onData);
+      refuse(stream, grpcStatus, code, message, extra);
+    };
     const arm = (): void => {
       timer = setTimeout(() => {
-        onRefused?.('request_receive_timeout');
-        refuse(stream, 4, ErrorCode.DEADLINE_EXCEEDED, `the request message did not arrive whole within requestReceiveTimeoutMs (${c.requestReceiveTimeoutMs} ms)`);
+        refuseCall('request_receive_timeout', 4, ErrorCode.DEADLINE_EXCEEDED, `the request message did not arrive whole within requestReceiveTimeoutMs (${c.requestReceiveTimeoutMs} ms)`);
       }, c.requestReceiveTimeoutMs);
       timer.unref();
     };
     stream.once('close', () => {
-      calls--;
+      if (counted) calls--;
+      counted = false;
       done = true;
+      ended = true;
+      waiting.delete(stream);
+      if (deadlineTimer !== undefined) clearTimeout(deadlineTimer);
       release();
     });
     if (calls > c.maxConcurrentCalls) {
-      onRefused?.('max_concurrent_calls');
-      refuse(stream, 8, ErrorCode.RESOURCE_EXHAUSTED, `too many calls at once: maxConcurrentCalls (${c.maxConcurrentCalls}) are open; retry shortly`);
+      refuseCall('max_concurrent_calls', 8, ErrorCode.RESOURCE_EXHAUSTED, `too many calls at once: maxConcurrentCalls (${c.maxConcurrentCalls}) are open; retry shortly`);
       return;
     }
+    const fault = headerFaults.get(stream);
+    if (fault !== undefined) {
+      refuseCall('malformed_request', 3, ErrorCode.INVALID_ARGUMENT, `invalid request: ${fault}`);
+      return;
+    }
+    const encoding = headers['grpc-encoding'];
+    if (encoding !== undefined && encoding !== 'identity') {
+      refuseCall('compressed_request', 12, ErrorCode.INVALID_ARGUMENT, `compressed requests are not supported (grpc-encoding ${String(encoding)}); send them uncompressed`, { 'grpc-accept-encoding': 'identity' });
+      return;
+    }
+    const grpcTimeout = callDeadlines.get(stream);
+    const limit = Math.min(grpcTimeout ?? Infinity, maxCallMs ?? Infinity);
+    if (limit + CALL_RESET_GRACE_MS <= MAX_TIMER_MS) {
+      deadlineTimer = setTimeout(() => {
+        refuseCall('call_deadline', 4, ErrorCode.DEADLINE_EXCEEDED, `the call was still open ${CALL_RESET_GRACE_MS} ms after its deadline (${limit} ms)`);
+      }, limit + CALL_RESET_GRACE_MS);
+      deadlineTimer.unref();
+    }
     arm();
-    stream.once('end', () => {
-      done = true;
-      release();
-    });
-    const onData = (chunk: Buffer): void => {
-      if (done || prefix === null) return;
+    // a declaration, so the refusals above may take it off before it is attached
+    function onData(chunk: Buffer): void {
+      if (done) return;
+      received += chunk.length;
+      if (prefix === null) {
+        if (received > need) refuseCall('malformed_request', 3, ErrorCode.INVALID_ARGUMENT, `invalid request: more than one request message: ${received} bytes arrived for one message of ${need} bytes (its prefix included); every method takes one; nothing of it was used`);
+        return;
+      }
       // the prefix is almost always in the first chunk: copied only when it is split
       const head = prefix.length === 0 && chunk.length >= 5 ? chunk : Buffer.concat([prefix, chunk.subarray(0, 5 - prefix.length)]);
       if (head.length < 5) {
         prefix = head;
         return;
       }
-      const need = 5 + head.readUInt32BE(1);
+      need = 5 + head.readUInt32BE(1);
       prefix = null;
-      stream.off('data', onData);
       if (maxMessage !== undefined && need - 5 > maxMessage.bytes) {
         // refused before its bytes arrive, with the error code grpc-js's own refusal lacks
-        onRefused?.('message_too_large');
-        refuse(stream, 8, ErrorCode.RESOURCE_EXHAUSTED, `the request message is ${need - 5} bytes, more than ${maxMessage.name} (${maxMessage.bytes}); nothing of it was used`);
+        refuseCall('message_too_large', 8, ErrorCode.RESOURCE_EXHAUSTED, `the request message is ${need - 5} bytes, more than ${maxMessage.name} (${maxMessage.bytes}); nothing of it was used`);
+        return;
+      }
+      if (received > need) {
+        refuseCall('malformed_request', 3, ErrorCode.INVALID_ARGUMENT, `invalid request: more than one request message: ${received} bytes arrived for one message of ${need} bytes (its prefix included); every method takes one; nothing of it was used`);
         return;
       }
       if (receiving === 0 || receiving + need <= c.maxReceivingBytes) {
@@ -262,8 +361,7 @@ export function guardReceives(
       // the receive clock stopped meanwhile
       stream.pause();
       if (timer !== undefined) clearTimeout(timer);
-      waiting.push({
-        stream,
+      waiting.set(stream, {
         need,
         admit: () => {
           receiving += need;
@@ -272,25 +370,45 @@ export function guardReceives(
           stream.resume();
         },
       });
-    };
-    // before grpc-js's own listener: a message too large is answered with our error, not its
+    }
+    // before grpc-js's own listeners: a refusal is answered with our error, not its
     stream.prependListener('data', onData);
+    stream.prependOnceListener('end', () => {
+      if (done) return;
+      if (received < need || need < 0) {
+        refuseCall('malformed_request', 3, ErrorCode.INVALID_ARGUMENT, `invalid request: the call ended before its request message was whole (${received} bytes${need < 0 ? '' : ` of ${need}`}); nothing of it was used`);
+        return;
+      }
+      done = true;
+      release();
+    });
   };
-  for (const h2 of http2ServersOf(server, 'the receive bounds')) h2.on('stream', onStream);
-  return { calls: () => calls, receivingBytes: () => receiving, waiting: () => waiting.length };
+  for (const h2 of http2ServersOf(server, 'the receive bounds')) {
+    h2.prependListener('stream', onHeaders);
+    h2.on('stream', onStream);
+  }
+  return { calls: () => calls, receivingBytes: () => receiving, waiting: () => waiting.size };
 }
 
-/** Answers a call with a gRPC status (trailers only when nothing was sent yet) and closes its stream. */
-function refuse(stream: ServerHttp2Stream, grpcStatus: number, code: string, message: string): void {
+/**
+ * Answers a call with a gRPC status and closes its stream. When nothing was sent yet the status
+ * goes as trailers only, and the stream is then reset with NO_ERROR, which tells a client still
+ * sending to stop without discarding the status (with CANCEL, grpcio reported
+ * "Received RST_STREAM with error code 8" and never saw the status); when an answer was under
+ * way, the stream is reset with CANCEL.
+ */
+function refuse(stream: ServerHttp2Stream, grpcStatus: number, code: string, message: string, extra?: Record<string, string>): void {
   if (stream.closed || stream.destroyed) return;
+  let sent = false;
   try {
     if (!stream.headersSent) {
       stream.respond(
-        { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatus), 'grpc-message': encodeURI(message), [ERROR_CODE_TRAILER]: code },
+        { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatus), 'grpc-message': encodeURI(message), [ERROR_CODE_TRAILER]: code, ...extra },
         { endStream: true },
       );
+      sent = true;
     }
   } finally {
-    stream.close(h2constants.NGHTTP2_CANCEL);
+    stream.close(sent ? h2constants.NGHTTP2_NO_ERROR : h2constants.NGHTTP2_CANCEL);
   }
 }

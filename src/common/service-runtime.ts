@@ -105,7 +105,7 @@ export interface Listening {
  */
 export async function listen(
   config: ListenConfig,
-  opts: { services: readonly ServedService[]; health: HealthState; metrics: Registry; serverOptions?: ServerOptions; /** The config key of grpc.max_receive_message_length, for errors. */ maxMessageName?: string },
+  opts: { services: readonly ServedService[]; health: HealthState; metrics: Registry; serverOptions?: ServerOptions; /** The config key of grpc.max_receive_message_length, for errors. */ maxMessageName?: string; /** The service's own bound on a call (its calls are reset a grace after it). */ maxCallMs?: number },
 ): Promise<Listening> {
   const creds = withHandshakeTimeout(serverCredentials(config.tls), config.handshakeTimeoutMs);
   const server = new Server({ ...grpcServerOptions(config), ...opts.serverOptions });
@@ -121,12 +121,12 @@ export async function listen(
     guardHandshakes(server, config.handshakeTimeoutMs);
     const refused = new Counter({
       name: 'strata_grpc_calls_refused_total',
-      help: 'Calls refused before their handler by the transport bounds (reason: max_concurrent_calls, request_receive_timeout, message_too_large)',
+      help: 'Calls refused or reset by the transport bounds (reason: max_concurrent_calls, request_receive_timeout, message_too_large, malformed_request, compressed_request, call_deadline)',
       labelNames: ['reason'],
       registers: [opts.metrics],
     });
     const maxMessage = opts.serverOptions?.['grpc.max_receive_message_length'];
-    const receive = guardReceives(server, config, (reason) => refused.inc({ reason }), typeof maxMessage === 'number' && maxMessage >= 0 ? { bytes: maxMessage, name: opts.maxMessageName ?? 'the largest request message' } : undefined);
+    const receive = guardReceives(server, config, (reason) => refused.inc({ reason }), typeof maxMessage === 'number' && maxMessage >= 0 ? { bytes: maxMessage, name: opts.maxMessageName ?? 'the largest request message' } : undefined, opts.maxCallMs);
     new Gauge({ name: 'strata_grpc_calls_open', help: 'Calls open over every connection (bounded by maxConcurrentCalls)', registers: [opts.metrics], collect() { this.set(receive.calls()); } });
     new Gauge({ name: 'strata_grpc_calls_waiting', help: 'Calls whose request waits for room in maxReceivingBytes (paused by flow control)', registers: [opts.metrics], collect() { this.set(receive.waiting()); } });
     new Gauge({ name: 'strata_grpc_receiving_bytes', help: 'Declared bytes of request messages being received (bounded by maxReceivingBytes)', registers: [opts.metrics], collect() { this.set(receive.receivingBytes()); } });

@@ -177,10 +177,13 @@ export class Aggregator {
    * Validates, encodes and durably stores one request for (tenant, shard); resolves once every
    * sample is in a synced WAL group. The caller checked the headers, ownership and limits.
    * @throws InvalidArgumentError for a malformed request (nothing stored).
+   * @throws whatever `stillWanted` throws, asked once the request is encoded, before the WAL.
    */
-  async write(tenant: string, shard: number, series: readonly WireSeries[]): Promise<{ samples: number; series: number }> {
+  async write(tenant: string, shard: number, series: readonly WireSeries[], stillWanted?: () => void): Promise<{ samples: number; series: number }> {
     if (this.closed) throw new RangeError('the aggregator is closed');
     const prepared = await this.encoder.prepare(series, this.ingestContext(shard, tenant));
+    // a request whose caller gave up while it was encoded (deadline, cancel) is not stored
+    stillWanted?.();
     const byWindow = new Map<bigint, WalEntry[]>();
     for (const r of prepared.runs) {
       let list = byWindow.get(r.windowStart);

@@ -180,6 +180,14 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
     return agg;
   };
 
+  /** Throws when the caller of `call` gave up (cancelled, or its deadline passed): nothing more of it is done. */
+  const refuseGoneCall = (call: ServerUnaryCall<unknown, unknown>): void => {
+    if (call.cancelled) throw new GrpcError(status.CANCELLED, 'the call was cancelled before its samples reached the WAL; nothing of it was stored');
+    const deadline = call.getDeadline();
+    const ms = deadline instanceof Date ? deadline.getTime() : deadline;
+    if (Number.isFinite(ms) && Date.now() >= ms) throw new GrpcError(status.DEADLINE_EXCEEDED, "the call's deadline passed before its samples reached the WAL; nothing of it was stored");
+  };
+
   /** Runs a handler with metrics, error mapping and logging. */
   const unary = <Req, Res>(method: 'Write' | 'Seal' | 'Status', fn: (call: ServerUnaryCall<Req, Res>) => Promise<Res>) => {
     return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>): void => {
@@ -250,7 +258,7 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
       inflight += charge;
       o.metrics.inflightBytes.set(inflight);
       try {
-        const r = await agg.write(tenant, shard, series);
+        const r = await agg.write(tenant, shard, series, () => refuseGoneCall(call));
         const label = o.tenantLabel(tenant);
         o.metrics.samplesIngested.inc({ tenant: label }, r.samples);
         o.metrics.bytesIngested.inc({ tenant: label }, payload);

@@ -214,6 +214,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
         'grpc.enable_channelz': 0,
       },
       maxMessageName: 'the largest Read request (16 MiB)',
+      maxCallMs: config.requestTimeoutMs,
     });
   } catch (err) {
     await closeOwned();

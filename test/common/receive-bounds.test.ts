@@ -6,7 +6,7 @@
  * DEADLINE_EXCEEDED; calls beyond maxConcurrentCalls are refused with RESOURCE_EXHAUSTED, and taken
  * again once calls end. Each error names its bound.
  */
-import { connect, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
+import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { createLogger } from '../../src/common/logger.js';
@@ -35,16 +35,19 @@ interface Answer {
   readonly status: string | undefined;
   readonly message: string;
   readonly code: string | undefined;
+  readonly accept?: string | undefined;
+  /** The RST_STREAM code the stream closed with. */
+  readonly rst: number | undefined;
 }
 
 /** A Write call on `session`: its stream and its answer (the gRPC status from headers or trailers). */
-function call(session: ClientHttp2Session): { stream: ClientHttp2Stream; answer: Promise<Answer>; answered: () => boolean } {
-  const stream = session.request({ ':method': 'POST', ':path': '/strata.write.v1.Writer/Write', 'content-type': 'application/grpc', te: 'trailers', 'x-strata-tenant': 'acme', 'x-strata-shard': '0' });
+function call(session: ClientHttp2Session, headers: Record<string, string> = {}): { stream: ClientHttp2Stream; answer: Promise<Answer>; answered: () => boolean } {
+  const stream = session.request({ ':method': 'POST', ':path': '/strata.write.v1.Writer/Write', 'content-type': 'application/grpc', te: 'trailers', 'x-strata-tenant': 'acme', 'x-strata-shard': '0', ...headers });
   let done = false;
   const answer = new Promise<Answer>((resolve) => {
     let got: Answer | null = null;
     const take = (h: Record<string, unknown>): void => {
-      if (h['grpc-status'] !== undefined) got = { status: String(h['grpc-status']), message: decodeURIComponent(String(h['grpc-message'] ?? '')), code: h['strata-error-code'] as string | undefined };
+      if (h['grpc-status'] !== undefined) got = { status: String(h['grpc-status']), message: decodeURIComponent(String(h['grpc-message'] ?? '')), code: h['strata-error-code'] as string | undefined, accept: h['grpc-accept-encoding'] as string | undefined, rst: undefined };
     };
     stream.on('response', take);
     stream.on('trailers', take);
@@ -52,10 +55,27 @@ function call(session: ClientHttp2Session): { stream: ClientHttp2Stream; answer:
     stream.resume();
     stream.on('close', () => {
       done = true;
-      resolve(got ?? { status: undefined, message: 'closed without a status', code: undefined });
+      resolve(got ? { ...got, rst: stream.rstCode } : { status: undefined, message: 'closed without a status', code: undefined, rst: stream.rstCode });
     });
   });
   return { stream, answer, answered: () => done };
+}
+
+/** A WriteRequest of one series (id 7) with one sample at `ts`. */
+function writeMessage(ts: number): Buffer {
+  const b = Buffer.alloc(2 + 9 + 10 + 10);
+  let o = 0;
+  b[o++] = 0x0a;
+  b[o++] = 29;
+  b[o++] = 0x09;
+  o = b.writeBigUInt64LE(7n, o);
+  b[o++] = 0x12;
+  b[o++] = 8;
+  o = b.writeBigInt64LE(BigInt(ts), o);
+  b[o++] = 0x1a;
+  b[o++] = 8;
+  b.writeDoubleLE(1.5, o);
+  return b;
 }
 
 /** The 5-byte gRPC prefix of a message of `n` bytes. */
@@ -145,4 +165,74 @@ t.test('a request message declared larger than maxRequestBytes is refused from i
   const got2 = await split.answer;
   t.match(got2.message, /1048578 bytes, more than maxRequestBytes/);
   t.equal(await gauge(a, 'strata_grpc_calls_refused_total', { reason: 'message_too_large' }), 2);
+});
+
+t.test('a call that ends while it waits for maxReceivingBytes leaves the queue at once', async (t) => {
+  const a = await start(t, { maxReceivingBytes: 64 * KiB, requestReceiveTimeoutMs: 60_000 });
+  const session = connect(`http://127.0.0.1:${a.grpcPort}`);
+  t.teardown(() => session.destroy());
+  const holder = call(session);
+  holder.stream.write(Buffer.concat([prefix(64 * KiB), Buffer.alloc(10)]));
+  await eventually('the holder to reserve the budget', async () => ((await gauge(a, 'strata_grpc_receiving_bytes')) > 0 ? true : null));
+  const waiters = Array.from({ length: 50 }, () => {
+    const w = call(session);
+    w.stream.write(Buffer.concat([prefix(32 * KiB), Buffer.alloc(1000)]));
+    return w;
+  });
+  await eventually('50 calls to wait', async () => ((await gauge(a, 'strata_grpc_calls_waiting')) === 50 ? true : null));
+  for (const w of waiters) w.stream.close(constants.NGHTTP2_CANCEL);
+  // before, they stayed queued (with what they had received) until the holder's call ended
+  await eventually('the cancelled calls to leave the queue', async () => ((await gauge(a, 'strata_grpc_calls_waiting')) === 0 && (await gauge(a, 'strata_grpc_calls_open')) === 1 ? true : null));
+  t.equal(await gauge(a, 'strata_grpc_receiving_bytes'), 64 * KiB + 5, 'the holder still holds its reservation');
+  holder.stream.close(constants.NGHTTP2_CANCEL);
+  await eventually('every call to end', async () => ((await gauge(a, 'strata_grpc_calls_open')) === 0 ? true : null));
+});
+
+t.test('what is not one whole, uncompressed request message is refused before grpc-js sees it, with its status and error code, and nothing is stored', async (t) => {
+  const a = await start(t, { requestReceiveTimeoutMs: 60_000 });
+  const session = connect(`http://127.0.0.1:${a.grpcPort}`);
+  t.teardown(() => session.destroy());
+  const msg = writeMessage(Date.now());
+  const frame = Buffer.concat([prefix(msg.length), msg]);
+  const cases: [string, Record<string, string>, Buffer, string, RegExp][] = [
+    ['two messages on a unary call', {}, Buffer.concat([frame, frame]), '3', /more than one request message: 72 bytes arrived for one message of 36 bytes/],
+    ['a call that ends part-way through its message', {}, frame.subarray(0, 20), '3', /the call ended before its request message was whole \(20 bytes of 36\)/],
+    ['a call that ends with no message', {}, Buffer.alloc(0), '3', /the call ended before its request message was whole \(0 bytes\)/],
+    ['a call that ends inside the 5-byte prefix', {}, frame.subarray(0, 3), '3', /ended before its request message was whole \(3 bytes\)/],
+    ['a compressed request (grpc-encoding gzip)', { 'grpc-encoding': 'gzip' }, frame, '12', /compressed requests are not supported \(grpc-encoding gzip\)/],
+    ['a grpc-timeout that is none', { 'grpc-timeout': 'abc' }, frame, '3', /the grpc-timeout header "abc" is not a timeout/],
+    ['a compressed flag of 2', {}, Buffer.concat([Buffer.from([2]), frame.subarray(1)]), '3', /compressed flag is 2 \(0 or 1 only\)/],
+  ];
+  for (const [what, headers, body, want, message] of cases) {
+    const c = call(session, headers);
+    c.stream.end(body);
+    const got = await c.answer;
+    t.equal(got.status, want, `${what}: status ${want} (${got.message})`);
+    t.match(got.message, message, `${what}: says why`);
+    t.equal(got.code, 'ERR_STRATA_INVALID_ARGUMENT', `${what}: error code`);
+    if (want === '12') t.equal(got.accept, 'identity', `${what}: grpc-accept-encoding names what is taken`);
+  }
+  t.same(a.aggregator()!.status().windows, [], 'nothing stored');
+  t.equal(await gauge(a, 'strata_grpc_calls_refused_total', { reason: 'malformed_request' }), 5);
+  t.equal(await gauge(a, 'strata_grpc_calls_refused_total', { reason: 'compressed_request' }), 1);
+  // a deadline beyond what grpc-js's timer arithmetic holds (2^31 ms) is no deadline, not one past
+  const far = call(session, { 'grpc-timeout': '99999999H' });
+  far.stream.end(frame);
+  const ok = await far.answer;
+  t.equal(ok.status, '0', `a grpc-timeout of 99999999H is taken (${ok.message})`);
+  t.equal(a.aggregator()!.status().windows.length, 1, 'and its sample stored');
+  await eventually('every call to end', async () => ((await gauge(a, 'strata_grpc_calls_open')) === 0 ? true : null));
+});
+
+t.test('a refusal reaches a client that is still sending: trailers first, then RST_STREAM(NO_ERROR)', async (t) => {
+  const a = await start(t, { maxRequestBytes: 64 * KiB });
+  const session = connect(`http://127.0.0.1:${a.grpcPort}`);
+  t.teardown(() => session.destroy());
+  const big = call(session);
+  big.stream.write(Buffer.concat([prefix(1024 * KiB), Buffer.alloc(60 * KiB)]));
+  big.stream.write(Buffer.alloc(200 * KiB)); // still sending when the refusal goes out
+  const got = await big.answer;
+  t.equal(got.status, '8', got.message);
+  t.equal(got.code, 'ERR_STRATA_RESOURCE_EXHAUSTED');
+  t.equal(got.rst, constants.NGHTTP2_NO_ERROR, 'reset with NO_ERROR (CANCEL made grpcio drop the status)');
 });

@@ -589,6 +589,12 @@ t.test('a call whose last messages the client does not take stays counted until 
     // within 5 s: the cancel must release the call, not its deadline (30 s by default)
     await eventually(`${leave}: the lingering call to be released`, async () => ((await held(gw)) === 0 ? true : null), leave === 'cancel' ? 5000 : 30_000);
     t.equal((await rawRead(gw.grpcPort, req)).length, 2, `${leave}: served again once the lingering call is gone`);
+    if (leave === 'deadline') {
+      // its stream too: reset CALL_RESET_GRACE_MS after requestTimeoutMs, so it no longer holds a
+      // slot of maxConcurrentCalls (before, such streams stayed open until the client left)
+      await eventually('deadline: the lingering stream to be reset', async () => ((await gw.metrics.total('strata_grpc_calls_open')) === 0 ? true : null), 30_000);
+      t.equal(await gw.metrics.total('strata_grpc_calls_refused_total', { reason: 'call_deadline' }), 1, 'deadline: reset once, counted');
+    }
     slow.cancel();
   }
 });
