@@ -12,7 +12,7 @@
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { createLogger } from '../common/logger.js';
-import { exitOnSignals } from '../common/signals.js';
+import { exitOnSignals, SHUTDOWN_HARD_LIMIT_EXTRA_MS } from '../common/signals.js';
 import { startService } from './service-command.js';
 import { StrataError } from '../errors.js';
 import { openBucket } from '../objstore/index.js';
@@ -77,7 +77,7 @@ async function serve(flags: ServeFlags): Promise<void> {
   }
   const logger = createLogger({ level: cfg.aggregator.logLevel, name: 'serve' });
   // without a tenants file, both services share one bucket client; with one, each has its registry
-  const started = await startService('serve', logger, async () => {
+  const starting = startService('serve', logger, async () => {
     const shared = cfg.aggregator.bucket !== undefined ? await openBucket(cfg.aggregator.bucket) : null;
     const bucket = shared ? { bucket: shared } : {};
     const aggregator = await startAggregatorServer({ config: cfg.aggregator, logger: logger.child({ role: 'aggregator' }), ...bucket });
@@ -85,6 +85,17 @@ async function serve(flags: ServeFlags): Promise<void> {
     await aggregator.ready;
     return { shared, aggregator, gateway };
   });
+  // installed before the start finishes: a signal during a long start (WAL recovery) waits for it
+  // and shuts down cleanly
+  exitOnSignals(
+    logger,
+    async () => {
+      const s = await starting;
+      if (s) await Promise.all([s.aggregator.shutdown(), s.gateway.shutdown()]).then(() => s.shared?.close());
+    },
+    { hardLimitMs: Math.max(cfg.aggregator.shutdownGraceMs, cfg.gateway.shutdownGraceMs) + SHUTDOWN_HARD_LIMIT_EXTRA_MS },
+  );
+  const started = await starting;
   // the service that did start (the aggregator, when the gateway cannot listen) must not keep the process alive
   if (started === null) process.exit(process.exitCode ?? 1);
   const { shared, aggregator, gateway } = started;
@@ -99,7 +110,6 @@ async function serve(flags: ServeFlags): Promise<void> {
     },
     'strata is serving',
   );
-  exitOnSignals(logger, () => Promise.all([aggregator.shutdown(), gateway.shutdown()]).then(() => shared?.close()));
 }
 
 const collect = (v: string, acc: string[]) => [...acc, v];

@@ -9,7 +9,7 @@
 import type { Command } from 'commander';
 import { redactSecrets } from '../common/config.js';
 import { createLogger, type Logger } from '../common/logger.js';
-import { exitOnSignals } from '../common/signals.js';
+import { exitOnSignals, SHUTDOWN_HARD_LIMIT_EXTRA_MS } from '../common/signals.js';
 import { ErrorCode, StrataError } from '../errors.js';
 import { loadTenantsFile } from '../tenancy/config.js';
 
@@ -99,9 +99,15 @@ export async function runService<C extends { readonly tenantsFile?: string | und
   const config = await loadServiceConfig(name, flags, build);
   if (!config) return null;
   const logger = createLogger({ level: config.logLevel, name });
-  const running = await startService(name, logger, () => start(config, logger));
+  const starting = startService(name, logger, () => start(config, logger));
+  // installed before the start finishes: a signal during a long start (WAL recovery) waits for it
+  // and shuts down cleanly
+  if (opts.untilSignal ?? true) {
+    const grace = (config as { readonly shutdownGraceMs?: number }).shutdownGraceMs ?? 0;
+    exitOnSignals(logger, async () => (await starting)?.shutdown(), { hardLimitMs: grace + SHUTDOWN_HARD_LIMIT_EXTRA_MS });
+  }
+  const running = await starting;
   if (!running) return null;
-  if (opts.untilSignal ?? true) exitOnSignals(logger, () => running.shutdown());
   return { running, logger };
 }
 

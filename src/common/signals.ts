@@ -24,12 +24,30 @@ export function drainServer(server: Server, graceMs: number, onOverdue: () => vo
   });
 }
 
-export function exitOnSignals(logger: Logger, shutdown: () => Promise<unknown>): void {
+/**
+ * On the first SIGTERM or SIGINT, runs `shutdown` and exits 0 (1 if it failed). The handlers are
+ * meant to be installed before the service starts, so a signal during a long start (WAL recovery)
+ * waits for the start and then shuts down cleanly, instead of killing the process where it stands.
+ * A second signal, or a shutdown still running `hardLimitMs` after the first signal, exits at once
+ * with status 1: every acknowledged write is in a synced WAL by then, so this is no worse than a
+ * crash, which the services recover from.
+ */
+export function exitOnSignals(logger: Logger, shutdown: () => Promise<unknown>, opts: { readonly hardLimitMs?: number } = {}): void {
   let exiting = false;
   const stop = (signal: string): void => {
-    if (exiting) return;
+    if (exiting) {
+      logger.warn({ signal }, 'second signal: exiting now without finishing the shutdown (acknowledged writes are in the WAL)');
+      process.exit(1);
+    }
     exiting = true;
     logger.info({ signal }, 'shutdown requested');
+    if (opts.hardLimitMs !== undefined) {
+      const limit = opts.hardLimitMs;
+      setTimeout(() => {
+        logger.error({ limitMs: limit }, 'shutdown did not finish in time: exiting now (acknowledged writes are in the WAL)');
+        process.exit(1);
+      }, limit).unref();
+    }
     shutdown().then(
       () => process.exit(0),
       (err: unknown) => {
@@ -41,3 +59,6 @@ export function exitOnSignals(logger: Logger, shutdown: () => Promise<unknown>):
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }
+
+/** How long a shutdown may take beyond its service's drain grace before the process exits anyway. */
+export const SHUTDOWN_HARD_LIMIT_EXTRA_MS = 30_000;

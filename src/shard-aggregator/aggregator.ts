@@ -319,13 +319,16 @@ export class Aggregator {
     };
   }
 
-  /** Stops the timer and running flushes (their WALs are kept) and closes the WALs. */
-  async close(): Promise<void> {
+  /**
+   * Stops the timer and running flushes (their WALs are kept) and closes the WALs. A flush that
+   * does not stop within `flushWaitMs` (blocked on a bucket that does not answer) is left behind.
+   */
+  async close(flushWaitMs?: number): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.metrics.walDiskSource = null;
     if (this.timer) clearInterval(this.timer);
-    await this.flusher.close();
+    await this.flusher.close(flushWaitMs);
     await this.encoder.close();
     await this.store.close();
   }

@@ -534,8 +534,14 @@ export class Flusher {
     if (this.recent.length > RECENT_FLUSHES) this.recent.length = RECENT_FLUSHES;
   }
 
-  /** Stops: no new flushes, running ones abort their upload (WALs are kept), retries cancelled. */
-  async close(): Promise<void> {
+  /**
+   * Stops: no new flushes, running ones abort their upload (WALs are kept), retries cancelled.
+   * Waits for running flushes at most `maxWaitMs`: a flush blocked on a bucket that does not
+   * answer (a read or upload without an answer until the socket timeout and its retries, minutes)
+   * is left behind, so a shutdown ends within its grace; its WAL is kept and flushed after the
+   * restart, as after a crash.
+   */
+  async close(maxWaitMs = FLUSH_STOP_WAIT_MS): Promise<void> {
     this.stopping = true;
     for (const j of this.jobs.values()) {
       if (j.retry) clearTimeout(j.retry);
@@ -549,7 +555,20 @@ export class Flusher {
       }
     }
     this.pool.cancelAll();
-    await Promise.allSettled([...this.active]);
+    let timer: NodeJS.Timeout | undefined;
+    const waited = await Promise.race([
+      Promise.allSettled([...this.active]).then(() => true),
+      new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), maxWaitMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (!waited) {
+      this.o.logger.warn({ flushes: this.active.size, waitedMs: maxWaitMs }, 'flushes still running at shutdown (a bucket that does not answer?); left behind, their WALs are kept and flushed after the restart');
+    }
     await this.pool.close();
   }
 }
+
+/** How long {@link FlushScheduler.close} waits for running flushes. */
+export const FLUSH_STOP_WAIT_MS = 10_000;

@@ -172,3 +172,54 @@ t.test("a tenant whose bucket hangs does not stop other tenants' flushes, and ba
     'counted in strata_aggregator_flush_errors_total',
   );
 });
+
+t.test('closing does not wait for a flush blocked on a bucket that does not answer: it is left behind, and its WAL is kept', async (t) => {
+  const dir = tempDir('flush-stop');
+  const hang = await startHangingServer();
+  const tenants = async () =>
+    new TenantRegistry(
+      await parseTenantsConfig(
+        {
+          authRequired: false,
+          defaultBucket: { type: 'filesystem', path: join(dir, 'bucket') },
+          tenants: { bad: { bucket: s3TenantBucket('strata-hanging', credentialEnvRefs(1), { endpoint: `http://127.0.0.1:${hang.port}`, socketTimeoutMs: 3_600_000, retry: { maxAttempts: 1, baseDelayMs: 10, maxDelayMs: 10 } }) } },
+        },
+        'test',
+      ),
+      { retireAfterMs: 1 },
+    );
+  const logs: Record<string, unknown>[] = [];
+  const logger = createLogger({ level: 'info', dest: { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) } });
+  const config = parseAggregatorConfig({ walDir: join(dir, 'wal'), tenantsFile: '/unused', numShards: 1 });
+  const open = async (reg: TenantRegistry) =>
+    Aggregator.open({
+      config,
+      buckets: { acquire: (tenant, windowStart) => reg.acquireBucket(tenant, windowStart), ownBucket: () => true },
+      tenantLabel: (tenant) => reg.label(tenant),
+      logger,
+      metrics: new AggregatorMetrics(),
+      now: () => W + H + 1000,
+      autoFlush: false,
+    });
+  const reg = await tenants();
+  t.teardown(async () => {
+    await hang.close();
+    await reg.close();
+  });
+  const agg = await open(reg);
+  await agg.write('bad', 0, [wire('bad', 0)]);
+  const hanging = hang.nextConnection();
+  await agg.seal('bad', 0, BigInt(W), false);
+  await hanging;
+  const t0 = performance.now();
+  await agg.close(300);
+  const took = performance.now() - t0;
+  t.ok(took < 5000, `closed in ${Math.round(took)} ms, not when the bucket's requests time out (an hour here)`);
+  t.ok(hang.connections() >= 1, 'the flush was still hanging when close returned');
+  t.match(logs.find((l) => l.msg === 'flushes still running at shutdown (a bucket that does not answer?); left behind, their WALs are kept and flushed after the restart'), { level: 'warn', flushes: 1, waitedMs: 300 });
+  hang.cut();
+  // the WAL of the window is still there for the next start
+  const again = await open(reg);
+  t.same(again.status().windows.map((w) => `${w.tenant}/${w.shard}/${w.samples}`), [`bad/0/${ts.length}`], 'the window and its samples are still in the WAL');
+  await again.close(300);
+});
