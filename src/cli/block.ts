@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { BlockReader } from '../block/reader.js';
 import { bucketSource, fileSource, type RangeSource } from '../block/source.js';
-import { InvalidArgumentError } from '../errors.js';
+import { ErrorCode, InvalidArgumentError, StrataError } from '../errors.js';
 import { openBucket, type Bucket, type BucketConfig } from '../objstore/index.js';
 import { RUN_LZ4 } from '../format/run.js';
 
@@ -35,7 +35,11 @@ export function addBucketOptions(cmd: Command): Command {
 
 /** The bucket the flags name. */
 export function bucketConfigFromFlags(f: BucketFlags): BucketConfig {
-  if (!f.s3Bucket) return { type: 'filesystem', path: f.bucketPath };
+  if (!f.s3Bucket) {
+    const s3 = [f.s3Endpoint !== undefined && '--s3-endpoint', f.s3Prefix !== undefined && '--s3-prefix', f.s3PathStyle === true && '--s3-path-style'].filter(Boolean);
+    if (s3.length > 0) throw new StrataError(ErrorCode.CONFIG, `${s3.join(', ')} need --s3-bucket (without it the filesystem bucket of --bucket-path is used)`);
+    return { type: 'filesystem', path: f.bucketPath };
+  }
   const id = process.env['AWS_ACCESS_KEY_ID'];
   const secret = process.env['AWS_SECRET_ACCESS_KEY'];
   return {
@@ -51,7 +55,7 @@ export function bucketConfigFromFlags(f: BucketFlags): BucketConfig {
 
 async function openSource(target: string, flags: BucketFlags): Promise<{ source: RangeSource; bucket?: Bucket }> {
   if (existsSync(target)) return { source: fileSource(target) };
-  const bucket = await openBucket(bucketConfigFromFlags(flags));
+  const bucket = await openBucket(bucketConfigFromFlags(flags), { create: false });
   return { source: bucketSource(bucket, target), bucket };
 }
 

@@ -67,7 +67,7 @@ export function addBucketsOptions(cmd: Command): Command {
 /** A registry over the buckets the flags name; close it when done. */
 export async function registryFromFlags(f: BucketsFlags): Promise<TenantRegistry> {
   const cfg = f.tenantsFile !== undefined ? await loadTenantsFile(f.tenantsFile) : openTenantsConfig(bucketConfigFromFlags(f));
-  return new TenantRegistry(cfg, { openBucket: (c) => openBucket(c), maxPartitionClients: ALL_PARTITION_CLIENTS });
+  return new TenantRegistry(cfg, { openBucket: (c) => openBucket(c, { create: false }), maxPartitionClients: ALL_PARTITION_CLIENTS });
 }
 
 /** What a command found that decides its exit status. */
@@ -349,6 +349,11 @@ export function registerBucketCommands(program: Command): void {
       for await (const b of blocksOf('verify', r, f.tenant, o)) {
         try {
           const reader = await BlockReader.open(bucketSource(b.reader, b.key));
+          // a block stored under another block's key is refused by every reader (DATA_LOSS): so here
+          const f = reader.footer;
+          if (f.tenant !== b.tenant || f.shard !== b.shard || f.windowStart !== BigInt(b.windowStartMs)) {
+            throw new Error(`the footer names tenant ${f.tenant}, shard ${f.shard}, window ${f.windowStart}; the key names tenant ${b.tenant}, shard ${b.shard}, window ${b.windowStartMs}`);
+          }
           await reader.verify();
         } catch (err) {
           o.corrupt++;

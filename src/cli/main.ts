@@ -14,6 +14,7 @@ import { registerDemoCommands } from './demo.js';
 import { registerLifecycleCommands } from './lifecycle.js';
 import { registerBucketCommands } from './bucket.js';
 import { versionLine } from '../common/version.js';
+import { ErrorCode, StrataError } from '../errors.js';
 // command modules: one import and one register call each, in this order
 // (block) (aggregator, push) (gateway, query) (serve, demo) (lifecycle, bucket)
 
@@ -32,4 +33,19 @@ registerDemoCommands(program);
 registerLifecycleCommands(program);
 registerBucketCommands(program);
 
-await program.parseAsync(process.argv);
+// `strata query ... | head`: nobody reads the rest; as Unix tools do, stop without a word
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
+  throw err;
+});
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  // what a command did not handle itself: one line naming the command, not a stack trace; 2 for
+  // flags, config and input, 1 for anything else (a damaged block, a missing file, a server error)
+  const command = process.argv.slice(2).find((a) => !a.startsWith('-')) ?? '';
+  const usage = err instanceof StrataError && (err.code === ErrorCode.CONFIG || err.code === ErrorCode.INVALID_ARGUMENT);
+  process.stderr.write(`strata${command ? ` ${command}` : ''}: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = usage ? 2 : 1;
+}

@@ -129,7 +129,10 @@ async function query(f: QueryFlags): Promise<void> {
     ...(tls !== undefined ? { tls } : {}),
   });
   try {
-    const r = await client.query(f.tenant, parseIds(f.series), { start: parseTime('start', f.start), end: parseTime('end', f.end) });
+    const start = parseTime('start', f.start);
+    const end = parseTime('end', f.end);
+    if (end < start) throw new InvalidArgumentError('end', `${end} is before --start ${start}: the range [start, end) would be empty the wrong way round`);
+    const r = await client.query(f.tenant, parseIds(f.series), { start, end });
     const out: string[] = [];
     for (const s of r.series) {
       const bits = new BigUint64Array(s.values.buffer, s.values.byteOffset, s.values.length);

@@ -1,6 +1,7 @@
 /**
  * Serves a prom-client registry at `GET /metrics` (and `GET /healthz`) on a small HTTP server.
  */
+import { ErrorCode, StrataError } from '../errors.js';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Gauge, type Registry } from 'prom-client';
@@ -46,7 +47,11 @@ export async function startMetricsServer(registry: Registry, host: string, port:
     res.end('not found\n');
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      // as for grpcListen: a CONFIG error naming the address and the key, so the service exits 2 with it
+      const why = err.code === 'EADDRINUSE' ? 'the address is in use by another process' : err.message;
+      reject(new StrataError(ErrorCode.CONFIG, `cannot listen on ${host.includes(':') ? `[${host}]` : host}:${port} (metricsListen): ${why}`, { cause: err }));
+    });
     server.listen(port, host, () => resolve());
   });
   return {

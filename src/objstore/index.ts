@@ -2,7 +2,7 @@
  * The object-store layer's entry point: `openBucket(config)` builds a Bucket from typed config
  * (`{ type: 'filesystem', ... } | { type: 's3', ... }`), validated once with unknown keys rejected.
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { z } from 'zod';
 import { ErrorCode, StrataError } from '../errors.js';
 import type { Bucket } from './bucket.js';
@@ -116,9 +116,14 @@ export function parseBucketConfig(input: unknown): BucketConfig {
  * @throws StrataError CONFIG for invalid config; InvalidArgumentError from the provider for
  *   values out of range.
  */
-export async function openBucket(config: BucketConfig, opts?: { readonly s3Hooks?: S3Hooks }): Promise<Bucket> {
+export async function openBucket(config: BucketConfig, opts?: { readonly s3Hooks?: S3Hooks; /** Create a missing filesystem bucket directory (default true); the read-only tools say it is missing instead. */ readonly create?: boolean }): Promise<Bucket> {
   const cfg = parseBucketConfig(config);
   if (cfg.type === 'filesystem') {
+    if (opts?.create === false) {
+      const st = await stat(cfg.path).catch(() => null);
+      if (st === null || !st.isDirectory()) throw new StrataError(ErrorCode.CONFIG, `no such bucket directory: ${cfg.path}`);
+      return new FilesystemBucket(cfg);
+    }
     try {
       await mkdir(cfg.path, { recursive: true });
     } catch (err) {

@@ -74,7 +74,7 @@ export const gatewayConfigSchema = z.strictObject({
    * last read (within maxStaleMs) while the re-check goes on: a bucket that hangs fails only after
    * its client's retries, minutes later.
    */
-  recheckTimeoutMs: posInt.default(2000),
+  recheckTimeoutMs: timerMsSchema.default(2000),
   /** How long "no block" is remembered for a window that may still be uploading... */
   negativeTtlMs: nonNegInt.default(5_000),
   /** ...which is one that ended less than this ago (older windows use closedStalenessMs). */

@@ -214,7 +214,12 @@ export async function loadTenantsFile(path: string, env: NodeJS.ProcessEnv = pro
   }
   let raw: unknown;
   try {
-    raw = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+    if (path.endsWith('.json')) {
+      raw = JSON.parse(text);
+      // JSON.parse keeps the last of duplicate keys (a tenant given twice would lose the first
+      // entry's tokens silently); the YAML parser, which reads JSON too, refuses them
+      parseYaml(text);
+    } else raw = parseYaml(text);
   } catch (err) {
     // first line only, and without the snippet of the file V8 quotes in JSON errors (it could hold a secret)
     const reason = ((err as Error).message.split('\n')[0] ?? '').replace(/, ".*$/, '');

@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { stringify as toYaml } from 'yaml';
 import { DAY_MS, dayBlockKey } from '../../src/format/day-key.js';
+import { blockKey } from '../../src/format/key.js';
 import { runLifecyclePass } from '../../src/lifecycle/job.js';
 import { openBucket, type Bucket, type BucketConfig } from '../../src/objstore/index.js';
 import { openTenantsConfig } from '../../src/tenancy/config.js';
@@ -254,4 +255,65 @@ t.test('a tenant bucket that does not exist: --tenant of another tenant never to
   const help = await cli(['bucket', 'usage', '--help']);
   t.equal(help.code, 0);
   t.match(help.stdout, /Exit status:\n {2}0 .*\n {2}1 {2}corrupt data.*\n {2}2 {2}bad flags.*\n {2}3 {2}a bucket could not be listed/);
+});
+
+t.test('bucket verify names a block stored under another block\'s key as corrupt (exit 1), as readers refuse it', async (t) => {
+  const dir = tempDir(t, 'cli-verify-key');
+  const path = join(dir, 'bucket');
+  const bucket = await openBucket({ type: 'filesystem', path });
+  t.teardown(() => bucket.close());
+  const good = await oneBlock(bucket, 'acme', W0, 1);
+  const moved = await oneBlock(bucket, 'acme', W0 + D, 2);
+  // the bytes of acme's block copied under another tenant's key and another window's key
+  const bytes = await bucket.get(moved.key);
+  const otherTenant = moved.key.replace('blocks/acme/', 'blocks/zulu/');
+  await bucket.put(otherTenant, bytes);
+  const otherWindow = blockKey('acme', 0, W0 + 2n * D);
+  await bucket.put(otherWindow, await bucket.get(good.key));
+  const r = await cli(['bucket', 'verify', '--bucket-path', path]);
+  t.equal(r.code, 1, `exit 1 (${r.stderr})`);
+  const corrupt = r.stdout.split('\n').filter((l) => l.startsWith('CORRUPT'));
+  t.equal(corrupt.length, 2, r.stdout);
+  t.match(r.stdout, `\t${otherTenant}\tthe footer names tenant acme, shard 0`);
+  t.match(r.stdout, `\t${otherWindow}\tthe footer names tenant acme, shard 0, window ${W0}; the key names tenant acme, shard 0, window ${W0 + 2n * D}`);
+  t.match(r.stdout, 'blocks checked');
+  t.match(r.stdout, ', 2 corrupt');
+});
+
+t.test('the read-only tools do not create a bucket directory that is not there, and S3 flags without --s3-bucket are refused', async (t) => {
+  const missing = join(tempDir(t, 'cli-missing'), 'typo');
+  // the bucket tools: a bucket that cannot be listed (3); block inspect: a bad flag (2)
+  for (const [args, code] of [
+    [['bucket', 'verify', '--bucket-path', missing], 3],
+    [['bucket', 'ls', '--bucket-path', missing], 3],
+    [['block', 'inspect', 'blocks/acme/1/00000.block', '--bucket-path', missing], 2],
+  ] as const) {
+    const r = await cli([...args]);
+    t.equal(r.code, code, `${args.slice(0, 2).join(' ')}: exit ${code}`);
+    t.match(r.stderr, `no such bucket directory: ${missing}`, `${args.slice(0, 2).join(' ')}: says so`);
+    t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  }
+  const { existsSync } = await import('node:fs');
+  t.notOk(existsSync(missing), 'nothing created');
+  const s3 = await cli(['bucket', 'ls', '--s3-endpoint', 'http://127.0.0.1:1', '--bucket-path', missing]);
+  t.equal(s3.code, 2);
+  t.match(s3.stderr, '--s3-endpoint need --s3-bucket');
+});
+
+t.test('a command error is one line naming the command, never a stack trace', async (t) => {
+  const dir = tempDir(t, 'cli-errors');
+  const path = join(dir, 'bucket');
+  const bucket = await openBucket({ type: 'filesystem', path });
+  t.teardown(() => bucket.close());
+  const b = await oneBlock(bucket, 'acme', W0, 1);
+  const bytes = Buffer.from(await bucket.get(b.key));
+  bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0xff; // the footer's magic
+  await bucket.put(b.key, bytes);
+  const inspect = await cli(['block', 'inspect', b.key, '--bucket-path', path]);
+  t.equal(inspect.code, 1, 'a damaged block: exit 1');
+  t.match(inspect.stderr, `strata block: corrupt data in "${b.key}"`);
+  t.notMatch(inspect.stderr, /\n\s+at /, 'no stack trace');
+  const query = await cli(['query', '--tenant', 'acme', '--num-shards', '1', '--endpoint', '127.0.0.1:1', '--series', '1', '--start', '2000', '--end', '1000']);
+  t.equal(query.code, 2, 'an end before the start: exit 2');
+  t.match(query.stderr, 'strata query: invalid end: 1000 is before --start 2000');
 });

@@ -55,3 +55,26 @@ t.test('an out-of-range bucket option (partSizeBytes: 1024): exit status 2 namin
     }
   }
 });
+
+t.test('a metrics port in use: exit status 2 naming the address and metricsListen, for both services; a JSON tenants file with a tenant twice is refused', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'strata-service-metrics-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const { createServer } = await import('node:net');
+  const taken = createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => taken.close());
+  const port = (taken.address() as { port: number }).port;
+  const common = ['--bucket-dir', join(dir, 'bucket'), '--listen', '127.0.0.1:0', '--metrics-listen', `127.0.0.1:${port}`, '--log-level', 'silent'];
+  const gateway = await run(['gateway', '--cache-dir', join(dir, 'cache'), ...common]);
+  t.equal(gateway.code, 2, 'gateway: status 2');
+  t.match(gateway.stderr, `strata gateway: cannot listen on 127.0.0.1:${port} (metricsListen): the address is in use by another process`);
+  const aggregator = await run(['aggregator', '--wal-dir', join(dir, 'wal'), '--num-shards', '1', '--shards', '0', ...common]);
+  t.equal(aggregator.code, 2, 'aggregator: status 2');
+  t.match(aggregator.stderr, `strata aggregator: cannot listen on 127.0.0.1:${port} (metricsListen)`);
+
+  const tenantsFile = join(dir, 'tenants.json');
+  writeFileSync(tenantsFile, `{"authRequired": false, "defaultBucket": {"type": "filesystem", "path": ${JSON.stringify(join(dir, 'b'))}}, "tenants": {"acme": {"tokens": []}, "acme": {}}}`);
+  const dup = await run(['aggregator', '--wal-dir', join(dir, 'wal'), '--num-shards', '1', '--shards', '0', '--listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--log-level', 'silent', '--tenants-file', tenantsFile]);
+  t.equal(dup.code, 2, 'duplicate tenant: status 2');
+  t.match(dup.stderr, /not valid JSON: Map keys must be unique/);
+});

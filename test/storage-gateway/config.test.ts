@@ -18,6 +18,8 @@ t.test('gateway config: defaults, validation naming the option, environment vari
   t.equal(parseGatewayConfig({ bucket, cacheType: 'memory' }).cacheDir, undefined);
   t.throws(() => parseGatewayConfig({ bucket: { type: 'ftp' }, cacheType: 'memory' }), /bucket/);
   t.throws(() => parseGatewayConfig({ bucket, cacheType: 'memory', grpcListen: 'nope' }), /grpcListen: must be host:port/);
+  // a timer longer than Node's timers hold fired at once: every re-check served stale
+  t.throws(() => parseGatewayConfig({ bucket, cacheType: 'memory', recheckTimeoutMs: 3_000_000_000 }), /recheckTimeoutMs: .*2147483647/);
   t.same(configFromEnv({ [`${ENV_PREFIX}CACHE_MAX_BYTES`]: '1024', [`${ENV_PREFIX}BUCKET`]: '{"type":"filesystem","path":"/b"}', HOME: '/root' }), {
     cacheMaxBytes: 1024,
     bucket: { type: 'filesystem', path: '/b' },
