@@ -181,6 +181,9 @@ export function parseGrpcTimeout(v: string | string[] | undefined): number | nul
   return m ? Number(m[1]) * TIMEOUT_UNITS[m[2]!]! : NaN;
 }
 
+/** The request headers Strata reads (docs/protocol.md). */
+const STRATA_HEADERS = ['x-strata-tenant', 'x-strata-shard', 'x-strata-block', 'authorization'] as const;
+
 /** What {@link guardReceives} notes of a stream's headers before grpc-js reads them. */
 const headerFaults = new WeakMap<ServerHttp2Stream, string>();
 const callDeadlines = new WeakMap<ServerHttp2Stream, number>();
@@ -240,6 +243,17 @@ export function guardReceives(
   };
   /** Runs before grpc-js reads the headers: a grpc-timeout it would misread is taken out and noted. */
   const onHeaders = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void => {
+    // grpc-js drops a value with bytes outside printable ASCII (the call then looks as if the
+    // header were missing, or absent where it is optional: test/tenancy/read.test.ts)
+    for (const name of STRATA_HEADERS) {
+      const v = headers[name];
+      if (typeof v === 'string' && !/^[ -~]*$/.test(v)) {
+        // (a credential is never echoed)
+        const shown = name === 'authorization' ? '' : ` ${JSON.stringify(v)}`;
+        headerFaults.set(stream, `the ${name} header${shown} has bytes outside printable ASCII`);
+        return;
+      }
+    }
     const ms = parseGrpcTimeout(headers['grpc-timeout']);
     if (ms === null) return;
     if (Number.isNaN(ms)) {

@@ -64,12 +64,13 @@ export interface TenantAuthenticator {
 }
 
 /**
- * The auth hook of the tenant registry: a Read needs a token of the block's tenant. When the
- * tenants file requires auth, the `x-strata-tenant` header is required too (INVALID_ARGUMENT
- * without it), like on the write path; without auth, the request's tenant is enough.
+ * The auth hook of the tenant registry: a Read needs a token of the block's tenant, the request's
+ * `tenant` field. The `x-strata-tenant` header is optional, as docs/protocol.md and read.proto say
+ * (when sent, parseReadRequest has checked that it names the same tenant): requiring it refused
+ * clients that send the documented minimum with INVALID_ARGUMENT, even without a token.
  */
 export function registryAuth(registry: TenantAuthenticator): AuthHook {
-  return (ctx) => registry.authenticate(registry.config.authRequired ? ctx.headerTenant : ctx.tenant, ctx.token);
+  return (ctx) => registry.authenticate(ctx.tenant, ctx.token);
 }
 
 /** Where a tenant's blocks are read from (see BlockAddress in block-directory.ts). */

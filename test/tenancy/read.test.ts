@@ -165,10 +165,13 @@ t.test('cross-tenant, mismatched and unauthenticated reads are refused', async (
   };
   const auth = (token: string) => ({ authorization: `Bearer ${token}` });
   t.equal((await rawRead(gw.grpcPort, base, { ...auth(TOKENS.alpha), 'x-strata-tenant': 'alpha', 'x-strata-block': `alpha/0/${W0}` })).length, 1, 'a well-formed read passes');
+  // x-strata-tenant is optional (docs/protocol.md): the request's tenant and the token are enough
+  t.equal((await rawRead(gw.grpcPort, base, auth(TOKENS.alpha))).length, 1, 'a read without x-strata-tenant passes');
   const refused: [string, Partial<typeof base>, Record<string, string>, status, RegExp][] = [
     ["beta's header and token naming alpha's block", {}, { ...auth(TOKENS.beta), 'x-strata-tenant': 'beta' }, status.INVALID_ARGUMENT, /x-strata-tenant.*"beta".*"alpha"/],
     ["beta's token naming alpha's block", {}, { ...auth(TOKENS.beta), 'x-strata-tenant': 'alpha' }, status.PERMISSION_DENIED, /tenant "alpha"/],
-    ['no tenant header', {}, auth(TOKENS.alpha), status.INVALID_ARGUMENT, /x-strata-tenant.*missing/],
+    ['no tenant header, no token', {}, {}, status.UNAUTHENTICATED, /token/],
+    ["no tenant header, beta's token naming alpha's block", {}, auth(TOKENS.beta), status.PERMISSION_DENIED, /tenant "alpha"/],
     ["alpha's header and token naming beta's block", { tenant: 'beta' }, { ...auth(TOKENS.alpha), 'x-strata-tenant': 'alpha' }, status.INVALID_ARGUMENT, /x-strata-tenant/],
     ["routing header naming alpha's block, body beta's", { tenant: 'beta' }, { ...auth(TOKENS.beta), 'x-strata-block': `alpha/0/${W0}` }, status.INVALID_ARGUMENT, /x-strata-block/],
     ['not a bearer token', {}, { authorization: `Basic ${TOKENS.alpha}`, 'x-strata-tenant': 'alpha' }, status.UNAUTHENTICATED, /must be "Bearer <token>"/],
