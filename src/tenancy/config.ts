@@ -14,7 +14,10 @@ import { bucketSchema, parseBucketConfig, type BucketConfig } from '../objstore/
 import { isBucketTemplate, parseBucketTemplate, parsePartitionName, type BucketTemplate } from './partitions.js';
 
 /** A reference to a secret: an environment variable or a file (trailing newline trimmed). */
-const secretRef = z.union([z.strictObject({ env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name') }), z.strictObject({ file: z.string().min(1) })]);
+const secretRef = z.union([z.strictObject({ env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name') }), z.strictObject({ file: z.string().min(1) })], {
+  // zod's own message for a failed union is "Invalid input"; a secret given inline is the usual case
+  error: 'must be { env: VARIABLE } or { file: PATH } (secrets are never written in the tenants file itself)',
+});
 
 const credentialsRef = z.strictObject({
   accessKeyId: secretRef,

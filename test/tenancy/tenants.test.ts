@@ -102,7 +102,7 @@ t.test('the tenants file is validated with the offending path named and no secre
     ['upper-case tenant id', { ...fileConfig(), tenants: { Acme: {} } }, /tenants\.Acme/],
     ['300-character tenant id', { ...fileConfig(), tenants: { ['a'.repeat(300)]: {} } }, /tenants\.a{300}/],
     ['raw token instead of hash', { ...fileConfig(), tenants: { acme: { tokens: [TOKEN_A] } } }, /tenants\.acme\.tokens\.0/],
-    ['inline secret', { ...fileConfig(), tenants: { acme: { bucket: { type: 's3', region: 'r', bucket: 'bkt', credentials: { accessKeyId: 'AKID', secretAccessKey: SECRET } } } } }, /tenants\.acme\.bucket\.credentials\.accessKeyId/],
+    ['inline secret', { ...fileConfig(), tenants: { acme: { bucket: { type: 's3', region: 'r', bucket: 'bkt', credentials: { accessKeyId: 'AKID', secretAccessKey: SECRET } } } } }, /tenants\.acme\.bucket\.credentials\.accessKeyId: must be \{ env: VARIABLE \} or \{ file: PATH \}/],
     ['missing env var', { ...fileConfig(), tenants: { acme: { bucket: { type: 's3', region: 'r', bucket: 'bkt', credentials: { accessKeyId: { env: 'NOPE_ID' }, secretAccessKey: { env: 'ACME_SECRET' } } } } } }, /tenants\.acme\.bucket\.credentials\.accessKeyId: environment variable NOPE_ID is not set/],
     ['missing secret file', { ...fileConfig(), tenants: { acme: { bucket: { type: 's3', region: 'r', bucket: 'bkt', credentials: { accessKeyId: { file: '/nonexistent/id' }, secretAccessKey: { env: 'ACME_SECRET' } } } } } }, /accessKeyId: cannot read file \/nonexistent\/id/],
     ['duplicate token', { ...fileConfig(), tenants: { a: { tokens: [hashToken(TOKEN_A)] }, b: { tokens: [hashToken(TOKEN_A)] } } }, /tenants\.b\.tokens: a token hash is also listed for tenant a/],
