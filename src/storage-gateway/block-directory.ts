@@ -291,7 +291,7 @@ export class BlockDirectory {
   /** The block at `addr` as last read, if that was less than `maxStaleMs` ago. */
   private staleCopy(addr: BlockAddress, now: number): OpenBlock | null {
     const mem = this.open_.get(scopedKey(addr));
-    if (mem) return now - mem.checkedAtMs < this.opts.maxStaleMs ? mem : null;
+    if (mem) return ageOf(mem.checkedAtMs, now) < this.opts.maxStaleMs ? mem : null;
     return this.openFromStore(addr, now, this.opts.maxStaleMs);
   }
 
@@ -307,7 +307,7 @@ export class BlockDirectory {
     const mem = this.open_.get(sk);
     const staleness = this.stalenessOf(addr, now);
     if (mem) {
-      const age = now - mem.checkedAtMs;
+      const age = ageOf(mem.checkedAtMs, now);
       const outage = this.outage.get(sk);
       if (outage !== undefined && age >= staleness) {
         // the bucket was unreachable a moment ago: serve the copy without waiting for it again
@@ -328,7 +328,8 @@ export class BlockDirectory {
     metrics.cacheMisses.inc({ layer: 'open_block' });
     const until = this.negative.get(sk);
     if (until !== undefined) {
-      if (until > now) {
+      // an entry that expires further ahead than any entry can was made before the clock stepped back
+      if (until > now && until - now <= Math.max(this.opts.negativeTtlMs, this.opts.closedStalenessMs)) {
         metrics.negativeHits.inc();
         return null;
       }
@@ -422,7 +423,7 @@ export class BlockDirectory {
   private openFromStore(addr: BlockAddress, now: number, maxAgeMs: number): OpenBlock | null {
     const { store, metrics, logger } = this.deps;
     const ptr = store.getPointer(scopedKey(addr));
-    if (!ptr || now - ptr.checkedAtMs >= maxAgeMs) return null;
+    if (!ptr || ageOf(ptr.checkedAtMs, now) >= maxAgeMs) return null;
     const tail = store.getRange(ptr.blockId, ptr.tailOffset, ptr.size - ptr.tailOffset);
     if (!tail) {
       metrics.cacheMisses.inc({ layer: 'tail' });
@@ -624,4 +625,13 @@ export function decodeTail(addr: BlockAddress, tail: Uint8Array, tailOffset: num
     checkedAtMs,
     pageKeys: new Array<string | undefined>(footer.pageCount),
   };
+}
+
+/**
+ * How long ago a block was checked. A check time ahead of the clock (the clock stepped back, or
+ * a cache written while it ran ahead) counts as infinitely old: trusting it would serve a block
+ * that was replaced or deleted meanwhile for as long as the clock was ahead.
+ */
+export function ageOf(checkedAtMs: number, now: number): number {
+  return checkedAtMs > now ? Infinity : now - checkedAtMs;
 }

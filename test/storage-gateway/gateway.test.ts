@@ -346,10 +346,13 @@ t.test('a block of a closed window is re-checked after closedStalenessMs, one of
  * samples from `seed`) is for the test to write over it.
  */
 async function replacement(t: Test, bucket: Bucket, readConfig: BucketConfig, seed: number) {
+  return replacementOn(t, bucket, readConfig, seed, manualClock());
+}
+
+async function replacementOn(t: Test, bucket: Bucket, readConfig: BucketConfig, seed: number, clock: ReturnType<typeof manualClock>) {
   const v1 = BIG.slice(0, 100);
   const v2 = v1.map((s, i) => ({ id: s.id, samples: makeSeries('float', 800 + i, W0, seed + i) }));
   const [, b1] = await writeBlock(bucket, 'big', 0, 1, W0, v1, { seriesPerPage: 16 });
-  const clock = manualClock();
   const gw = await startTestGateway(t, testConfig(readConfig, tempDir(t), { stalenessMs: 60_000, closedStalenessMs: 60_000, suffixBytes: 4096 }), { now: clock.now });
   const q = clientFor(t, gw.grpcPort, 1);
   const ds1 = { tenant: 'big', numShards: 1, windows: 1, series: v1 };
@@ -387,6 +390,18 @@ t.test('a replaced block is served within the staleness bound, never mixed with 
   clock.advance(1);
   const v3 = await q.query('big', ids, ONE_WINDOW);
   t.same(mismatches(v3.series, expected(ds1, ids, W0, W0 + D)), [], `block ${b3.footer.blockId} at the bound`);
+});
+
+t.test('a block checked while the clock ran ahead is re-checked once the clock steps back, not trusted for as long as the skew', async (t) => {
+  const { bucketConfig, bucket } = await setup(t);
+  const clock = manualClock();
+  clock.advance(24 * 3600 * 1000); // the gateway runs a day ahead when it reads v1
+  const { v2, gw, q, ds2, ids } = await replacementOn(t, bucket, bucketConfig, 9000, clock);
+  await writeBlock(bucket, 'big', 0, 1, W0, v2, { seriesPerPage: 16 });
+  clock.advance(-24 * 3600 * 1000); // the clock is put right
+  const before = await gets(gw);
+  t.same(mismatches((await q.query('big', ids, ONE_WINDOW)).series, expected(ds2, ids, W0, W0 + D)), [], 'v2: the check made "in the future" is no check');
+  t.ok((await gets(gw)) > before, 'the block was asked for again');
 });
 
 t.test('a read that runs into a replacement while a background re-check that read the old block is in flight reads the new block, not DATA_LOSS', async (t) => {
