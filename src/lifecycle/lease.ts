@@ -74,6 +74,8 @@ export class Lease {
     readonly holder: string,
     private readonly durationMs: number,
     private readonly now: () => number,
+    /** The host clock the bucket's is compared with (see {@link clockSkewMs}). */
+    private readonly hostClock: () => number = Date.now,
   ) {
     if (!Number.isSafeInteger(durationMs) || durationMs < 1) throw new RangeError(`lease duration must be a positive integer, got ${durationMs}`);
   }
@@ -88,6 +90,27 @@ export class Lease {
     } catch (err) {
       if (err instanceof ObjectStoreError && err.code === ErrorCode.NOT_FOUND) return this.newest(); // pruned meanwhile
       throw err;
+    }
+  }
+
+  #skewMs: number | null = null;
+
+  /**
+   * How far this host's clock is ahead of the bucket's (negative: behind), from the last
+   * modification time the bucket gave the lease object this replica just wrote (to within the
+   * request's latency and the bucket's 1 s resolution); null until measured. Retention decides by
+   * the clock, so the service runs no pass while this is large (service.ts).
+   */
+  get clockSkewMs(): number | null {
+    return this.#skewMs;
+  }
+
+  async #measureSkew(key: string): Promise<void> {
+    try {
+      const info = await (await this.bucket()).head(key);
+      this.#skewMs = this.hostClock() - info.lastModifiedMs;
+    } catch {
+      // unknown this time: the last measure stands
     }
   }
 
@@ -116,6 +139,7 @@ export class Lease {
       } else {
         const renewed = { ...newest, lastRunMs: this.#mine.lastRunMs, expiresMs: now + this.durationMs };
         await (await this.bucket()).put(leaseKey(renewed.term), Buffer.from(`${JSON.stringify(renewed)}\n`));
+        await this.#measureSkew(leaseKey(renewed.term));
         const after = await this.newest();
         if (after === null || after.term !== renewed.term) {
           this.#mine = null;
@@ -126,7 +150,11 @@ export class Lease {
       }
     }
     this.#mine = null;
-    if (newest !== null && now < newest.expiresMs && newest.holder !== this.holder) return { held: false, record: newest };
+    // a term that expires further ahead than a lease is ever granted for (twice this replica's
+    // duration, for replicas configured apart) was written by a clock that ran ahead: it is no
+    // lease, or the replicas would wait for as long as that clock was ahead
+    const plausible = newest !== null && newest.expiresMs - now <= 2 * this.durationMs;
+    if (newest !== null && now < newest.expiresMs && plausible && newest.holder !== this.holder) return { held: false, record: newest };
     const next: LeaseRecord = { term: (newest?.term ?? 0) + 1, holder: this.holder, expiresMs: now + this.durationMs, lastRunMs: newest?.lastRunMs ?? null };
     try {
       await (await this.bucket()).put(leaseKey(next.term), Buffer.from(`${JSON.stringify(next)}\n`), { ifNoneMatch: true });
@@ -135,6 +163,7 @@ export class Lease {
       throw err;
     }
     this.#mine = next;
+    await this.#measureSkew(leaseKey(next.term));
     // terms before the previous one are history nobody reads
     if (newest !== null && newest.term > 1) await (await this.bucket()).delete(leaseKey(newest.term - 1));
     return { held: true, record: next };

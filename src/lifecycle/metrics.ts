@@ -34,7 +34,7 @@ export class LifecycleMetrics {
     this.incompleteUploadsRemoved = new Counter({ name: 'strata_lifecycle_incomplete_uploads_removed_total', help: 'Abandoned multipart uploads and temp files discarded.', registers });
     this.bucketsDropped = new Counter({ name: 'strata_lifecycle_buckets_dropped_total', help: 'Time-partitioned tenant buckets dropped whole, by reason (retention, tenant_deleted).', labelNames: ['reason'], registers });
     this.deleteErrors = new Counter({ name: 'strata_lifecycle_delete_errors_total', help: 'Deletions that failed (retried by the next pass).', registers });
-    this.passes = new Counter({ name: 'strata_lifecycle_passes_total', help: 'Passes run, by result (ok, failed, stopped: the lease was lost).', labelNames: ['result'], registers });
+    this.passes = new Counter({ name: 'strata_lifecycle_passes_total', help: 'Passes run, by result (ok, failed, stopped: the lease was lost; clock_skew: not run, this clock is far from the bucket clock).', labelNames: ['result'], registers });
     this.passDuration = new Histogram({ name: 'strata_lifecycle_pass_duration_seconds', help: 'Duration of a pass.', buckets: [0.1, 1, 10, 60, 300, 1800, 7200], registers });
     this.leaseHeld = new Gauge({ name: 'strata_lifecycle_lease_held', help: '1 while this replica holds the lease.', registers });
     this.lastPassTimestamp = new Gauge({ name: 'strata_lifecycle_last_pass_timestamp_seconds', help: 'When the last successful pass of this replica started.', registers });

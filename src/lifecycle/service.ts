@@ -29,6 +29,11 @@ export interface LifecycleOptions {
   readonly logger?: Logger;
   /** The clock (ms since the epoch); default Date.now. */
   readonly now?: () => number;
+  /**
+   * The host's clock, compared with the bucket's to find a skew (default Date.now; tests that
+   * move `now` keep this real, tests of the skew check move it).
+   */
+  readonly hostClock?: () => number;
   /** Without a tenants file: use this bucket instead of opening `config.bucket` (not closed at shutdown). */
   readonly bucket?: Bucket;
   /** Run the timer (default true); tests drive {@link RunningLifecycle.tick} themselves. */
@@ -68,7 +73,7 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
   try {
     if (config.dayBlocks) await cleanWorkDir(dayWorkDir, Date.now()); // files of merges a crash interrupted (file times are the system's)
     const holder = config.instanceId ?? `${hostname()}-${process.pid}`;
-    lease = new Lease(() => registry.defaultBucket(), holder, config.leaseDurationMs, now);
+    lease = new Lease(() => registry.defaultBucket(), holder, config.leaseDurationMs, now, opts.hostClock ?? Date.now);
     const m = splitListen(config.metricsListen);
     metricsServer = await startMetricsServer(metrics.registry, m.host, m.port);
   } catch (err) {
@@ -82,6 +87,16 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
 
   const runPass = async (): Promise<LifecyclePassResult | null> => {
     const started = now();
+    // retention, day merges and the lease all decide by this clock: one far from the bucket's
+    // (a host clock a day ahead deleted every block of the tenants with a retention, and merged
+    // the open day) runs no pass until it is right
+    const skew = lease.clockSkewMs;
+    const maxSkew = maxClockSkewMs(config.retentionGraceMs);
+    if (skew !== null && Math.abs(skew) > maxSkew) {
+      metrics.passes.inc({ result: 'clock_skew' });
+      logger.error({ clockSkewMs: skew, maxClockSkewMs: maxSkew }, "no lifecycle pass: this clock differs from the bucket's by more than half of retentionGraceMs; set the clock right");
+      return null;
+    }
     const endTimer = metrics.passDuration.startTimer();
     logger.info({ term: lease.record?.term, holder: lease.holder }, 'lifecycle pass starting');
     try {
@@ -183,7 +198,8 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
     metrics.leaseHeld.set(held ? 1 : 0);
     if (!held || stopping || pass !== null) return held;
     const last = lease.record?.lastRunMs ?? null;
-    if (last !== null && now() < last + config.intervalMs) return held;
+    // a last run "in the future" was recorded by a clock that ran ahead: not a reason to wait
+    if (last !== null && last <= now() && now() < last + config.intervalMs) return held;
     pass = runPass().finally(() => {
       pass = null;
     });
@@ -239,4 +255,9 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
         logger.info('lifecycle role stopped');
       })()),
   };
+}
+
+/** The clock skew against the bucket beyond which no pass runs: half of `retentionGraceMs`, at least a minute. */
+export function maxClockSkewMs(retentionGraceMs: number): number {
+  return Math.max(60_000, Math.floor(retentionGraceMs / 2));
 }

@@ -132,6 +132,39 @@ t.test('retention deletes expired blocks in the default and own buckets, at the 
   t.same([...(await keys(def)), ...(await keys(own))].sort(), [kept[1]!, kept[3]!].sort(), 'the next acme window and the short window went at their boundaries');
 });
 
+t.test('a host clock far from the bucket clock runs no pass (nothing deleted) and says so; a last run recorded in the future does not hold back the next pass', async (t) => {
+  const defName = await createTestBucket(t, { user: 1, tag: 'lc-skew' });
+  const def = open(defName, 1);
+  const dir = tempDir(t, 'lc-skew');
+  const file = writeTenants(dir, { authRequired: false, retentionMs: 7 * DAY, defaultBucket: s3TenantBucket(defName, credentialEnvRefs(1)) });
+  const expired = await block(def, 'acme', 0, W0);
+  const clock = manualClock(NOW);
+  const ahead = await startLifecycle({ config: baseConfig(file), now: clock.now, hostClock: () => Date.now() + DAY, timer: false, defaultMetrics: false });
+  t.teardown(() => ahead.shutdown());
+  const refused = await ahead.tick();
+  t.equal(refused.held, true, 'the lease is taken (it is how the skew is measured)');
+  t.equal(refused.pass, null, 'no pass');
+  t.same(await keys(def), [expired], 'nothing deleted');
+  t.equal((await ahead.metrics.passes.get()).values.find((v) => v.labels.result === 'clock_skew')?.value, 1, 'counted as clock_skew');
+  await ahead.shutdown();
+
+  // a pass recorded by a clock that ran a year ahead: the next replica, on a right clock, runs at once
+  const future = await startLifecycle({ config: baseConfig(file), now: () => NOW + 365 * DAY, timer: false, defaultMetrics: false });
+  await block(def, 'later', 0, W0);
+  t.ok((await future.tick()).pass !== null, 'a pass by the clock a year ahead');
+  await future.shutdown();
+  const right = await startLifecycle({ config: baseConfig(file, { instanceId: 'right' }), now: clock.now, timer: false, defaultMetrics: false });
+  t.teardown(() => right.shutdown());
+  await block(def, 'acme', 1, W0);
+  let pass = null;
+  for (let i = 0; i < 3 && pass === null; i++) {
+    // the released lease is free at once; the first tick may only take it
+    pass = (await right.tick()).pass;
+  }
+  t.ok(pass !== null, 'the right clock runs a pass without waiting a year');
+  t.same(await keys(def), [], 'and deletes what its retention says');
+});
+
 t.test('a bucket that cannot be listed fails alone: the pass serves the others, reports it, and is recorded', async (t) => {
   const { defName, ownName, def, own, dir } = await twoBuckets(t, 'lc-fail-def', 'lc-fail-own');
   const file = writeTenants(dir, {
