@@ -35,6 +35,8 @@ registerBucketCommands(program);
 
 // `strata query ... | head`: nobody reads the rest; as Unix tools do, stop without a word
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  // a command with a handler of its own (the bucket tools: their exit status says what they found) decides
+  if (process.stdout.listenerCount('error') > 1) return;
   if (err.code === 'EPIPE') process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
   throw err;
 });
