@@ -8,7 +8,7 @@ import type { Socket } from 'node:net';
 import { constants as h2constants, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import { ERROR_CODE_TRAILER } from '../api/headers.js';
 import { ErrorCode } from '../errors.js';
-import { Metadata, status, type Server, type ServerCredentials, type ServerInterceptingCall, type ServerInterceptor, type ServerOptions } from '@grpc/grpc-js';
+import type { Server, ServerCredentials, ServerOptions } from '@grpc/grpc-js';
 import { z } from 'zod';
 import { timerMsSchema, type OptionKind } from './config.js';
 
@@ -65,47 +65,8 @@ export function grpcServerOptions(c: ConnectionConfig): ServerOptions {
     'grpc.keepalive_timeout_ms': c.keepaliveTimeoutMs,
     'grpc.max_connection_idle_ms': c.idleTimeoutMs,
     'grpc.max_concurrent_streams': c.maxConcurrentStreams,
-    interceptors: [refuseUndeclaredCompression],
   };
 }
-
-/** What {@link refuseUndeclaredCompression} replaces on grpc-js's innermost server call. */
-interface Decompressing {
-  decompressMessage?: (frame: Buffer, encoding: string) => unknown;
-}
-
-/**
- * A message whose frame is flagged as compressed on a call without a `grpc-encoding` header
- * (identity) is malformed (gRPC over HTTP/2, "Compressed-Flag"); grpc-js would take its bytes as
- * they are. This interceptor refuses it with INVALID_ARGUMENT before it is decoded, so nothing of
- * it is used. It wraps the decompression step of grpc-js's own call (the first interceptor is
- * handed that call); test/common/malformed.test.ts fails if a grpc-js release moves it.
- */
-export const refuseUndeclaredCompression: ServerInterceptor = (_method, call) => {
-  // grpc-js's type says an interceptor returns its own ServerInterceptingCall; handing back the
-  // call it was given (the innermost one here) is what its interceptor chain does without any
-  const same = call as unknown as ServerInterceptingCall;
-  const inner = call as unknown as Decompressing;
-  const decompress = inner.decompressMessage;
-  if (typeof decompress !== 'function') return same;
-  inner.decompressMessage = function (this: unknown, frame: Buffer, encoding: string): unknown {
-    const flag = frame.length > 0 ? frame[0]! : 0;
-    if (flag > 1 || (encoding === 'identity' && flag === 1)) {
-      const metadata = new Metadata();
-      metadata.set(ERROR_CODE_TRAILER, ErrorCode.INVALID_ARGUMENT);
-      return Promise.reject({
-        code: status.INVALID_ARGUMENT,
-        details:
-          flag > 1
-            ? `invalid request: a message's compressed flag is ${flag} (0 or 1 only); nothing of it was used`
-            : 'invalid request: a message is flagged as compressed, but the call has no grpc-encoding header; nothing of it was used',
-        metadata,
-      });
-    }
-    return decompress.call(this, frame, encoding);
-  };
-  return same;
-};
 
 /**
  * `creds` with the TLS handshake bounded by `ms` (Node's tls.Server `handshakeTimeout`; the
@@ -212,6 +173,7 @@ const callDeadlines = new WeakMap<ServerHttp2Stream, number>();
  * - every RPC of both services takes exactly one request message, so what is received is counted
  *   against the declared length: bytes beyond it (a second message) and a call that half-closes
  *   before its message is whole are refused with INVALID_ARGUMENT before grpc-js sees them;
+ * - a message whose gRPC compressed flag is not 0 is refused with INVALID_ARGUMENT, from its prefix;
  * - compressed requests (a `grpc-encoding` other than identity) are refused with UNIMPLEMENTED
  *   (the protocol takes none; gzip would also inflate past every bound above, which count wire
  *   bytes), and a grpc-timeout that is not one is refused with INVALID_ARGUMENT;
@@ -357,6 +319,20 @@ export function guardReceives(
       }
       need = 5 + head.readUInt32BE(1);
       prefix = null;
+      // gRPC's compressed flag: compressed requests were refused with their headers, so only 0 is
+      // valid (grpc-js would take the bytes of a flagged message as they are)
+      const flag = head[0]!;
+      if (flag !== 0) {
+        refuseCall(
+          'malformed_request',
+          3,
+          ErrorCode.INVALID_ARGUMENT,
+          flag > 1
+            ? `invalid request: a message's compressed flag is ${flag} (0 or 1 only); nothing of it was used`
+            : 'invalid request: a message is flagged as compressed, but the call has no grpc-encoding header; nothing of it was used',
+        );
+        return;
+      }
       if (maxMessage !== undefined && need - 5 > maxMessage.bytes) {
         // refused before its bytes arrive, with the error code grpc-js's own refusal lacks
         refuseCall('message_too_large', 8, ErrorCode.RESOURCE_EXHAUSTED, `the request message is ${need - 5} bytes, more than ${maxMessage.name} (${maxMessage.bytes}); nothing of it was used`);
