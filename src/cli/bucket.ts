@@ -25,7 +25,7 @@ import { ErrorCode, InvalidArgumentError, StrataError } from '../errors.js';
 import { DEFAULT_BLOCK_DURATION_MS, parseBlockKey, validateTenant } from '../format/key.js';
 import { dayStartOf, parseDayKey } from '../format/day-key.js';
 import { runLifecyclePass, type BlockDeletion } from '../lifecycle/job.js';
-import { describeBucket, openBucket, type Bucket } from '../objstore/index.js';
+import { describeBucket, openBucket, parseBucketConfig, type Bucket } from '../objstore/index.js';
 import { loadTenantsFile, openTenantsConfig } from '../tenancy/config.js';
 import { ALL_PARTITION_CLIENTS, bucketLocationOf, TenantRegistry } from '../tenancy/tenants.js';
 import { addBucketOptions, bucketConfigFromFlags, type BucketFlags } from './block.js';
@@ -46,7 +46,7 @@ export const EXIT_STATUS_HELP = `
 Exit status:
   0  everything was listed (and read)
   1  corrupt data: a block failed its checks (verify) or could not be read (usage)
-  2  bad flags or tenants file: nothing was read
+  2  bad flags (an invalid bucket name among them) or tenants file: nothing was read
   3  a bucket could not be listed: it is named on stderr, the other buckets are in the output
      (when both 1 and 3 apply: 1)
 Output closed early by its reader (e.g. piped into head): the command stops quietly, with the
@@ -66,7 +66,9 @@ export function addBucketsOptions(cmd: Command): Command {
 
 /** A registry over the buckets the flags name; close it when done. */
 export async function registryFromFlags(f: BucketsFlags): Promise<TenantRegistry> {
-  const cfg = f.tenantsFile !== undefined ? await loadTenantsFile(f.tenantsFile) : openTenantsConfig(bucketConfigFromFlags(f));
+  // flags are checked before anything is read: an invalid bucket name is a bad flag (status 2),
+  // not a bucket that failed (3)
+  const cfg = f.tenantsFile !== undefined ? await loadTenantsFile(f.tenantsFile) : openTenantsConfig(parseBucketConfig(bucketConfigFromFlags(f)));
   return new TenantRegistry(cfg, { openBucket: (c) => openBucket(c, { create: false }), maxPartitionClients: ALL_PARTITION_CLIENTS });
 }
 

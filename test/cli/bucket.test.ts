@@ -298,6 +298,10 @@ t.test('the read-only tools do not create a bucket directory that is not there, 
   const s3 = await cli(['bucket', 'ls', '--s3-endpoint', 'http://127.0.0.1:1', '--bucket-path', missing]);
   t.equal(s3.code, 2);
   t.match(s3.stderr, '--s3-endpoint need --s3-bucket');
+  // an invalid bucket name is the user's to fix, as a bad flag is: 2, not 3 (a bucket that failed)
+  const badName = await cli(['bucket', 'ls', '--s3-bucket', 'x', '--s3-endpoint', 'http://127.0.0.1:1']);
+  t.equal(badName.code, 2, `an invalid bucket name: exit 2 (${badName.stderr})`);
+  t.match(badName.stderr, 'invalid bucket config: bucket');
 });
 
 t.test('a command error is one line naming the command, never a stack trace', async (t) => {
