@@ -54,6 +54,8 @@ export class DayIndexes {
   private heldBytes = 0;
   /** After everything was forgotten (a bound was hit), no index is loaded again before this. */
   private reloadNotBeforeMs = 0;
+  /** Aborts the loads in flight at {@link close}; none starts after it. */
+  private readonly closing = new AbortController();
 
   constructor(
     private readonly deps: { readonly metrics: GatewayMetrics; readonly logger: Logger; readonly now: () => number },
@@ -69,11 +71,16 @@ export class DayIndexes {
       e = { scope: at.scope, index: null, bytes: 0, nextLoadMs: this.reloadNotBeforeMs, loading: false };
       this.byScope.set(at.scope, e);
     }
-    if (!e.loading && now >= e.nextLoadMs) this.load(at.bucket, e);
+    if (!e.loading && now >= e.nextLoadMs && !this.closing.signal.aborted) this.load(at.bucket, e);
     const index = e.index;
     // an index listed later than this clock (by more than the margin) is not believed either
     if (index === null || now >= index.trustedUntilMs || index.listedAtMs > now + DAY_INDEX_MARGIN_MS) return 'unknown';
     return index.has(at.tenant, at.shard, dayStartMs) ? 'day' : 'blocks';
+  }
+
+  /** Stops loading: the loads in flight are aborted (their buckets are about to close), and no other starts. */
+  close(): void {
+    this.closing.abort();
   }
 
   private forgetAll(): void {
@@ -97,7 +104,7 @@ export class DayIndexes {
     e.loading = true;
     this.deps.metrics.s3Gets.inc({ kind: 'day_index' });
     const where = `${bucket.name}/${DAY_INDEX_KEY}`;
-    const signal = AbortSignal.timeout(LOAD_TIMEOUT_MS);
+    const signal = AbortSignal.any([AbortSignal.timeout(LOAD_TIMEOUT_MS), this.closing.signal]);
     // the first FIRST_READ_BYTES, then the rest when the object is not larger than DAY_INDEX_MAX_BYTES
     const read = async (): Promise<Buffer> => {
       const first = await bucket.getRange(DAY_INDEX_KEY, { offset: 0, length: FIRST_READ_BYTES }, { signal });
@@ -126,6 +133,7 @@ export class DayIndexes {
         },
       )
       .catch((err: unknown) => {
+        if (this.closing.signal.aborted) return; // stopped: nothing to report
         e.nextLoadMs = this.deps.now() + this.opts.retryMs;
         this.deps.metrics.dayIndexLoads.inc({ result: 'error' });
         this.deps.logger.warn({ err, bucket: bucket.name, key: DAY_INDEX_KEY }, 'loading the day-block index failed; reads of closed days look for the day block first meanwhile');

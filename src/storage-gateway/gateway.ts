@@ -243,6 +243,8 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
       serving = false;
       await drain(listening, health, config.shutdownGraceMs, logger, 'in-flight reads');
       health.close();
+      // no day-block index load outlives the buckets it reads
+      dayIndexes.close();
       try {
         await closeOwned();
       } finally {

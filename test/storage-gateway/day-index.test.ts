@@ -222,3 +222,40 @@ t.test('an index larger than DAY_INDEX_MAX_BYTES is refused after one small read
   await eventually('the index loaded', async () => ((await gw.metrics.total('strata_gateway_day_index_loads_total', { result: 'ok' })) === 1 ? true : null));
   t.equal(await gets(gw, 'day_index'), 3, 'two GETs for it: its first bytes, then the rest');
 });
+
+t.test('close() aborts a day-block index load in flight and starts none after it (the buckets are about to close)', async (t) => {
+  const { DayIndexes } = await import('../../src/storage-gateway/day-index.js');
+  const { GatewayMetrics } = await import('../../src/storage-gateway/metrics.js');
+  const { createLogger } = await import('../../src/common/logger.js');
+  const metrics = new GatewayMetrics();
+  const warnings: unknown[] = [];
+  const logger = createLogger({ level: 'silent' });
+  logger.warn = ((...args: unknown[]) => void warnings.push(args)) as typeof logger.warn;
+  const clock = manualClock(Number(W0));
+  const indexes = new DayIndexes({ metrics, logger, now: clock.now }, { refreshMs: HOUR, retryMs: 60_000 });
+  let started = 0;
+  let aborted = 0;
+  // a bucket that never answers: the load ends only by its signal
+  const stalled = {
+    name: 'stalled',
+    getRange: (_key: string, _range: unknown, opts: { signal?: AbortSignal }) =>
+      new Promise((_resolve, reject) => {
+        started++;
+        opts.signal!.addEventListener('abort', () => {
+          aborted++;
+          reject(opts.signal!.reason);
+        });
+      }),
+  } as unknown as import('../../src/objstore/index.js').BucketReader;
+  const at = { bucket: stalled, scope: 'stalled', tenant: 'acme', shard: 0 };
+  t.equal(indexes.lookup(at, W0), 'unknown', 'no index yet');
+  t.equal(started, 1, 'a load started');
+  indexes.close();
+  await eventually('the load aborted', async () => (aborted === 1 ? true : null));
+  await new Promise((r) => setImmediate(r));
+  clock.advance(2 * HOUR);
+  t.equal(indexes.lookup(at, W0), 'unknown');
+  t.equal(started, 1, 'no load after close');
+  t.same(warnings, [], 'an abort at close is not reported as a failed load');
+  t.equal(await metrics.total('strata_gateway_day_index_loads_total', { result: 'error' }), 0);
+});
