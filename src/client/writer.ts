@@ -7,7 +7,9 @@
  * - sets `x-strata-tenant`, `x-strata-shard` and, when given, `authorization: Bearer <token>`;
  * - connects in plaintext, or over TLS / mTLS with `tls` (src/common/tls.ts);
  * - sends to one endpoint (a proxy routing on x-strata-shard) or to a static shard → address map;
- * - keeps at most `concurrency` requests in flight;
+ * - keeps at most `concurrency` requests in flight; a part of a series whose time range overlaps
+ *   an earlier part's, in another request, is sent once that request succeeded, so a repeated
+ *   (series, timestamp) keeps the value later in the input (parts in time order never wait);
  * - retries UNAVAILABLE and RESOURCE_EXHAUSTED with exponential backoff and full jitter (writes
  *   are idempotent: the aggregator keeps the last value of a repeated (series, timestamp));
  * - seals a window on every shard once all batch nodes are done with it.
@@ -23,6 +25,7 @@ import { AUTH_HEADER, bearerHeader, errorCodeOfTrailers, SHARD_HEADER, TENANT_HE
 import { writerServiceDefinition, type WriterMethods } from '../api/services.js';
 import { backoffDelayMs, type RetryPolicy } from '../common/backoff.js';
 import { clientChannelSecurity, type ClientChannelSecurity, type ClientTlsConfig } from '../common/tls.js';
+import { deferred } from '../common/deferred.js';
 import { InvalidArgumentError } from '../errors.js';
 import { validateTenant } from '../format/key.js';
 
@@ -164,6 +167,61 @@ async function pool<T>(items: readonly T[], width: number, fn: (item: T) => Prom
     }
   };
   await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
+}
+
+/** Smallest and largest timestamp of a part of a series. */
+interface PartRange {
+  readonly batch: number;
+  readonly min: bigint;
+  readonly max: bigint;
+}
+
+function partRange(batch: number, s: SeriesData): PartRange {
+  let min = s.timestamps[0]!;
+  let max = min;
+  for (const ts of s.timestamps) {
+    if (ts < min) min = ts;
+    else if (ts > max) max = ts;
+  }
+  return { batch, min, max };
+}
+
+/**
+ * For each request of {@link WriterClient.batches}, the earlier requests it must wait for: those
+ * holding a part of the same series whose time range overlaps one of its parts (so it may repeat
+ * a timestamp). Requests of a shard hold its series in id order, so only the series that ends a
+ * request can continue in the next one of that shard; only those parts are scanned. Parts in time
+ * order (the usual case) never overlap and wait for nothing.
+ */
+export function orderingDependencies(batches: readonly { readonly shard: number; readonly series: readonly SeriesData[] }[]): number[][] {
+  const after: number[][] = batches.map(() => []);
+  // per shard: the series that ends its last request, its parts in that request (not yet
+  // scanned) and the ranges of its parts in earlier ones
+  const open = new Map<number, { id: bigint; batch: number; tail: SeriesData[]; ranges: PartRange[] }>();
+  batches.forEach((b, i) => {
+    if (b.series.length === 0) return;
+    const first = b.series[0]!.id;
+    const carried = open.get(b.shard);
+    let ranges: PartRange[] = [];
+    let lead = 0; // entries of `first` at the start of this request that continue a series
+    if (carried && carried.id === first) {
+      ranges = [...carried.ranges, ...carried.tail.map((s) => partRange(carried.batch, s))];
+      const deps = new Set<number>();
+      for (; lead < b.series.length && b.series[lead]!.id === first; lead++) {
+        const r = partRange(i, b.series[lead]!);
+        for (const p of ranges) if (p.batch !== i && p.min <= r.max && r.min <= p.max) deps.add(p.batch);
+        ranges.push(r);
+      }
+      after[i] = [...deps];
+    }
+    const last = b.series[b.series.length - 1]!.id;
+    let t = b.series.length;
+    while (t > lead && b.series[t - 1]!.id === last) t--;
+    // a request that holds nothing but the continued series passes its ranges on
+    const earlier = last === first && t === lead ? ranges : [];
+    open.set(b.shard, { id: last, batch: i, tail: b.series.slice(t), ranges: earlier });
+  });
+  return after;
 }
 
 /** See the module comment. */
@@ -313,12 +371,29 @@ export class WriterClient {
    */
   async write(series: Iterable<SeriesData>): Promise<WriteSummary> {
     const batches = this.batches(series);
+    // a later part of a series that repeats a timestamp of an earlier part, in another request,
+    // is sent once that request succeeded: the aggregator keeps the value written last, and that
+    // must be the later one in the input, not the one whose request happened to commit last
+    const after = orderingDependencies(batches);
+    const sent = batches.map(() => deferred<void>());
     let samples = 0;
     let retries = 0;
     let count = 0;
     const ids = new Set<bigint>();
-    await pool(batches, this.concurrency, async (b) => {
-      const r = await this.writeBatch(b.shard, b.series);
+    await pool(batches.map((b, i) => ({ b, i })), this.concurrency, async ({ b, i }) => {
+      try {
+        await Promise.all(after[i]!.map((j) => sent[j]!.promise));
+      } catch {
+        return; // an earlier part failed: write() rejects with that failure
+      }
+      let r: { samples: number; attempts: number };
+      try {
+        r = await this.writeBatch(b.shard, b.series);
+      } catch (err) {
+        sent[i]!.reject(err);
+        throw err;
+      }
+      sent[i]!.resolve();
       samples += r.samples;
       retries += r.attempts - 1;
       count++;
