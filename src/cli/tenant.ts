@@ -12,10 +12,11 @@
  */
 import type { Command } from 'commander';
 import { ErrorCode, ObjectStoreError } from '../errors.js';
-import type { Bucket } from '../objstore/index.js';
+import { describeBucket, type Bucket } from '../objstore/index.js';
 import { hashToken, newToken } from '../tenancy/config.js';
 import { deletionMarkKey, markTenantDeleted, readDeletionReport } from '../tenancy/deletion-marks.js';
 import { validateTenant } from '../format/key.js';
+import { bucketLocationOf, type TenantRegistry } from '../tenancy/tenants.js';
 import { addBucketsOptions, registryFromFlags, type BucketsFlags } from './bucket.js';
 
 /** Reads all of standard input as text. */
@@ -26,7 +27,7 @@ async function readStdin(): Promise<string> {
 }
 
 /** Runs `fn` on the default bucket of the flags; a failure goes to stderr with exit status 1. */
-async function onDefaultBucket(name: string, tenant: string, f: BucketsFlags, fn: (b: Bucket) => Promise<void>): Promise<void> {
+async function onDefaultBucket(name: string, tenant: string, f: BucketsFlags, fn: (b: Bucket, registry: TenantRegistry) => Promise<void>): Promise<void> {
   try {
     validateTenant(tenant);
   } catch (err) {
@@ -37,7 +38,7 @@ async function onDefaultBucket(name: string, tenant: string, f: BucketsFlags, fn
   let registry;
   try {
     registry = await registryFromFlags(f);
-    await fn(await registry.defaultBucket());
+    await fn(await registry.defaultBucket(), registry);
   } catch (err) {
     process.stderr.write(`strata tenant ${name}: ${(err as Error).message}\n`);
     process.exitCode = 1;
@@ -86,8 +87,13 @@ export function registerTenantCommands(program: Command): void {
       process.exitCode = 2;
       return;
     }
-    await onDefaultBucket('delete', id, f, async (b) => {
-      const { mark, created } = await markTenantDeleted(b, id, Date.now());
+    await onDefaultBucket('delete', id, f, async (b, registry) => {
+      const entry = registry.config.tenants.get(id);
+      const ownBucket = entry?.bucket ? { location: bucketLocationOf(entry.bucket), where: `${describeBucket(entry.bucket)}${entry.partitions ? ' (partitions)' : ''}` } : undefined;
+      if (f.tenantsFile !== undefined && entry === undefined) {
+        process.stderr.write(`strata tenant delete: tenant "${id}" is not in ${f.tenantsFile}: only its blocks in the default bucket will be deleted\n`);
+      }
+      const { mark, created } = await markTenantDeleted(b, id, Date.now(), ownBucket);
       process.stdout.write(`${JSON.stringify({ tenant: id, mark: `${b.name}/${deletionMarkKey(id)}`, markedAt: new Date(mark.markedMs).toISOString(), created })}\n`);
       process.stderr.write(
         created

@@ -281,6 +281,24 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
     opts.onError?.({ bucket: `(buckets of tenant ${tenant})`, key: '', err });
   });
 
+  // a marked tenant's own bucket (as its mark names it) that is not its bucket in the tenants
+  // file now is not visited: its blocks there are left, and the deletion is not complete
+  for (const m of marks) {
+    if (m.ownBucket === undefined) continue;
+    const now = b.config.tenants.get(m.tenant)?.bucket;
+    if (now && bucketLocationOf(now) === m.ownBucket.location) continue;
+    failures++;
+    perTenant.get(m.tenant)!.left++;
+    opts.onError?.({
+      bucket: m.ownBucket.where,
+      key: '',
+      err: new StrataError(
+        ErrorCode.CONFIG,
+        `tenant "${m.tenant}" was marked for deletion with its own bucket ${m.ownBucket.where}, which is not its bucket in the tenants file now: its blocks there cannot be deleted; keep the tenant and that bucket in the file until its deletion report says blocksLeft: 0`,
+      ),
+    });
+  }
+
   // what earlier passes removed of each marked tenant: their reports, plus the blocks a killed
   // pass was deleting that are gone now (those still there are listed and counted below; those
   // whose bucket cannot be asked now stay pending)

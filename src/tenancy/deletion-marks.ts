@@ -22,6 +22,20 @@ export interface DeletionMark {
   readonly tenant: string;
   /** When it was marked (ms since the epoch, the marking machine's clock). */
   readonly markedMs: number;
+  /**
+   * The tenant's own bucket (or bucket template) when it was marked, if it had one: its deletion
+   * is complete only once a pass has been through that bucket, so a tenant whose bucket left the
+   * tenants file is reported with blocks left, not as done. Absent in marks of older versions.
+   */
+  readonly ownBucket?: OwnBucketOfMark;
+}
+
+/** Where a marked tenant's own blocks are (no credentials). */
+export interface OwnBucketOfMark {
+  /** `bucketLocationOf` of the tenant's bucket config (src/tenancy/tenants.ts). */
+  readonly location: string;
+  /** The bucket as configured, for messages. */
+  readonly where: string;
 }
 
 /** What the lifecycle role has removed of a marked tenant so far. */
@@ -75,19 +89,22 @@ function parseMark(key: string, data: Buffer): DeletionMark {
   } catch {
     // not a valid tenant name: the mark is damaged
   }
-  if (m === null || typeof m.tenant !== 'string' || typeof m.markedMs !== 'number' || keyOfTenant !== key) {
-    throw new StrataError(ErrorCode.CORRUPT, `reading the deletion mark "${key}": expected {"tenant", "markedMs"} of the tenant its key names`);
+  const own = m?.ownBucket as Partial<OwnBucketOfMark> | undefined;
+  const ownOk = own === undefined || (own !== null && typeof own === 'object' && typeof own.location === 'string' && typeof own.where === 'string');
+  if (m === null || typeof m.tenant !== 'string' || typeof m.markedMs !== 'number' || keyOfTenant !== key || !ownOk) {
+    throw new StrataError(ErrorCode.CORRUPT, `reading the deletion mark "${key}": expected {"tenant", "markedMs", "ownBucket"?: {"location", "where"}} of the tenant its key names`);
   }
+  if (own !== undefined) return { tenant: m.tenant, markedMs: m.markedMs, ownBucket: { location: own.location!, where: own.where! } };
   return { tenant: m.tenant, markedMs: m.markedMs };
 }
 
 /**
  * Marks `tenant` for deletion (idempotent: an existing mark is kept and returned with
- * `created: false`).
+ * `created: false`), with its own bucket when it has one.
  */
-export async function markTenantDeleted(bucket: Bucket, tenant: string, nowMs: number): Promise<{ mark: DeletionMark; created: boolean }> {
+export async function markTenantDeleted(bucket: Bucket, tenant: string, nowMs: number, ownBucket?: OwnBucketOfMark): Promise<{ mark: DeletionMark; created: boolean }> {
   const key = deletionMarkKey(tenant);
-  const mark: DeletionMark = { tenant, markedMs: nowMs };
+  const mark: DeletionMark = { tenant, markedMs: nowMs, ...(ownBucket ? { ownBucket } : {}) };
   try {
     await bucket.put(key, Buffer.from(`${JSON.stringify(mark)}\n`), { ifNoneMatch: true });
     return { mark, created: true };

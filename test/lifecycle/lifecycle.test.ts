@@ -268,6 +268,38 @@ t.test('tenant deletion removes every block of the tenant in its own bucket, rep
   t.match(await readDeletionReport(def, 'gone'), { blocksRemoved: 7, blocksLeft: 0 }, 'the report adds up over passes');
 });
 
+t.test('a tenant marked with its own bucket that then left the tenants file is not reported as deleted: its blocks there are left, and said so', async (t) => {
+  const { defName, ownName, def, own, dir } = await twoBuckets(t, 'lc-leave', 'lc-leaveown');
+  const withLeaver = {
+    authRequired: false,
+    defaultBucket: s3TenantBucket(defName, credentialEnvRefs(1)),
+    tenants: { leaver: { bucket: s3TenantBucket(ownName, credentialEnvRefs(2)) } },
+  };
+  const file = writeTenants(dir, withLeaver);
+  const leaverKeys = [await block(own, 'leaver', 0, W0), await block(own, 'leaver', 1, W0 + D, 2)];
+  const cli = (...args: string[]) => run(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts'), ...args], { cwd: ROOT });
+  await cli('tenant', 'delete', 'leaver', '--yes', '--tenants-file', file);
+  const unknown = await cli('tenant', 'delete', 'nobody', '--yes', '--tenants-file', file);
+  t.match(unknown.stderr, `tenant "nobody" is not in ${file}: only its blocks in the default bucket will be deleted`);
+  // the operator takes the tenant out of the file before its deletion is done
+  writeTenants(dir, { ...withLeaver, tenants: {} });
+  const role = await startRole(t, file, manualClock(NOW).now);
+  const r = await role.tick();
+  t.equal(r.pass?.blocksDeleted.tenant_deleted, 0);
+  t.match(await readDeletionReport(def, 'leaver'), { blocksRemoved: 0, blocksLeft: 1 }, 'not complete: its own bucket was not visited');
+  t.match(await readDeletionReport(def, 'nobody'), { blocksRemoved: 0, blocksLeft: 0 }, 'a tenant with no bucket of its own and no block: done');
+  t.equal(r.pass?.failures, 1);
+  t.same(await keys(own, 'blocks/leaver/'), leaverKeys.sort(), 'its blocks are still there');
+  // put back, the next pass deletes them and completes
+  writeTenants(dir, withLeaver);
+  const role2 = await startRole(t, file, manualClock(NOW + 6 * HOUR).now, { instanceId: 'second' });
+  await role.shutdown();
+  const r2 = await role2.tick();
+  t.equal(r2.pass?.blocksDeleted.tenant_deleted, 2);
+  t.same(await keys(own, 'blocks/leaver/'), []);
+  t.match(await readDeletionReport(def, 'leaver'), { blocksRemoved: 2, blocksLeft: 0 });
+});
+
 t.test('abandoned multipart uploads and filesystem temp files are removed past their bound only', async (t) => {
   const name = await createTestBucket(t, { user: 1, tag: 'lc-debris' });
   const client = adminClient(env, 1);
