@@ -24,6 +24,8 @@ import {
 import type { Readable } from 'node:stream';
 import { ErrorCode, hasCode, ObjectStoreError, StrataError } from '../errors.js';
 import {
+  classifyS3Error,
+  describeS3Error,
   hasIncompleteUploads,
   type Bucket,
   type BucketConfig,
@@ -229,9 +231,11 @@ function s3Name(err: unknown): string {
 }
 
 function storageError(what: string, bucket: string, err: unknown): ObjectStoreError {
-  const name = s3Name(err);
-  const code = name === 'AccessDenied' || name === 'Forbidden' ? ErrorCode.ACCESS_DENIED : ErrorCode.STORAGE;
-  return new ObjectStoreError(code, bucket, '', `${what} bucket "${bucket}": ${name || (err as Error).message}`, { cause: err });
+  // classified as every other bucket operation is: a HEAD refused with 403 has no body, and the
+  // SDK names it "Unknown"; its status says access denied
+  const c = classifyS3Error(err);
+  const reason = c.name === 'BucketAlreadyExists' ? `the name is taken by another account (${c.reason})` : describeS3Error(c);
+  return new ObjectStoreError(c.code, bucket, '', `${what} bucket "${bucket}": ${reason}`, { cause: err });
 }
 
 /**

@@ -30,11 +30,12 @@ import { AggregatorMetrics } from '../../src/shard-aggregator/metrics.js';
 import { TenantBucketResolver } from '../../src/storage-gateway/tenant-buckets.js';
 import { parseTenantsConfig } from '../../src/tenancy/config.js';
 import { markTenantDeleted } from '../../src/tenancy/deletion-marks.js';
-import { isoWeekOf, isoWeekStart, needsLocationConstraint, parseBucketTemplate, parsePartitionName, partitionLastWindowEnd, partitionOf } from '../../src/tenancy/partitions.js';
+import { ensureBucket, isoWeekOf, isoWeekStart, needsLocationConstraint, parseBucketTemplate, parsePartitionName, partitionLastWindowEnd, partitionOf } from '../../src/tenancy/partitions.js';
 import { TenantRegistry } from '../../src/tenancy/tenants.js';
 import { bitsBytes, bitsOf, tempDir, tsBytes } from '../support/aggregator.js';
 import { idBytes, rawRead, startTestGateway, testConfig } from '../support/gateway.js';
-import { adminClient, s3TestEnv } from '../support/s3env.js';
+import { adminClient, s3BucketConfig, s3TestEnv } from '../support/s3env.js';
+import { ErrorCode, ObjectStoreError } from '../../src/errors.js';
 import { credentialEnvRefs, s3TenantBucket } from '../support/tenancy.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -96,6 +97,21 @@ t.test('a bad template is refused with the field named', async (t) => {
   await t.rejects(load({}, s3('m-{year}-{month}')), { code: 'ERR_STRATA_CONFIG', message: /defaultBucket\.bucket: a bucket name template/ });
   const ok = await load({ a: { bucket: s3('m-{tenant}-{year}-{month}') }, b: { bucket: s3('m-{tenant}-{year}-{month}') } });
   t.equal(ok.tenants.get('a')!.partitions!.kind, 'month', 'one template for two tenants is fine with {tenant} in it');
+});
+
+t.test('on RGW: a partition bucket refused for bad credentials is ACCESS_DENIED with the reason, not a STORAGE error named "Unknown"', async (t) => {
+  const env = s3TestEnv();
+  const name = `strata-pt-${randomBytes(3).toString('hex')}-acme-2026-w50`;
+  const good = s3BucketConfig(env, name);
+  const bad = { type: 's3' as const, ...good, credentials: { ...good.credentials!, secretAccessKey: 'not-the-secret' } };
+  const err = await ensureBucket(bad).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  t.ok(err instanceof ObjectStoreError, String(err));
+  t.equal((err as ObjectStoreError).code, ErrorCode.ACCESS_DENIED);
+  t.match((err as Error).message, `checking bucket "${name}": access denied (`);
+  t.notMatch((err as Error).message, /Unknown$/);
 });
 
 t.test('on RGW: flushes create partitions, reads and the bucket tool find them, retention and tenant deletion drop them whole', async (t) => {

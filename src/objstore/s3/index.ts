@@ -16,3 +16,4 @@ export {
   type S3RetryEvent,
   type S3Stats,
 } from './config.js';
+export { classify as classifyS3Error, describe as describeS3Error } from './errors.js';
