@@ -19,7 +19,7 @@ import { openBucket } from '../objstore/index.js';
 import { parseAggregatorConfig, aggregatorConfigLayers, type AggregatorConfig } from '../shard-aggregator/config.js';
 import { startAggregatorServer } from '../shard-aggregator/server.js';
 import { parseGatewayConfig, gatewayConfigLayers, type GatewayConfig } from '../storage-gateway/config.js';
-import { startGateway } from '../storage-gateway/gateway.js';
+import { startGateway, type RunningGateway } from '../storage-gateway/gateway.js';
 
 export interface ServeFlags {
   dataDir: string;
@@ -80,8 +80,17 @@ async function serve(flags: ServeFlags): Promise<void> {
   const starting = startService('serve', logger, async () => {
     const shared = cfg.aggregator.bucket !== undefined ? await openBucket(cfg.aggregator.bucket) : null;
     const bucket = shared ? { bucket: shared } : {};
-    const aggregator = await startAggregatorServer({ config: cfg.aggregator, logger: logger.child({ role: 'aggregator' }), ...bucket });
+    // a block the aggregator writes (late data replacing a block, or a window the gateway read
+    // as empty) is read anew by the gateway at once: Seal's blocks are readable once it returns
+    let gatewayRef: RunningGateway | null = null;
+    const aggregator = await startAggregatorServer({
+      config: cfg.aggregator,
+      logger: logger.child({ role: 'aggregator' }),
+      ...bucket,
+      onFlushed: (b) => gatewayRef?.blockWritten(b.tenant, b.shard, b.windowStart),
+    });
     const gateway = await startGateway({ config: cfg.gateway, logger: logger.child({ role: 'gateway' }), ...bucket });
+    gatewayRef = gateway;
     await aggregator.ready;
     return { shared, aggregator, gateway };
   });

@@ -40,6 +40,8 @@ export interface AggregatorOptions {
    * refused like samples older than maxSampleAgeMs (they would never be served). Default: none.
    */
   readonly retentionOf?: (tenant: string) => number | null;
+  /** Called with every block written (see FlusherOptions.onFlushed). */
+  readonly onFlushed?: (block: FlushedBlock) => Promise<void> | void;
 }
 
 /** One WAL generation, for the status RPC. */
@@ -106,6 +108,7 @@ export class Aggregator {
       now: this.now,
       logger: opts.logger,
       metrics: opts.metrics,
+      ...(opts.onFlushed ? { onFlushed: opts.onFlushed } : {}),
     });
   }
 

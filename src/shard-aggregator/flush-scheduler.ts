@@ -158,6 +158,11 @@ export interface FlusherOptions {
   readonly now: () => number;
   readonly logger: Logger;
   readonly metrics: AggregatorMetrics;
+  /**
+   * Called with every block written (after its upload was verified and its WAL deleted); the
+   * flush (and a Seal waiting for it) ends once it settled.
+   */
+  readonly onFlushed?: (block: FlushedBlock) => Promise<void> | void;
 }
 
 
@@ -486,6 +491,11 @@ export class Flusher {
       metrics.flushSamples.inc({ tenant: tenantLabel }, footer.sampleCount);
       metrics.flushSeries.inc(footer.seriesCount);
       this.record({ window: key, block, finishedAtMs: this.o.now(), durationS: seconds, error: null });
+      try {
+        await this.o.onFlushed?.(block);
+      } catch (err) {
+        logger.warn({ err, key: objectKey }, 'a listener of written blocks failed');
+      }
       const MiB = 2 ** 20;
       logger.info(
         {

@@ -24,7 +24,7 @@ import { retentionOf } from '../tenancy/config.js';
 import type { TenantRegistry } from '../tenancy/tenants.js';
 import { Aggregator } from './aggregator.js';
 import type { AggregatorConfig } from './config.js';
-import type { TenantBuckets } from './flush-scheduler.js';
+import type { FlushedBlock, TenantBuckets } from './flush-scheduler.js';
 import { AggregatorMetrics } from './metrics.js';
 import { registryAuth, writerService, type AuthHook, type ServerState } from './service.js';
 import { DeletionMarkWatcher } from '../tenancy/deletion-marks.js';
@@ -48,6 +48,11 @@ export interface AggregatorServerOptions {
    * it is not closed at shutdown.
    */
   readonly bucket?: Bucket;
+  /**
+   * Called with every block written: `strata serve` tells its gateway, so that a block replaced
+   * or added in a window the gateway already read is read anew at once.
+   */
+  readonly onFlushed?: (block: FlushedBlock) => Promise<void> | void;
 }
 
 /** A running aggregator. */
@@ -143,7 +148,7 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
   let shuttingDown: Promise<void> | null = null;
   const ready = (async () => {
     const t0 = performance.now();
-    const [a] = await Promise.all([Aggregator.open({ config, buckets, tenantLabel, logger, metrics, retentionOf: (t) => retentionOf(registry.config, t), ...(opts.now ? { now: opts.now } : {}) }), marksRead]);
+    const [a] = await Promise.all([Aggregator.open({ config, buckets, tenantLabel, logger, metrics, retentionOf: (t) => retentionOf(registry.config, t), ...(opts.now ? { now: opts.now } : {}), ...(opts.onFlushed ? { onFlushed: opts.onFlushed } : {}) }), marksRead]);
     if (state !== 'starting') {
       await a.close();
       return;

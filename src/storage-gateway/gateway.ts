@@ -70,9 +70,19 @@ export interface RunningGateway {
   readonly tenants: TenantRegistry;
   /** The address of a block as the gateway resolves it now (tests and tools). */
   address(tenant: string, shard: number, windowStartMs: bigint): Promise<BlockAddress>;
+  /**
+   * Tells the gateway that the block of (`tenant`, `shard`, the window at `windowStartMs`) was
+   * just written (a new block, or a replacement with late data): its cached state (a cached
+   * block, or a cached "no block") is checked against the bucket now instead of after its
+   * staleness bound. Used by `strata serve`, whose aggregator is in the same process.
+   */
+  blockWritten(tenant: string, shard: number, windowStartMs: bigint): Promise<void>;
   /** Graceful shutdown (see the module comment); idempotent. */
   shutdown(): Promise<void>;
 }
+
+/** How long {@link RunningGateway.blockWritten} waits for its check of the block, at most. */
+const BLOCK_WRITTEN_CHECK_MS = 10_000;
 
 /** Starts a gateway; it is SERVING when this resolves. */
 export async function startGateway(opts: GatewayOptions): Promise<RunningGateway> {
@@ -259,5 +269,16 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     return { tenant, shard, windowStart: windowStartMs, windowEnd, key: blockKey(tenant, shard, windowStartMs), bucket, scope };
   };
 
-  return { grpcPort: listening.grpcPort, metricsPort: listening.metricsPort, metrics, health, store, directory, tenants: registry, address, shutdown };
+  const blockWritten = async (tenant: string, shard: number, windowStartMs: bigint): Promise<void> => {
+    if (stopping) return;
+    try {
+      // bounded: the flush (and the Seal) waiting for it must not hang on a bucket that does not answer
+      await directory.refreshAfter(await address(tenant, shard, windowStartMs), AbortSignal.timeout(BLOCK_WRITTEN_CHECK_MS));
+    } catch (err) {
+      // the next read checks it anyway, once its staleness bound has passed
+      logger.warn({ err, tenant, shard, windowStartMs: String(windowStartMs) }, 'checking a block just written failed');
+    }
+  };
+
+  return { grpcPort: listening.grpcPort, metricsPort: listening.metricsPort, metrics, health, store, directory, tenants: registry, address, blockWritten, shutdown };
 }
