@@ -314,6 +314,8 @@ export class WalStore {
       const seen = this.wakeups;
       if (this.writeOpen() < this.opts.maxOpen) {
         this.reserved++;
+        // wake-ups go to one waiter at a time: pass it on while slots are left
+        if (this.slotWaiters.length > 0 && this.writeOpen() < this.opts.maxOpen) this.wake();
         return;
       }
       if (await this.closeIdle(1)) continue;
@@ -324,8 +326,19 @@ export class WalStore {
     }
   }
 
-  /** Wakes the callers waiting for a slot (they check again). */
+  /**
+   * Wakes the first caller waiting for a slot (it checks again, and wakes the next one when it
+   * got a slot and another is free). Waking every waiter at each slot given back made each of
+   * them scan every window: with thousands of windows and hundreds of writes waiting, the main
+   * thread spent its time there, and a 1-sample write took 16 s to a minute.
+   */
   private wake(): void {
+    this.wakeups++;
+    this.slotWaiters.shift()?.();
+  }
+
+  /** Wakes every waiter (the store closes: they all throw). */
+  private wakeAll(): void {
     this.wakeups++;
     const ws = this.slotWaiters;
     this.slotWaiters = [];
@@ -502,21 +515,27 @@ export class WalStore {
 
   /** Closes least recently used idle logs while more than `maxOpen` are open. */
   private async enforceOpenLimit(): Promise<void> {
-    const open = [...this.windows.values()].flatMap((ww) => ww.gens).filter((w) => w.isOpen);
-    const excess = open.length - this.opts.maxOpen;
+    let open = 0;
+    for (const ww of this.windows.values()) for (const w of ww.gens) if (w.isOpen) open++;
+    const excess = open - this.opts.maxOpen;
     if (excess > 0) await this.closeIdle(excess);
   }
 
-  /** Closes up to `n` idle open logs, least recently used first; how many it closed. */
+  /**
+   * Closes up to `n` idle open logs, least recently used first; how many it closed. One pass over
+   * the windows for the usual n = 1 (a writer waiting for a slot), no sort of every log.
+   */
   private async closeIdle(n: number): Promise<number> {
-    const idle = [...this.windows.values()]
-      .flatMap((ww) => ww.gens)
-      .filter((w) => w.isOpen && w.users === 0)
-      .sort((a, b) => a.lastUsedMs - b.lastUsedMs);
     let closed = 0;
-    for (const w of idle) {
-      if (closed >= n) break;
-      if (await w.closeIfIdle()) closed++;
+    const tried = new Set<WalDb>();
+    while (closed < n) {
+      let lru: WalDb | null = null;
+      for (const ww of this.windows.values()) {
+        for (const w of ww.gens) if (w.isOpen && w.users === 0 && !tried.has(w) && (lru === null || w.lastUsedMs < lru.lastUsedMs)) lru = w;
+      }
+      if (lru === null) break;
+      tried.add(lru);
+      if (await lru.closeIfIdle()) closed++;
     }
     if (closed > 0) this.wake();
     return closed;
@@ -532,7 +551,7 @@ export class WalStore {
   /** Closes every database (after pending groups are written). */
   async close(): Promise<void> {
     this.closed = true;
-    this.wake();
+    this.wakeAll();
     await Promise.allSettled([...this.creating.values()]);
     for (const ww of this.windows.values()) for (const w of ww.gens) await w.close();
   }

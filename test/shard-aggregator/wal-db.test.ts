@@ -138,6 +138,29 @@ t.test('WalStore: at most maxOpen databases stay open; closed ones reopen on use
   await store.close();
 });
 
+t.test('WalStore: many writers of many windows waiting for few slots all get one, woken one at a time, never more than maxOpen taking writes', async (t) => {
+  let tick = 0;
+  const root = tempDir('walstore-herd');
+  const store = await WalStore.open({ dir: root, numShards: 4, blockDurationMs: H, maxOpen: 3, db: dbOpts, now: () => ++tick, logger });
+  const writing = () => store.all().flatMap((ww) => ww.gens).filter((g) => g.isOpen && !g.sealed).length;
+  let most = 0;
+  // 60 writers at once, each on its own window (a new log per write), twice over
+  const keys = Array.from({ length: 60 }, (_, i) => ({ tenant: `t${i % 6}`, shard: i % 4, windowStart: W + BigInt(Math.floor(i / 24) * H) }));
+  for (let round = 0; round < 2; round++) {
+    await Promise.all(
+      keys.map(async (key, i) => {
+        const use = await store.acquireWritable(key);
+        most = Math.max(most, writing());
+        await use.wal.append([{ id: BigInt(i), run: run(i, round), samples: 1 }], round);
+        use.release();
+      }),
+    );
+  }
+  t.ok(most <= 3 + 1, `at most maxOpen (+1 closing) logs taking writes at once (${most})`);
+  t.equal(store.all().flatMap((ww) => ww.gens).reduce((n, g) => n + g.counters.entries, 0), 120, 'every write went in');
+  await store.close();
+});
+
 /** Allocated bytes of every file under `dir`, walked here independently of the store. */
 function allocatedUnder(dir: string): number {
   let n = 0;
