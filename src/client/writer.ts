@@ -10,7 +10,8 @@
  * - keeps at most `concurrency` requests in flight; a part of a series whose time range overlaps
  *   an earlier part's, in another request, is sent once that request succeeded, so a repeated
  *   (series, timestamp) keeps the value later in the input (parts in time order never wait);
- * - retries UNAVAILABLE and RESOURCE_EXHAUSTED with exponential backoff and full jitter (writes
+ * - retries UNAVAILABLE and RESOURCE_EXHAUSTED (and INTERNAL for a stream cut without a status:
+ *   `Received RST_STREAM`) with exponential backoff and full jitter (writes
  *   are idempotent: the aggregator keeps the last value of a repeated (series, timestamp));
  * - seals a window on every shard once all batch nodes are done with it.
  *
@@ -147,8 +148,13 @@ function leBytes(a: BigInt64Array | Float64Array): Buffer {
 
 /** True for errors worth retrying. */
 export function isRetryable(err: unknown): boolean {
-  const code = (err as Partial<ServiceError>).code;
-  return typeof code === 'number' && RETRYABLE.has(code);
+  const { code, details } = err as Partial<ServiceError>;
+  if (typeof code !== 'number') return false;
+  // a stream the server cut without a status (a pod stopping, a proxy dropping the connection):
+  // grpc-js reports INTERNAL; nothing says the request failed for a reason of its own, and a
+  // write or seal sent again is harmless
+  if (code === status.INTERNAL && typeof details === 'string' && details.includes('RST_STREAM')) return true;
+  return RETRYABLE.has(code);
 }
 
 /** Calls `fn` with at most `width` running at once; rejects with the first failure. */

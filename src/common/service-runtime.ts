@@ -157,7 +157,10 @@ export function listeningFields(l: Listening, config: ListenConfig & TenancyConf
  * The first step of a role's shutdown: health goes NOT_SERVING, new calls are refused, and calls in
  * flight get `graceMs` to finish before they are cancelled (with a warning).
  */
-export async function drain(l: Listening, health: HealthState, graceMs: number, logger: Logger, what: string): Promise<void> {
+export async function drain(l: Listening, health: HealthState, graceMs: number, logger: Logger, what: string, beforeCancel?: () => Promise<void>): Promise<void> {
   health.setAll('NOT_SERVING');
-  await drainServer(l.server, graceMs, () => logger.warn({ graceMs }, `${what} did not finish in time; cancelling them`));
+  await drainServer(l.server, graceMs, async () => {
+    logger.warn({ graceMs }, `${what} did not finish in time; cancelling them`);
+    await beforeCancel?.();
+  });
 }

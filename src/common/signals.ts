@@ -10,12 +10,18 @@ import type { Logger } from './logger.js';
  * Lets `server` finish its calls for up to `graceMs` (new calls are refused), then cancels what is
  * left, calling `onOverdue` first; resolves once the server is closed either way.
  */
-export function drainServer(server: Server, graceMs: number, onOverdue: () => void): Promise<void> {
+export function drainServer(server: Server, graceMs: number, onOverdue: () => unknown): Promise<void> {
   return new Promise<void>((resolve) => {
     const timer = setTimeout(() => {
-      onOverdue();
-      server.forceShutdown();
-      resolve();
+      // the overdue hook may answer calls still waiting (with a status the client can retry)
+      // before their streams are cut
+      void Promise.resolve()
+        .then(onOverdue)
+        .catch(() => undefined)
+        .finally(() => {
+          server.forceShutdown();
+          resolve();
+        });
     }, graceMs);
     server.tryShutdown(() => {
       clearTimeout(timer);

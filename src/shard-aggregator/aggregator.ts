@@ -18,7 +18,7 @@ import { EncodePool } from './encode-pool.js';
 import type { IngestContext, WireSeries } from './ingest.js';
 import type { AggregatorMetrics } from './metrics.js';
 import type { WalEntry } from './wal-db.js';
-import { fullMessage, isNoSpace, WalStore, windowId, type WalUse, type WindowKey } from './wal-store.js';
+import { fullMessage, isNoSpace, WalStore, WalStoreStopping, windowId, type WalUse, type WindowKey } from './wal-store.js';
 
 /** Dependencies of an {@link Aggregator}. */
 export interface AggregatorOptions {
@@ -218,10 +218,23 @@ export class Aggregator {
     return { samples: prepared.samples, series: prepared.series };
   }
 
+  /**
+   * Shutdown, at the end of its grace: writes waiting for a WAL slot give up at once with
+   * UNAVAILABLE (nothing of them was stored), so they are answered before the streams are cut.
+   * Whether any was waiting.
+   */
+  refuseWaitingWrites(): boolean {
+    return this.store.refuseWaiters();
+  }
+
   private walWriteError(tenant: string, shard: number, windowStart: bigint, err: unknown): GrpcError {
-    this.logger.error({ tenant, shard, window: windowStart.toString(), err }, 'cannot write the wal');
     const what = `cannot write the WAL of ${tenant}/shard ${shard}/window ${windowStart}`;
     const after = 'this request is not acknowledged (windows it spans may be stored already), retry it';
+    if (err instanceof WalStoreStopping) {
+      this.logger.info({ tenant, shard, window: windowStart.toString() }, 'a write waiting for a wal is refused: the aggregator is shutting down');
+      return new GrpcError(status.UNAVAILABLE, `${what}: the aggregator is shutting down; ${after}`);
+    }
+    this.logger.error({ tenant, shard, window: windowStart.toString(), err }, 'cannot write the wal');
     // a full disk is a bound hit, as walQuotaBytes and walMinFreeBytes are: named, with its cause
     if (isNoSpace(err)) return new GrpcError(status.RESOURCE_EXHAUSTED, `${what}: the disk of walDir is full (${fullMessage(err)}); ${after} once there is room (walMinFreeBytes keeps room for the WALs)`);
     return new GrpcError(status.UNAVAILABLE, `${what}: ${fullMessage(err)}; ${after}`);

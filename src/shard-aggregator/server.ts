@@ -77,6 +77,9 @@ export interface RunningAggregator {
  * Starts the servers right away (health says NOT_SERVING, writes get UNAVAILABLE), then recovers
  * the WAL in the background; `ready` resolves when it is SERVING.
  */
+/** How long the refusals of waiting writes get to reach their clients before the streams are cut. */
+const REFUSALS_SEND_MS = 200;
+
 export async function startAggregatorServer(opts: AggregatorServerOptions): Promise<RunningAggregator> {
   const { config } = opts;
   const logger = opts.logger ?? createLogger({ level: config.logLevel, name: 'aggregator' });
@@ -164,7 +167,11 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
     (shuttingDown ??= (async () => {
       logger.info('aggregator draining');
       state = 'draining';
-      await drain(listening, health, config.shutdownGraceMs, logger, 'in-flight requests');
+      // writes still waiting for a WAL at the end of the grace are answered UNAVAILABLE (retried by
+      // clients) before the streams are cut: a cut stream reads as INTERNAL, which is not retried
+      await drain(listening, health, config.shutdownGraceMs, logger, 'in-flight requests', async () => {
+        if (agg?.refuseWaitingWrites()) await new Promise((r) => setTimeout(r, REFUSALS_SEND_MS));
+      });
       await ready.catch(() => undefined);
       stopRetryOnSwap();
       await deletionMarks.close();

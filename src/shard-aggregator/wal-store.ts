@@ -135,6 +135,14 @@ async function diskBytesUnder(dir: string, skip?: string): Promise<number> {
   return total;
 }
 
+/** Thrown to a writer waiting for a WAL slot when the store stops taking new logs (shutdown). */
+export class WalStoreStopping extends Error {
+  override readonly name = 'WalStoreStopping';
+  constructor() {
+    super('the WAL store is stopping: no log is opened for writing any more');
+  }
+}
+
 /** See the module comment. */
 export class WalStore {
   private readonly opts: WalStoreOptions;
@@ -146,6 +154,8 @@ export class WalStore {
   /** Slots reserved by callers opening a log taking writes (see acquireWritable). */
   private reserved = 0;
   private slotWaiters: (() => void)[] = [];
+  /** Set by {@link refuseWaiters}: callers waiting for a slot, and new ones, get WalStoreStopping. */
+  private refusing = false;
   /** Counts {@link wake} calls: a waiter that saw it change while it looked does not park. */
   private wakeups = 0;
   private disk: { used: number; free: number; counted: number; at: number } | null = null;
@@ -311,6 +321,7 @@ export class WalStore {
   private async reserveSlot(): Promise<void> {
     for (;;) {
       if (this.closed) throw new RangeError('the WAL store is closed');
+      if (this.refusing) throw new WalStoreStopping();
       const seen = this.wakeups;
       if (this.writeOpen() < this.opts.maxOpen) {
         this.reserved++;
@@ -337,7 +348,18 @@ export class WalStore {
     this.slotWaiters.shift()?.();
   }
 
-  /** Wakes every waiter (the store closes: they all throw). */
+  /**
+   * Shutdown: the callers waiting for a slot to open a log, and those that come after, throw
+   * {@link WalStoreStopping} (logs already open keep taking writes). Whether any was waiting.
+   */
+  refuseWaiters(): boolean {
+    this.refusing = true;
+    const any = this.slotWaiters.length > 0;
+    this.wakeAll();
+    return any;
+  }
+
+  /** Wakes every waiter (the store closes, or refuses them: they all throw). */
   private wakeAll(): void {
     this.wakeups++;
     const ws = this.slotWaiters;

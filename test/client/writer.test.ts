@@ -13,7 +13,7 @@ import fc from 'fast-check';
 import t from 'tap';
 import { BlockReader } from '../../src/block/reader.js';
 import { bucketSource } from '../../src/block/source.js';
-import { orderingDependencies, WriterClient, type SeriesData, type WriteCallError } from '../../src/client/writer.js';
+import { isRetryable, orderingDependencies, WriterClient, type SeriesData, type WriteCallError } from '../../src/client/writer.js';
 import { groupRecords, readSampleFile } from '../../src/client/writer-samples.js';
 import { createLogger } from '../../src/common/logger.js';
 import { blockKey } from '../../src/format/key.js';
@@ -95,6 +95,16 @@ t.test('orderingDependencies(): however the requests interleave within them, a r
   // series in time order, cut across requests: nothing waits
   const c = new WriterClient({ tenant: 't', numShards: 1, target: '127.0.0.1:1', maxBatchSamples: 100 });
   t.same(orderingDependencies(c.batches([series(1n, 450), series(2n, 250)])), [[], [], [], [], [], [], []]);
+  t.end();
+});
+
+t.test('isRetryable(): UNAVAILABLE, RESOURCE_EXHAUSTED and a stream cut without a status; nothing else', (t) => {
+  t.equal(isRetryable({ code: status.UNAVAILABLE, details: 'x' }), true);
+  t.equal(isRetryable({ code: status.RESOURCE_EXHAUSTED, details: 'x' }), true);
+  t.equal(isRetryable({ code: status.INTERNAL, details: 'Received RST_STREAM with code 0 (Call ended without gRPC status)' }), true, 'a stream cut by a stopping pod');
+  t.equal(isRetryable({ code: status.INTERNAL, details: 'something broke' }), false);
+  t.equal(isRetryable({ code: status.INVALID_ARGUMENT, details: 'Received RST_STREAM' }), false);
+  t.equal(isRetryable(new Error('no code')), false);
   t.end();
 });
 

@@ -13,7 +13,7 @@ import { createLogger } from '../../src/common/logger.js';
 import { ErrorCode, StrataError } from '../../src/errors.js';
 import { decodeRun, encodeRun } from '../../src/format/run.js';
 import { WalDb, type WalDbOptions } from '../../src/shard-aggregator/wal-db.js';
-import { WalStore, type WindowKey } from '../../src/shard-aggregator/wal-store.js';
+import { WalStore, WalStoreStopping, type WindowKey } from '../../src/shard-aggregator/wal-store.js';
 import { tempDir } from '../support/aggregator.js';
 
 const H = 4 * 3600 * 1000;
@@ -158,6 +158,26 @@ t.test('WalStore: many writers of many windows waiting for few slots all get one
   }
   t.ok(most <= 3 + 1, `at most maxOpen (+1 closing) logs taking writes at once (${most})`);
   t.equal(store.all().flatMap((ww) => ww.gens).reduce((n, g) => n + g.counters.entries, 0), 120, 'every write went in');
+  await store.close();
+});
+
+t.test('WalStore: refuseWaiters() (shutdown) makes writers waiting for a slot give up with WalStoreStopping; open logs keep taking writes', async (t) => {
+  const root = tempDir('walstore-refuse');
+  const store = await WalStore.open({ dir: root, numShards: 4, blockDurationMs: H, maxOpen: 1, db: dbOpts, now: () => 10, logger });
+  const held = await store.acquireWritable({ tenant: 'a', shard: 0, windowStart: W });
+  const waiting = store.acquireWritable({ tenant: 'b', shard: 0, windowStart: W }).then(
+    () => 'got a slot',
+    (err: unknown) => err,
+  );
+  await new Promise((r) => setImmediate(r));
+  t.equal(store.refuseWaiters(), true, 'one was waiting');
+  const err = await waiting;
+  t.ok(err instanceof WalStoreStopping, String(err));
+  await held.wal.append([{ id: 1n, run: run(1, 1), samples: 1 }], 1);
+  held.release();
+  t.equal(held.wal.counters.entries, 1, 'the open log took its write');
+  await t.rejects(store.acquireWritable({ tenant: 'c', shard: 0, windowStart: W }), WalStoreStopping, 'a new log is refused too');
+  t.equal(store.refuseWaiters(), false, 'none waiting now');
   await store.close();
 });
 
