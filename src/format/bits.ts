@@ -28,6 +28,14 @@ export class BitWriter {
     this.buf = new Uint8Array(initialBytes);
   }
 
+  /** Empties the writer and drops a buffer larger than `capacity` bytes. */
+  shrink(capacity: number): void {
+    this.pos = 0;
+    this.acc = 0;
+    this.nacc = 0;
+    if (this.buf.length > capacity) this.buf = new Uint8Array(capacity);
+  }
+
   private flushWord(w: number): void {
     if (this.pos + 4 > this.buf.length) {
       const next = new Uint8Array(this.buf.length * 2 + 8);

@@ -36,6 +36,25 @@ export function putUvarint(buf: Uint8Array, pos: number, v: number): number {
   return pos;
 }
 
+/**
+ * Samples of one series that the codecs' module scratch (arrays and writers reused from call to
+ * call) may stay sized for. Encoding a larger series grows it to that series; {@link shrinkScratch}
+ * then gives it back, so a long-lived worker that once encoded a series of millions of samples
+ * does not keep hundreds of MB for good.
+ */
+export const SCRATCH_KEEP_SAMPLES = 65_536;
+const shrinkers: (() => void)[] = [];
+
+/** Registers a module's way to give back scratch grown past {@link SCRATCH_KEEP_SAMPLES}. */
+export function onShrinkScratch(fn: () => void): void {
+  shrinkers.push(fn);
+}
+
+/** Gives back every codec scratch grown past {@link SCRATCH_KEEP_SAMPLES} samples. */
+export function shrinkScratch(): void {
+  for (const f of shrinkers) f();
+}
+
 /** Growable byte buffer with little-endian writers. */
 export class ByteWriter {
   private buf: Uint8Array;
@@ -45,6 +64,14 @@ export class ByteWriter {
 
   constructor(initialCapacity = 256) {
     this.buf = new Uint8Array(initialCapacity);
+    this.view = new DataView(this.buf.buffer);
+  }
+
+  /** Empties the writer and drops a buffer larger than `capacity` bytes. */
+  shrink(capacity: number): void {
+    this.length = 0;
+    if (this.buf.length <= capacity) return;
+    this.buf = new Uint8Array(capacity);
     this.view = new DataView(this.buf.buffer);
   }
 

@@ -15,7 +15,7 @@
  */
 import { compressSync, uncompressSync } from 'lz4-napi';
 import { type CorruptionError, ErrorCode, InvalidArgumentError, StrataError } from '../errors.js';
-import { ByteReader, ByteWriter, MEMORY, putUvarint, uvarintLength, type Origin } from './bytes.js';
+import { ByteReader, ByteWriter, MEMORY, onShrinkScratch, putUvarint, SCRATCH_KEEP_SAMPLES, shrinkScratch, uvarintLength, type Origin } from './bytes.js';
 import { FORMAT_VERSION } from './footer.js';
 import { decodeSequencesOfVersion } from './intseq.js';
 import { decodeTimestamps, encodeTimestamps, TS_RAW } from './timestamps.js';
@@ -64,6 +64,11 @@ export interface EncodeOptions {
 
 const body = new ByteWriter(4096);
 const section = new ByteWriter(4096);
+onShrinkScratch(() => {
+  body.shrink(16 * SCRATCH_KEEP_SAMPLES);
+  section.shrink(16 * SCRATCH_KEEP_SAMPLES);
+  if (rangeScratch.length > SCRATCH_KEEP_SAMPLES) rangeScratch = new BigInt64Array(1024);
+});
 
 /**
  * Encodes samples into a run. Throws InvalidArgumentError on empty input, length mismatch or
@@ -84,7 +89,10 @@ export function encodeRun(samples: Samples, opts: EncodeOptions = {}): Uint8Arra
   body.bytes(section.finish());
   const plain = body.finish();
   const enc = tsMode | (valMode << 3);
-  return (opts.lz4 !== false ? packedRun(enc, n, plain) : null) ?? writeRun(enc, n, plain);
+  const run = (opts.lz4 !== false ? packedRun(enc, n, plain) : null) ?? writeRun(enc, n, plain);
+  // the scratch a series of millions of samples grew is not kept for the series after it
+  if (n > SCRATCH_KEEP_SAMPLES) shrinkScratch();
+  return run;
 }
 
 /**

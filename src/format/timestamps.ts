@@ -13,7 +13,7 @@
  */
 import { type CorruptionError, InvalidArgumentError } from '../errors.js';
 import { BitReader, BitWriter } from './bits.js';
-import { ByteReader, ByteWriter } from './bytes.js';
+import { ByteReader, ByteWriter, onShrinkScratch, SCRATCH_KEEP_SAMPLES } from './bytes.js';
 import { decodeIntSeq, decodeIntSeqSparse, encodeIntSeq, INTSEQ_LIMIT, type SparseSeq } from './intseq.js';
 
 export const TS_GRID = 1;
@@ -30,6 +30,17 @@ let dods = new Float64Array(1024);
 /** Bit writers reused by the encoder (finished and copied out before their next use). */
 const gridWriter = new BitWriter(1024);
 const dodWriter = new BitWriter(1024);
+
+onShrinkScratch(() => {
+  if (offs.length > SCRATCH_KEEP_SAMPLES) {
+    offs = new Float64Array(1024);
+    resid = new Float64Array(1024);
+    residAlt = new Float64Array(1024);
+    dods = new Float64Array(1024);
+  }
+  gridWriter.shrink(SCRATCH_KEEP_SAMPLES);
+  dodWriter.shrink(SCRATCH_KEEP_SAMPLES);
+});
 
 function grow(n: number): void {
   if (offs.length < n) {

@@ -25,7 +25,7 @@
  * counter costs 3 bytes instead of the whole run's compact layout.
  */
 import { BitReader, BitWriter } from './bits.js';
-import { ByteReader, ByteWriter } from './bytes.js';
+import { ByteReader, ByteWriter, onShrinkScratch, SCRATCH_KEEP_SAMPLES } from './bytes.js';
 import { decodeIntSeq, decodeIntSeqSums, encodeIntSeq } from './intseq.js';
 
 export const V_CONST = 1;
@@ -465,6 +465,14 @@ let excLo = new Uint32Array(64);
 let excHi = new Uint32Array(64);
 let filled = new Float64Array(1024);
 const candidate = new ByteWriter(4096);
+onShrinkScratch(() => {
+  if (ints.length > SCRATCH_KEEP_SAMPLES) {
+    ints = new Float64Array(1024);
+    ints2 = new Float64Array(1024);
+  }
+  if (filled.length > SCRATCH_KEEP_SAMPLES) filled = new Float64Array(1024);
+  candidate.shrink(8 * SCRATCH_KEEP_SAMPLES);
+});
 
 /**
  * Makes room for `count` exceptions, keeping those listed so far: the finders grow the list one

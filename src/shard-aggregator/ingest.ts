@@ -10,6 +10,7 @@ import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { InvalidArgumentError } from '../errors.js';
 import { encodeRun, encodeRunChecked, type Samples } from '../format/run.js';
 import { normalizeSamples } from '../format/merge.js';
+import { onShrinkScratch, SCRATCH_KEEP_SAMPLES } from '../format/bytes.js';
 
 /** One series of a request as it comes off the wire (ids as decimal strings from proto-loader). */
 export interface WireSeries {
@@ -84,6 +85,14 @@ export function countSamples(series: readonly WireSeries[], first = 0): number {
 // Scratch space for one series at a time (no await happens while a series is being processed).
 let scratchTs = new ArrayBuffer(8 * 4096);
 let scratchVs = new ArrayBuffer(8 * 4096);
+// given back with the codecs' scratch after a series of more than SCRATCH_KEEP_SAMPLES (views of
+// the old buffers still in use stay valid)
+onShrinkScratch(() => {
+  if (scratchTs.byteLength > 8 * SCRATCH_KEEP_SAMPLES) {
+    scratchTs = new ArrayBuffer(8 * 4096);
+    scratchVs = new ArrayBuffer(8 * 4096);
+  }
+});
 
 function scratch(n: number): { ts: BigInt64Array; vs: Float64Array; words: Int32Array } {
   if (scratchTs.byteLength < 8 * n) {

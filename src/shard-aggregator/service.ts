@@ -240,7 +240,7 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
       // becomes (decoded message, runs, WAL batch entries), which one-sample series are made of
       const charge = payload + series.length * SERIES_CHARGE_BYTES;
       if (inflight > 0 && inflight + charge > o.config.inflightBytes) {
-        throw new GrpcError(status.RESOURCE_EXHAUSTED, `in-flight budget of ${o.config.inflightBytes} bytes is used up (${inflight} bytes being processed); retry later`);
+        throw new GrpcError(status.RESOURCE_EXHAUSTED, `inflightBytes (${o.config.inflightBytes}) is used up: ${inflight} bytes of requests are being processed; retry later`);
       }
       const disk = agg.store.diskUsage();
       if (disk.usedBytes >= o.config.walQuotaBytes) {

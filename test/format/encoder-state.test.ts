@@ -83,3 +83,14 @@ t.test('the self-check of a run larger than its scratch arrays', (t) => {
   t.throws(() => checkRunDecodesTo(run, other, 'series 9'), { code: 'ERR_STRATA_INTERNAL', message: /different sample 150000: / });
   t.end();
 });
+
+t.test('after a series larger than SCRATCH_KEEP_SAMPLES the scratch is given back, and runs encode the same before and after', async (t) => {
+  const { SCRATCH_KEEP_SAMPLES } = await import('../../src/format/bytes.js');
+  const small = KINDS.map((kind, i) => makeSeries(kind, 3000, 1_800_000_000_000n, 100 + i));
+  const before = small.map(bytes);
+  const big = withSpecials(SCRATCH_KEEP_SAMPLES * 4, 1000);
+  const bigRun = encodeRunChecked(big, { lz4: false }, 'big');
+  t.ok(sameSamples(decodeRun(bigRun), big), 'the large series round-trips');
+  t.same(small.map(bytes), before, 'the same bytes after the scratch was shrunk');
+  t.same(Buffer.from(encodeRun(big, { lz4: false })), Buffer.from(bigRun), 'and the large one again');
+});

@@ -128,7 +128,7 @@ t.test('the in-flight budget charges 1 KiB per series besides 16 bytes per sampl
   const burst = await Promise.all(Array.from({ length: 8 }, (_, k) => c.call('Write', small(k), hdr)));
   const refused = burst.filter((r) => r.err?.code === status.RESOURCE_EXHAUSTED);
   t.ok(refused.length > 0, `${refused.length} of 8 refused`);
-  t.match(refused[0]?.err?.details ?? '', /in-flight budget of 20000 bytes/);
+  t.match(refused[0]?.err?.details ?? '', /inflightBytes \(20000\) is used up/);
   t.ok(burst.some((r) => r.err === null), 'some accepted');
 });
 
@@ -143,7 +143,7 @@ t.test('limits answer RESOURCE_EXHAUSTED: WAL quota (until a flush frees it) and
   const burst = await Promise.all(Array.from({ length: 8 }, (_, i) => c.call('Write', req(i + 1, 1000), hdr)));
   const refused = burst.filter((r) => r.err?.code === status.RESOURCE_EXHAUSTED);
   t.ok(refused.length > 0, `${refused.length} of 8 refused`);
-  t.match(refused[0]?.err?.details ?? '', /in-flight budget of 20000 bytes/);
+  t.match(refused[0]?.err?.details ?? '', /inflightBytes \(20000\) is used up/);
   t.ok(burst.some((r) => r.err === null), 'some accepted');
   // quota: the WAL now holds more than 2000 bytes
   const over = await c.call('Write', req(99, 10), hdr);
