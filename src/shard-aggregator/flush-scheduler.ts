@@ -544,6 +544,11 @@ export class Flusher {
     if (this.recent.length > RECENT_FLUSHES) this.recent.length = RECENT_FLUSHES;
   }
 
+  /** Whether the last flush attempt of `tenant` failed (none has succeeded since). */
+  failing(tenant: string): boolean {
+    return (this.tenantFailures.get(tenant) ?? 0) > 0;
+  }
+
   /**
    * Stops: no new flushes, running ones abort their upload (WALs are kept), retries cancelled.
    * Waits for running flushes at most `maxWaitMs`: a flush blocked on a bucket that does not

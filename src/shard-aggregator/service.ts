@@ -249,6 +249,17 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
           `walQuotaBytes (${o.config.walQuotaBytes}) is used up: the WALs take ${disk.usedBytes} bytes on disk until their windows are flushed; retry later`,
         );
       }
+      // one tenant whose flushes fail (its own bucket down) must not fill the quota for all
+      if (o.config.walFailingTenantPercent < 100 && agg.flusher.failing(tenant)) {
+        const bound = Math.floor((o.config.walQuotaBytes * o.config.walFailingTenantPercent) / 100);
+        const held = agg.store.tenantBytes(tenant);
+        if (held >= bound) {
+          throw new GrpcError(
+            status.RESOURCE_EXHAUSTED,
+            `tenant "${tenant}" holds ${held} bytes of WAL while its flushes fail: at most walFailingTenantPercent (${o.config.walFailingTenantPercent} %) of walQuotaBytes (${bound} bytes) until one succeeds (see the aggregator's flush errors: its bucket); retry later`,
+          );
+        }
+      }
       if (disk.freeBytes < o.config.walMinFreeBytes) {
         throw new GrpcError(
           status.RESOURCE_EXHAUSTED,

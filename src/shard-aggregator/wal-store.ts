@@ -438,6 +438,13 @@ export class WalStore {
     return [...this.windows.values()];
   }
 
+  /** Bytes of run keys and values in the logs of `tenant`. */
+  tenantBytes(tenant: string): number {
+    let n = 0;
+    for (const ww of this.windows.values()) if (ww.key.tenant === tenant) for (const w of ww.gens) n += w.counters.bytes;
+    return n;
+  }
+
   /** Bytes of run keys and values in every log. */
   totalBytes(): number {
     let n = 0;
