@@ -134,6 +134,8 @@ function flushErrorHint(reason: string): string {
       return "the tenant's bucket does not exist: create it or fix the bucket name in the tenants file, then reload; the WAL is kept and the flush retried";
     case 'config':
       return 'the tenant has no usable bucket in the config in force; fix the tenants file and reload; the WAL is kept and the flush retried';
+    case 'failed_precondition':
+      return "the window's block in the bucket was written with another numShards: change the shard count only as docs/deploy.md (resharding) says, or move the old blocks away; the WAL is kept and the flush retried";
     default:
       return '';
   }
@@ -442,6 +444,13 @@ export class Flusher {
       }
       if (old) {
         const f = old.footer;
+        if (f.tenant === key.tenant && f.shard === key.shard && f.windowStart === key.windowStart && f.windowEnd === windowEnd && f.numShards !== this.o.numShards) {
+          // not damage: a layout change (numShards) over blocks of the old one, as the gateway says
+          throw new StrataError(
+            ErrorCode.FAILED_PRECONDITION,
+            `existing block "${objectKey}" was written with ${f.numShards} shards; this aggregator's numShards is ${this.o.numShards}: a window's blocks cannot mix layouts`,
+          );
+        }
         if (f.tenant !== key.tenant || f.shard !== key.shard || f.numShards !== this.o.numShards || f.windowStart !== key.windowStart || f.windowEnd !== windowEnd) {
           throw new CorruptionError(objectKey, old.size, `existing block is for ${f.tenant}/${f.windowStart}-${f.windowEnd}/shard ${f.shard} of ${f.numShards}`);
         }

@@ -86,3 +86,28 @@ t.test('a tenant whose flushes fail is bounded to walFailingTenantPercent of wal
   const agg = running.aggregator()!;
   await eventually('the first window stays in the WAL', async () => (agg.store.tenantBytes('down') >= 800_000 ? true : null));
 });
+
+t.test('a window whose block was written with another numShards: the flush fails as FAILED_PRECONDITION naming both counts, not as corrupt data', async (t) => {
+  const dir = tempDir('reshard-flush');
+  const start = async (numShards: number) => {
+    const config = parseAggregatorConfig({ walDir: join(dir, `wal-${numShards}`), bucket: { type: 'filesystem', path: join(dir, 'bucket') }, numShards, grpcListen: '127.0.0.1:0', metricsListen: '127.0.0.1:0', flushIdleMs: 3600_000 });
+    const running = await startAggregatorServer({ config, logger: createLogger({ level: 'silent' }) });
+    t.teardown(() => running.shutdown());
+    await running.ready;
+    const c = new WriterClient({ tenant: 'acme', numShards, target: `127.0.0.1:${running.grpcPort}`, retry: { maxAttempts: 1 } });
+    t.teardown(() => c.close());
+    return c;
+  };
+  const two = await start(2);
+  await two.write([noisy(2n, 10, 1)]);
+  await two.seal(W, [0]);
+  const three = await start(3);
+  await three.write([noisy(3n, 10, 2)]);
+  const err = await three.seal(W, [0]).then(
+    () => null,
+    (e: unknown) => e as WriteCallError,
+  );
+  t.equal(err?.code, status.FAILED_PRECONDITION, 'the Seal says why its flush failed (the flush is retried in the background)');
+  t.match(err?.details, /existing block "blocks\/acme\/\d+\/00000\.block" was written with 2 shards; this aggregator's numShards is 3/);
+  t.notMatch(err?.details, /corrupt/);
+});
