@@ -42,6 +42,8 @@ export interface AggregatorOptions {
   readonly retentionOf?: (tenant: string) => number | null;
   /** Called with every block written (see FlusherOptions.onFlushed). */
   readonly onFlushed?: (block: FlushedBlock) => Promise<void> | void;
+  /** Whether a tenant is marked for deletion (see FlusherOptions.markedForDeletion). */
+  readonly markedForDeletion?: (tenant: string) => boolean;
 }
 
 /** One WAL generation, for the status RPC. */
@@ -109,6 +111,7 @@ export class Aggregator {
       logger: opts.logger,
       metrics: opts.metrics,
       ...(opts.onFlushed ? { onFlushed: opts.onFlushed } : {}),
+      ...(opts.markedForDeletion ? { markedForDeletion: opts.markedForDeletion } : {}),
     });
   }
 

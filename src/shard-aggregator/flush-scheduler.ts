@@ -165,6 +165,12 @@ export interface FlusherOptions {
    * flush (and a Seal waiting for it) ends once it settled.
    */
   readonly onFlushed?: (block: FlushedBlock) => Promise<void> | void;
+  /**
+   * Whether `tenant` is marked for deletion: its WALs are dropped instead of flushed (the
+   * lifecycle role deletes every block of a marked tenant, and its bucket may be gone from the
+   * tenants file already, which would fail the flush for good).
+   */
+  readonly markedForDeletion?: (tenant: string) => boolean;
 }
 
 
@@ -430,6 +436,13 @@ export class Flusher {
       for (const g of gens) await g.seal(this.o.now()); // completes a seal a failure interrupted
       if (gens.every((g) => g.counters.entries === 0)) {
         for (const g of gens) await this.o.store.remove(g);
+        return null;
+      }
+      if (this.o.markedForDeletion?.(key.tenant) === true) {
+        const samples = gens.reduce((n, g) => n + g.counters.samples, 0);
+        for (const g of gens) await this.o.store.remove(g);
+        metrics.flushes.inc({ result: 'dropped' });
+        logger.info({ window: id, tenant: key.tenant, samples }, 'wal of a tenant marked for deletion dropped instead of flushed');
         return null;
       }
       stage = "resolving the tenant's bucket";

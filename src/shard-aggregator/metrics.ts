@@ -61,7 +61,7 @@ export class AggregatorMetrics {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers,
     });
-    this.flushes = new Counter({ name: `${p}flushes_total`, help: 'Flush attempts by result (ok, error).', labelNames: ['result'], registers });
+    this.flushes = new Counter({ name: `${p}flushes_total`, help: 'Flush attempts by result (ok, error; dropped: the WAL of a tenant marked for deletion, not flushed).', labelNames: ['result'], registers });
     this.flushDuration = new Histogram({
       name: `${p}flush_duration_seconds`,
       help: 'Time from flush start to a verified block.',

@@ -151,7 +151,7 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
   let shuttingDown: Promise<void> | null = null;
   const ready = (async () => {
     const t0 = performance.now();
-    const [a] = await Promise.all([Aggregator.open({ config, buckets, tenantLabel, logger, metrics, retentionOf: (t) => retentionOf(registry.config, t), ...(opts.now ? { now: opts.now } : {}), ...(opts.onFlushed ? { onFlushed: opts.onFlushed } : {}) }), marksRead]);
+    const [a] = await Promise.all([Aggregator.open({ config, buckets, tenantLabel, logger, metrics, retentionOf: (t) => retentionOf(registry.config, t), ...(opts.now ? { now: opts.now } : {}), ...(opts.onFlushed ? { onFlushed: opts.onFlushed } : {}), markedForDeletion: (t) => deletionMarks.markOf(t) !== undefined }), marksRead]);
     if (state !== 'starting') {
       await a.close();
       return;

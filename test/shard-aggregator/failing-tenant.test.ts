@@ -111,3 +111,27 @@ t.test('a window whose block was written with another numShards: the flush fails
   t.match(err?.details, /existing block "blocks\/acme\/\d+\/00000\.block" was written with 2 shards; this aggregator's numShards is 3/);
   t.notMatch(err?.details, /corrupt/);
 });
+
+t.test('the WAL of a tenant marked for deletion is dropped, not flushed (its bucket may be gone from the tenants file)', async (t) => {
+  const { markTenantDeleted } = await import('../../src/tenancy/deletion-marks.js');
+  const { FilesystemBucket } = await import('../../src/objstore/index.js');
+  const dir = tempDir('marked-flush');
+  const bucketDir = join(dir, 'bucket');
+  const config = parseAggregatorConfig({ walDir: join(dir, 'wal'), bucket: { type: 'filesystem', path: bucketDir }, numShards: 1, grpcListen: '127.0.0.1:0', metricsListen: '127.0.0.1:0', flushIdleMs: 3600_000, deletionMarksPollMs: 100 });
+  const running = await startAggregatorServer({ config, logger: createLogger({ level: 'silent' }) });
+  t.teardown(() => running.shutdown());
+  await running.ready;
+  const c = new WriterClient({ tenant: 'gone', numShards: 1, target: `127.0.0.1:${running.grpcPort}`, retry: { maxAttempts: 1 } });
+  t.teardown(() => c.close());
+  await c.write([noisy(5n, 1000, 3)]);
+  const bucket = new FilesystemBucket({ path: bucketDir });
+  await markTenantDeleted(bucket, 'gone', Date.now());
+  await eventually('the aggregator saw the mark', async () => (running.deletionMarks.markOf('gone') !== undefined ? true : null));
+  // its Seal calls are refused now; the aggregator's own flush (window closed, or a restart) runs
+  t.same(await running.aggregator()!.seal('gone', 0, W, true), [], 'no block written');
+  t.equal(running.aggregator()!.store.tenantBytes('gone'), 0, 'its WAL is gone');
+  const blocks: string[] = [];
+  for await (const o of bucket.list('blocks/')) blocks.push(o.key);
+  t.same(blocks, []);
+  t.equal(await running.metrics.registry.getSingleMetric('strata_aggregator_flushes_total')!.get().then((m) => m.values.find((v) => v.labels['result'] === 'dropped')?.value), 1);
+});
