@@ -139,7 +139,9 @@ export function registerPushCommands(program: Command): void {
           process.stderr.write(`strata push: ${err.message}\n`);
           process.exitCode = 2;
         } else if (typeof grpc.code === 'number' && typeof grpc.details === 'string') {
-          process.stderr.write(`strata push: the aggregator answered ${status[grpc.code]}: ${grpc.details}\n`);
+          // the answer may come from a proxy in front of the aggregators (an HTTP 502 of nginx), not from one
+          const attempts = (err as { attempts?: number }).attempts;
+          process.stderr.write(`strata push: ${flags.target ?? 'the aggregator'} answered ${status[grpc.code]}: ${grpc.details}${attempts !== undefined && attempts > 1 ? ` (after ${attempts} attempts)` : ''}\n`);
           process.exitCode = 1;
         } else throw err;
       }

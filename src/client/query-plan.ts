@@ -101,6 +101,8 @@ export function planBlockRequests(
     throw new InvalidArgumentError('blockDurationMs', `${layout.blockDurationMs} is not a positive integer`);
   }
   for (const id of ids) if (id < 0n || id > U64_MAX) throw new InvalidArgumentError('ids', `${id} is not a uint64`);
+  // a reversed range is a caller's mistake (as `strata query` says), not an empty answer
+  if (end < start) throw new InvalidArgumentError('end', `${end} is before start ${start}; the range is [start, end)`);
   const d = BigInt(layout.blockDurationMs);
   let to = end;
   if (layout.horizon) {

@@ -50,6 +50,7 @@ t.test('planQuery() edge cases', async (t) => {
   t.same(planQuery('acme', [], 0n, 100n, { numShards: 2, blockDurationMs: H4 }), [], 'no ids');
   t.same(planQuery('acme', [1n], 100n, 100n, { numShards: 2, blockDurationMs: H4 }), [], 'empty range');
   t.same(planQuery('acme', [1n], -100n, 0n, { numShards: 2, blockDurationMs: H4 }), [], 'before the epoch');
+  t.throws(() => planQuery('acme', [1n], 200n, 100n, { numShards: 2, blockDurationMs: H4 }), { field: 'end', message: 'invalid end: 100 is before start 200; the range is [start, end)' }, 'a reversed range is refused, naming end');
   const p = planQuery('acme', [5n, 3n, 4n], BigInt(H4) - 1n, BigInt(H4) + 1n, { numShards: 2, blockDurationMs: H4 });
   t.same(
     p.map((r) => [r.shard, r.windowStart, r.ids, r.start, r.end]),
