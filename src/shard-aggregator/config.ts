@@ -72,10 +72,11 @@ export const aggregatorConfigSchema = z.strictObject({
   /** Writes are refused while the WALs take this many bytes on disk (LevelDB's files, all of them). */
   walQuotaBytes: posInt.default(64 * GiB),
   /**
-   * A tenant whose flushes are failing (its own bucket down) is refused writes once its WALs hold
-   * this percentage of walQuotaBytes, so that the other tenants keep the rest (100: no such bound).
+   * A tenant with a bucket of its own (which can fail alone) is refused writes once its WALs hold
+   * this percentage of walQuotaBytes, so that an outage of its bucket leaves the other tenants the
+   * rest (100: no such bound).
    */
-  walFailingTenantPercent: posInt.max(100).default(50),
+  walOwnBucketTenantPercent: posInt.max(100).default(50),
   /** Writes are refused while walDir's file system has less than this free (0: no floor). */
   walMinFreeBytes: nonNegInt.default(256 * MiB),
   /** Request payload bytes being processed at once; more is refused. */
@@ -132,7 +133,7 @@ const KINDS: Record<AggregatorConfigKey, OptionKind> = {
   maxSeriesPerRequest: 'int',
   walQuotaBytes: 'int',
   walMinFreeBytes: 'int',
-  walFailingTenantPercent: 'int',
+  walOwnBucketTenantPercent: 'int',
   inflightBytes: 'int',
   maxSampleAgeMs: 'int',
   maxSampleFutureMs: 'int',

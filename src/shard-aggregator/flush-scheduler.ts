@@ -566,9 +566,9 @@ export class Flusher {
     if (this.recent.length > RECENT_FLUSHES) this.recent.length = RECENT_FLUSHES;
   }
 
-  /** Whether the last flush attempt of `tenant` failed (none has succeeded since). */
-  failing(tenant: string): boolean {
-    return (this.tenantFailures.get(tenant) ?? 0) > 0;
+  /** Whether `tenant` writes to a bucket of its own (one that can fail alone). */
+  ownBucket(tenant: string): boolean {
+    return this.o.buckets.ownBucket?.(tenant) === true;
   }
 
   /**

@@ -249,14 +249,15 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
           `walQuotaBytes (${o.config.walQuotaBytes}) is used up: the WALs take ${disk.usedBytes} bytes on disk until their windows are flushed; retry later`,
         );
       }
-      // one tenant whose flushes fail (its own bucket down) must not fill the quota for all
-      if (o.config.walFailingTenantPercent < 100 && agg.flusher.failing(tenant)) {
-        const bound = Math.floor((o.config.walQuotaBytes * o.config.walFailingTenantPercent) / 100);
+      // a tenant whose own bucket is down must not fill the quota for all: it is bounded before
+      // its bucket fails (a stalled bucket fails nothing for minutes, and by then the quota is full)
+      if (o.config.walOwnBucketTenantPercent < 100 && agg.flusher.ownBucket(tenant)) {
+        const bound = Math.floor((o.config.walQuotaBytes * o.config.walOwnBucketTenantPercent) / 100);
         const held = agg.store.tenantBytes(tenant);
         if (held >= bound) {
           throw new GrpcError(
             status.RESOURCE_EXHAUSTED,
-            `tenant "${tenant}" holds ${held} bytes of WAL while its flushes fail: at most walFailingTenantPercent (${o.config.walFailingTenantPercent} %) of walQuotaBytes (${bound} bytes) until one succeeds (see the aggregator's flush errors: its bucket); retry later`,
+            `tenant "${tenant}" holds ${held} bytes of WAL on disk: a tenant with a bucket of its own may hold at most walOwnBucketTenantPercent (${o.config.walOwnBucketTenantPercent} %) of walQuotaBytes (${bound} bytes), so that an outage of its bucket leaves the others room; retry once its windows are flushed`,
           );
         }
       }

@@ -438,10 +438,20 @@ export class WalStore {
     return [...this.windows.values()];
   }
 
-  /** Bytes of run keys and values in the logs of `tenant`. */
+  /**
+   * What the logs of `tenant` take on disk, as {@link diskUsage} counts the whole store: each
+   * log's last measured size (or its run bytes when larger or not measured yet) plus one write
+   * buffer per log open for writes.
+   */
   tenantBytes(tenant: string): number {
     let n = 0;
-    for (const ww of this.windows.values()) if (ww.key.tenant === tenant) for (const w of ww.gens) n += w.counters.bytes;
+    for (const ww of this.windows.values()) {
+      if (ww.key.tenant !== tenant) continue;
+      for (const w of ww.gens) {
+        n += Math.max(w.counters.bytes, this.logBytes.get(w)?.bytes ?? 0);
+        if (w.isOpen && !w.sealed) n += this.opts.db.writeBufferBytes;
+      }
+    }
     return n;
   }
 

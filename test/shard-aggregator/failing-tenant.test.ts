@@ -1,8 +1,10 @@
 /**
- * `walFailingTenantPercent`: a tenant whose flushes fail (its own bucket does not exist on RGW)
- * is refused writes once its WALs hold that share of `walQuotaBytes`, naming the option and the
- * tenant, while a tenant of the default bucket keeps writing; its acknowledged data stays in the
- * WAL. Before, it filled the whole quota and every tenant's writes were refused.
+ * `walOwnBucketTenantPercent`: a tenant with a bucket of its own (here one that does not exist on
+ * RGW, so its flushes fail) is refused writes once its WALs take that share of `walQuotaBytes`,
+ * naming the option and the tenant, while a tenant of the default bucket keeps writing; its
+ * acknowledged data stays in the WAL. Before, it filled the whole quota and every tenant's writes
+ * were refused. Also: a flush over a block of another numShards, and the WAL of a tenant marked
+ * for deletion.
  *
  * Run alone: node scripts/with-rgw.mjs -- tap test/shard-aggregator/failing-tenant.test.ts
  */
@@ -36,7 +38,7 @@ function noisy(id: bigint, n: number, seed: number): SeriesData {
   return { id, timestamps: BigInt64Array.from({ length: n }, (_, i) => W + BigInt(i) * 100n), values };
 }
 
-t.test('a tenant whose flushes fail is bounded to walFailingTenantPercent of walQuotaBytes; the others keep writing', async (t) => {
+t.test('a tenant with its own bucket is bounded to walOwnBucketTenantPercent of walQuotaBytes; the others keep writing', async (t) => {
   const dir = tempDir('failing-tenant');
   const file = join(dir, 'tenants.yaml');
   writeFileSync(
@@ -57,7 +59,7 @@ t.test('a tenant whose flushes fail is bounded to walFailingTenantPercent of wal
     flushIdleMs: 3600_000,
     walQuotaBytes: 64 * MiB,
     walWriteBufferBytes: 256 * 1024,
-    walFailingTenantPercent: 1, // 671,088 bytes
+    walOwnBucketTenantPercent: 1, // 671,088 bytes
   });
   const running = await startAggregatorServer({ config, logger: createLogger({ level: 'silent' }) });
   t.teardown(() => running.shutdown());
@@ -81,7 +83,7 @@ t.test('a tenant whose flushes fail is bounded to walFailingTenantPercent of wal
     (e: unknown) => e as WriteCallError,
   );
   t.equal(refused?.code, status.RESOURCE_EXHAUSTED, 'the failing tenant is refused');
-  t.match(refused?.details, /^tenant "down" holds \d+ bytes of WAL while its flushes fail: at most walFailingTenantPercent \(1 %\) of walQuotaBytes \(671088 bytes\)/);
+  t.match(refused?.details, /^tenant "down" holds \d+ bytes of WAL on disk: a tenant with a bucket of its own may hold at most walOwnBucketTenantPercent \(1 %\) of walQuotaBytes \(671088 bytes\)/);
   t.same(await ok.write([noisy(3n, 1000, 9)]), { requests: 1, samples: 1000, series: 1, retries: 0 }, 'another tenant keeps writing');
   const agg = running.aggregator()!;
   await eventually('the first window stays in the WAL', async () => (agg.store.tenantBytes('down') >= 800_000 ? true : null));
