@@ -202,21 +202,29 @@ function partRange(batch: number, s: SeriesData): PartRange {
 export function orderingDependencies(batches: readonly { readonly shard: number; readonly series: readonly SeriesData[] }[]): number[][] {
   const after: number[][] = batches.map(() => []);
   // per shard: the series that ends its last request, its parts in that request (not yet
-  // scanned) and the ranges of its parts in earlier ones
-  const open = new Map<number, { id: bigint; batch: number; tail: SeriesData[]; ranges: PartRange[] }>();
+  // scanned) and the ranges of its parts in earlier ones, with their largest timestamp
+  const open = new Map<number, { id: bigint; batch: number; tail: SeriesData[]; ranges: PartRange[]; max: bigint | null }>();
   batches.forEach((b, i) => {
     if (b.series.length === 0) return;
     const first = b.series[0]!.id;
     const carried = open.get(b.shard);
     let ranges: PartRange[] = [];
+    let max: bigint | null = null;
     let lead = 0; // entries of `first` at the start of this request that continue a series
     if (carried && carried.id === first) {
-      ranges = [...carried.ranges, ...carried.tail.map((s) => partRange(carried.batch, s))];
+      ranges = carried.ranges;
+      max = carried.max;
+      const add = (r: PartRange): void => {
+        ranges.push(r);
+        if (max === null || r.max > max) max = r.max;
+      };
+      for (const s of carried.tail) add(partRange(carried.batch, s));
       const deps = new Set<number>();
       for (; lead < b.series.length && b.series[lead]!.id === first; lead++) {
         const r = partRange(i, b.series[lead]!);
-        for (const p of ranges) if (p.batch !== i && p.min <= r.max && r.min <= p.max) deps.add(p.batch);
-        ranges.push(r);
+        // a part after everything before it (parts in time order) overlaps nothing: no scan
+        if (max !== null && r.min <= max) for (const p of ranges) if (p.batch !== i && p.min <= r.max && r.min <= p.max) deps.add(p.batch);
+        add(r);
       }
       after[i] = [...deps];
     }
@@ -224,8 +232,8 @@ export function orderingDependencies(batches: readonly { readonly shard: number;
     let t = b.series.length;
     while (t > lead && b.series[t - 1]!.id === last) t--;
     // a request that holds nothing but the continued series passes its ranges on
-    const earlier = last === first && t === lead ? ranges : [];
-    open.set(b.shard, { id: last, batch: i, tail: b.series.slice(t), ranges: earlier });
+    const whole = last === first && t === lead;
+    open.set(b.shard, { id: last, batch: i, tail: b.series.slice(t), ranges: whole ? ranges : [], max: whole ? max : null });
   });
   return after;
 }

@@ -457,15 +457,15 @@ export class Flusher {
       }
       if (old) {
         const f = old.footer;
-        if (f.tenant === key.tenant && f.shard === key.shard && f.windowStart === key.windowStart && f.windowEnd === windowEnd && f.numShards !== this.o.numShards) {
+        if (f.tenant !== key.tenant || f.shard !== key.shard || f.windowStart !== key.windowStart || f.windowEnd !== windowEnd) {
+          throw new CorruptionError(objectKey, old.size, `existing block is for ${f.tenant}/${f.windowStart}-${f.windowEnd}/shard ${f.shard} of ${f.numShards}`);
+        }
+        if (f.numShards !== this.o.numShards) {
           // not damage: a layout change (numShards) over blocks of the old one, as the gateway says
           throw new StrataError(
             ErrorCode.FAILED_PRECONDITION,
             `existing block "${objectKey}" was written with ${f.numShards} shards; this aggregator's numShards is ${this.o.numShards}: a window's blocks cannot mix layouts`,
           );
-        }
-        if (f.tenant !== key.tenant || f.shard !== key.shard || f.numShards !== this.o.numShards || f.windowStart !== key.windowStart || f.windowEnd !== windowEnd) {
-          throw new CorruptionError(objectKey, old.size, `existing block is for ${f.tenant}/${f.windowStart}-${f.windowEnd}/shard ${f.shard} of ${f.numShards}`);
         }
       }
       logger.info({ window: id, tenant: key.tenant, bucket: bucket.name, key: objectKey, generations: gens.map((g) => g.identity.generation), replacing: old !== null }, 'flush started');
@@ -607,5 +607,5 @@ export class Flusher {
   }
 }
 
-/** How long {@link FlushScheduler.close} waits for running flushes. */
+/** How long {@link Flusher.close} waits for running flushes. */
 export const FLUSH_STOP_WAIT_MS = 10_000;

@@ -73,13 +73,13 @@ export interface RunningAggregator {
   shutdown(): Promise<void>;
 }
 
+/** How long the refusals of waiting writes get to reach their clients before the streams are cut. */
+const REFUSALS_SEND_MS = 200;
+
 /**
  * Starts the servers right away (health says NOT_SERVING, writes get UNAVAILABLE), then recovers
  * the WAL in the background; `ready` resolves when it is SERVING.
  */
-/** How long the refusals of waiting writes get to reach their clients before the streams are cut. */
-const REFUSALS_SEND_MS = 200;
-
 export async function startAggregatorServer(opts: AggregatorServerOptions): Promise<RunningAggregator> {
   const { config } = opts;
   const logger = opts.logger ?? createLogger({ level: config.logLevel, name: 'aggregator' });

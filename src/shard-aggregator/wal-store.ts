@@ -323,10 +323,11 @@ export class WalStore {
       if (this.closed) throw new RangeError('the WAL store is closed');
       if (this.refusing) throw new WalStoreStopping();
       const seen = this.wakeups;
-      if (this.writeOpen() < this.opts.maxOpen) {
+      const open = this.writeOpen();
+      if (open < this.opts.maxOpen) {
         this.reserved++;
         // wake-ups go to one waiter at a time: pass it on while slots are left
-        if (this.slotWaiters.length > 0 && this.writeOpen() < this.opts.maxOpen) this.wake();
+        if (this.slotWaiters.length > 0 && open + 1 < this.opts.maxOpen) this.wake();
         return;
       }
       if (await this.closeIdle(1)) continue;
@@ -566,15 +567,25 @@ export class WalStore {
    */
   private async closeIdle(n: number): Promise<number> {
     let closed = 0;
-    const tried = new Set<WalDb>();
-    while (closed < n) {
-      let lru: WalDb | null = null;
-      for (const ww of this.windows.values()) {
-        for (const w of ww.gens) if (w.isOpen && w.users === 0 && !tried.has(w) && (lru === null || w.lastUsedMs < lru.lastUsedMs)) lru = w;
+    const idle: WalDb[] = [];
+    let lru = -1;
+    for (const ww of this.windows.values()) {
+      for (const w of ww.gens) {
+        if (!w.isOpen || w.users !== 0) continue;
+        if (lru < 0 || w.lastUsedMs < idle[lru]!.lastUsedMs) lru = idle.length;
+        idle.push(w);
       }
-      if (lru === null) break;
-      tried.add(lru);
-      if (await lru.closeIfIdle()) closed++;
+    }
+    if (lru < 0) return 0;
+    // the least recently used first; the others in order only when more are needed, or it would not close
+    if (await idle[lru]!.closeIfIdle()) closed++;
+    if (closed < n) {
+      idle.splice(lru, 1);
+      idle.sort((a, b) => a.lastUsedMs - b.lastUsedMs);
+      for (const w of idle) {
+        if (closed >= n) break;
+        if (await w.closeIfIdle()) closed++;
+      }
     }
     if (closed > 0) this.wake();
     return closed;
