@@ -31,7 +31,10 @@
  *
  * A missing object is "no block" and is remembered (negative cache) for `negativeTtlMs` while
  * its window may still be uploading (it ended less than `uploadGraceMs` ago), else for
- * `stalenessMs`.
+ * `closedStalenessMs`. The entry outlives that bound (the map is bounded by entries, not time):
+ * during an outage, a "no block" last confirmed less than `maxStaleMs` ago is served like a stale
+ * block, so a range ending now (whose current window has no block until it is sealed) keeps
+ * working while the bucket is down.
  *
  * Tenancy. Each address carries the bucket it is read from and a `scope` naming that bucket's
  * location. Every cache key includes the scope: opened blocks, the negative cache and the tail
@@ -192,7 +195,11 @@ const INDEX_HINTS_MAX = 10_000;
 export class BlockDirectory {
   private readonly open_: ByteLru<string, OpenBlock>;
   private readonly pages_: ByteLru<string, IndexPage>;
-  /** Block keys known to have no block, until when (ms); at most negativeMaxEntries, the oldest misses forgotten first. */
+  /**
+   * Block keys found to have no block, and when (ms); at most negativeMaxEntries, the oldest misses
+   * forgotten first. An entry answers "no block" for {@link negativeTtlOf} after it was made, and
+   * stays after that as the answer to serve while the bucket cannot be reached (maxStaleMs).
+   */
   private readonly negative = new Map<string, number>();
 
   /** Entries of the negative cache now. */
@@ -259,7 +266,7 @@ export class BlockDirectory {
       const first = slow ? await Promise.race([fresh, slow]) : await fresh;
       if (first === 'slow') {
         const copy = this.staleCopy(addr, this.deps.now());
-        if (!copy) return await fresh;
+        if (copy === undefined) return await fresh;
         fresh.then(
           () => this.outage.delete(scopedKey(addr)),
           (err: unknown) => this.deps.logger.warn({ err, key: addr.key }, 'block re-check failed after its copy was served'),
@@ -271,28 +278,49 @@ export class BlockDirectory {
     } catch (err) {
       if (!hasCode(err, ErrorCode.UNAVAILABLE)) throw err;
       const stale = this.staleCopy(addr, this.deps.now());
-      if (!stale) throw err;
+      if (stale === undefined) throw err;
       return this.serveStale(addr, stale, 'the bucket cannot be reached', err);
     } finally {
       clearTimeout(timer);
     }
   }
 
-  /** Answers `stale` for `addr`, counts and logs it, and answers the next reads the same way for STALE_RETRY_MS. */
-  private serveStale(addr: BlockAddress, stale: OpenBlock, why: string, err: unknown): OpenBlock {
+  /**
+   * Answers `stale` (a block, or null: "no block") for `addr`, counts and logs it, and answers the
+   * next reads the same way for STALE_RETRY_MS.
+   */
+  private serveStale(addr: BlockAddress, stale: OpenBlock | null, why: string, err: unknown): OpenBlock | null {
     const now = this.deps.now();
     if (this.outage.size >= MAX_OUTAGE_ENTRIES) this.outage.clear(); // bounded: at worst the next reads ask the bucket again
     this.outage.set(scopedKey(addr), now + STALE_RETRY_MS);
     this.deps.metrics.staleServes.inc();
-    this.deps.logger.warn({ key: addr.key, ageMs: now - stale.checkedAtMs, maxStaleMs: this.opts.maxStaleMs, ...(err === null ? {} : { err }) }, `${why}; serving the block as last read`);
+    const checkedAtMs = stale?.checkedAtMs ?? this.negative.get(scopedKey(addr)) ?? now;
+    const what = stale ? 'serving the block as last read' : 'answering "no block" as last read';
+    this.deps.logger.warn({ key: addr.key, ageMs: now - checkedAtMs, maxStaleMs: this.opts.maxStaleMs, ...(err === null ? {} : { err }) }, `${why}; ${what}`);
     return stale;
   }
 
-  /** The block at `addr` as last read, if that was less than `maxStaleMs` ago. */
-  private staleCopy(addr: BlockAddress, now: number): OpenBlock | null {
+  /**
+   * What the bucket last said of `addr`, if that was less than `maxStaleMs` ago: the block as last
+   * read, or null when it had no block then; undefined when there is nothing young enough.
+   */
+  private staleCopy(addr: BlockAddress, now: number): OpenBlock | null | undefined {
+    if (this.opts.maxStaleMs <= 0) return undefined;
     const mem = this.open_.get(scopedKey(addr));
-    if (mem) return ageOf(mem.checkedAtMs, now) < this.opts.maxStaleMs ? mem : null;
-    return this.openFromStore(addr, now, this.opts.maxStaleMs);
+    if (mem) return ageOf(mem.checkedAtMs, now) < this.opts.maxStaleMs ? mem : undefined;
+    if (this.absentWithin(addr, now, this.opts.maxStaleMs)) return null;
+    return this.openFromStore(addr, now, this.opts.maxStaleMs) ?? undefined;
+  }
+
+  /** Whether the bucket said less than `maxAgeMs` ago that `addr` has no block (an entry made before the clock stepped back is not trusted). */
+  private absentWithin(addr: BlockAddress, now: number, maxAgeMs: number): boolean {
+    const at = this.negative.get(scopedKey(addr));
+    return at !== undefined && at <= now && now - at < maxAgeMs;
+  }
+
+  /** How long a "no block" found at `at` is answered without asking the bucket: see the module comment. */
+  private negativeTtlOf(addr: BlockLocation, at: number): number {
+    return addr.windowEnd + BigInt(this.opts.uploadGraceMs) > BigInt(at) ? this.opts.negativeTtlMs : this.opts.closedStalenessMs;
   }
 
   /**
@@ -326,14 +354,24 @@ export class BlockDirectory {
       }
     }
     metrics.cacheMisses.inc({ layer: 'open_block' });
-    const until = this.negative.get(sk);
-    if (until !== undefined) {
-      // an entry that expires further ahead than any entry can was made before the clock stepped back
-      if (until > now && until - now <= Math.max(this.opts.negativeTtlMs, this.opts.closedStalenessMs)) {
+    const at = this.negative.get(sk);
+    if (at !== undefined) {
+      if (at > now) {
+        this.negative.delete(sk); // made before the clock stepped back
+      } else if (now - at < this.negativeTtlOf(addr, at)) {
         metrics.negativeHits.inc();
         return null;
+      } else {
+        // past its bound: the bucket is asked, unless it was unreachable a moment ago
+        const outage = this.outage.get(sk);
+        if (outage !== undefined) {
+          if (outage > now && now - at < this.opts.maxStaleMs) {
+            metrics.staleServes.inc();
+            return null;
+          }
+          this.outage.delete(sk);
+        }
       }
-      this.negative.delete(sk);
     }
     if (!mem) {
       const stored = this.openFromStore(addr, now, staleness);
@@ -525,11 +563,11 @@ export class BlockDirectory {
     if (old !== undefined) store.dropBlock(old);
     this.open_.delete(sk);
     store.deletePointer(sk);
-    const recent = addr.windowEnd + BigInt(this.opts.uploadGraceMs) > BigInt(now);
     // re-inserted, so the map's order is the order of the last misses: past its bound the oldest
-    // entries go, one per miss (forgetting one early costs a look-up in the bucket, nothing else)
+    // entries go, one per miss (forgetting one early costs a look-up in the bucket, or a failed
+    // read during an outage, nothing else)
     this.negative.delete(sk);
-    this.negative.set(sk, now + (recent ? this.opts.negativeTtlMs : this.opts.closedStalenessMs));
+    this.negative.set(sk, now);
     if (this.negative.size > (this.opts.negativeMaxEntries ?? MAX_NEGATIVE)) this.negative.delete(this.negative.keys().next().value!);
     return null;
   }

@@ -174,7 +174,7 @@ export class GatewayMetrics {
     });
     this.bytesInFlight = new Gauge({ name: `${p}bytes_in_flight`, help: 'Bytes of built answers held until their clients take them (bounded by maxBytesInFlight).', registers });
     this.negativeHits = counter({ name: `${p}negative_cache_hits_total`, help: 'Reads answered "no block" from the negative cache.', registers });
-    this.staleServes = counter({ name: `${p}stale_serves_total`, help: 'Blocks served as last read, past stalenessMs, because the bucket could not be reached (maxStaleMs).', registers });
+    this.staleServes = counter({ name: `${p}stale_serves_total`, help: 'Blocks served as last read, or windows answered "no block" as last found, past their staleness, because the bucket could not be reached (maxStaleMs).', registers });
     this.blockReplacements = counter({ name: `${p}block_replacements_total`, help: 'Objects found holding a new block id (late data).', registers });
     this.s3Gets = counter({ name: `${p}s3_gets_total`, help: 'GETs issued to the bucket by kind (suffix, range).', labelNames: ['kind'], registers });
     this.s3GetBytes = counter({ name: `${p}s3_get_bytes_total`, help: 'Bytes received from the bucket by kind.', labelNames: ['kind'], registers });

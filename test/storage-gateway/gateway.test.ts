@@ -471,6 +471,44 @@ t.test('an S3 outage: cached blocks are served as last read up to maxStaleMs, co
   t.same(mismatches((await q.query('big', ids, ONE_WINDOW)).series, expected(ds, ids, W0, W0 + D)), [], 'the bucket is back: served fresh');
 });
 
+t.test('an S3 outage: a window last found without a block (a range ending now) answers "no block" as last read up to maxStaleMs, then UNAVAILABLE', async (t) => {
+  const { bucketConfig, bucket } = await setup(t);
+  const v1 = BIG.slice(0, 10);
+  await writeBlock(bucket, 'big', 0, 1, W0, v1, { seriesPerPage: 16 });
+  let down = false;
+  const upstream = (bucketConfig as { endpoint: string }).endpoint;
+  const proxy = await startFaultProxy(t, upstream, () => (down ? { kind: 'status', status: 503, code: 'ServiceUnavailable' } : FORWARD));
+  const viaProxy = { ...bucketConfig, endpoint: proxy.endpoint, retry: { maxAttempts: 2, baseDelayMs: 5, maxDelayMs: 20 } } as BucketConfig;
+  // "now" is inside the window after W0: it has no block yet (it is still being written)
+  const clock = manualClock(Number(W0 + D + D / 2n));
+  const gw = await startTestGateway(t, testConfig(viaProxy, tempDir(t), { stalenessMs: 60_000, closedStalenessMs: 600_000, negativeTtlMs: 5_000, uploadGraceMs: Number(D), maxStaleMs: 3_600_000 }), { now: clock.now });
+  const q = clientFor(t, gw.grpcPort, 1);
+  const ds = { tenant: 'big', numShards: 1, windows: 1, series: v1 };
+  const ids = [v1[0]!.id, v1[1]!.id];
+  const toNow = { start: W0, end: W0 + 2n * D };
+  const want = expected(ds, ids, W0, W0 + D);
+  t.same(mismatches((await q.query('big', ids, toNow)).series, want), [], 'bucket up: the closed window from its block, the current one empty');
+  down = true;
+  clock.advance(20_000); // past negativeTtlMs of the current window (its "no block" must be asked again), before half of stalenessMs
+  t.same(mismatches((await q.query('big', ids, toNow)).series, want), [], 'bucket down: the current window answers "no block" as last found');
+  t.equal(await gw.metrics.total('strata_gateway_stale_serves_total'), 1, 'counted as a stale serve');
+  const asked = proxy.seen.length;
+  t.same(mismatches((await q.query('big', ids, toNow)).series, want), [], 'again');
+  t.equal(proxy.seen.length, asked, 'the next read does not wait for the bucket again at once');
+  clock.advance(3_600_000); // past maxStaleMs (and past the closed window's staleness)
+  const err = await q.query('big', ids, toNow).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  t.ok(err instanceof QueryError && err.code === status.UNAVAILABLE, `past maxStaleMs: UNAVAILABLE (${(err as Error | null)?.message})`);
+  down = false;
+  // the window's block has come meanwhile: the bucket's answer replaces the remembered "no block"
+  const v2 = v1.map((s) => ({ id: s.id, samples: { timestamps: s.samples.timestamps.map((x) => x + D), values: s.samples.values } }));
+  await writeBlock(bucket, 'big', 0, 1, W0 + D, v2, { seriesPerPage: 16 });
+  const current = { start: W0 + D, end: W0 + 2n * D };
+  t.same(mismatches((await q.query('big', ids, current)).series, expected({ ...ds, series: v2 }, ids, current.start, current.end)), [], 'the bucket is back: the new block is read');
+});
+
 t.test('an S3 that hangs: a cached block past its staleness is served as last read after recheckTimeoutMs, not failed at the deadline', async (t) => {
   const { bucketConfig, bucket } = await setup(t);
   const v1 = BIG.slice(0, 40);
