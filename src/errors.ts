@@ -45,6 +45,8 @@ export const ErrorCode = {
   DEADLINE_EXCEEDED: 'ERR_STRATA_DEADLINE_EXCEEDED',
   /** The client cancelled the call. */
   CANCELLED: 'ERR_STRATA_CANCELLED',
+  /** The call asks for something the service does not serve: an unknown method, a compressed request. */
+  UNIMPLEMENTED: 'ERR_STRATA_UNIMPLEMENTED',
   /** An unexpected failure inside the service (details in its log). */
   INTERNAL: 'ERR_STRATA_INTERNAL',
 } as const;

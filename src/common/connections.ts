@@ -126,6 +126,7 @@ export type ReceiveRefusal =
   | 'message_too_large'
   | 'malformed_request'
   | 'compressed_request'
+  | 'unknown_method'
   | 'call_deadline';
 
 /** A call still open this long after its deadline (grpc-timeout, or the service's own bound) is reset. */
@@ -174,6 +175,8 @@ const callDeadlines = new WeakMap<ServerHttp2Stream, number>();
  *   against the declared length: bytes beyond it (a second message) and a call that half-closes
  *   before its message is whole are refused with INVALID_ARGUMENT before grpc-js sees them;
  * - a message whose gRPC compressed flag is not 0 is refused with INVALID_ARGUMENT, from its prefix;
+ * - a call of a method not in `methods` (when given) gets grpc-js's UNIMPLEMENTED naming the path,
+ *   with a `strata-error-code` like every refusal (grpc-js sends none), and is counted;
  * - compressed requests (a `grpc-encoding` other than identity) are refused with UNIMPLEMENTED
  *   (the protocol takes none; gzip would also inflate past every bound above, which count wire
  *   bytes), and a grpc-timeout that is not one is refused with INVALID_ARGUMENT;
@@ -187,6 +190,7 @@ export function guardReceives(
   onRefused?: (reason: ReceiveRefusal) => void,
   maxMessage?: { readonly bytes: number; readonly name: string },
   maxCallMs?: number,
+  methods?: ReadonlySet<string>,
 ): { calls(): number; receivingBytes(): number; waiting(): number } {
   let calls = 0;
   let receiving = 0;
@@ -205,6 +209,15 @@ export function guardReceives(
   };
   /** Runs before grpc-js reads the headers: a grpc-timeout it would misread is taken out and noted. */
   const onHeaders = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void => {
+    const path = headers[':path'];
+    if (methods !== undefined && (typeof path !== 'string' || !methods.has(path))) {
+      // grpc-js answers it UNIMPLEMENTED ("does not implement the method <path>") as soon as
+      // this event is handled, without the error code every refusal carries: add it
+      const respond = stream.respond.bind(stream);
+      stream.respond = (h, o) => respond({ ...h, [ERROR_CODE_TRAILER]: ErrorCode.UNIMPLEMENTED }, o);
+      onRefused?.('unknown_method');
+      return;
+    }
     // grpc-js drops a value with bytes outside printable ASCII (the call then looks as if the
     // header were missing, or absent where it is optional: test/tenancy/read.test.ts)
     for (const name of STRATA_HEADERS) {
@@ -291,7 +304,7 @@ export function guardReceives(
     }
     const encoding = headers['grpc-encoding'];
     if (encoding !== undefined && encoding !== 'identity') {
-      refuseCall('compressed_request', 12, ErrorCode.INVALID_ARGUMENT, `compressed requests are not supported (grpc-encoding ${String(encoding)}); send them uncompressed`, { 'grpc-accept-encoding': 'identity' });
+      refuseCall('compressed_request', 12, ErrorCode.UNIMPLEMENTED, `compressed requests are not supported (grpc-encoding ${String(encoding)}); send them uncompressed`, { 'grpc-accept-encoding': 'identity' });
       return;
     }
     const grpcTimeout = callDeadlines.get(stream);

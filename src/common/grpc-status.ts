@@ -64,6 +64,7 @@ const byCode: Record<ErrorCode, status> = {
   [ErrorCode.FAILED_PRECONDITION]: status.FAILED_PRECONDITION,
   [ErrorCode.DEADLINE_EXCEEDED]: status.DEADLINE_EXCEEDED,
   [ErrorCode.CANCELLED]: status.CANCELLED,
+  [ErrorCode.UNIMPLEMENTED]: status.UNIMPLEMENTED,
   [ErrorCode.INTERNAL]: status.INTERNAL,
 };
 

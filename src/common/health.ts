@@ -49,9 +49,10 @@ export class HealthState {
 }
 
 /** Adds grpc.health.v1.Health to `server`, answering from `state`. */
-export function addHealthService(server: Server, state: HealthState): void {
+export function addHealthService(server: Server, state: HealthState): ServiceDefinition {
   const pkg = loadProto('health.proto') as unknown as { grpc: { health: { v1: { Health: { service: ServiceDefinition } } } } };
-  server.addService(pkg.grpc.health.v1.Health.service, {
+  const def = pkg.grpc.health.v1.Health.service;
+  server.addService(def, {
     Check(call: ServerUnaryCall<HealthRequest, HealthResponse>, cb: sendUnaryData<HealthResponse>) {
       const s = state.get(call.request.service);
       if (!s) cb({ code: status.NOT_FOUND, details: `unknown service "${call.request.service}"` });
@@ -61,4 +62,5 @@ export function addHealthService(server: Server, state: HealthState): void {
       state.watch(call.request.service, call);
     },
   });
+  return def;
 }

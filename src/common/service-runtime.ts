@@ -110,7 +110,9 @@ export async function listen(
   const creds = withHandshakeTimeout(serverCredentials(config.tls), config.handshakeTimeoutMs);
   const server = new Server({ ...grpcServerOptions(config), ...opts.serverOptions });
   for (const s of opts.services) server.addService(tolerantRequests(s.definition), s.implementation);
-  addHealthService(server, opts.health);
+  const health = addHealthService(server, opts.health);
+  // every path the server answers: any other is refused with UNIMPLEMENTED and its error code
+  const methods = new Set([...opts.services.map((s) => s.definition), health].flatMap((d) => Object.values(d).map((m) => m.path)));
   try {
     const { host, port } = splitListen(config.grpcListen);
     const grpcPort = await new Promise<number>((resolve, reject) =>
@@ -121,12 +123,12 @@ export async function listen(
     guardHandshakes(server, config.handshakeTimeoutMs);
     const refused = new Counter({
       name: 'strata_grpc_calls_refused_total',
-      help: 'Calls refused or reset by the transport bounds (reason: max_concurrent_calls, request_receive_timeout, message_too_large, malformed_request, compressed_request, call_deadline)',
+      help: 'Calls refused or reset by the transport bounds (reason: max_concurrent_calls, request_receive_timeout, message_too_large, malformed_request, compressed_request, unknown_method, call_deadline)',
       labelNames: ['reason'],
       registers: [opts.metrics],
     });
     const maxMessage = opts.serverOptions?.['grpc.max_receive_message_length'];
-    const receive = guardReceives(server, config, (reason) => refused.inc({ reason }), typeof maxMessage === 'number' && maxMessage >= 0 ? { bytes: maxMessage, name: opts.maxMessageName ?? 'the largest request message' } : undefined, opts.maxCallMs);
+    const receive = guardReceives(server, config, (reason) => refused.inc({ reason }), typeof maxMessage === 'number' && maxMessage >= 0 ? { bytes: maxMessage, name: opts.maxMessageName ?? 'the largest request message' } : undefined, opts.maxCallMs, methods);
     new Gauge({ name: 'strata_grpc_calls_open', help: 'Calls open over every connection (bounded by maxConcurrentCalls)', registers: [opts.metrics], collect() { this.set(receive.calls()); } });
     new Gauge({ name: 'strata_grpc_calls_waiting', help: 'Calls whose request waits for room in maxReceivingBytes (paused by flow control)', registers: [opts.metrics], collect() { this.set(receive.waiting()); } });
     new Gauge({ name: 'strata_grpc_receiving_bytes', help: 'Declared bytes of request messages being received (bounded by maxReceivingBytes)', registers: [opts.metrics], collect() { this.set(receive.receivingBytes()); } });

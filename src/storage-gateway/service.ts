@@ -205,10 +205,14 @@ class CallEnd {
   /** The call has ended; later events do not count. */
   finished = false;
 
-  /** `deadline` is in performance.now() time; `limitMs` is how long the call had (for messages). */
+  /**
+   * `deadline` is in performance.now() time; `limitMs` is how long the call had, and `bound` what
+   * set it (for messages).
+   */
   constructor(
     private readonly deadline: number,
     private readonly limitMs: number,
+    private readonly bound: 'deadline' | 'requestTimeoutMs',
   ) {}
 
   /** The signal that aborts at the deadline or on cancellation (made on first use). */
@@ -272,7 +276,12 @@ class CallEnd {
   }
 
   private deadlineError(): GrpcError {
-    return new GrpcError(status.DEADLINE_EXCEEDED, `read did not finish within ${Math.max(0, Math.round(this.limitMs))} ms (deadline or requestTimeoutMs)`);
+    // a deadline of a few ms may have passed before the gateway took the call: no "within 0 ms"
+    const had = this.limitMs <= 0 ? 'it had passed when the gateway took the call' : `${this.limitMs < 10 ? this.limitMs.toFixed(1) : Math.round(this.limitMs)} ms were left when the gateway took it`;
+    return new GrpcError(
+      status.DEADLINE_EXCEEDED,
+      this.bound === 'deadline' ? `read did not finish within the call's deadline (grpc-timeout; ${had})` : `read did not finish within requestTimeoutMs (${Math.round(this.limitMs)} ms)`,
+    );
   }
 }
 
@@ -499,8 +508,9 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
 
   const handle = async (call: ServerWritableStream<ReadRequestFields, Buffer>): Promise<void> => {
     const t0 = performance.now();
-    const limitMs = Math.min(msUntilDeadline(call), config.requestTimeoutMs);
-    const end = new CallEnd(t0 + limitMs, limitMs);
+    const untilDeadline = msUntilDeadline(call);
+    const limitMs = Math.min(untilDeadline, config.requestTimeoutMs);
+    const end = new CallEnd(t0 + limitMs, limitMs, untilDeadline < config.requestTimeoutMs ? 'deadline' : 'requestTimeoutMs');
     // grpc-js also reports streams closed after the status was sent: CallEnd ignores those
     call.on('cancelled', () => end.cancel());
     let code: status = status.OK;

@@ -200,6 +200,7 @@ t.test('what is not one whole, uncompressed request message is refused before gr
     ['a call that ends with no message', {}, Buffer.alloc(0), '3', /the call ended before its request message was whole \(0 bytes\)/],
     ['a call that ends inside the 5-byte prefix', {}, frame.subarray(0, 3), '3', /ended before its request message was whole \(3 bytes\)/],
     ['a compressed request (grpc-encoding gzip)', { 'grpc-encoding': 'gzip' }, frame, '12', /compressed requests are not supported \(grpc-encoding gzip\)/],
+    ['a method the service does not have', { ':path': '/strata.write.v1.Writer/Nope' }, frame, '12', /does not implement the method \/strata\.write\.v1\.Writer\/Nope/],
     ['a grpc-timeout that is none', { 'grpc-timeout': 'abc' }, frame, '3', /the grpc-timeout header "abc" is not a timeout/],
     ['a compressed flag of 2', {}, Buffer.concat([Buffer.from([2]), frame.subarray(1)]), '3', /compressed flag is 2 \(0 or 1 only\)/],
   ];
@@ -209,12 +210,13 @@ t.test('what is not one whole, uncompressed request message is refused before gr
     const got = await c.answer;
     t.equal(got.status, want, `${what}: status ${want} (${got.message})`);
     t.match(got.message, message, `${what}: says why`);
-    t.equal(got.code, 'ERR_STRATA_INVALID_ARGUMENT', `${what}: error code`);
-    if (want === '12') t.equal(got.accept, 'identity', `${what}: grpc-accept-encoding names what is taken`);
+    t.equal(got.code, want === '12' ? 'ERR_STRATA_UNIMPLEMENTED' : 'ERR_STRATA_INVALID_ARGUMENT', `${what}: error code`);
+    if (headers['grpc-encoding'] !== undefined) t.equal(got.accept, 'identity', `${what}: grpc-accept-encoding names what is taken`);
   }
   t.same(a.aggregator()!.status().windows, [], 'nothing stored');
   t.equal(await gauge(a, 'strata_grpc_calls_refused_total', { reason: 'malformed_request' }), 6); // the compressed flag of 2 included: counted since the guard refuses it
   t.equal(await gauge(a, 'strata_grpc_calls_refused_total', { reason: 'compressed_request' }), 1);
+  t.equal(await gauge(a, 'strata_grpc_calls_refused_total', { reason: 'unknown_method' }), 1);
   // a deadline beyond what grpc-js's timer arithmetic holds (2^31 ms) is no deadline, not one past
   const far = call(session, { 'grpc-timeout': '99999999H' });
   far.stream.end(frame);
