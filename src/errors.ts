@@ -21,7 +21,7 @@ export const ErrorCode = {
   NOT_FOUND: 'ERR_STRATA_NOT_FOUND',
   /** The bucket refused the credentials or the operation. */
   ACCESS_DENIED: 'ERR_STRATA_ACCESS_DENIED',
-  /** The object already exists and the write asked for it not to. */
+  /** A conditional write found the object present (ifNoneMatch), or not the version expected (ifMatch). */
   ALREADY_EXISTS: 'ERR_STRATA_ALREADY_EXISTS',
   /** The bucket itself does not exist. */
   NO_SUCH_BUCKET: 'ERR_STRATA_NO_SUCH_BUCKET',

@@ -313,7 +313,11 @@ export async function mergeDay(
       throw new CorruptionError(file, 0, `merged day block holds ${checked.series} series and ${checked.samples} samples, ${series} and ${samples} were written`);
     }
     if (!opts.shouldContinue()) throw new DayMergeStopped();
-    const stored = await bucket.put(key, { file });
+    // only over the version this merge started from (none: only where there is none): a replica
+    // that paused here past its lease must not replace the day block another replica has since
+    // published with late data, whose sources may be deleted by now (ALREADY_EXISTS: merged
+    // again next pass, from what is then current)
+    const stored = await bucket.put(key, { file }, g.day !== null ? { ifMatch: g.day.etag } : { ifNoneMatch: true });
     // read back what is published: the footer of the object at the key is ours, whole
     const back = await BlockReader.open(bucketSource(bucket, key));
     if (back.footer.blockId !== written.footer.blockId || back.size !== written.size || stored.size !== written.size) {

@@ -41,6 +41,13 @@ export interface RangeResult {
 export interface PutOptions {
   /** Fail with ALREADY_EXISTS instead of replacing an existing object. */
   readonly ifNoneMatch?: boolean;
+  /**
+   * Replace the object only if it is still the version with this ETag (as `head`/`list` report
+   * it); fail with ALREADY_EXISTS when it is another one or gone. A writer that read a version
+   * and writes what it made of it cannot then overwrite a newer version someone else wrote
+   * meanwhile (a paused replica waking up).
+   */
+  readonly ifMatch?: string;
   /** Abort the write. */
   readonly signal?: AbortSignal;
 }

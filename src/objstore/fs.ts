@@ -5,6 +5,8 @@
  * in the object's own directory, are fsynced, then published with rename(2) (or link(2) for
  * `ifNoneMatch`, which fails atomically when the name exists), and the directory is fsynced, so a
  * reader sees the whole old object or the whole new one and an acknowledged write survives a crash.
+ * `ifMatch` compares the object's ETag just before the rename: two steps, not one, so it stops a
+ * writer that read an older version (a paused process), not two writes in the same instant.
  *
  * Differences from S3, inherent to a file tree: an object `a` and an object `a/b` cannot both
  * exist (the second write fails with STORAGE); key segments starting with `.strata-tmp-` are
@@ -133,7 +135,8 @@ export class FilesystemBucket implements Bucket, IncompleteUploads {
 
   upload(key: string, opts?: PutOptions): ObjectUpload {
     const path = this.#pathOf(key);
-    return new FsUpload(this.name, key, path, opts?.ifNoneMatch === true, opts?.signal);
+    if (opts?.ifNoneMatch === true && opts.ifMatch !== undefined) throw new TypeError('a write takes ifNoneMatch or ifMatch, not both');
+    return new FsUpload(this.name, key, path, opts?.ifNoneMatch === true, opts?.signal, opts?.ifMatch);
   }
 
   async delete(key: string): Promise<void> {
@@ -297,6 +300,7 @@ class FsUpload implements ObjectUpload {
   readonly #key: string;
   readonly #path: string;
   readonly #ifNoneMatch: boolean;
+  readonly #ifMatch: string | undefined;
   readonly #signal: AbortSignal | undefined;
   #state: 'open' | 'busy' | 'done' | 'failed' | 'aborted' = 'open';
   #fh: FileHandle | undefined;
@@ -304,11 +308,12 @@ class FsUpload implements ObjectUpload {
   /** First directory this upload created (its parent needs an fsync too), if any. */
   #createdDir: string | undefined;
 
-  constructor(bucket: string, key: string, path: string, ifNoneMatch: boolean, signal: AbortSignal | undefined) {
+  constructor(bucket: string, key: string, path: string, ifNoneMatch: boolean, signal: AbortSignal | undefined, ifMatch?: string) {
     this.#bucket = bucket;
     this.#key = key;
     this.#path = path;
     this.#ifNoneMatch = ifNoneMatch;
+    this.#ifMatch = ifMatch;
     this.#signal = signal;
   }
 
@@ -337,6 +342,7 @@ class FsUpload implements ObjectUpload {
       if (this.#ifNoneMatch) {
         await this.#linkNew(tmp, doing);
       } else {
+        if (this.#ifMatch !== undefined) await this.#checkVersion(this.#ifMatch, doing);
         await rename(tmp, this.#path);
       }
       this.#tmp = undefined;
@@ -378,6 +384,18 @@ class FsUpload implements ObjectUpload {
         // A concurrent delete may have pruned the freshly made directory: make it again.
         if (errnoOf(err) !== 'ENOENT' || attempt >= CREATE_ATTEMPTS) throw err;
       }
+    }
+  }
+
+  /** Fails with ALREADY_EXISTS unless the object at the target is the version `etag`. */
+  async #checkVersion(etag: string, doing: string): Promise<void> {
+    const st = await stat(this.#path).catch((err: unknown) => {
+      if (errnoOf(err) === 'ENOENT') return null;
+      throw err;
+    });
+    const now = st === null ? null : infoOf(this.#key, st).etag;
+    if (now !== etag) {
+      throw new ObjectStoreError(ErrorCode.ALREADY_EXISTS, this.#bucket, this.#key, `${doing}: the object is ${now === null ? 'gone' : `version ${now}`}, not version ${etag} (ifMatch): not replaced`);
     }
   }
 

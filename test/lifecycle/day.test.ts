@@ -31,7 +31,8 @@ import { DAY_MS, dayBlockKey, dayManifestKey, parseDayKey } from '../../src/form
 import { blockKey, parseBlockKey } from '../../src/format/key.js';
 import type { Samples } from '../../src/format/run.js';
 import { parseLifecycleConfig } from '../../src/lifecycle/config.js';
-import { readDayManifest, type DayMergeResult } from '../../src/lifecycle/day.js';
+import { mergeDay, readDayManifest, type DayMergeResult } from '../../src/lifecycle/day.js';
+import { ErrorCode, StrataError } from '../../src/errors.js';
 import { mergeTwo } from '../../src/format/merge.js';
 import { runLifecyclePass, type LifecycleJobOptions, type LifecyclePassResult } from '../../src/lifecycle/job.js';
 import { openBucket, type Bucket, type BucketConfig } from '../../src/objstore/index.js';
@@ -266,6 +267,39 @@ t.test('late data after the day block is folded in; readers see the old day or t
   t.same([...got!.timestamps], [w3 + 5n], 'the new series is in the day block');
   t.ok(Object.is(got!.values[0], -0), 'bit-exact (-0)');
   t.equal((await day.verify()).samples, ds.series.reduce((n, x) => n + slice(x.samples, W0, W0 + DAY).timestamps.length, 0) + 1, 'every other sample once');
+});
+
+t.test('a replica whose merge started from an older day block (it paused past its lease) does not replace the day block published since', async (t) => {
+  const ds = makeDataSet({ seed: 47, n: 20, numShards: 1, windows: 6 });
+  const s = await setup(t, Number(W0) + DAY_MS + MERGE_AFTER);
+  await writeDataSet(s.bucket, ds);
+  t.equal((await pass(s)).dayMerges, 1, 'the day is merged');
+  const dayKey = dayBlockKey(ds.tenant, 0, W0);
+  // what the paused replica listed: the day block as first merged, and a late 4-hour block
+  const w2 = W0 + 2n * D;
+  const target = ds.series[0]!;
+  const late: Samples = { timestamps: BigInt64Array.from([w2 + 7n]), values: Float64Array.from([42.5]) };
+  await writeBlock(s.bucket, ds.tenant, 0, 1, w2, [{ id: target.id, samples: late }]);
+  const lateInfo = await s.bucket.head(blockKey(ds.tenant, 0, w2));
+  const stale = { tenant: ds.tenant, shard: 0, dayStartMs: W0, sources: new Map([[lateInfo.key, lateInfo]]), day: await s.bucket.head(dayKey), manifest: null };
+  // meanwhile the replica holding the lease folds that late block in, and a second late block
+  t.equal((await pass(s)).dayMerges, 1, 'the other replica folds the late block in');
+  const w4 = W0 + 4n * D;
+  const late2: Samples = { timestamps: BigInt64Array.from([w4 + 9n]), values: Float64Array.from([-7.25]) };
+  await writeBlock(s.bucket, ds.tenant, 0, 1, w4, [{ id: target.id, samples: late2 }]);
+  t.equal((await pass(s)).dayMerges, 1, 'and the second one');
+  const published = await s.bucket.head(dayKey);
+  // the paused replica wakes up and publishes what it merged from the older day block
+  const err = await mergeDay(s.bucket, stale, null, { workDir: s.work, now: s.clock.now, shouldContinue: () => true }).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  t.ok(err instanceof StrataError && err.code === ErrorCode.ALREADY_EXISTS, `refused (${(err as Error | null)?.message})`);
+  t.equal((await s.bucket.head(dayKey)).etag, published.etag, 'the day block published since is still there');
+  const day = await BlockReader.open(bucketSource(s.bucket, dayKey));
+  const got = await day.readSeries(target.id);
+  const ts = [...got!.timestamps];
+  t.ok(ts.includes(w2 + 7n) && ts.includes(w4 + 9n), 'with both late samples');
 });
 
 t.test('a read racing the deletion of a 4-hour block finds the day block with a fresh look-up', async (t) => {

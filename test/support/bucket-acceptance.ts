@@ -143,6 +143,33 @@ export function bucketAcceptance(t: Test, opts: AcceptanceOptions): void {
     await expectCode(t, b.put('fresh', seededBytes(10, 4), { ifNoneMatch: true }), ErrorCode.ALREADY_EXISTS, 'then a conditional put onto it');
   });
 
+  t.test('ifMatch replaces only the version named, else fails with ALREADY_EXISTS and changes nothing', async (t) => {
+    const { b } = await fresh(t);
+    const v1 = await b.put('v', Buffer.from('version one'));
+    const listed = (await collect(b.list('v')))[0]!;
+    const v2 = await b.put('v', Buffer.from('version two'), { ifMatch: listed.etag });
+    t.equal(v2.size, 11, 'a put over the version listed succeeds');
+    sameBytes(t, await b.get('v'), Buffer.from('version two'), 'its bytes');
+    // a writer that read version one and comes back later (a paused replica)
+    await expectCode(t, b.put('v', Buffer.from('stale'), { ifMatch: v1.etag }), ErrorCode.ALREADY_EXISTS, 'a put over a replaced version');
+    sameBytes(t, await b.get('v'), Buffer.from('version two'), 'object unchanged');
+
+    // through upload(), with more than one part's worth of data
+    const big = seededBytes(part * 2 + 321, 6);
+    const stale = b.upload('v', { ifMatch: v1.etag });
+    await stale.write(big);
+    await expectCode(t, stale.complete(), ErrorCode.ALREADY_EXISTS, 'a multi-part upload over a replaced version');
+    await stale.abort();
+    sameBytes(t, await b.get('v'), Buffer.from('version two'), 'object still unchanged');
+    const current = await b.head('v');
+    const up = b.upload('v', { ifMatch: current.etag });
+    await up.write(big);
+    t.equal((await up.complete()).size, big.length, 'a multi-part upload over the current version succeeds');
+    sameBytes(t, await b.get('v'), big, 'its bytes');
+    await expectCode(t, b.put('gone', Buffer.from('x'), { ifMatch: current.etag }), ErrorCode.ALREADY_EXISTS, 'a put over a version of a key that has no object');
+    await expectCode(t, b.head('gone'), ErrorCode.NOT_FOUND, 'nothing created');
+  });
+
   t.test('getRange() follows the range contract', async (t) => {
     const { b } = await fresh(t);
     const data = seededBytes(1000, 5);

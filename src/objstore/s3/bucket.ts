@@ -13,10 +13,14 @@
  *   files go through a multipart upload with `partSizeBytes` parts, `partConcurrency` at a time
  *   (an upload that fits in one part is sent as one PutObject). A failed multipart upload is
  *   aborted. Nothing is visible before the final request succeeds.
- * - `ifNoneMatch` sends `If-None-Match: *` (412 → ALREADY_EXISTS). Some servers (Ceph RGW before
- *   Squid) ignore that header on CompleteMultipartUpload and overwrite silently, so unless
- *   `conditionalMultipart` is set, a conditional write is buffered whole and sent as a single
- *   PutObject (at most 5 GiB).
+ * - `ifNoneMatch` sends `If-None-Match: *`, `ifMatch` sends `If-Match: <etag>` (412 →
+ *   ALREADY_EXISTS). Some servers (Ceph RGW before Squid) ignore those headers on
+ *   CompleteMultipartUpload and overwrite silently, so unless `conditionalMultipart` is set, a
+ *   conditional write of more than one part (day blocks, which may be larger than any buffer
+ *   should be) checks the object (HEAD) just before its complete instead: two steps, so it stops
+ *   a writer that read an older version (a paused process), not two completes in the same
+ *   instant. A write of one part (leases, marks) is one PutObject, conditional on the server. Ceph RGW (pacific) compares If-Match with the ETag without its
+ *   quotes: a 412 for the ETag the object does have is tried once more with it unquoted.
  * - Errors are ObjectStoreError: NoSuchKey/404 → NOT_FOUND (a HEAD on a missing bucket is also
  *   NOT_FOUND: a 404 HEAD has no body to tell them apart), 403/AccessDenied/InvalidAccessKeyId/
  *   SignatureDoesNotMatch → ACCESS_DENIED, NoSuchBucket → NO_SUCH_BUCKET, 416/InvalidRange →
@@ -55,9 +59,19 @@ import type { Agent as HttpsAgent } from 'node:https';
 import { GuardedHttpAgent, GuardedHttpsAgent } from './agents.js';
 import { intOption, S3_DEFAULTS as DEFAULTS, type S3BucketConfig, type S3Hooks, type S3Operation, type S3Stats } from './config.js';
 import { BODY_OPERATIONS, classify, describe, TransientError, type Classified } from './errors.js';
-import { S3Upload, type MultipartTarget } from './multipart.js';
+import { S3Upload, type MultipartTarget, type PutCondition } from './multipart.js';
 
 /** A {@link Bucket} on an S3-compatible server. See the module comment for the contract. */
+/** Whether two ETags name one version (servers differ in quoting them). */
+function sameEtag(a: string, b: string): boolean {
+  return a.replace(/^"|"$/g, '') === b.replace(/^"|"$/g, '');
+}
+
+function conditionOf(opts: PutOptions | undefined): PutCondition {
+  if (opts?.ifNoneMatch === true && opts.ifMatch !== undefined) throw new TypeError('a write takes ifNoneMatch or ifMatch, not both');
+  return opts?.ifMatch !== undefined ? { ifNoneMatch: false, ifMatch: opts.ifMatch } : { ifNoneMatch: opts?.ifNoneMatch === true };
+}
+
 export class S3Bucket implements Bucket, IncompleteUploads, MultipartTarget {
   readonly name: string;
   readonly #client: S3Client;
@@ -215,20 +229,18 @@ export class S3Bucket implements Bucket, IncompleteUploads, MultipartTarget {
     const fullKey = this.#fullKey(key);
     const signal = opts?.signal;
     if (body instanceof Uint8Array && body.length <= this.#threshold) {
-      return this.#putObject(key, fullKey, body, opts?.ifNoneMatch === true, signal);
+      return this.#putObject(key, fullKey, body, conditionOf(opts), signal);
     }
     return putViaUpload(this.upload(key, opts), body, { bucket: this.name, key, signal });
   }
 
   upload(key: string, opts?: PutOptions): ObjectUpload {
     const fullKey = this.#fullKey(key);
-    const ifNoneMatch = opts?.ifNoneMatch === true;
+    const cond = conditionOf(opts);
     return new S3Upload(this, {
       key,
       fullKey,
-      ifNoneMatch,
-      // Without server support for conditional completes, a conditional write is one PutObject.
-      singlePut: ifNoneMatch && !this.#conditionalMultipart,
+      cond,
       partSize: this.#partSize,
       concurrency: this.#partConcurrency,
       signal: opts?.signal,
@@ -256,34 +268,58 @@ export class S3Bucket implements Bucket, IncompleteUploads, MultipartTarget {
 
   // ---- internals used by S3Upload -------------------------------------------------------------
 
-  /** @internal One PutObject; with `ifNoneMatch` a 412 after a retried attempt is checked against our own bytes. */
-  async #putObject(key: string, fullKey: string, body: Uint8Array, ifNoneMatch: boolean, signal: AbortSignal | undefined): Promise<ObjectInfo> {
-    const doing = `storing "${key}" (${body.length} bytes) in ${this.name}`;
+  /**
+   * @internal One PutObject. A 412 after a retried attempt is checked against our own bytes; a
+   * 412 of `ifMatch` for the ETag the object does have is tried once more with it unquoted.
+   */
+  async #putObject(key: string, fullKey: string, body: Uint8Array, cond: PutCondition, signal: AbortSignal | undefined): Promise<ObjectInfo> {
+    const doing = `storing "${key}" (${body.length} bytes) in ${this.name}${cond.ifMatch !== undefined ? ` over version ${cond.ifMatch}` : ''}`;
     let attempts = 0;
-    try {
-      const res = await this.#call('put', key, doing, signal, () => {
+    const send = (ifMatch: string | undefined): Promise<ObjectInfo> =>
+      this.#call('put', key, doing, signal, async () => {
         attempts++;
-        return this.#client.send(
+        const res = await this.#client.send(
           new PutObjectCommand({
             Bucket: this.#bucket,
             Key: fullKey,
             Body: body,
             ContentLength: body.length,
-            ...(ifNoneMatch ? { IfNoneMatch: '*' } : {}),
+            ...(cond.ifNoneMatch ? { IfNoneMatch: '*' } : {}),
+            ...(ifMatch !== undefined ? { IfMatch: ifMatch } : {}),
           }),
           sendOpts(signal),
         );
+        return { key, size: body.length, lastModifiedMs: Date.now(), etag: res.ETag ?? '' };
       });
-      return { key, size: body.length, lastModifiedMs: Date.now(), etag: res.ETag ?? '' };
-    } catch (err) {
-      // An earlier attempt may have stored the object before its response was lost: then the 412
+    const ours = async (): Promise<ObjectInfo | null> => {
+      // an earlier attempt may have stored the object before its response was lost: then the 412
       // is about our own write. Single-part ETags are the MD5 of the body.
-      if (ifNoneMatch && attempts > 1 && err instanceof ObjectStoreError && err.code === ErrorCode.ALREADY_EXISTS) {
-        const info = await this.head(key);
-        const md5 = `"${createHash('md5').update(body).digest('hex')}"`;
-        if (info.size === body.length && info.etag === md5) return info;
+      const info = await this.head(key).catch(() => null);
+      const md5 = `"${createHash('md5').update(body).digest('hex')}"`;
+      return info !== null && info.size === body.length && info.etag === md5 ? info : null;
+    };
+    const refused = (err: unknown): boolean => err instanceof ObjectStoreError && err.code === ErrorCode.ALREADY_EXISTS;
+    try {
+      return await send(cond.ifMatch);
+    } catch (err) {
+      if (!refused(err)) throw err;
+      if (attempts > 1) {
+        const mine = await ours();
+        if (mine) return mine;
       }
-      throw err;
+      const bare = cond.ifMatch?.replace(/^"|"$/g, '');
+      if (cond.ifMatch === undefined || bare === cond.ifMatch) throw err;
+      const now = await this.head(key).catch(() => null);
+      if (now === null || !sameEtag(now.etag, cond.ifMatch)) throw err;
+      try {
+        return await send(bare);
+      } catch (again) {
+        if (refused(again) && attempts > 2) {
+          const mine = await ours();
+          if (mine) return mine;
+        }
+        throw again;
+      }
     }
   }
 
@@ -315,9 +351,21 @@ export class S3Bucket implements Bucket, IncompleteUploads, MultipartTarget {
     uploadId: string,
     parts: CompletedPart[],
     size: number,
-    ifNoneMatch: boolean,
+    cond: PutCondition,
     signal: AbortSignal | undefined,
   ): Promise<ObjectInfo> {
+    const conditional = this.#conditionalMultipart;
+    if ((cond.ifMatch !== undefined || cond.ifNoneMatch) && !conditional) {
+      // the server may ignore the condition on a complete: check the object just before it
+      const now = await this.head(key).catch((err: unknown) => {
+        if (err instanceof ObjectStoreError && err.code === ErrorCode.NOT_FOUND) return null;
+        throw err;
+      });
+      const wanted = cond.ifMatch === undefined ? 'no object (ifNoneMatch)' : `version ${cond.ifMatch} (ifMatch)`;
+      if (cond.ifMatch === undefined ? now !== null : now === null || !sameEtag(now.etag, cond.ifMatch)) {
+        throw new ObjectStoreError(ErrorCode.ALREADY_EXISTS, this.name, key, `completing the multipart upload of "${key}" to ${this.name}: the object is ${now === null ? 'gone' : `version ${now.etag}`}, not ${wanted}: not replaced`);
+      }
+    }
     const res = await this.#call('completeMultipart', key, `completing the multipart upload of "${key}" to ${this.name}`, signal, () =>
       this.#client.send(
         new CompleteMultipartUploadCommand({
@@ -325,7 +373,8 @@ export class S3Bucket implements Bucket, IncompleteUploads, MultipartTarget {
           Key: fullKey,
           UploadId: uploadId,
           MultipartUpload: { Parts: parts },
-          ...(ifNoneMatch ? { IfNoneMatch: '*' } : {}),
+          ...(cond.ifNoneMatch && conditional ? { IfNoneMatch: '*' } : {}),
+          ...(cond.ifMatch !== undefined && conditional ? { IfMatch: cond.ifMatch } : {}),
         }),
         sendOpts(signal),
       ),
@@ -390,8 +439,8 @@ export class S3Bucket implements Bucket, IncompleteUploads, MultipartTarget {
   }
 
   /** @internal */
-  putObject(key: string, fullKey: string, body: Uint8Array, ifNoneMatch: boolean, signal: AbortSignal | undefined): Promise<ObjectInfo> {
-    return this.#putObject(key, fullKey, body, ifNoneMatch, signal);
+  putObject(key: string, fullKey: string, body: Uint8Array, cond: PutCondition, signal: AbortSignal | undefined): Promise<ObjectInfo> {
+    return this.#putObject(key, fullKey, body, cond, signal);
   }
 
   /**

@@ -7,12 +7,18 @@ import type { CompletedPart } from '@aws-sdk/client-s3';
 import { ErrorCode, ObjectStoreError } from '../../errors.js';
 import { isAbortError, withSecondaryError } from '../body.js';
 import type { ObjectInfo, ObjectUpload } from '../bucket.js';
-import { S3_MAX_PARTS, S3_MAX_PUT_BYTES } from './config.js';
+import { S3_MAX_PARTS } from './config.js';
+
+/** The conditions of a write (PutOptions), as the requests send them. */
+export interface PutCondition {
+  readonly ifNoneMatch: boolean;
+  readonly ifMatch?: string;
+}
 
 /** What an upload needs of its bucket: the requests of a write, each retried by the bucket. */
 export interface MultipartTarget {
   readonly name: string;
-  putObject(key: string, fullKey: string, body: Buffer, ifNoneMatch: boolean, signal: AbortSignal | undefined): Promise<ObjectInfo>;
+  putObject(key: string, fullKey: string, body: Buffer, cond: PutCondition, signal: AbortSignal | undefined): Promise<ObjectInfo>;
   createMultipart(key: string, fullKey: string, signal: AbortSignal | undefined): Promise<string>;
   uploadPart(key: string, fullKey: string, uploadId: string, partNumber: number, body: Buffer, signal: AbortSignal | undefined): Promise<CompletedPart>;
   completeMultipart(
@@ -21,7 +27,7 @@ export interface MultipartTarget {
     uploadId: string,
     parts: CompletedPart[],
     size: number,
-    ifNoneMatch: boolean,
+    cond: PutCondition,
     signal: AbortSignal | undefined,
   ): Promise<ObjectInfo>;
   abortMultipart(key: string, fullKey: string, uploadId: string): Promise<void>;
@@ -30,8 +36,7 @@ export interface MultipartTarget {
 export interface UploadSpec {
   readonly key: string;
   readonly fullKey: string;
-  readonly ifNoneMatch: boolean;
-  readonly singlePut: boolean;
+  readonly cond: PutCondition;
   readonly partSize: number;
   readonly concurrency: number;
   readonly signal: AbortSignal | undefined;
@@ -40,8 +45,8 @@ export interface UploadSpec {
 /**
  * A piecewise write. Bytes are copied into part-sized buffers; a full buffer is uploaded as a
  * part once more bytes arrive (so an object of at most one part becomes one PutObject), with at
- * most `concurrency` parts in flight (`write` waits for a slot). In `singlePut` mode everything is
- * buffered for one conditional PutObject.
+ * most `concurrency` parts in flight (`write` waits for a slot). A conditional write of more than
+ * one part is conditional at its complete (see S3Bucket.completeMultipart).
  */
 export class S3Upload implements ObjectUpload {
   readonly #bucket: MultipartTarget;
@@ -49,8 +54,6 @@ export class S3Upload implements ObjectUpload {
   #state: 'open' | 'busy' | 'done' | 'failed' | 'aborted' = 'open';
   #buf: Buffer | undefined;
   #filled = 0;
-  /** singlePut mode: every byte so far. */
-  readonly #all: Buffer[] = [];
   #size = 0;
   #uploadId: Promise<string> | undefined;
   #nextPart = 1;
@@ -68,20 +71,6 @@ export class S3Upload implements ObjectUpload {
     this.#enter('write');
     try {
       this.#spec.signal?.throwIfAborted();
-      if (this.#spec.singlePut) {
-        if (this.#size + chunk.length > S3_MAX_PUT_BYTES) {
-          throw new ObjectStoreError(
-            ErrorCode.STORAGE,
-            this.#bucket.name,
-            this.#spec.key,
-            `writing "${this.#spec.key}" to ${this.#bucket.name}: a conditional (ifNoneMatch) write is one PutObject of at most 5 GiB; set conditionalMultipart if the server supports conditional multipart completes`,
-          );
-        }
-        this.#all.push(Buffer.from(chunk)); // a copy: the caller may reuse its buffer
-        this.#size += chunk.length;
-        this.#state = 'open';
-        return;
-      }
       let off = 0;
       while (off < chunk.length) {
         if (this.#buf !== undefined && this.#filled === this.#buf.length) await this.#flushPart();
@@ -100,21 +89,19 @@ export class S3Upload implements ObjectUpload {
 
   async complete(): Promise<ObjectInfo> {
     this.#enter('complete');
-    const { key, fullKey, ifNoneMatch, signal } = this.#spec;
+    const { key, fullKey, cond, signal } = this.#spec;
     try {
       signal?.throwIfAborted();
       let info: ObjectInfo;
-      if (this.#spec.singlePut) {
-        info = await this.#bucket.putObject(key, fullKey, Buffer.concat(this.#all, this.#size), ifNoneMatch, signal);
-      } else if (this.#uploadId === undefined) {
+      if (this.#uploadId === undefined) {
         const body = this.#buf === undefined ? Buffer.alloc(0) : this.#buf.subarray(0, this.#filled);
-        info = await this.#bucket.putObject(key, fullKey, body, ifNoneMatch, signal);
+        info = await this.#bucket.putObject(key, fullKey, body, cond, signal);
       } else {
         if (this.#filled > 0) await this.#flushPart();
         await this.#drain();
         if (this.#partError !== undefined) throw this.#partError;
         const parts = [...this.#parts].sort((a, b) => (a.PartNumber ?? 0) - (b.PartNumber ?? 0));
-        info = await this.#bucket.completeMultipart(key, fullKey, await this.#uploadId, parts, this.#size, ifNoneMatch, signal);
+        info = await this.#bucket.completeMultipart(key, fullKey, await this.#uploadId, parts, this.#size, cond, signal);
       }
       this.#state = 'done';
       this.#release();
@@ -209,7 +196,6 @@ export class S3Upload implements ObjectUpload {
   #release(): void {
     this.#buf = undefined;
     this.#filled = 0;
-    this.#all.length = 0;
     this.#uploadId = undefined;
   }
 }
