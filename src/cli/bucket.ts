@@ -21,7 +21,7 @@
 import { Command, Option } from 'commander';
 import { BlockReader } from '../block/reader.js';
 import { bucketSource } from '../block/source.js';
-import { ErrorCode, InvalidArgumentError, StrataError } from '../errors.js';
+import { ErrorCode, hasCode, InvalidArgumentError, StrataError } from '../errors.js';
 import { DEFAULT_BLOCK_DURATION_MS, parseBlockKey, validateTenant } from '../format/key.js';
 import { dayStartOf, parseDayKey } from '../format/day-key.js';
 import { runLifecyclePass, type BlockDeletion } from '../lifecycle/job.js';
@@ -318,6 +318,8 @@ export function registerBucketCommands(program: Command): void {
           const reader = await BlockReader.open(bucketSource(b.reader, b.key));
           footer = { samples: reader.footer.sampleCount, series: reader.footer.seriesCount };
         } catch (err) {
+          // deleted since it was listed (a lifecycle pass running meanwhile): no longer stored
+          if (hasCode(err, ErrorCode.NOT_FOUND)) continue;
           o.corrupt++;
           process.stderr.write(`strata bucket usage: cannot read block ${b.bucket} ${b.key}: ${(err as Error).message}\n`);
         }
@@ -348,6 +350,7 @@ export function registerBucketCommands(program: Command): void {
     await withBuckets('verify', f, async (r, o) => {
       let checked = 0;
       let bytes = 0;
+      let gone = 0;
       for await (const b of blocksOf('verify', r, f.tenant, o)) {
         try {
           const reader = await BlockReader.open(bucketSource(b.reader, b.key));
@@ -358,8 +361,15 @@ export function registerBucketCommands(program: Command): void {
           }
           await reader.verify();
         } catch (err) {
-          o.corrupt++;
           if (progress) process.stderr.write('\n');
+          if (hasCode(err, ErrorCode.NOT_FOUND)) {
+            // deleted since it was listed (a lifecycle pass deletes 4-hour blocks of merged days
+            // and expired ones): not damage
+            gone++;
+            out(`GONE\t${b.bucket}\t${b.key}\tdeleted since it was listed`);
+            continue;
+          }
+          o.corrupt++;
           out(`CORRUPT\t${b.bucket}\t${b.key}\t${(err as Error).message}`);
         }
         checked++;
@@ -368,7 +378,8 @@ export function registerBucketCommands(program: Command): void {
       }
       if (progress) process.stderr.write('\n');
       const unlisted = o.bucketsFailed > 0 ? `; ${o.bucketsFailed} bucket${o.bucketsFailed === 1 ? '' : 's'} could not be listed` : '';
-      out(`${checked} blocks checked, ${bytes} bytes, ${o.corrupt} corrupt${unlisted}`);
+      const deleted = gone > 0 ? `; ${gone} deleted since they were listed` : '';
+      out(`${checked} blocks checked, ${bytes} bytes, ${o.corrupt} corrupt${deleted}${unlisted}`);
     });
   });
   addBucketsOptions(

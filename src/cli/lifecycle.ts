@@ -54,8 +54,17 @@ export function registerLifecycleCommands(program: Command): void {
       if (!service || !once) return;
       const r = await service.running.tick();
       await service.running.shutdown();
-      if (r.pass === null) process.stderr.write(r.held ? 'strata lifecycle: no pass due (see intervalMs)\n' : 'strata lifecycle: another replica holds the lease\n');
-      else process.stdout.write(`${JSON.stringify(r.pass)}\n`);
+      if (r.pass === null) {
+        const why = {
+          not_due: 'no pass due (see intervalMs)',
+          lease_elsewhere: 'another replica holds the lease',
+          lease_error: `cannot take the lease: ${r.error ?? 'unknown error'}`,
+          clock_skew: `no pass: ${r.error ?? "this clock is off the bucket's"}; set the clock right`,
+        }[r.skipped ?? (r.held ? 'not_due' : 'lease_elsewhere')];
+        process.stderr.write(`strata lifecycle: ${why}\n`);
+        // nothing was done for a reason to fix (the bucket, the clock): a scheduled run must not look fine
+        if (r.skipped === 'lease_error' || r.skipped === 'clock_skew') process.exitCode = 1;
+      } else process.stdout.write(`${JSON.stringify(r.pass)}\n`);
       if (r.pass !== null && r.pass.failures > 0) process.exitCode = 1;
     });
 }

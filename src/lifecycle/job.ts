@@ -327,7 +327,9 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
       blocksRemoved: e.blocks + pt.blocks,
       bytesRemoved: e.bytes + pt.bytes,
       lastPassMs: nowMs,
-      blocksLeft: pt.left,
+      // a report written while the pass runs (blocks pending) is not the end of it: what has
+      // not been listed yet is unknown, so it never says 0 (the condition to remove the tenant)
+      blocksLeft: pending.length > 0 ? Math.max(1, pt.left + pending.length) : pt.left,
       ...(all.length > 0 ? { pending: all } : {}),
     };
   };

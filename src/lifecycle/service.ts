@@ -44,8 +44,14 @@ export interface LifecycleOptions {
 /** What one {@link RunningLifecycle.tick} did. */
 export interface TickResult {
   readonly held: boolean;
-  /** The pass run by this tick (null: none was due, or the lease is elsewhere). */
+  /** The pass run by this tick (null: see `skipped`). */
   readonly pass: LifecyclePassResult | null;
+  /**
+   * Why no pass ran: none was due (intervalMs), another replica holds the lease, the lease could
+   * not be asked for (the bucket: `error` says why), or this clock is off the bucket's.
+   */
+  readonly skipped?: 'not_due' | 'lease_elsewhere' | 'lease_error' | 'clock_skew';
+  readonly error?: string;
 }
 
 export interface RunningLifecycle {
@@ -84,6 +90,8 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
 
   let stopping = false;
   let pass: Promise<LifecyclePassResult | null> | null = null;
+  /** Why the last step ran no pass (for tick). */
+  let skipped: { readonly why: NonNullable<TickResult['skipped']>; readonly error?: string } | null = null;
 
   const runPass = async (): Promise<LifecyclePassResult | null> => {
     const started = now();
@@ -94,6 +102,7 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
     const maxSkew = maxClockSkewMs(config.retentionGraceMs);
     if (skew !== null && Math.abs(skew) > maxSkew) {
       metrics.passes.inc({ result: 'clock_skew' });
+      skipped = { why: 'clock_skew', error: `this clock differs from the bucket's by ${skew} ms, more than half of retentionGraceMs (${maxSkew} ms)` };
       logger.error({ clockSkewMs: skew, maxClockSkewMs: maxSkew }, "no lifecycle pass: this clock differs from the bucket's by more than half of retentionGraceMs; set the clock right");
       return null;
     }
@@ -187,19 +196,25 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
 
   const step = async (): Promise<boolean> => {
     let held = false;
+    skipped = null;
     try {
       const state = await lease.acquire();
       held = state.held;
       if (state.held) logger.debug({ term: state.record.term, expires: new Date(state.record.expiresMs).toISOString() }, 'lifecycle lease held');
+      else skipped = { why: 'lease_elsewhere' };
     } catch (err) {
       logger.warn({ err: (err as Error).message }, 'cannot renew or take the lifecycle lease');
       held = lease.held();
+      if (!held) skipped = { why: 'lease_error', error: (err as Error).message };
     }
     metrics.leaseHeld.set(held ? 1 : 0);
     if (!held || stopping || pass !== null) return held;
     const last = lease.record?.lastRunMs ?? null;
     // a last run "in the future" was recorded by a clock that ran ahead: not a reason to wait
-    if (last !== null && last <= now() && now() < last + config.intervalMs) return held;
+    if (last !== null && last <= now() && now() < last + config.intervalMs) {
+      skipped = { why: 'not_due' };
+      return held;
+    }
     pass = runPass().finally(() => {
       pass = null;
     });
@@ -235,7 +250,9 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
     async tick() {
       const held = await step();
       const p = pass;
-      return { held, pass: p ? await p : null };
+      const result = p ? await p : null;
+      const s = skipped as { why: NonNullable<TickResult['skipped']>; error?: string } | null;
+      return { held, pass: result, ...(result === null && s !== null ? { skipped: s.why, ...(s.error !== undefined ? { error: s.error } : {}) } : {}) };
     },
     shutdown: () =>
       (stopped ??= (async () => {

@@ -209,6 +209,7 @@ t.test('two replicas: one works; the other takes over only after the lease expir
   const rb = await b.tick();
   t.equal(rb.held, false, 'b does not get the lease while it is valid');
   t.equal(rb.pass, null, 'b does no work');
+  t.equal(rb.skipped, 'lease_elsewhere', 'and says why');
   clock.advance(30_000);
   t.equal((await a.tick()).held, true, 'a renews its lease');
   t.equal(a.lease.record?.expiresMs, NOW + 90_000, 'for another leaseDurationMs');
@@ -221,6 +222,7 @@ t.test('two replicas: one works; the other takes over only after the lease expir
   t.equal(b.lease.record?.term, 2, 'in a new term');
   t.equal(b.lease.record?.lastRunMs, NOW, "b knows a's last run: no pass before intervalMs");
   t.equal(taken.pass, null);
+  t.equal(taken.skipped, 'not_due', 'no pass due yet');
   const back = await a.tick();
   t.equal(back.held, false, 'a sees the newer term and stops working');
   t.equal(a.lease.held(), false);
