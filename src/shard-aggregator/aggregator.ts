@@ -139,7 +139,7 @@ export class Aggregator {
     });
     const self = new Aggregator(opts, store);
     metrics.walBytes.set(store.totalBytes());
-    metrics.walDiskSource = () => store.diskUsage().usedBytes;
+    metrics.walDiskSource = () => store.diskUsage();
     for (const ww of store.all()) {
       if (!self.owned.has(ww.key.shard)) {
         opts.logger.warn({ window: ww.id }, 'wal of a shard this aggregator does not own; flushing it anyway');

@@ -29,9 +29,10 @@ export class AggregatorMetrics {
   readonly flushSeries: Counter;
   readonly inflightBytes: Gauge;
   readonly walDiskBytes: Gauge;
+  readonly walMinFreeBytes: Gauge;
   readonly walQuotaBytes: Gauge;
   /** Where the WAL disk gauge reads its value at scrape time (set once the WAL store exists). */
-  walDiskSource: (() => number) | null = null;
+  walDiskSource: (() => { readonly usedBytes: number; readonly freeBytes: number }) | null = null;
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -79,16 +80,27 @@ export class AggregatorMetrics {
     this.tenantReloads = new Counter({ name: `${p}tenants_reloads_total`, help: 'Reloads of the tenants file by result (ok, refused).', labelNames: ['result'], registers });
     this.flushSeries = new Counter({ name: `${p}flush_series_total`, help: 'Series in uploaded blocks.', registers });
     this.inflightBytes = new Gauge({ name: `${p}inflight_bytes`, help: 'Payload bytes of requests being processed.', registers });
-    const walDisk = (): number => this.walDiskSource?.() ?? 0;
+    const walDisk = (): { readonly usedBytes: number; readonly freeBytes: number } | null => this.walDiskSource?.() ?? null;
     this.walDiskBytes = new Gauge({
       name: `${p}wal_disk_bytes`,
       help: 'Bytes the WALs take on disk, as checked against walQuotaBytes (writes are refused at the quota).',
       registers,
       collect() {
-        this.set(walDisk());
+        this.set(walDisk()?.usedBytes ?? 0);
       },
     });
     this.walQuotaBytes = new Gauge({ name: `${p}wal_quota_bytes`, help: 'The configured walQuotaBytes.', registers });
+    new Gauge({
+      name: `${p}wal_disk_free_bytes`,
+      help: 'Bytes free on the disk of walDir, as checked against walMinFreeBytes (writes are refused below it).',
+      registers,
+      collect() {
+        const d = walDisk();
+        if (d === null) this.reset();
+        else this.set(d.freeBytes);
+      },
+    });
+    this.walMinFreeBytes = new Gauge({ name: `${p}wal_min_free_bytes`, help: 'The configured walMinFreeBytes.', registers });
     registerBuildInfo(this.registry);
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: p });
   }

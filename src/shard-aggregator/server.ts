@@ -85,6 +85,7 @@ export async function startAggregatorServer(opts: AggregatorServerOptions): Prom
   const logger = opts.logger ?? createLogger({ level: config.logLevel, name: 'aggregator' });
   const metrics = new AggregatorMetrics({ defaultMetrics: true });
   metrics.walQuotaBytes.set(config.walQuotaBytes);
+  metrics.walMinFreeBytes.set(config.walMinFreeBytes);
   const health = new HealthState([WRITER_SERVICE]);
   let state: ServerState = 'starting';
   let agg: Aggregator | null = null;

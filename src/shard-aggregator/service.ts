@@ -168,8 +168,12 @@ function refuseMarked(o: WriterServiceOptions, tenant: string | null): void {
   if (why !== null) throw new GrpcError(status.FAILED_PRECONDITION, why);
 }
 
+/** A write refused for want of free disk under walDir logs a warning at most this often. */
+const LOW_DISK_WARN_INTERVAL_MS = 60_000;
+
 /** Builds the handlers of the Writer service. */
 export function writerService(o: WriterServiceOptions): UntypedServiceImplementation {
+  let lastLowDiskWarnMs = -Infinity;
   let inflight = 0;
 
   const ready = (): Aggregator => {
@@ -262,6 +266,12 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
         }
       }
       if (disk.freeBytes < o.config.walMinFreeBytes) {
+        // refusals are logged at debug: this state is a disk to fix, so it is said once a minute
+        const t = performance.now();
+        if (t - lastLowDiskWarnMs >= LOW_DISK_WARN_INTERVAL_MS) {
+          lastLowDiskWarnMs = t;
+          o.logger.warn({ freeBytes: disk.freeBytes, walMinFreeBytes: o.config.walMinFreeBytes }, 'the disk of walDir has less free space than walMinFreeBytes: every write is refused until there is room');
+        }
         throw new GrpcError(
           status.RESOURCE_EXHAUSTED,
           `the disk of walDir has ${disk.freeBytes} bytes free, less than walMinFreeBytes (${o.config.walMinFreeBytes}); retry later`,

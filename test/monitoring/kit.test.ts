@@ -79,7 +79,7 @@ function anchorOf(heading: string): string {
 
 t.test('promtool check rules and promtool test rules pass', async (t) => {
   const checked = await promtool('check', 'rules', ...RULE_FILES);
-  t.match(checked, /SUCCESS: 10 rules found/, 'the alerting rules');
+  t.match(checked, /SUCCESS: 11 rules found/, 'the alerting rules');
   t.match(checked, /SUCCESS: 14 rules found/, 'the recording rules');
   t.match(checked, /strata-lifecycle\.rules\.yaml\n\s+SUCCESS: 5 rules found/, 'the lifecycle role\'s alerting rules');
   const tested = await promtool('test', 'rules', join(KIT, 'tests', 'strata-alerts.test.yaml'));
@@ -101,9 +101,9 @@ t.test('every alert links to a section of docs/runbook.md', (t) => {
   const runbook = readFileSync(join(ROOT, 'docs', 'runbook.md'), 'utf8');
   const anchors = new Set([...runbook.matchAll(/^#{2,3} (.+)$/gm)].map((m) => anchorOf(m[1]!)));
   const alerts = rules.filter((r) => r.alert !== undefined);
-  t.equal(rulesOf(join(KIT, 'rules', 'strata-alerts.rules.yaml')).filter((r) => r.alert !== undefined).length, 10);
+  t.equal(rulesOf(join(KIT, 'rules', 'strata-alerts.rules.yaml')).filter((r) => r.alert !== undefined).length, 11);
   t.equal(rulesOf(join(KIT, 'rules', 'strata-lifecycle.rules.yaml')).filter((r) => r.alert !== undefined).length, 5);
-  t.equal(alerts.length, 15);
+  t.equal(alerts.length, 16);
   for (const r of alerts) {
     const url = r.annotations?.['runbook_url'] ?? '';
     const m = /^docs\/runbook\.md#([a-z0-9-]+)$/.exec(url);
@@ -161,7 +161,7 @@ t.test('every metric the dashboards and rules use is exported by a running aggre
   }
   t.same(missing, [], 'every name is exported or recorded');
   t.ok(used.size > 50, `${used.size} names checked`);
-  for (const name of ['strata_aggregator_wal_disk_bytes', 'strata_aggregator_flush_errors_total', 'strata_gateway_cache_hits_total', 'strata_gateway_requests_total', 'strata_build_info', 'strata_lifecycle_lease_held', 'strata_lifecycle_day_merges_total']) {
+  for (const name of ['strata_aggregator_wal_disk_bytes', 'strata_aggregator_wal_disk_free_bytes', 'strata_aggregator_flush_errors_total', 'strata_gateway_cache_hits_total', 'strata_gateway_requests_total', 'strata_build_info', 'strata_lifecycle_lease_held', 'strata_lifecycle_day_merges_total']) {
     t.ok(used.has(name), `the kit uses ${name}`);
   }
 });

@@ -30,7 +30,7 @@ import type { WireSeries } from '../../src/shard-aggregator/ingest.js';
 import { AggregatorMetrics } from '../../src/shard-aggregator/metrics.js';
 import { WalDb } from '../../src/shard-aggregator/wal-db.js';
 import { encodeRun } from '../../src/format/run.js';
-import { bitsBytes, bitsOf, readBlock, tempDir, tsBytes } from '../support/aggregator.js';
+import { bitsBytes, bitsOf, eventually, RawClient, readBlock, startAggregator, tempDir, tsBytes } from '../support/aggregator.js';
 import { fill, tmpfs } from '../support/tmpfs.js';
 
 const H = 4 * 3600 * 1000;
@@ -253,4 +253,34 @@ t.test('start-up on a full disk says exactly how much to free, and starts once t
     new Map(acked.map((a) => [a.id, { ts: a.ts.map(BigInt), bits: a.ts.map((x) => bitsOf(Math.sin(x))) }])),
     'every acknowledged sample survived',
   );
+});
+
+t.test('a WAL disk below walMinFreeBytes: writes refused naming it, a warning in the log, the free space and the floor on /metrics; writes accepted again once there is room', async (t) => {
+  const disk = tmpfs(t, 16 * MiB);
+  const walDir = join(disk, 'wal');
+  const bucketDir = tempDir('lowdisk-bucket');
+  const ballast = fill(disk, 6 * MiB); // 6 MiB free of 16
+  const a = await startAggregator(t, { walDir, bucket: { type: 'filesystem', path: bucketDir }, numShards: 1, walMinFreeBytes: 8 * MiB });
+  const c = new RawClient(t, a.address);
+  // the process keeps the real clock: samples of a minute ago
+  const ago = Date.now() - 60_000;
+  const req = { series: [series(7n, [ago, ago + 1000])] };
+  const refused = await c.call('Write', req, { 'x-strata-tenant': 'acme', 'x-strata-shard': '0' });
+  t.equal(refused.err?.code, status.RESOURCE_EXHAUSTED, 'refused');
+  t.match(refused.err?.details ?? '', /less than walMinFreeBytes \(8388608\)/, 'naming the bound');
+  t.ok(a.logs.some((l) => l.level === 'warn' && /walMinFreeBytes/.test(String(l.msg))), 'a warning in the log');
+  const text = await (await fetch(`http://127.0.0.1:${a.metricsPort}/metrics`)).text();
+  const free = Number(/\nstrata_aggregator_wal_disk_free_bytes (\d+)/.exec(text)?.[1]);
+  t.ok(free < 8 * MiB, `free space on /metrics: ${free}`);
+  t.match(text, /\nstrata_aggregator_wal_min_free_bytes 8388608\n/, 'the floor on /metrics');
+  rmSync(ballast);
+  let last = '';
+  const ok = await eventually('writes to be accepted again', async () => {
+    const r = await c.call('Write', req, { 'x-strata-tenant': 'acme', 'x-strata-shard': '0' });
+    last = r.err?.details ?? '';
+    return r.err === null ? r : null;
+  }).catch((err: unknown) => {
+    throw new Error(`${(err as Error).message}; the last refusal: ${last}`);
+  });
+  t.equal(ok.res?.samples, '2', 'accepted once there is room, without a restart');
 });
