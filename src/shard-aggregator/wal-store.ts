@@ -13,6 +13,7 @@
 import { existsSync } from 'node:fs';
 import { lstat, readdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
+import { ClassicLevel } from 'classic-level';
 import type { Logger } from 'pino';
 import { ErrorCode, StrataError } from '../errors.js';
 import { mkdirDurable } from '../common/durable-fs.js';
@@ -111,7 +112,7 @@ async function noSpaceAtStart(dir: string, walRoot: string, walDir: string, err:
 const REOPEN_MARGIN_BYTES = 1024 * 1024;
 
 /** Allocated bytes of every file under `dir` (0 when it does not exist), leaving out the directory `skip`. */
-async function diskBytesUnder(dir: string, skip?: string): Promise<number> {
+async function diskBytesUnder(dir: string, ...skip: string[]): Promise<number> {
   let total = 0;
   let names: string[];
   try {
@@ -122,7 +123,7 @@ async function diskBytesUnder(dir: string, skip?: string): Promise<number> {
   }
   for (const name of names) {
     const p = join(dir, name);
-    if (p === skip) continue;
+    if (skip.includes(p)) continue;
     let st;
     try {
       st = await lstat(p);
@@ -136,6 +137,30 @@ async function diskBytesUnder(dir: string, skip?: string): Promise<number> {
 }
 
 /** Thrown to a writer waiting for a WAL slot when the store stops taking new logs (shutdown). */
+/**
+ * Takes walDir for this process: two aggregators on one walDir would write the same window's
+ * logs (an empty walDir let the second start and answer UNAVAILABLE "EEXIST" for ever; a full one
+ * stopped it with LevelDB's bare "lock ... Resource temporarily unavailable"). The lock is a tiny
+ * LevelDB of its own at `<walDir>/lock`, whose LOCK file LevelDB holds with an fcntl lock: the
+ * kernel lets it go when the process dies, kill -9 included, so no stale lock is ever left.
+ */
+async function lockWalDir(dir: string, walRoot: string): Promise<ClassicLevel> {
+  const path = join(dir, 'lock');
+  const db = new ClassicLevel(path);
+  try {
+    await db.open();
+  } catch (err) {
+    if (isNoSpace(err)) throw await noSpaceAtStart(path, walRoot, dir, err);
+    const cause = (err as { cause?: unknown }).cause;
+    const why = cause instanceof Error ? cause.message : (err as Error).message;
+    if (/temporarily unavailable|already held/i.test(why)) {
+      throw new StrataError(ErrorCode.CONFIG, `walDir ${dir} is in use by another aggregator (it holds ${join(dir, 'lock', 'LOCK')}): each aggregator needs a walDir of its own`, { cause: err });
+    }
+    throw new StrataError(ErrorCode.CONFIG, `cannot take walDir ${dir}: ${why}`, { cause: err });
+  }
+  return db;
+}
+
 export class WalStoreStopping extends Error {
   override readonly name = 'WalStoreStopping';
   constructor() {
@@ -150,6 +175,8 @@ export class WalStore {
   private readonly creating = new Map<string, Promise<WalDb>>();
   private readonly walRoot: string;
   private readonly trash: string;
+  /** Held while the store is open: see {@link lockWalDir}. */
+  private lock: ClassicLevel | null = null;
   private closed = false;
   /** Slots reserved by callers opening a log taking writes (see acquireWritable). */
   private reserved = 0;
@@ -175,9 +202,15 @@ export class WalStore {
   static async open(opts: WalStoreOptions): Promise<WalStore> {
     const store = new WalStore(opts);
     await mkdirDurable(opts.dir);
-    await rm(store.trash, { recursive: true, force: true });
-    await store.recover();
-    await store.measureDisk();
+    store.lock = await lockWalDir(opts.dir, store.walRoot);
+    try {
+      await rm(store.trash, { recursive: true, force: true });
+      await store.recover();
+      await store.measureDisk();
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
     return store;
   }
 
@@ -489,7 +522,7 @@ export class WalStore {
     this.measuring ??= (async () => {
       const counted = this.totalBytes();
       const logs = [...this.windows.values()].flatMap((ww) => ww.gens);
-      const [outside, fs, ...each] = await Promise.all([diskBytesUnder(this.opts.dir, this.walRoot), statfs(this.opts.dir), ...logs.map((w) => this.logDiskBytes(w))]);
+      const [outside, fs, ...each] = await Promise.all([diskBytesUnder(this.opts.dir, this.walRoot, join(this.opts.dir, 'lock')), statfs(this.opts.dir), ...logs.map((w) => this.logDiskBytes(w))]);
       let used = outside;
       for (const b of each) used += b;
       this.disk = { used, free: fs.bavail * fs.bsize, counted, at: performance.now() };
@@ -604,5 +637,7 @@ export class WalStore {
     this.wakeAll();
     await Promise.allSettled([...this.creating.values()]);
     for (const ww of this.windows.values()) for (const w of ww.gens) await w.close();
+    await this.lock?.close();
+    this.lock = null;
   }
 }

@@ -4,6 +4,7 @@
  * cap and writers waiting for a slot (a given-back log wakes them; they take the generation open by
  * then), deletion through the trash, and config mismatches.
  */
+import { spawn } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -107,6 +108,28 @@ t.test('WalStore: recovery removes interrupted creations, seals stray generation
   await t.rejects(WalStore.open({ ...opts, blockDurationMs: H / 2 }), { constructor: StrataError, code: ErrorCode.CONFIG });
 });
 
+t.test('WalStore: one process per walDir; the lock goes with the process that held it, kill -9 included', async (t) => {
+  const root = tempDir('walstore');
+  const opts = { dir: root, numShards: 4, blockDurationMs: H, maxOpen: 8, db: dbOpts, now: () => 10, logger };
+  const first = await WalStore.open(opts);
+  await t.rejects(WalStore.open(opts), { constructor: StrataError, code: ErrorCode.CONFIG, message: new RegExp(`walDir ${root} is in use by another aggregator`) }, 'a second store in this process');
+  await first.close();
+  // another process holds it (as a second aggregator started on the same walDir would)
+  const holder = spawn(process.execPath, ['--input-type=module', '-e', `import { ClassicLevel } from 'classic-level'; const db = new ClassicLevel(${JSON.stringify(join(root, 'lock'))}); await db.open(); console.log('held'); setInterval(() => {}, 1000);`], { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => holder.kill('SIGKILL'));
+  await new Promise<void>((resolve, reject) => {
+    holder.stdout!.once('data', () => resolve());
+    holder.once('exit', (c) => reject(new Error(`the holder exited (${c})`)));
+  });
+  await t.rejects(WalStore.open(opts), { constructor: StrataError, code: ErrorCode.CONFIG, message: /is in use by another aggregator/ }, 'refused while another process holds it');
+  const exited = new Promise((resolve) => holder.once('exit', resolve));
+  holder.kill('SIGKILL');
+  await exited;
+  const after = await WalStore.open(opts);
+  t.pass('taken once that process was killed');
+  await after.close();
+});
+
 t.test('WalStore: at most maxOpen databases stay open; closed ones reopen on use; remove() deletes', async (t) => {
   let tick = 0; // an injected clock: only the order of uses matters
   const root = tempDir('walstore');
@@ -181,11 +204,12 @@ t.test('WalStore: refuseWaiters() (shutdown) makes writers waiting for a slot gi
   await store.close();
 });
 
-/** Allocated bytes of every file under `dir`, walked here independently of the store. */
+/** Allocated bytes of every file under `dir` (the store's lock database apart), walked here independently of the store. */
 function allocatedUnder(dir: string): number {
   let n = 0;
   for (const name of readdirSync(dir)) {
     const p = join(dir, name);
+    if (name === 'lock') continue;
     const st = statSync(p);
     n += st.isDirectory() ? allocatedUnder(p) : st.blocks * 512;
   }
