@@ -31,6 +31,7 @@ import { aggregatorConfigFrom, registerAggregatorCommands } from '../../src/cli/
 import { gatewayConfigFrom, registerGatewayCommands } from '../../src/cli/gateway.js';
 import { lifecycleConfigFrom, registerLifecycleCommands } from '../../src/cli/lifecycle.js';
 import type { LifecycleConfig } from '../../src/lifecycle/config.js';
+import { lmdbMapSize } from '../../src/storage-gateway/cache/lmdb.js';
 import type { AggregatorConfig } from '../../src/shard-aggregator/config.js';
 import type { GatewayConfig } from '../../src/storage-gateway/config.js';
 import { parseTenantsConfig } from '../../src/tenancy/config.js';
@@ -777,7 +778,7 @@ function checkStrataPod(w: Workload, c: Obj, role: 'aggregator' | 'gateway', con
 
   // a data directory on a claim template with room for its budget
   const vcts = new Map(arr(w.spec['volumeClaimTemplates']).map(obj).map((t) => [str(obj(t['metadata'])['name']) ?? '', t]));
-  const onClaim = (dirPath: string, what: string, budget: number, key: string): void => {
+  const onClaim = (dirPath: string, what: string, budget: number, key: string, need?: { readonly bytes: number; readonly why: string }): void => {
     const m = arr(c['volumeMounts'])
       .map(obj)
       .find((x) => {
@@ -791,7 +792,9 @@ function checkStrataPod(w: Workload, c: Obj, role: 'aggregator' | 'gateway', con
     }
     const size = parseQuantity(obj(obj(obj(t['spec'])['resources'])['requests'])['storage']);
     if (size === null) report(w.where, `claim template ${String(m!['name'])} has no storage request`);
-    else if (budget > size * 0.9) report(at, `${key} (${budget} bytes) leaves less than 10% of the ${what} volume (${size} bytes) free`);
+    else if (need !== undefined) {
+      if (need.bytes > size) report(at, `${key} (${budget} bytes): ${need.why} take ${need.bytes} bytes, more than the ${what} volume (${size} bytes)`);
+    } else if (budget > size * 0.9) report(at, `${key} (${budget} bytes) leaves less than 10% of the ${what} volume (${size} bytes) free`);
   };
   if (role === 'aggregator') {
     const a = config as AggregatorConfig;
@@ -804,7 +807,13 @@ function checkStrataPod(w: Workload, c: Obj, role: 'aggregator' | 'gateway', con
     if (opts.numShards !== undefined && a.numShards !== opts.numShards) report(at, `numShards ${a.numShards} differs from the expected ${opts.numShards}`);
   } else {
     const g = config as GatewayConfig;
-    if (g.cacheType === 'lmdb') onClaim(g.cacheDir ?? '', 'cacheDir', g.cacheMaxBytes, 'cacheMaxBytes');
+    // LMDB keeps freed pages in its file and never shrinks it: the file may grow to the map
+    if (g.cacheType === 'lmdb') {
+      onClaim(g.cacheDir ?? '', 'cacheDir', g.cacheMaxBytes, 'cacheMaxBytes', {
+        bytes: lmdbMapSize(g.cacheMaxBytes) + g.cacheMinFreeBytes,
+        why: `the LMDB file at its largest (the map: twice cacheMaxBytes plus 64 MiB) and cacheMinFreeBytes (${g.cacheMinFreeBytes})`,
+      });
+    }
     if (w.kind !== 'StatefulSet') report(w.where, 'gateways must run as a StatefulSet (stable names for Maglev, cache volumes)');
   }
 }
