@@ -61,3 +61,26 @@ t.test('strata serve on an address another process holds exits 2 with a message 
     t.match(failed?.stderr ?? '', new RegExp(`strata serve: cannot listen on ${taken} \\(grpcListen\\): the address is in use by another process`));
   }
 });
+
+t.test('a directory option that names a file stops the role at start with exit status 2 naming the option', async (t) => {
+  const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'strata-cli-notdir-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'a-file');
+  writeFileSync(file, 'not a directory');
+  const listen = ['--listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0'];
+  const cases: [string, string[], RegExp][] = [
+    ['the gateway with --bucket-dir a file', ['gateway', '--bucket-dir', file, '--cache-dir', join(dir, 'cache'), ...listen], /the bucket directory .*a-file \(bucket\.path, --bucket-dir\) is not a directory/],
+    ['the gateway with --cache-dir a file', ['gateway', '--bucket-dir', join(dir, 'bucket'), '--cache-dir', file, ...listen], /a-file \(cacheDir\)/],
+    ['the aggregator with --wal-dir a file', ['aggregator', '--bucket-dir', join(dir, 'bucket'), '--wal-dir', file, '--num-shards', '1', ...listen], /walDir .*a-file/],
+  ];
+  for (const [what, args, message] of cases) {
+    const failed = await run(...args).then(
+      () => null,
+      (e: { code: number; stdout: string; stderr: string }) => e,
+    );
+    t.equal(failed?.code, 2, `${what}: exit status 2`);
+    t.match(`${failed?.stderr ?? ''}${failed?.stdout ?? ''}`, message, `${what}: names the option`);
+  }
+});

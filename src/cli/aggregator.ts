@@ -84,7 +84,8 @@ export function registerAggregatorCommands(program: Command): void {
     } catch (err) {
       logger.fatal({ err }, 'aggregator cannot start');
       await running.shutdown().catch(() => undefined);
-      process.exit(1);
+      // 2: the config is wrong (walDir not a directory, or another aggregator's), as for a flag
+      process.exit(err instanceof StrataError && err.code === ErrorCode.CONFIG ? 2 : 1);
     }
   });
 }

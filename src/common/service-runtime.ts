@@ -9,6 +9,7 @@
  * the caller (tests, `strata serve`) is wrapped in `nonClosing`, so closing the registry never
  * closes it.
  */
+import { stat } from 'node:fs/promises';
 import { Server, type ServerOptions, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { BucketMetrics, nonClosing, withMetrics } from '../objstore/decorators.js';
@@ -67,6 +68,13 @@ export async function openTenantRegistry(s: TenantRegistrySetup): Promise<Tenant
   else if (config.bucket !== undefined) tenantsConfig = openTenantsConfig(config.bucket);
   else throw new TypeError(`the ${s.role} config has neither bucket nor tenantsFile`);
   if (given && config.tenantsFile !== undefined) throw new TypeError('the `bucket` option is for runs without a tenants file');
+  // buckets open on first use: a filesystem bucket whose path is a file would otherwise start a
+  // role that serves and can never store or read a block
+  const def = tenantsConfig.defaultBucket;
+  if (!given && def.type === 'filesystem') {
+    const st = await stat(def.path).catch(() => null);
+    if (st !== null && !st.isDirectory()) throw new StrataError(ErrorCode.CONFIG, `the bucket directory ${def.path} (bucket.path, --bucket-dir) is not a directory`);
+  }
   // one wrapper for the given bucket, however many times the registry asks for it
   const shared = given ? withMetrics(nonClosing(given), s.bucketMetrics) : null;
   return new TenantRegistry(tenantsConfig, {

@@ -201,7 +201,12 @@ export class WalStore {
   /** Opens the store: sweeps the trash, finds and opens every log, seals stray open ones. */
   static async open(opts: WalStoreOptions): Promise<WalStore> {
     const store = new WalStore(opts);
-    await mkdirDurable(opts.dir);
+    try {
+      await mkdirDurable(opts.dir);
+    } catch (err) {
+      const notDir = ['EEXIST', 'ENOTDIR'].includes((err as NodeJS.ErrnoException).code ?? '');
+      throw new StrataError(notDir ? ErrorCode.CONFIG : ErrorCode.STORAGE, `creating walDir ${opts.dir}: ${(err as Error).message}`, { cause: err });
+    }
     store.lock = await lockWalDir(opts.dir, store.walRoot);
     try {
       await rm(store.trash, { recursive: true, force: true });

@@ -295,7 +295,8 @@ export class LmdbCacheStore implements CacheStore {
     try {
       await mkdir(opts.dir, { recursive: true });
     } catch (err) {
-      throw new StrataError(ErrorCode.STORAGE, `creating cache directory ${opts.dir}: ${(err as Error).message}`, { cause: err });
+      const notDir = ['EEXIST', 'ENOTDIR'].includes((err as NodeJS.ErrnoException).code ?? '');
+      throw new StrataError(notDir ? ErrorCode.CONFIG : ErrorCode.STORAGE, `creating the cache directory ${opts.dir} (cacheDir): ${(err as Error).message}`, { cause: err });
     }
     const file = join(opts.dir, DATA_FILE);
     let check: LmdbOpenCheck | null;
