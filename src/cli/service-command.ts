@@ -6,6 +6,7 @@
  * config problem found while starting, such as an unreadable TLS file, also exits with 2; any
  * other failure with 1).
  */
+import { serverCredentials, type ServerTlsConfig } from '../common/tls.js';
 import type { Command } from 'commander';
 import { redactSecrets } from '../common/config.js';
 import { createLogger, type Logger } from '../common/logger.js';
@@ -52,6 +53,9 @@ export async function loadServiceConfig<C extends { readonly tenantsFile?: strin
   try {
     config = await build();
     if (config.tenantsFile !== undefined) await loadTenantsFile(config.tenantsFile);
+    // the TLS files are read and matched as the service reads them at start
+    const tls = (config as { readonly tls?: ServerTlsConfig }).tls;
+    if (tls !== undefined) serverCredentials(tls);
   } catch (err) {
     if (!(err instanceof StrataError)) throw err;
     process.stderr.write(`strata ${name}: ${err.message}\n`);

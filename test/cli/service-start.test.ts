@@ -30,6 +30,10 @@ t.test('an unreadable TLS certificate: exit status 2 naming the option, for both
   const aggregator = await run(['aggregator', '--wal-dir', join(dir, 'wal'), '--num-shards', '1', '--shards', '0', ...common]);
   t.equal(aggregator.code, 2, 'aggregator: status 2');
   t.match(aggregator.stderr, /^strata aggregator: invalid TLS config: tls\.certFile: cannot read .*missing\.pem \(ENOENT\)/m);
+  // --print-config prints only what the service would start with
+  const printed = await run(['gateway', '--cache-dir', join(dir, 'cache'), ...common, '--print-config']);
+  t.equal(printed.code, 2, '--print-config: status 2');
+  t.match(printed.stderr, /^strata gateway: invalid TLS config: tls\.certFile: cannot read .*missing\.pem \(ENOENT\)/m);
 });
 
 t.test('an out-of-range bucket option (partSizeBytes: 1024): exit status 2 naming it, at start-up and in --print-config, for both services', async (t) => {
