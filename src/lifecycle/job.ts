@@ -210,6 +210,11 @@ export function partitionDropReason(
   return partitionLastWindowEnd(p, opts.blockDurationMs) + retention + opts.retentionGraceMs <= nowMs ? 'retention' : null;
 }
 
+/** Whether `key` is a block (4-hour or day), not a day manifest: what the counts of blocks count. */
+export function isBlockObject(key: string): boolean {
+  return parseBlockKey(key) !== null || parseDayKey(key)?.kind === 'block';
+}
+
 /**
  * The deletion reason of the block at `key` at `nowMs`, or null when it stays (or `key` is not a
  * block key).
@@ -311,7 +316,7 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
       const bk = byName.get(p.bucket);
       const gone = bk === undefined ? null : await bk.head(p.key).then(() => false, (err: unknown) => (hasCode(err, ErrorCode.NOT_FOUND) ? true : null));
       if (gone === true) {
-        e.blocks++;
+        if (isBlockObject(p.key)) e.blocks++;
         e.bytes += p.bytes;
       } else if (gone === null) e.pending.push(p);
     }
@@ -348,11 +353,13 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
     try {
       const batch: BlockDeletion[] = [];
       const doneBlock = (d: BlockDeletion): void => {
-        blocks[d.reason]++;
+        // a day manifest goes with its day block; it is bytes, not a block
+        const block = isBlockObject(d.key);
+        if (block) blocks[d.reason]++;
         bytes[d.reason] += d.bytes;
         const pt = perTenant.get(d.tenant);
         if (pt && d.reason === 'tenant_deleted') {
-          pt.blocks++;
+          if (block) pt.blocks++;
           pt.bytes += d.bytes;
         }
         opts.onBlock?.(d);

@@ -19,7 +19,7 @@ import { BucketMetrics } from '../objstore/decorators.js';
 import { openTenantRegistry } from '../common/service-runtime.js';
 import type { LifecycleConfig } from './config.js';
 import { cleanWorkDir } from './day.js';
-import { LifecyclePassStopped, runLifecyclePass, type LifecyclePassResult } from './job.js';
+import { isBlockObject, LifecyclePassStopped, runLifecyclePass, type LifecyclePassResult } from './job.js';
 import { Lease } from './lease.js';
 import { LifecycleMetrics } from './metrics.js';
 import { ALL_PARTITION_CLIENTS } from '../tenancy/tenants.js';
@@ -117,7 +117,7 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
         deleteConcurrency: config.deleteConcurrency,
         shouldContinue: () => !stopping && lease.held(),
         onBlock: (d) => {
-          metrics.blocksDeleted.inc({ reason: d.reason });
+          if (isBlockObject(d.key)) metrics.blocksDeleted.inc({ reason: d.reason });
           metrics.bytesDeleted.inc({ reason: d.reason }, d.bytes);
           logger.info({ bucket: d.bucket, key: d.key, tenant: d.tenant, shard: d.shard, windowStart: new Date(d.windowStartMs).toISOString(), bytes: d.bytes, reason: d.reason }, 'block deleted');
         },

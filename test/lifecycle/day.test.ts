@@ -34,7 +34,7 @@ import { parseLifecycleConfig } from '../../src/lifecycle/config.js';
 import { mergeDay, readDayManifest, type DayMergeResult } from '../../src/lifecycle/day.js';
 import { ErrorCode, StrataError } from '../../src/errors.js';
 import { mergeTwo } from '../../src/format/merge.js';
-import { runLifecyclePass, type LifecycleJobOptions, type LifecyclePassResult } from '../../src/lifecycle/job.js';
+import { isBlockObject, runLifecyclePass, type LifecycleJobOptions, type LifecyclePassResult } from '../../src/lifecycle/job.js';
 import { openBucket, type Bucket, type BucketConfig } from '../../src/objstore/index.js';
 import { parseGatewayConfig } from '../../src/storage-gateway/config.js';
 import type { RunningGateway } from '../../src/storage-gateway/gateway.js';
@@ -361,6 +361,14 @@ t.test('retention cuts a day read that finds the day block only after its 4-hour
   // the 4-hour blocks are missing now: a fresh look-up finds the day block, whose stored runs hold the expired windows too
   t.same(await check(c, ds, W0, W0 + DAY, want), [], 'exact, without the expired windows, from the day block found after all');
   t.ok((await gw.metrics.total('strata_gateway_day_reads_total', { source: 'day' })) >= 1, 'answered from the day block');
+});
+
+t.test('the counts of blocks deleted count 4-hour and day blocks, not day manifests (they go with their day block)', (t) => {
+  t.ok(isBlockObject(blockKey('acme', 3, W0)), 'a 4-hour block');
+  t.ok(isBlockObject(dayBlockKey('acme', 3, W0)), 'a day block');
+  t.notOk(isBlockObject(dayManifestKey('acme', 3, W0)), 'a day manifest');
+  t.notOk(isBlockObject('blocks/acme/other'), 'anything else');
+  t.end();
 });
 
 t.test('config: the day options are validated', async (t) => {
