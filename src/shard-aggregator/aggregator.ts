@@ -281,7 +281,7 @@ export class Aggregator {
   tick(): Promise<void> {
     if (this.closed) return Promise.resolve();
     const now = this.now();
-    const { flushDelayMs, flushIdleMs, blockDurationMs } = this.config;
+    const { flushDelayMs, flushIdleMs, flushMaxDelayMs, blockDurationMs } = this.config;
     const started: Promise<unknown>[] = [];
     for (const ww of this.store.all()) {
       if (ww.gens.some((g) => g.sealed) && !this.flusher.busy(ww.key)) {
@@ -292,8 +292,12 @@ export class Aggregator {
       if (!open) continue;
       const windowEnd = Number(ww.key.windowStart) + blockDurationMs;
       const lastWrite = Math.max(open.counters.lastWriteMs, open.identity.createdAtMs);
-      if (now >= windowEnd + flushDelayMs && now - lastWrite >= flushIdleMs && open.users === 0) {
-        this.logger.info({ window: ww.id, generation: open.identity.generation }, 'window idle after its end; flushing');
+      const idle = now - lastWrite >= flushIdleMs;
+      // writes that keep coming after the end (a trickle of late data) flush each generation once
+      // it is flushMaxDelayMs old, and later writes start the next one: never unflushed for ever
+      const overdue = now - Math.max(open.identity.createdAtMs, windowEnd) >= flushMaxDelayMs;
+      if (now >= windowEnd + flushDelayMs && (idle || overdue) && open.users === 0) {
+        this.logger.info({ window: ww.id, generation: open.identity.generation }, idle ? 'window idle after its end; flushing' : 'window still written long after its end; flushing what it holds (flushMaxDelayMs)');
         started.push(
           this.store
             .sealOpen(ww.key)

@@ -49,6 +49,11 @@ export const aggregatorConfigSchema = z.strictObject({
   flushDelayMs: nonNegInt.default(10 * 60 * 1000),
   /** ...and it received no write for flushIdleMs. */
   flushIdleMs: nonNegInt.default(2 * 60 * 1000),
+  /**
+   * ...or, writes or not, its WAL generation has taken writes for this long since it was made
+   * (or since the window ended, if later): a trickle of late writes cannot hold a window unflushed.
+   */
+  flushMaxDelayMs: nonNegInt.default(60 * 60 * 1000),
   flushCheckIntervalMs: timerMsSchema.default(5000),
   /** How often the tenant deletion marks are re-read from the default bucket (writes of marked tenants are refused). */
   deletionMarksPollMs: timerMsSchema.default(10_000),
@@ -121,6 +126,7 @@ const KINDS: Record<AggregatorConfigKey, OptionKind> = {
   blockDurationMs: 'int',
   flushDelayMs: 'int',
   flushIdleMs: 'int',
+  flushMaxDelayMs: 'int',
   flushCheckIntervalMs: 'int',
   deletionMarksPollMs: 'int',
   flushConcurrency: 'int',

@@ -66,6 +66,30 @@ t.test('a window flushes by itself only after windowEnd + flushDelayMs and flush
   t.equal(agg.status().lastFlushes[0]?.block?.samples, 3);
 });
 
+t.test('a window written more often than flushIdleMs after its end is flushed once its generation is flushMaxDelayMs old; later writes start the next', async (t) => {
+  const clock = { now: W + H + 1000 };
+  const { agg, bucket } = await engine(t, tempDir('agg-trickle'), clock, { flushMaxDelayMs: 120_000 });
+  const end = W + H;
+  const gens = () => agg.status().windows.filter((w) => w.windowStart === BigInt(W)).map((w) => w.state);
+  // a late sample every 10 s, from the window's end on: never idle for flushIdleMs (30 s)
+  let ts = W + 1;
+  for (clock.now = end + 1000; clock.now < end + 121_000; clock.now += 10_000) {
+    await agg.write('acme', 0, [wire(2n, [ts++])]);
+    await agg.tick();
+  }
+  t.same(gens(), ['open'], 'not flushed while the trickle is younger than flushMaxDelayMs');
+  clock.now = end + 121_000; // the generation was made by the first late write, at end + 1 s
+  await agg.write('acme', 0, [wire(2n, [ts++])]);
+  await agg.tick();
+  t.same(gens(), [], 'flushed although writes keep coming');
+  const first = await BlockReader.open(bucketSource(bucket, blockKey('acme', 0, BigInt(W))));
+  t.equal(first.footer.sampleCount, ts - W - 1, 'every sample written so far');
+  clock.now += 10_000;
+  await agg.write('acme', 0, [wire(2n, [ts++])]);
+  await agg.tick();
+  t.same(gens(), ['open'], 'the next write opens the next generation, which waits its own flushMaxDelayMs');
+});
+
 t.test('flushing a WAL again after its block was uploaded (crash before deletion) changes nothing', async (t) => {
   const dir = tempDir('agg-reflush');
   const clock = { now: W + H + 1000 };
