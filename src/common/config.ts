@@ -101,6 +101,7 @@ export function configLayers(spec: { what: string; kinds: Readonly<Record<string
           .flatMap((part) => {
             const m = /^\s*(\d+)\s*-\s*(\d+)\s*$/.exec(part);
             if (!m) return [int(part)];
+            if (Number(m[1]) > Number(m[2])) throw error(`${source}: ${key}: the range "${part.trim()}" is reversed (write ${m[2]}-${m[1]})`);
             const out: number[] = [];
             for (let i = Number(m[1]); i <= Number(m[2]); i++) out.push(i);
             return out;

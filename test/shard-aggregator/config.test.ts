@@ -65,6 +65,7 @@ t.test('configFromEnv() parses typed values and rejects unknown variables', (t) 
   t.throws(() => configFromEnv({ STRATA_AGGREGATOR_WALDIR: '/x' }), { ...configError, message: /unknown environment variable STRATA_AGGREGATOR_WALDIR/ });
   t.throws(() => configFromEnv({ STRATA_AGGREGATOR_NUM_SHARDS: 'many' }), { ...configError, message: /NUM_SHARDS.*not an integer/ });
   t.throws(() => configFromEnv({ STRATA_AGGREGATOR_WAL_SYNC: 'yes' }), configError);
+  t.throws(() => configFromEnv({ STRATA_AGGREGATOR_SHARDS: '5-3' }), { ...configError, message: /shards: the range "5-3" is reversed \(write 3-5\)/ });
   t.end();
 });
 
