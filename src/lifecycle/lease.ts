@@ -7,8 +7,15 @@
  * (to renew it or record a run). Another replica takes over only after `expiresMs` has passed, by
  * creating the next term's object with `ifNoneMatch`: the bucket lets exactly one replica create
  * it, so two replicas never both win a term. A holder that renewed checks that no newer term
- * exists, and stops working when its own lease time runs out on its own clock (renewals happen
- * every third of the duration). Clocks of the replicas must agree to well within the duration.
+ * exists, and stops working when its own lease time runs out (renewals happen every third of the
+ * duration).
+ *
+ * Lease times are the bucket's clock: each replica measures how far its clock is from the
+ * bucket's from the modification time of the lease object it writes ({@link clockSkewMs}), and
+ * once that is {@link SKEW_APPLIED_MS} or more it takes it off. A replica whose clock ran 12
+ * minutes ahead of a 5-minute lease saw every term of the others as expired, took a new one each
+ * round, and two replicas held the lease at once. Until its first write a replica knows no skew:
+ * a replica started with a clock far ahead may take one term early, once.
  *
  * The work itself (deleting expired blocks, blocks of deleted tenants, old debris) is idempotent:
  * should two replicas ever overlap (a paused process waking after its lease ran out), both delete
@@ -17,6 +24,12 @@
  */
 import { ErrorCode, ObjectStoreError, StrataError } from '../errors.js';
 import type { Bucket } from '../objstore/index.js';
+
+/**
+ * A measured clock skew this large or larger is taken off the lease's times; smaller ones are the
+ * measure's own error (the bucket's 1 s resolution and the request's latency).
+ */
+export const SKEW_APPLIED_MS = 2000;
 
 /** Where the lease's terms live in the default bucket. */
 export const LEASE_PREFIX = 'lifecycle/lease/';
@@ -114,9 +127,15 @@ export class Lease {
     }
   }
 
-  /** Whether this replica holds the lease now, by its own clock. */
+  /** Now on the bucket's clock, as far as it is known (see the module comment). */
+  #bucketNow(): number {
+    const s = this.#skewMs;
+    return this.now() - (s !== null && Math.abs(s) >= SKEW_APPLIED_MS ? s : 0);
+  }
+
+  /** Whether this replica holds the lease now, by the bucket's clock. */
   held(): boolean {
-    return this.#mine !== null && this.now() < this.#mine.expiresMs;
+    return this.#mine !== null && this.#bucketNow() < this.#mine.expiresMs;
   }
 
   /** The term this replica holds (null when none). */
@@ -131,7 +150,7 @@ export class Lease {
 
   async #acquire(): Promise<LeaseState> {
     const newest = await this.newest();
-    const now = this.now();
+    const now = this.#bucketNow();
     if (newest !== null && this.#mine !== null && newest.term === this.#mine.term && newest.holder === this.holder) {
       if (now >= this.#mine.expiresMs) {
         // ran out before renewing: another replica may take over at any moment; take the next term like anyone else
@@ -189,7 +208,7 @@ export class Lease {
 
   async #release(): Promise<void> {
     if (!this.held() || this.#mine === null) return;
-    const rec = { ...this.#mine, expiresMs: this.now() };
+    const rec = { ...this.#mine, expiresMs: this.#bucketNow() };
     this.#mine = null;
     await (await this.bucket()).put(leaseKey(rec.term), Buffer.from(`${JSON.stringify(rec)}\n`));
   }

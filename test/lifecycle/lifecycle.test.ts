@@ -21,7 +21,7 @@ import { stringify as toYaml } from 'yaml';
 import { blockKey } from '../../src/format/key.js';
 import { parseLifecycleConfig } from '../../src/lifecycle/config.js';
 import { runLifecyclePass } from '../../src/lifecycle/job.js';
-import { leaseKey } from '../../src/lifecycle/lease.js';
+import { Lease, leaseKey } from '../../src/lifecycle/lease.js';
 import { startLifecycle, type RunningLifecycle } from '../../src/lifecycle/service.js';
 import { FilesystemBucket, FS_TEMP_PREFIX, type Bucket } from '../../src/objstore/index.js';
 import { S3Bucket } from '../../src/objstore/s3/index.js';
@@ -227,6 +227,39 @@ t.test('two replicas: one works; the other takes over only after the lease expir
   t.equal(back.held, false, 'a sees the newer term and stops working');
   t.equal(a.lease.held(), false);
   t.ok(await def.head(leaseKey(2)), 'the lease term is an object in the default bucket');
+});
+
+t.test("the lease keeps the bucket's time: with a replica whose clock runs 12 minutes ahead, one replica holds it at a time once that replica has measured its skew", async (t) => {
+  const bucket = new FilesystemBucket({ path: tempDir(t, 'lc-skew') });
+  const clock = manualClock(NOW);
+  const AHEAD = 12 * 60_000;
+  const DURATION = 5 * 60_000;
+  // the bucket's clock is the machine's: the healthy replica's host clock; the other runs ahead
+  const healthy = new Lease(async () => bucket, 'healthy', DURATION, clock.now, () => Date.now());
+  const skewed = new Lease(async () => bucket, 'skewed', DURATION, () => clock.now() + AHEAD, () => Date.now() + AHEAD);
+  t.equal((await healthy.acquire()).held, true, 'the healthy replica takes the lease');
+  // before its first write a replica knows no skew: by its clock the term has expired (once)
+  t.equal((await skewed.acquire()).held, true, 'the skewed replica, not knowing its skew yet, takes the next term');
+  t.ok(skewed.clockSkewMs !== null && Math.abs(skewed.clockSkewMs - AHEAD) < 5000, `and measures its skew: ${skewed.clockSkewMs} ms`);
+  // that term was written by its clock, implausibly far ahead: the healthy replica takes it over
+  await healthy.acquire();
+  const holders: string[] = [];
+  for (let round = 0; round < 9; round++) {
+    clock.advance(DURATION / 3);
+    const s = await skewed.acquire();
+    const h = await healthy.acquire();
+    t.ok(s.held !== h.held, `round ${round}: exactly one replica holds the lease (skewed ${s.held}, healthy ${h.held})`);
+    t.notOk(skewed.held() && healthy.held(), `round ${round}: never both by their own reckoning`);
+    holders.push(s.held ? 'skewed' : 'healthy');
+  }
+  t.equal(new Set(holders.slice(1)).size, 1, `the lease stays with one holder: ${holders.join(', ')}`);
+  // the holder stops renewing: the other takes over once the term expired by the bucket's clock
+  const [holder, other] = holders.at(-1) === 'skewed' ? [skewed, healthy] : [healthy, skewed];
+  clock.advance(DURATION / 2);
+  t.equal((await other.acquire()).held, false, 'not before the term expired');
+  clock.advance(DURATION / 2 + 5000); // past the expiry by more than a measured skew's error
+  t.equal((await other.acquire()).held, true, 'then the other replica takes over');
+  t.equal((await holder.acquire()).held, false, 'and the old holder leaves it');
 });
 
 t.test('tenant deletion removes every block of the tenant in its own bucket, reports it, and resumes', async (t) => {
