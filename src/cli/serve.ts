@@ -11,7 +11,7 @@
  */
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { createLogger } from '../common/logger.js';
+import { createLogger, routeLibraryOutput } from '../common/logger.js';
 import { exitOnSignals, SHUTDOWN_HARD_LIMIT_EXTRA_MS } from '../common/signals.js';
 import { startService } from './service-command.js';
 import { StrataError } from '../errors.js';
@@ -76,6 +76,7 @@ async function serve(flags: ServeFlags): Promise<void> {
     return;
   }
   const logger = createLogger({ level: cfg.aggregator.logLevel, name: 'serve' });
+  routeLibraryOutput(logger);
   // without a tenants file, both services share one bucket client; with one, each has its registry
   const starting = startService('serve', logger, async () => {
     const shared = cfg.aggregator.bucket !== undefined ? await openBucket(cfg.aggregator.bucket) : null;

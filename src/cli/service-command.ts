@@ -9,7 +9,7 @@
 import { serverCredentials, type ServerTlsConfig } from '../common/tls.js';
 import type { Command } from 'commander';
 import { redactSecrets } from '../common/config.js';
-import { createLogger, type Logger } from '../common/logger.js';
+import { createLogger, routeLibraryOutput, type Logger } from '../common/logger.js';
 import { exitOnSignals, SHUTDOWN_HARD_LIMIT_EXTRA_MS } from '../common/signals.js';
 import { ErrorCode, StrataError } from '../errors.js';
 import { loadTenantsFile } from '../tenancy/config.js';
@@ -103,6 +103,7 @@ export async function runService<C extends { readonly tenantsFile?: string | und
   const config = await loadServiceConfig(name, flags, build);
   if (!config) return null;
   const logger = createLogger({ level: config.logLevel, name });
+  routeLibraryOutput(logger);
   const starting = startService(name, logger, () => start(config, logger));
   // installed before the start finishes: a signal during a long start (WAL recovery) waits for it
   // and shuts down cleanly

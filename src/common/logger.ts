@@ -5,6 +5,8 @@
  * Secrets are redacted by path as a second line of defence; code must not log them in the first
  * place.
  */
+import { format } from 'node:util';
+import { setLogger as setGrpcLogger } from '@grpc/grpc-js';
 import { pino, type Logger, type DestinationStream } from 'pino';
 import { buildInfo } from './version.js';
 
@@ -25,4 +27,22 @@ export function createLogger(opts: { level?: string; name?: string; dest?: Desti
     },
     opts.dest,
   );
+}
+
+/**
+ * Sends what libraries print on the console through `logger`, as JSON lines like the rest of the
+ * log (`from: "library"`): lmdb prints its own multi-line errors (a full cache disk), grpc-js its
+ * log lines ("No address added out of total 1 resolved" when the port is taken). For the service
+ * processes only: it replaces console.error and console.warn for the whole process.
+ */
+export function routeLibraryOutput(logger: Logger): void {
+  const lib = logger.child({ from: 'library' });
+  const to =
+    (level: 'error' | 'warn') =>
+    (...args: unknown[]): void => {
+      lib[level](format(...args));
+    };
+  console.error = to('error');
+  console.warn = to('warn');
+  setGrpcLogger({ error: to('error') });
 }
