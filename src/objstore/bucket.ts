@@ -52,6 +52,18 @@ export interface PutOptions {
   readonly signal?: AbortSignal;
 }
 
+/** The condition of a write (from {@link PutOptions}), as every provider applies it. */
+export interface WriteCondition {
+  readonly ifNoneMatch: boolean;
+  readonly ifMatch?: string;
+}
+
+/** The condition of a write with `opts`. @throws TypeError when it asks for both. */
+export function writeCondition(opts: PutOptions | undefined): WriteCondition {
+  if (opts?.ifNoneMatch === true && opts.ifMatch !== undefined) throw new TypeError('a write takes ifNoneMatch or ifMatch, not both');
+  return opts?.ifMatch !== undefined ? { ifNoneMatch: false, ifMatch: opts.ifMatch } : { ifNoneMatch: opts?.ifNoneMatch === true };
+}
+
 /**
  * An object being written piece by piece (a multipart upload on S3, a temp file on disk). Nothing
  * is visible under the key until `complete()` resolves; `abort()` discards everything.

@@ -24,7 +24,7 @@ import type { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { ErrorCode, InvalidArgumentError, ObjectStoreError } from '../errors.js';
 import { errorMessage, isAbortError, putViaUpload, withSecondaryError } from './body.js';
-import { readTarget, type Bucket, type ByteRange, type GetRangeOptions, type IncompleteUpload, type IncompleteUploads, type ObjectInfo, type ObjectUpload, type PutOptions, type RangeResult } from './bucket.js';
+import { readTarget, writeCondition, type WriteCondition, type Bucket, type ByteRange, type GetRangeOptions, type IncompleteUpload, type IncompleteUploads, type ObjectInfo, type ObjectUpload, type PutOptions, type RangeResult } from './bucket.js';
 import { compareUtf8, formatRange, normalizeKeyPrefix, resolveRange, validateKey, validateListPrefix, validateRange } from './keys.js';
 import { fsyncDir, writeFully } from '../common/durable-fs.js';
 
@@ -135,8 +135,7 @@ export class FilesystemBucket implements Bucket, IncompleteUploads {
 
   upload(key: string, opts?: PutOptions): ObjectUpload {
     const path = this.#pathOf(key);
-    if (opts?.ifNoneMatch === true && opts.ifMatch !== undefined) throw new TypeError('a write takes ifNoneMatch or ifMatch, not both');
-    return new FsUpload(this.name, key, path, opts?.ifNoneMatch === true, opts?.signal, opts?.ifMatch);
+    return new FsUpload(this.name, key, path, writeCondition(opts), opts?.signal);
   }
 
   async delete(key: string): Promise<void> {
@@ -299,8 +298,7 @@ class FsUpload implements ObjectUpload {
   readonly #bucket: string;
   readonly #key: string;
   readonly #path: string;
-  readonly #ifNoneMatch: boolean;
-  readonly #ifMatch: string | undefined;
+  readonly #cond: WriteCondition;
   readonly #signal: AbortSignal | undefined;
   #state: 'open' | 'busy' | 'done' | 'failed' | 'aborted' = 'open';
   #fh: FileHandle | undefined;
@@ -308,12 +306,11 @@ class FsUpload implements ObjectUpload {
   /** First directory this upload created (its parent needs an fsync too), if any. */
   #createdDir: string | undefined;
 
-  constructor(bucket: string, key: string, path: string, ifNoneMatch: boolean, signal: AbortSignal | undefined, ifMatch?: string) {
+  constructor(bucket: string, key: string, path: string, cond: WriteCondition, signal: AbortSignal | undefined) {
     this.#bucket = bucket;
     this.#key = key;
     this.#path = path;
-    this.#ifNoneMatch = ifNoneMatch;
-    this.#ifMatch = ifMatch;
+    this.#cond = cond;
     this.#signal = signal;
   }
 
@@ -339,10 +336,10 @@ class FsUpload implements ObjectUpload {
       this.#fh = undefined;
       await fh.close();
       const tmp = this.#tmp as string;
-      if (this.#ifNoneMatch) {
+      if (this.#cond.ifNoneMatch) {
         await this.#linkNew(tmp, doing);
       } else {
-        if (this.#ifMatch !== undefined) await this.#checkVersion(this.#ifMatch, doing);
+        if (this.#cond.ifMatch !== undefined) await this.#checkVersion(this.#cond.ifMatch, doing);
         await rename(tmp, this.#path);
       }
       this.#tmp = undefined;

@@ -336,15 +336,7 @@ export class BlockDirectory {
     const staleness = this.stalenessOf(addr, now);
     if (mem) {
       const age = ageOf(mem.checkedAtMs, now);
-      const outage = this.outage.get(sk);
-      if (outage !== undefined && age >= staleness) {
-        // the bucket was unreachable a moment ago: serve the copy without waiting for it again
-        if (outage > now && age < this.opts.maxStaleMs) {
-          this.deps.metrics.staleServes.inc();
-          return mem;
-        }
-        this.outage.delete(sk);
-      }
+      if (age >= staleness && this.servedThroughOutage(sk, age, now)) return mem;
       if (age < staleness) {
         this.openHits.inc();
         if (age >= staleness / 2 && !this.tails.get(sk)) {
@@ -361,16 +353,8 @@ export class BlockDirectory {
       } else if (now - at < this.negativeTtlOf(addr, at)) {
         metrics.negativeHits.inc();
         return null;
-      } else {
-        // past its bound: the bucket is asked, unless it was unreachable a moment ago
-        const outage = this.outage.get(sk);
-        if (outage !== undefined) {
-          if (outage > now && now - at < this.opts.maxStaleMs) {
-            metrics.staleServes.inc();
-            return null;
-          }
-          this.outage.delete(sk);
-        }
+      } else if (this.servedThroughOutage(sk, now - at, now)) {
+        return null; // past its bound, but the bucket was unreachable a moment ago
       }
     }
     if (!mem) {
@@ -378,6 +362,22 @@ export class BlockDirectory {
       if (stored) return stored;
     }
     return undefined;
+  }
+
+  /**
+   * Whether an answer (a block, or "no block") checked `age` ms ago is served again without asking
+   * the bucket, because it was unreachable a moment ago ({@link serveStale}); counted. An outage
+   * entry that no longer applies is dropped.
+   */
+  private servedThroughOutage(sk: string, age: number, now: number): boolean {
+    const outage = this.outage.get(sk);
+    if (outage === undefined) return false;
+    if (outage > now && age < this.opts.maxStaleMs) {
+      this.deps.metrics.staleServes.inc();
+      return true;
+    }
+    this.outage.delete(sk);
+    return false;
   }
 
   /** How long a check of the block at `addr` holds: see the module comment. */

@@ -268,7 +268,9 @@ t.test('a WAL disk below walMinFreeBytes: writes refused naming it, a warning in
   const refused = await c.call('Write', req, { 'x-strata-tenant': 'acme', 'x-strata-shard': '0' });
   t.equal(refused.err?.code, status.RESOURCE_EXHAUSTED, 'refused');
   t.match(refused.err?.details ?? '', /less than walMinFreeBytes \(8388608\)/, 'naming the bound');
-  t.ok(a.logs.some((l) => l.level === 'warn' && /walMinFreeBytes/.test(String(l.msg))), 'a warning in the log');
+  // the line reaches this process through the child's stdout, maybe after the answer
+  const warned = await eventually('the warning in the log', async () => (a.logs.some((l) => l.level === 'warn' && /walMinFreeBytes/.test(String(l.msg))) ? true : null));
+  t.ok(warned, 'a warning in the log');
   const text = await (await fetch(`http://127.0.0.1:${a.metricsPort}/metrics`)).text();
   const free = Number(/\nstrata_aggregator_wal_disk_free_bytes (\d+)/.exec(text)?.[1]);
   t.ok(free < 8 * MiB, `free space on /metrics: ${free}`);

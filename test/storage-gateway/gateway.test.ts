@@ -439,21 +439,28 @@ t.test('a read that runs into a replacement while a background re-check that rea
   t.equal(await gw.metrics.total('strata_gateway_block_replacements_total'), 1, 'one replacement seen');
 });
 
-t.test('an S3 outage: cached blocks are served as last read up to maxStaleMs, counted, then UNAVAILABLE; healed after', async (t) => {
+/**
+ * A gateway reading block `series` of tenant "big" (window W0) through a fault proxy that answers
+ * 503 while `bucketDown.down` is set, with clock `clock` and the config `extra`.
+ */
+async function throughOutageProxy(t: Test, series: typeof BIG, clock: { now: () => number }, extra: Record<string, unknown>) {
   const { bucketConfig, bucket } = await setup(t);
-  const v1 = BIG.slice(0, 40);
-  await writeBlock(bucket, 'big', 0, 1, W0, v1, { seriesPerPage: 16 });
-  let down = false;
+  await writeBlock(bucket, 'big', 0, 1, W0, series, { seriesPerPage: 16 });
+  const bucketDown = { down: false };
   const upstream = (bucketConfig as { endpoint: string }).endpoint;
-  const proxy = await startFaultProxy(t, upstream, () => (down ? { kind: 'status', status: 503, code: 'ServiceUnavailable' } : FORWARD));
+  const proxy = await startFaultProxy(t, upstream, () => (bucketDown.down ? { kind: 'status', status: 503, code: 'ServiceUnavailable' } : FORWARD));
   const viaProxy = { ...bucketConfig, endpoint: proxy.endpoint, retry: { maxAttempts: 2, baseDelayMs: 5, maxDelayMs: 20 } } as BucketConfig;
+  const gw = await startTestGateway(t, testConfig(viaProxy, tempDir(t), extra), { now: clock.now });
+  return { bucket, bucketDown, proxy, gw, q: clientFor(t, gw.grpcPort, 1), ds: { tenant: 'big', numShards: 1, windows: 1, series } };
+}
+
+t.test('an S3 outage: cached blocks are served as last read up to maxStaleMs, counted, then UNAVAILABLE; healed after', async (t) => {
+  const v1 = BIG.slice(0, 40);
   const clock = manualClock(Number(W0 + 10n * D));
-  const gw = await startTestGateway(t, testConfig(viaProxy, tempDir(t), { stalenessMs: 60_000, closedStalenessMs: 60_000, maxStaleMs: 3_600_000 }), { now: clock.now });
-  const q = clientFor(t, gw.grpcPort, 1);
-  const ds = { tenant: 'big', numShards: 1, windows: 1, series: v1 };
+  const { bucketDown, proxy, gw, q, ds } = await throughOutageProxy(t, v1, clock, { stalenessMs: 60_000, closedStalenessMs: 60_000, maxStaleMs: 3_600_000 });
   const ids = [v1[0]!.id, v1[1]!.id];
   t.same(mismatches((await q.query('big', ids, ONE_WINDOW)).series, expected(ds, ids, W0, W0 + D)), [], 'warm');
-  down = true;
+  bucketDown.down = true;
   clock.advance(120_000); // past stalenessMs: the read asks the bucket, which fails
   t.same(mismatches((await q.query('big', ids, ONE_WINDOW)).series, expected(ds, ids, W0, W0 + D)), [], 'served as last read during the outage');
   t.equal(await gw.metrics.total('strata_gateway_stale_serves_total'), 1, 'counted');
@@ -467,28 +474,20 @@ t.test('an S3 outage: cached blocks are served as last read up to maxStaleMs, co
     (e: unknown) => e,
   );
   t.ok(err instanceof QueryError && err.code === status.UNAVAILABLE, `past maxStaleMs: UNAVAILABLE (${(err as Error | null)?.message})`);
-  down = false;
+  bucketDown.down = false;
   t.same(mismatches((await q.query('big', ids, ONE_WINDOW)).series, expected(ds, ids, W0, W0 + D)), [], 'the bucket is back: served fresh');
 });
 
 t.test('an S3 outage: a window last found without a block (a range ending now) answers "no block" as last read up to maxStaleMs, then UNAVAILABLE', async (t) => {
-  const { bucketConfig, bucket } = await setup(t);
   const v1 = BIG.slice(0, 10);
-  await writeBlock(bucket, 'big', 0, 1, W0, v1, { seriesPerPage: 16 });
-  let down = false;
-  const upstream = (bucketConfig as { endpoint: string }).endpoint;
-  const proxy = await startFaultProxy(t, upstream, () => (down ? { kind: 'status', status: 503, code: 'ServiceUnavailable' } : FORWARD));
-  const viaProxy = { ...bucketConfig, endpoint: proxy.endpoint, retry: { maxAttempts: 2, baseDelayMs: 5, maxDelayMs: 20 } } as BucketConfig;
   // "now" is inside the window after W0: it has no block yet (it is still being written)
   const clock = manualClock(Number(W0 + D + D / 2n));
-  const gw = await startTestGateway(t, testConfig(viaProxy, tempDir(t), { stalenessMs: 60_000, closedStalenessMs: 600_000, negativeTtlMs: 5_000, uploadGraceMs: Number(D), maxStaleMs: 3_600_000 }), { now: clock.now });
-  const q = clientFor(t, gw.grpcPort, 1);
-  const ds = { tenant: 'big', numShards: 1, windows: 1, series: v1 };
+  const { bucket, bucketDown, proxy, gw, q, ds } = await throughOutageProxy(t, v1, clock, { stalenessMs: 60_000, closedStalenessMs: 600_000, negativeTtlMs: 5_000, uploadGraceMs: Number(D), maxStaleMs: 3_600_000 });
   const ids = [v1[0]!.id, v1[1]!.id];
   const toNow = { start: W0, end: W0 + 2n * D };
   const want = expected(ds, ids, W0, W0 + D);
   t.same(mismatches((await q.query('big', ids, toNow)).series, want), [], 'bucket up: the closed window from its block, the current one empty');
-  down = true;
+  bucketDown.down = true;
   clock.advance(20_000); // past negativeTtlMs of the current window (its "no block" must be asked again), before half of stalenessMs
   t.same(mismatches((await q.query('big', ids, toNow)).series, want), [], 'bucket down: the current window answers "no block" as last found');
   t.equal(await gw.metrics.total('strata_gateway_stale_serves_total'), 1, 'counted as a stale serve');
@@ -501,7 +500,7 @@ t.test('an S3 outage: a window last found without a block (a range ending now) a
     (e: unknown) => e,
   );
   t.ok(err instanceof QueryError && err.code === status.UNAVAILABLE, `past maxStaleMs: UNAVAILABLE (${(err as Error | null)?.message})`);
-  down = false;
+  bucketDown.down = false;
   // the window's block has come meanwhile: the bucket's answer replaces the remembered "no block"
   const v2 = v1.map((s) => ({ id: s.id, samples: { timestamps: s.samples.timestamps.map((x) => x + D), values: s.samples.values } }));
   await writeBlock(bucket, 'big', 0, 1, W0 + D, v2, { seriesPerPage: 16 });

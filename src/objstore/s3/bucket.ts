@@ -52,25 +52,26 @@ import {
 import { backoffDelayMs, DEFAULT_RETRY_POLICY, type RetryPolicy } from '../../common/backoff.js';
 import { ErrorCode, InvalidArgumentError, ObjectStoreError } from '../../errors.js';
 import { isAbortError, putViaUpload } from '../body.js';
-import type { Bucket, ByteRange, GetRangeOptions, IncompleteUpload, IncompleteUploads, ObjectInfo, ObjectUpload, PutOptions, RangeResult } from '../bucket.js';
+import { writeCondition, type Bucket, type ByteRange, type GetRangeOptions, type IncompleteUpload, type IncompleteUploads, type ObjectInfo, type ObjectUpload, type PutOptions, type RangeResult, type WriteCondition } from '../bucket.js';
 import { formatRange, normalizeKeyPrefix, resolveRange, validateKey, validateListPrefix, validateRange } from '../keys.js';
 import type { Agent as HttpAgent } from 'node:http';
 import type { Agent as HttpsAgent } from 'node:https';
 import { GuardedHttpAgent, GuardedHttpsAgent } from './agents.js';
 import { intOption, S3_DEFAULTS as DEFAULTS, type S3BucketConfig, type S3Hooks, type S3Operation, type S3Stats } from './config.js';
 import { BODY_OPERATIONS, classify, describe, TransientError, type Classified } from './errors.js';
-import { S3Upload, type MultipartTarget, type PutCondition } from './multipart.js';
+import { S3Upload, type MultipartTarget } from './multipart.js';
 
 /** A {@link Bucket} on an S3-compatible server. See the module comment for the contract. */
-/** Whether two ETags name one version (servers differ in quoting them). */
-function sameEtag(a: string, b: string): boolean {
-  return a.replace(/^"|"$/g, '') === b.replace(/^"|"$/g, '');
+/** An ETag without its quotes. */
+function unquoted(etag: string): string {
+  return etag.replace(/^"|"$/g, '');
 }
 
-function conditionOf(opts: PutOptions | undefined): PutCondition {
-  if (opts?.ifNoneMatch === true && opts.ifMatch !== undefined) throw new TypeError('a write takes ifNoneMatch or ifMatch, not both');
-  return opts?.ifMatch !== undefined ? { ifNoneMatch: false, ifMatch: opts.ifMatch } : { ifNoneMatch: opts?.ifNoneMatch === true };
+/** Whether two ETags name one version (servers differ in quoting them). */
+function sameEtag(a: string, b: string): boolean {
+  return unquoted(a) === unquoted(b);
 }
+
 
 export class S3Bucket implements Bucket, IncompleteUploads, MultipartTarget {
   readonly name: string;
@@ -229,14 +230,14 @@ export class S3Bucket implements Bucket, IncompleteUploads, MultipartTarget {
     const fullKey = this.#fullKey(key);
     const signal = opts?.signal;
     if (body instanceof Uint8Array && body.length <= this.#threshold) {
-      return this.#putObject(key, fullKey, body, conditionOf(opts), signal);
+      return this.#putObject(key, fullKey, body, writeCondition(opts), signal);
     }
     return putViaUpload(this.upload(key, opts), body, { bucket: this.name, key, signal });
   }
 
   upload(key: string, opts?: PutOptions): ObjectUpload {
     const fullKey = this.#fullKey(key);
-    const cond = conditionOf(opts);
+    const cond = writeCondition(opts);
     return new S3Upload(this, {
       key,
       fullKey,
@@ -272,7 +273,7 @@ export class S3Bucket implements Bucket, IncompleteUploads, MultipartTarget {
    * @internal One PutObject. A 412 after a retried attempt is checked against our own bytes; a
    * 412 of `ifMatch` for the ETag the object does have is tried once more with it unquoted.
    */
-  async #putObject(key: string, fullKey: string, body: Uint8Array, cond: PutCondition, signal: AbortSignal | undefined): Promise<ObjectInfo> {
+  async #putObject(key: string, fullKey: string, body: Uint8Array, cond: WriteCondition, signal: AbortSignal | undefined): Promise<ObjectInfo> {
     const doing = `storing "${key}" (${body.length} bytes) in ${this.name}${cond.ifMatch !== undefined ? ` over version ${cond.ifMatch}` : ''}`;
     let attempts = 0;
     const send = (ifMatch: string | undefined): Promise<ObjectInfo> =>
@@ -291,34 +292,24 @@ export class S3Bucket implements Bucket, IncompleteUploads, MultipartTarget {
         );
         return { key, size: body.length, lastModifiedMs: Date.now(), etag: res.ETag ?? '' };
       });
-    const ours = async (): Promise<ObjectInfo | null> => {
-      // an earlier attempt may have stored the object before its response was lost: then the 412
-      // is about our own write. Single-part ETags are the MD5 of the body.
-      const info = await this.head(key).catch(() => null);
-      const md5 = `"${createHash('md5').update(body).digest('hex')}"`;
-      return info !== null && info.size === body.length && info.etag === md5 ? info : null;
-    };
-    const refused = (err: unknown): boolean => err instanceof ObjectStoreError && err.code === ErrorCode.ALREADY_EXISTS;
-    try {
-      return await send(cond.ifMatch);
-    } catch (err) {
-      if (!refused(err)) throw err;
-      if (attempts > 1) {
-        const mine = await ours();
-        if (mine) return mine;
-      }
-      const bare = cond.ifMatch?.replace(/^"|"$/g, '');
-      if (cond.ifMatch === undefined || bare === cond.ifMatch) throw err;
-      const now = await this.head(key).catch(() => null);
-      if (now === null || !sameEtag(now.etag, cond.ifMatch)) throw err;
+    // the forms of If-Match to try: as given, then unquoted (Ceph RGW 16 compares it so)
+    const forms = cond.ifMatch === undefined ? [undefined] : [...new Set([cond.ifMatch, unquoted(cond.ifMatch)])];
+    for (let i = 0; ; i++) {
+      const before = attempts;
       try {
-        return await send(bare);
-      } catch (again) {
-        if (refused(again) && attempts > 2) {
-          const mine = await ours();
-          if (mine) return mine;
-        }
-        throw again;
+        return await send(forms[i]);
+      } catch (err) {
+        if (!(err instanceof ObjectStoreError && err.code === ErrorCode.ALREADY_EXISTS)) throw err;
+        const retried = attempts - before > 1;
+        const another = i + 1 < forms.length;
+        if (!retried && !another) throw err;
+        const info = await this.head(key).catch(() => null);
+        // an earlier attempt may have stored the object before its response was lost: then the
+        // 412 is about our own write. Single-part ETags are the MD5 of the body.
+        if (retried && info !== null && info.size === body.length && info.etag === `"${createHash('md5').update(body).digest('hex')}"`) return info;
+        // the object is the version asked for, refused in this form of its ETag: the next form
+        if (another && info !== null && sameEtag(info.etag, cond.ifMatch!)) continue;
+        throw err;
       }
     }
   }
@@ -351,7 +342,7 @@ export class S3Bucket implements Bucket, IncompleteUploads, MultipartTarget {
     uploadId: string,
     parts: CompletedPart[],
     size: number,
-    cond: PutCondition,
+    cond: WriteCondition,
     signal: AbortSignal | undefined,
   ): Promise<ObjectInfo> {
     const conditional = this.#conditionalMultipart;
@@ -439,7 +430,7 @@ export class S3Bucket implements Bucket, IncompleteUploads, MultipartTarget {
   }
 
   /** @internal */
-  putObject(key: string, fullKey: string, body: Uint8Array, cond: PutCondition, signal: AbortSignal | undefined): Promise<ObjectInfo> {
+  putObject(key: string, fullKey: string, body: Uint8Array, cond: WriteCondition, signal: AbortSignal | undefined): Promise<ObjectInfo> {
     return this.#putObject(key, fullKey, body, cond, signal);
   }
 

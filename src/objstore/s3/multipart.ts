@@ -6,19 +6,13 @@
 import type { CompletedPart } from '@aws-sdk/client-s3';
 import { ErrorCode, ObjectStoreError } from '../../errors.js';
 import { isAbortError, withSecondaryError } from '../body.js';
-import type { ObjectInfo, ObjectUpload } from '../bucket.js';
+import type { ObjectInfo, ObjectUpload, WriteCondition } from '../bucket.js';
 import { S3_MAX_PARTS } from './config.js';
-
-/** The conditions of a write (PutOptions), as the requests send them. */
-export interface PutCondition {
-  readonly ifNoneMatch: boolean;
-  readonly ifMatch?: string;
-}
 
 /** What an upload needs of its bucket: the requests of a write, each retried by the bucket. */
 export interface MultipartTarget {
   readonly name: string;
-  putObject(key: string, fullKey: string, body: Buffer, cond: PutCondition, signal: AbortSignal | undefined): Promise<ObjectInfo>;
+  putObject(key: string, fullKey: string, body: Buffer, cond: WriteCondition, signal: AbortSignal | undefined): Promise<ObjectInfo>;
   createMultipart(key: string, fullKey: string, signal: AbortSignal | undefined): Promise<string>;
   uploadPart(key: string, fullKey: string, uploadId: string, partNumber: number, body: Buffer, signal: AbortSignal | undefined): Promise<CompletedPart>;
   completeMultipart(
@@ -27,7 +21,7 @@ export interface MultipartTarget {
     uploadId: string,
     parts: CompletedPart[],
     size: number,
-    cond: PutCondition,
+    cond: WriteCondition,
     signal: AbortSignal | undefined,
   ): Promise<ObjectInfo>;
   abortMultipart(key: string, fullKey: string, uploadId: string): Promise<void>;
@@ -36,7 +30,7 @@ export interface MultipartTarget {
 export interface UploadSpec {
   readonly key: string;
   readonly fullKey: string;
-  readonly cond: PutCondition;
+  readonly cond: WriteCondition;
   readonly partSize: number;
   readonly concurrency: number;
   readonly signal: AbortSignal | undefined;
