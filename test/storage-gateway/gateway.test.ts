@@ -500,10 +500,12 @@ t.test('an S3 outage: a window last found without a block (a range ending now) a
     (e: unknown) => e,
   );
   t.ok(err instanceof QueryError && err.code === status.UNAVAILABLE, `past maxStaleMs: UNAVAILABLE (${(err as Error | null)?.message})`);
-  bucketDown.down = false;
-  // the window's block has come meanwhile: the bucket's answer replaces the remembered "no block"
+  // the window's block has come meanwhile (written before the bucket is back: a retry of the
+  // failed read still in flight must not find the window empty once more and be remembered so);
+  // the bucket's answer replaces the remembered "no block"
   const v2 = v1.map((s) => ({ id: s.id, samples: { timestamps: s.samples.timestamps.map((x) => x + D), values: s.samples.values } }));
   await writeBlock(bucket, 'big', 0, 1, W0 + D, v2, { seriesPerPage: 16 });
+  bucketDown.down = false;
   const current = { start: W0 + D, end: W0 + 2n * D };
   t.same(mismatches((await q.query('big', ids, current)).series, expected({ ...ds, series: v2 }, ids, current.start, current.end)), [], 'the bucket is back: the new block is read');
 });
