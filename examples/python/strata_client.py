@@ -13,6 +13,7 @@ Needs Debian's python3-grpcio and python3-protobuf (protobuf-compiler for genera
 import argparse
 import json
 import os
+import random
 import struct
 import sys
 import time
@@ -63,6 +64,29 @@ def wait_serving(channel, health_pb2, service, deadline_s=60):
             return
         time.sleep(0.1)  # the aggregator recovers its WAL before it serves
     raise RuntimeError('%s is not SERVING' % service)
+
+
+def read_retrying(call, deadline_s=60, max_delay_s=2.0):
+    """Runs a Read, retrying while the gateway refuses it for a budget in use by other calls:
+    RESOURCE_EXHAUSTED with the grpc-retry-pushback-ms trailer, after that many ms at first, then
+    backing off (doubling, with jitter, up to max_delay_s) until deadline_s. A refusal without the
+    trailer is a limit of the request itself and is raised at once. (A retry policy in grpcio's
+    service config stops after 5 attempts and waits only the pushback each time: about half a
+    second in all, which a busy gateway can outlast.)"""
+    give_up = time.monotonic() + deadline_s
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except grpc.RpcError as err:
+            pushback = dict(err.trailing_metadata() or ()).get('grpc-retry-pushback-ms')
+            if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or pushback is None or not pushback.isdigit():
+                raise
+            delay = min(max_delay_s, int(pushback) / 1000 * 2 ** attempt) * random.uniform(0.5, 1.0)
+            if time.monotonic() + delay > give_up:
+                raise
+            time.sleep(delay)
+            attempt += 1
 
 
 def main():
@@ -122,7 +146,7 @@ def main():
         req = read_pb2.ReadRequest(tenant=args.tenant, shard=shard, num_shards=shards or num_shards, window_start_ms=window,
                                    series_ids=struct.pack('<%dQ' % len(sids), *sids), start_ms=start, end_ms=end, encoding=encoding)
         md = [('x-strata-block', '%s/%d/%d' % (args.tenant, shard, window)), ('x-strata-tenant', args.tenant)] + auth
-        return list(read(req, metadata=md, timeout=60))
+        return read_retrying(lambda: list(read(req, metadata=md, timeout=60)))
 
     checks = {}
     # RAW: decoded columns, only samples in the range; fragments of a series are adjacent

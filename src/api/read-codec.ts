@@ -196,13 +196,25 @@ class Reader {
   /** Field number and wire type of the next field. */
   tag(): [number, number] {
     const t = this.varint();
-    if (t < 8) throw new ProtoDecodeError('field number 0 is not a valid field');
+    if (t < 8) throw new ProtoDecodeError('field 0: invalid field number');
     return [Math.floor(t / 8), t % 8];
   }
 }
 
-function expectWire(field: number, wire: number, want: number): void {
-  if (wire !== want) throw new ProtoDecodeError(`field ${field} has wire type ${wire}, expected ${want}`);
+/** Field names of ReadRequest and ReadResponse by number, as in proto/read.proto. */
+const REQUEST_FIELDS = ['', 'tenant', 'shard', 'num_shards', 'window_start_ms', 'series_ids', 'start_ms', 'end_ms', 'encoding', 'window_ms'] as const;
+const RESPONSE_FIELDS = ['', 'block_id', 'series_ids', 'sample_counts', 'timestamps', 'values', 'run_lengths', 'run_crcs', 'runs'] as const;
+
+function expectWire(field: number, wire: number, want: number, names: readonly string[]): void {
+  if (wire !== want) throw new ProtoDecodeError(`field ${field} (${names[field]}) has wire type ${wire}, expected ${want}`);
+}
+
+/**
+ * What a decoder of `message` threw, with the message named (`ReadRequest: field 1 (tenant) has
+ * wire type 0, expected 2`), as the write path's checks do.
+ */
+function inMessage(message: string, err: unknown): unknown {
+  return err instanceof ProtoDecodeError ? new ProtoDecodeError(`${message}: ${err.message}`) : err;
 }
 
 /** Serializes a ReadRequest. */
@@ -237,45 +249,53 @@ export function encodeReadRequest(r: ReadRequestFields): Buffer {
  * @throws ProtoDecodeError for malformed bytes.
  */
 export function decodeReadRequest(buf: Buffer): ReadRequestFields {
+  try {
+    return readRequestFields(buf);
+  } catch (err) {
+    throw inMessage('ReadRequest', err);
+  }
+}
+
+function readRequestFields(buf: Buffer): ReadRequestFields {
   const r = new Reader(buf);
   const out = { tenant: '', shard: 0, numShards: 0, windowStartMs: 0n, seriesIds: EMPTY as Uint8Array, startMs: 0n, endMs: 0n, encoding: 0, windowMs: 0n };
   while (!r.done) {
     const [field, wire] = r.tag();
     switch (field) {
       case 1:
-        expectWire(field, wire, WIRE_LEN);
+        expectWire(field, wire, WIRE_LEN, REQUEST_FIELDS);
         out.tenant = r.bytes().toString('utf8');
         break;
       case 2:
-        expectWire(field, wire, WIRE_VARINT);
+        expectWire(field, wire, WIRE_VARINT, REQUEST_FIELDS);
         out.shard = Number(BigInt.asUintN(32, r.int64()));
         break;
       case 3:
-        expectWire(field, wire, WIRE_VARINT);
+        expectWire(field, wire, WIRE_VARINT, REQUEST_FIELDS);
         out.numShards = Number(BigInt.asUintN(32, r.int64()));
         break;
       case 4:
-        expectWire(field, wire, WIRE_VARINT);
+        expectWire(field, wire, WIRE_VARINT, REQUEST_FIELDS);
         out.windowStartMs = r.int64();
         break;
       case 5:
-        expectWire(field, wire, WIRE_LEN);
+        expectWire(field, wire, WIRE_LEN, REQUEST_FIELDS);
         out.seriesIds = r.bytes();
         break;
       case 6:
-        expectWire(field, wire, WIRE_VARINT);
+        expectWire(field, wire, WIRE_VARINT, REQUEST_FIELDS);
         out.startMs = r.int64();
         break;
       case 7:
-        expectWire(field, wire, WIRE_VARINT);
+        expectWire(field, wire, WIRE_VARINT, REQUEST_FIELDS);
         out.endMs = r.int64();
         break;
       case 8:
-        expectWire(field, wire, WIRE_VARINT);
+        expectWire(field, wire, WIRE_VARINT, REQUEST_FIELDS);
         out.encoding = Number(BigInt.asIntN(32, r.int64()));
         break;
       case 9:
-        expectWire(field, wire, WIRE_VARINT);
+        expectWire(field, wire, WIRE_VARINT, REQUEST_FIELDS);
         out.windowMs = r.int64();
         break;
       default:
@@ -319,13 +339,21 @@ export function encodeReadResponse(p: ReadResponseParts): Buffer {
  * @throws ProtoDecodeError for malformed bytes.
  */
 export function decodeReadResponse(buf: Buffer): ReadResponseView {
+  try {
+    return readResponseView(buf);
+  } catch (err) {
+    throw inMessage('ReadResponse', err);
+  }
+}
+
+function readResponseView(buf: Buffer): ReadResponseView {
   const r = new Reader(buf);
   const out: ReadResponseView = { blockId: '', seriesIds: EMPTY, sampleCounts: EMPTY, timestamps: EMPTY, values: EMPTY, runLengths: EMPTY, runCrcs: EMPTY, runs: EMPTY };
   const names = ['', 'blockId', 'seriesIds', 'sampleCounts', 'timestamps', 'values', 'runLengths', 'runCrcs', 'runs'] as const;
   while (!r.done) {
     const [field, wire] = r.tag();
     if (field >= 1 && field <= 8) {
-      expectWire(field, wire, WIRE_LEN);
+      expectWire(field, wire, WIRE_LEN, RESPONSE_FIELDS);
       const b = r.bytes();
       if (field === 1) out.blockId = b.toString('utf8');
       else out[names[field] as Exclude<(typeof names)[number], '' | 'blockId'>] = b;

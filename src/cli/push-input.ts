@@ -93,7 +93,11 @@ function parseValue(s: string | undefined, input: PushInput, line: number): numb
       return -Infinity;
   }
   if (s === undefined || !/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(s)) throw bad(input, line, `value ${JSON.stringify(s ?? null)} is not a number`);
-  return Number(s);
+  const v = Number(s);
+  // as Prometheus' parser (Go's ParseFloat) does: a decimal beyond the float64 range is an error,
+  // not an infinity nobody wrote (those are spelled +Inf / -Inf)
+  if (!Number.isFinite(v)) throw bad(input, line, `value ${s} is beyond the float64 range (write +Inf or -Inf for an infinity)`);
+  return v;
 }
 
 /**
@@ -130,6 +134,7 @@ export function splitExpositionLine(text: string): { labels: Map<string, string>
           value += e === 'n' ? '\n' : (e ?? '');
         } else value += c;
       }
+      if (labels.has(name)) return `the label "${name}" appears twice`;
       labels.set(name, value);
     }
   }
@@ -187,8 +192,17 @@ function textParser(input: PushInput): LineParser {
     };
   }
   const seconds = input.format === 'openmetrics';
+  /** Line of the OpenMetrics `# EOF`: the exposition ends there, nothing may follow. */
+  let eofLine = 0;
   return (line, n) => {
-    if (seconds && line.trim() === '# EOF') return null;
+    if (eofLine > 0) {
+      if (line.trim() === '') return null;
+      throw bad(input, n, `content after "# EOF" (line ${eofLine} ends the exposition)`);
+    }
+    if (seconds && line.trim() === '# EOF') {
+      eofLine = n;
+      return null;
+    }
     const parts = splitExpositionLine(line);
     if (parts === null) return null;
     if (typeof parts === 'string') throw bad(input, n, parts);

@@ -93,6 +93,9 @@ export type ParsedRead = Omit<ReadQuery, 'block'> & {
  * Validates a request and its headers into a ParsedRead.
  * @throws InvalidArgumentError naming the field.
  */
+/** How many ids a Read may carry per series of `maxSeriesPerRequest`, duplicates included. */
+const DUPLICATES_ALLOWED = 4;
+
 export function parseReadRequest(req: ReadRequestFields, md: Metadata, cfg: Pick<GatewayConfig, 'blockDurationMs' | 'maxSeriesPerRequest'>): ParsedRead {
   validateTenant(req.tenant);
   const headerTenant = headerValue(md, TENANT_HEADER);
@@ -122,8 +125,10 @@ export function parseReadRequest(req: ReadRequestFields, md: Metadata, cfg: Pick
   const raw = Buffer.from(req.seriesIds.buffer, req.seriesIds.byteOffset, req.seriesIds.length);
   if (raw.length % 8 !== 0) throw new InvalidArgumentError('series_ids', `${raw.length} bytes is not a whole number of uint64`);
   const n = raw.length / 8;
-  if (n > cfg.maxSeriesPerRequest) {
-    throw new InvalidArgumentError('series_ids', `${n} series, over the gateway's maxSeriesPerRequest (${cfg.maxSeriesPerRequest})`);
+  // the limit counts distinct series (duplicates do not matter, says read.proto); ids beyond
+  // DUPLICATES_ALLOWED times it are refused before they are sorted, duplicates or not
+  if (n > DUPLICATES_ALLOWED * cfg.maxSeriesPerRequest) {
+    throw new InvalidArgumentError('series_ids', `${n} ids, more than ${DUPLICATES_ALLOWED} times the gateway's maxSeriesPerRequest (${cfg.maxSeriesPerRequest}) even with duplicates`);
   }
   const all = new BigUint64Array(n);
   const shards = BigInt(req.numShards);
@@ -136,6 +141,9 @@ export function parseReadRequest(req: ReadRequestFields, md: Metadata, cfg: Pick
   all.sort();
   let m = 0;
   for (let i = 0; i < n; i++) if (i === 0 || all[i] !== all[i - 1]) all[m++] = all[i]!;
+  if (m > cfg.maxSeriesPerRequest) {
+    throw new InvalidArgumentError('series_ids', `${m} series, over the gateway's maxSeriesPerRequest (${cfg.maxSeriesPerRequest})`);
+  }
   if (req.encoding !== ENCODING_RAW && req.encoding !== ENCODING_RUNS) throw new InvalidArgumentError('encoding', `unknown encoding ${req.encoding}`);
   return {
     block: { tenant: req.tenant, shard: req.shard, windowStart, windowEnd: windowStart + d, key: day ? dayBlockKey(req.tenant, req.shard, windowStart) : blockKey(req.tenant, req.shard, windowStart) },

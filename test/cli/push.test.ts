@@ -18,7 +18,7 @@ import { blockKey, DEFAULT_BLOCK_DURATION_MS } from '../../src/format/key.js';
 import { FilesystemBucket } from '../../src/objstore/fs.js';
 import { parseAggregatorConfig } from '../../src/shard-aggregator/config.js';
 import { startAggregatorServer } from '../../src/shard-aggregator/server.js';
-import { splitCsvLine, splitExpositionLine } from '../../src/cli/push-input.js';
+import { readPushInput, splitCsvLine, splitExpositionLine, type PushInput } from '../../src/cli/push-input.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const D = BigInt(DEFAULT_BLOCK_DURATION_MS);
@@ -43,7 +43,33 @@ t.test('splitExpositionLine() and splitCsvLine() read escapes and quotes', (t) =
   t.equal(splitExpositionLine('# HELP up x'), null);
   t.equal(splitExpositionLine('m{a="x} 1 2'), 'unterminated label value');
   t.same(splitCsvLine('7,"a ""quoted"", b",1795219200000, NaN'), ['7', 'a "quoted", b', '1795219200000', 'NaN']);
+  t.equal(splitExpositionLine('m{sid="400",sid="401"} 1 2'), 'the label "sid" appears twice');
   t.end();
+});
+
+t.test('what Prometheus refuses is refused: content after # EOF, a decimal beyond float64, a label named twice', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'strata-push-input-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const read = async (name: string, format: PushInput['format'], lines: string[]): Promise<unknown> => {
+    const path = join(dir, name);
+    writeFileSync(path, lines.join('\n'));
+    const got: [string, string, number][] = [];
+    try {
+      for await (const chunk of readPushInput({ path, format, idField: 'sid', chunkSamples: 16 })) {
+        for (const s of chunk) for (let i = 0; i < s.timestamps.length; i++) got.push([String(s.id), String(s.timestamps[i]), s.values[i]!]);
+      }
+    } catch (err) {
+      return (err as Error).message;
+    }
+    return got;
+  };
+  // blank lines after # EOF are fine; anything else is not read as more samples
+  t.same(await read('ok.om', 'openmetrics', ['m{sid="1"} 2.5 1795219200.5', '# EOF', '', '']), [['1', '1795219200500', 2.5]]);
+  t.match(await read('after.om', 'openmetrics', ['m{sid="1"} 2.5 1795219200.5', '# EOF', 'm{sid="2"} 1 1795219201']), /after\.om:3: content after "# EOF" \(line 2 ends the exposition\)$/);
+  t.match(await read('big.prom', 'prom', ['m{sid="1"} 1e400 1795219200000']), /big\.prom:1: value 1e400 is beyond the float64 range \(write \+Inf or -Inf for an infinity\)$/);
+  t.match(await read('small.prom', 'prom', ['m{sid="1"} -1.8e308 1795219200000']), /value -1\.8e308 is beyond the float64 range/);
+  t.same(await read('inf.prom', 'prom', ['m{sid="1"} +Inf 1795219200000', 'm{sid="1"} 1.7976931348623157e308 1795219200001']), [['1', '1795219200000', Infinity], ['1', '1795219200001', 1.7976931348623157e308]]);
+  t.match(await read('twice.prom', 'prom', ['m{sid="400",sid="401"} 1 1795219200000']), /twice\.prom:1: the label "sid" appears twice$/);
 });
 
 t.test('strata push reads Prometheus text, OpenMetrics and CSV with the id from a named label or column', async (t) => {

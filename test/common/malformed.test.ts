@@ -93,24 +93,25 @@ t.test('the gateway answers a malformed Read with INVALID_ARGUMENT', async (t) =
   const gw = await startTestGateway(t, testConfig({ type: 'filesystem', path: join(dir, 'bucket') }, join(dir, 'cache')));
   const c = new Client(`127.0.0.1:${gw.grpcPort}`, credentials.createInsecure());
   t.teardown(() => c.close());
-  const err = await new Promise<ServiceError | null>((resolve) => {
-    const call = c.makeServerStreamRequest('/strata.read.v1.Read/Read', identity, identity, GARBAGE, new Metadata(), { deadline: Date.now() + 30_000 });
-    call.on('data', () => undefined);
-    call.on('error', (e: ServiceError) => resolve(e));
-    call.on('end', () => resolve(null));
-  });
+  const read = (body: Buffer): Promise<ServiceError | null> =>
+    new Promise((resolve) => {
+      const call = c.makeServerStreamRequest('/strata.read.v1.Read/Read', identity, identity, body, new Metadata(), { deadline: Date.now() + 30_000 });
+      call.on('data', () => undefined);
+      call.on('error', (e: ServiceError) => resolve(e));
+      call.on('end', () => resolve(null));
+    });
+  const err = await read(GARBAGE);
   t.equal(err?.code, status.INVALID_ARGUMENT, `INVALID_ARGUMENT (${err?.details})`);
   t.match(err?.details ?? '', /invalid request: the Read request message does not decode/);
   // field number 0 in front of a valid request
   const valid = encodeReadRequest({ tenant: 'acme', shard: 0, numShards: 1, windowStartMs: 0n, seriesIds: Buffer.alloc(8), startMs: 0n, endMs: 1n, encoding: ENCODING_RAW });
-  const zero = await new Promise<ServiceError | null>((resolve) => {
-    const call = c.makeServerStreamRequest('/strata.read.v1.Read/Read', identity, identity, Buffer.concat([Buffer.from([0x00, 0x01]), valid]), new Metadata(), { deadline: Date.now() + 30_000 });
-    call.on('data', () => undefined);
-    call.on('error', (e: ServiceError) => resolve(e));
-    call.on('end', () => resolve(null));
-  });
+  const zero = await read(Buffer.concat([Buffer.from([0x00, 0x01]), valid]));
   t.equal(zero?.code, status.INVALID_ARGUMENT, `field 0: INVALID_ARGUMENT (${zero?.details})`);
-  t.match(zero?.details ?? '', /field number 0/);
+  t.match(zero?.details ?? '', /ReadRequest: field 0: invalid field number/, 'names the message');
+  // a known field in the wrong wire type: the message and the field by name
+  const wrong = await read(Buffer.concat([valid, Buffer.from([0x08, 0x01])]));
+  t.equal(wrong?.code, status.INVALID_ARGUMENT, `wrong wire type: INVALID_ARGUMENT (${wrong?.details})`);
+  t.match(wrong?.details ?? '', /ReadRequest: field 1 \(tenant\) has wire type 0, expected 2/, 'names the message and field');
 });
 
 /** A gRPC frame of `body` flagged as compressed, sent on a call with no grpc-encoding header. */

@@ -206,6 +206,11 @@ t.test('limits and malformed requests get INVALID_ARGUMENT / RESOURCE_EXHAUSTED 
   t.equal(ok.length, 1);
   t.equal(ok[0]!['block_id'], (await gw.directory.open(await gw.address('big', 0, W0)))!.blockId);
   await refused({ series_ids: idBytes(BIG.slice(0, 51).map((s) => s.id)) }, {}, status.INVALID_ARGUMENT, /series_ids.*51 series.*maxSeriesPerRequest \(50\)/, 'too many series');
+  // duplicates do not count (read.proto: order and duplicates do not matter), up to 4 times the limit in ids
+  const fifty = BIG.slice(0, 50).map((s) => s.id);
+  await refused({ series_ids: idBytes([...fifty, ...fifty, BIG[50]!.id]) }, {}, status.INVALID_ARGUMENT, /series_ids.*51 series.*maxSeriesPerRequest \(50\)/, '51 distinct among 101 ids');
+  await refused({ series_ids: idBytes(Array.from({ length: 201 }, () => BIG[0]!.id)) }, {}, status.INVALID_ARGUMENT, /series_ids.*201 ids, more than 4 times the gateway's maxSeriesPerRequest \(50\) even with duplicates/, 'too many ids');
+  t.equal((await rawRead(gw.grpcPort, { ...base, series_ids: idBytes(Array.from({ length: 200 }, () => BIG[0]!.id)) }, { 'x-strata-block': `big/0/${W0}`, 'x-strata-tenant': 'big' })).length, 1, '200 ids of one series: one series read');
   await refused({ series_ids: idBytes(BIG.slice(0, 21).map((s) => s.id)) }, {}, status.RESOURCE_EXHAUSTED, /maxSamplesPerResponse \(19200\)/, 'too many samples');
   await refused({ series_ids: Buffer.alloc(7) }, {}, status.INVALID_ARGUMENT, /series_ids/, 'ragged ids');
   await refused({ window_start_ms: (W0 + 1n).toString() }, {}, status.INVALID_ARGUMENT, /window_start_ms/, 'unaligned window');
