@@ -116,9 +116,18 @@ function isNegZero(v: number): boolean {
   return v === 0 && 1 / v < 0;
 }
 
+/**
+ * The values that made {@link findScaled} grow its denominator, and the denominator each one
+ * needed (at most {@link MAX_GROWTHS} kept): {@link findScaledOutliers} tries the run without each.
+ */
+const MAX_GROWTHS = 8;
+const growthQ = new Float64Array(MAX_GROWTHS);
+let growths = 0;
+
 /** Fills `ints` with m_i and returns D, or 0 when the values are not all m/D. */
 function findScaled(values: Float64Array, n: number): number {
   let d = 1;
+  growths = 0;
   for (let i = 0; i < n; i++) {
     const v = values[i]!;
     const m = Math.round(v * d);
@@ -131,6 +140,8 @@ function findScaled(values: Float64Array, n: number): number {
     if (q === 0) return 0;
     d = (d / gcd(d, q)) * q;
     if (d > MAX_DEN) return 0;
+    if (growths < MAX_GROWTHS) growthQ[growths] = q;
+    growths++;
     // earlier m scale with the new denominator; re-check everything on the final pass
     const m2 = Math.round(v * d);
     if (m2 / d !== v || Math.abs(m2) >= M_LIMIT) return 0;
@@ -328,6 +339,9 @@ function readIntDeltas(br: BitReader, dst: Float64Array, n: number): void {
   decodeIntSeqSums(br, dst, 1, n - 1, x0, 1);
 }
 
+/** The denominator of the values {@link encodePlain} last found all m/D (0: they were not). */
+let plainDen = 0;
+
 /** Writes `values[0..n)` in the cheapest layout without exceptions and returns its id. */
 function encodePlain(out: ByteWriter, values: Float64Array, n: number): number {
   if (sameBits(values, n)) {
@@ -338,6 +352,7 @@ function encodePlain(out: ByteWriter, values: Float64Array, n: number): number {
   }
   grow(n);
   const d = findScaled(values, n);
+  plainDen = d;
   if (d > 0) {
     const start = out.length;
     out.uvarint(d);
@@ -542,6 +557,41 @@ function findOutliers(values: Float64Array, n: number, limit: number): number {
   return count;
 }
 
+/**
+ * For values that are all m/D with D > 1 ({@link findScaled} just ran): lists in `excIdx` the
+ * values that a smaller denominator leaves out, when they are few. One value can make D grow for
+ * all: 0.5 among integers doubles every m; 3.141592653589793 is m/78256779, which makes every
+ * other step cost 27 bits more. Each value that grew D is tried left out (D then being the
+ * least common multiple of what the others needed); the smallest such D that leaves at most
+ * `limit` values out wins. Returns their number, or 0 when none does.
+ */
+function findScaledOutliers(values: Float64Array, n: number, d: number, limit: number): number {
+  if (growths > MAX_GROWTHS) return 0;
+  let bestD = d;
+  for (let j = 0; j < growths; j++) {
+    let dj = 1;
+    for (let k = 0; k < growths; k++) if (k !== j) dj = (dj / gcd(dj, growthQ[k]!)) * growthQ[k]!;
+    if (dj >= bestD) continue;
+    let misses = 0;
+    for (let i = 0; i < n && misses <= limit; i++) {
+      const v = values[i]!;
+      const m = Math.round(v * dj);
+      if (m / dj !== v) misses++;
+    }
+    if (misses <= limit) bestD = dj;
+  }
+  if (bestD === d) return 0;
+  let count = 0;
+  for (let i = 0; i < n; i++) {
+    const v = values[i]!;
+    const m = Math.round(v * bestD);
+    if (m / bestD === v && Math.abs(m) < M_LIMIT) continue;
+    growExceptions(count + 1);
+    excIdx[count++] = i;
+  }
+  return count <= limit ? count : 0;
+}
+
 /** Class of the bit pattern `hi`:`lo` (EXC_RAW when it has no short form). */
 function exceptionClass(hi: number, lo: number): number {
   for (let c = 1; c < EXC_CLASSES; c++) if (EXC_BITS[c]![0] === hi && EXC_BITS[c]![1] === lo) return c;
@@ -629,6 +679,11 @@ export function encodeValues(out: ByteWriter, values: Float64Array, n: number): 
   if (best === V_CONST) return best;
   const limit = Math.floor(n * MAX_EXCEPTION_SHARE);
   if (limit < 1) return best;
+  if (best === V_SCALED && plainDen > 1) {
+    // no special values then (they are never m/D); maybe a few values that grew D for all
+    const outliers = findScaledOutliers(values, n, plainDen, limit);
+    return outliers > 0 ? tryExceptions(out, start, best, values, n, outliers) : best;
+  }
   const specials = findSpecials(values, n, limit);
   if (specials > 0) best = tryExceptions(out, start, best, values, n, specials);
   if ((best & 7) !== V_SCALED) {

@@ -103,6 +103,29 @@ t.test('an outlier among decimals becomes an exception of the scaled layout', (t
   t.end();
 });
 
+t.test('a value that would make every other step wider becomes an exception: 0.5, 12.25 or pi among integers, a full-precision float among decimals', (t) => {
+  const n = 960;
+  const integers = Float64Array.from({ length: n }, (_, i) => 1_000_000 + 37 * i + (i % 7));
+  const decimals = Float64Array.from({ length: n }, (_, i) => Math.round(2000 + 30 * Math.sin(i / 9)) / 100);
+  for (const [name, base] of [['integers', integers], ['2-decimal values', decimals]] as const) {
+    const plain = encodeRun({ timestamps: grid(n), values: base }, { lz4: false }).length;
+    // 0.7310585786300049 is m/D with D < 2^32, as most doubles are
+    for (const odd of [0.5, 12.25, Math.PI, 0.7310585786300049]) {
+      for (const at of [0, 480, n - 1]) {
+        const s = { timestamps: grid(n), values: withValue(base, at, new BigUint64Array(new Float64Array([odd]).buffer)[0]!) };
+        const run = encodeRun(s, { lz4: false });
+        t.ok(sameSamples(decodeRun(run), s), `${name}, ${odd} at ${at}: round trip`);
+        if (name === 'integers' || !Number.isInteger(odd * 100)) {
+          t.equal(valueLayout(run), V_EXCEPTIONS | V_SCALED, `${name}, ${odd} at ${at}: an exception of the scaled layout`);
+          // at an edge the exception list alone (10 bytes); inside, also the step it leaves in the layout
+          t.ok(run.length - plain <= (at === 480 ? 64 : 16), `${name}, ${odd} at ${at}: ${run.length - plain} bytes more than without it`);
+        }
+      }
+    }
+  }
+  t.end();
+});
+
 t.test('true floats with a few NaNs still round-trip (FLOAT with or without exceptions)', (t) => {
   const f = makeSeries('float', 300, 1_800_000_000_000n, 3);
   const s = { timestamps: f.timestamps, values: withValue(withValue(f.values, 0, STALE), 150, 0x7ff8000000000000n) };
