@@ -4,8 +4,9 @@
  * (whole block and per series type), single-core encode and decode rates, range reads for one
  * series cold and warm, and an exact round trip through a block file. Then the bytes per sample of
  * two more generator runs (50 % of scrapes jittered; one scrape every 48 s) and of the shared real
- * dataset (written as the service would: 16 shards, 4 h windows), and, on the same real data, of
- * Prometheus and VictoriaMetrics (bench/peers.ts).
+ * dataset (written as the service would: 16 shards, 4 h windows; `real_hashed_ids_bytes_per_sample`:
+ * the same with every id replaced by a 64-bit hash of it, as ids made from label sets are), and, on
+ * the same real data, of Prometheus and VictoriaMetrics (bench/peers.ts).
  */
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -76,6 +77,15 @@ async function writeBlocks(dir: string, series: readonly Series[], numShards: nu
     rmSync(path);
   }
   return { bytes, blocks: groups.size, exact };
+}
+
+/** SplitMix64's finalizer: a 64-bit hash of `x`, as a series id made from a hash of labels is. */
+function splitmix64(x: bigint): bigint {
+  const M = (1n << 64n) - 1n;
+  let z = (x + 0x9e3779b97f4a7c15n) & M;
+  z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & M;
+  z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & M;
+  return z ^ (z >> 31n);
 }
 
 /**
@@ -174,9 +184,13 @@ export async function main(argv: string[]): Promise<void> {
   const realDir = flag(argv, 'real', REAL_DATA_DIR);
   const real = loadReal(realDir);
   const rw = await writeBlocks(tmp, real.series, REAL_SHARDS);
+  // the same samples with the ids a label-set hash gives: spread over the uint64 range
+  const hashed = real.series.map((s) => ({ ...s, id: splitmix64(s.id) })).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const hw = await writeBlocks(tmp, hashed, REAL_SHARDS);
   rmSync(tmp, { recursive: true, force: true });
-  exact &&= rw.exact;
+  exact &&= rw.exact && hw.exact;
   result['real_bytes_per_sample'] = rw.bytes / real.sampleCount;
+  result['real_hashed_ids_bytes_per_sample'] = hw.bytes / real.sampleCount;
   const nans = countNaNs(real.series);
   result['real_stale_markers'] = nans.stale;
   result['real_nan_values'] = nans.nan;
@@ -211,6 +225,7 @@ export async function main(argv: string[]): Promise<void> {
   console.log(`one-series read: ${coldReads} range reads cold, ${warmReads} warm; round trip exact: ${exact}`);
   for (const line of variantLines) console.log(line);
   console.log(`real data ${realDir}: ${real.series.length} series, ${real.sampleCount} samples (${result['real_stale_markers']} stale markers, ${result['real_nan_values']} NaNs of any payload) in ${rw.blocks} blocks of ${REAL_SHARDS} shards: ${(rw.bytes / real.sampleCount).toFixed(3)} bytes/sample, round trip exact: ${rw.exact}`);
+  console.log(`  the same with ids hashed over the uint64 range (splitmix64): ${(hw.bytes / real.sampleCount).toFixed(3)} bytes/sample, round trip exact: ${hw.exact}`);
   if (result['real_vm_bytes_per_sample'] !== undefined) {
     console.log(`  Prometheus (promtool): ${(result['real_prometheus_chunks_bytes_per_sample'] as number).toFixed(3)} bytes/sample in chunks, ${(result['real_prometheus_blocks_bytes_per_sample'] as number).toFixed(3)} whole blocks`);
     console.log(`  VictoriaMetrics: ${(result['real_vm_bytes_per_sample'] as number).toFixed(3)} bytes/sample in data parts; ${result['real_vm_values_changed']} values changed, ${result['real_vm_samples_dropped']} samples dropped`);

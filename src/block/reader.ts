@@ -102,11 +102,11 @@ export class BlockReader {
   }
 
   /** Checks and decodes index page `i` (exact range read, then CRC). */
-  static decodePageBytes(name: string, ioi: IndexOfIndex, i: number, bytes: Uint8Array, samplesEnd: number): IndexPage {
+  static decodePageBytes(name: string, ioi: IndexOfIndex, i: number, bytes: Uint8Array, samplesEnd: number, version = FORMAT_VERSION): IndexPage {
     const offset = ioi.offsets[i]!;
     if (bytes.length !== ioi.lengths[i]) throw new CorruptionError(name, offset, `index page ${i} read returned ${bytes.length} of ${ioi.lengths[i]} bytes`);
     if (crc32c(bytes) !== ioi.crcs[i]) throw new CorruptionError(name, offset, `index page ${i} checksum mismatch`);
-    const page = decodePage(bytes, { object: name, offset }, samplesEnd);
+    const page = decodePage(bytes, { object: name, offset }, samplesEnd, version);
     if (page.count !== ioi.seriesCounts[i] || page.ids[0] !== ioi.firstIds[i] || page.ids[page.count - 1] !== ioi.lastIds[i]) {
       throw new CorruptionError(name, offset, `index page ${i} disagrees with the index of index`);
     }
@@ -123,7 +123,7 @@ export class BlockReader {
     }
     const r = await this.source.read({ offset: this.ioi.offsets[i]!, length: this.ioi.lengths[i]! });
     this.reads++;
-    const page = BlockReader.decodePageBytes(this.source.name, this.ioi, i, r.data, this.footer.samples.length);
+    const page = BlockReader.decodePageBytes(this.source.name, this.ioi, i, r.data, this.footer.samples.length, this.footer.version);
     this.pages.set(i, page);
     if (this.pages.size > this.pageCacheSize) this.pages.delete(this.pages.keys().next().value!);
     return page;
@@ -303,7 +303,7 @@ export async function verifyBlock(reader: BlockReader, chunkBytes = VERIFY_CHUNK
     let count = 0;
     const scratch = { timestamps: new BigInt64Array(0), values: new Float64Array(0) };
     for (let p = 0; p < ioi.pageCount; p++) {
-      const page = BlockReader.decodePageBytes(name, ioi, p, await read(ioi.offsets[p]!, ioi.lengths[p]!), samplesSection.length);
+      const page = BlockReader.decodePageBytes(name, ioi, p, await read(ioi.offsets[p]!, ioi.lengths[p]!), samplesSection.length, reader.footer.version);
       for (let e = 0; e < page.count; e++) {
         const loc = locationOf(page, p, e, reader.footer.version);
         if (loc.offset < samplesSection.offset || loc.offset + loc.length > samplesEnd) {

@@ -10,11 +10,11 @@ import { randomBytes } from 'node:crypto';
 import { crc32c } from '@node-rs/crc32';
 import { InvalidArgumentError } from '../errors.js';
 import { ByteWriter } from '../format/bytes.js';
-import { encodeFooter, FOOTER_LEN, FORMAT_VERSION, IOI_ENTRY_BYTES, MAX_TENANT_BYTES, type Footer } from '../format/footer.js';
+import { BASE_FORMAT_VERSION, encodeFooter, FOOTER_LEN, FORMAT_VERSION, IOI_ENTRY_BYTES, MAX_TENANT_BYTES, type Footer } from '../format/footer.js';
 import { validateTenant } from '../format/key.js';
 import { encodeRunChecked, lz4Run, RUN_LZ4, splitRun, type Samples, type SplitRun } from '../format/run.js';
 import { encodeIoi, type PageRef } from '../index/index-of-index.js';
-import { decodePage, idGapFits, PageBuilder } from '../index/page.js';
+import { decodePage, PAGE_WIDE_IDS, PageBuilder } from '../index/page.js';
 
 /** Where block bytes go. `ObjectUpload` of the bucket layer satisfies it. */
 export interface ByteSink {
@@ -167,8 +167,7 @@ export class BlockWriter {
   private async addRun(id: bigint, run: Uint8Array, packable: boolean, count: number, minTime: bigint, maxTime: bigint): Promise<void> {
     const split = splitRun(run, { object: `run of series ${id}`, offset: 0 });
     if (split.count !== count) throw new InvalidArgumentError('count', `series ${id}: the run holds ${split.count} samples, not ${count}`);
-    const last = this.pending[this.pending.length - 1];
-    if (this.pending.length >= this.seriesPerPage || (last && !idGapFits(last.id, id))) await this.closePage();
+    if (this.pending.length >= this.seriesPerPage) await this.closePage();
     const ts = split.timestamps;
     const key = `${split.layout}/${count}/${Buffer.from(ts.buffer, ts.byteOffset, ts.length).toString('latin1')}`;
     this.pending.push({ id, run, packable, split, key, count, minTime, maxTime });
@@ -231,8 +230,6 @@ export class BlockWriter {
               maxTime: p.maxTimes[e]!,
               crc: p.crcs[e]!,
             };
-            // an id gap beyond 2^53 keeps its own page boundary
-            if (!builder.accepts(entry)) sealPage(builder, pages, refs);
             const ref = p.tsRefs[e]!;
             const v = ref ? p.vectors[ref - 1]! : null;
             builder.add({ ...entry, tsRef: v ? builder.vector(v.layout, v.count, v.bytes, v.minTime, v.maxTime) : 0 });
@@ -240,7 +237,7 @@ export class BlockWriter {
         }
         sealPage(builder, pages, refs);
       }
-      if (refs.length >= this.refs.length) return; // cannot shrink further (id gaps)
+      if (refs.length >= this.refs.length) return; // one page left
       this.pages.splice(0, this.pages.length, ...pages);
       this.refs.splice(0, this.refs.length, ...refs);
     }
@@ -289,7 +286,8 @@ export class BlockWriter {
     const ioi = encodeIoi(refs);
     this.buf.bytes(ioi);
     const footer: Footer = {
-      version: FORMAT_VERSION,
+      // version 3 only for a block that needs it: older builds read the others
+      version: this.pages.some((p) => (p[0]! & PAGE_WIDE_IDS) !== 0) ? FORMAT_VERSION : BASE_FORMAT_VERSION,
       pageCount: refs.length,
       samples: { offset: 0, length: samplesLength, crc: this.samplesCrc },
       index: { offset: samplesLength, length: indexLength, crc: indexCrc },

@@ -11,10 +11,16 @@ import { ByteReader, ByteWriter, type Origin } from './bytes.js';
 /** "STRB" read as a little-endian u32: the last 4 bytes of every block. */
 export const BLOCK_MAGIC = 0x42525453;
 /**
- * The block format version this build writes: 2 (value exceptions, timestamp vectors shared in
- * index pages). It reads every version from {@link OLDEST_FORMAT_VERSION} to this one.
+ * The newest block format version this build reads and writes: 3 (index pages whose series ids
+ * are 2^53 or more apart, {@link WIDE_IDS_VERSION}). It reads every version from
+ * {@link OLDEST_FORMAT_VERSION} to this one. A block is written with version 3 only when it
+ * needs it, else with {@link BASE_FORMAT_VERSION}, which older builds read.
  */
-export const FORMAT_VERSION = 2;
+export const FORMAT_VERSION = 3;
+/** The version of a block that needs nothing of version 3: 2 (value exceptions, timestamp vectors shared in index pages). */
+export const BASE_FORMAT_VERSION = 2;
+/** The version that added index pages with series id gaps of 2^53 or more (`PAGE_WIDE_IDS`). */
+export const WIDE_IDS_VERSION = 3;
 /** The oldest block format version this build reads. Version 2 only adds to version 1. */
 export const OLDEST_FORMAT_VERSION = 1;
 /** Size of the footer in bytes. */
@@ -25,7 +31,7 @@ export const MAX_TENANT_BYTES = 64;
 /** Byte offsets of the footer fields. */
 export const FooterField = {
   VERSION: 0, // u16
-  FLAGS: 2, // u16, zero in versions 1 and 2
+  FLAGS: 2, // u16, zero in versions 1 to 3
   PAGE_COUNT: 4, // u32
   SAMPLES_OFFSET: 8, // u64
   SAMPLES_LENGTH: 16, // u64

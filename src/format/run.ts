@@ -17,6 +17,9 @@ import { compressSync, uncompressSync } from 'lz4-napi';
 import { type CorruptionError, ErrorCode, InvalidArgumentError, StrataError } from '../errors.js';
 import { ByteReader, ByteWriter, MEMORY, onShrinkScratch, putUvarint, SCRATCH_KEEP_SAMPLES, shrinkScratch, uvarintLength, type Origin } from './bytes.js';
 import { FORMAT_VERSION } from './footer.js';
+
+/** The last format version that added run codes: runs of version 3 blocks are those of version 2. */
+const RUN_CODES_VERSION = 2;
 import { decodeSequencesOfVersion } from './intseq.js';
 import { decodeTimestamps, encodeTimestamps, TS_RAW } from './timestamps.js';
 import { decodeValues, encodeValues, V_CONST, V_EXCEPTIONS, V_NEAR } from './values.js';
@@ -292,7 +295,7 @@ function checkVersion1(r: ByteReader, enc: number): void {
  * sets the sequence decoder back to the current version after.
  */
 function ofVersion<T>(version: number, decode: () => T): T {
-  if (version >= FORMAT_VERSION) return decode();
+  if (version >= RUN_CODES_VERSION) return decode();
   decodeSequencesOfVersion(version);
   try {
     return decode();
@@ -340,7 +343,7 @@ function allocSamples(n: number): Samples {
  * codes version 2 added are a CorruptionError that names the code and the version.
  */
 export function decodeRun(buf: Uint8Array, origin: Origin = MEMORY, shared: SharedTimestamps | null = null, version = FORMAT_VERSION): Samples {
-  if (version < FORMAT_VERSION) return ofVersion(version, () => decodeWhole(buf, origin, shared, version));
+  if (version < RUN_CODES_VERSION) return ofVersion(version, () => decodeWhole(buf, origin, shared, version));
   return decodeWhole(buf, origin, shared, version);
 }
 
@@ -438,7 +441,7 @@ export function decodeRunInto(
   shared: SharedTimestamps | null = null,
 ): number {
   if (!Number.isSafeInteger(offset) || offset < 0) throw new InvalidArgumentError('offset', `${offset} is not a non-negative integer`);
-  if (version < FORMAT_VERSION) return ofVersion(version, () => decodeInto(buf, origin, timestamps, values, offset, version, shared));
+  if (version < RUN_CODES_VERSION) return ofVersion(version, () => decodeInto(buf, origin, timestamps, values, offset, version, shared));
   return decodeInto(buf, origin, timestamps, values, offset, version, shared);
 }
 

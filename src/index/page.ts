@@ -15,7 +15,8 @@
  * times  := uvarint (minTime - baseTime), uvarint (maxTime - minTime)   (flags bit 0 clear)
  *         | i64 minTime, i64 maxTime                                    (flags bit 0 set: WIDE)
  * ```
- * idDelta is 0 for the first entry and > 0 after it. Run offsets are firstRunOffset plus the
+ * idDelta is 0 for the first entry and > 0 after it; a uvarint below 2^53, or in pages with flag
+ * bit 2 (WIDE_IDS, format version 3: some delta is 2^53 or more) a uvarint64 below 2^64. Run offsets are firstRunOffset plus the
  * lengths of the runs before. tsRef (only in SHARED pages, format version 2) is 0 for a run with
  * its own timestamps, else 1 + the index of the page's vector that holds them; such an entry's
  * sample count and times are the vector's.
@@ -24,17 +25,45 @@ import { ByteReader, ByteWriter, MEMORY, type Origin } from '../format/bytes.js'
 import type { SharedTimestamps } from '../format/run.js';
 import { TS_GRID, TS_RAW } from '../format/timestamps.js';
 import { InvalidArgumentError } from '../errors.js';
+import { FORMAT_VERSION, WIDE_IDS_VERSION } from '../format/footer.js';
 
 /** Page flag: times are stored as raw int64 (spans of 2^53 ms or more). */
 export const PAGE_WIDE_TIMES = 1;
 /** Page flag (format version 2): the page holds timestamp vectors shared by its runs. */
 export const PAGE_SHARED_TIMES = 2;
+/**
+ * Page flag (format version 3): id deltas are uvarint64 (up to 2^64 - 1), because some are 2^53
+ * or more (ids spread over the whole uint64 range, such as hashes of label sets).
+ */
+export const PAGE_WIDE_IDS = 4;
 const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 const TWO32 = 4294967296;
+const U64_MAX = (1n << 64n) - 1n;
 
-/** Whether series `next` may follow `prev` in one page (ids are stored as deltas below 2^53). */
-export function idGapFits(prev: bigint, next: bigint): boolean {
-  return next - prev <= SAFE;
+/** Writes `v` (0 <= v < 2^64) as an unsigned LEB128 of up to 10 bytes. */
+function putUvarint64(w: ByteWriter, v: bigint): void {
+  while (v >= 128n) {
+    w.u8(Number(v & 127n) | 128);
+    v >>= 7n;
+  }
+  w.u8(Number(v));
+}
+
+/** Reads an unsigned LEB128 of a value below 2^64 (at most 10 bytes, no redundant high zeros past them). */
+function readUvarint64(r: ByteReader, what: string): bigint {
+  const start = r.pos;
+  let v = 0n;
+  let shift = 0n;
+  for (let i = 0; i < 10; i++) {
+    const b = r.u8(what);
+    v |= BigInt(b & 127) << shift;
+    if (b < 128) {
+      if (v > U64_MAX) throw r.corrupt(`${what} exceeds 2^64`, start);
+      return v;
+    }
+    shift += 7n;
+  }
+  throw r.corrupt(`${what} is longer than 10 bytes`, start);
 }
 
 /** One series' entry while building a page. */
@@ -89,16 +118,6 @@ export class PageBuilder {
     return this.entries[this.entries.length - 1]!.id;
   }
 
-  /**
-   * True if `e` can join the page: ids increase, runs are contiguous and the id delta fits.
-   * The writer starts a new page when this is false.
-   */
-  accepts(e: IndexEntry): boolean {
-    const last = this.entries[this.entries.length - 1];
-    if (!last) return true;
-    return idGapFits(last.id, e.id);
-  }
-
   add(e: IndexEntry): void {
     const last = this.entries[this.entries.length - 1];
     if (last) {
@@ -117,6 +136,8 @@ export class PageBuilder {
     for (const e of es) if (e.minTime < base) base = e.minTime;
     for (const e of es) if (e.minTime - base > SAFE || e.maxTime - e.minTime > SAFE) wide = true;
     const shared = this.vectors.length > 0;
+    let wideIds = false;
+    for (let i = 1; i < es.length && !wideIds; i++) wideIds = es[i]!.id - es[i - 1]!.id > SAFE;
     const w = new ByteWriter(16 + es.length * 16);
     const times = (minTime: bigint, maxTime: bigint): void => {
       if (wide) {
@@ -127,7 +148,7 @@ export class PageBuilder {
         w.uvarint(Number(maxTime - minTime));
       }
     };
-    w.u8((wide ? PAGE_WIDE_TIMES : 0) | (shared ? PAGE_SHARED_TIMES : 0));
+    w.u8((wide ? PAGE_WIDE_TIMES : 0) | (shared ? PAGE_SHARED_TIMES : 0) | (wideIds ? PAGE_WIDE_IDS : 0));
     w.uvarint(es.length);
     w.u64(es[0]!.id);
     w.uvarint(es[0]!.runOffset);
@@ -144,7 +165,8 @@ export class PageBuilder {
     }
     let prev = es[0]!.id;
     for (const e of es) {
-      w.uvarint(Number(e.id - prev));
+      if (wideIds) putUvarint64(w, e.id - prev);
+      else w.uvarint(Number(e.id - prev));
       prev = e.id;
       w.uvarint(e.runLength);
       const ref = e.tsRef ?? 0;
@@ -198,10 +220,13 @@ function setSum(h: Uint32Array, i: number, lo: number, hi: number, delta: number
  * Decodes a page (whose checksum the caller has verified). `origin` locates `buf[0]`. Consumes
  * the page exactly and checks ids increase and runs stay inside `samplesEnd`.
  */
-export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number): IndexPage {
+export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number, version = FORMAT_VERSION): IndexPage {
   const r = new ByteReader(buf, origin);
   const flags = r.u8('page flags');
-  if (flags & ~(PAGE_WIDE_TIMES | PAGE_SHARED_TIMES)) throw r.corrupt(`unknown page flags ${flags}`, 0);
+  if (flags & ~(PAGE_WIDE_TIMES | PAGE_SHARED_TIMES | PAGE_WIDE_IDS)) throw r.corrupt(`unknown page flags ${flags}`, 0);
+  const wideIds = (flags & PAGE_WIDE_IDS) !== 0;
+  // a writer of an older version never set it: damage, not a page to read
+  if (wideIds && version < WIDE_IDS_VERSION) throw r.corrupt(`page flag ${PAGE_WIDE_IDS} (series ids 2^53 or more apart) is format version ${WIDE_IDS_VERSION}, in a block of format version ${version}`, 0);
   const count = r.uvarint('page entry count');
   if (count === 0 || count > buf.length) throw r.corrupt(`page claims ${count} entries in ${buf.length} bytes`, 0);
   const firstId = r.u64('first series id');
@@ -275,12 +300,20 @@ export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number):
   const tsRefs = new Uint32Array(count);
   for (let i = 0; i < count; i++) {
     const at = r.pos;
-    const delta = r.uvarint('series id delta');
-    if ((i === 0) !== (delta === 0)) throw r.corrupt(`series id delta ${delta} at entry ${i}`, at);
-    setSum(idh, i, idLo, idHi, delta);
-    if (idh[2 * i + 1]! < idHi) throw r.corrupt(`series id overflows at entry ${i}`, at);
-    idLo = idh[2 * i]!;
-    idHi = idh[2 * i + 1]!;
+    if (wideIds) {
+      const delta = readUvarint64(r, 'series id delta');
+      if ((i === 0) !== (delta === 0n)) throw r.corrupt(`series id delta ${delta} at entry ${i}`, at);
+      const id = (i === 0 ? firstId : ids[i - 1]!) + delta;
+      if (id > U64_MAX) throw r.corrupt(`series id overflows at entry ${i}`, at);
+      ids[i] = id;
+    } else {
+      const delta = r.uvarint('series id delta');
+      if ((i === 0) !== (delta === 0)) throw r.corrupt(`series id delta ${delta} at entry ${i}`, at);
+      setSum(idh, i, idLo, idHi, delta);
+      if (idh[2 * i + 1]! < idHi) throw r.corrupt(`series id overflows at entry ${i}`, at);
+      idLo = idh[2 * i]!;
+      idHi = idh[2 * i + 1]!;
+    }
     const len = r.uvarint('run length');
     if (len === 0) throw r.corrupt(`empty run at entry ${i}`, at);
     if (offset + len > samplesEnd) throw r.corrupt(`run ${offset}+${len} of entry ${i} runs past the sample section`, at);

@@ -448,7 +448,7 @@ export class BlockDirectory {
       for (let j = 0; j < missing.length; j++) {
         const i = missing[j]!;
         const p = nos[i]!;
-        const page = BlockReader.decodePageBytes(block.key, ioi, p, got[j]!, block.footer.samples.length);
+        const page = BlockReader.decodePageBytes(block.key, ioi, p, got[j]!, block.footer.samples.length, block.footer.version);
         this.pages_.set(pageKey(block, p), page, pageCharge(page));
         out[i] = page;
       }
@@ -619,7 +619,7 @@ export class BlockDirectory {
     const { store } = this.deps;
     let page: IndexPage;
     try {
-      page = BlockReader.decodePageBytes(block.key, block.ioi, p, bytes, block.footer.samples.length);
+      page = BlockReader.decodePageBytes(block.key, block.ioi, p, bytes, block.footer.samples.length, block.footer.version);
     } catch (err) {
       if (err instanceof StrataError) return; // a read of the page reports it, naming the block
       throw err;

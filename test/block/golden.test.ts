@@ -7,7 +7,8 @@ import { sameSamples } from '../support/series.js';
 import { readFileSync } from 'node:fs';
 import { readRunHeader, TS_SHARED, type Samples } from '../../src/format/run.js';
 import { V_EXCEPTIONS } from '../../src/format/values.js';
-import { GOLDEN_BLOCK_ID, GOLDEN_CREATED_AT, GOLDEN_META, goldenSeries, goldenSeriesV2 } from '../fixtures/golden.js';
+import { GOLDEN_BLOCK_ID, GOLDEN_CREATED_AT, GOLDEN_META, goldenSeries, goldenSeriesV2, goldenSeriesV3 } from '../fixtures/golden.js';
+import { PAGE_WIDE_IDS } from '../../src/index/page.js';
 
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures');
 const path = join(fixtures, 'golden-v1.block');
@@ -58,3 +59,23 @@ t.test('the committed version 2 block reads back exactly as its recipe, with sha
   t.ok(shared >= 18, `${shared} runs share timestamps`);
   t.ok(exceptions >= 12, `${exceptions} runs with exceptions`);
 });
+
+t.test('the committed version 3 block reads back exactly as its recipe, with ids 2^53 and more apart in full pages', async (t) => {
+  const file = join(fixtures, 'golden-v3.block');
+  const recipe = goldenSeriesV3();
+  const r = await readsAsRecipe(t, file, 3, recipe);
+  const bytes = readFileSync(file);
+  // 7 series a page, whatever the gaps between their ids
+  t.equal(r.ioi.pageCount, Math.ceil(recipe.length / 7));
+  let wide = 0;
+  for (let p = 0; p < r.ioi.pageCount; p++) if (bytes[r.ioi.offsets[p]!]! & PAGE_WIDE_IDS) wide++;
+  t.ok(wide >= 2, `${wide} pages with wide ids`);
+  // the spread target's series still share their timestamps
+  const spread = new Set(recipe.slice(-9, -1).map((s) => s.id));
+  let shared = 0;
+  for await (const loc of r.series()) {
+    if (spread.has(loc.id) && (readRunHeader(bytes.subarray(loc.offset, loc.offset + loc.length)).encoding & 7) === TS_SHARED) shared++;
+  }
+  t.ok(shared >= 6, `${shared} of 8 spread series share timestamps`);
+});
+

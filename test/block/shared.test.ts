@@ -2,9 +2,9 @@ import t from 'tap';
 import { BlockReader } from '../../src/block/reader.js';
 import { BlockWriter, type BlockMeta, type ByteSink } from '../../src/block/writer.js';
 import { CorruptionError } from '../../src/errors.js';
-import { FORMAT_VERSION } from '../../src/format/footer.js';
+import { BASE_FORMAT_VERSION, FORMAT_VERSION } from '../../src/format/footer.js';
 import { decodeRun, encodeRun, joinRun, readRunHeader, TS_SHARED, type Samples } from '../../src/format/run.js';
-import { decodePage } from '../../src/index/page.js';
+import { decodePage, PAGE_WIDE_IDS, PageBuilder } from '../../src/index/page.js';
 import { memorySource } from '../support/memory-source.js';
 import { makeSeries, sameSamples, scrapeTarget } from '../support/series.js';
 
@@ -49,8 +49,8 @@ t.test('series of one scrape keep their timestamps once per page and read back b
   const series = dataset(5, 20, 3);
   const bytes = await write(series);
   const r = await BlockReader.open(memorySource('shared.block', bytes));
-  t.equal(r.footer.version, FORMAT_VERSION);
-  t.equal(FORMAT_VERSION, 2);
+  t.equal(r.footer.version, BASE_FORMAT_VERSION, 'version 2: nothing of version 3 needed');
+  t.equal(BASE_FORMAT_VERSION, 2);
   let vectors = 0;
   let shared = 0;
   for (let p = 0; p < r.ioi.pageCount; p++) {
@@ -209,5 +209,68 @@ t.test('damage to a page with vectors is caught: checksums, and every truncation
     const rd = await BlockReader.open(memorySource('dmg.block', copy));
     await t.rejects(rd.readSeries(series[0]!.id).then(() => rd.readSeries(series[series.length - 1]!.id)), CorruptionError, `flip at ${i}`);
   }
+  t.end();
+});
+
+/** The series of `dense` with ids spread over the uint64 range as label-set hashes are (ascending, same shard). */
+function hashedIds(dense: { id: bigint; samples: Samples }[]): { id: bigint; samples: Samples }[] {
+  let x = 0x9e3779b97f4a7c15n;
+  const ids = dense.map(() => {
+    x = (x * 6364136223846793005n + 1442695040888963407n) & ((1n << 64n) - 1n);
+    return x - (x % 4n) + 1n > (1n << 64n) - 1n ? x - (x % 4n) - 3n : x - (x % 4n) + 1n;
+  });
+  const sorted = [...new Set(ids)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  return dense.slice(0, sorted.length).map((s, i) => ({ id: sorted[i]!, samples: s.samples }));
+}
+
+t.test('ids spread over the uint64 range (hashes) keep pages full and timestamps shared: version 3, uvarint64 id deltas', async (t) => {
+  const dense = dataset(5, 20, 3);
+  const hashed = hashedIds(dense);
+  t.equal(hashed.length, dense.length);
+  let wideGaps = 0;
+  for (let i = 1; i < hashed.length; i++) if (hashed[i]!.id - hashed[i - 1]!.id >= 2n ** 53n) wideGaps++;
+  t.ok(wideGaps > hashed.length / 2, `${wideGaps} of ${hashed.length - 1} gaps are 2^53 or more`);
+  const denseBytes = await write(dense);
+  const bytes = await write(hashed);
+  const d = await BlockReader.open(memorySource('dense.block', denseBytes));
+  const r = await BlockReader.open(memorySource('hashed.block', bytes));
+  t.equal(d.footer.version, BASE_FORMAT_VERSION, 'dense ids: version 2');
+  t.equal(r.footer.version, FORMAT_VERSION, 'hashed ids: version 3');
+  t.equal(r.ioi.pageCount, d.ioi.pageCount, `as many pages as with dense ids (${d.ioi.pageCount}), not one per gap`);
+  let vectors = 0;
+  let wide = 0;
+  for (let p = 0; p < r.ioi.pageCount; p++) {
+    vectors += (await r.page(p)).vectors.length;
+    if (bytes[r.ioi.offsets[p]!]! & PAGE_WIDE_IDS) wide++;
+  }
+  t.equal(wide, r.ioi.pageCount, 'every page has wide ids');
+  t.ok(vectors >= 5, `${vectors} timestamp vectors still shared`);
+  // at most 8 bytes more per series than with dense ids (the id delta of up to 10 bytes instead of 1 or 2)
+  t.ok(bytes.length - denseBytes.length <= 8 * hashed.length, `${bytes.length - denseBytes.length} bytes more for ${hashed.length} series`);
+  for (const s of hashed) {
+    const got = await r.readSeries(s.id);
+    t.ok(got && sameSamples(got, s.samples), `series ${s.id}`);
+    t.equal(await r.readSeries(s.id + 4n === 0n ? 1n : s.id + 4n), null, `no series at ${s.id + 4n}`);
+  }
+  t.same(await r.verify(), { series: hashed.length, samples: hashed.reduce((a, s) => a + s.samples.timestamps.length, 0) });
+
+  // a wide page: every truncation is CorruptionError; so is a delta past 2^64, and the flag in a version 2 block
+  const off = r.ioi.offsets[0]!;
+  const page = bytes.slice(off, off + r.ioi.lengths[0]!);
+  const end = r.footer.samples.length;
+  t.same(decodePage(page, { object: 'p', offset: off }, end).ids, (await r.page(0)).ids);
+  for (let cut = 0; cut < page.length; cut++) {
+    t.throws(() => decodePage(page.subarray(0, cut), { object: 'p', offset: off }, end), CorruptionError, `wide page cut to ${cut} bytes`);
+  }
+  t.throws(() => decodePage(page, { object: 'p', offset: off }, end, BASE_FORMAT_VERSION), { name: 'CorruptionError', message: /page flag 4 \(series ids 2\^53 or more apart\) is format version 3, in a block of format version 2/ });
+  const top = new PageBuilder();
+  top.add({ id: 1n, runOffset: 0, runLength: 1, sampleCount: 1, minTime: W0, maxTime: W0, crc: 0 });
+  top.add({ id: (1n << 64n) - 1n, runOffset: 1, runLength: 1, sampleCount: 1, minTime: W0, maxTime: W0, crc: 0 });
+  const topPage = top.finish();
+  t.same([...decodePage(topPage, { object: 'p', offset: 0 }, 2).ids], [1n, (1n << 64n) - 1n], 'a gap of 2^64 - 2');
+  // the same page with its first id raised by 2: the last id would pass 2^64
+  const over = topPage.slice();
+  new DataView(over.buffer).setBigUint64(2, 3n, true);
+  t.throws(() => decodePage(over, { object: 'p', offset: 0 }, 2), { name: 'CorruptionError', message: /series id overflows at entry 1/ });
   t.end();
 });

@@ -11,7 +11,7 @@ import { crc32c } from '@node-rs/crc32';
 import { BlockReader } from '../../src/block/reader.js';
 import { CorruptionError } from '../../src/errors.js';
 import { FOOTER_LEN, FooterField } from '../../src/format/footer.js';
-import { goldenSeriesV2 } from '../fixtures/golden.js';
+import { goldenSeriesV2, goldenSeriesV3 } from '../fixtures/golden.js';
 import { memorySource } from '../support/memory-source.js';
 import { sameSamples } from '../support/series.js';
 
@@ -87,4 +87,29 @@ t.test('a gateway refuses the runs of version 2 codes in a version 1 block with 
   }
   t.ok(refused >= 24, `${refused} series refused`);
   t.ok(served > 0, `${served} series served`);
+});
+
+t.test('a version 2 block with a page of version 3 (ids 2^53 or more apart) is refused as corrupt for the series of that page', async (t) => {
+  const v3 = readFileSync(join(fixtures, 'golden-v3.block'));
+  const recipe = goldenSeriesV3();
+  const r = await BlockReader.open(memorySource('relabelled-v2', relabelled(v3, 2)));
+  t.equal(r.footer.version, 2);
+  let refused = 0;
+  let read = 0;
+  for (const s of recipe) {
+    try {
+      const got = await r.readSeries(s.id);
+      t.ok(got && sameSamples(got, s.samples), `series ${s.id} exact`);
+      read++;
+    } catch (err) {
+      t.ok(err instanceof CorruptionError, `series ${s.id}: CorruptionError`);
+      t.match((err as Error).message, /page flag 4 \(series ids 2\^53 or more apart\) is format version 3, in a block of format version 2/);
+      t.match((err as Error).message, /"relabelled-v2"/, 'names the object');
+      refused++;
+    }
+  }
+  // the pages that hold the spread ids and the series near 2^64 (7 series a page)
+  t.ok(refused >= 9, `${refused} series refused`);
+  t.ok(read >= 56, `${read} series of pages without wide ids read`);
+  await t.rejects(r.verify(), CorruptionError, 'verify refuses the block');
 });
