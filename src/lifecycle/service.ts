@@ -217,18 +217,44 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
     }
     pass = runPass().finally(() => {
       pass = null;
+      // the next pass may be due before the next renewal: wait for it, not for the renewal
+      if (timer !== null && !stepping) {
+        clearTimeout(timer);
+        schedule();
+      }
     });
     return held;
   };
 
+  /**
+   * Until the next step: the lease is renewed every third of its duration, and a pass starts
+   * `intervalMs` after the start of the last one, not at the renewal after that.
+   */
+  const untilNextStep = (): number => {
+    const renew = Math.max(1000, Math.floor(config.leaseDurationMs / 3));
+    const last = lease.record?.lastRunMs ?? null;
+    if (pass !== null || !lease.held() || last === null) return renew;
+    return Math.max(100, Math.min(renew, last + config.intervalMs - now()));
+  };
   let timer: NodeJS.Timeout | null = null;
+  let stepping = false;
   const schedule = (): void => {
     if (stopping) return;
     timer = setTimeout(() => {
-      void step().then(schedule);
-    }, Math.max(1000, Math.floor(config.leaseDurationMs / 3)));
+      stepping = true;
+      void step().then(() => {
+        stepping = false;
+        schedule();
+      });
+    }, untilNextStep());
   };
-  if (opts.timer ?? true) void step().then(schedule);
+  if (opts.timer ?? true) {
+    stepping = true;
+    void step().then(() => {
+      stepping = false;
+      schedule();
+    });
+  }
 
   logger.info(
     {

@@ -87,8 +87,10 @@ export const aggregatorConfigSchema = z.strictObject({
   /** Request payload bytes being processed at once; more is refused. */
   inflightBytes: posInt.default(128 * MiB),
   /** Accepted timestamps: not older than now - maxSampleAgeMs, not newer than now + maxSampleFutureMs. */
-  maxSampleAgeMs: posInt.default(31 * DAY_MS),
-  maxSampleFutureMs: nonNegInt.default(3600 * 1000),
+  // at most 2^52 ms (about 142,000 years) each way: the accepted range then stays inside the
+  // +-2^53 ms the write path checks exactly, so Status never advertises a bound Write refuses
+  maxSampleAgeMs: posInt.max(2 ** 52).default(31 * DAY_MS),
+  maxSampleFutureMs: nonNegInt.max(2 ** 52).default(3600 * 1000),
   /** fsync every WAL group (acknowledged writes survive power loss). */
   walSync: z.boolean().default(true),
   /** LevelDB write buffer of each WAL. */

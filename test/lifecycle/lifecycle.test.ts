@@ -439,3 +439,19 @@ t.test('a gateway with the same tenants file answers an expired window as a wind
   t.equal((await role.tick()).pass?.blocksDeleted.tenant_deleted, 1, 'then its block is deleted');
   t.same(await read2(liveWindow), noBlock2, 'with the same answer');
 });
+
+t.test('with its timer, a pass starts intervalMs after the last one, not at the lease renewal after that', async (t) => {
+  const defName = await createTestBucket(t, { user: 1, tag: 'lc-timer' });
+  const file = writeTenants(tempDir(t, 'lc-timer'), { authRequired: false, retentionMs: 7 * DAY, defaultBucket: s3TenantBucket(defName, credentialEnvRefs(1)), tenants: {} });
+  // the lease is renewed every 20 s; passes are due every 1.5 s
+  const role = await startLifecycle({ config: baseConfig(file, { intervalMs: 1500, leaseDurationMs: 60_000 }), defaultMetrics: false });
+  t.teardown(() => role.shutdown());
+  const passes = async (): Promise<number> => (await role.metrics.passes.get()).values.find((v) => v.labels.result === 'ok')?.value ?? 0;
+  // waits for the passes themselves (the test's own timeout bounds it)
+  while ((await passes()) < 1) await new Promise((r) => setTimeout(r, 20));
+  const first = Date.now();
+  while ((await passes()) < 3) await new Promise((r) => setTimeout(r, 20));
+  const took = Date.now() - first;
+  t.ok(took >= 1500, `two more passes took ${took} ms: not back to back`);
+  t.ok(took < 20_000, `two more passes took ${took} ms, less than one renewal period (20 s; they were 40 s apart when passes waited for renewals)`);
+});

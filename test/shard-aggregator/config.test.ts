@@ -33,6 +33,9 @@ t.test('parseAggregatorConfig() fills defaults and rejects bad or unknown option
     ['bad enum', { ...base, verifyUpload: 'some' }, /verifyUpload/],
     ['port above 65535', { ...base, metricsListen: '127.0.0.1:70000' }, /metricsListen: the port must be in 0\.\.65535/],
     ['timer beyond 2^31-1 ms', { ...base, flushRetryMaxMs: 2 ** 31 }, /flushRetryMaxMs: must be at most 2147483647 ms/],
+    // beyond it the accepted range would leave the +-2^53 ms the write path checks exactly: Status advertised bounds Write refused
+    ['future beyond 2^52 ms', { ...base, maxSampleFutureMs: 2 ** 52 + 1 }, /maxSampleFutureMs/],
+    ['age beyond 2^52 ms', { ...base, maxSampleAgeMs: 2 ** 53 - 1 }, /maxSampleAgeMs/],
     ['bucket option out of range', { ...base, bucket: { type: 's3', region: 'r', bucket: 'bkt', retry: { maxAttempts: 0 } } }, /bucket: invalid bucket config: retry\.maxAttempts: must be an integer in \[1, 100\]/],
   ];
   for (const [name, input, msg] of bad) t.throws(() => parseAggregatorConfig(input), { ...configError, message: msg }, name);
