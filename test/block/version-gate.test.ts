@@ -3,7 +3,7 @@
  * nothing else): its runs that use codes of version 2 are refused as corrupt, naming the code and
  * the versions, and the version 1 golden block still reads exactly (golden.test.ts).
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
@@ -14,6 +14,7 @@ import { FOOTER_LEN, FooterField } from '../../src/format/footer.js';
 import { goldenSeriesV2, goldenSeriesV3 } from '../fixtures/golden.js';
 import { memorySource } from '../support/memory-source.js';
 import { sameSamples } from '../support/series.js';
+import type { Samples } from '../../src/format/run.js';
 
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures');
 
@@ -26,6 +27,28 @@ function relabelled(bytes: Uint8Array, version: number): Uint8Array {
   return out;
 }
 
+/**
+ * Reads every series of `recipe` from `r`: each is exact, or refused with a CorruptionError whose
+ * message matches `why` and names the object. Returns how many of each.
+ */
+async function readOrRefuse(t: Test, r: BlockReader, recipe: { id: bigint; samples: Samples }[], why: RegExp): Promise<{ refused: number; read: number }> {
+  let refused = 0;
+  let read = 0;
+  for (const s of recipe) {
+    try {
+      const got = await r.readSeries(s.id);
+      t.ok(got && sameSamples(got, s.samples), `series ${s.id} exact`);
+      read++;
+    } catch (err) {
+      t.ok(err instanceof CorruptionError, `series ${s.id}: CorruptionError`);
+      t.match((err as Error).message, why);
+      t.match((err as Error).message, new RegExp(`"${r.source.name}"`), 'names the object');
+      refused++;
+    }
+  }
+  return { refused, read };
+}
+
 t.test('a version 1 block with codes of version 2 is refused as corrupt, run by run', async (t) => {
   const v2 = readFileSync(join(fixtures, 'golden-v2.block'));
   const recipe = goldenSeriesV2();
@@ -35,21 +58,8 @@ t.test('a version 1 block with codes of version 2 is refused as corrupt, run by 
 
   const r = await BlockReader.open(memorySource('relabelled', relabelled(v2, 1)));
   t.equal(r.footer.version, 1);
-  let refused = 0;
-  let read = 0;
-  for (const s of recipe) {
-    try {
-      const got = await r.readSeries(s.id);
-      // a run of version 1 codes only reads as before
-      t.ok(got && sameSamples(got, s.samples), `series ${s.id} exact`);
-      read++;
-    } catch (err) {
-      t.ok(err instanceof CorruptionError, `series ${s.id}: CorruptionError`);
-      t.match((err as Error).message, /(timestamp|value|integer sequence) layout \d+ \([A-Za-z ]+\) is format version 2, in a block of format version 1/);
-      t.match((err as Error).message, /"relabelled"/, 'names the object');
-      refused++;
-    }
-  }
+  // a run of version 1 codes only reads as before
+  const { refused, read } = await readOrRefuse(t, r, recipe, /(timestamp|value|integer sequence) layout \d+ \([A-Za-z ]+\) is format version 2, in a block of format version 1/);
   // 24 series of scrape targets share timestamp vectors, so at least those are refused
   t.ok(refused >= 24, `${refused} series refused`);
   t.ok(read > 0, `${read} series of version 1 codes read`);
@@ -94,20 +104,7 @@ t.test('a version 2 block with a page of version 3 (ids 2^53 or more apart) is r
   const recipe = goldenSeriesV3();
   const r = await BlockReader.open(memorySource('relabelled-v2', relabelled(v3, 2)));
   t.equal(r.footer.version, 2);
-  let refused = 0;
-  let read = 0;
-  for (const s of recipe) {
-    try {
-      const got = await r.readSeries(s.id);
-      t.ok(got && sameSamples(got, s.samples), `series ${s.id} exact`);
-      read++;
-    } catch (err) {
-      t.ok(err instanceof CorruptionError, `series ${s.id}: CorruptionError`);
-      t.match((err as Error).message, /page flag 4 \(series ids 2\^53 or more apart\) is format version 3, in a block of format version 2/);
-      t.match((err as Error).message, /"relabelled-v2"/, 'names the object');
-      refused++;
-    }
-  }
+  const { refused, read } = await readOrRefuse(t, r, recipe, /page flag 4 \(series ids 2\^53 or more apart\) is format version 3, in a block of format version 2/);
   // the pages that hold the spread ids and the series near 2^64 (7 series a page)
   t.ok(refused >= 9, `${refused} series refused`);
   t.ok(read >= 56, `${read} series of pages without wide ids read`);
