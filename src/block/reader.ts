@@ -102,7 +102,7 @@ export class BlockReader {
   }
 
   /** Checks and decodes index page `i` (exact range read, then CRC). */
-  static decodePageBytes(name: string, ioi: IndexOfIndex, i: number, bytes: Uint8Array, samplesEnd: number, version = FORMAT_VERSION): IndexPage {
+  static decodePageBytes(name: string, ioi: IndexOfIndex, i: number, bytes: Uint8Array, samplesEnd: number, version: number): IndexPage {
     const offset = ioi.offsets[i]!;
     if (bytes.length !== ioi.lengths[i]) throw new CorruptionError(name, offset, `index page ${i} read returned ${bytes.length} of ${ioi.lengths[i]} bytes`);
     if (crc32c(bytes) !== ioi.crcs[i]) throw new CorruptionError(name, offset, `index page ${i} checksum mismatch`);

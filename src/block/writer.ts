@@ -219,7 +219,7 @@ export class BlockWriter {
         for (const j of [i, i + 1]) {
           const bytes = this.pages[j];
           if (!bytes) continue;
-          const p = decodePage(bytes, { object: '<index page being merged>', offset: 0 }, this.offset);
+          const p = decodePage(bytes, { object: '<index page being merged>', offset: 0 }, this.offset, FORMAT_VERSION);
           for (let e = 0; e < p.count; e++) {
             const entry = {
               id: p.ids[e]!,

@@ -17,12 +17,12 @@ import { compressSync, uncompressSync } from 'lz4-napi';
 import { type CorruptionError, ErrorCode, InvalidArgumentError, StrataError } from '../errors.js';
 import { ByteReader, ByteWriter, MEMORY, onShrinkScratch, putUvarint, SCRATCH_KEEP_SAMPLES, shrinkScratch, uvarintLength, type Origin } from './bytes.js';
 import { FORMAT_VERSION } from './footer.js';
-
-/** The last format version that added run codes: runs of version 3 blocks are those of version 2. */
-const RUN_CODES_VERSION = 2;
 import { decodeSequencesOfVersion } from './intseq.js';
 import { decodeTimestamps, encodeTimestamps, TS_RAW } from './timestamps.js';
 import { decodeValues, encodeValues, V_CONST, V_EXCEPTIONS, V_NEAR } from './values.js';
+
+/** The last format version that added run codes: runs of version 3 blocks are those of version 2. */
+const RUN_CODES_VERSION = 2;
 
 /** Bit of the encoding byte that marks an lz4-compressed body. */
 export const RUN_LZ4 = 0x80;

@@ -572,13 +572,16 @@ function findScaledOutliers(values: Float64Array, n: number, d: number, limit: n
     let dj = 1;
     for (let k = 0; k < growths; k++) if (k !== j) dj = (dj / gcd(dj, growthQ[k]!)) * growthQ[k]!;
     if (dj >= bestD) continue;
+    // an exception costs about 80 bits; a smaller D saves about log2(D / dj) bits per value:
+    // when the exceptions would cost more, the run is not encoded again to find out
+    const most = Math.min(limit, Math.floor((n * Math.log2(d / dj)) / 80));
     let misses = 0;
-    for (let i = 0; i < n && misses <= limit; i++) {
+    for (let i = 0; i < n && misses <= most; i++) {
       const v = values[i]!;
       const m = Math.round(v * dj);
       if (m / dj !== v) misses++;
     }
-    if (misses <= limit) bestD = dj;
+    if (misses <= most) bestD = dj;
   }
   if (bestD === d) return 0;
   let count = 0;

@@ -25,7 +25,7 @@ import { ByteReader, ByteWriter, MEMORY, type Origin } from '../format/bytes.js'
 import type { SharedTimestamps } from '../format/run.js';
 import { TS_GRID, TS_RAW } from '../format/timestamps.js';
 import { InvalidArgumentError } from '../errors.js';
-import { FORMAT_VERSION, WIDE_IDS_VERSION } from '../format/footer.js';
+import { WIDE_IDS_VERSION } from '../format/footer.js';
 
 /** Page flag: times are stored as raw int64 (spans of 2^53 ms or more). */
 export const PAGE_WIDE_TIMES = 1;
@@ -49,7 +49,7 @@ function putUvarint64(w: ByteWriter, v: bigint): void {
   w.u8(Number(v));
 }
 
-/** Reads an unsigned LEB128 of a value below 2^64 (at most 10 bytes, no redundant high zeros past them). */
+/** Reads an unsigned LEB128 of a value below 2^64 (at most 10 bytes, no redundant zero byte at the end). */
 function readUvarint64(r: ByteReader, what: string): bigint {
   const start = r.pos;
   let v = 0n;
@@ -59,6 +59,7 @@ function readUvarint64(r: ByteReader, what: string): bigint {
     v |= BigInt(b & 127) << shift;
     if (b < 128) {
       if (v > U64_MAX) throw r.corrupt(`${what} exceeds 2^64`, start);
+      if (b === 0 && i > 0) throw r.corrupt(`${what} has a redundant zero byte`, start);
       return v;
     }
     shift += 7n;
@@ -220,7 +221,7 @@ function setSum(h: Uint32Array, i: number, lo: number, hi: number, delta: number
  * Decodes a page (whose checksum the caller has verified). `origin` locates `buf[0]`. Consumes
  * the page exactly and checks ids increase and runs stay inside `samplesEnd`.
  */
-export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number, version = FORMAT_VERSION): IndexPage {
+export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number, version: number): IndexPage {
   const r = new ByteReader(buf, origin);
   const flags = r.u8('page flags');
   if (flags & ~(PAGE_WIDE_TIMES | PAGE_SHARED_TIMES | PAGE_WIDE_IDS)) throw r.corrupt(`unknown page flags ${flags}`, 0);
@@ -298,6 +299,7 @@ export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number, 
     }
   }
   const tsRefs = new Uint32Array(count);
+  let wideGap = false;
   for (let i = 0; i < count; i++) {
     const at = r.pos;
     if (wideIds) {
@@ -305,6 +307,7 @@ export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number, 
       if ((i === 0) !== (delta === 0n)) throw r.corrupt(`series id delta ${delta} at entry ${i}`, at);
       const id = (i === 0 ? firstId : ids[i - 1]!) + delta;
       if (id > U64_MAX) throw r.corrupt(`series id overflows at entry ${i}`, at);
+      if (delta > SAFE) wideGap = true;
       ids[i] = id;
     } else {
       const delta = r.uvarint('series id delta');
@@ -338,6 +341,8 @@ export function decodePage(buf: Uint8Array, origin: Origin, samplesEnd: number, 
     crcs[i] = r.u32('run checksum');
   }
   r.expectEnd('index page');
+  // the writer sets the flag only for a page that needs it: one without such a gap is not its page
+  if (wideIds && !wideGap) throw r.corrupt(`page flag ${PAGE_WIDE_IDS} (series ids 2^53 or more apart) on a page without such a gap`, 0);
   return { count, ids, offsets, lengths, sampleCounts, minTimes, maxTimes, crcs, tsRefs, vectors };
 }
 

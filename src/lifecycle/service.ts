@@ -93,8 +93,11 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
   /** Why the last step ran no pass (for tick). */
   let skipped: { readonly why: NonNullable<TickResult['skipped']>; readonly error?: string } | null = null;
 
+  /** When this replica last started a pass (null: never). */
+  let lastAttemptMs: number | null = null;
   const runPass = async (): Promise<LifecyclePassResult | null> => {
     const started = now();
+    lastAttemptMs = started;
     // retention, day merges and the lease all decide by this clock: one far from the bucket's
     // (a host clock a day ahead deleted every block of the tenants with a retention, and merged
     // the open day) runs no pass until it is right
@@ -234,6 +237,8 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
     const renew = Math.max(1000, Math.floor(config.leaseDurationMs / 3));
     const last = lease.record?.lastRunMs ?? null;
     if (pass !== null || !lease.held() || last === null) return renew;
+    // the last attempt recorded no run (it failed, or the clocks disagreed): retry at the renewals
+    if (lastAttemptMs !== null && lastAttemptMs > last) return renew;
     return Math.max(100, Math.min(renew, last + config.intervalMs - now()));
   };
   let timer: NodeJS.Timeout | null = null;

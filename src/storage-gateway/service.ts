@@ -89,13 +89,13 @@ export type ParsedRead = Omit<ReadQuery, 'block'> & {
   readonly headerTenant: string | null;
 };
 
+/** How many ids a Read may carry per series of `maxSeriesPerRequest`, duplicates included. */
+const DUPLICATES_ALLOWED = 4;
+
 /**
  * Validates a request and its headers into a ParsedRead.
  * @throws InvalidArgumentError naming the field.
  */
-/** How many ids a Read may carry per series of `maxSeriesPerRequest`, duplicates included. */
-const DUPLICATES_ALLOWED = 4;
-
 export function parseReadRequest(req: ReadRequestFields, md: Metadata, cfg: Pick<GatewayConfig, 'blockDurationMs' | 'maxSeriesPerRequest'>): ParsedRead {
   validateTenant(req.tenant);
   const headerTenant = headerValue(md, TENANT_HEADER);

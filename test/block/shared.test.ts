@@ -183,7 +183,7 @@ t.test('a decoded page holds its vectors in a buffer of its own, not views of th
   const off = r.ioi.offsets[0]!;
   // as a gateway has it: a Buffer view into the whole object it read
   const whole = Buffer.from(bytes);
-  const page = decodePage(whole.subarray(off, off + r.ioi.lengths[0]!), { object: 'p', offset: off }, r.footer.samples.length);
+  const page = decodePage(whole.subarray(off, off + r.ioi.lengths[0]!), { object: 'p', offset: off }, r.footer.samples.length, r.footer.version);
   t.ok(page.vectors.length > 1);
   const buffers = new Set(page.vectors.map((v) => v.bytes.buffer));
   t.equal(buffers.size, 1, 'the vectors share one copy');
@@ -199,9 +199,9 @@ t.test('damage to a page with vectors is caught: checksums, and every truncation
   const off = r.ioi.offsets[0]!;
   const len = r.ioi.lengths[0]!;
   const page = bytes.slice(off, off + len);
-  t.ok(decodePage(page, { object: 'p', offset: off }, r.footer.samples.length).vectors.length > 0);
+  t.ok(decodePage(page, { object: 'p', offset: off }, r.footer.samples.length, r.footer.version).vectors.length > 0);
   for (let cut = 0; cut < len; cut++) {
-    t.throws(() => decodePage(page.subarray(0, cut), { object: 'p', offset: off }, r.footer.samples.length), CorruptionError, `page cut to ${cut} bytes`);
+    t.throws(() => decodePage(page.subarray(0, cut), { object: 'p', offset: off }, r.footer.samples.length, r.footer.version), CorruptionError, `page cut to ${cut} bytes`);
   }
   for (let i = off; i < off + len; i += 3) {
     const copy = bytes.slice();
@@ -250,7 +250,7 @@ t.test('ids spread over the uint64 range (hashes) keep pages full and timestamps
   for (const s of hashed) {
     const got = await r.readSeries(s.id);
     t.ok(got && sameSamples(got, s.samples), `series ${s.id}`);
-    t.equal(await r.readSeries(s.id + 4n === 0n ? 1n : s.id + 4n), null, `no series at ${s.id + 4n}`);
+    t.equal(await r.readSeries(s.id - 4n), null, `no series at ${s.id - 4n}`);
   }
   t.same(await r.verify(), { series: hashed.length, samples: hashed.reduce((a, s) => a + s.samples.timestamps.length, 0) });
 
@@ -258,19 +258,33 @@ t.test('ids spread over the uint64 range (hashes) keep pages full and timestamps
   const off = r.ioi.offsets[0]!;
   const page = bytes.slice(off, off + r.ioi.lengths[0]!);
   const end = r.footer.samples.length;
-  t.same(decodePage(page, { object: 'p', offset: off }, end).ids, (await r.page(0)).ids);
+  t.same(decodePage(page, { object: 'p', offset: off }, end, FORMAT_VERSION).ids, (await r.page(0)).ids);
   for (let cut = 0; cut < page.length; cut++) {
-    t.throws(() => decodePage(page.subarray(0, cut), { object: 'p', offset: off }, end), CorruptionError, `wide page cut to ${cut} bytes`);
+    t.throws(() => decodePage(page.subarray(0, cut), { object: 'p', offset: off }, end, FORMAT_VERSION), CorruptionError, `wide page cut to ${cut} bytes`);
   }
   t.throws(() => decodePage(page, { object: 'p', offset: off }, end, BASE_FORMAT_VERSION), { name: 'CorruptionError', message: /page flag 4 \(series ids 2\^53 or more apart\) is format version 3, in a block of format version 2/ });
   const top = new PageBuilder();
   top.add({ id: 1n, runOffset: 0, runLength: 1, sampleCount: 1, minTime: W0, maxTime: W0, crc: 0 });
   top.add({ id: (1n << 64n) - 1n, runOffset: 1, runLength: 1, sampleCount: 1, minTime: W0, maxTime: W0, crc: 0 });
   const topPage = top.finish();
-  t.same([...decodePage(topPage, { object: 'p', offset: 0 }, 2).ids], [1n, (1n << 64n) - 1n], 'a gap of 2^64 - 2');
+  t.same([...decodePage(topPage, { object: 'p', offset: 0 }, 2, FORMAT_VERSION).ids], [1n, (1n << 64n) - 1n], 'a gap of 2^64 - 2');
   // the same page with its first id raised by 2: the last id would pass 2^64
   const over = topPage.slice();
   new DataView(over.buffer).setBigUint64(2, 3n, true);
-  t.throws(() => decodePage(over, { object: 'p', offset: 0 }, 2), { name: 'CorruptionError', message: /series id overflows at entry 1/ });
+  t.throws(() => decodePage(over, { object: 'p', offset: 0 }, 2, FORMAT_VERSION), { name: 'CorruptionError', message: /series id overflows at entry 1/ });
+  // the flag on a page without a wide gap, and a delta with a redundant zero byte, are not what a writer writes
+  const near = new PageBuilder();
+  near.add({ id: 1n, runOffset: 0, runLength: 1, sampleCount: 1, minTime: W0, maxTime: W0, crc: 0 });
+  near.add({ id: 5n, runOffset: 1, runLength: 1, sampleCount: 1, minTime: W0, maxTime: W0, crc: 0 });
+  const nearPage = near.finish();
+  t.equal(nearPage[0]! & PAGE_WIDE_IDS, 0, 'no flag without a wide gap');
+  const flagged = nearPage.slice();
+  flagged[0] = flagged[0]! | PAGE_WIDE_IDS;
+  t.throws(() => decodePage(flagged, { object: 'p', offset: 0 }, 2, FORMAT_VERSION), { name: 'CorruptionError', message: /page flag 4 \(series ids 2\^53 or more apart\) on a page without such a gap/ });
+  // topPage's second entry: delta 2^64 - 2 in 10 bytes; the first (0) as 0x80 0x00 instead of 0x00
+  const entryAt = topPage.length - 4 - 2 - 1 - 1 - 10 - 4 - 2 - 1 - 1 - 1; // from the end: crc, times, count, length, delta; then the first entry's
+  t.equal(topPage[entryAt], 0, 'the first entry starts with its delta 0');
+  const overlong = Uint8Array.from([...topPage.subarray(0, entryAt), 0x80, 0x00, ...topPage.subarray(entryAt + 1)]);
+  t.throws(() => decodePage(overlong, { object: 'p', offset: 0 }, 3, FORMAT_VERSION), { name: 'CorruptionError', message: /series id delta has a redundant zero byte/ });
   t.end();
 });

@@ -440,18 +440,45 @@ t.test('a gateway with the same tenants file answers an expired window as a wind
   t.same(await read2(liveWindow), noBlock2, 'with the same answer');
 });
 
+/** A tenants file of no tenants over a new default bucket (test user 1). */
+async function emptyTenants(t: Test, tag: string): Promise<string> {
+  const defName = await createTestBucket(t, { user: 1, tag });
+  return writeTenants(tempDir(t, tag), { authRequired: false, retentionMs: 7 * DAY, defaultBucket: s3TenantBucket(defName, credentialEnvRefs(1)), tenants: {} });
+}
+
+/** Polls the role's pass counter of `result` (the test's timeout bounds the wait). */
+async function passesReach(role: RunningLifecycle, result: string, n: number): Promise<void> {
+  const count = async (): Promise<number> => (await role.metrics.passes.get()).values.find((v) => v.labels.result === result)?.value ?? 0;
+  while ((await count()) < n) await new Promise((r) => setTimeout(r, 10));
+}
+
 t.test('with its timer, a pass starts intervalMs after the last one, not at the lease renewal after that', async (t) => {
-  const defName = await createTestBucket(t, { user: 1, tag: 'lc-timer' });
-  const file = writeTenants(tempDir(t, 'lc-timer'), { authRequired: false, retentionMs: 7 * DAY, defaultBucket: s3TenantBucket(defName, credentialEnvRefs(1)), tenants: {} });
+  const file = await emptyTenants(t, 'lc-timer');
   // the lease is renewed every 20 s; passes are due every 1.5 s
   const role = await startLifecycle({ config: baseConfig(file, { intervalMs: 1500, leaseDurationMs: 60_000 }), defaultMetrics: false });
   t.teardown(() => role.shutdown());
-  const passes = async (): Promise<number> => (await role.metrics.passes.get()).values.find((v) => v.labels.result === 'ok')?.value ?? 0;
-  // waits for the passes themselves (the test's own timeout bounds it)
-  while ((await passes()) < 1) await new Promise((r) => setTimeout(r, 20));
+  // waits for the passes themselves
+  await passesReach(role, 'ok', 1);
   const first = Date.now();
-  while ((await passes()) < 3) await new Promise((r) => setTimeout(r, 20));
+  await passesReach(role, 'ok', 3);
   const took = Date.now() - first;
   t.ok(took >= 1500, `two more passes took ${took} ms: not back to back`);
   t.ok(took < 20_000, `two more passes took ${took} ms, less than one renewal period (20 s; they were 40 s apart when passes waited for renewals)`);
+});
+
+t.test('with its timer, a pass that records no run (clocks apart) is tried again at the lease renewals, not at once', async (t) => {
+  const file = await emptyTenants(t, 'lc-retry');
+  const config = baseConfig(file, { intervalMs: 1000, leaseDurationMs: 3000 });
+  // one pass recorded, so the next is due a second later
+  const first = await startLifecycle({ config, timer: false, defaultMetrics: false });
+  t.not((await first.tick()).pass, null);
+  await first.shutdown();
+  // a host clock a day from the bucket's: no pass runs; each attempt waits for a renewal (1 s)
+  const role = await startLifecycle({ config, hostClock: () => Date.now() + DAY, defaultMetrics: false });
+  t.teardown(() => role.shutdown());
+  await passesReach(role, 'clock_skew', 1);
+  const at = Date.now();
+  await passesReach(role, 'clock_skew', 3);
+  const took = Date.now() - at;
+  t.ok(took >= 1500, `two more attempts took ${took} ms, at the renewals (they came every 100 ms)`);
 });

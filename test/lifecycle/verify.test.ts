@@ -35,7 +35,7 @@ t.test('the day block verification reads in pieces and finds the same as a whole
   let largestUnit = 0;
   for (let p = 0; p < reader.ioi.pageCount; p++) {
     largestUnit = Math.max(largestUnit, reader.ioi.lengths[p]!);
-    const page = BlockReader.decodePageBytes(file, reader.ioi, p, (await reader.source.read({ offset: reader.ioi.offsets[p]!, length: reader.ioi.lengths[p]! })).data, reader.footer.samples.length);
+    const page = BlockReader.decodePageBytes(file, reader.ioi, p, (await reader.source.read({ offset: reader.ioi.offsets[p]!, length: reader.ioi.lengths[p]! })).data, reader.footer.samples.length, reader.footer.version);
     for (let e = 0; e < page.count; e++) largestUnit = Math.max(largestUnit, locationOf(page, p, e).length);
   }
   for (const chunk of [64, 4096, VERIFY_CHUNK_BYTES]) {

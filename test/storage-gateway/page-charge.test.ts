@@ -8,6 +8,7 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import t from 'tap';
+import { FORMAT_VERSION } from '../../src/format/footer.js';
 import { TS_GRID } from '../../src/format/timestamps.js';
 import { decodePage, PageBuilder } from '../../src/index/page.js';
 import { pageCharge } from '../../src/storage-gateway/block-directory.js';
@@ -49,11 +50,11 @@ for (const vectors of [0, 100, 512]) {
   t.test(`a page with ${vectors} timestamp vectors is charged what it holds`, async (t) => {
     const { bytes, end } = pageBytes(vectors);
     const origin = { object: 'p', offset: 0 };
-    const charge = pageCharge(decodePage(bytes, origin, end));
+    const charge = pageCharge(decodePage(bytes, origin, end, FORMAT_VERSION));
     const K = 300;
     gc();
     const h0 = process.memoryUsage().heapUsed;
-    const kept = Array.from({ length: K }, () => decodePage(bytes, origin, end));
+    const kept = Array.from({ length: K }, () => decodePage(bytes, origin, end, FORMAT_VERSION));
     gc();
     const h1 = process.memoryUsage().heapUsed;
     // the objects on the V8 heap, measured; the memory behind them (ArrayBuffers), counted
