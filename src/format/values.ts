@@ -544,7 +544,14 @@ function findOutliers(values: Float64Array, n: number, limit: number): number {
     }
     d = d2;
   }
-  // with the final D, exactly as the decoder computes
+  return listMisfits(values, n, d, limit);
+}
+
+/**
+ * Lists in `excIdx` the values that are not m/D for denominator `d` (special values included),
+ * exactly as the decoder computes; returns their number, or -1 when there are over `limit`.
+ */
+function listMisfits(values: Float64Array, n: number, d: number, limit: number): number {
   let count = 0;
   for (let i = 0; i < n; i++) {
     const v = values[i]!;
@@ -583,16 +590,7 @@ function findScaledOutliers(values: Float64Array, n: number, d: number, limit: n
     }
     if (misses <= most) bestD = dj;
   }
-  if (bestD === d) return 0;
-  let count = 0;
-  for (let i = 0; i < n; i++) {
-    const v = values[i]!;
-    const m = Math.round(v * bestD);
-    if (m / bestD === v && Math.abs(m) < M_LIMIT) continue;
-    growExceptions(count + 1);
-    excIdx[count++] = i;
-  }
-  return count <= limit ? count : 0;
+  return bestD === d ? 0 : Math.max(0, listMisfits(values, n, bestD, limit));
 }
 
 /** Class of the bit pattern `hi`:`lo` (EXC_RAW when it has no short form). */

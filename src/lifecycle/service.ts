@@ -243,23 +243,19 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
   };
   let timer: NodeJS.Timeout | null = null;
   let stepping = false;
-  const schedule = (): void => {
-    if (stopping) return;
-    timer = setTimeout(() => {
-      stepping = true;
-      void step().then(() => {
-        stepping = false;
-        schedule();
-      });
-    }, untilNextStep());
-  };
-  if (opts.timer ?? true) {
+  /** One step, then the timer for the next. */
+  const stepThenSchedule = (): void => {
     stepping = true;
     void step().then(() => {
       stepping = false;
       schedule();
     });
-  }
+  };
+  const schedule = (): void => {
+    if (stopping) return;
+    timer = setTimeout(stepThenSchedule, untilNextStep());
+  };
+  if (opts.timer ?? true) stepThenSchedule();
 
   logger.info(
     {
