@@ -378,6 +378,15 @@ export function guardReceives(
     stream.prependListener('data', onData);
     stream.prependOnceListener('end', () => {
       if (done) return;
+      // a client gone part-way (its connection dropped, or its stream reset without ending it):
+      // Node ends the stream after 'aborted'; that is a cancelled call, not a malformed request. A
+      // client that ends its stream and resets it after (Node's stream.close(), grpc-js's cancel)
+      // looks, when its stream ends, like any request cut short, and is refused as one
+      if (stream.aborted) {
+        done = true;
+        release();
+        return;
+      }
       if (received < need || need < 0) {
         refuseCall('malformed_request', 3, ErrorCode.INVALID_ARGUMENT, `invalid request: the call ended before its request message was whole (${received} bytes${need < 0 ? '' : ` of ${need}`}); nothing of it was used`);
         return;

@@ -226,6 +226,28 @@ t.test('what is not one whole, uncompressed request message is refused before gr
   await eventually('every call to end', async () => ((await gauge(a, 'strata_grpc_calls_open')) === 0 ? true : null));
 });
 
+t.test('a client that goes away part-way through its message is a cancelled call, not a malformed request, and its reservation is given back', async (t) => {
+  const a = await start(t, { requestReceiveTimeoutMs: 60_000 });
+  const msg = writeMessage(Date.now());
+  const frame = Buffer.concat([prefix(msg.length), msg]);
+  const ways: [string, (session: ClientHttp2Session, stream: ClientHttp2Stream) => void][] = [
+    ['its connection dropped', (session) => session.destroy()],
+    ['its stream reset without ending it', (_session, stream) => stream.destroy()],
+  ];
+  for (const [what, goAway] of ways) {
+    const session = connect(`http://127.0.0.1:${a.grpcPort}`);
+    t.teardown(() => session.destroy());
+    const c = call(session);
+    c.stream.write(frame.subarray(0, 20));
+    await eventually('the first bytes to be reserved', async () => ((await gauge(a, 'strata_grpc_receiving_bytes')) === frame.length ? true : null));
+    goAway(session, c.stream);
+    await eventually(`the call to end (${what})`, async () => ((await gauge(a, 'strata_grpc_calls_open')) === 0 ? true : null));
+    t.equal(await gauge(a, 'strata_grpc_receiving_bytes'), 0, `${what}: its reservation given back`);
+  }
+  t.equal(await gauge(a, 'strata_grpc_calls_refused_total', { reason: 'malformed_request' }), 0, 'no call counted as malformed');
+  t.same(a.aggregator()!.status().windows, [], 'nothing stored');
+});
+
 t.test('a refusal reaches a client that is still sending: trailers first, then RST_STREAM(NO_ERROR)', async (t) => {
   const a = await start(t, { maxRequestBytes: 64 * KiB });
   const session = connect(`http://127.0.0.1:${a.grpcPort}`);
