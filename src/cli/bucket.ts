@@ -39,6 +39,8 @@ export const BucketExit = {
   USAGE: 2,
   /** A bucket could not be listed (or opened): the other buckets were read and are in the output. */
   BUCKET_FAILED: 3,
+  /** A block has a format version this build does not read: not known to be damaged; a newer build checks it. */
+  NEWER_FORMAT: 4,
 } as const;
 
 /** The exit statuses, as each command's --help and docs/deploy.md state them. */
@@ -49,6 +51,8 @@ Exit status:
   2  bad flags (an invalid bucket name among them) or tenants file: nothing was read
   3  a bucket could not be listed: it is named on stderr, the other buckets are in the output
      (when both 1 and 3 apply: 1)
+  4  a block has a format version this build does not read (written by a newer build): not
+     known to be damaged; check it with that build (1 and 3 win over 4)
 Output closed early by its reader (e.g. piped into head): the command stops quietly, with the
 status due so far (0 when nothing failed).`;
 
@@ -76,10 +80,13 @@ export async function registryFromFlags(f: BucketsFlags): Promise<TenantRegistry
 class Outcome {
   corrupt = 0;
   bucketsFailed = 0;
+  /** Blocks of a format version this build does not read. */
+  newer = 0;
 
   get status(): number {
     if (this.corrupt > 0) return BucketExit.CORRUPT;
-    return this.bucketsFailed > 0 ? BucketExit.BUCKET_FAILED : BucketExit.OK;
+    if (this.bucketsFailed > 0) return BucketExit.BUCKET_FAILED;
+    return this.newer > 0 ? BucketExit.NEWER_FORMAT : BucketExit.OK;
   }
 }
 
@@ -320,7 +327,8 @@ export function registerBucketCommands(program: Command): void {
         } catch (err) {
           // deleted since it was listed (a lifecycle pass running meanwhile): no longer stored
           if (hasCode(err, ErrorCode.NOT_FOUND)) continue;
-          o.corrupt++;
+          if (hasCode(err, ErrorCode.UNSUPPORTED_VERSION)) o.newer++;
+          else o.corrupt++;
           process.stderr.write(`strata bucket usage: cannot read block ${b.bucket} ${b.key}: ${(err as Error).message}\n`);
         }
         counter.add(b, footer);
@@ -334,7 +342,8 @@ export function registerBucketCommands(program: Command): void {
           );
         }
       }
-      if (o.corrupt > 0) process.stderr.write(`strata bucket usage: ${o.corrupt} block${o.corrupt === 1 ? '' : 's'} could not be read; ${o.corrupt === 1 ? 'its' : 'their'} samples are not counted\n`);
+      const unread = o.corrupt + o.newer;
+      if (unread > 0) process.stderr.write(`strata bucket usage: ${unread} block${unread === 1 ? '' : 's'} could not be read; ${unread === 1 ? 'its' : 'their'} samples are not counted\n`);
     });
   });
   addBucketsOptions(
@@ -369,6 +378,12 @@ export function registerBucketCommands(program: Command): void {
             out(`GONE\t${b.bucket}\t${b.key}\tdeleted since it was listed`);
             continue;
           }
+          if (hasCode(err, ErrorCode.UNSUPPORTED_VERSION)) {
+            // written by a newer build: not damage, and not checked either
+            o.newer++;
+            out(`NEWER\t${b.bucket}\t${b.key}\t${(err as Error).message}; not checked: verify it with a build that reads that version`);
+            continue;
+          }
           o.corrupt++;
           out(`CORRUPT\t${b.bucket}\t${b.key}\t${(err as Error).message}`);
         }
@@ -379,7 +394,8 @@ export function registerBucketCommands(program: Command): void {
       if (progress) process.stderr.write('\n');
       const unlisted = o.bucketsFailed > 0 ? `; ${o.bucketsFailed} bucket${o.bucketsFailed === 1 ? '' : 's'} could not be listed` : '';
       const deleted = gone > 0 ? `; ${gone} deleted since they were listed` : '';
-      out(`${checked} blocks checked, ${bytes} bytes, ${o.corrupt} corrupt${deleted}${unlisted}`);
+      const newer = o.newer > 0 ? `; ${o.newer} of a newer format, not checked` : '';
+      out(`${checked} blocks checked, ${bytes} bytes, ${o.corrupt} corrupt${newer}${deleted}${unlisted}`);
     });
   });
   addBucketsOptions(

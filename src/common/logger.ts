@@ -32,8 +32,9 @@ export function createLogger(opts: { level?: string; name?: string; dest?: Desti
 /**
  * Sends what libraries print on the console through `logger`, as JSON lines like the rest of the
  * log (`from: "library"`): lmdb prints its own multi-line errors (a full cache disk), grpc-js its
- * log lines ("No address added out of total 1 resolved" when the port is taken). For the service
- * processes only: it replaces console.error and console.warn for the whole process.
+ * log lines ("No address added out of total 1 resolved" when the port is taken), and Node's process
+ * warnings at warn level. For the service processes only: it replaces console.error and
+ * console.warn, and the process's warning handler, for the whole process.
  */
 export function routeLibraryOutput(logger: Logger): void {
   const lib = logger.child({ from: 'library' });
@@ -45,4 +46,9 @@ export function routeLibraryOutput(logger: Logger): void {
   console.error = to('error');
   console.warn = to('warn');
   setGrpcLogger({ error: to('error') });
+  // process warnings (the AWS SDK's notice that its releases after January 2027 need Node 22,
+  // once per process on Node 20) are warnings: Node's own handler printed them through
+  // console.error, as error-level lines at every start
+  process.removeAllListeners('warning');
+  process.on('warning', (w: Error) => lib.warn({ warning: w.name }, w.message));
 }

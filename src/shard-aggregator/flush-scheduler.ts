@@ -136,6 +136,8 @@ function flushErrorHint(reason: string): string {
       return 'the tenant has no usable bucket in the config in force; fix the tenants file and reload; the WAL is kept and the flush retried';
     case 'failed_precondition':
       return "the window's block in the bucket was written with another numShards: change the shard count only as docs/deploy.md (resharding) says, or move the old blocks away; the WAL is kept and the flush retried";
+    case 'unsupported_version':
+      return "the window's block in the bucket has a format version this build does not read (written by a newer aggregator, before a rollback): run the newer build again; the WAL is kept and the flush retried";
     default:
       return '';
   }
