@@ -32,6 +32,8 @@ export interface ReadRequestFields {
   readonly encoding: number;
   /** Window length (0 or absent: one block's window; DAY_MS: a day). */
   readonly windowMs?: bigint;
+  /** The newest RUNS version the client decodes (0 or absent: a client before the field, version 1). */
+  readonly runsVersion?: number;
 }
 
 /** ReadResponse fields to encode, bytes fields as lists of chunks (concatenated). */
@@ -202,7 +204,7 @@ class Reader {
 }
 
 /** Field names of ReadRequest and ReadResponse by number, as in proto/read.proto. */
-const REQUEST_FIELDS = ['', 'tenant', 'shard', 'num_shards', 'window_start_ms', 'series_ids', 'start_ms', 'end_ms', 'encoding', 'window_ms'] as const;
+const REQUEST_FIELDS = ['', 'tenant', 'shard', 'num_shards', 'window_start_ms', 'series_ids', 'start_ms', 'end_ms', 'encoding', 'window_ms', 'runs_version'] as const;
 const RESPONSE_FIELDS = ['', 'block_id', 'series_ids', 'sample_counts', 'timestamps', 'values', 'run_lengths', 'run_crcs', 'runs'] as const;
 
 function expectWire(field: number, wire: number, want: number, names: readonly string[]): void {
@@ -231,6 +233,8 @@ export function encodeReadRequest(r: ReadRequestFields): Buffer {
   if (r.encoding !== 0) size += 1 + varintSize(r.encoding);
   const windowMs = r.windowMs ?? 0n;
   if (windowMs !== 0n) size += 1 + int64Size(windowMs);
+  const runsVersion = r.runsVersion ?? 0;
+  if (runsVersion !== 0) size += 1 + varintSize(runsVersion);
   const w = new Writer(Buffer.allocUnsafe(size));
   if (tenant.length > 0) w.chunks(1, [tenant], tenant.length);
   if (r.shard !== 0) (w.tag(2, WIRE_VARINT), w.varint(r.shard));
@@ -241,6 +245,7 @@ export function encodeReadRequest(r: ReadRequestFields): Buffer {
   if (r.endMs !== 0n) (w.tag(7, WIRE_VARINT), w.int64(r.endMs));
   if (r.encoding !== 0) (w.tag(8, WIRE_VARINT), w.varint(r.encoding));
   if (windowMs !== 0n) (w.tag(9, WIRE_VARINT), w.int64(windowMs));
+  if (runsVersion !== 0) (w.tag(10, WIRE_VARINT), w.varint(runsVersion));
   return w.buf;
 }
 
@@ -258,7 +263,7 @@ export function decodeReadRequest(buf: Buffer): ReadRequestFields {
 
 function readRequestFields(buf: Buffer): ReadRequestFields {
   const r = new Reader(buf);
-  const out = { tenant: '', shard: 0, numShards: 0, windowStartMs: 0n, seriesIds: EMPTY as Uint8Array, startMs: 0n, endMs: 0n, encoding: 0, windowMs: 0n };
+  const out = { tenant: '', shard: 0, numShards: 0, windowStartMs: 0n, seriesIds: EMPTY as Uint8Array, startMs: 0n, endMs: 0n, encoding: 0, windowMs: 0n, runsVersion: 0 };
   while (!r.done) {
     const [field, wire] = r.tag();
     switch (field) {
@@ -297,6 +302,10 @@ function readRequestFields(buf: Buffer): ReadRequestFields {
       case 9:
         expectWire(field, wire, WIRE_VARINT, REQUEST_FIELDS);
         out.windowMs = r.int64();
+        break;
+      case 10:
+        expectWire(field, wire, WIRE_VARINT, REQUEST_FIELDS);
+        out.runsVersion = Number(BigInt.asUintN(32, r.int64()));
         break;
       default:
         r.skip(wire);

@@ -34,6 +34,7 @@ import { DEFAULT_DAY_BLOCKS_AFTER_MS } from '../format/day-key.js';
 import { DEFAULT_FUTURE_HORIZON_MS, DEFAULT_MAX_SERIES_PER_REQUEST, planBlockRequests, rankEndpoints, type BlockLayout, type BlockRequest } from './query-plan.js';
 import { GrpcCallError, H2Channel } from './grpc-h2.js';
 import { AUTH_HEADER, bearerHeader, BLOCK_HEADER, TENANT_HEADER } from '../api/headers.js';
+import { RUN_CODES_VERSION } from '../format/run.js';
 import { decodeReadResponse, encodeReadRequest, ENCODING_RAW, ENCODING_RUNS, ProtoDecodeError, READ_METHOD_PATH } from '../api/read-codec.js';
 import { BlockAssembler, mergeSeries, QueryAnswers, QueryLimitError, ResponseFormatError, type SeriesSamples } from './block-assembler.js';
 
@@ -354,6 +355,8 @@ export class QueryClient {
       endMs: req.end,
       encoding: this.encoding === 'runs' ? ENCODING_RUNS : ENCODING_RAW,
       ...(req.windowMs !== undefined ? { windowMs: BigInt(req.windowMs) } : {}),
+      // the runs this client decodes: a gateway refuses RUNS answers it could not (read.proto)
+      runsVersion: RUN_CODES_VERSION,
     });
     const headers: Record<string, string> = { [BLOCK_HEADER]: req.routingKey, [TENANT_HEADER]: req.tenant };
     if (this.opts.token !== undefined) headers[AUTH_HEADER] = bearerHeader(this.opts.token);

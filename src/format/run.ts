@@ -21,8 +21,17 @@ import { decodeSequencesOfVersion } from './intseq.js';
 import { decodeTimestamps, encodeTimestamps, TS_RAW } from './timestamps.js';
 import { decodeValues, encodeValues, V_CONST, V_EXCEPTIONS, V_NEAR } from './values.js';
 
-/** The last format version that added run codes: runs of version 3 blocks are those of version 2. */
-const RUN_CODES_VERSION = 2;
+/**
+ * The last format version that added run codes: runs of version 3 blocks are those of version 2.
+ * Also the RUNS version of the read API (read.proto, `runs_version`): what a client must decode to
+ * take the runs of every block this build writes.
+ */
+export const RUN_CODES_VERSION = 2;
+
+/** The run codes of a block of format version `version` (1 or {@link RUN_CODES_VERSION}). */
+export function runCodesVersionOf(version: number): number {
+  return Math.min(version, RUN_CODES_VERSION);
+}
 
 /** Bit of the encoding byte that marks an lz4-compressed body. */
 export const RUN_LZ4 = 0x80;

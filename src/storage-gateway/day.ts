@@ -23,11 +23,11 @@ import { GrpcError } from '../common/grpc-status.js';
 import { DAY_MS, dayBlockKey, dayBlocksFit, dayStartOf } from '../format/day-key.js';
 import { blockKey } from '../format/key.js';
 import { concatSamples } from '../format/slice.js';
-import { encodeRun, type Samples } from '../format/run.js';
+import { encodeRun, RUN_CODES_VERSION, type Samples } from '../format/run.js';
 import type { BlockAddress, BlockDirectory } from './block-directory.js';
 import type { DayIndexes } from './day-index.js';
 import type { GatewayMetrics } from './metrics.js';
-import type { BlockReadExecutor, ReadQuery, ReadResult, SignalSource } from './read.js';
+import { requireRunsVersion, type BlockReadExecutor, type ReadQuery, type ReadResult, type SignalSource } from './read.js';
 import { RawAnswer, RunsAnswer, type SeriesRun } from './answers.js';
 
 export interface DayRouterOptions {
@@ -227,6 +227,7 @@ export class DayRouter {
   private async blocksAnswer(q: ReadQuery, signal: SignalSource, inDay: ReadQuery | null): Promise<ReadResult> {
     const { executor } = this.deps;
     if (q.encoding === 'runs' && q.narrowed !== true) {
+      requireRunsVersion(q, RUN_CODES_VERSION, 'a day read from its 4-hour blocks sends a series as several runs, which');
       const got = await this.readWindows(q, signal, inDay, (w) => executor.storedRuns(w, signal));
       if (!Array.isArray(got)) return got;
       const runs = seriesInOrder<NonNullable<(typeof got)[number]>, { run: SeriesRun; count: number }>(got, (g, put) => {
@@ -315,6 +316,7 @@ export class DayRouter {
       for (const s of samples) n += s.timestamps.length;
       return new RawAnswer(blockId, ids.length, (i) => ids[i]!, (i) => samples[i]!, this.opts.maxMessageBytes, n);
     }
+    requireRunsVersion(q, RUN_CODES_VERSION, 'runs encoded by the gateway (a day read it joined or cut)');
     const runs: SeriesRun[] = [];
     const counts: number[] = [];
     for (let i = 0; i < ids.length; i++) {

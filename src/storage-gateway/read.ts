@@ -21,7 +21,7 @@ import { decodeLocatedRun, locationOf, type RunLocation } from '../block/reader.
 import { sliceSamples } from '../format/slice.js';
 import { GrpcError } from '../common/grpc-status.js';
 import { CorruptionError } from '../errors.js';
-import { joinRun, type Samples } from '../format/run.js';
+import { joinRun, runCodesVersionOf, type Samples } from '../format/run.js';
 import { findPage } from '../index/index-of-index.js';
 import { findInPage, type IndexPage } from '../index/page.js';
 import { runHasSampleIn } from '../format/run.js';
@@ -41,6 +41,8 @@ export interface ReadQuery {
   readonly start: bigint;
   readonly end: bigint;
   readonly encoding: 'raw' | 'runs';
+  /** The newest RUNS version the client decodes (read.proto `runs_version`; 0: version 1). */
+  readonly runsVersion?: number;
   /**
    * The range was narrowed by the gateway (retention cut a day read): RUNS answers must then be
    * cut to it too (re-encoded), since the client cuts only to the range it asked for.
@@ -52,6 +54,20 @@ export interface ReadQuery {
    * `blocks_missing` (the 4-hour read that follows counts what no source has).
    */
   readonly dayLookup?: boolean;
+}
+
+/**
+ * Refuses a RUNS answer the client could not decode: `what` (e.g. a block of a newer format) needs
+ * RUNS version `needed`, and the request's `runs_version` says less. FAILED_PRECONDITION, naming
+ * both and what to do, instead of runs the client would report as corrupt.
+ */
+export function requireRunsVersion(q: ReadQuery, needed: number, what: string): void {
+  const asked = q.runsVersion ?? 0;
+  if (Math.max(1, asked) >= needed) return;
+  throw new GrpcError(
+    status.FAILED_PRECONDITION,
+    `${what} need RUNS version ${needed}; the request's runs_version is ${asked} (${asked === 0 ? 'unset: a client that decodes version 1 only' : `a client that decodes up to version ${asked}`}): read with encoding RAW, or upgrade the client`,
+  );
 }
 
 /** Limits of one response. */
@@ -313,6 +329,7 @@ export class BlockReadExecutor {
     if (footer.numShards !== q.numShards) {
       throw new GrpcError(status.FAILED_PRECONDITION, `block "${block.key}" was written with ${footer.numShards} shards; the request says num_shards=${q.numShards}`);
     }
+    if (q.encoding === 'runs') requireRunsVersion(q, runCodesVersionOf(footer.version), `block "${block.key}" has format version ${footer.version}, whose runs`);
     // which pages hold the ids (ids are sorted, so pages come in order)
     const pageOf = new Int32Array(q.ids.length);
     const pageNos: number[] = [];

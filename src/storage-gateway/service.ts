@@ -152,6 +152,7 @@ export function parseReadRequest(req: ReadRequestFields, md: Metadata, cfg: Pick
     start,
     end,
     encoding: req.encoding === ENCODING_RUNS ? 'runs' : 'raw',
+    runsVersion: req.runsVersion ?? 0,
     headerTenant,
   };
 }
@@ -571,6 +572,7 @@ export function readService(opts: ReadServiceOptions): UntypedServiceImplementat
         start,
         end: opts.noData?.(tenant, block.windowEnd) === true ? parsed.start : parsed.end,
         encoding: parsed.encoding,
+        runsVersion: parsed.runsVersion ?? 0,
         ...(start !== parsed.start ? { narrowed: true } : {}),
       };
       if (turn.spent()) {

@@ -11,6 +11,7 @@ import { createLogger } from '../../src/common/logger.js';
 import { openBucket } from '../../src/objstore/index.js';
 import { DAY_MS, dayBlockKey } from '../../src/format/day-key.js';
 import { blockKey } from '../../src/format/key.js';
+import { RUN_CODES_VERSION } from '../../src/format/run.js';
 import { decodeReadResponse } from '../../src/api/read-codec.js';
 import { BlockDirectory, type BlockAddress } from '../../src/storage-gateway/block-directory.js';
 import { HotRangeCache } from '../../src/storage-gateway/cache/hot.js';
@@ -44,7 +45,7 @@ t.test('a day request within one block window is the block read; two windows are
   const ids = BigUint64Array.from(ds.series.map((s) => s.id));
   const dayAddr: BlockAddress = { tenant: ds.tenant, shard: 0, windowStart: W0, windowEnd: W0 + DAY, key: dayBlockKey(ds.tenant, 0, W0), bucket, scope: 's' };
   const blockAddr = (ws: bigint): BlockAddress => ({ tenant: ds.tenant, shard: 0, windowStart: ws, windowEnd: ws + D, key: blockKey(ds.tenant, 0, ws), bucket, scope: 's' });
-  const dayQuery = (start: bigint, end: bigint, encoding: 'raw' | 'runs'): ReadQuery => ({ block: dayAddr, numShards: 1, ids, start, end, encoding });
+  const dayQuery = (start: bigint, end: bigint, encoding: 'raw' | 'runs', runsVersion = RUN_CODES_VERSION): ReadQuery => ({ block: dayAddr, numShards: 1, ids, start, end, encoding, runsVersion });
   const settle = async (a: Answer | Promise<Answer>): Promise<Buffer[]> => drain(a instanceof Promise ? await a : a);
   const none = (): undefined => undefined;
 
@@ -55,7 +56,7 @@ t.test('a day request within one block window is the block read; two windows are
     const warm = router.readNow(dayQuery(start, end, encoding), none);
     t.notOk(warm instanceof Promise, `${encoding}: a warm day request within one window is answered at once`);
     const got = await settle(warm);
-    const block = await settle(executor.readNow({ block: blockAddr(W0), numShards: 1, ids, start, end, encoding }, none));
+    const block = await settle(executor.readNow({ block: blockAddr(W0), numShards: 1, ids, start, end, encoding, runsVersion: RUN_CODES_VERSION }, none));
     t.same(got, block, `${encoding}: message for message the block's own answer`);
     t.same(cold, block, `${encoding}: cold too`);
     t.equal(decodeReadResponse(got[0]!).blockId !== '', true, `${encoding}: the block's id`);
@@ -93,12 +94,20 @@ t.test('a day request within one block window is the block read; two windows are
   const series = [...parts].map(([id, p]) => ({ id, timestamps: new BigInt64Array(column(p.ts)), values: new Float64Array(column(p.vs)) }));
   t.same(mismatches(series, expected(ds, [...ids], start, end)), [], 'RAW over two windows: exact, bit for bit');
 
+  // a client that does not say it decodes several runs per series (runs_version unset): refused,
+  // naming why, not sent runs it would misread
+  await t.rejects(
+    Promise.resolve().then(() => settle(router.readNow(dayQuery(start, end, 'runs', 0), none))),
+    { code: 'ERR_STRATA_FAILED_PRECONDITION', message: /a day read from its 4-hour blocks sends a series as several runs, which need RUNS version 2; the request's runs_version is 0/ },
+    'RUNS over two windows for runs_version 0: FAILED_PRECONDITION',
+  );
+
   // RUNS over two windows: each block's stored runs as they are, one after the other per series;
   // the query client's assembler tells the runs of a series apart by their CRCs
   const runsGot = await settle(router.readNow(dayQuery(start, end, 'runs'), none));
   const stored = new Set<string>();
   for (const ws of [W0, W0 + D]) {
-    for (const m of await settle(executor.readNow({ block: blockAddr(ws), numShards: 1, ids, start, end, encoding: 'runs' }, none))) {
+    for (const m of await settle(executor.readNow({ block: blockAddr(ws), numShards: 1, ids, start, end, encoding: 'runs', runsVersion: RUN_CODES_VERSION }, none))) {
       const r = decodeReadResponse(m);
       for (let i = 0; i < r.runCrcs.length / 4; i++) stored.add(`${r.seriesIds.readBigUInt64LE(i * 8)}/${r.runCrcs.readUInt32LE(i * 4)}`);
     }

@@ -15,6 +15,10 @@ import { eventually } from '../support/aggregator.js';
 import { QueryClient, QueryError } from '../../src/client/query.js';
 import { GrpcError } from '../../src/common/grpc-status.js';
 import { FOOTER_LEN } from '../../src/format/footer.js';
+import { blockKey } from '../../src/format/key.js';
+import { goldenSeries } from '../fixtures/golden.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { blockCacheId } from '../../src/storage-gateway/block-directory.js';
 import { RETRY_PUSHBACK_TRAILER } from '../../src/api/headers.js';
 import { READ_RETRY_PUSHBACK_MS } from '../../src/storage-gateway/budget.js';
@@ -553,6 +557,54 @@ function unreadCall(t: Test, port: number, fields: ReadRequestFields): { cancel(
   stream.on('error', () => undefined); // cancelled below
   return { cancel: () => stream.close(constants.NGHTTP2_CANCEL) };
 }
+
+t.test('a RUNS answer needs the runs_version its runs have: unset (a client before the field) reads version 1 blocks and is refused a version 2 block with FAILED_PRECONDITION naming both; runs_version 2 reads both, bit for bit as RAW', async (t) => {
+  const window = 1795219200000n;
+  const ids = goldenSeries().slice(0, 6).map((s) => s.id);
+  const req = (encoding: 'RAW' | 'RUNS', runsVersion?: number): RawReadRequest => ({
+    tenant: 'golden',
+    shard: 3,
+    num_shards: 8,
+    window_start_ms: String(window),
+    series_ids: idBytes(ids),
+    start_ms: String(window),
+    end_ms: String(window + 4n * 3600_000n),
+    encoding,
+    ...(runsVersion !== undefined ? { runs_version: runsVersion } : {}),
+  });
+  const bytesOf = (msgs: Record<string, unknown>[], field: string): number => msgs.reduce((n, m) => n + (m[field] as Buffer).length, 0);
+  for (const [file, version] of [['golden-v1.block', 1], ['golden-v2.block', 2]] as const) {
+    const { bucketConfig, bucket } = await setup(t);
+    await bucket.put(blockKey('golden', 3, window), readFileSync(join(import.meta.dirname, '..', 'fixtures', file)));
+    const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t)));
+    const raw = await rawRead(gw.grpcPort, req('RAW'));
+    t.ok(bytesOf(raw, 'values') > 0, `${file}: RAW answered`);
+    for (const runsVersion of [undefined, 1, 2, 3]) {
+      const what = `${file}, runs_version ${runsVersion ?? 'unset'}`;
+      const got = await rawRead(gw.grpcPort, req('RUNS', runsVersion)).then(
+        (msgs) => msgs,
+        (e: unknown) => e as ServiceError,
+      );
+      if (version > Math.max(1, runsVersion ?? 0)) {
+        t.equal((got as ServiceError).code, status.FAILED_PRECONDITION, `${what}: FAILED_PRECONDITION (${(got as ServiceError).details})`);
+        t.match((got as ServiceError).details, `block "${blockKey('golden', 3, window)}" has format version 2, whose runs need RUNS version 2; the request's runs_version is ${runsVersion ?? 0}`);
+        t.match((got as ServiceError).details, 'read with encoding RAW, or upgrade the client');
+        continue;
+      }
+      t.ok(Array.isArray(got), `${what}: answered (${(got as ServiceError).details ?? ''})`);
+      const msgs = got as Record<string, unknown>[];
+      t.ok(bytesOf(msgs, 'runs') > 0, `${what}: the stored runs`);
+    }
+    // the query client declares what it decodes: every sample as RAW gives it
+    const viaRuns = await clientFor(t, gw.grpcPort, 8, { encoding: 'runs' }).query('golden', ids, { start: window, end: window + 4n * 3600_000n });
+    const viaRaw = await clientFor(t, gw.grpcPort, 8, { encoding: 'raw' }).query('golden', ids, { start: window, end: window + 4n * 3600_000n });
+    t.equal(viaRuns.series.length, ids.length, `${file}: every series through the query client`);
+    t.ok(
+      viaRuns.series.every((s, i) => Buffer.from(s.values.buffer, s.values.byteOffset, s.values.byteLength).equals(Buffer.from(viaRaw.series[i]!.values.buffer, viaRaw.series[i]!.values.byteOffset, viaRaw.series[i]!.values.byteLength)) && s.timestamps.every((ts, j) => ts === viaRaw.series[i]!.timestamps[j])),
+      `${file}: RUNS and RAW give the same bits`,
+    );
+  }
+});
 
 t.test('read budgets: maxConcurrentReads, maxConcurrentReadsPerTenant and maxBytesInFlight refuse with RESOURCE_EXHAUSTED naming the limit, and free up when the cause is gone', async (t) => {
   const { bucketConfig, bucket } = await setup(t);

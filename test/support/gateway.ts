@@ -240,6 +240,7 @@ export interface RawReadRequest {
   start_ms: string;
   end_ms: string;
   encoding: 'RAW' | 'RUNS';
+  runs_version?: number;
 }
 
 /** Little-endian uint64 bytes of `ids`. */
