@@ -25,10 +25,13 @@
  * - Waiting flushes queue per tenant (FIFO within a tenant, so a tenant's windows keep the order
  *   they were requested in), and a freed slot goes to the next tenant round-robin.
  * - A tenant holds at most `concurrency - 1` slots (at least 1), so with `concurrency` ≥ 2 a slot
- *   is always left for the other tenants. The one exception keeps a single healthy tenant at full
- *   speed: a tenant whose last flush succeeded may take every slot while no other tenant has a
- *   flush queued, running or waiting for its retry. (If that tenant's bucket then hangs, another
- *   tenant arriving waits for at most one of its attempts; after that failure it is capped.)
+ *   is always left for the other tenants. A tenant with a bucket of its own never holds more: its
+ *   bucket can hang alone, and one attempt against a bucket that does not answer lasts as long as
+ *   its requests' timeouts and retries (measured: 198 s with the defaults, while a tenant of the
+ *   default bucket arriving waited for it when the hanging tenant had been allowed every slot). The
+ *   one exception keeps a single healthy tenant of the shared default bucket at full speed: its
+ *   flushes may take every slot while no other tenant has a flush queued, running or waiting for
+ *   its retry (a hang of that bucket stalls every tenant of it alike).
  * - A failing tenant backs off as a whole: the retry delay grows with the tenant's consecutive
  *   failures (over all its windows, not only the window's own), and is at least as long as the
  *   failed attempt took (up to `retryMaxMs`), so an attempt that hung for minutes does not come
@@ -356,11 +359,12 @@ export class Flusher {
   /** Whether `tenant` may take one more slot now (a slot being free). */
   private mayTake(tenant: string): boolean {
     if ((this.held.get(tenant) ?? 0) < this.tenantCap) return true;
-    // failing; or not yet known to work, in a bucket of its own that may fail alone (a tenant of the
-    // default bucket, which every tenant shares, gains nothing by waiting: its first flushes after a
-    // start run side by side, as one tenant's flushes of several shards must to scale)
+    // a bucket of its own may hang alone, whenever: the last slot is kept for the others
+    if (this.o.buckets.ownBucket?.(tenant) === true) return false;
+    // failing (a tenant of the default bucket, which every tenant shares, is not held back before
+    // it fails: its flushes of several shards run side by side, as they must to scale)
     const failures = this.tenantFailures.get(tenant);
-    if (failures === undefined ? this.o.buckets.ownBucket?.(tenant) === true : failures !== 0) return false;
+    if (failures !== undefined && failures !== 0) return false;
     for (const j of this.jobs.values()) if (j.key.tenant !== tenant) return false;
     return true;
   }

@@ -20,7 +20,8 @@ import { AggregatorMetrics } from '../../src/shard-aggregator/metrics.js';
 import { parseTenantsConfig } from '../../src/tenancy/config.js';
 import { TenantRegistry } from '../../src/tenancy/tenants.js';
 import { bitsBytes, bitsOf, eventually, openTestBucket, readBlock, tempDir, tsBytes } from '../support/aggregator.js';
-import { createTestBucket } from '../support/s3env.js';
+import { FORWARD, startFaultProxy } from '../support/faultproxy.js';
+import { createTestBucket, s3TestEnv } from '../support/s3env.js';
 import { credentialEnvRefs, s3TenantBucket } from '../support/tenancy.js';
 
 const H = 4 * 3600 * 1000;
@@ -170,6 +171,68 @@ t.test("a tenant whose bucket hangs does not stop other tenants' flushes, and ba
     errors.values.filter((v) => v.labels.tenant === reg.label('bad')).map((v) => [v.labels.reason, v.value]),
     [['unavailable', 2]],
     'counted in strata_aggregator_flush_errors_total',
+  );
+});
+
+t.test('a tenant of a bucket of its own that worked, then stops answering, never holds every slot: a tenant of the default bucket arriving flushes at once', async (t) => {
+  const dir = tempDir('flush-fair-own');
+  const goodBucketName = await createTestBucket(t, { tag: 'fair-def' });
+  const ownBucketName = await createTestBucket(t, { tag: 'fair-own' });
+  // the own bucket through a proxy that forwards, then stalls every request (until the teardown)
+  let stalling = false;
+  const proxy = await startFaultProxy(t, s3TestEnv().endpoint, () => (stalling ? { kind: 'stall' } : FORWARD));
+  const reg = new TenantRegistry(
+    await parseTenantsConfig(
+      {
+        authRequired: false,
+        defaultBucket: s3TenantBucket(goodBucketName, credentialEnvRefs(1)),
+        tenants: {
+          good: {},
+          own: { bucket: s3TenantBucket(ownBucketName, credentialEnvRefs(1), { endpoint: proxy.endpoint, socketTimeoutMs: 3_600_000, retry: { maxAttempts: 1, baseDelayMs: 10, maxDelayMs: 10 } }) },
+        },
+      },
+      'test',
+    ),
+    { retireAfterMs: 1 },
+  );
+  const config = parseAggregatorConfig({ walDir: join(dir, 'wal'), tenantsFile: '/unused', numShards: SHARDS, flushConcurrency: 2, flushRetryBaseMs: 600_000, flushRetryMaxMs: 3_600_000 });
+  const agg = await Aggregator.open({
+    config,
+    buckets: { acquire: (tenant, windowStart) => reg.acquireBucket(tenant, windowStart), ownBucket: (tenant) => (reg.config.tenants.get(tenant)?.bucket ?? null) !== null },
+    tenantLabel: (tenant) => reg.label(tenant),
+    logger: createLogger({ level: 'silent' }),
+    metrics: new AggregatorMetrics(),
+    now: () => W + H + 1000,
+    autoFlush: false,
+  });
+  t.teardown(async () => {
+    await agg.close();
+    await reg.close();
+  });
+  // the tenant's bucket works: one window flushed
+  await agg.write('own', 0, [wire('own', 0)]);
+  t.equal((await agg.seal('own', 0, BigInt(W), true)).length, 1, 'a first flush of the own-bucket tenant succeeds');
+  // then it stops answering, with its windows of every other shard sealed and nobody else flushing
+  for (let shard = 1; shard < SHARDS; shard++) await agg.write('own', shard, [wire('own', shard)]);
+  stalling = true;
+  const stalled = proxy.seen.length;
+  for (let shard = 1; shard < SHARDS; shard++) void agg.seal('own', shard, BigInt(W), true).catch(() => undefined);
+  await eventually('a flush of the own-bucket tenant to hang on its bucket', () => Promise.resolve(proxy.seen.length > stalled ? true : null));
+  // a tenant of the default bucket arrives: a slot is free for it
+  await agg.write('good', 0, [wire('good', 0)]);
+  // bounded, so that a regression fails here instead of hanging the file (the stall lasts an hour)
+  let bound: NodeJS.Timeout | undefined;
+  const blocks = await Promise.race([
+    agg.seal('good', 0, BigInt(W), true),
+    new Promise<never>((_, reject) => (bound = setTimeout(() => reject(new Error('the flush of the default bucket\'s tenant waited 60 s: no slot was left for it')), 60_000))),
+  ]).finally(() => clearTimeout(bound));
+  t.same(blocks.map((b) => [b.tenant, b.shard, b.samples]), [['good', 0, ts.length]], "the default bucket's tenant flushed while the other's bucket hangs");
+  const got = await readBlock(openTestBucket(t, goodBucketName), blockKey('good', 0, BigInt(W)));
+  t.same(got.get(0n), { ts, bits: ts.map((_, k) => bitsOf(valueOf('good', 0, k))) }, 'its block, bit for bit');
+  t.same(
+    agg.status().windows.map((w) => `${w.tenant}/${w.shard}`).sort(),
+    ['own/1', 'own/2', 'own/3'],
+    "the own-bucket tenant's windows are still in the WAL",
   );
 });
 
