@@ -10,7 +10,7 @@ import { TENANT_HEADER } from '../api/headers.js';
 import type { Logger } from '../common/logger.js';
 import { ErrorCode, InvalidArgumentError, StrataError } from '../errors.js';
 import { TENANT_PATTERN } from '../format/key.js';
-import { openBucket, type Bucket, type BucketConfig } from '../objstore/index.js';
+import { describeBucket, openBucket, type Bucket, type BucketConfig } from '../objstore/index.js';
 import { loadTenantsFile, type TenantEntry, type TenantsConfig } from './config.js';
 import { deleteBucket, ensureBucket, listBucketNames, parsePartitionName, partitionConfig, partitionOf, PartitionBucket, windowNeeded, type Partition } from './partitions.js';
 
@@ -401,6 +401,7 @@ export class TenantRegistry {
    * Then the {@link onSwap} listeners run.
    */
   swap(next: TenantsConfig): void {
+    this.warnMoves(this.cfg, next);
     this.cfg = next;
     const live = new Set<string>([bucketKey(next.defaultBucket)]);
     for (const t of next.tenants.values()) if (t.bucket) live.add(bucketKey(t.bucket));
@@ -415,6 +416,27 @@ export class TenantRegistry {
       } catch (err) {
         this.logger?.error({ err: (err as Error).message }, 'a tenants config listener failed');
       }
+    }
+  }
+
+  /**
+   * Logs a warning for each tenant whose blocks the new config looks for in another place (its own
+   * bucket changed, or the default bucket it uses): nothing moves the blocks already written, so
+   * they are no longer read, and a window flushed in both places is split between them.
+   */
+  private warnMoves(prev: TenantsConfig, next: TenantsConfig): void {
+    const where = (cfg: TenantsConfig, tenant: string): BucketConfig | undefined => {
+      const entry = cfg.tenants.get(tenant);
+      return entry === undefined ? undefined : (entry.bucket ?? cfg.defaultBucket);
+    };
+    for (const tenant of next.tenants.keys()) {
+      const from = where(prev, tenant);
+      const to = where(next, tenant)!;
+      if (from === undefined || bucketLocationOf(from) === bucketLocationOf(to)) continue;
+      this.logger?.warn(
+        { tenant, from: describeBucket(from), to: describeBucket(to) },
+        'a tenant moved to another bucket: its blocks in the old one are no longer read, and a window flushed in both is split between them; copy its blocks over first (docs/deploy.md, "Moving a tenant to another bucket")',
+      );
     }
   }
 

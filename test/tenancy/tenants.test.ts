@@ -10,6 +10,7 @@ import { ErrorCode, InvalidArgumentError, StrataError } from '../../src/errors.j
 import type { Bucket, BucketConfig } from '../../src/objstore/index.js';
 import { hashToken, loadTenantsFile, newToken, parseTenantsConfig, retentionOf } from '../../src/tenancy/config.js';
 import { OTHER_TENANT_LABEL, TenantRegistry } from '../../src/tenancy/tenants.js';
+import { createLogger } from '../../src/common/logger.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'strata-tenancy-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -245,6 +246,26 @@ t.test('reload keeps the old config when the new file is invalid, and follows fi
   t.equal(grpcCode(() => reg.authenticate('beta', TOKEN_A2)), 'OK', 'rotated token works');
   t.equal(grpcCode(() => reg.authenticate('beta', TOKEN_B)), 'UNAUTHENTICATED', 'the old token no longer does');
   await reg.close();
+});
+
+t.test('a reload that moves a tenant to another bucket logs a warning naming the tenant and both buckets; other changes do not', async (t) => {
+  const logs: Record<string, unknown>[] = [];
+  const logger = createLogger({ level: 'info', dest: { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) } });
+  const doc = (acmeBucket: string | null, defaultPath: string): Record<string, unknown> => ({
+    authRequired: false,
+    defaultBucket: { type: 'filesystem', path: join(dir, defaultPath) },
+    tenants: { acme: acmeBucket === null ? {} : { bucket: { type: 'filesystem', path: join(dir, acmeBucket) } }, beta: {} },
+  });
+  const reg = new TenantRegistry(await parseTenantsConfig(doc(null, 'default'), 'test'), { logger });
+  t.teardown(() => reg.close());
+  const moves = (): unknown[][] => logs.filter((l) => l['msg'] === undefined ? false : String(l['msg']).startsWith('a tenant moved')).map((l) => [l['level'], l['tenant'], l['from'], l['to']]);
+  reg.swap(await parseTenantsConfig({ ...doc(null, 'default'), tenants: { acme: { limits: { maxSamplesPerWrite: 10 } }, beta: {} } }, 'test'));
+  t.same(moves(), [], 'a change of limits is no move');
+  reg.swap(await parseTenantsConfig(doc('acme-own', 'default'), 'test'));
+  t.same(moves(), [['warn', 'acme', `file://${join(dir, 'default')}`, `file://${join(dir, 'acme-own')}`]], 'acme to a bucket of its own');
+  reg.swap(await parseTenantsConfig(doc('acme-own', 'default2'), 'test'));
+  t.same(moves().slice(1), [['warn', 'beta', `file://${join(dir, 'default')}`, `file://${join(dir, 'default2')}`]], 'a new default bucket moves the tenants that use it');
+  t.match(logs.find((l) => l['tenant'] === 'beta')?.['msg'], /copy its blocks over first \(docs\/deploy\.md, "Moving a tenant to another bucket"\)/);
 });
 
 t.test('authenticateToken() names the owner of a token (Status), or null when auth is off', async (t) => {
