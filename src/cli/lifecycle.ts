@@ -60,10 +60,12 @@ export function registerLifecycleCommands(program: Command): void {
           lease_elsewhere: 'another replica holds the lease',
           lease_error: `cannot take the lease: ${r.error ?? 'unknown error'}`,
           clock_skew: `no pass: ${r.error ?? "this clock is off the bucket's"}; set the clock right`,
+          stopped: 'the pass stopped part-way: the lease was lost (its renewals failed, see the log); the next pass continues',
+          failed: `the pass failed: ${r.error ?? 'see the log'}`,
         }[r.skipped ?? (r.held ? 'not_due' : 'lease_elsewhere')];
         process.stderr.write(`strata lifecycle: ${why}\n`);
-        // nothing was done for a reason to fix (the bucket, the clock): a scheduled run must not look fine
-        if (r.skipped === 'lease_error' || r.skipped === 'clock_skew') process.exitCode = 1;
+        // nothing (or not all) was done for a reason to fix: a scheduled run must not look fine
+        if (r.skipped === 'lease_error' || r.skipped === 'clock_skew' || r.skipped === 'stopped' || r.skipped === 'failed') process.exitCode = 1;
       } else process.stdout.write(`${JSON.stringify(r.pass)}\n`);
       if (r.pass !== null && r.pass.failures > 0) process.exitCode = 1;
     });

@@ -29,6 +29,7 @@ interface PushFlags {
   chunkSamples: string;
   chunkSeries: string;
   retries: string;
+  writeDeadlineMs: string;
   token?: string;
   tokenFile?: string;
   tls?: boolean;
@@ -121,6 +122,11 @@ export function registerPushCommands(program: Command): void {
     .option('--chunk-samples <n>', 'records read from the file at a time', '2000000')
     .option('--chunk-series <n>', 'distinct series regrouped and sent at a time (bounds memory for files of many short series)', String(DEFAULT_CHUNK_SERIES))
     .option('--retries <n>', 'attempts per request (UNAVAILABLE, RESOURCE_EXHAUSTED are retried)', '8')
+    .option(
+      '--write-deadline-ms <ms>',
+      'deadline of one write request; a request spanning many windows (a backfill of months) takes longer, as each window is a WAL of its own: raise it, or lower --batch-samples',
+      '60000',
+    )
     .option('--token <token>', `the tenant's bearer token (or ${TOKEN_ENV}; visible in the process list: prefer --token-file or the variable)`)
     .option('--token-file <file>', "read the tenant's bearer token from a file")
     .option('--tls', "connect over TLS, verifying the server against the system's roots")
@@ -141,7 +147,12 @@ export function registerPushCommands(program: Command): void {
         } else if (typeof grpc.code === 'number' && typeof grpc.details === 'string') {
           // the answer may come from a proxy in front of the aggregators (an HTTP 502 of nginx), not from one
           const attempts = (err as { attempts?: number }).attempts;
-          process.stderr.write(`strata push: ${flags.target ?? 'the aggregator'} answered ${status[grpc.code]}: ${grpc.details}${attempts !== undefined && attempts > 1 ? ` (after ${attempts} attempts)` : ''}\n`);
+          // a write past its deadline may still be stored by the aggregator: writes are idempotent
+          const hint =
+            grpc.code === status.DEADLINE_EXCEEDED
+              ? `; the aggregator may still have stored it (writes are idempotent: push the file again), and a request spanning many windows needs a longer --write-deadline-ms (now ${flags.writeDeadlineMs}) or a smaller --batch-samples`
+              : '';
+          process.stderr.write(`strata push: ${flags.target ?? 'the aggregator'} answered ${status[grpc.code]}: ${grpc.details}${attempts !== undefined && attempts > 1 ? ` (after ${attempts} attempts)` : ''}${hint}\n`);
           process.exitCode = 1;
         } else throw err;
       }
@@ -167,6 +178,7 @@ async function push(file: string, flags: PushFlags): Promise<void> {
     concurrency: positive('--concurrency', flags.concurrency),
     maxBatchSamples: positive('--batch-samples', flags.batchSamples),
     retry: { maxAttempts: positive('--retries', flags.retries) },
+    writeDeadlineMs: positive('--write-deadline-ms', flags.writeDeadlineMs),
     onRequest: (e) => progress.request(e.method === 'Write' && e.ok ? e.samples : 0, e.attempts - 1),
   });
   const t0 = performance.now();

@@ -108,7 +108,8 @@ export interface LifecycleJobOptions {
   /** A partition dropped whole. */
   readonly onBucketDropped?: (d: BucketDrop) => void;
   /** A deletion that failed (the pass goes on; the next pass retries it). */
-  readonly onError?: (what: { bucket: string; key: string; err: unknown }) => void;
+  /** `tenants`: those whose blocks the bucket holds, when it is not the default bucket. */
+  readonly onError?: (what: { bucket: string; key: string; err: unknown; tenants?: readonly string[] | undefined }) => void;
   /** Day blocks (src/lifecycle/day.ts); absent: none are made. */
   readonly days?: DayPassOptions;
 }
@@ -540,7 +541,7 @@ export async function runLifecyclePass(b: LifecycleBuckets, nowMs: number, opts:
       // another) does not get a complete deletion report; the others' are not held back by it
       failures++;
       for (const [tenant, pt] of perTenant) if (tenants === undefined || tenants.includes(tenant)) pt.left++;
-      opts.onError?.({ bucket: name, key: '', err });
+      opts.onError?.({ bucket: name, key: '', err, tenants: tenants ?? (partition ? [partition.tenant] : undefined) });
     }
   }
 

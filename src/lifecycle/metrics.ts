@@ -30,7 +30,7 @@ export class LifecycleMetrics {
     if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
     registerBuildInfo(this.registry);
     this.blocksDeleted = new Counter({ name: 'strata_lifecycle_blocks_deleted_total', help: 'Blocks deleted, by reason (retention, tenant_deleted).', labelNames: ['reason'], registers });
-    this.bytesDeleted = new Counter({ name: 'strata_lifecycle_bytes_deleted_total', help: 'Bytes of the blocks deleted, by reason.', labelNames: ['reason'], registers });
+    this.bytesDeleted = new Counter({ name: 'strata_lifecycle_bytes_deleted_total', help: 'Bytes of the objects deleted (blocks, and the day manifests beside day blocks), by reason.', labelNames: ['reason'], registers });
     this.incompleteUploadsRemoved = new Counter({ name: 'strata_lifecycle_incomplete_uploads_removed_total', help: 'Abandoned multipart uploads and temp files discarded.', registers });
     this.bucketsDropped = new Counter({ name: 'strata_lifecycle_buckets_dropped_total', help: 'Time-partitioned tenant buckets dropped whole, by reason (retention, tenant_deleted).', labelNames: ['reason'], registers });
     this.deleteErrors = new Counter({ name: 'strata_lifecycle_delete_errors_total', help: 'Deletions that failed (retried by the next pass).', registers });

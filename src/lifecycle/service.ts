@@ -47,10 +47,11 @@ export interface TickResult {
   /** The pass run by this tick (null: see `skipped`). */
   readonly pass: LifecyclePassResult | null;
   /**
-   * Why no pass ran: none was due (intervalMs), another replica holds the lease, the lease could
-   * not be asked for (the bucket: `error` says why), or this clock is off the bucket's.
+   * Why no pass ran, or none ran to its end: none was due (intervalMs), another replica holds the
+   * lease, the lease could not be asked for (the bucket: `error` says why), this clock is off the
+   * bucket's, the pass stopped because the lease was lost, or it failed (`error`).
    */
-  readonly skipped?: 'not_due' | 'lease_elsewhere' | 'lease_error' | 'clock_skew';
+  readonly skipped?: 'not_due' | 'lease_elsewhere' | 'lease_error' | 'clock_skew' | 'stopped' | 'failed';
   readonly error?: string;
 }
 
@@ -98,6 +99,7 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
   const runPass = async (): Promise<LifecyclePassResult | null> => {
     const started = now();
     lastAttemptMs = started;
+    skipped = null;
     // retention, day merges and the lease all decide by this clock: one far from the bucket's
     // (a host clock a day ahead deleted every block of the tenants with a retention, and merged
     // the open day) runs no pass until it is right
@@ -122,7 +124,8 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
         onBlock: (d) => {
           if (isBlockObject(d.key)) metrics.blocksDeleted.inc({ reason: d.reason });
           metrics.bytesDeleted.inc({ reason: d.reason }, d.bytes);
-          logger.info({ bucket: d.bucket, key: d.key, tenant: d.tenant, shard: d.shard, windowStart: new Date(d.windowStartMs).toISOString(), bytes: d.bytes, reason: d.reason }, 'block deleted');
+          // a day manifest goes with its day block: its own line, not one more "block deleted"
+          logger.info({ bucket: d.bucket, key: d.key, tenant: d.tenant, shard: d.shard, windowStart: new Date(d.windowStartMs).toISOString(), bytes: d.bytes, reason: d.reason }, isBlockObject(d.key) ? 'block deleted' : 'day manifest deleted');
         },
         onDebris: (d) => {
           metrics.incompleteUploadsRemoved.inc();
@@ -134,7 +137,7 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
         },
         onError: (e) => {
           metrics.deleteErrors.inc();
-          logger.warn({ bucket: e.bucket, key: e.key, err: (e.err as Error).message }, e.key === '' ? 'a bucket could not be served; the next pass retries it' : 'deletion failed; the next pass retries it');
+          logger.warn({ bucket: e.bucket, ...(e.tenants !== undefined ? { tenants: e.tenants } : {}), key: e.key, err: (e.err as Error).message }, e.key === '' ? 'a bucket could not be served; the next pass retries it' : 'deletion failed; the next pass retries it');
         },
         ...(config.dayBlocks
           ? {
@@ -191,6 +194,7 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
       metrics.passes.inc({ result: stopped ? 'stopped' : 'failed' });
       if (stopped) logger.warn('lifecycle pass stopped: the lease is no longer held');
       else logger.error({ err }, 'lifecycle pass failed; retried at the next tick');
+      skipped = stopped ? { why: 'stopped' } : { why: 'failed', error: (err as Error).message };
       return null;
     } finally {
       endTimer();
@@ -199,7 +203,8 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
 
   const step = async (): Promise<boolean> => {
     let held = false;
-    skipped = null;
+    // a renewal while a pass runs leaves the pass's outcome alone
+    if (pass === null) skipped = null;
     try {
       const state = await lease.acquire();
       held = state.held;
@@ -277,7 +282,26 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
     async tick() {
       const held = await step();
       const p = pass;
-      const result = p ? await p : null;
+      // without the timer (`strata lifecycle --once`), this tick renews the lease while its pass
+      // runs, every third of leaseDurationMs as the timer does: else a pass longer than the lease
+      // lost it and stopped part-way
+      let renewal: NodeJS.Timeout | null = null;
+      let running = p !== null && !(opts.timer ?? true);
+      const renewLater = (): void => {
+        renewal = setTimeout(() => {
+          void step().finally(() => {
+            if (running) renewLater();
+          });
+        }, Math.max(1000, Math.floor(config.leaseDurationMs / 3)));
+      };
+      if (running) renewLater();
+      let result: LifecyclePassResult | null = null;
+      try {
+        result = p ? await p : null;
+      } finally {
+        running = false;
+        if (renewal) clearTimeout(renewal);
+      }
       const s = skipped as { why: NonNullable<TickResult['skipped']>; error?: string } | null;
       return { held, pass: result, ...(result === null && s !== null ? { skipped: s.why, ...(s.error !== undefined ? { error: s.error } : {}) } : {}) };
     },

@@ -261,7 +261,7 @@ export function writerService(o: WriterServiceOptions): UntypedServiceImplementa
         if (held >= bound) {
           throw new GrpcError(
             status.RESOURCE_EXHAUSTED,
-            `tenant "${tenant}" holds ${held} bytes of WAL on disk: a tenant with a bucket of its own may hold at most walOwnBucketTenantPercent (${o.config.walOwnBucketTenantPercent} %) of walQuotaBytes (${bound} bytes), so that an outage of its bucket leaves the others room; retry once its windows are flushed`,
+            `tenant "${tenant}" holds ${held} bytes of WAL on disk: a tenant with a bucket of its own may hold at most walOwnBucketTenantPercent (${o.config.walOwnBucketTenantPercent} %) of walQuotaBytes (${o.config.walQuotaBytes}): ${bound} bytes, so that an outage of its bucket leaves the others room; retry once its windows are flushed`,
           );
         }
       }

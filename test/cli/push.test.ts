@@ -6,6 +6,7 @@
  */
 import t from 'tap';
 import { execFile } from 'node:child_process';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -70,6 +71,26 @@ t.test('what Prometheus refuses is refused: content after # EOF, a decimal beyon
   t.match(await read('small.prom', 'prom', ['m{sid="1"} -1.8e308 1795219200000']), /value -1\.8e308 is beyond the float64 range/);
   t.same(await read('inf.prom', 'prom', ['m{sid="1"} +Inf 1795219200000', 'm{sid="1"} 1.7976931348623157e308 1795219200001']), [['1', '1795219200000', Infinity], ['1', '1795219200001', 1.7976931348623157e308]]);
   t.match(await read('twice.prom', 'prom', ['m{sid="400",sid="401"} 1 1795219200000']), /twice\.prom:1: the label "sid" appears twice$/);
+});
+
+t.test('a write past --write-deadline-ms fails with exit 1 and says the data may be stored and what to change', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'strata-push-deadline-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // an endpoint that takes connections and never answers: every attempt runs into the deadline
+  const silent = createServer(() => undefined);
+  const sockets = new Set<Socket>();
+  silent.on('connection', (s) => void sockets.add(s));
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    for (const s of sockets) s.destroy();
+    return new Promise<void>((r) => silent.close(() => r()));
+  });
+  const file = join(dir, 'one.prom');
+  writeFileSync(file, 'm{sid="1"} 2.5 1795219200000\n');
+  const port = (silent.address() as AddressInfo).port;
+  const r = await push(['--tenant', 'acme', '--num-shards', '1', '--target', `127.0.0.1:${port}`, '--id-label', 'sid', '--write-deadline-ms', '500', '--retries', '1', '--no-progress', file]);
+  t.equal(r.code, 1, r.stderr);
+  t.match(r.stderr, /answered DEADLINE_EXCEEDED: .*; the aggregator may still have stored it \(writes are idempotent: push the file again\), and a request spanning many windows needs a longer --write-deadline-ms \(now 500\) or a smaller --batch-samples/);
 });
 
 t.test('strata push reads Prometheus text, OpenMetrics and CSV with the id from a named label or column', async (t) => {

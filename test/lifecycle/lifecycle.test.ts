@@ -29,6 +29,7 @@ import { openTenantsConfig } from '../../src/tenancy/config.js';
 import { deletionMarkKey, markTenantDeleted, readDeletionReport } from '../../src/tenancy/deletion-marks.js';
 import { TenantRegistry } from '../../src/tenancy/tenants.js';
 import { collect } from '../support/async.js';
+import { FORWARD, startFaultProxy } from '../support/faultproxy.js';
 import { adminClient, createTestBucket, pendingMultipartUploads, s3BucketConfig, s3TestEnv, type TestUser } from '../support/s3env.js';
 import { credentialEnvRefs, s3TenantBucket } from '../support/tenancy.js';
 import { D, idBytes, makeDataSet, manualClock, rawRead, startTestGateway, tempDir, testConfig, W0, writeBlock } from '../support/gateway.js';
@@ -88,6 +89,27 @@ async function twoBuckets(t: Test, defTag: string, ownTag: string): Promise<{ de
   const ownName = await createTestBucket(t, { user: 2, tag: ownTag });
   return { defName, ownName, def: open(defName, 1), own: open(ownName, 2), dir: tempDir(t, defTag) };
 }
+
+t.test('a tick without the timer (strata lifecycle --once) renews the lease while its pass runs: a pass longer than leaseDurationMs runs to its end', async (t) => {
+  const name = await createTestBucket(t, { user: 1, tag: 'lc-once' });
+  const bucket = open(name, 1);
+  const dir = tempDir(t, 'lc-once');
+  // every deletion's answer held 400 ms, so the pass (one deletion at a time, 12 of them) lasts
+  // longer than the 3 s lease whatever the machine's speed
+  const proxy = await startFaultProxy(t, env.endpoint, (_n, req) =>
+    req.method === 'DELETE' ? { kind: 'hold', fetched: () => undefined, release: new Promise<void>((r) => setTimeout(r, 400)) } : FORWARD,
+  );
+  const file = writeTenants(dir, { authRequired: false, retentionMs: 7 * DAY, defaultBucket: s3TenantBucket(name, credentialEnvRefs(1), { endpoint: proxy.endpoint }) });
+  const expired: string[] = [];
+  for (let i = 0; i < 12; i++) expired.push(await block(bucket, 'acme', i % NUM_SHARDS, W0 + BigInt(Math.floor(i / NUM_SHARDS)) * D));
+  const t0 = Date.now();
+  const role = await startRole(t, file, () => NOW + (Date.now() - t0), { retentionGraceMs: 0, leaseDurationMs: 3000, deleteConcurrency: 1 });
+  const r = await role.tick();
+  t.ok(Date.now() - t0 > 3000, `the pass outlasted the lease (${Date.now() - t0} ms)`);
+  t.not(r.pass, null, `the pass ran to its end (${r.skipped ?? ''} ${r.error ?? ''})`);
+  t.same(r.pass?.blocksDeleted, { retention: 12, tenant_deleted: 0 }, 'every expired block deleted');
+  t.same(await keys(bucket), [], 'none left');
+});
 
 t.test('retention deletes expired blocks in the default and own buckets, at the exact boundary; the schedule survives a restart', async (t) => {
   const { defName, ownName, def, own, dir } = await twoBuckets(t, 'lc-def', 'lc-own');

@@ -83,7 +83,7 @@ t.test('a tenant with its own bucket is bounded to walOwnBucketTenantPercent of 
     (e: unknown) => e as WriteCallError,
   );
   t.equal(refused?.code, status.RESOURCE_EXHAUSTED, 'the failing tenant is refused');
-  t.match(refused?.details, /^tenant "down" holds \d+ bytes of WAL on disk: a tenant with a bucket of its own may hold at most walOwnBucketTenantPercent \(1 %\) of walQuotaBytes \(671088 bytes\)/);
+  t.match(refused?.details, /^tenant "down" holds \d+ bytes of WAL on disk: a tenant with a bucket of its own may hold at most walOwnBucketTenantPercent \(1 %\) of walQuotaBytes \(67108864\): 671088 bytes,/);
   t.same(await ok.write([noisy(3n, 1000, 9)]), { requests: 1, samples: 1000, series: 1, retries: 0 }, 'another tenant keeps writing');
   const agg = running.aggregator()!;
   await eventually('the first window stays in the WAL', async () => (agg.store.tenantBytes('down') >= 800_000 ? true : null));
