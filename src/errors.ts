@@ -88,8 +88,11 @@ export class InvalidArgumentError extends StrataError {
 
 /** A format version (or encoding id) that this build cannot read. */
 export class UnsupportedVersionError extends StrataError {
-  constructor(message: string) {
+  /** The version refused, when one was read. */
+  readonly version: number | undefined;
+  constructor(message: string, version?: number) {
     super(ErrorCode.UNSUPPORTED_VERSION, message);
+    this.version = version;
   }
 }
 

@@ -32,7 +32,11 @@ export interface ReadRequestFields {
   readonly encoding: number;
   /** Window length (0 or absent: one block's window; DAY_MS: a day). */
   readonly windowMs?: bigint;
-  /** The newest RUNS version the client decodes (0 or absent: a client before the field, version 1). */
+  /**
+   * The newest RUNS version the client decodes (read.proto `runs_version`; send
+   * `RUN_CODES_VERSION` when decoding runs with this package's decoder). 0 or absent: unset,
+   * which the gateway takes as 2.
+   */
   readonly runsVersion?: number;
 }
 
@@ -234,6 +238,7 @@ export function encodeReadRequest(r: ReadRequestFields): Buffer {
   const windowMs = r.windowMs ?? 0n;
   if (windowMs !== 0n) size += 1 + int64Size(windowMs);
   const runsVersion = r.runsVersion ?? 0;
+  if (!Number.isInteger(runsVersion) || runsVersion < 0 || runsVersion > 0xffffffff) throw new RangeError(`runsVersion ${runsVersion} is not a uint32`);
   if (runsVersion !== 0) size += 1 + varintSize(runsVersion);
   const w = new Writer(Buffer.allocUnsafe(size));
   if (tenant.length > 0) w.chunks(1, [tenant], tenant.length);

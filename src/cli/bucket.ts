@@ -21,7 +21,7 @@
 import { Command, Option } from 'commander';
 import { BlockReader } from '../block/reader.js';
 import { bucketSource } from '../block/source.js';
-import { ErrorCode, hasCode, InvalidArgumentError, StrataError } from '../errors.js';
+import { ErrorCode, hasCode, InvalidArgumentError, StrataError, UnsupportedVersionError } from '../errors.js';
 import { DEFAULT_BLOCK_DURATION_MS, parseBlockKey, validateTenant } from '../format/key.js';
 import { dayStartOf, parseDayKey } from '../format/day-key.js';
 import { runLifecyclePass, type BlockDeletion } from '../lifecycle/job.js';
@@ -29,6 +29,7 @@ import { describeBucket, openBucket, parseBucketConfig, type Bucket } from '../o
 import { loadTenantsFile, openTenantsConfig } from '../tenancy/config.js';
 import { ALL_PARTITION_CLIENTS, bucketLocationOf, TenantRegistry } from '../tenancy/tenants.js';
 import { addBucketOptions, bucketConfigFromFlags, type BucketFlags } from './block.js';
+import { FORMAT_VERSION } from '../format/footer.js';
 
 /** Exit statuses of the `strata bucket` commands. */
 export const BucketExit = {
@@ -88,6 +89,14 @@ class Outcome {
     if (this.bucketsFailed > 0) return BucketExit.BUCKET_FAILED;
     return this.newer > 0 ? BucketExit.NEWER_FORMAT : BucketExit.OK;
   }
+}
+
+/**
+ * Whether `err` refuses a block of a format version above the ones this build reads (a newer
+ * build wrote it); a version below them (0) is damage, not a newer format.
+ */
+function isNewerFormat(err: unknown): boolean {
+  return err instanceof UnsupportedVersionError && err.version !== undefined && err.version > FORMAT_VERSION;
 }
 
 /** Whether `err` is the user's to fix (flags, tenants file) rather than a bucket's failure. */
@@ -327,7 +336,7 @@ export function registerBucketCommands(program: Command): void {
         } catch (err) {
           // deleted since it was listed (a lifecycle pass running meanwhile): no longer stored
           if (hasCode(err, ErrorCode.NOT_FOUND)) continue;
-          if (hasCode(err, ErrorCode.UNSUPPORTED_VERSION)) o.newer++;
+          if (isNewerFormat(err)) o.newer++;
           else o.corrupt++;
           process.stderr.write(`strata bucket usage: cannot read block ${b.bucket} ${b.key}: ${(err as Error).message}\n`);
         }
@@ -378,7 +387,7 @@ export function registerBucketCommands(program: Command): void {
             out(`GONE\t${b.bucket}\t${b.key}\tdeleted since it was listed`);
             continue;
           }
-          if (hasCode(err, ErrorCode.UNSUPPORTED_VERSION)) {
+          if (isNewerFormat(err)) {
             // written by a newer build: not damage, and not checked either
             o.newer++;
             out(`NEWER\t${b.bucket}\t${b.key}\t${(err as Error).message}; not checked: verify it with a build that reads that version`);

@@ -31,7 +31,7 @@ export {
 } from '../api/read-codec.js';
 export { BlockAssembler, mergeSeries, ResponseFormatError } from './block-assembler.js';
 export { planQuery, rankEndpoints, type BlockLayout, type BlockRequest } from './query-plan.js';
-export { decodeRun, type Samples } from '../format/run.js';
+export { decodeRun, RUN_CODES_VERSION, type Samples } from '../format/run.js';
 export { blockKey, DEFAULT_BLOCK_DURATION_MS, MAX_SHARDS, TENANT_PATTERN } from '../format/key.js';
 export { ERROR_CODE_TRAILER, errorCodeOfTrailers } from '../api/headers.js';
 export type { ClientTlsConfig } from '../common/tls.js';

@@ -48,7 +48,12 @@ export function routeLibraryOutput(logger: Logger): void {
   setGrpcLogger({ error: to('error') });
   // process warnings (the AWS SDK's notice that its releases after January 2027 need Node 22,
   // once per process on Node 20) are warnings: Node's own handler printed them through
-  // console.error, as error-level lines at every start
-  process.removeAllListeners('warning');
-  process.on('warning', (w: Error) => lib.warn({ warning: w.name }, w.message));
+  // console.error, as error-level lines at every start. Only when Node prints them at all
+  // (--no-warnings and NODE_NO_WARNINGS=1 install no handler; --redirect-warnings is kept)
+  if (process.listenerCount('warning') > 0 && process.execArgv.every((a) => !a.startsWith('--redirect-warnings'))) {
+    process.removeAllListeners('warning');
+    process.on('warning', (w: Error & { code?: string; detail?: string }) =>
+      lib.warn({ warning: w.name, ...(w.code !== undefined ? { code: w.code } : {}), ...(w.detail !== undefined ? { detail: w.detail } : {}) }, w.message),
+    );
+  }
 }

@@ -148,7 +148,7 @@ export function decodeFooter(buf: Uint8Array, at: number, objectSize: number, or
   if (dv.getUint32(FooterField.FOOTER_CRC, true) !== crc) throw r.corrupt('footer checksum mismatch', at);
   const version = r.u16();
   if (version < OLDEST_FORMAT_VERSION || version > FORMAT_VERSION) {
-    throw new UnsupportedVersionError(`block "${origin.object}" has format version ${version}; this build reads ${OLDEST_FORMAT_VERSION} to ${FORMAT_VERSION}`);
+    throw new UnsupportedVersionError(`block "${origin.object}" has format version ${version}; this build reads ${OLDEST_FORMAT_VERSION} to ${FORMAT_VERSION}`, version);
   }
   const flags = r.u16();
   if (flags !== 0) throw r.corrupt(`unknown footer flags ${flags}`, at + FooterField.FLAGS);

@@ -238,8 +238,9 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
    * Until the next step: the lease is renewed every third of its duration, and a pass starts
    * `intervalMs` after the start of the last one, not at the renewal after that.
    */
+  const renewEveryMs = (): number => Math.max(1000, Math.floor(config.leaseDurationMs / 3));
   const untilNextStep = (): number => {
-    const renew = Math.max(1000, Math.floor(config.leaseDurationMs / 3));
+    const renew = renewEveryMs();
     const last = lease.record?.lastRunMs ?? null;
     if (pass !== null || !lease.held() || last === null) return renew;
     // the last attempt recorded no run (it failed, or the clocks disagreed): retry at the renewals
@@ -286,13 +287,22 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
       // runs, every third of leaseDurationMs as the timer does: else a pass longer than the lease
       // lost it and stopped part-way
       let renewal: NodeJS.Timeout | null = null;
+      let renewing: Promise<void> | null = null;
       let running = p !== null && !(opts.timer ?? true);
       const renewLater = (): void => {
         renewal = setTimeout(() => {
-          void step().finally(() => {
-            if (running) renewLater();
-          });
-        }, Math.max(1000, Math.floor(config.leaseDurationMs / 3)));
+          // a renewal only: no pass is started from here
+          renewing = lease
+            .acquire()
+            .then(
+              (state) => void metrics.leaseHeld.set(state.held ? 1 : 0),
+              (err: unknown) => logger.warn({ err: (err as Error).message }, 'cannot renew the lifecycle lease'),
+            )
+            .finally(() => {
+              renewing = null;
+              if (running) renewLater();
+            });
+        }, renewEveryMs());
       };
       if (running) renewLater();
       let result: LifecyclePassResult | null = null;
@@ -301,6 +311,7 @@ export async function startLifecycle(opts: LifecycleOptions): Promise<RunningLif
       } finally {
         running = false;
         if (renewal) clearTimeout(renewal);
+        await renewing;
       }
       const s = skipped as { why: NonNullable<TickResult['skipped']>; error?: string } | null;
       return { held, pass: result, ...(result === null && s !== null ? { skipped: s.why, ...(s.error !== undefined ? { error: s.error } : {}) } : {}) };

@@ -272,11 +272,8 @@ export class Flusher {
         current.gens = new Set(gens);
         const block = await this.flushOnce(job.key, gens);
         job.failures = 0;
-        // "known to work" is only remembered for a tenant with a bucket of its own (as many as the
-        // tenants file names); for the others it means what no entry means (see mayTake), and
-        // keeping one per tenant ever written would grow with traffic
-        if (this.o.buckets.ownBucket?.(tenant) === true) this.tenantFailures.set(tenant, 0);
-        else this.tenantFailures.delete(tenant);
+        // no entry: not failing (keeping one per tenant ever written would grow with traffic)
+        this.tenantFailures.delete(tenant);
         done.resolve(block);
       } catch (err) {
         done.reject(err);

@@ -63,12 +63,20 @@ export interface ReadQuery {
  */
 export function requireRunsVersion(q: ReadQuery, needed: number, what: string): void {
   const asked = q.runsVersion ?? 0;
-  if (Math.max(1, asked) >= needed) return;
+  if ((asked === 0 ? RUNS_VERSION_UNSET : asked) >= needed) return;
   throw new GrpcError(
     status.FAILED_PRECONDITION,
-    `${what} need RUNS version ${needed}; the request's runs_version is ${asked} (${asked === 0 ? 'unset: a client that decodes version 1 only' : `a client that decodes up to version ${asked}`}): read with encoding RAW, or upgrade the client`,
+    `${what} need RUNS version ${needed}; the request's runs_version is ${asked} (${asked === 0 ? `unset: taken as ${RUNS_VERSION_UNSET}` : `a client that decodes up to version ${asked}`}): read with encoding RAW, or upgrade the client`,
   );
 }
+
+/**
+ * What a request without `runs_version` is taken to decode: version 2, the runs of block format
+ * versions 1 to 3 and a series as several runs, which every query client decoded when the field
+ * came (it came after format version 2). The clients of 0.1.0 decode version 1 only and cannot be
+ * told apart: they cannot read blocks of format version 2 or later in RUNS (docs/protocol.md).
+ */
+export const RUNS_VERSION_UNSET = 2;
 
 /** Limits of one response. */
 export interface ReadLimits {

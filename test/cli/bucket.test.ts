@@ -309,9 +309,17 @@ t.test('bucket verify and usage tell a block of a newer format version (NEWER, e
   const badBytes = Buffer.from(await bucket.get(bad.key));
   badBytes[badBytes.length - 10] = badBytes[badBytes.length - 10]! ^ 0x01;
   await bucket.put(bad.key, badBytes);
+  // a version below the oldest is damage, not a newer format
+  const zero = await oneBlock(bucket, 'acme', W0 + 3n * D, 4);
+  const zeroBytes = Buffer.from(await bucket.get(zero.key));
+  const zeroFooter = zeroBytes.subarray(zeroBytes.length - FOOTER_LEN);
+  zeroFooter.writeUInt16LE(0, FooterField.VERSION);
+  zeroFooter.writeUInt32LE(crc32c(zeroFooter.subarray(0, FooterField.FOOTER_CRC)), FooterField.FOOTER_CRC);
+  await bucket.put(zero.key, zeroBytes);
   const both = await cli(['bucket', 'verify', '--bucket-path', path]);
   t.equal(both.code, 1, 'a corrupt block as well: exit 1');
-  t.match(both.stdout, ', 1 corrupt; 1 of a newer format, not checked');
+  t.match(both.stdout, `CORRUPT\tfile://${path}\t${zero.key}\tblock "${zero.key}" has format version 0`);
+  t.match(both.stdout, ', 2 corrupt; 1 of a newer format, not checked');
 });
 
 t.test('the read-only tools do not create a bucket directory that is not there, and S3 flags without --s3-bucket are refused', async (t) => {

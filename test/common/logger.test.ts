@@ -11,9 +11,9 @@ import t from 'tap';
 
 const logger = pathToFileURL(join(import.meta.dirname, '..', '..', 'src', 'common', 'logger.ts')).href;
 
-function run(code: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(code: string, env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: join(import.meta.dirname, '..', '..') });
+    const p = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: join(import.meta.dirname, '..', '..'), env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -43,4 +43,19 @@ t.test('process warnings are logged at warn level and console.error at error lev
       ['warn', 'library', 'Warning', 'NodeVersionSupportWarning: The AWS SDK for JavaScript (v3) will require node >=22.'],
     ],
   );
+});
+
+t.test('with NODE_NO_WARNINGS=1 process warnings stay unlogged, as Node leaves them', async (t) => {
+  const r = await run(
+    `
+    const { createLogger, routeLibraryOutput } = await import(${JSON.stringify(logger)});
+    routeLibraryOutput(createLogger({ name: 'test' }));
+    process.emitWarning('a warning nobody wants');
+    await new Promise((r) => setImmediate(r));
+  `,
+    { NODE_NO_WARNINGS: '1' },
+  );
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, '', 'no line');
+  t.equal(r.stderr, '');
 });

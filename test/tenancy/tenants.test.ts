@@ -264,7 +264,17 @@ t.test('a reload that moves a tenant to another bucket logs a warning naming the
   reg.swap(await parseTenantsConfig(doc('acme-own', 'default'), 'test'));
   t.same(moves(), [['warn', 'acme', `file://${join(dir, 'default')}`, `file://${join(dir, 'acme-own')}`]], 'acme to a bucket of its own');
   reg.swap(await parseTenantsConfig(doc('acme-own', 'default2'), 'test'));
-  t.same(moves().slice(1), [['warn', 'beta', `file://${join(dir, 'default')}`, `file://${join(dir, 'default2')}`]], 'a new default bucket moves the tenants that use it');
+  t.same(
+    moves().slice(1),
+    [
+      ['warn', 'beta', `file://${join(dir, 'default')}`, `file://${join(dir, 'default2')}`],
+      ['warn', '(tenants not in the file)', `file://${join(dir, 'default')}`, `file://${join(dir, 'default2')}`],
+    ],
+    'a new default bucket moves the tenants that use it, those not in the file too (authRequired: false)',
+  );
+  // a tenant not in the file (writing to the default bucket) added with a bucket of its own
+  reg.swap(await parseTenantsConfig({ ...doc('acme-own', 'default2'), tenants: { acme: { bucket: { type: 'filesystem', path: join(dir, 'acme-own') } }, beta: {}, gamma: { bucket: { type: 'filesystem', path: join(dir, 'gamma-own') } } } }, 'test'));
+  t.same(moves().slice(3), [['warn', 'gamma', `file://${join(dir, 'default2')}`, `file://${join(dir, 'gamma-own')}`]], 'a tenant that wrote to the default bucket unlisted, now with its own');
   t.match(logs.find((l) => l['tenant'] === 'beta')?.['msg'], /copy its blocks over first \(docs\/deploy\.md, "Moving a tenant to another bucket"\)/);
 });
 
