@@ -35,6 +35,25 @@ const wire = (tenant: string, shard: number): WireSeries => ({
   values: bitsBytes(ts.map((_, k) => bitsOf(valueOf(tenant, shard, k)))),
 });
 
+/**
+ * Tenant `good` in the default bucket and tenant `other` in a bucket of its own reached through
+ * `endpoint`, with one attempt per request and a socket timeout far beyond the tests.
+ */
+async function twoTenants(defaultBucket: string, other: string, otherBucket: string, endpoint: string): Promise<TenantRegistry> {
+  const config = await parseTenantsConfig(
+    {
+      authRequired: false,
+      defaultBucket: s3TenantBucket(defaultBucket, credentialEnvRefs(1)),
+      tenants: {
+        good: {},
+        [other]: { bucket: s3TenantBucket(otherBucket, credentialEnvRefs(1), { endpoint, socketTimeoutMs: 3_600_000, retry: { maxAttempts: 1, baseDelayMs: 10, maxDelayMs: 10 } }) },
+      },
+    },
+    'test',
+  );
+  return new TenantRegistry(config, { retireAfterMs: 1 });
+}
+
 /** A TCP server that accepts connections and never answers; `cut()` drops the open ones. */
 async function startHangingServer(): Promise<{ port: number; connections: () => number; nextConnection: () => Promise<void>; cut: () => void; close: () => Promise<void> }> {
   const open = new Set<Socket>();
@@ -77,21 +96,8 @@ t.test("a tenant whose bucket hangs does not stop other tenants' flushes, and ba
   const goodBucketName = await createTestBucket(t, { tag: 'fair' });
   const goodBucket = openTestBucket(t, goodBucketName);
   const hang = await startHangingServer();
-  const reg = new TenantRegistry(
-    await parseTenantsConfig(
-      {
-        authRequired: false,
-        defaultBucket: s3TenantBucket(goodBucketName, credentialEnvRefs(1)),
-        tenants: {
-          good: {},
-          // one attempt per request, and a socket timeout far beyond the test: only `cut()` ends a request
-          bad: { bucket: s3TenantBucket('strata-hanging', credentialEnvRefs(1), { endpoint: `http://127.0.0.1:${hang.port}`, socketTimeoutMs: 3_600_000, retry: { maxAttempts: 1, baseDelayMs: 10, maxDelayMs: 10 } }) },
-        },
-      },
-      'test',
-    ),
-    { retireAfterMs: 1 },
-  );
+  // only `cut()` ends a request of the bad tenant
+  const reg = await twoTenants(goodBucketName, 'bad', 'strata-hanging', `http://127.0.0.1:${hang.port}`);
   const logs: Record<string, unknown>[] = [];
   const logger = createLogger({ level: 'info', dest: { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) } });
   const metrics = new AggregatorMetrics();
@@ -181,20 +187,7 @@ t.test('a tenant of a bucket of its own that worked, then stops answering, never
   // the own bucket through a proxy that forwards, then stalls every request (until the teardown)
   let stalling = false;
   const proxy = await startFaultProxy(t, s3TestEnv().endpoint, () => (stalling ? { kind: 'stall' } : FORWARD));
-  const reg = new TenantRegistry(
-    await parseTenantsConfig(
-      {
-        authRequired: false,
-        defaultBucket: s3TenantBucket(goodBucketName, credentialEnvRefs(1)),
-        tenants: {
-          good: {},
-          own: { bucket: s3TenantBucket(ownBucketName, credentialEnvRefs(1), { endpoint: proxy.endpoint, socketTimeoutMs: 3_600_000, retry: { maxAttempts: 1, baseDelayMs: 10, maxDelayMs: 10 } }) },
-        },
-      },
-      'test',
-    ),
-    { retireAfterMs: 1 },
-  );
+  const reg = await twoTenants(goodBucketName, 'own', ownBucketName, proxy.endpoint);
   const config = parseAggregatorConfig({ walDir: join(dir, 'wal'), tenantsFile: '/unused', numShards: SHARDS, flushConcurrency: 2, flushRetryBaseMs: 600_000, flushRetryMaxMs: 3_600_000 });
   const agg = await Aggregator.open({
     config,
