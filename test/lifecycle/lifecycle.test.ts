@@ -21,7 +21,7 @@ import { stringify as toYaml } from 'yaml';
 import { blockKey } from '../../src/format/key.js';
 import { parseLifecycleConfig } from '../../src/lifecycle/config.js';
 import { runLifecyclePass } from '../../src/lifecycle/job.js';
-import { Lease, leaseKey } from '../../src/lifecycle/lease.js';
+import { Lease, LEASE_PREFIX, leaseKey } from '../../src/lifecycle/lease.js';
 import { startLifecycle, type RunningLifecycle } from '../../src/lifecycle/service.js';
 import { FilesystemBucket, FS_TEMP_PREFIX, type Bucket } from '../../src/objstore/index.js';
 import { S3Bucket } from '../../src/objstore/s3/index.js';
@@ -109,6 +109,31 @@ t.test('a tick without the timer (strata lifecycle --once) renews the lease whil
   t.not(r.pass, null, `the pass ran to its end (${r.skipped ?? ''} ${r.error ?? ''})`);
   t.same(r.pass?.blocksDeleted, { retention: 12, tenant_deleted: 0 }, 'every expired block deleted');
   t.same(await keys(bucket), [], 'none left');
+});
+
+t.test('a tick whose lease cannot be renewed while its pass runs reports the pass as stopped, not as "no pass due"', async (t) => {
+  const name = await createTestBucket(t, { user: 1, tag: 'lc-stop' });
+  const bucket = open(name, 1);
+  const dir = tempDir(t, 'lc-stop');
+  // deletions held 400 ms each (the pass outlasts the 3 s lease); once the pass deletes, every
+  // write of the lease is refused, so its renewals fail and the lease runs out
+  let deleting = false;
+  const proxy = await startFaultProxy(t, env.endpoint, (_n, req) => {
+    if (req.method === 'DELETE') {
+      deleting = true;
+      return { kind: 'hold', fetched: () => undefined, release: new Promise<void>((r) => setTimeout(r, 400)) };
+    }
+    return deleting && req.method === 'PUT' && (req.url ?? '').includes(LEASE_PREFIX) ? { kind: 'status', status: 503, code: 'SlowDown' } : FORWARD;
+  });
+  const file = writeTenants(dir, { authRequired: false, retentionMs: 7 * DAY, defaultBucket: s3TenantBucket(name, credentialEnvRefs(1), { endpoint: proxy.endpoint }) });
+  for (let i = 0; i < 12; i++) await block(bucket, 'acme', i % NUM_SHARDS, W0 + BigInt(Math.floor(i / NUM_SHARDS)) * D);
+  const t0 = Date.now();
+  const role = await startRole(t, file, () => NOW + (Date.now() - t0), { retentionGraceMs: 0, leaseDurationMs: 3000, deleteConcurrency: 1 });
+  const r = await role.tick();
+  t.equal(r.pass, null, 'no pass result');
+  t.equal(r.skipped, 'stopped', 'reported as stopped');
+  const left = (await keys(bucket)).length;
+  t.ok(left > 0 && left < 12, `stopped part-way (${left} of 12 blocks left)`);
 });
 
 t.test('retention deletes expired blocks in the default and own buckets, at the exact boundary; the schedule survives a restart', async (t) => {
