@@ -152,6 +152,8 @@ export class DayRouter {
    * client would keep, so the day block's samples are cut to the range and sent re-encoded.
    */
   private async narrowedAnswer(q: ReadQuery, signal: SignalSource, inDay: ReadQuery): Promise<ReadResult> {
+    // refused before any block is read and decoded: the answer is runs the gateway encodes
+    requireRunsVersion(q, RUN_CODES_VERSION, 'runs encoded by the gateway (a day read it joined or cut)');
     return (await this.fromDayBlock(q, inDay, signal)) ?? this.blocksAnswer(q, signal, inDay);
   }
 
