@@ -30,6 +30,9 @@ import type { GatewayMetrics } from './metrics.js';
 import { requireRunsVersion, type BlockReadExecutor, type ReadQuery, type ReadResult, type SignalSource } from './read.js';
 import { RawAnswer, RunsAnswer, type SeriesRun } from './answers.js';
 
+/** What a RUNS answer of runs the gateway encodes is, in a runs_version refusal. */
+const GATEWAY_RUNS = 'runs encoded by the gateway (a day read it joined or cut)';
+
 export interface DayRouterOptions {
   readonly blockDurationMs: number;
   readonly dayBlocksAfterMs: number;
@@ -153,7 +156,7 @@ export class DayRouter {
    */
   private async narrowedAnswer(q: ReadQuery, signal: SignalSource, inDay: ReadQuery): Promise<ReadResult> {
     // refused before any block is read and decoded: the answer is runs the gateway encodes
-    requireRunsVersion(q, RUN_CODES_VERSION, 'runs encoded by the gateway (a day read it joined or cut)');
+    requireRunsVersion(q, RUN_CODES_VERSION, GATEWAY_RUNS);
     return (await this.fromDayBlock(q, inDay, signal)) ?? this.blocksAnswer(q, signal, inDay);
   }
 
@@ -318,7 +321,7 @@ export class DayRouter {
       for (const s of samples) n += s.timestamps.length;
       return new RawAnswer(blockId, ids.length, (i) => ids[i]!, (i) => samples[i]!, this.opts.maxMessageBytes, n);
     }
-    requireRunsVersion(q, RUN_CODES_VERSION, 'runs encoded by the gateway (a day read it joined or cut)');
+    requireRunsVersion(q, RUN_CODES_VERSION, GATEWAY_RUNS);
     const runs: SeriesRun[] = [];
     const counts: number[] = [];
     for (let i = 0; i < ids.length; i++) {

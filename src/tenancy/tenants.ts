@@ -425,6 +425,8 @@ export class TenantRegistry {
    * they are no longer read, and a window flushed in both places is split between them.
    */
   private warnMoves(prev: TenantsConfig, next: TenantsConfig): void {
+    const MOVED_WARNING =
+      'a tenant moved to another bucket: its blocks in the old one are no longer read, and a window flushed in both is split between them; copy its blocks over first (docs/deploy.md, "Moving a tenant to another bucket")';
     // without authRequired, a tenant not in the file writes to the default bucket
     const where = (cfg: TenantsConfig, tenant: string): BucketConfig | undefined => {
       const entry = cfg.tenants.get(tenant);
@@ -436,13 +438,13 @@ export class TenantRegistry {
       if (from === undefined || bucketLocationOf(from) === bucketLocationOf(to)) continue;
       this.logger?.warn(
         { tenant, from: describeBucket(from), to: describeBucket(to) },
-        'a tenant moved to another bucket: its blocks in the old one are no longer read, and a window flushed in both is split between them; copy its blocks over first (docs/deploy.md, "Moving a tenant to another bucket")',
+        MOVED_WARNING,
       );
     }
     if (!prev.authRequired && !next.authRequired && bucketLocationOf(prev.defaultBucket) !== bucketLocationOf(next.defaultBucket)) {
       this.logger?.warn(
         { tenant: '(tenants not in the file)', from: describeBucket(prev.defaultBucket), to: describeBucket(next.defaultBucket) },
-        'a tenant moved to another bucket: its blocks in the old one are no longer read, and a window flushed in both is split between them; copy its blocks over first (docs/deploy.md, "Moving a tenant to another bucket")',
+        MOVED_WARNING,
       );
     }
   }
