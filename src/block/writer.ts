@@ -10,11 +10,11 @@ import { randomBytes } from 'node:crypto';
 import { crc32c } from '@node-rs/crc32';
 import { InvalidArgumentError } from '../errors.js';
 import { ByteWriter } from '../format/bytes.js';
-import { BASE_FORMAT_VERSION, encodeFooter, FOOTER_LEN, FORMAT_VERSION, IOI_ENTRY_BYTES, MAX_TENANT_BYTES, type Footer } from '../format/footer.js';
+import { encodeFooter, FOOTER_LEN, FORMAT_VERSION, IOI_ENTRY_BYTES, MAX_TENANT_BYTES, type Footer } from '../format/footer.js';
 import { validateTenant } from '../format/key.js';
 import { encodeRunChecked, lz4Run, RUN_LZ4, splitRun, type Samples, type SplitRun } from '../format/run.js';
 import { encodeIoi, type PageRef } from '../index/index-of-index.js';
-import { decodePage, PAGE_WIDE_IDS, PageBuilder } from '../index/page.js';
+import { decodePage, PageBuilder } from '../index/page.js';
 
 /** Where block bytes go. `ObjectUpload` of the bucket layer satisfies it. */
 export interface ByteSink {
@@ -286,8 +286,7 @@ export class BlockWriter {
     const ioi = encodeIoi(refs);
     this.buf.bytes(ioi);
     const footer: Footer = {
-      // version 3 only for a block that needs it: older builds read the others
-      version: this.pages.some((p) => (p[0]! & PAGE_WIDE_IDS) !== 0) ? FORMAT_VERSION : BASE_FORMAT_VERSION,
+      version: FORMAT_VERSION,
       pageCount: refs.length,
       samples: { offset: 0, length: samplesLength, crc: this.samplesCrc },
       index: { offset: samplesLength, length: indexLength, crc: indexCrc },

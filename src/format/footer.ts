@@ -11,16 +11,16 @@ import { ByteReader, ByteWriter, type Origin } from './bytes.js';
 /** "STRB" read as a little-endian u32: the last 4 bytes of every block. */
 export const BLOCK_MAGIC = 0x42525453;
 /**
- * The newest block format version this build reads and writes: 3 (index pages whose series ids
- * are 2^53 or more apart, {@link WIDE_IDS_VERSION}). It reads every version from
- * {@link OLDEST_FORMAT_VERSION} to this one. A block is written with version 3 only when it
- * needs it, else with {@link BASE_FORMAT_VERSION}, which older builds read.
+ * The newest block format version this build reads and writes: 4 (runs may hold BINNED integer
+ * sequences, docs/format/chunk.md). It reads every version from {@link OLDEST_FORMAT_VERSION} to
+ * this one, and writes this one: its encoder may use BINNED in any run, including the runs its
+ * aggregators keep in their WALs, so a block cannot tell from its runs that it needs less.
  */
-export const FORMAT_VERSION = 3;
-/** The version of a block that needs nothing of version 3: 2 (value exceptions, timestamp vectors shared in index pages). */
-export const BASE_FORMAT_VERSION = 2;
+export const FORMAT_VERSION = 4;
 /** The version that added index pages with series id gaps of 2^53 or more (`PAGE_WIDE_IDS`). */
 export const WIDE_IDS_VERSION = 3;
+/** The version that added BINNED integer sequences to runs. */
+export const BINNED_VERSION = 4;
 /** The oldest block format version this build reads. Version 2 only adds to version 1. */
 export const OLDEST_FORMAT_VERSION = 1;
 /** Size of the footer in bytes. */

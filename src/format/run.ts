@@ -17,22 +17,22 @@ import { compressSync, uncompressSync } from 'lz4-napi';
 import { type CorruptionError, ErrorCode, InvalidArgumentError, StrataError } from '../errors.js';
 import { ByteReader, ByteWriter, MEMORY, onShrinkScratch, putUvarint, SCRATCH_KEEP_SAMPLES, shrinkScratch, uvarintLength, type Origin } from './bytes.js';
 import { FORMAT_VERSION } from './footer.js';
-import { decodeSequencesOfVersion } from './intseq.js';
+import { decodeSequencesOfVersion, encodeSequencesOfCodes } from './intseq.js';
 import { decodeTimestamps, encodeTimestamps, TS_RAW } from './timestamps.js';
 import { decodeValues, encodeValues, V_CONST, V_EXCEPTIONS, V_NEAR } from './values.js';
 
 /**
- * The last format version that added run codes: runs of version 3 blocks are those of version 2.
- * Also the RUNS version of the read API (read.proto, `runs_version`): what a client must decode to
- * take the runs of every block this build writes.
+ * The last format version that added run codes, counted as RUNS versions: 1 (format version 1),
+ * 2 (value exceptions and TABLE sequences: format versions 2 and 3), 3 (BINNED sequences: format
+ * version 4). Also the RUNS version of the read API (read.proto, `runs_version`): what a client
+ * must decode to take the runs of every block this build writes.
  */
-export const RUN_CODES_VERSION = 2;
+export const RUN_CODES_VERSION = 3;
 
-/** The run codes of a block of format version `version` (1 or {@link RUN_CODES_VERSION}). */
+/** The run codes of a block of format version `version`. */
 export function runCodesVersionOf(version: number): number {
-  return Math.min(version, RUN_CODES_VERSION);
+  return version >= 4 ? 3 : Math.min(version, 2);
 }
-
 /** Bit of the encoding byte that marks an lz4-compressed body. */
 export const RUN_LZ4 = 0x80;
 /** Runs shorter than this are never tried with lz4. */
@@ -72,6 +72,11 @@ export interface Samples {
 export interface EncodeOptions {
   /** Try lz4 on the body and keep it when it pays (default true). */
   readonly lz4?: boolean;
+  /**
+   * The run codes the run may use (default {@link RUN_CODES_VERSION}): 2 leaves BINNED sequences
+   * out, for a reader of RUNS version 2 (a query client before format version 4).
+   */
+  readonly codes?: number;
 }
 
 const body = new ByteWriter(4096);
@@ -93,9 +98,19 @@ export function encodeRun(samples: Samples, opts: EncodeOptions = {}): Uint8Arra
   if (n > MAX_RUN_SAMPLES) throw new InvalidArgumentError('samples', `${n} samples exceed the ${MAX_RUN_SAMPLES} a run may hold`);
   if (values.length !== n) throw new InvalidArgumentError('values', `${values.length} values for ${n} timestamps`);
   section.reset();
-  const tsMode = encodeTimestamps(section, timestamps, n);
-  const tsLen = section.length;
-  const valMode = encodeValues(section, values, n);
+  const codes = opts.codes ?? RUN_CODES_VERSION;
+  if (codes !== 2 && codes !== RUN_CODES_VERSION) throw new InvalidArgumentError('codes', `run codes version ${codes}: this build encodes 2 or ${RUN_CODES_VERSION}`);
+  if (codes !== RUN_CODES_VERSION) encodeSequencesOfCodes(codes);
+  let tsMode: number;
+  let tsLen: number;
+  let valMode: number;
+  try {
+    tsMode = encodeTimestamps(section, timestamps, n);
+    tsLen = section.length;
+    valMode = encodeValues(section, values, n);
+  } finally {
+    if (codes !== RUN_CODES_VERSION) encodeSequencesOfCodes(RUN_CODES_VERSION);
+  }
   body.reset();
   body.uvarint(tsLen);
   body.bytes(section.finish());
@@ -300,11 +315,11 @@ function checkVersion1(r: ByteReader, enc: number): void {
 }
 
 /**
- * Runs `decode` with the integer sequences of format `version` (TABLE refused in version 1), and
- * sets the sequence decoder back to the current version after.
+ * Runs `decode` with the integer sequences of format `version` (TABLE refused in version 1, BINNED
+ * before version 4), and sets the sequence decoder back to the current version after.
  */
 function ofVersion<T>(version: number, decode: () => T): T {
-  if (version >= RUN_CODES_VERSION) return decode();
+  if (version >= FORMAT_VERSION) return decode();
   decodeSequencesOfVersion(version);
   try {
     return decode();
@@ -352,7 +367,7 @@ function allocSamples(n: number): Samples {
  * codes version 2 added are a CorruptionError that names the code and the version.
  */
 export function decodeRun(buf: Uint8Array, origin: Origin = MEMORY, shared: SharedTimestamps | null = null, version = FORMAT_VERSION): Samples {
-  if (version < RUN_CODES_VERSION) return ofVersion(version, () => decodeWhole(buf, origin, shared, version));
+  if (version < FORMAT_VERSION) return ofVersion(version, () => decodeWhole(buf, origin, shared, version));
   return decodeWhole(buf, origin, shared, version);
 }
 
@@ -450,7 +465,7 @@ export function decodeRunInto(
   shared: SharedTimestamps | null = null,
 ): number {
   if (!Number.isSafeInteger(offset) || offset < 0) throw new InvalidArgumentError('offset', `${offset} is not a non-negative integer`);
-  if (version < RUN_CODES_VERSION) return ofVersion(version, () => decodeInto(buf, origin, timestamps, values, offset, version, shared));
+  if (version < FORMAT_VERSION) return ofVersion(version, () => decodeInto(buf, origin, timestamps, values, offset, version, shared));
   return decodeInto(buf, origin, timestamps, values, offset, version, shared);
 }
 

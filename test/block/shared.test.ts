@@ -2,7 +2,7 @@ import t from 'tap';
 import { BlockReader } from '../../src/block/reader.js';
 import { BlockWriter, type BlockMeta, type ByteSink } from '../../src/block/writer.js';
 import { CorruptionError } from '../../src/errors.js';
-import { BASE_FORMAT_VERSION, FORMAT_VERSION } from '../../src/format/footer.js';
+import { FORMAT_VERSION } from '../../src/format/footer.js';
 import { decodeRun, encodeRun, joinRun, readRunHeader, TS_SHARED, type Samples } from '../../src/format/run.js';
 import { decodePage, PAGE_WIDE_IDS, PageBuilder } from '../../src/index/page.js';
 import { memorySource } from '../support/memory-source.js';
@@ -49,8 +49,8 @@ t.test('series of one scrape keep their timestamps once per page and read back b
   const series = dataset(5, 20, 3);
   const bytes = await write(series);
   const r = await BlockReader.open(memorySource('shared.block', bytes));
-  t.equal(r.footer.version, BASE_FORMAT_VERSION, 'version 2: nothing of version 3 needed');
-  t.equal(BASE_FORMAT_VERSION, 2);
+  t.equal(r.footer.version, FORMAT_VERSION, 'the current version: its runs may hold BINNED sequences');
+  t.equal(FORMAT_VERSION, 4);
   let vectors = 0;
   let shared = 0;
   for (let p = 0; p < r.ioi.pageCount; p++) {
@@ -234,8 +234,8 @@ t.test('ids spread over the uint64 range (hashes) keep pages full and timestamps
   const bytes = await write(hashed);
   const d = await BlockReader.open(memorySource('dense.block', denseBytes));
   const r = await BlockReader.open(memorySource('hashed.block', bytes));
-  t.equal(d.footer.version, BASE_FORMAT_VERSION, 'dense ids: version 2');
-  t.equal(r.footer.version, FORMAT_VERSION, 'hashed ids: version 3');
+  t.equal(d.footer.version, FORMAT_VERSION, 'dense ids: the current version');
+  t.equal(r.footer.version, FORMAT_VERSION, 'hashed ids: the current version');
   t.equal(r.ioi.pageCount, d.ioi.pageCount, `as many pages as with dense ids (${d.ioi.pageCount}), not one per gap`);
   let vectors = 0;
   let wide = 0;
@@ -262,7 +262,7 @@ t.test('ids spread over the uint64 range (hashes) keep pages full and timestamps
   for (let cut = 0; cut < page.length; cut++) {
     t.throws(() => decodePage(page.subarray(0, cut), { object: 'p', offset: off }, end, FORMAT_VERSION), CorruptionError, `wide page cut to ${cut} bytes`);
   }
-  t.throws(() => decodePage(page, { object: 'p', offset: off }, end, BASE_FORMAT_VERSION), { name: 'CorruptionError', message: /page flag 4 \(series ids 2\^53 or more apart\) is format version 3, in a block of format version 2/ });
+  t.throws(() => decodePage(page, { object: 'p', offset: off }, end, 2), { name: 'CorruptionError', message: /page flag 4 \(series ids 2\^53 or more apart\) is format version 3, in a block of format version 2/ });
   const top = new PageBuilder();
   top.add({ id: 1n, runOffset: 0, runLength: 1, sampleCount: 1, minTime: W0, maxTime: W0, crc: 0 });
   top.add({ id: (1n << 64n) - 1n, runOffset: 1, runLength: 1, sampleCount: 1, minTime: W0, maxTime: W0, crc: 0 });

@@ -51,7 +51,8 @@ t.test('runs with codes of version 2 are refused as version 1, decoded as versio
     ['table', { timestamps: jittered, values: counter(N) }, /integer sequence layout 3 \(TABLE\)/, (run) => t.equal(run[0]! & 7, TS_GRID)],
   ];
   for (const [name, s, what, layout] of cases) {
-    const run = encodeRun(s, { lz4: false });
+    // codes 2: the codes of format versions 2 and 3 (BINNED, of version 4, left out)
+    const run = encodeRun(s, { lz4: false, codes: 2 });
     layout(run);
     refused(t, () => decodeRun(run, { object: name, offset: 0 }, null, 1), what, `${name}, decodeRun`);
     const ts = new BigInt64Array(N);
@@ -82,10 +83,30 @@ t.test('runs of version 1 codes decode the same as version 1 and 2', (t) => {
     { timestamps: grid(N), values: new Float64Array(N).fill(1) },
   ];
   for (const s of cases) {
-    const run = encodeRun(s);
+    // codes 2: BINNED (format version 4) left out, which these increments would take
+    const run = encodeRun(s, { codes: 2 });
     t.ok(sameSamples(decodeRun(run, undefined, null, 1), s), 'as version 1');
-    t.ok(sameSamples(decodeRun(run), s), 'as version 2');
+    t.ok(sameSamples(decodeRun(run, undefined, null, 2), s), 'as version 2');
+    t.ok(sameSamples(decodeRun(run), s), 'as version 4');
   }
-  t.equal((readRunHeader(encodeRun(cases[0]!)).encoding >> 3) & 15, V_SCALED);
+  t.equal((readRunHeader(encodeRun(cases[0]!, { codes: 2 })).encoding >> 3) & 15, V_SCALED);
+  t.end();
+});
+
+t.test('a run with a BINNED sequence is refused as format versions 1 to 3, decoded as version 4', (t) => {
+  // increments over more than TABLE's 64 symbols: BINNED with codes 3, DENSE with codes 2
+  const r = prng(5);
+  const wide = new Float64Array(N);
+  for (let i = 0, acc = 1e6; i < N; i++) wide[i] = acc += Math.floor(r() * 5000);
+  const s = { timestamps: grid(N), values: wide };
+  const run = encodeRun(s, { lz4: false });
+  t.ok(encodeRun(s, { lz4: false, codes: 2 }).length > run.length, 'BINNED is smaller than what codes 2 write');
+  for (const version of [2, 3]) {
+    t.throws(() => decodeRun(run, { object: 'b', offset: 0 }, null, version), { name: 'CorruptionError', message: /BINNED sequence, format version 4, in a block of an older version/ }, `as version ${version}`);
+  }
+  t.throws(() => decodeRun(run, { object: 'b', offset: 0 }, null, 1), CorruptionError, 'as version 1');
+  t.ok(sameSamples(decodeRun(run, undefined, null, 4), s), 'as version 4');
+  t.ok(sameSamples(decodeRun(run), s), 'as the current version, after the refusals');
+  t.throws(() => encodeRun(s, { codes: 1 }), { name: 'InvalidArgumentError', message: /codes/ }, 'codes 1 is not a choice');
   t.end();
 });
