@@ -145,7 +145,7 @@ def main():
     def read_block(shard, sids, start, end, encoding, shards=None):
         req = read_pb2.ReadRequest(tenant=args.tenant, shard=shard, num_shards=shards or num_shards, window_start_ms=window,
                                    series_ids=struct.pack('<%dQ' % len(sids), *sids), start_ms=start, end_ms=end, encoding=encoding,
-                                   runs_version=2)  # RUNS answers it takes (it checks each run's CRC and count; docs/protocol.md, "Versions")
+                                   runs_version=3)  # RUNS answers it takes (it decodes no run, it checks each run's CRC and count; docs/protocol.md, "Versions")
         md = [('x-strata-block', '%s/%d/%d' % (args.tenant, shard, window)), ('x-strata-tenant', args.tenant)] + auth
         return read_retrying(lambda: list(read(req, metadata=md, timeout=60)))
 

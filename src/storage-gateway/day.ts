@@ -32,6 +32,15 @@ import { RawAnswer, RunsAnswer, type SeriesRun } from './answers.js';
 
 /** What a RUNS answer of runs the gateway encodes is, in a runs_version refusal. */
 const GATEWAY_RUNS = 'runs encoded by the gateway (a day read it joined or cut)';
+/**
+ * The RUNS version of runs the gateway encodes: 2 at least (version 1 clients decode neither a
+ * series as several runs nor the codes of format version 2, which the encoder uses), and BINNED
+ * sequences (version 3) only for a client that declares it decodes them.
+ */
+const GATEWAY_RUNS_VERSION = 2;
+function gatewayCodes(q: ReadQuery): number {
+  return (q.runsVersion ?? 0) >= RUN_CODES_VERSION ? RUN_CODES_VERSION : GATEWAY_RUNS_VERSION;
+}
 
 export interface DayRouterOptions {
   readonly blockDurationMs: number;
@@ -156,7 +165,7 @@ export class DayRouter {
    */
   private async narrowedAnswer(q: ReadQuery, signal: SignalSource, inDay: ReadQuery): Promise<ReadResult> {
     // refused before any block is read and decoded: the answer is runs the gateway encodes
-    requireRunsVersion(q, RUN_CODES_VERSION, GATEWAY_RUNS);
+    requireRunsVersion(q, GATEWAY_RUNS_VERSION, GATEWAY_RUNS);
     return (await this.fromDayBlock(q, inDay, signal)) ?? this.blocksAnswer(q, signal, inDay);
   }
 
@@ -232,7 +241,8 @@ export class DayRouter {
   private async blocksAnswer(q: ReadQuery, signal: SignalSource, inDay: ReadQuery | null): Promise<ReadResult> {
     const { executor } = this.deps;
     if (q.encoding === 'runs' && q.narrowed !== true) {
-      requireRunsVersion(q, RUN_CODES_VERSION, 'a day read from its 4-hour blocks sends a series as several runs, which');
+      // (each block's runs are checked against the request's version as they are read)
+      requireRunsVersion(q, GATEWAY_RUNS_VERSION, 'a day read from its 4-hour blocks sends a series as several runs, which');
       const got = await this.readWindows(q, signal, inDay, (w) => executor.storedRuns(w, signal));
       if (!Array.isArray(got)) return got;
       const runs = seriesInOrder<NonNullable<(typeof got)[number]>, { run: SeriesRun; count: number }>(got, (g, put) => {
@@ -321,11 +331,12 @@ export class DayRouter {
       for (const s of samples) n += s.timestamps.length;
       return new RawAnswer(blockId, ids.length, (i) => ids[i]!, (i) => samples[i]!, this.opts.maxMessageBytes, n);
     }
-    requireRunsVersion(q, RUN_CODES_VERSION, GATEWAY_RUNS);
+    requireRunsVersion(q, GATEWAY_RUNS_VERSION, GATEWAY_RUNS);
+    const codes = gatewayCodes(q);
     const runs: SeriesRun[] = [];
     const counts: number[] = [];
     for (let i = 0; i < ids.length; i++) {
-      const run = encodeRun(samples[i]!);
+      const run = encodeRun(samples[i]!, { codes });
       runs.push({ id: ids[i]!, run, crc: crc32c(run) });
       counts.push(samples[i]!.timestamps.length);
     }

@@ -21,7 +21,7 @@ import { decodeLocatedRun, locationOf, type RunLocation } from '../block/reader.
 import { sliceSamples } from '../format/slice.js';
 import { GrpcError } from '../common/grpc-status.js';
 import { CorruptionError } from '../errors.js';
-import { joinRun, runCodesVersionOf, type Samples } from '../format/run.js';
+import { joinRun, RUN_CODES_VERSION, runCodesVersionOf, type Samples } from '../format/run.js';
 import { findPage } from '../index/index-of-index.js';
 import { findInPage, type IndexPage } from '../index/page.js';
 import { runHasSampleIn } from '../format/run.js';
@@ -220,7 +220,8 @@ export class BlockReadExecutor {
     signal: SignalSource,
     admit?: (samples: number) => void,
   ): Promise<{ readonly blockId: string; readonly ids: bigint[]; readonly samples: Samples[] } | null> {
-    const got = await this.located(q, signal);
+    // the gateway decodes these runs itself, whatever runs the client decodes
+    const got = await this.located(q.encoding === 'runs' ? { ...q, runsVersion: RUN_CODES_VERSION } : q, signal);
     if (got === 'none') return { blockId: '', ids: [], samples: [] };
     if (!got) return null;
     const { found, start, end } = got;

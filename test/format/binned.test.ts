@@ -201,3 +201,57 @@ t.test('BINNED sequences cut at every byte, or with damaged headers, fail with C
   fails(header(0, 0, 0, 2, (w) => { w.write(2, 4); w.write(1, 1); }), /code that is not in its table/, 'a code not in the table');
   t.end();
 });
+
+t.test('runs whose sequences are BINNED keep NaN payloads, -0 and exceptions at their edges, and every cut is a CorruptionError', (t) => {
+  const n = 600;
+  const ts = BigInt64Array.from({ length: n }, (_, i) => 1_800_000_000_000n + BigInt(i) * 15_000n + BigInt(i % 7 === 3 ? 2 : 0));
+  const inc = increments(n, 11);
+  let acc = 5e6;
+  const values = Float64Array.from(inc, (d) => (acc += d));
+  const bits = new BigUint64Array(values.buffer);
+  bits[0] = 0x7ff0000000000002n; // Prometheus' stale marker, first
+  bits[n - 1] = 0x7ff0000000000002n; // and last
+  bits[200] = 0x7ff8000000000001n; // a NaN with a payload inside
+  bits[300] = 0xfff0000000000abcn; // a negative NaN with another payload
+  values[400] = -0;
+  const samples = { timestamps: ts, values };
+  const run = encodeRun(samples, { lz4: false });
+  t.ok(run.length < encodeRun(samples, { lz4: false, codes: 2 }).length, 'smaller than without BINNED');
+  const got = decodeRun(run);
+  t.ok(sameSamples(got, samples), 'bit for bit');
+  t.equal(new BigUint64Array(got.values.buffer, got.values.byteOffset, n)[200], 0x7ff8000000000001n, 'NaN payload kept');
+  t.ok(Object.is(got.values[400], -0), '-0 kept');
+  let allCorrupt = true;
+  for (let cut = 0; cut < run.length; cut++) {
+    try {
+      decodeRun(run.subarray(0, cut));
+      allCorrupt = false;
+    } catch (e) {
+      if (!(e instanceof CorruptionError)) allCorrupt = false;
+    }
+  }
+  t.ok(allCorrupt, `cut at each of ${run.length} bytes: CorruptionError`);
+  t.end();
+});
+
+t.test('arbitrary float bit patterns round-trip through runs with BINNED sequences (property)', (t) => {
+  fc.assert(
+    fc.property(fc.array(fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), { minLength: 1, maxLength: 300 }), fc.integer({ min: 0, max: 3 }), (patterns, style) => {
+      // style 0: raw patterns; 1: a counter with the patterns as outliers; 2: small steps; 3: NaN-heavy
+      const n = patterns.length;
+      const values = new Float64Array(n);
+      const bits = new BigUint64Array(values.buffer);
+      let acc = 1000;
+      for (let i = 0; i < n; i++) {
+        if (style === 0) bits[i] = patterns[i]!;
+        else if (style === 1) values[i] = i % 17 === 5 ? new Float64Array(new BigUint64Array([patterns[i]!]).buffer)[0]! : (acc += Number(patterns[i]! % 1000n));
+        else if (style === 2) values[i] = (acc += Number(patterns[i]! % 7n) - 3) / 100;
+        else bits[i] = i % 3 === 0 ? 0x7ff0000000000000n | (patterns[i]! & 0xfffffffffffffn) | 1n : BigInt(i * 1000);
+      }
+      const ts = BigInt64Array.from({ length: n }, (_, i) => BigInt(i) * 15_000n + BigInt(Number(patterns[i]! % 5n)));
+      return sameSamples(decodeRun(encodeRun({ timestamps: ts, values })), { timestamps: ts, values });
+    }),
+    { numRuns: 300 },
+  );
+  t.end();
+});

@@ -11,7 +11,7 @@ import { createLogger } from '../../src/common/logger.js';
 import { openBucket } from '../../src/objstore/index.js';
 import { DAY_MS, dayBlockKey } from '../../src/format/day-key.js';
 import { blockKey } from '../../src/format/key.js';
-import { RUN_CODES_VERSION } from '../../src/format/run.js';
+import { decodeRun, RUN_CODES_VERSION } from '../../src/format/run.js';
 import { decodeReadResponse } from '../../src/api/read-codec.js';
 import { BlockDirectory, type BlockAddress } from '../../src/storage-gateway/block-directory.js';
 import { HotRangeCache } from '../../src/storage-gateway/cache/hot.js';
@@ -101,7 +101,44 @@ t.test('a day request within one block window is the block read; two windows are
     { code: 'ERR_STRATA_FAILED_PRECONDITION', message: /a day read from its 4-hour blocks sends a series as several runs, which need RUNS version 2; the request's runs_version is 1/ },
     'RUNS over two windows for runs_version 1: FAILED_PRECONDITION',
   );
-  t.ok((await settle(router.readNow(dayQuery(start, end, 'runs', 0), none))).length > 0, 'runs_version unset (a client before the field): answered');
+  // unset is taken as 2 (a client before the field): the 4-hour blocks of this build are format
+  // version 4, whose runs need 3, so it is refused them too, naming the block and the versions
+  await t.rejects(
+    Promise.resolve().then(() => settle(router.readNow(dayQuery(start, end, 'runs', 0), none))),
+    { code: 'ERR_STRATA_FAILED_PRECONDITION', message: /has format version 4, whose runs need RUNS version 3; the request's runs_version is 0 \(unset: taken as 2\)/ },
+    'runs_version unset: FAILED_PRECONDITION',
+  );
+
+  // a RUNS read the gateway narrowed (retention) gets runs the gateway encodes: for runs_version 2
+  // without BINNED sequences (each decodes as a run of format version 3), for 3 with them
+  for (const rv of [2, RUN_CODES_VERSION]) {
+    const msgs = await settle(router.readNow({ ...dayQuery(start, end, 'runs', rv), narrowed: true }, none));
+    const asm = new BlockAssembler([...ids], 'runs', { start, end }, 'day');
+    const runs = new Map<bigint, Buffer[]>();
+    for (const m of msgs) {
+      const r = decodeReadResponse(m);
+      asm.add(r);
+      for (let i = 0, at = 0; i < r.runLengths.length / 4; i++) {
+        const len = r.runLengths.readUInt32LE(i * 4);
+        const id = r.seriesIds.readBigUInt64LE(i * 8);
+        runs.set(id, [...(runs.get(id) ?? []), r.runs.subarray(at, at + len)]);
+        at += len;
+      }
+    }
+    asm.finish();
+    t.same(mismatches(mergeSeries([...ids], [asm]), expected(ds, [...ids], start, end)), [], `narrowed RUNS, runs_version ${rv}: exact`);
+    let asVersion3 = 0;
+    for (const parts of runs.values()) {
+      try {
+        decodeRun(Buffer.concat(parts), undefined, null, 3);
+        asVersion3++;
+      } catch {
+        // a BINNED sequence: not a run of format version 3
+      }
+    }
+    if (rv === 2) t.equal(asVersion3, runs.size, `narrowed RUNS, runs_version 2: all ${runs.size} runs decode as format version 3`);
+    else t.ok(asVersion3 < runs.size, `narrowed RUNS, runs_version ${rv}: ${runs.size - asVersion3} of ${runs.size} runs use BINNED`);
+  }
 
   // RUNS over two windows: each block's stored runs as they are, one after the other per series;
   // the query client's assembler tells the runs of a series apart by their CRCs

@@ -304,7 +304,9 @@ t.test('against RGW: warm reads hit the hot layer; a damaged cache entry behind 
   const open0 = (await gw0.directory.open(addr0))!;
   const pages0 = await gw0.directory.pages(addr0, open0, [0, 1, 2, 3, 4]);
   const maxRun = Math.max(...pages0.map((p) => Math.max(...p.lengths)));
-  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { hotRangesMaxBytes: 2 * (maxRun + HOT_ENTRY_OVERHEAD) }));
+  // the smallest suffix read, so the victim's run is not in it (the block is small enough that the
+  // default 64 KiB suffix holds most of it)
+  const gw = await startTestGateway(t, testConfig(bucketConfig, tempDir(t), { hotRangesMaxBytes: 2 * (maxRun + HOT_ENTRY_OVERHEAD), suffixBytes: 4096 }));
   t.ok(gw.store instanceof HotRangeCache, 'the store is fronted by the hot layer');
   const store = gw.store as HotRangeCache;
   const q = new QueryClient({ futureHorizonMs: null, endpoints: [`127.0.0.1:${gw.grpcPort}`], numShards: 1 });

@@ -7,6 +7,7 @@
  * Run alone: node scripts/with-rgw.mjs -- tap test/storage-gateway/read.test.ts
  */
 import t from 'tap';
+import { RUN_CODES_VERSION } from '../../src/format/run.js';
 import { QueryClient } from '../../src/client/query.js';
 import { openBucket } from '../../src/objstore/index.js';
 import { prng } from '../support/series.js';
@@ -56,7 +57,7 @@ t.test('RUNS and RAW answers leave out series with no sample in the range (a gap
   await writeBlock(bucket, 'gap', 0, 1, W0, [gap, dense]);
   const gw = await startTestGateway(t, testConfig({ type: 'filesystem', path: join(tempDir(t), 'unused') }, tempDir(t)), { bucket });
   const seriesOf = async (encoding: 'RAW' | 'RUNS', start: bigint, end: bigint): Promise<bigint[]> => {
-    const messages = await rawRead(gw.grpcPort, { tenant: 'gap', shard: 0, num_shards: 1, window_start_ms: String(W0), series_ids: idBytes([1n, 2n]), start_ms: String(start), end_ms: String(end), encoding, runs_version: 2 });
+    const messages = await rawRead(gw.grpcPort, { tenant: 'gap', shard: 0, num_shards: 1, window_start_ms: String(W0), series_ids: idBytes([1n, 2n]), start_ms: String(start), end_ms: String(end), encoding, runs_version: RUN_CODES_VERSION });
     const ids = Buffer.concat(messages.map((m) => m['series_ids'] as Buffer));
     return [...new Set(Array.from({ length: ids.length / 8 }, (_, i) => ids.readBigUInt64LE(i * 8)))];
   };
