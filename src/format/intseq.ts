@@ -28,7 +28,7 @@
  */
 import type { CorruptionError } from '../errors.js';
 import { BitReader, BitWriter, RICE_ESCAPE } from './bits.js';
-import { bitLength, unzigzag, zigzag } from './bytes.js';
+import { bitLength, onShrinkScratch, SCRATCH_KEEP_SAMPLES, unzigzag, zigzag } from './bytes.js';
 
 export const SEQ_CONST = 0;
 export const SEQ_SPARSE = 1;
@@ -480,6 +480,15 @@ const fineTo: Int16Array[] = Array.from({ length: BIN_MAX_T }, (_, t) => {
 const fineHist = [new Float64Array(FINE_BINS), new Float64Array(FINE_BINS)];
 /** The fine bin of each element of the sequence being planned, per center. */
 let fineOf = [new Uint16Array(1024), new Uint16Array(1024)];
+// the scratch a sequence of millions of elements grew is not kept for the ones after it
+onShrinkScratch(() => {
+  if (fineOf[0]!.length > SCRATCH_KEEP_SAMPLES) fineOf = [new Uint16Array(1024), new Uint16Array(1024)];
+  if (sel.length > SCRATCH_KEEP_SAMPLES) sel = new Float64Array(PARTITION);
+  if (excIdx.length > SCRATCH_KEEP_SAMPLES) {
+    excIdx = new Float64Array(64);
+    excVal = new Float64Array(64);
+  }
+});
 /** The fine bins each center's last pass touched (the rest of its histogram is zero). */
 const fineLo = [0, 0];
 const fineHi = [FINE_BINS - 1, FINE_BINS - 1];
@@ -572,11 +581,8 @@ function writeLengthList(w: BitWriter, lengths: Uint8Array): void {
  * bins; the best one gets its Huffman code and exact cost.
  */
 function planBinned(x: Float64Array, start: number, n: number, min: number): number {
-  if (fineOf[0]!.length < n) fineOf = [new Uint16Array(2 * n), new Uint16Array(2 * n)];
-  if (sel.length < n) {
-    scratch = new Float64Array(n);
-    sel = new Float64Array(n);
-  }
+  if (fineOf[0]!.length < n) fineOf = [new Uint16Array(n), new Uint16Array(n)];
+  if (sel.length < n) sel = new Float64Array(n);
   let bestEst = Infinity;
   let median = min;
   for (let zig = 0; zig < 2; zig++) {
