@@ -19,7 +19,7 @@ export const BLOCK_MAGIC = 0x42525453;
 export const FORMAT_VERSION = 4;
 /** The version that added index pages with series id gaps of 2^53 or more (`PAGE_WIDE_IDS`). */
 export const WIDE_IDS_VERSION = 3;
-/** The version that added BINNED integer sequences to runs. */
+/** The version that added BINNED integer sequences to runs (decoded in versions 2 and 3 too: docs/format/block.md). */
 export const BINNED_VERSION = 4;
 /** The oldest block format version this build reads. Version 2 only adds to version 1. */
 export const OLDEST_FORMAT_VERSION = 1;
@@ -31,7 +31,7 @@ export const MAX_TENANT_BYTES = 64;
 /** Byte offsets of the footer fields. */
 export const FooterField = {
   VERSION: 0, // u16
-  FLAGS: 2, // u16, zero in versions 1 to 3
+  FLAGS: 2, // u16, zero in versions 1 to 4
   PAGE_COUNT: 4, // u32
   SAMPLES_OFFSET: 8, // u64
   SAMPLES_LENGTH: 16, // u64

@@ -20,7 +20,7 @@
  *   has): each element's distance z from a center (the minimum, or zigzagged around the median)
  *   falls in a bin: z itself below 2^(t+1), else its bit length and the t bits after its leading
  *   one. The bins are written with a canonical Huffman code carried by the sequence (at most
- *   {@link TABLE_MAX_SYMBOLS} bins, codes up to {@link TABLE_MAX_CODE} bits) and the bits of z
+ *   {@link TABLE_MAX_SYMBOLS} bins, codes up to {@link BIN_MAX_CODE} bits) and the bits of z
  *   below them verbatim, so wide distributions are entropy coded as well as narrow ones (the
  *   scheme of pcodec's bins, with Huffman codes in place of its tANS). Measured on the generator
  *   (seed 42): counter increments 13.6 -> 13.0 bits each against Rice partitions; on the real
@@ -576,9 +576,9 @@ function writeLengthList(w: BitWriter, lengths: Uint8Array): void {
 /**
  * Bits of the BINNED layout of `x[start, start+n)` (whose smallest element is `min`), its plan
  * left in {@link binnedZig} and the next variables; Infinity when no candidate fits (more than
- * {@link TABLE_MAX_SYMBOLS} bins, fewer than two, or codes longer than {@link TABLE_MAX_CODE}).
- * Every center and t is costed from one histogram of fine bins per center by the entropy of its
- * bins; the best one gets its Huffman code and exact cost.
+ * {@link TABLE_MAX_SYMBOLS} bins at every t, or fewer than two). Every center and t is estimated
+ * from one histogram of fine bins per center by the entropy of its bins; those near the best get
+ * their Huffman code (limited to {@link BIN_MAX_CODE} bits) and exact cost.
  */
 function planBinned(x: Float64Array, start: number, n: number, min: number): number {
   if (fineOf[0]!.length < n) fineOf = [new Uint16Array(n), new Uint16Array(n)];
@@ -840,15 +840,12 @@ function writeBinned(w: BitWriter, x: Float64Array, start: number, n: number): v
 /**
  * Sets the block format version of the sequences decoded next (decoding is synchronous: the run
  * decoder sets it before a run and sets it back to the current version after). In a version 1
- * block a TABLE sequence is a CorruptionError naming the layout and the version, not decoded.
+ * block a TABLE sequence (BINNED among them) is a CorruptionError naming the layout and the
+ * version, not decoded.
  */
 export function decodeSequencesOfVersion(version: number): void {
   tableAllowed = version >= 2;
-  binnedAllowed = version >= 4;
 }
-
-/** Whether BINNED sequences may be decoded (format version 4). */
-let binnedAllowed = true;
 
 /** The error for a TABLE sequence in a version 1 block. */
 function tableInV1(r: BitReader): CorruptionError {
@@ -923,10 +920,10 @@ const codesIn = new Uint32Array(TABLE_MAX_SYMBOLS);
 function readTable(r: BitReader): SeqCode {
   const min = unzigzag(r.varBits());
   const a = r.read(6) + 1;
-  if (a < 2) {
-    if (!binnedAllowed) throw r.corrupt('table sequence of one symbol (a BINNED sequence, format version 4, in a block of an older version)');
-    return readBinned(r, min);
-  }
+  // a TABLE header of one symbol, which no TABLE writer made, is BINNED: decoded in blocks of
+  // versions 2 and 3 too (a build before version 4, rolled back onto a WAL of this one, copies
+  // its runs into blocks it labels so; docs/runbook.md), so that no block is left unreadable
+  if (a < 2) return readBinned(r, min);
   const lengths = tableLengthsIn.subarray(0, a);
   for (let s = 0; s < a; s++) {
     const len = r.read(4);

@@ -93,7 +93,7 @@ t.test('runs of version 1 codes decode the same as version 1 and 2', (t) => {
   t.end();
 });
 
-t.test('a run with a BINNED sequence is refused as format versions 1 to 3, decoded as version 4', (t) => {
+t.test('a run with a BINNED sequence is refused as format version 1, decoded as versions 2 to 4', (t) => {
   // increments over more than TABLE's 64 symbols: BINNED with codes 3, DENSE with codes 2
   const r = prng(5);
   const wide = new Float64Array(N);
@@ -101,12 +101,11 @@ t.test('a run with a BINNED sequence is refused as format versions 1 to 3, decod
   const s = { timestamps: grid(N), values: wide };
   const run = encodeRun(s, { lz4: false });
   t.ok(encodeRun(s, { lz4: false, codes: 2 }).length > run.length, 'BINNED is smaller than what codes 2 write');
-  for (const version of [2, 3]) {
-    t.throws(() => decodeRun(run, { object: 'b', offset: 0 }, null, version), { name: 'CorruptionError', message: /BINNED sequence, format version 4, in a block of an older version/ }, `as version ${version}`);
-  }
-  t.throws(() => decodeRun(run, { object: 'b', offset: 0 }, null, 1), CorruptionError, 'as version 1');
-  t.ok(sameSamples(decodeRun(run, undefined, null, 4), s), 'as version 4');
-  t.ok(sameSamples(decodeRun(run), s), 'as the current version, after the refusals');
+  t.throws(() => decodeRun(run, { object: 'b', offset: 0 }, null, 1), { name: 'CorruptionError', message: /integer sequence layout 3 \(TABLE\) is format version 2, in a block of format version 1/ }, 'as version 1');
+  // no writer made a TABLE header of one symbol: a block of version 2 or 3 that holds BINNED runs
+  // (written by an older build rolled back onto a WAL of this one) still reads
+  for (const version of [2, 3, 4]) t.ok(sameSamples(decodeRun(run, undefined, null, version), s), `as version ${version}`);
+  t.ok(sameSamples(decodeRun(run), s), 'as the current version, after the refusal');
   t.throws(() => encodeRun(s, { codes: 1 }), { name: 'InvalidArgumentError', message: /codes/ }, 'codes 1 is not a choice');
   t.end();
 });
