@@ -583,7 +583,9 @@ export class BitReader {
   /**
    * {@link binnedBlock} for sequences whose distances are all below 2^31 and whose codes and
    * verbatim bits fit 32 bits together (nearly all): one 32-bit read per element and int32
-   * arithmetic, about a third faster. `starts` as int32.
+   * arithmetic. `starts` as int32. A loop of its own, not a branch in binnedBlock's: the
+   * generator's counter increments decoded in 12-13 ns each instead of 16.5-19 (measured here,
+   * one loop against the other on the same sequences).
    */
   binnedBlock32(
     out: Float64Array,
