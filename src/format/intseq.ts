@@ -492,14 +492,6 @@ onShrinkScratch(() => {
 /** The fine bins each center's last pass touched (the rest of its histogram is zero). */
 const fineLo = [0, 0];
 const fineHi = [FINE_BINS - 1, FINE_BINS - 1];
-/** Estimated bits of each candidate (center * (BIN_MAX_T + 1) + t) of the sequence being planned. */
-const candidateEst = new Float64Array(2 * (BIN_MAX_T + 1));
-/**
- * Candidates whose estimate is within this factor of the best one are costed exactly: 1, the best
- * only. Costing those within 2 % as well saved 0.0002 bytes per sample on the generator (seed 42)
- * and cost a tenth of encoding (their Huffman codes).
- */
-const BIN_EXACT_MARGIN = 1;
 /** Counts per bin of the candidate being costed. */
 const binFreq = new Float64Array(TABLE_MAX_SYMBOLS);
 
@@ -536,45 +528,32 @@ function lengthToken(d: number): number {
   return d === 0 ? 0 : d === -1 ? 1 : d === 1 ? 2 : d === -2 ? 4 : d === 2 ? 5 : d === -3 ? 6 : d === 3 ? 7 : LEN_ANY;
 }
 
-/** Bits of the length list of a BINNED code (its first and last lengths are not 0). */
-function lengthListBits(lengths: Uint8Array): number {
-  let bits = 4;
+/**
+ * Bits of the length list of a BINNED code (its first and last lengths are not 0), written to `w`
+ * when one is given: the planner costs the list with the same code that writes it.
+ */
+function lengthList(lengths: Uint8Array, w: BitWriter | null): number {
   let prev = lengths[0]!;
+  w?.write(prev, 4);
+  let bits = 4;
   for (let s = 1; s < lengths.length; s++) {
     const len = lengths[s]!;
     if (len === 0) {
       let run = 1;
       while (lengths[s + run] === 0) run++;
+      w?.write(1, LEN_ABSENT + 1);
+      w?.write(run, 2 * bitLength(run) - 1);
       bits += LEN_ABSENT + 1 + 2 * bitLength(run) - 1;
       s += run - 1;
       continue;
     }
     const tok = lengthToken(len - prev);
+    w?.write(1, tok + 1);
+    if (tok === LEN_ANY) w?.write(len, 4);
     bits += tok + 1 + (tok === LEN_ANY ? 4 : 0);
     prev = len;
   }
   return bits;
-}
-
-/** Writes the length list of a BINNED code (as costed by {@link lengthListBits}). */
-function writeLengthList(w: BitWriter, lengths: Uint8Array): void {
-  let prev = lengths[0]!;
-  w.write(prev, 4);
-  for (let s = 1; s < lengths.length; s++) {
-    const len = lengths[s]!;
-    if (len === 0) {
-      let run = 1;
-      while (lengths[s + run] === 0) run++;
-      w.write(1, LEN_ABSENT + 1);
-      w.write(run, 2 * bitLength(run) - 1);
-      s += run - 1;
-      continue;
-    }
-    const tok = lengthToken(len - prev);
-    w.write(1, tok + 1);
-    if (tok === LEN_ANY) w.write(len, 4);
-    prev = len;
-  }
 }
 
 /**
@@ -588,6 +567,8 @@ function planBinned(x: Float64Array, start: number, n: number, min: number): num
   if (fineOf[0]!.length < n) fineOf = [new Uint16Array(n), new Uint16Array(n)];
   if (sel.length < n) sel = new Float64Array(n);
   let bestEst = Infinity;
+  let bestZig = 0;
+  let bestT = 0;
   let median = min;
   for (let zig = 0; zig < 2; zig++) {
     const h = fineHist[zig]!;
@@ -607,9 +588,20 @@ function planBinned(x: Float64Array, start: number, n: number, min: number): num
     fineLo[zig] = lo;
     fineHi[zig] = hi;
     for (let t = 0; t <= BIN_MAX_T; t++) {
-      const est = binnedEstimate(h, lo, hi, t, n);
-      candidateEst[zig * (BIN_MAX_T + 1) + t] = est;
-      if (est < bestEst) bestEst = est;
+      const a = binCounts(zig, t);
+      if (a < 2 || a > TABLE_MAX_SYMBOLS) continue;
+      // the entropy of the bins, their verbatim bits and about 2 bits per code length
+      const offs = BIN_OFFS[t]!;
+      let est = 2 * a;
+      for (let s = 0; s < a; s++) {
+        const c = binFreq[s]!;
+        if (c > 0) est += c * (offs[binLo + s]! + Math.log2(n / c));
+      }
+      if (est < bestEst) {
+        bestEst = est;
+        bestZig = zig;
+        bestT = t;
+      }
     }
     if (zig === 0) {
       // the center of the zigzag: the median, selected among the elements of the fine bin that
@@ -623,59 +615,48 @@ function planBinned(x: Float64Array, start: number, n: number, min: number): num
     }
   }
   if (bestEst === Infinity) return Infinity;
-  // the candidates near the best estimate get their Huffman code and exact cost
-  let best = Infinity;
-  for (let c = 0; c < 2 * (BIN_MAX_T + 1); c++) {
-    if (!(candidateEst[c]! <= bestEst * BIN_EXACT_MARGIN)) continue;
-    const zig = c > BIN_MAX_T ? 1 : 0;
-    const t = c - zig * (BIN_MAX_T + 1);
-    const h = fineHist[zig]!;
-    const fLo = fineLo[zig]!;
-    const fHi = fineHi[zig]!;
-    const map = t < BIN_MAX_T ? fineTo[t]! : null;
-    const lo = map ? map[fLo]! : fLo;
-    const a = (map ? map[fHi]! : fHi) - lo + 1;
-    const freq = binFreq;
-    freq.fill(0, 0, a);
-    for (let f = fLo; f <= fHi; f++) freq[(map ? map[f]! : f) - lo]! += h[f]!;
-    const lengths = huffmanLengths(freq, a, BIN_MAX_CODE, true)!;
-    const center = zig ? median : min;
-    let bits = 2 + VARBITS_COST(zigzag(center)) + 6 + 1 + 2 + BIN_LO_BITS + 6 + lengthListBits(lengths);
-    for (let s = 0; s < a; s++) {
-      const k = freq[s]!;
-      if (k > 0) bits += k * (lengths[s]! + binOffsetBits(lo + s, t));
-    }
-    if (bits < best) {
-      best = bits;
-      binnedZig = zig;
-      binnedCenter = center;
-      binnedT = t;
-      binnedLo = lo;
-      binnedLengths = lengths;
-    }
+  // the best estimate gets its Huffman code and exact cost (costing those within 2 % of it as well
+  // saved 0.0002 bytes per sample on the generator, seed 42, and cost a tenth of encoding)
+  const t = bestT;
+  const a = binCounts(bestZig, t);
+  const lo = binLo;
+  const lengths = huffmanLengths(binFreq, a, BIN_MAX_CODE, true)!;
+  const center = bestZig ? median : min;
+  const offs = BIN_OFFS[t]!;
+  let bits = 2 + VARBITS_COST(zigzag(center)) + 6 + 1 + 2 + BIN_LO_BITS + 6 + lengthList(lengths, null);
+  for (let s = 0; s < a; s++) {
+    const k = binFreq[s]!;
+    if (k > 0) bits += k * (lengths[s]! + offs[lo + s]!);
   }
-  return best;
+  binnedZig = bestZig;
+  binnedCenter = center;
+  binnedT = t;
+  binnedLo = lo;
+  binnedLengths = lengths;
+  return bits;
 }
 
+/** The first bin of the counts {@link binCounts} left in {@link binFreq}. */
+let binLo = 0;
+
 /**
- * Estimated bits of the bins of parameter t for the fine histogram `h` (counts over fine bins
- * lo..hi of n elements): the entropy of the bins, their verbatim bits and about 2 bits per code
- * length; Infinity when the bins are fewer than 2 or more than {@link TABLE_MAX_SYMBOLS}.
+ * Counts per bin of parameter t of the sequence being planned, from its fine histogram of center
+ * `zig`: left in {@link binFreq} (bins from {@link binLo}); returns the number of bins, not
+ * counted when over {@link TABLE_MAX_SYMBOLS}.
  */
-function binnedEstimate(h: Float64Array, lo: number, hi: number, t: number, n: number): number {
+function binCounts(zig: number, t: number): number {
+  const h = fineHist[zig]!;
+  const fLo = fineLo[zig]!;
+  const fHi = fineHi[zig]!;
   const map = t < BIN_MAX_T ? fineTo[t]! : null;
-  const tLo = map ? map[lo]! : lo;
-  const a = (map ? map[hi]! : hi) - tLo + 1;
-  if (a < 2 || a > TABLE_MAX_SYMBOLS) return Infinity;
+  const lo = map ? map[fLo]! : fLo;
+  const a = (map ? map[fHi]! : fHi) - lo + 1;
+  binLo = lo;
+  if (a > TABLE_MAX_SYMBOLS) return a;
   const freq = binFreq;
   freq.fill(0, 0, a);
-  for (let f = lo; f <= hi; f++) freq[(map ? map[f]! : f) - tLo]! += h[f]!;
-  let est = 2 * a;
-  for (let s = 0; s < a; s++) {
-    const c = freq[s]!;
-    if (c > 0) est += c * (binOffsetBits(tLo + s, t) + Math.log2(n / c));
-  }
-  return est;
+  for (let f = fLo; f <= fHi; f++) freq[(map ? map[f]! : f) - lo]! += h[f]!;
+  return a;
 }
 
 /**
@@ -791,10 +772,8 @@ export function encodeIntSeq(w: BitWriter, x: Float64Array, start: number, n: nu
  */
 let tableAllowed = true;
 
-/** Code of each symbol of the BINNED sequence being written, and the bins' first distances. */
+/** Code of each symbol of the BINNED sequence being written. */
 const binCodes = new Uint32Array(TABLE_MAX_SYMBOLS);
-const binStarts = new Float64Array(TABLE_MAX_SYMBOLS);
-const binOffs = new Uint8Array(TABLE_MAX_SYMBOLS);
 
 /** Writes `x[start, start+n)` as planned by {@link planBinned}. */
 function writeBinned(w: BitWriter, x: Float64Array, start: number, n: number): void {
@@ -811,30 +790,28 @@ function writeBinned(w: BitWriter, x: Float64Array, start: number, n: number): v
   w.write(t, 2);
   w.write(lo, BIN_LO_BITS);
   w.write(a - 1, 6);
-  writeLengthList(w, lengths);
-  const codes = canonicalCodes(lengths);
-  for (let s = 0; s < a; s++) {
-    binCodes[s] = codes[s]!;
-    binStarts[s] = binStart(lo + s, t);
-    binOffs[s] = binOffsetBits(lo + s, t);
-  }
+  lengthList(lengths, w);
+  const codes = canonicalCodes(lengths, binCodes);
+  const starts = BIN_STARTS[t]!;
+  const offs = BIN_OFFS[t]!;
   const map = t < BIN_MAX_T ? fineTo[t]! : null;
   const fine = fineOf[binnedZig]!;
   for (let i = 0; i < n; i++) {
     const f = fine[i]!;
-    const sym = (map ? map[f]! : f) - lo;
+    const bin = map ? map[f]! : f;
+    const sym = bin - lo;
     const len = lengths[sym]!;
-    const ob = binOffs[sym]!;
+    const ob = offs[bin]!;
     if (ob === 0) {
-      w.write(binCodes[sym]!, len);
+      w.write(codes[sym]!, len);
       continue;
     }
     const d = x[start + i]! - center;
-    const rest = (zig ? (d >= 0 ? d * 2 : -d * 2 - 1) : d) - binStarts[sym]!;
+    const rest = (zig ? (d >= 0 ? d * 2 : -d * 2 - 1) : d) - starts[bin]!;
     // the code and the verbatim bits in one field when they fit
-    if (len + ob <= 32) w.write(((binCodes[sym]! << ob) | rest) >>> 0, len + ob);
+    if (len + ob <= 32) w.write(((codes[sym]! << ob) | rest) >>> 0, len + ob);
     else {
-      w.write(binCodes[sym]!, len);
+      w.write(codes[sym]!, len);
       w.writeWide(rest, ob);
     }
   }
