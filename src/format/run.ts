@@ -315,11 +315,17 @@ function checkVersion1(r: ByteReader, enc: number): void {
 }
 
 /**
- * Runs `decode` with the integer sequences of format `version` (TABLE refused in version 1, BINNED
- * before version 4), and sets the sequence decoder back to the current version after.
+ * The oldest format version whose runs decode as the current version's: 2 (version 3 changed
+ * nothing in runs, and BINNED, of version 4, is decoded in versions 2 and 3 too: intseq.ts).
+ */
+const CURRENT_CODES_FROM = 2;
+
+/**
+ * Runs `decode` with the integer sequences of format `version` (TABLE, BINNED among them, refused
+ * in version 1), and sets the sequence decoder back to the current version after.
  */
 function ofVersion<T>(version: number, decode: () => T): T {
-  if (version >= FORMAT_VERSION) return decode();
+  if (version >= CURRENT_CODES_FROM) return decode();
   decodeSequencesOfVersion(version);
   try {
     return decode();
@@ -367,7 +373,7 @@ function allocSamples(n: number): Samples {
  * codes version 2 added are a CorruptionError that names the code and the version.
  */
 export function decodeRun(buf: Uint8Array, origin: Origin = MEMORY, shared: SharedTimestamps | null = null, version = FORMAT_VERSION): Samples {
-  if (version < FORMAT_VERSION) return ofVersion(version, () => decodeWhole(buf, origin, shared, version));
+  if (version < CURRENT_CODES_FROM) return ofVersion(version, () => decodeWhole(buf, origin, shared, version));
   return decodeWhole(buf, origin, shared, version);
 }
 
@@ -465,7 +471,7 @@ export function decodeRunInto(
   shared: SharedTimestamps | null = null,
 ): number {
   if (!Number.isSafeInteger(offset) || offset < 0) throw new InvalidArgumentError('offset', `${offset} is not a non-negative integer`);
-  if (version < FORMAT_VERSION) return ofVersion(version, () => decodeInto(buf, origin, timestamps, values, offset, version, shared));
+  if (version < CURRENT_CODES_FROM) return ofVersion(version, () => decodeInto(buf, origin, timestamps, values, offset, version, shared));
   return decodeInto(buf, origin, timestamps, values, offset, version, shared);
 }
 

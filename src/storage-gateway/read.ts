@@ -41,7 +41,7 @@ export interface ReadQuery {
   readonly start: bigint;
   readonly end: bigint;
   readonly encoding: 'raw' | 'runs';
-  /** The newest RUNS version the client decodes (read.proto `runs_version`; 0: version 1). */
+  /** The newest RUNS version the client decodes (read.proto `runs_version`; 0: unset, taken as {@link RUNS_VERSION_UNSET}). */
   readonly runsVersion?: number;
   /**
    * The range was narrowed by the gateway (retention cut a day read): RUNS answers must then be
