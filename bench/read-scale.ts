@@ -17,6 +17,7 @@
  *    windows are not re-checked within closedStalenessMs), latencies, RSS.
  *
  * Flags: --tenants, --days, --shards, --series, --warm-minutes, --warm-tenants (above),
+ * --budget-scale=N (the in-memory budgets below times N; the cache stays a third of the data),
  * --gateway-node-args=A,B (more node flags for the gateway process, e.g. --heapsnapshot-signal=SIGUSR2).
  *
  * Last line, JSON: `blocks`, `data_mib`, `cache_budget_mib`, `budgets_mib` (sum of the in-memory
@@ -47,13 +48,14 @@ export async function main(argv: string[]): Promise<void> {
   const seriesCount = Number(flag(argv, 'series', '200'));
   const warmMinutes = Number(flag(argv, 'warm-minutes', '10'));
   const warmTenants = Number(flag(argv, 'warm-tenants', '1'));
+  const scale = Number(flag(argv, 'budget-scale', '1'));
   const budgets = {
-    openBlocksMaxBytes: 16 * MiB,
-    pagesMaxBytes: 16 * MiB,
-    hotRangesMaxBytes: 16 * MiB,
-    maxBytesInFlight: 32 * MiB,
+    openBlocksMaxBytes: 16 * MiB * scale,
+    pagesMaxBytes: 16 * MiB * scale,
+    hotRangesMaxBytes: 16 * MiB * scale,
+    maxBytesInFlight: 32 * MiB * scale,
     // cache writes waiting for their LMDB commit: memory too (it was left at its 64 MiB default, and not counted)
-    cachePendingMaxBytes: 16 * MiB,
+    cachePendingMaxBytes: 16 * MiB * scale,
   };
 
   const ds = loadDataset(flag(argv, 'data', join('data', 'bench', `scale-read-${seriesCount}`)), [`--series=${seriesCount}`, '--hours=4', '--seed=42', '--start=2026-01-01T00:00:00Z']);

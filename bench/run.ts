@@ -24,6 +24,8 @@ const benches: Record<string, () => Promise<{ main(argv: string[]): Promise<void
   scale: () => import('./scale.js'),
   // the lifecycle role's day merge: a day's six 4-hour blocks, then late data folded in
   'day-merge': () => import('./day-merge.js'),
+  // what a request costs the garbage collector in node:http2 and in a plain socket (no Strata code)
+  'transport-gc': () => import('./transport-gc.js'),
   // one line per benchmark module
 };
 

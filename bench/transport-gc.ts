@@ -1,0 +1,193 @@
+/**
+ * `npm run bench -- transport-gc [--exchanges=20000]`: what a request costs the garbage collector
+ * in the transports the read path runs on, with no Strata code at all. One process, a server and
+ * a client on loopback, one exchange at a time (a 100-byte answer), for:
+ * - `http2`: `node:http2`, one stream per exchange (what gRPC does, in the gateway and the query
+ *   client alike);
+ * - `net`: one TCP connection, length-prefixed messages (no per-exchange handle).
+ *
+ * Each case runs its exchanges three times: under V8's sampling heap profiler keeping every
+ * sample (`allocated`: bytes allocated per exchange), then keeping only the samples that a young
+ * collection did not free (`retained`: bytes per exchange still alive at the first young collection
+ * after the exchange ended, kept until a full one), then without a profiler, counting the
+ * collections with their pauses (`perf_hooks` 'gc' entries).
+ *
+ * Why it is here: the warm tail of `npm run bench -- read` is made of collections (see
+ * docs/capacity.md, "The read tail"), and this shows how much of it the transport alone causes.
+ *
+ * Last line, JSON, per case: `<case>_allocated_bytes_per_exchange`,
+ * `<case>_retained_bytes_per_exchange`, `<case>_retained_share`, `<case>_exchanges_per_s`,
+ * `<case>_young_gcs_per_10k`, `<case>_young_gc_ms_mean`, `<case>_young_gc_ms_max`,
+ * `<case>_full_gcs_per_10k`, `<case>_full_gc_ms_max`.
+ */
+import http2 from 'node:http2';
+import { Session } from 'node:inspector';
+import net from 'node:net';
+import { constants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
+import { flag } from './proc.js';
+
+interface Transport {
+  exchange(): Promise<void>;
+  close(): Promise<void>;
+}
+
+const ANSWER = Buffer.alloc(100, 120);
+
+async function http2Transport(): Promise<Transport> {
+  const srv = http2.createServer();
+  srv.on('stream', (s) => {
+    s.respond({ ':status': 200 });
+    s.end(ANSWER);
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const session = http2.connect(`http://127.0.0.1:${(srv.address() as net.AddressInfo).port}`);
+  return {
+    exchange: () =>
+      new Promise((resolve, reject) => {
+        const r = session.request({ ':method': 'POST', ':path': '/' });
+        r.on('data', () => undefined);
+        r.on('end', resolve);
+        r.on('error', reject);
+        r.end();
+      }),
+    close: async () => {
+      session.close();
+      await new Promise((r) => srv.close(r));
+    },
+  };
+}
+
+async function netTransport(): Promise<Transport> {
+  // the server answers each 4-byte length-prefixed request with a length-prefixed ANSWER
+  const srv = net.createServer((sock) => {
+    let held: Buffer = Buffer.alloc(0);
+    sock.on('data', (d: Buffer) => {
+      held = held.length === 0 ? d : Buffer.concat([held, d]);
+      while (held.length >= 4 && held.length >= 4 + held.readUInt32BE(0)) {
+        held = held.subarray(4 + held.readUInt32BE(0));
+        const out = Buffer.allocUnsafe(4 + ANSWER.length);
+        out.writeUInt32BE(ANSWER.length, 0);
+        ANSWER.copy(out, 4);
+        sock.write(out);
+      }
+    });
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const sock = net.connect((srv.address() as net.AddressInfo).port, '127.0.0.1');
+  sock.setNoDelay(true);
+  await new Promise((r) => sock.once('connect', r));
+  let waiting: (() => void) | null = null;
+  let held: Buffer = Buffer.alloc(0);
+  sock.on('data', (d: Buffer) => {
+    held = held.length === 0 ? d : Buffer.concat([held, d]);
+    while (held.length >= 4 && held.length >= 4 + held.readUInt32BE(0)) {
+      held = held.subarray(4 + held.readUInt32BE(0));
+      const w = waiting;
+      waiting = null;
+      w?.();
+    }
+  });
+  const request = Buffer.from([0, 0, 0, 1, 0]);
+  return {
+    exchange: () =>
+      new Promise((resolve) => {
+        waiting = resolve;
+        sock.write(request);
+      }),
+    close: async () => {
+      sock.destroy();
+      await new Promise((r) => srv.close(r));
+    },
+  };
+}
+
+interface SamplingNode {
+  selfSize: number;
+  children: SamplingNode[];
+  callFrame: { functionName: string; url: string; lineNumber: number };
+}
+
+/** Bytes sampled over `n` exchanges, with the sites that allocated most of them. */
+async function sampled(t: Transport, n: number, keepMinor: boolean): Promise<{ bytes: number; sites: [string, number][] }> {
+  const session = new Session();
+  session.connect();
+  const post = <T>(method: string, params?: object): Promise<T> =>
+    new Promise((resolve, reject) => session.post(method, params, (err, res) => (err ? reject(err) : resolve(res as T))));
+  await post('HeapProfiler.enable');
+  await post('HeapProfiler.startSampling', { samplingInterval: 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: keepMinor });
+  for (let i = 0; i < n; i++) await t.exchange();
+  const { profile } = await post<{ profile: { head: SamplingNode } }>('HeapProfiler.stopSampling');
+  session.disconnect();
+  const sites = new Map<string, number>();
+  let bytes = 0;
+  const walk = (node: SamplingNode): void => {
+    bytes += node.selfSize;
+    if (node.selfSize > 0) {
+      const f = node.callFrame;
+      const key = `${f.functionName || '(anonymous)'} ${f.url}:${f.lineNumber + 1}`;
+      sites.set(key, (sites.get(key) ?? 0) + node.selfSize);
+    }
+    node.children.forEach(walk);
+  };
+  walk(profile.head);
+  return { bytes, sites: [...sites].sort((a, b) => b[1] - a[1]).slice(0, 5) };
+}
+
+/** Collections during `n` exchanges: young and full, with their pauses. */
+async function collections(t: Transport, n: number): Promise<{ young: number[]; full: number[]; perS: number }> {
+  const young: number[] = [];
+  const full: number[] = [];
+  const obs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      const kind = (e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind;
+      if (kind === constants.NODE_PERFORMANCE_GC_MINOR) young.push(e.duration);
+      else if (kind === constants.NODE_PERFORMANCE_GC_MAJOR) full.push(e.duration);
+    }
+  });
+  obs.observe({ entryTypes: ['gc'] });
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) await t.exchange();
+  const perS = n / ((performance.now() - t0) / 1000);
+  // the entries of the last collections are delivered on a later tick
+  await new Promise((r) => setTimeout(r, 50));
+  obs.disconnect();
+  return { young, full, perS };
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const n = Number(flag(argv, 'exchanges', '20000'));
+  const out: Record<string, number> = {};
+  const round = (x: number): number => Number(x.toFixed(3));
+  for (const [name, make] of [
+    ['http2', http2Transport],
+    ['net', netTransport],
+  ] as const) {
+    const t = await make();
+    try {
+      for (let i = 0; i < 2000; i++) await t.exchange();
+      const all = await sampled(t, n, true);
+      const kept = await sampled(t, n, false);
+      const gc = await collections(t, n);
+      const mean = (a: number[]): number => (a.length === 0 ? 0 : a.reduce((s, x) => s + x, 0) / a.length);
+      out[`${name}_allocated_bytes_per_exchange`] = Math.round(all.bytes / n);
+      out[`${name}_retained_bytes_per_exchange`] = Math.round(kept.bytes / n);
+      out[`${name}_retained_share`] = round(kept.bytes / all.bytes);
+      out[`${name}_exchanges_per_s`] = Math.round(gc.perS);
+      out[`${name}_young_gcs_per_10k`] = round((gc.young.length * 10_000) / n);
+      out[`${name}_young_gc_ms_mean`] = round(mean(gc.young));
+      out[`${name}_young_gc_ms_max`] = round(Math.max(0, ...gc.young));
+      out[`${name}_full_gcs_per_10k`] = round((gc.full.length * 10_000) / n);
+      out[`${name}_full_gc_ms_max`] = round(Math.max(0, ...gc.full));
+      console.log(
+        `${name.padEnd(5)}: ${gc.perS.toFixed(0)} exchanges/s; allocated ${(all.bytes / n).toFixed(0)} B per exchange, ` +
+          `${(kept.bytes / n).toFixed(0)} B of it (${((100 * kept.bytes) / all.bytes).toFixed(1)} %) still alive at the next young collection; ` +
+          `${gc.young.length} young collections (mean ${mean(gc.young).toFixed(2)} ms, max ${Math.max(0, ...gc.young).toFixed(2)} ms), ` +
+          `${gc.full.length} full (max ${Math.max(0, ...gc.full).toFixed(2)} ms) in ${n} exchanges`,
+      );
+      console.log(`       kept past a young collection, by allocation site: ${kept.sites.map(([k, v]) => `${k} ${((100 * v) / kept.bytes).toFixed(0)} %`).join('; ')}`);
+    } finally {
+      await t.close();
+    }
+  }
+  console.log(JSON.stringify(out));
+}
