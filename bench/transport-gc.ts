@@ -7,10 +7,11 @@
  * - `net`: one TCP connection, length-prefixed messages (no per-exchange handle).
  *
  * Each case runs its exchanges three times: under V8's sampling heap profiler keeping every
- * sample (`allocated`: bytes allocated per exchange), then keeping only the samples that a young
- * collection did not free (`retained`: bytes per exchange still alive at the first young collection
- * after the exchange ended, kept until a full one), then without a profiler, counting the
- * collections with their pauses (`perf_hooks` 'gc' entries).
+ * sample (`allocated`: bytes allocated per exchange), then keeping only the samples that young
+ * collections did not free (`retained`: bytes per exchange that were still alive at the first young
+ * collection after their exchange ended, and stayed until a full one; a young collection is forced
+ * before the profile is taken), then without a profiler, counting the collections with their
+ * pauses (`perf_hooks` 'gc' entries).
  *
  * Why it is here: the warm tail of `npm run bench -- read` is made of collections (see
  * docs/capacity.md, "The read tail"), and this shows how much of it the transport alone causes.
@@ -24,6 +25,8 @@ import http2 from 'node:http2';
 import { Session } from 'node:inspector';
 import net from 'node:net';
 import { constants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { flag } from './proc.js';
 
 interface Transport {
@@ -107,6 +110,12 @@ interface SamplingNode {
   callFrame: { functionName: string; url: string; lineNumber: number };
 }
 
+/** A young collection, now (V8's `gc` function, exposed for this process from here on). */
+function minorGc(): void {
+  setFlagsFromString('--expose-gc');
+  (runInNewContext('gc') as (o: { type: 'minor' }) => void)({ type: 'minor' });
+}
+
 /** Bytes sampled over `n` exchanges, with the sites that allocated most of them. */
 async function sampled(t: Transport, n: number, keepMinor: boolean): Promise<{ bytes: number; sites: [string, number][] }> {
   const session = new Session();
@@ -116,6 +125,9 @@ async function sampled(t: Transport, n: number, keepMinor: boolean): Promise<{ b
   await post('HeapProfiler.enable');
   await post('HeapProfiler.startSampling', { samplingInterval: 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: keepMinor });
   for (let i = 0; i < n; i++) await t.exchange();
+  // a young collection first, so that what the last exchanges left and nothing keeps is not
+  // counted as kept
+  minorGc();
   const { profile } = await post<{ profile: { head: SamplingNode } }>('HeapProfiler.stopSampling');
   session.disconnect();
   const sites = new Map<string, number>();
