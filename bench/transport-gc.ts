@@ -1,9 +1,11 @@
 /**
  * `npm run bench -- transport-gc [--exchanges=20000]`: what a request costs the garbage collector
- * in the transports the read path runs on, with no Strata code at all. One process, a server and
- * a client on loopback, one exchange at a time (a 100-byte answer), for:
+ * in the transports the read path runs on, with no Strata code at all. A server and a client on
+ * loopback, one exchange at a time (a 100-byte answer), measured in this process, for:
  * - `http2`: `node:http2`, one stream per exchange (what gRPC does, in the gateway and the query
  *   client alike);
+ * - `http2_client` and `http2_server`: the same with the server, or the client, in a child process,
+ *   so that the figures are those of one side alone;
  * - `net`: one TCP connection, length-prefixed messages (no per-exchange handle).
  *
  * Each case runs its exchanges three times: under V8's sampling heap profiler keeping every
@@ -21,43 +23,124 @@
  * `<case>_young_gcs_per_10k`, `<case>_young_gc_ms_mean`, `<case>_young_gc_ms_max`,
  * `<case>_full_gcs_per_10k`, `<case>_full_gc_ms_max`.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import http2 from 'node:http2';
 import { Session } from 'node:inspector';
 import net from 'node:net';
+import { createInterface } from 'node:readline';
 import { constants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { flag } from './proc.js';
 
 interface Transport {
-  exchange(): Promise<void>;
+  /** `n` exchanges, one at a time. */
+  run(n: number): Promise<void>;
   close(): Promise<void>;
+}
+
+/** The transport of one exchange at a time, from its exchange. */
+function sequential(exchange: () => Promise<void>, close: () => Promise<void>): Transport {
+  return {
+    async run(n) {
+      for (let i = 0; i < n; i++) await exchange();
+    },
+    close,
+  };
+}
+
+/** A server answering each request with ANSWER, as this process runs it (and as a child does). */
+const HTTP2_SERVER = `
+  const srv = http2.createServer();
+  srv.on('stream', (s) => { s.respond({ ':status': 200 }); s.end(Buffer.alloc(100, 120)); });
+`;
+
+/** Node, running `script` (an ES module importing node:http2 as http2) in a child process. */
+function child(script: string): { proc: ChildProcess; lines: AsyncIterator<string> } {
+  const proc = spawn(process.execPath, ['--input-type=module', '-e', `import http2 from 'node:http2';\n${script}`], { stdio: ['pipe', 'pipe', 'inherit'] });
+  return { proc, lines: createInterface({ input: proc.stdout! })[Symbol.asyncIterator]() };
+}
+
+async function nextLine(lines: AsyncIterator<string>): Promise<string> {
+  const r = await lines.next();
+  if (r.done === true) throw new Error('the child process exited');
+  return r.value;
+}
+
+/** The server in a child process: what the client side alone costs. */
+async function http2ClientOnly(): Promise<Transport> {
+  const { proc, lines } = child(`${HTTP2_SERVER} srv.listen(0, '127.0.0.1', () => console.log(srv.address().port));`);
+  const port = Number(await nextLine(lines));
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  return sequential(
+    () => http2Exchange(session),
+    async () => {
+      session.close();
+      proc.kill();
+    },
+  );
+}
+
+/** The client in a child process, told how many exchanges to make: what the server side alone costs. */
+async function http2ServerOnly(): Promise<Transport> {
+  const srv = http2Server();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const { proc, lines } = child(`
+    import { createInterface } from 'node:readline';
+    const session = http2.connect('http://127.0.0.1:${(srv.address() as net.AddressInfo).port}');
+    const one = () => new Promise((resolve, reject) => {
+      const r = session.request({ ':method': 'POST', ':path': '/' });
+      r.on('data', () => undefined); r.on('end', resolve); r.on('error', reject); r.end();
+    });
+    for await (const line of createInterface({ input: process.stdin })) {
+      for (let i = 0; i < Number(line); i++) await one();
+      console.log('done');
+    }
+  `);
+  return {
+    async run(n) {
+      proc.stdin!.write(`${n}\n`);
+      await nextLine(lines);
+    },
+    async close() {
+      proc.kill();
+      await new Promise((r) => srv.close(r));
+    },
+  };
 }
 
 const ANSWER = Buffer.alloc(100, 120);
 
-async function http2Transport(): Promise<Transport> {
+function http2Server(): http2.Http2Server {
   const srv = http2.createServer();
   srv.on('stream', (s) => {
     s.respond({ ':status': 200 });
     s.end(ANSWER);
   });
+  return srv;
+}
+
+function http2Exchange(session: http2.ClientHttp2Session): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const r = session.request({ ':method': 'POST', ':path': '/' });
+    r.on('data', () => undefined);
+    r.on('end', resolve);
+    r.on('error', reject);
+    r.end();
+  });
+}
+
+async function http2Transport(): Promise<Transport> {
+  const srv = http2Server();
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
   const session = http2.connect(`http://127.0.0.1:${(srv.address() as net.AddressInfo).port}`);
-  return {
-    exchange: () =>
-      new Promise((resolve, reject) => {
-        const r = session.request({ ':method': 'POST', ':path': '/' });
-        r.on('data', () => undefined);
-        r.on('end', resolve);
-        r.on('error', reject);
-        r.end();
-      }),
-    close: async () => {
+  return sequential(
+    () => http2Exchange(session),
+    async () => {
       session.close();
       await new Promise((r) => srv.close(r));
     },
-  };
+  );
 }
 
 async function netTransport(): Promise<Transport> {
@@ -91,17 +174,17 @@ async function netTransport(): Promise<Transport> {
     }
   });
   const request = Buffer.from([0, 0, 0, 1, 0]);
-  return {
-    exchange: () =>
+  return sequential(
+    () =>
       new Promise((resolve) => {
         waiting = resolve;
         sock.write(request);
       }),
-    close: async () => {
+    async () => {
       sock.destroy();
       await new Promise((r) => srv.close(r));
     },
-  };
+  );
 }
 
 interface SamplingNode {
@@ -124,7 +207,7 @@ async function sampled(t: Transport, n: number, keepMinor: boolean): Promise<{ b
     new Promise((resolve, reject) => session.post(method, params, (err, res) => (err ? reject(err) : resolve(res as T))));
   await post('HeapProfiler.enable');
   await post('HeapProfiler.startSampling', { samplingInterval: 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: keepMinor });
-  for (let i = 0; i < n; i++) await t.exchange();
+  await t.run(n);
   // a young collection first, so that what the last exchanges left and nothing keeps is not
   // counted as kept
   minorGc();
@@ -158,7 +241,7 @@ async function collections(t: Transport, n: number): Promise<{ young: number[]; 
   });
   obs.observe({ entryTypes: ['gc'] });
   const t0 = performance.now();
-  for (let i = 0; i < n; i++) await t.exchange();
+  await t.run(n);
   const perS = n / ((performance.now() - t0) / 1000);
   // the entries of the last collections are delivered on a later tick
   await new Promise((r) => setTimeout(r, 50));
@@ -172,11 +255,13 @@ export async function main(argv: string[]): Promise<void> {
   const round = (x: number): number => Number(x.toFixed(3));
   for (const [name, make] of [
     ['http2', http2Transport],
+    ['http2_client', http2ClientOnly],
+    ['http2_server', http2ServerOnly],
     ['net', netTransport],
   ] as const) {
     const t = await make();
     try {
-      for (let i = 0; i < 2000; i++) await t.exchange();
+      await t.run(2000);
       const all = await sampled(t, n, true);
       const kept = await sampled(t, n, false);
       const gc = await collections(t, n);
@@ -191,12 +276,12 @@ export async function main(argv: string[]): Promise<void> {
       out[`${name}_full_gcs_per_10k`] = round((gc.full.length * 10_000) / n);
       out[`${name}_full_gc_ms_max`] = round(Math.max(0, ...gc.full));
       console.log(
-        `${name.padEnd(5)}: ${gc.perS.toFixed(0)} exchanges/s; allocated ${(all.bytes / n).toFixed(0)} B per exchange, ` +
+        `${name.padEnd(12)}: ${gc.perS.toFixed(0)} exchanges/s; allocated ${(all.bytes / n).toFixed(0)} B per exchange, ` +
           `${(kept.bytes / n).toFixed(0)} B of it (${((100 * kept.bytes) / all.bytes).toFixed(1)} %) still alive at the next young collection; ` +
           `${gc.young.length} young collections (mean ${mean(gc.young).toFixed(2)} ms, max ${Math.max(0, ...gc.young).toFixed(2)} ms), ` +
           `${gc.full.length} full (max ${Math.max(0, ...gc.full).toFixed(2)} ms) in ${n} exchanges`,
       );
-      console.log(`       kept past a young collection, by allocation site: ${kept.sites.map(([k, v]) => `${k} ${((100 * v) / kept.bytes).toFixed(0)} %`).join('; ')}`);
+      console.log(`              kept past a young collection, by allocation site: ${kept.sites.map(([k, v]) => `${k} ${((100 * v) / kept.bytes).toFixed(0)} %`).join('; ')}`);
     } finally {
       await t.close();
     }
