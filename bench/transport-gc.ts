@@ -6,7 +6,15 @@
  *   client alike);
  * - `http2_client` and `http2_server`: the same with the server, or the client, in a child process,
  *   so that the figures are those of one side alone;
- * - `net`: one TCP connection, length-prefixed messages (no per-exchange handle).
+ * - `net`: one TCP connection, length-prefixed messages (no per-exchange handle);
+ * - `asyncresource_bind` and `asyncresource_run`: no transport, the step of Node 20's
+ *   `ClientHttp2Session.request()` that keeps a request's state: `AsyncResource.prototype.bind`,
+ *   which gives every bound function a deprecated `asyncResource` accessor made by `deprecate()`,
+ *   whose `Object.setPrototypeOf` gives it a new hidden class; that class lives in the old
+ *   generation and points at the accessor, so whatever the accessor's scope reaches (the bound
+ *   function, and in `request()` the stream with its listeners) outlives young collections.
+ *   `runInAsyncScope` does the same work without it (nodejs/node#58218; Node 24 changed
+ *   `deprecate()` not to do this here).
  *
  * Each case runs its exchanges three times: under V8's sampling heap profiler keeping every
  * sample (`allocated`: bytes allocated per exchange), then keeping only the samples that young
@@ -23,6 +31,7 @@
  * `<case>_young_gcs_per_10k`, `<case>_young_gc_ms_mean`, `<case>_young_gc_ms_max`,
  * `<case>_full_gcs_per_10k`, `<case>_full_gc_ms_max`.
  */
+import { AsyncResource } from 'node:async_hooks';
 import { spawn, type ChildProcess } from 'node:child_process';
 import http2 from 'node:http2';
 import { Session } from 'node:inspector';
@@ -143,6 +152,35 @@ async function http2Transport(): Promise<Transport> {
   );
 }
 
+/**
+ * What `ClientHttp2Session.request()` does for every request in Node 20, alone: bind the request's
+ * start to a new `AsyncResource` (`bind`), against running it in that resource's scope (`run`).
+ * Each call makes a small object graph (about 2.5 KB) that only the bound function reaches.
+ */
+function asyncResourceCalls(how: 'bind' | 'run'): Transport {
+  // two function literals, so that V8's allocation sites (which may put what survived at one of
+  // them straight into the old generation) are not shared between the cases
+  const bindCall = (): void => {
+    const state = { parts: Array.from({ length: 50 }, (_, i) => ({ i })) };
+    new AsyncResource('PendingRequest').bind(() => state.parts.length)();
+  };
+  const runCall = (): void => {
+    const state = { parts: Array.from({ length: 50 }, (_, i) => ({ i })) };
+    new AsyncResource('PendingRequest').runInAsyncScope(() => state.parts.length);
+  };
+  const call = how === 'bind' ? bindCall : runCall;
+  return {
+    async run(n) {
+      for (let i = 0; i < n; i++) {
+        call();
+        // a turn of the event loop now and then, as between requests
+        if (i % 100 === 99) await new Promise((r) => setImmediate(r));
+      }
+    },
+    close: async () => undefined,
+  };
+}
+
 async function netTransport(): Promise<Transport> {
   // the server answers each 4-byte length-prefixed request with a length-prefixed ANSWER
   const srv = net.createServer((sock) => {
@@ -258,6 +296,8 @@ export async function main(argv: string[]): Promise<void> {
     ['http2_client', http2ClientOnly],
     ['http2_server', http2ServerOnly],
     ['net', netTransport],
+    ['asyncresource_run', async () => asyncResourceCalls('run')],
+    ['asyncresource_bind', async () => asyncResourceCalls('bind')],
   ] as const) {
     const t = await make();
     try {
