@@ -16,7 +16,7 @@
 import { compressSync, uncompressSync } from 'lz4-napi';
 import { type CorruptionError, ErrorCode, InvalidArgumentError, StrataError } from '../errors.js';
 import { ByteReader, ByteWriter, MEMORY, onShrinkScratch, putUvarint, SCRATCH_KEEP_SAMPLES, shrinkScratch, uvarintLength, type Origin } from './bytes.js';
-import { FORMAT_VERSION } from './footer.js';
+import { BINNED_VERSION, FORMAT_VERSION } from './footer.js';
 import { decodeSequencesOfVersion, encodeSequencesOfCodes } from './intseq.js';
 import { decodeTimestamps, encodeTimestamps, TS_RAW } from './timestamps.js';
 import { decodeValues, encodeValues, V_CONST, V_EXCEPTIONS, V_NEAR } from './values.js';
@@ -31,7 +31,7 @@ export const RUN_CODES_VERSION = 3;
 
 /** The run codes of a block of format version `version`. */
 export function runCodesVersionOf(version: number): number {
-  return version >= 4 ? 3 : Math.min(version, 2);
+  return version >= BINNED_VERSION ? RUN_CODES_VERSION : Math.min(version, 2);
 }
 /** Bit of the encoding byte that marks an lz4-compressed body. */
 export const RUN_LZ4 = 0x80;
@@ -321,11 +321,12 @@ function checkVersion1(r: ByteReader, enc: number): void {
 const CURRENT_CODES_FROM = 2;
 
 /**
- * Runs `decode` with the integer sequences of format `version` (TABLE, BINNED among them, refused
- * in version 1), and sets the sequence decoder back to the current version after.
+ * Runs `decode` with the integer sequences of format `version`, older than
+ * {@link CURRENT_CODES_FROM} (TABLE, BINNED among them, refused in version 1), and sets the
+ * sequence decoder back to the current version after. Callers test the version first: newer runs
+ * decode without this closure.
  */
 function ofVersion<T>(version: number, decode: () => T): T {
-  if (version >= CURRENT_CODES_FROM) return decode();
   decodeSequencesOfVersion(version);
   try {
     return decode();
