@@ -40,6 +40,7 @@ import { createInterface } from 'node:readline';
 import { constants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { fileURLToPath } from 'node:url';
 import { flag } from './proc.js';
 
 interface Transport {
@@ -58,16 +59,29 @@ function sequential(exchange: () => Promise<void>, close: () => Promise<void>): 
   };
 }
 
-/** A server answering each request with ANSWER, as this process runs it (and as a child does). */
-const HTTP2_SERVER = `
-  const srv = http2.createServer();
-  srv.on('stream', (s) => { s.respond({ ':status': 200 }); s.end(Buffer.alloc(100, 120)); });
-`;
-
-/** Node, running `script` (an ES module importing node:http2 as http2) in a child process. */
-function child(script: string): { proc: ChildProcess; lines: AsyncIterator<string> } {
-  const proc = spawn(process.execPath, ['--input-type=module', '-e', `import http2 from 'node:http2';\n${script}`], { stdio: ['pipe', 'pipe', 'inherit'] });
+/**
+ * This module in a child process, in `role`: `server` prints its port; `client` connects to
+ * `port` and, for each line N on its stdin, makes N exchanges and prints a line.
+ */
+function child(role: 'server' | 'client', port = 0): { proc: ChildProcess; lines: AsyncIterator<string> } {
+  const proc = spawn(process.execPath, [fileURLToPath(import.meta.url), CHILD_FLAG, role, String(port)], { stdio: ['pipe', 'pipe', 'inherit'] });
   return { proc, lines: createInterface({ input: proc.stdout! })[Symbol.asyncIterator]() };
+}
+const CHILD_FLAG = '--transport-gc-child';
+
+/** The child process's side (see {@link child}). */
+async function runChild(role: string, port: number): Promise<void> {
+  if (role === 'server') {
+    const srv = http2Server();
+    srv.listen(0, '127.0.0.1', () => console.log((srv.address() as net.AddressInfo).port));
+    return;
+  }
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  for await (const line of createInterface({ input: process.stdin })) {
+    for (let i = 0; i < Number(line); i++) await http2Exchange(session);
+    console.log('done');
+  }
+  session.close();
 }
 
 async function nextLine(lines: AsyncIterator<string>): Promise<string> {
@@ -78,7 +92,7 @@ async function nextLine(lines: AsyncIterator<string>): Promise<string> {
 
 /** The server in a child process: what the client side alone costs. */
 async function http2ClientOnly(): Promise<Transport> {
-  const { proc, lines } = child(`${HTTP2_SERVER} srv.listen(0, '127.0.0.1', () => console.log(srv.address().port));`);
+  const { proc, lines } = child('server');
   const port = Number(await nextLine(lines));
   const session = http2.connect(`http://127.0.0.1:${port}`);
   return sequential(
@@ -94,18 +108,7 @@ async function http2ClientOnly(): Promise<Transport> {
 async function http2ServerOnly(): Promise<Transport> {
   const srv = http2Server();
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { proc, lines } = child(`
-    import { createInterface } from 'node:readline';
-    const session = http2.connect('http://127.0.0.1:${(srv.address() as net.AddressInfo).port}');
-    const one = () => new Promise((resolve, reject) => {
-      const r = session.request({ ':method': 'POST', ':path': '/' });
-      r.on('data', () => undefined); r.on('end', resolve); r.on('error', reject); r.end();
-    });
-    for await (const line of createInterface({ input: process.stdin })) {
-      for (let i = 0; i < Number(line); i++) await one();
-      console.log('done');
-    }
-  `);
+  const { proc, lines } = child('client', (srv.address() as net.AddressInfo).port);
   return {
     async run(n) {
       proc.stdin!.write(`${n}\n`);
@@ -328,3 +331,5 @@ export async function main(argv: string[]): Promise<void> {
   }
   console.log(JSON.stringify(out));
 }
+
+if (process.argv[2] === CHILD_FLAG) await runChild(process.argv[3]!, Number(process.argv[4]));
